@@ -1,0 +1,26 @@
+"""shieldsplit: defend PyTorch medical image classifiers and audit what leaks.
+
+Example:
+    >>> import shieldsplit as ss
+    >>> ss.__version__
+    '0.1.0'
+"""
+
+from __future__ import annotations
+
+from .config import PGSLConfig
+from .cutting import list_cut_points, split_model
+from .errors import ShieldSplitError
+from .models import PGSLNet, create_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PGSLConfig",
+    "PGSLNet",
+    "ShieldSplitError",
+    "__version__",
+    "create_model",
+    "list_cut_points",
+    "split_model",
+]

@@ -1,0 +1,298 @@
+"""Cut any ``nn.Module`` into a client part and a server part.
+
+A *computational block* is a Conv or Linear layer together with the norm,
+activation, pool and dropout layers that follow it, counted in execution
+order. ``cut=k`` splits right after block ``k``: the client (head) runs the
+first ``k`` blocks and the server (tail) runs the rest. ``cut="layer1"`` names
+a submodule instead: the split comes right after that submodule's output.
+
+The model is traced with ``torch.fx``, so models whose ``forward`` is not a
+plain chain (residual connections, functional calls) are handled. A cut is
+valid only where exactly one tensor crosses the boundary, since that single
+tensor is what split learning sends over the network. Residual blocks can
+therefore only be cut at their ends.
+
+Both parts are built from a deep copy: the user's model is never changed.
+Module paths (``layer1.0.conv1``) are kept, so the parts' ``state_dict`` keys
+are the original model's keys.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from shieldsplit.cutting import split_model
+    >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
+    ...                       nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    >>> parts = split_model(model, cut=1)
+    >>> parts.valid_cuts
+    (1, 2)
+    >>> x = torch.randn(2, 1, 8, 8)
+    >>> torch.allclose(parts.tail(parts.head(x)), model(x))
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch.fx as fx
+from torch import nn
+
+from .errors import InvalidCutError, UnsupportedModelError
+
+#: Layer types that open a computational block.
+COMPUTE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose2d,
+    nn.Linear,
+)
+
+
+@dataclass(frozen=True)
+class CutPoint:
+    """One place where a model can be split.
+
+    Attributes:
+        index: the number of computational blocks on the client side.
+        node: the name of the fx node whose output crosses the network.
+        after: qualified name of the last compute layer on the client side.
+    """
+
+    index: int
+    node: str
+    after: str
+
+
+@dataclass(frozen=True)
+class SplitParts:
+    """The two halves of a split model.
+
+    Attributes:
+        head: client part, ``x -> activations``.
+        tail: server part, ``activations -> logits``.
+        cut: the block index of the split.
+        valid_cuts: every valid block index of this model.
+        compute_layers: qualified names of the model's compute layers, in order.
+    """
+
+    head: fx.GraphModule
+    tail: fx.GraphModule
+    cut: int
+    valid_cuts: tuple[int, ...]
+    compute_layers: tuple[str, ...]
+
+
+class _LeafTracer(fx.Tracer):
+    """Tracer that keeps every compute layer and norm as a leaf module."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return super().is_leaf_module(m, module_qualified_name) or isinstance(m, COMPUTE_TYPES)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """Trace ``model`` with ``torch.fx`` on a deep copy.
+
+    Args:
+        model: any module whose forward is symbolically traceable.
+
+    Returns:
+        A ``GraphModule`` that shares no parameters with ``model``.
+
+    Raises:
+        UnsupportedModelError: if tracing fails.
+    """
+    root = copy.deepcopy(model)
+    try:
+        graph = _LeafTracer().trace(root)
+    except Exception as exc:  # fx raises many types on untraceable code
+        raise UnsupportedModelError.build(
+            what="model",
+            expected="a module whose forward torch.fx can trace (no data-dependent control flow)",
+            received=f"{type(model).__name__} ({type(exc).__name__}: {exc})",
+            fix="make the control flow static, or pass cut='<submodule name>' on a traceable model",
+        ) from exc
+    return fx.GraphModule(root, graph, class_name=f"Traced{type(model).__name__}")
+
+
+def _compute_nodes(gm: fx.GraphModule) -> list[fx.Node]:
+    modules = dict(gm.named_modules())
+    return [
+        n
+        for n in gm.graph.nodes
+        if n.op == "call_module" and isinstance(modules.get(str(n.target)), COMPUTE_TYPES)
+    ]
+
+
+def _crossing(nodes: list[fx.Node], boundary: int) -> set[fx.Node]:
+    """Nodes before ``boundary`` whose value is used at or after it (get_attr excluded)."""
+    head = set(nodes[:boundary])
+    crossing: set[fx.Node] = set()
+    for n in nodes[boundary:]:
+        for arg in n.all_input_nodes:
+            if arg in head and arg.op != "get_attr":
+                crossing.add(arg)
+    return crossing
+
+
+def _cut_points(gm: fx.GraphModule) -> tuple[list[fx.Node], list[CutPoint], list[tuple[int, int]]]:
+    nodes = list(gm.graph.nodes)
+    compute = _compute_nodes(gm)
+    if not compute:
+        raise UnsupportedModelError.build(
+            what="model",
+            expected="a model with at least one Conv or Linear layer",
+            received="a model without any Conv or Linear layer",
+            fix="wrap a classifier built from nn.Conv2d / nn.Linear layers",
+        )
+    points: list[CutPoint] = []
+    boundaries: list[tuple[int, int]] = []
+    position = {n: i for i, n in enumerate(nodes)}
+    for k in range(1, len(compute)):
+        boundary = position[compute[k]]
+        crossing = _crossing(nodes, boundary)
+        if len(crossing) == 1:
+            (node,) = crossing
+            if node.op != "placeholder":
+                points.append(CutPoint(k, node.name, str(compute[k - 1].target)))
+                boundaries.append((k, boundary))
+    return nodes, points, boundaries
+
+
+def list_cut_points(model: nn.Module) -> list[CutPoint]:
+    """List the places where ``model`` can be split.
+
+    Args:
+        model: the classifier to inspect (not modified).
+
+    Returns:
+        One :class:`CutPoint` per valid block index, in order.
+
+    Raises:
+        UnsupportedModelError: if the model has no Conv/Linear layer or cannot be traced.
+
+    Example:
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> [p.index for p in list_cut_points(m)]
+        [1]
+    """
+    return _cut_points(trace(model))[1]
+
+
+def _describe(points: list[CutPoint]) -> str:
+    return ", ".join(f"{p.index} (after {p.after})" for p in points) or "none"
+
+
+def _boundary_for_name(
+    gm: fx.GraphModule, nodes: list[fx.Node], name: str, points: list[CutPoint]
+) -> int:
+    """Position just after the last node belonging to submodule ``name``."""
+    prefix = name + "."
+    owned = [
+        i
+        for i, n in enumerate(nodes)
+        if n.op == "call_module" and (str(n.target) == name or str(n.target).startswith(prefix))
+    ]
+    if not owned:
+        names = sorted({str(n.target).split(".")[0] for n in nodes if n.op == "call_module"})
+        raise InvalidCutError.build(
+            what="cut",
+            expected=f"a block index ({_describe(points)}) or a submodule name such as {names}",
+            received=repr(name),
+            fix="pick one of the listed cut points",
+        )
+    return owned[-1] + 1
+
+
+def split_model(model: nn.Module, cut: int | str) -> SplitParts:
+    """Split ``model`` into a client head and a server tail.
+
+    Args:
+        model: any image classifier (not modified; the parts hold copies).
+        cut: the number of computational blocks on the client side, or the
+            qualified name of a submodule after which to cut.
+
+    Returns:
+        The two parts, which compose to the original model exactly.
+
+    Raises:
+        InvalidCutError: if ``cut`` is not a valid cut point; the message lists the valid ones.
+        UnsupportedModelError: if the model has no Conv/Linear layer or cannot be traced.
+    """
+    gm = trace(model)
+    nodes, points, boundaries = _cut_points(gm)
+    valid = tuple(p.index for p in points)
+    if isinstance(cut, bool) or not isinstance(cut, (int, str)):
+        raise InvalidCutError.build(
+            what="cut",
+            expected=f"an int block index ({_describe(points)}) or a submodule name",
+            received=f"{cut!r} of type {type(cut).__name__}",
+            fix="pass cut=<int> or cut='<submodule name>'",
+        )
+    if isinstance(cut, str):
+        boundary = _boundary_for_name(gm, nodes, cut, points)
+        crossing = _crossing(nodes, boundary)
+        if len(crossing) != 1 or next(iter(crossing)).op == "placeholder":
+            raise InvalidCutError.build(
+                what="cut",
+                expected=f"a point where exactly one tensor crosses; valid: {_describe(points)}",
+                received=f"{cut!r} ({len(crossing)} tensors cross there)",
+                fix="cut at the end of a residual block or pass one of the listed indices",
+            )
+        compute_before = [n for n in _compute_nodes(gm) if nodes.index(n) < boundary]
+        index = len(compute_before)
+        if index == len(_compute_nodes(gm)):
+            raise InvalidCutError.build(
+                what="cut",
+                expected=f"a point that leaves at least one layer on the server; valid: {_describe(points)}",
+                received=repr(cut),
+                fix="cut earlier in the model",
+            )
+    else:
+        if cut not in valid:
+            raise InvalidCutError.build(
+                what="cut",
+                expected=f"one of {list(valid)}: {_describe(points)}",
+                received=cut,
+                fix="pass one of the listed cut indices",
+            )
+        index = cut
+        boundary = dict(boundaries)[cut]
+    head, tail = _build_parts(gm, nodes, boundary)
+    return SplitParts(
+        head=head,
+        tail=tail,
+        cut=index,
+        valid_cuts=valid,
+        compute_layers=tuple(str(n.target) for n in _compute_nodes(gm)),
+    )
+
+
+def _build_parts(
+    gm: fx.GraphModule, nodes: list[fx.Node], boundary: int
+) -> tuple[fx.GraphModule, fx.GraphModule]:
+    (cross,) = _crossing(nodes, boundary)
+    head_graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for n in nodes[:boundary]:
+        env[n] = head_graph.node_copy(n, lambda a: env[a])
+    head_graph.output(env[cross])
+
+    tail_graph = fx.Graph()
+    tenv: dict[fx.Node, fx.Node] = {cross: tail_graph.placeholder("activations")}
+    for n in nodes[:boundary]:  # parameters fetched by get_attr may be used on both sides
+        if n.op == "get_attr":
+            tenv[n] = tail_graph.node_copy(n, lambda a: tenv[a])
+    for n in nodes[boundary:]:
+        tenv[n] = tail_graph.node_copy(n, lambda a: tenv[a])
+    head_graph.lint()
+    tail_graph.lint()
+    # Each part gets its own copy of the parameters it uses.
+    head = fx.GraphModule(copy.deepcopy(gm), head_graph, class_name="ClientHead")
+    tail = fx.GraphModule(copy.deepcopy(gm), tail_graph, class_name="ServerTail")
+    return head, tail
+
+
+__all__ = ["COMPUTE_TYPES", "CutPoint", "SplitParts", "list_cut_points", "split_model", "trace"]

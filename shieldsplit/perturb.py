@@ -1,0 +1,109 @@
+"""Step (b): the intentional, untargeted JSMA-style pixel perturbation.
+
+PGSL attacks its own data on the client before anything leaves it
+(Khowaja et al. 2022, Sec. IV-A): the ``k`` elements with the highest
+inverted-condition saliency (eq. 1) are raised by ``strength`` and clipped to
+the valid range, giving ``x_hat = x + Map'``. ``k`` is the pixel budget times
+the number of elements per image (at least one, at most the number of
+elements that satisfy the condition).
+
+Example:
+    >>> import torch
+    >>> x = torch.zeros(1, 1, 2, 2)
+    >>> scores = torch.tensor([[[[0.0, 3.0], [1.0, 2.0]]]])
+    >>> jsma_perturb(x, scores, pixel_budget=0.5, strength=1.0, clip=(0.0, 1.0)).adversarial
+    tensor([[[[0., 1.],
+              [0., 1.]]]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigError, InputShapeError
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """Result of :func:`jsma_perturb`.
+
+    Attributes:
+        adversarial: the attacked batch ``x_hat``.
+        delta: ``x_hat - x`` (the paper's ``Map'``).
+        mask: boolean mask of the changed elements.
+    """
+
+    adversarial: Tensor
+    delta: Tensor
+    mask: Tensor
+
+
+def budget_count(numel: int, pixel_budget: float) -> int:
+    """Number of elements a budget allows per image.
+
+    Args:
+        numel: elements per image.
+        pixel_budget: fraction in (0, 1].
+
+    Returns:
+        ``max(1, round(numel * pixel_budget))``.
+
+    Raises:
+        ConfigError: if the budget is outside (0, 1].
+
+    Example:
+        >>> budget_count(784, 0.02)
+        16
+    """
+    if not 0.0 < pixel_budget <= 1.0:
+        raise ConfigError.build(
+            what="pixel_budget", expected="a fraction in (0, 1]", received=pixel_budget,
+            fix="pass e.g. pixel_budget=0.02",
+        )
+    return max(1, round(numel * pixel_budget))
+
+
+def jsma_perturb(
+    x: Tensor,
+    scores: Tensor,
+    *,
+    pixel_budget: float,
+    strength: float,
+    clip: tuple[float, float] | None,
+) -> Perturbation:
+    """Raise the top-scoring elements of each image by ``strength``.
+
+    Args:
+        x: images ``(B, ...)``.
+        scores: non-negative saliency ``Map'`` shaped like ``x`` (0 = not eligible).
+        pixel_budget: fraction of elements per image that may change.
+        strength: amount added to a chosen element.
+        clip: valid value range, or None.
+
+    Returns:
+        The perturbed batch, the perturbation and its mask.
+
+    Raises:
+        InputShapeError: if ``scores`` and ``x`` differ in shape.
+        ConfigError: if the budget is outside (0, 1].
+    """
+    if scores.shape != x.shape:
+        raise InputShapeError.build(
+            what="scores", expected=f"shape {tuple(x.shape)}", received=tuple(scores.shape),
+            fix="pass one saliency value per input element",
+        )
+    flat = scores.reshape(scores.shape[0], -1)
+    k = budget_count(flat.shape[1], pixel_budget)
+    top = flat.topk(k, dim=1)
+    chosen = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top.indices, top.values > 0)
+    mask = chosen.reshape(x.shape)
+    adversarial = x + strength * mask.to(x.dtype)
+    if clip is not None:
+        adversarial = adversarial.clamp(*clip)
+    return Perturbation(adversarial=adversarial, delta=adversarial - x, mask=mask)
+
+
+__all__ = ["Perturbation", "budget_count", "jsma_perturb"]
