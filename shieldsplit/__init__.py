@@ -12,10 +12,17 @@ from .config import PGSLConfig
 from .cutting import list_cut_points, split_model
 from .errors import ShieldSplitError
 from .models import PGSLNet, create_model
+from .shield import FitHistory, SplitShield
+from .wire import ClientMessage, ServerGradient, StreamScores
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClientMessage",
+    "FitHistory",
+    "ServerGradient",
+    "SplitShield",
+    "StreamScores",
     "PGSLConfig",
     "PGSLNet",
     "ShieldSplitError",

@@ -94,6 +94,7 @@ class RecoveryConfig(_Strict):
         max_iter: APG iterations per batch (few: see docs/pgsl.md for the cost).
         tol: relative-change tolerance for early stopping.
         matrix: which matrix the nuclear norm acts on (see docs/pgsl.md).
+        start: APG's starting point: ``(D, 0)`` ("data") or ``(0, 0)`` ("zeros").
     """
 
     enabled: bool = True
@@ -102,6 +103,7 @@ class RecoveryConfig(_Strict):
     max_iter: int = Field(5, ge=1, le=1000)
     tol: float = Field(1e-3, gt=0.0)
     matrix: Literal["channels_x_pixels", "rows_x_cols"] = "channels_x_pixels"
+    start: Literal["data", "zeros"] = "data"
 
 
 class FusionConfig(_Strict):

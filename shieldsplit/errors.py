@@ -17,7 +17,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+_E = TypeVar("_E", bound="ShieldSplitError")
 
 
 class ShieldSplitError(ValueError):
@@ -26,7 +28,7 @@ class ShieldSplitError(ValueError):
     label = "Invalid input"
 
     @classmethod
-    def build(cls, *, what: str, expected: str, received: Any, fix: str) -> ShieldSplitError:
+    def build(cls: type[_E], *, what: str, expected: str, received: Any, fix: str) -> _E:
         """Build an error whose message names what, expected, received and fix.
 
         Args:

@@ -1,0 +1,881 @@
+"""SplitShield: any PyTorch image classifier as a PGSL split-learning pair.
+
+Proximal Gradient Split Learning (Khowaja et al., IEEE TNSE 2022): the client
+attacks its own images on purpose (JSMA-style few-pixel perturbation guided
+by a Captum saliency map), pixel-unshuffles them with the saliency map
+concatenated, and runs the first ``cut`` blocks of the model. Only the
+activations cross the network. The server up-samples them, recovers a clean
+version with accelerated proximal gradient robust PCA, fuses both (conv-sum)
+and trains three streams: attacked, fused and recovered. Only the fused
+stream's gradient goes back to the client. Predictions fuse the three
+streams' scores by adaptive weighted averaging.
+
+docs/pgsl.md maps every equation to the code and lists every departure from
+the paper.
+
+Example:
+    >>> import torch
+    >>> import shieldsplit as ss
+    >>> net = ss.PGSLNet(num_classes=3, image_size=8)
+    >>> shield = ss.SplitShield(net, cut=2, seed=0)
+    >>> x = torch.rand(4, 1, 8, 8)
+    >>> wire = shield.client(x)          # what crosses the network
+    >>> tuple(wire.activations.shape)    # 64 channels at half resolution
+    (4, 64, 4, 4)
+    >>> shield.server(wire).shape
+    torch.Size([4, 3])
+    >>> bool(torch.allclose(shield.predict_proba(x).sum(dim=1), torch.ones(4)))
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from .config import PGSLConfig
+from .cutting import COMPUTE_TYPES, split_model
+from .errors import (
+    ConfigError,
+    DataFileError,
+    EmptyDataError,
+    InputShapeError,
+    LabelError,
+    NonFiniteInputError,
+    ShieldSplitError,
+    StateError,
+    UnsupportedModelError,
+)
+from .fusion import ConvSumFusion, adaptive_weights, weighted_average
+from .io import atomic_torch_save, safe_torch_load
+from .perturb import jsma_perturb
+from .progress import progress_bar
+from .recovery import ProximalRecovery
+from .saliency import class_gradient, jsma_saliency
+from .unshuffle import SubPixelUpsample, pad_to_multiple, unshuffle
+from .wire import ClientMessage, ServerGradient, StreamScores
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "shieldsplit.SplitShield/1"
+_PROBE_SIZES = (28, 32, 64, 224, 8, 16)
+
+
+class EpochRecord(BaseModel):
+    """One epoch of :meth:`SplitShield.fit`.
+
+    Attributes:
+        epoch: 1-based epoch number.
+        train_loss: mean cross-entropy per stream.
+        train_accuracy: accuracy per stream on the (perturbed) training batches.
+        val_accuracy: accuracy per stream and of the decision fusion (``"decision"``), if a
+            validation loader was given.
+        stream_weights: the adaptive decision weights after this epoch.
+        seconds: wall time of the epoch (the only field that varies between equal seeds).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: int
+    train_loss: dict[str, float]
+    train_accuracy: dict[str, float]
+    val_accuracy: dict[str, float] | None
+    stream_weights: dict[str, float]
+    seconds: float
+
+
+class FitHistory(BaseModel):
+    """What :meth:`SplitShield.fit` returns.
+
+    Attributes:
+        seed: the seed of the run.
+        cut: the block index of the split.
+        config: the PGSL configuration.
+        epochs: one record per epoch.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int
+    cut: int
+    config: PGSLConfig
+    epochs: list[EpochRecord]
+
+    def without_timing(self) -> dict[str, Any]:
+        """The history without wall times: equal for equal seeds."""
+        data = self.model_dump()
+        for record in data["epochs"]:
+            record.pop("seconds")
+        return data
+
+
+class _Probe(nn.Module):
+    """Client-side linear probe: a local classifier for the saliency map."""
+
+    def __init__(self, features: int, num_classes: int, spatial: bool) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1) if spatial else nn.Identity()
+        self.linear = nn.Linear(features, num_classes)
+
+    def forward(self, a: Tensor) -> Tensor:
+        return self.linear(torch.flatten(self.pool(a), 1))
+
+
+@contextlib.contextmanager
+def _frozen_buffers(module: nn.Module) -> Iterator[None]:
+    """Restore every buffer (BatchNorm running statistics) on exit."""
+    saved = {name: buf.clone() for name, buf in module.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, buf in module.named_buffers():
+                buf.copy_(saved[name])
+
+
+def _first_compute(gm: nn.Module) -> tuple[str, nn.Module] | None:
+    graph = getattr(gm, "graph", None)
+    if graph is None:
+        return None
+    modules = dict(gm.named_modules())
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(str(node.target)), COMPUTE_TYPES):
+            return str(node.target), modules[str(node.target)]
+    return None
+
+
+def _replace_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, leaf, new)
+
+
+class SplitShield(nn.Module):
+    """Turn any image classifier into a PGSL client/server pair.
+
+    Args:
+        model: the classifier to defend (any ``nn.Module`` that torch.fx can
+            trace and that returns ``(N, classes)`` logits). It is deep-copied
+            and never modified.
+        cut: the number of computational blocks on the client (a Conv or Linear
+            layer with the norm, activation, pool and dropout after it), or a
+            submodule name. The paper cuts after the 2nd conv: ``cut=2``.
+        config: which PGSL steps run and how; ``PGSLConfig.off()`` gives plain
+            split learning.
+        input_shape: ``(C, H, W)`` of the inputs; only needed when the model's
+            input size cannot be guessed (a Linear layer before the cut).
+        seed: seeds the layers that PGSL adds.
+
+    Raises:
+        InvalidCutError: if ``cut`` is not a valid cut point (the message lists them).
+        UnsupportedModelError: for a model without Conv/Linear layers, one that
+            cannot be traced, or one whose client part cannot take the
+            unshuffled input.
+
+    Reference:
+        Khowaja, Lee, Dev, Jarwar, Qureshi. "Get your Foes Fooled: Proximal
+        Gradient Split Learning for Defense against Model Inversion Attacks on
+        IoMT data". IEEE TNSE 2022, arXiv:2201.04569.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        cut: int | str = 2,
+        config: PGSLConfig | None = None,
+        input_shape: tuple[int, int, int] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise UnsupportedModelError.build(
+                what="model", expected="a torch.nn.Module", received=type(model).__name__,
+                fix="pass the classifier module itself",
+            )
+        self.config = config if config is not None else PGSLConfig()
+        self.seed = seed
+        parts = split_model(model, cut)
+        self.cut = parts.cut
+        self.valid_cuts = parts.valid_cuts
+        # Unregistered copies: the architecture template (for unwrap) and the plain
+        # client part (for the shapes the server expects). Neither is trained.
+        self.__dict__["_template"] = copy.deepcopy(model).eval()
+        self.__dict__["_plain_head"] = copy.deepcopy(parts.head).eval()
+        first = _first_compute(parts.head)
+        self.in_channels: int | None = (
+            first[1].in_channels if first and isinstance(first[1], nn.Conv2d) else None
+        )
+        if input_shape is not None:
+            self.in_channels = input_shape[0]
+        self.input_shape = input_shape
+        activation, self.num_classes = self._probe_shapes()
+        spatial = activation.dim() == 4
+        cfg = self.config
+        needs_image_head = cfg.unshuffle.enabled or (cfg.saliency.enabled and cfg.saliency.concat)
+        if needs_image_head and not spatial:
+            raise UnsupportedModelError.build(
+                what="cut",
+                expected="a cut whose activations are 4-D feature maps when unshuffle or "
+                "saliency concatenation is on",
+                received=f"activations of shape {tuple(activation.shape)} at cut={self.cut}",
+                fix="cut before the Flatten/Linear layers, or switch unshuffle and "
+                "saliency.concat off in PGSLConfig",
+            )
+        channels = int(activation.shape[1])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            head = parts.head
+            if needs_image_head:
+                head = self._adapt_first_conv(head)
+            self.head = head
+            self.probe = (
+                _Probe(channels, self.num_classes, spatial) if cfg.saliency.enabled else None
+            )
+            self.upsample = (
+                SubPixelUpsample(channels, cfg.unshuffle.factor) if cfg.unshuffle.enabled else None
+            )
+            r = cfg.recovery
+            self.recovery = (
+                ProximalRecovery(
+                    mu=r.mu, lam=r.lam, max_iter=r.max_iter, tol=r.tol, matrix=r.matrix,
+                    start=r.start,
+                )
+                if r.enabled
+                else None
+            )
+            self.fusion = (
+                ConvSumFusion(channels, cfg.fusion.kernel_size) if cfg.fusion.enabled else None
+            )
+        self.streams: tuple[str, ...] = cfg.streams()
+        self.tails = nn.ModuleDict(
+            {name: (parts.tail if name == "fused" else copy.deepcopy(parts.tail))
+             for name in self.streams}
+        )
+        initial = dict(zip(("recovered", "fused", "attacked"), cfg.decision.weights, strict=True))
+        start = torch.tensor([initial[s] for s in self.streams])
+        self.register_buffer("stream_weights", start / start.sum())
+
+    # ------------------------------------------------------------------ setup
+    def _probe_shapes(self) -> tuple[Tensor, int]:
+        """Dry-run the plain model to learn the activation shape and class count."""
+        template, plain_head = self.__dict__["_template"], self.__dict__["_plain_head"]
+        channels = self.in_channels or 1
+        sizes = [self.input_shape[1:]] if self.input_shape else [(s, s) for s in _PROBE_SIZES]
+        errors = []
+        for size in sizes:
+            x = torch.zeros(2, channels, *size, device=_device_of(template))
+            try:
+                with torch.no_grad():
+                    activation, logits = plain_head(x), template(x)
+            except Exception as exc:  # try the next size
+                errors.append(f"{size}: {type(exc).__name__}")
+                continue
+            if not isinstance(logits, Tensor) or logits.dim() != 2:
+                raise UnsupportedModelError.build(
+                    what="model",
+                    expected="a classifier returning (N, classes) logits",
+                    received=f"output {type(logits).__name__} of shape "
+                    f"{tuple(getattr(logits, 'shape', ()))}",
+                    fix="wrap the model so that forward returns a 2-D logits tensor",
+                )
+            if not isinstance(activation, Tensor):
+                raise UnsupportedModelError.build(
+                    what="cut", expected="a single tensor at the cut",
+                    received=type(activation).__name__, fix="pick another cut",
+                )
+            return activation, int(logits.shape[1])
+        raise UnsupportedModelError.build(
+            what="input_shape",
+            expected="an input size the model accepts",
+            received=f"none of the tried sizes worked ({'; '.join(errors)})",
+            fix="pass input_shape=(C, H, W)",
+        )
+
+    def _client_channels(self) -> int:
+        cfg = self.config
+        c = self.in_channels or 1
+        if cfg.unshuffle.enabled:
+            c *= cfg.unshuffle.factor**2
+        if cfg.saliency.enabled and cfg.saliency.concat:
+            c += 1
+        return c
+
+    def _adapt_first_conv(self, head: nn.Module) -> nn.Module:
+        first = _first_compute(head)
+        if first is None or not isinstance(first[1], nn.Conv2d):
+            raise UnsupportedModelError.build(
+                what="model",
+                expected="a Conv2d as the first compute layer when unshuffle or saliency "
+                "concatenation is on",
+                received=type(first[1]).__name__ if first else "no compute layer before the cut",
+                fix="switch unshuffle and saliency.concat off in PGSLConfig",
+            )
+        name, conv = first
+        new = nn.Conv2d(
+            self._client_channels(), conv.out_channels, conv.kernel_size,  # type: ignore[arg-type]
+            stride=conv.stride, padding=conv.padding, dilation=conv.dilation,  # type: ignore[arg-type]
+            groups=1, bias=conv.bias is not None, padding_mode=conv.padding_mode,
+        ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+        _replace_submodule(head, name, new)
+        return head
+
+    # ------------------------------------------------------------- validation
+    def _check_inputs(self, x: Any, y: Any = None) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            raise InputShapeError.build(
+                what="x", expected="a 4-D float tensor (N, C, H, W)",
+                received=f"{type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}",
+                fix="add the batch/channel dimensions, e.g. x.unsqueeze(1) for (N, H, W) images",
+            )
+        if not x.is_floating_point():
+            raise InputShapeError.build(
+                what="x", expected="a floating-point tensor", received=f"dtype {x.dtype}",
+                fix="convert with x.float() (and scale uint8 images to [0, 1])",
+            )
+        if x.shape[0] == 0:
+            raise InputShapeError.build(
+                what="x", expected="at least one sample", received="an empty batch",
+                fix="pass a non-empty batch",
+            )
+        if self.in_channels is not None and x.shape[1] != self.in_channels:
+            raise InputShapeError.build(
+                what="x", expected=f"{self.in_channels} channel(s), as the model's first layer",
+                received=f"{x.shape[1]} channel(s) (shape {tuple(x.shape)})",
+                fix="convert the images to the model's channel count",
+            )
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).sum())
+            raise NonFiniteInputError.build(
+                what="x", expected="finite values", received=f"{bad} NaN/inf value(s)",
+                fix="clean or impute the images before calling shieldsplit",
+            )
+        if y is None:
+            return
+        if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise LabelError.build(
+                what="y", expected=f"a 1-D integer tensor of {x.shape[0]} labels",
+                received=f"{type(y).__name__} of shape {tuple(getattr(y, 'shape', ()))}",
+                fix="flatten the labels, e.g. y.view(-1)",
+            )
+        if y.is_floating_point() or y.is_complex():
+            raise LabelError.build(
+                what="y", expected="integer class indices", received=f"dtype {y.dtype}",
+                fix="convert with y.long()",
+            )
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise LabelError.build(
+                what="y", expected=f"labels in [0, {self.num_classes - 1}]",
+                received=f"labels in [{int(y.min())}, {int(y.max())}]",
+                fix="remap the labels or build the model with the right number of classes",
+            )
+
+    # ----------------------------------------------------------------- client
+    def _assemble(self, images: Tensor, saliency: Tensor | None) -> Tensor:
+        """Step (c): unshuffle the images and concatenate the saliency channel."""
+        cfg = self.config
+        t = images
+        if cfg.unshuffle.enabled:
+            t = unshuffle(t, cfg.unshuffle.factor, cfg.unshuffle.pad)
+        if cfg.saliency.enabled and cfg.saliency.concat:
+            m = saliency if saliency is not None else torch.zeros_like(images[:, :1])
+            if cfg.unshuffle.enabled:
+                f = cfg.unshuffle.factor
+                m = F.avg_pool2d(pad_to_multiple(m, f, cfg.unshuffle.pad), f)
+            t = torch.cat([t, m], dim=1)
+        return t
+
+    def _saliency(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Step (a): JSMA scores and the normalised one-channel map.
+
+        The saliency is taken through the client's own part and its local probe,
+        so no activation of the clean image ever leaves the client.
+        """
+        probe = self.probe
+        if probe is None:  # config validation guarantees it exists here
+            raise StateError.build(what="probe", expected="saliency on", received="off", fix="-")
+
+        def local_proba(images: Tensor) -> Tensor:
+            return probe(self.head(self._assemble(images, None))).softmax(dim=-1)
+
+        with _frozen_buffers(self.head):
+            if y is None:
+                with torch.no_grad():
+                    y = local_proba(x).argmax(dim=-1)
+            grad = class_gradient(local_proba, x, y, method=self.config.saliency.method)
+        scores = jsma_saliency(grad)
+        heat = scores.sum(dim=1, keepdim=True)
+        peak = heat.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return scores, heat / peak
+
+    def _client_forward(self, x: Tensor, y: Tensor | None) -> ClientMessage:
+        cfg = self.config
+        heat = None
+        images = x
+        if cfg.saliency.enabled:
+            scores, heat = self._saliency(x, y)
+            if cfg.perturb.enabled:
+                p = cfg.perturb
+                images = jsma_perturb(
+                    x, scores, pixel_budget=p.pixel_budget, strength=p.strength, clip=p.clip
+                ).adversarial
+        activations = self.head(self._assemble(images, heat))
+        return ClientMessage(
+            activations=activations, target_size=self._target_size(x), labels=y
+        )
+
+    def _target_size(self, x: Tensor) -> tuple[int, int] | None:
+        if self.upsample is None:
+            return None
+        cache: dict[tuple[int, ...], tuple[int, int]] = self.__dict__.setdefault("_sizes", {})
+        key = tuple(x.shape[1:])
+        if key not in cache:
+            with torch.no_grad():
+                out = self.__dict__["_plain_head"](torch.zeros(1, *key, device=x.device))
+            cache[key] = (int(out.shape[-2]), int(out.shape[-1]))
+        return cache[key]
+
+    def client(self, x: Tensor, y: Tensor | None = None) -> ClientMessage:
+        """Run the client side: everything that happens before the network.
+
+        Args:
+            x: image batch ``(N, C, H, W)``.
+            y: labels; used as the saliency target and sent along for training.
+                Without labels the probe's prediction is the saliency target.
+
+        Returns:
+            The typed message that crosses the network (detached activations).
+
+        Raises:
+            InputShapeError, NonFiniteInputError, LabelError: on bad input.
+        """
+        self._check_inputs(x, y)
+        x = x.to(_device_of(self))
+        with torch.no_grad():
+            msg = self._client_forward(x, y)
+        return ClientMessage(msg.activations.detach(), msg.target_size, msg.labels)
+
+    # ----------------------------------------------------------------- server
+    def _server_forward(self, msg: ClientMessage) -> dict[str, Tensor]:
+        a = msg.activations
+        u = self.upsample(a, msg.target_size) if self.upsample is not None else a
+        out: dict[str, Tensor] = {}
+        recovered = None
+        if self.recovery is not None:
+            recovered = self.recovery(u.detach())
+            out["recovered"] = self.tails["recovered"](recovered)
+        if self.fusion is not None and recovered is not None:
+            out["fused"] = self.tails["fused"](self.fusion(u, recovered))
+            out["attacked"] = self.tails["attacked"](u.detach())
+        else:
+            out["fused"] = self.tails["fused"](u)
+        return out
+
+    def server_streams(self, msg: ClientMessage) -> dict[str, Tensor]:
+        """Run the server on a client message.
+
+        Args:
+            msg: what :meth:`client` produced.
+
+        Returns:
+            Logits per stream (``recovered``, ``fused``, ``attacked`` where present).
+        """
+        if not isinstance(msg, ClientMessage):
+            raise InputShapeError.build(
+                what="msg", expected="a ClientMessage from SplitShield.client",
+                received=type(msg).__name__, fix="call shield.server(shield.client(x))",
+            )
+        return self._server_forward(msg)
+
+    def server(self, msg: ClientMessage) -> Tensor:
+        """The fused stream's logits for a client message.
+
+        Args:
+            msg: what :meth:`client` produced.
+
+        Returns:
+            ``(N, classes)`` logits of the fused stream.
+        """
+        return self.server_streams(msg)["fused"]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Client then server in one call: the fused stream's logits.
+
+        With every PGSL step off this is exactly the wrapped model's output.
+
+        Args:
+            x: image batch ``(N, C, H, W)``.
+
+        Returns:
+            ``(N, classes)`` logits.
+        """
+        self._check_inputs(x)
+        return self._server_forward(self._client_forward(x, None))["fused"]
+
+    # -------------------------------------------------------------- inference
+    @torch.no_grad()
+    def predict_streams(self, x: Tensor) -> StreamScores:
+        """Class probabilities of every stream (eval mode).
+
+        Args:
+            x: image batch ``(N, C, H, W)``.
+
+        Returns:
+            Per-stream softmax scores.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            logits = self.server_streams(self.client(x))
+        finally:
+            self.train(was_training)
+        probs = {k: v.softmax(dim=-1) for k, v in logits.items()}
+        return StreamScores(
+            fused=probs["fused"], recovered=probs.get("recovered"), attacked=probs.get("attacked")
+        )
+
+    @torch.no_grad()
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """Decision-level fusion of the streams (eq. 9), or the fused stream alone.
+
+        Args:
+            x: image batch ``(N, C, H, W)``.
+
+        Returns:
+            ``(N, classes)`` probabilities.
+        """
+        return self._decide(self.predict_streams(x).as_dict())
+
+    def _decide(self, probs: dict[str, Tensor]) -> Tensor:
+        if not self.config.decision.enabled:
+            return probs["fused"]
+        stacked = torch.stack([probs[s] for s in self.streams])
+        return weighted_average(stacked, self.stream_weights)
+
+    # --------------------------------------------------------------- training
+    def fit(
+        self,
+        train_loader: Iterable[tuple[Tensor, Tensor]],
+        *,
+        epochs: int = 5,
+        val_loader: Iterable[tuple[Tensor, Tensor]] | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> FitHistory:
+        """Train client and server with the PGSL protocol.
+
+        Each step: the client sends its activations; the server trains every
+        stream on them and returns only the fused stream's gradient; the
+        client back-propagates it (and trains its local saliency probe). After
+        each epoch the decision weights are re-estimated from the epoch's
+        training scores (eqs. 10-11), so no validation data is used for them.
+
+        Args:
+            train_loader: yields ``(images, labels)`` batches.
+            epochs: passes over the data.
+            val_loader: optional; its accuracy per stream is recorded.
+            seed: seeds dropout, the loader's shuffling (when it uses the global
+                generator) and everything else random; the same seed on the same
+                data gives the same history.
+            progress: show a progress bar.
+
+        Returns:
+            The per-epoch history.
+
+        Raises:
+            EmptyDataError: if the loader yields no batch.
+            InputShapeError, NonFiniteInputError, LabelError: on a bad batch;
+                the shield's weights are restored to what they were before the call.
+        """
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError.build(
+                what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
+            )
+        _check_loader(train_loader, "train_loader")
+        if val_loader is not None:
+            _check_loader(val_loader, "val_loader")
+        snapshot = copy.deepcopy(self.state_dict())
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self._fit(train_loader, epochs, val_loader, seed, progress)
+        except ShieldSplitError:
+            self.load_state_dict(snapshot)
+            raise
+
+    def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, list[Any]]:
+        t = self.config.train
+        client_params = list(self.head.parameters())
+        if self.probe is not None:
+            client_params += list(self.probe.parameters())
+        client_ids = {id(p) for p in client_params}
+        server_params = [p for p in self.parameters() if id(p) not in client_ids]
+        opts = [
+            torch.optim.Adam(ps, lr=t.lr, weight_decay=t.weight_decay)
+            for ps in (client_params, server_params)
+        ]
+        scheds = [
+            torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1.0 / (1.0 + t.lr_decay * step))
+            for o in opts
+        ]
+        return opts[0], opts[1], scheds
+
+    def train_step(
+        self,
+        x: Tensor,
+        y: Tensor,
+        client_opt: torch.optim.Optimizer,
+        server_opt: torch.optim.Optimizer,
+    ) -> dict[str, Tensor]:
+        """One PGSL training step, with the network boundary made explicit.
+
+        Args:
+            x: image batch.
+            y: labels.
+            client_opt: optimiser over the client's parameters.
+            server_opt: optimiser over the server's parameters.
+
+        Returns:
+            The server's logits per stream (detached).
+        """
+        self._check_inputs(x, y)
+        device = _device_of(self)
+        x, y = x.to(device), y.to(device)
+        msg = self._client_forward(x, y)
+        # --- the network: the server sees a leaf tensor, the client gets one gradient back
+        received = ClientMessage(
+            msg.activations.detach().requires_grad_(True), msg.target_size, y
+        )
+        logits = self._server_forward(received)
+        loss = sum((F.cross_entropy(v, y) for v in logits.values()), torch.zeros((), device=device))
+        server_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        server_opt.step()
+        grad = received.activations.grad
+        reply = ServerGradient(grad if grad is not None else torch.zeros_like(msg.activations))
+        # --- client
+        client_opt.zero_grad(set_to_none=True)
+        msg.activations.backward(reply.grad)
+        if self.probe is not None:
+            F.cross_entropy(self.probe(msg.activations.detach()), y).backward()
+        client_opt.step()
+        return {k: v.detach() for k, v in logits.items()}
+
+    def _fit(
+        self,
+        train_loader: Iterable[tuple[Tensor, Tensor]],
+        epochs: int,
+        val_loader: Iterable[tuple[Tensor, Tensor]] | None,
+        seed: int,
+        progress: bool,
+    ) -> FitHistory:
+        client_opt, server_opt, scheds = self._optimizers()
+        records = []
+        total = _safe_len(train_loader)
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            self.train()
+            sums = {s: 0.0 for s in self.streams}
+            correct = {s: 0 for s in self.streams}
+            score_sum: dict[str, Tensor] = {}
+            seen = 0
+            with progress_bar(
+                train_loader, total=total, description=f"PGSL epoch {epoch}/{epochs}",
+                enabled=progress,
+            ) as batches:
+                for x, y in batches:
+                    logits = self.train_step(x, y, client_opt, server_opt)
+                    for sched in scheds:
+                        sched.step()
+                    n = int(y.shape[0])
+                    seen += n
+                    y_dev = y.to(_device_of(self))
+                    for s, v in logits.items():
+                        sums[s] += float(F.cross_entropy(v, y_dev)) * n
+                        correct[s] += int((v.argmax(-1) == y_dev).sum())
+                        score_sum[s] = score_sum.get(s, 0) + v.softmax(-1).sum(0)
+            if seen == 0:
+                raise EmptyDataError.build(
+                    what="train_loader", expected="at least one batch", received="no batch",
+                    fix="check the data set and the loader's batch_size/drop_last",
+                )
+            self._calibrate({s: v / seen for s, v in score_sum.items()})
+            val = self.evaluate(val_loader) if val_loader is not None else None
+            record = EpochRecord(
+                epoch=epoch,
+                train_loss={s: sums[s] / seen for s in self.streams},
+                train_accuracy={s: correct[s] / seen for s in self.streams},
+                val_accuracy=val,
+                stream_weights=dict(zip(self.streams, self.stream_weights.tolist(), strict=True)),
+                seconds=time.perf_counter() - start,
+            )
+            logger.info("epoch %d: %s", epoch, record.model_dump(exclude={"epoch"}))
+            records.append(record)
+        self.eval()
+        return FitHistory(seed=seed, cut=self.cut, config=self.config, epochs=records)
+
+    def _calibrate(self, mean_scores: dict[str, Tensor]) -> None:
+        """Eqs. 10-11: S^max per stream from mean class scores, then the weights."""
+        if not self.config.decision.enabled:
+            return
+        initial = dict(zip(("recovered", "fused", "attacked"), self.config.decision.weights,
+                           strict=True))
+        s_max = torch.stack([mean_scores[s].max() for s in self.streams])
+        w0 = torch.tensor([initial[s] for s in self.streams], device=s_max.device)
+        with torch.no_grad():
+            self.stream_weights.copy_(adaptive_weights(s_max, w0))
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        """Accuracy of every stream and of the decision fusion.
+
+        Args:
+            loader: yields ``(images, labels)``.
+
+        Returns:
+            ``{"recovered": ..., "fused": ..., "attacked": ..., "decision": ...}``
+            (only the present streams).
+
+        Raises:
+            EmptyDataError: if the loader yields nothing.
+        """
+        correct: dict[str, int] = {}
+        seen = 0
+        for x, y in loader:
+            self._check_inputs(x, y)
+            probs = self.predict_streams(x).as_dict()
+            probs["decision"] = self._decide(probs)
+            y = y.to(_device_of(self))
+            for k, p in probs.items():
+                correct[k] = correct.get(k, 0) + int((p.argmax(-1) == y).sum())
+            seen += int(y.shape[0])
+        if seen == 0:
+            raise EmptyDataError.build(
+                what="loader", expected="at least one batch", received="no batch",
+                fix="check the data set",
+            )
+        return {k: v / seen for k, v in correct.items()}
+
+    # ------------------------------------------------------------------ state
+    def unwrap(self) -> nn.Module:
+        """A plain model of the wrapped model's class with the trained weights.
+
+        It carries the client's weights and the fused stream's server weights.
+        With every PGSL step off it computes exactly what the shield computes.
+
+        Returns:
+            A new module; the shield is unchanged.
+
+        Raises:
+            StateError: if the client's first layer was adapted to the unshuffled
+                ``4C+1``-channel input, which the original architecture cannot hold.
+        """
+        cfg = self.config
+        if cfg.unshuffle.enabled or (cfg.saliency.enabled and cfg.saliency.concat):
+            raise StateError.build(
+                what="unwrap",
+                expected="a shield whose client takes the original images",
+                received="a client whose first layer takes the unshuffled 4C+1-channel tensor",
+                fix="use the shield itself for inference, or train with unshuffle and "
+                "saliency.concat off to get a plain model back",
+            )
+        model = copy.deepcopy(self.__dict__["_template"])
+        state = {**self.head.state_dict(), **self.tails["fused"].state_dict()}
+        result = model.load_state_dict(state, strict=False)
+        if result.unexpected_keys:
+            raise StateError.build(
+                what="unwrap", expected="weights that fit the original model",
+                received=f"unexpected keys {result.unexpected_keys}", fix="report this bug",
+            )
+        model.train(self.training)
+        return model
+
+    def save(self, path: str | Path) -> None:
+        """Write the shield (config, cut, weights) to ``path`` atomically.
+
+        Args:
+            path: destination file.
+        """
+        atomic_torch_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "cut": self.cut,
+                "seed": self.seed,
+                "input_shape": list(self.input_shape) if self.input_shape else None,
+                "config": self.config.model_dump(mode="json"),
+                "state_dict": self.state_dict(),
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, model: nn.Module) -> SplitShield:
+        """Rebuild a saved shield around an instance of the same architecture.
+
+        Args:
+            path: a file written by :meth:`save`.
+            model: an instance of the originally wrapped architecture (its weights
+                are replaced by the saved ones in the returned shield; the instance
+                itself is not modified).
+
+        Returns:
+            The restored shield.
+
+        Raises:
+            DataFileError: if the file is missing or not a SplitShield checkpoint.
+        """
+        ck = safe_torch_load(path)
+        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+            raise DataFileError.build(
+                what="path", expected=f"a checkpoint with format {CHECKPOINT_FORMAT!r}",
+                received=str(path), fix="save it with SplitShield.save",
+            )
+        shape = ck.get("input_shape")
+        shield = cls(
+            model,
+            cut=int(ck["cut"]),
+            config=PGSLConfig.model_validate(ck["config"]),
+            input_shape=tuple(shape) if shape else None,  # type: ignore[arg-type]
+            seed=int(ck["seed"]),
+        )
+        shield.load_state_dict(ck["state_dict"])
+        return shield
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _safe_len(loader: Any) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def _check_loader(loader: Any, name: str) -> None:
+    if loader is None or not hasattr(loader, "__iter__"):
+        raise EmptyDataError.build(
+            what=name, expected="an iterable of (images, labels) batches",
+            received=type(loader).__name__, fix="pass a torch DataLoader",
+        )
+    if _safe_len(loader) == 0:
+        raise EmptyDataError.build(
+            what=name, expected="at least one batch", received="an empty loader",
+            fix="check the data set and the loader's batch_size/drop_last",
+        )
+
+
+__all__ = ["EpochRecord", "FitHistory", "SplitShield"]

@@ -1,0 +1,80 @@
+"""Typed messages that cross the client/server boundary of split learning.
+
+Only these objects travel between the two parties: a :class:`ClientMessage`
+from client to server, and a :class:`ServerGradient` back. Keeping them typed
+makes it explicit what an eavesdropper (or a curious server) observes, which
+is exactly what the auditor's split-learning attacks are given.
+
+Example:
+    >>> import torch
+    >>> msg = ClientMessage(activations=torch.zeros(2, 4, 3, 3), target_size=(6, 6))
+    >>> msg.batch_size, msg.nbytes
+    (2, 288)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    """What the client sends to the server.
+
+    Attributes:
+        activations: the client part's output at the cut.
+        target_size: the spatial size the server's layers expect after
+            up-sampling (None when no up-sampling happens).
+        labels: the batch labels, sent only during training (vanilla split
+            learning with label sharing), else None.
+    """
+
+    activations: Tensor
+    target_size: tuple[int, int] | None = None
+    labels: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Number of samples in the message."""
+        return int(self.activations.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of activation payload on the wire."""
+        return int(self.activations.numel() * self.activations.element_size())
+
+
+@dataclass(frozen=True)
+class ServerGradient:
+    """What the server sends back during training: the fused stream's gradient.
+
+    Attributes:
+        grad: ``d loss_fused / d activations``, shaped like the activations.
+    """
+
+    grad: Tensor
+
+
+@dataclass(frozen=True)
+class StreamScores:
+    """Class probabilities of each server stream (step f).
+
+    Attributes:
+        fused: the fused stream (always present).
+        recovered: the recovered stream, or None when recovery is off.
+        attacked: the attacked stream, or None when fusion is off.
+    """
+
+    fused: Tensor
+    recovered: Tensor | None = None
+    attacked: Tensor | None = None
+
+    def as_dict(self) -> dict[str, Tensor]:
+        """The present streams by name, in the order recovered, fused, attacked."""
+        out = {"recovered": self.recovered, "fused": self.fused, "attacked": self.attacked}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+__all__ = ["ClientMessage", "ServerGradient", "StreamScores"]
