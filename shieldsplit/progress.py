@@ -9,9 +9,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,12 +36,13 @@ def progress_bar(
         items: what to iterate.
         total: number of items, if known.
         description: label shown beside the bar.
-        enabled: when False, ``items`` is returned unchanged.
+        enabled: when False, or when stderr is not a terminal (logs, CI), ``items``
+            is returned unchanged.
 
     Yields:
         An iterable over ``items`` that advances the bar.
     """
-    if not enabled:
+    if not enabled or not sys.stderr.isatty():
         yield items
         return
     columns = (
@@ -49,7 +52,7 @@ def progress_bar(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=True) as bar:
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
         yield bar.track(items, total=total, description=description)
 
 

@@ -62,6 +62,7 @@ from .perturb import jsma_perturb
 from .progress import progress_bar
 from .recovery import ProximalRecovery
 from .saliency import class_gradient, jsma_saliency
+from .training import make_optimizer
 from .unshuffle import SubPixelUpsample, pad_to_multiple, unshuffle
 from .wire import ClientMessage, ServerGradient, StreamScores
 
@@ -614,21 +615,14 @@ class SplitShield(nn.Module):
             raise
 
     def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, list[Any]]:
-        t = self.config.train
         client_params = list(self.head.parameters())
         if self.probe is not None:
             client_params += list(self.probe.parameters())
         client_ids = {id(p) for p in client_params}
         server_params = [p for p in self.parameters() if id(p) not in client_ids]
-        opts = [
-            torch.optim.Adam(ps, lr=t.lr, weight_decay=t.weight_decay)
-            for ps in (client_params, server_params)
-        ]
-        scheds = [
-            torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1.0 / (1.0 + t.lr_decay * step))
-            for o in opts
-        ]
-        return opts[0], opts[1], scheds
+        client_opt, client_sched = make_optimizer(client_params, self.config.train)
+        server_opt, server_sched = make_optimizer(server_params, self.config.train)
+        return client_opt, server_opt, [client_sched, server_sched]
 
     def train_step(
         self,

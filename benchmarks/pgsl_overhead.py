@@ -1,0 +1,145 @@
+"""Time of a SplitShield training step divided by a plain step of the same network.
+
+Measured side by side in one run: the plain step, the full PGSL step and PGSL
+with single steps switched off are timed in interleaved rounds, and the
+script prints the ratio of medians. It also times the recovery alone and an
+Opacus DP-SGD step on the same network for comparison.
+
+Usage:
+    python benchmarks/pgsl_overhead.py [--rounds 7] [--batch 64] [--size 28] [--json out.json]
+
+Prints the machine (cores, threads), the date, and every figure it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import torch
+import torch.nn.functional as F
+
+import shieldsplit as ss
+from shieldsplit.demo import machine_info
+from shieldsplit.recovery import recover
+from shieldsplit.training import make_optimizer
+
+
+def plain_step(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    opt, _ = make_optimizer(model.parameters(), ss.config.TrainConfig())
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def shield_step(shield: ss.SplitShield) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    client_opt, server_opt, _ = shield._optimizers()
+    shield.train()
+    return lambda x, y: shield.train_step(x, y, client_opt, server_opt) and None
+
+
+def dpsgd_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+    from opacus import PrivacyEngine
+    from opacus.validators import ModuleValidator
+
+    model = ModuleValidator.fix(copy.deepcopy(model))  # BatchNorm -> GroupNorm
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=len(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, opt, _ = PrivacyEngine().make_private(
+            module=model, optimizer=opt, data_loader=loader, noise_multiplier=1.0,
+            max_grad_norm=1.0, poisson_sampling=False,
+        )
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 1, args.size, args.size)
+    y = torch.randint(0, 2, (args.batch,))
+    net = ss.PGSLNet(num_classes=2, image_size=args.size)
+    cfg = ss.PGSLConfig()
+    variants: dict[str, Callable[[torch.Tensor, torch.Tensor], None]] = {
+        "plain": plain_step(copy.deepcopy(net)),
+        "pgsl": shield_step(ss.SplitShield(net, cut=2, config=cfg)),
+        "pgsl_no_recovery": shield_step(ss.SplitShield(net, cut=2, config=cfg.model_copy(
+            update={"recovery": ss.config.RecoveryConfig(enabled=False),
+                    "fusion": ss.config.FusionConfig(enabled=False)}))),
+        "pgsl_no_saliency": shield_step(ss.SplitShield(net, cut=2, config=cfg.model_copy(
+            update={"saliency": ss.config.SaliencyConfig(enabled=False),
+                    "perturb": ss.config.PerturbConfig(enabled=False)}))),
+        "split_off": shield_step(ss.SplitShield(net, cut=2, config=ss.PGSLConfig.off())),
+        "opacus_dpsgd": dpsgd_step(net, x, y),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for fn in variants.values():  # warm-up
+        fn(x, y)
+    for _ in range(args.rounds):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn(x, y)
+            times[name].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+
+    # recovery alone, on the activations the server actually receives
+    shield = ss.SplitShield(net, cut=2, config=cfg)
+    with torch.no_grad():
+        u = shield.upsample(shield.client(x).activations, (args.size, args.size))
+    r = cfg.recovery
+    rec_times = []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        recover(u, mu=r.mu, max_iter=r.max_iter, tol=r.tol, matrix=r.matrix, start=r.start)
+        rec_times.append(time.perf_counter() - start)
+    rec = statistics.median(rec_times)
+
+    result = {
+        "command": "python benchmarks/pgsl_overhead.py " + " ".join(
+            f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "setup": f"PGSLNet (7 conv 3x3/64 + 2 FC), cut=2, {args.size}x{args.size}x1, "
+        f"batch {args.batch}, {args.rounds} interleaved rounds, medians",
+        "median_seconds": med,
+        "ratio_to_plain": {k: v / med["plain"] for k, v in med.items()},
+        "recovery_seconds_per_batch": rec,
+        "recovery_images_per_second": args.batch / rec,
+        "recovery_share_of_pgsl_step": rec / med["pgsl"],
+    }
+    print(f"date {result['date']}  machine {result['machine']}")
+    print(result["setup"])
+    for k in variants:
+        print(f"  {k:18s} {med[k]:7.3f} s/step   {med[k] / med['plain']:5.2f}x plain")
+    print(f"  recovery alone     {rec:7.3f} s/batch  {args.batch / rec:8.1f} images/s  "
+          f"{rec / med['pgsl']:.1%} of a PGSL step")
+    if args.json:
+        from shieldsplit.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
