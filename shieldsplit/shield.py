@@ -473,7 +473,12 @@ class SplitShield(nn.Module):
         out: dict[str, Tensor] = {}
         recovered = None
         if self.recovery is not None:
-            recovered = self.recovery(u.detach())
+            # Recover the activations as received, then bring them to the server's
+            # resolution with the same up-sampler; no gradient flows through either.
+            with torch.no_grad():
+                recovered = self.recovery(a.detach())
+                if self.upsample is not None:
+                    recovered = self.upsample(recovered, msg.target_size)
             out["recovered"] = self.tails["recovered"](recovered)
         if self.fusion is not None and recovered is not None:
             out["fused"] = self.tails["fused"](self.fusion(u, recovered))

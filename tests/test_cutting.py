@@ -9,6 +9,7 @@ listing the valid ones.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -26,6 +27,15 @@ torchvision = pytest.importorskip("torchvision")
 
 FAST = settings(max_examples=30, deadline=None)
 IMAGE = 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from intra-op threads; on a busy 2-core box they cost a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- random CNNs
@@ -109,7 +119,11 @@ def build_cnn(spec: CNNSpec, image: int = IMAGE) -> nn.Sequential:
         layers.append(nn.Flatten())
         features = c * size * size
         if spec.hidden:
-            layers += [nn.Linear(features, spec.hidden), nn.ReLU(), nn.Linear(spec.hidden, spec.classes)]
+            layers += [
+                nn.Linear(features, spec.hidden),
+                nn.ReLU(),
+                nn.Linear(spec.hidden, spec.classes),
+            ]
         else:
             layers.append(nn.Linear(features, spec.classes))
         return nn.Sequential(*layers)
@@ -160,7 +174,9 @@ def check_parts(model: nn.Module, cut: int | str, x: torch.Tensor, atol: float =
 def test_random_sequential_cnn_every_cut_composes(spec: CNNSpec, batch: int) -> None:
     model = build_cnn(spec)
     model.train()
-    x = torch.randn(batch, spec.in_channels, IMAGE, IMAGE, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(
+        batch, spec.in_channels, IMAGE, IMAGE, generator=torch.Generator().manual_seed(1)
+    )
     cuts = [p.index for p in list_cut_points(model)]
     # In a chain exactly one tensor crosses every block boundary.
     assert cuts == list(range(1, spec.compute_layers))
@@ -249,12 +265,16 @@ def test_resnet18_named_cut_equals_reported_index(resnet: nn.Module) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG shieldsplit/cutting.py split_model (str branch, ~line 236): a submodule name "
+    reason="BUG shieldsplit/cutting.py split_model (str branch, line 245): a submodule name "
     "that ends mid-block (e.g. 'conv1' before bn1/relu/maxpool) is reported as block index "
     "len(compute_before) although the split differs from split_model(model, that index)",
+    raises=AssertionError,
 )
 def test_named_cut_mid_block_reports_an_index_that_reproduces_it(resnet: nn.Module) -> None:
-    named = split_model(resnet, "conv1")
+    try:
+        named = split_model(resnet, "conv1")
+    except InvalidCutError:
+        return  # rejecting a name that ends mid-block would be a fix too
     by_index = split_model(resnet, named.cut)
     assert named.head.state_dict().keys() == by_index.head.state_dict().keys()
 

@@ -1,0 +1,143 @@
+"""PGSL Fig. 3 on real data: MSE of recovered vs original images over mu.
+
+Trains the paper's network plainly on the BreastMNIST training split, attacks
+the test images with the JSMA-style perturbation of PGSL step (b) (saliency of
+that network through Captum), recovers them with the proximal-gradient robust
+PCA of step (d) for each mu, and reports MSE(recovered, original) beside
+MSE(perturbed, original). Nothing is tuned on the test split: the network is
+trained on the training split only and mu is the swept variable.
+
+Usage:
+    python benchmarks/mu_sweep.py --data-root ../shared/data [--epochs 5] [--max-iter 100]
+        [--out docs/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import shieldsplit as ss
+from shieldsplit.data import load_dataset, make_loaders
+from shieldsplit.demo import machine_info
+from shieldsplit.io import atomic_write_text
+from shieldsplit.perturb import jsma_perturb
+from shieldsplit.recovery import recover
+from shieldsplit.saliency import class_gradient, jsma_saliency
+from shieldsplit.training import accuracy, fit_plain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="breastmnist")
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--max-iter", type=int, default=100)
+    parser.add_argument("--pixel-budget", type=float, default=0.02)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="docs/results")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    ds = load_dataset(args.data, root=args.data_root, seed=args.seed)
+    loaders = make_loaders(ds, batch_size=64, seed=args.seed)
+    torch.manual_seed(args.seed)
+    net = ss.PGSLNet(num_classes=ds.num_classes, image_size=ds.image_size[0])
+    fit_plain(net, loaders.train, epochs=args.epochs, seed=args.seed, progress=False)
+    net.eval()
+    clean_acc = accuracy(net, loaders.test)
+
+    x, y = ds.x_test, ds.y_test
+    grad = class_gradient(lambda t: net(t).softmax(-1), x, y)
+    attacked = jsma_perturb(
+        x, jsma_saliency(grad), pixel_budget=args.pixel_budget, strength=1.0, clip=(0.0, 1.0)
+    ).adversarial
+    with torch.no_grad():
+        attacked_acc = float((net(attacked).argmax(-1) == y).float().mean())
+    mse_attacked = float(((attacked - x) ** 2).mean())
+
+    mus = [round(0.05 + 0.1 * i, 2) for i in range(10)]
+    rows = []
+    for mu in mus:
+        rec = recover(attacked, mu=mu, max_iter=args.max_iter, tol=1e-6, matrix="rows_x_cols")
+        with torch.no_grad():
+            rec_acc = float((net(rec).argmax(-1) == y).float().mean())
+        rows.append({
+            "mu": mu,
+            "mse_recovered": float(((rec - x) ** 2).mean()),
+            "mse_attacked": mse_attacked,
+            "accuracy_on_recovered": rec_acc,
+        })
+    best = min(rows, key=lambda r: r["mse_recovered"])
+    result = {
+        "command": "python benchmarks/mu_sweep.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "data": f"{ds.name} test split ({len(x)} images), network trained on the train split",
+        "seed": args.seed,
+        "clean_test_accuracy": clean_acc,
+        "attacked_test_accuracy": attacked_acc,
+        "rows": rows,
+        "best_mu": best["mu"],
+        "recovery_lowers_mse": best["mse_recovered"] < mse_attacked,
+        "seconds": time.perf_counter() - started,
+    }
+    out = Path(args.out)
+    atomic_write_text(out / f"mu_sweep_{ds.name}.json", json.dumps(result, indent=2))
+    lines = [
+        f"# PGSL Fig. 3 on {ds.name}: MSE over mu",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Date: {result['date']}; machine: {result['machine']['cpus']} cores, no GPU, "
+        f"torch {result['machine']['torch']}; seed {args.seed}; {result['seconds']:.0f} s.  ",
+        f"Data: {result['data']}. JSMA budget {args.pixel_budget:.0%} of the pixels, strength 1.0. "
+        f"Recovery: APG robust PCA on each 28x28 image, {args.max_iter} iterations, "
+        "lam = 1/sqrt(28).  ",
+        f"Network accuracy on clean test images {clean_acc:.1%}, on attacked ones "
+        f"{attacked_acc:.1%}.",
+        "",
+        "| mu | MSE recovered vs original | MSE attacked vs original | accuracy on recovered |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['mu']:.2f} | {r['mse_recovered']:.5f} | {r['mse_attacked']:.5f} | "
+                     f"{r['accuracy_on_recovered']:.1%} |")
+    verdict = (
+        f"Recovery lowers the MSE below the attacked images' at mu = {best['mu']:.2f} "
+        f"({best['mse_recovered']:.5f} vs {mse_attacked:.5f})."
+        if result["recovery_lowers_mse"]
+        else f"Recovery does **not** lower the MSE below the attacked images' at any mu: "
+        f"the best is mu = {best['mu']:.2f} with {best['mse_recovered']:.5f} against "
+        f"{mse_attacked:.5f} for the attacked images."
+    )
+    lines += ["", verdict, "", f"![MSE over mu](mu_sweep_{ds.name}.png)", ""]
+    atomic_write_text(out / f"mu_sweep_{ds.name}.md", "\n".join(lines))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.plot(mus, [r["mse_recovered"] for r in rows], "o-", label="recovered vs original")
+    ax.plot(mus, [mse_attacked] * len(mus), "--", label="attacked vs original")
+    ax.set_xlabel("mu")
+    ax.set_ylabel("MSE")
+    ax.set_title(f"PGSL Fig. 3 on {ds.name} test images")
+    ax.legend()
+    fig.tight_layout()
+    tmp = out / f".mu_sweep_{ds.name}.png.tmp"
+    fig.savefig(tmp, format="png", dpi=120)
+    tmp.replace(out / f"mu_sweep_{ds.name}.png")
+    print("\n".join(lines))
+    print(np.array([r["mse_recovered"] for r in rows]))
+
+
+if __name__ == "__main__":
+    main()
