@@ -72,14 +72,15 @@ class SplitParts:
     Attributes:
         head: client part, ``x -> activations``.
         tail: server part, ``activations -> logits``.
-        cut: the block index of the split.
+        cut: the block index of the split, or the submodule name when the named
+            module ends inside a block (e.g. a conv before its activation).
         valid_cuts: every valid block index of this model.
         compute_layers: qualified names of the model's compute layers, in order.
     """
 
     head: fx.GraphModule
     tail: fx.GraphModule
-    cut: int
+    cut: int | str
     valid_cuts: tuple[int, ...]
     compute_layers: tuple[str, ...]
 
@@ -136,6 +137,25 @@ def _crossing(nodes: list[fx.Node], boundary: int) -> set[fx.Node]:
     return crossing
 
 
+def _shares_state(nodes: list[fx.Node], boundary: int) -> bool:
+    """Whether a parameter or module is used on both sides of ``boundary``.
+
+    Such a cut would give client and server separate copies of one tensor, each
+    receiving only part of its gradient, so the copies would drift apart.
+    """
+    head, tail = nodes[:boundary], nodes[boundary:]
+    used_in_tail = {str(n.target) for n in tail if n.op == "call_module"}
+    used_in_tail |= {str(a.target) for n in tail for a in n.all_input_nodes if a.op == "get_attr"}
+    used_in_head = {str(n.target) for n in head if n.op == "call_module"}
+    used_in_head |= {str(a.target) for n in head for a in n.all_input_nodes if a.op == "get_attr"}
+    return bool(_overlap(used_in_head, used_in_tail))
+
+
+def _overlap(a: set[str], b: set[str]) -> set[str]:
+    """Names in both sets, counting a module and its sub-parameters as the same state."""
+    return {x for x in a for y in b if x == y or x.startswith(y + ".") or y.startswith(x + ".")}
+
+
 def _cut_points(gm: fx.GraphModule) -> tuple[list[fx.Node], list[CutPoint], list[tuple[int, int]]]:
     nodes = list(gm.graph.nodes)
     compute = _compute_nodes(gm)
@@ -152,7 +172,7 @@ def _cut_points(gm: fx.GraphModule) -> tuple[list[fx.Node], list[CutPoint], list
     for k in range(1, len(compute)):
         boundary = position[compute[k]]
         crossing = _crossing(nodes, boundary)
-        if len(crossing) == 1:
+        if len(crossing) == 1 and not _shares_state(nodes, boundary):
             (node,) = crossing
             if node.op != "placeholder":
                 points.append(CutPoint(k, node.name, str(compute[k - 1].target)))
@@ -231,25 +251,27 @@ def split_model(model: nn.Module, cut: int | str) -> SplitParts:
             received=f"{cut!r} of type {type(cut).__name__}",
             fix="pass cut=<int> or cut='<submodule name>'",
         )
+    index: int | str
     if isinstance(cut, str):
         boundary = _boundary_for_name(gm, nodes, cut, points)
         crossing = _crossing(nodes, boundary)
-        if len(crossing) != 1 or next(iter(crossing)).op == "placeholder":
+        count = sum(1 for n in _compute_nodes(gm) if nodes.index(n) < boundary)
+        if (
+            len(crossing) != 1
+            or next(iter(crossing)).op == "placeholder"
+            or _shares_state(nodes, boundary)
+            or count == len(_compute_nodes(gm))
+        ):
             raise InvalidCutError.build(
                 what="cut",
-                expected=f"a point where exactly one tensor crosses; valid: {_describe(points)}",
-                received=f"{cut!r} ({len(crossing)} tensors cross there)",
+                expected="a point where exactly one tensor crosses, no parameter is used on both "
+                f"sides and at least one layer stays on the server; valid: {_describe(points)}",
+                received=f"{cut!r} ({len(crossing)} tensor(s) cross there)",
                 fix="cut at the end of a residual block or pass one of the listed indices",
             )
-        compute_before = [n for n in _compute_nodes(gm) if nodes.index(n) < boundary]
-        index = len(compute_before)
-        if index == len(_compute_nodes(gm)):
-            raise InvalidCutError.build(
-                what="cut",
-                expected=f"a point that leaves at least one layer on the server; valid: {_describe(points)}",
-                received=repr(cut),
-                fix="cut earlier in the model",
-            )
+        # A name that ends exactly at a block boundary is that block index; one that
+        # ends inside a block (before its norm/activation) stays a name.
+        index = count if dict(boundaries).get(count) == boundary else cut
     else:
         if cut not in valid:
             raise InvalidCutError.build(
@@ -276,14 +298,18 @@ def _build_parts(
     (cross,) = _crossing(nodes, boundary)
     head_graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
+    head_inputs = {a for n in nodes[:boundary] for a in n.all_input_nodes}
     for n in nodes[:boundary]:
+        if n.op == "get_attr" and n not in head_inputs:
+            continue  # fetched early but used only by the server
         env[n] = head_graph.node_copy(n, lambda a: env[a])
     head_graph.output(env[cross])
 
     tail_graph = fx.Graph()
     tenv: dict[fx.Node, fx.Node] = {cross: tail_graph.placeholder("activations")}
-    for n in nodes[:boundary]:  # parameters fetched by get_attr may be used on both sides
-        if n.op == "get_attr":
+    tail_inputs = {a for n in nodes[boundary:] for a in n.all_input_nodes}
+    for n in nodes[:boundary]:  # a parameter fetched early but used only by the server
+        if n.op == "get_attr" and n in tail_inputs:
             tenv[n] = tail_graph.node_copy(n, lambda a: tenv[a])
     for n in nodes[boundary:]:
         tenv[n] = tail_graph.node_copy(n, lambda a: tenv[a])

@@ -5,7 +5,8 @@ PGSL attacks its own data on the client before anything leaves it
 inverted-condition saliency (eq. 1) are raised by ``strength`` and clipped to
 the valid range, giving ``x_hat = x + Map'``. ``k`` is the pixel budget times
 the number of elements per image (at least one, at most the number of
-elements that satisfy the condition).
+elements that satisfy the condition). Only the chosen elements are clipped, so
+elements outside ``clip`` elsewhere (normalised images) are left as they are.
 
 Example:
     >>> import torch
@@ -33,7 +34,8 @@ class Perturbation:
     Attributes:
         adversarial: the attacked batch ``x_hat``.
         delta: ``x_hat - x`` (the paper's ``Map'``).
-        mask: boolean mask of the changed elements.
+        mask: boolean mask of the elements that changed (a chosen element already at
+            the top of ``clip`` does not change).
     """
 
     adversarial: Tensor
@@ -99,10 +101,12 @@ def jsma_perturb(
     k = budget_count(flat.shape[1], pixel_budget)
     top = flat.topk(k, dim=1)
     chosen = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top.indices, top.values > 0)
-    mask = chosen.reshape(x.shape)
-    adversarial = x + strength * mask.to(x.dtype)
+    chosen = chosen.reshape(x.shape)
+    raised = x + strength
     if clip is not None:
-        adversarial = adversarial.clamp(*clip)
+        raised = raised.clamp(*clip)
+    adversarial = torch.where(chosen, raised, x)  # only the chosen elements move
+    mask = adversarial != x
     return Perturbation(adversarial=adversarial, delta=adversarial - x, mask=mask)
 
 

@@ -69,7 +69,7 @@ from .wire import ClientMessage, ServerGradient, StreamScores
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "shieldsplit.SplitShield/1"
-_PROBE_SIZES = (28, 32, 64, 224, 8, 16)
+_PROBE_SIZES = (28, 32, 8, 16, 64, 224)
 
 
 class EpochRecord(BaseModel):
@@ -108,7 +108,7 @@ class FitHistory(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int
-    cut: int
+    cut: int | str
     config: PGSLConfig
     epochs: list[EpochRecord]
 
@@ -265,7 +265,14 @@ class SplitShield(nn.Module):
         )
         initial = dict(zip(("recovered", "fused", "attacked"), cfg.decision.weights, strict=True))
         start = torch.tensor([initial[s] for s in self.streams])
-        self.register_buffer("stream_weights", start / start.sum())
+        if cfg.decision.enabled and float(start.sum()) <= 0:
+            raise ConfigError.build(
+                what="config.decision.weights",
+                expected=f"a positive weight for at least one present stream {self.streams}",
+                received=cfg.decision.weights,
+                fix="give the present streams a positive initial weight",
+            )
+        self.register_buffer("stream_weights", start / start.sum().clamp_min(1e-12))
 
     # ------------------------------------------------------------------ setup
     def _probe_shapes(self) -> tuple[Tensor, int]:
@@ -381,6 +388,13 @@ class SplitShield(nn.Module):
                 fix="remap the labels or build the model with the right number of classes",
             )
 
+    def _prepare(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Move a checked batch to the shield's device and floating dtype."""
+        ref = next(iter(self.parameters()), None)
+        device = ref.device if ref is not None else x.device
+        dtype = ref.dtype if ref is not None else x.dtype
+        return x.to(device=device, dtype=dtype), (y.to(device) if y is not None else None)
+
     # ----------------------------------------------------------------- client
     def _assemble(self, images: Tensor, saliency: Tensor | None) -> Tensor:
         """Step (c): unshuffle the images and concatenate the saliency channel."""
@@ -441,8 +455,9 @@ class SplitShield(nn.Module):
         cache: dict[tuple[int, ...], tuple[int, int]] = self.__dict__.setdefault("_sizes", {})
         key = tuple(x.shape[1:])
         if key not in cache:
+            plain = self.__dict__["_plain_head"].to(x.device)
             with torch.no_grad():
-                out = self.__dict__["_plain_head"](torch.zeros(1, *key, device=x.device))
+                out = plain(torch.zeros(1, *key, device=x.device, dtype=x.dtype))
             cache[key] = (int(out.shape[-2]), int(out.shape[-1]))
         return cache[key]
 
@@ -461,7 +476,7 @@ class SplitShield(nn.Module):
             InputShapeError, NonFiniteInputError, LabelError: on bad input.
         """
         self._check_inputs(x, y)
-        x = x.to(_device_of(self))
+        x, y = self._prepare(x, y)
         with torch.no_grad():
             msg = self._client_forward(x, y)
         return ClientMessage(msg.activations.detach(), msg.target_size, msg.labels)
@@ -526,6 +541,7 @@ class SplitShield(nn.Module):
             ``(N, classes)`` logits.
         """
         self._check_inputs(x)
+        x, _ = self._prepare(x)
         return self._server_forward(self._client_forward(x, None))["fused"]
 
     # -------------------------------------------------------------- inference
@@ -603,7 +619,7 @@ class SplitShield(nn.Module):
             InputShapeError, NonFiniteInputError, LabelError: on a bad batch;
                 the shield's weights are restored to what they were before the call.
         """
-        if not isinstance(epochs, int) or epochs < 1:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ConfigError.build(
                 what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
             )
@@ -611,12 +627,14 @@ class SplitShield(nn.Module):
         if val_loader is not None:
             _check_loader(val_loader, "val_loader")
         snapshot = copy.deepcopy(self.state_dict())
+        was_training = self.training
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 return self._fit(train_loader, epochs, val_loader, seed, progress)
         except ShieldSplitError:
             self.load_state_dict(snapshot)
+            self.train(was_training)
             raise
 
     def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, list[Any]]:
@@ -648,8 +666,9 @@ class SplitShield(nn.Module):
             The server's logits per stream (detached).
         """
         self._check_inputs(x, y)
-        device = _device_of(self)
-        x, y = x.to(device), y.to(device)
+        x, y_dev = self._prepare(x, y)
+        y = y_dev if y_dev is not None else y
+        device = x.device
         msg = self._client_forward(x, y)
         # --- the network: the server sees a leaf tensor, the client gets one gradient back
         received = ClientMessage(
@@ -788,7 +807,7 @@ class SplitShield(nn.Module):
                 fix="use the shield itself for inference, or train with unshuffle and "
                 "saliency.concat off to get a plain model back",
             )
-        model = copy.deepcopy(self.__dict__["_template"])
+        model = copy.deepcopy(self.__dict__["_template"]).to(_device_of(self))
         state = {**self.head.state_dict(), **self.tails["fused"].state_dict()}
         result = model.load_state_dict(state, strict=False)
         if result.unexpected_keys:
@@ -842,7 +861,7 @@ class SplitShield(nn.Module):
         shape = ck.get("input_shape")
         shield = cls(
             model,
-            cut=int(ck["cut"]),
+            cut=ck["cut"] if isinstance(ck["cut"], str) else int(ck["cut"]),
             config=PGSLConfig.model_validate(ck["config"]),
             input_shape=tuple(shape) if shape else None,  # type: ignore[arg-type]
             seed=int(ck["seed"]),

@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# The suite runs on 2 shared cores: one intra-op thread per process avoids
+# oversubscription, which slowed the suite several-fold under load.
+torch.set_num_threads(1)
 
 #: Files that shared/data/README.md lists, relative to the data folder.
 SHARED_DATA_FILES = (

@@ -263,13 +263,6 @@ def test_resnet18_named_cut_equals_reported_index(resnet: nn.Module) -> None:
     assert all(k.startswith(("conv1.", "bn1.", "layer1.")) for k in named.head.state_dict())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG shieldsplit/cutting.py split_model (str branch, line 245): a submodule name "
-    "that ends mid-block (e.g. 'conv1' before bn1/relu/maxpool) is reported as block index "
-    "len(compute_before) although the split differs from split_model(model, that index)",
-    raises=AssertionError,
-)
 def test_named_cut_mid_block_reports_an_index_that_reproduces_it(resnet: nn.Module) -> None:
     try:
         named = split_model(resnet, "conv1")

@@ -185,13 +185,6 @@ def test_jsma_perturb_against_argsort_reference(
         assert (adv >= clip[0]).all() and (adv <= clip[1]).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG shieldsplit/perturb.py jsma_perturb line 105: clamp(*clip) is applied to the "
-    "whole image, so for inputs outside clip (e.g. normalised images with the default clip "
-    "(0, 1)) elements outside the mask change: delta != 0 where mask is False and more than "
-    "budget_count elements change",
-)
 def test_jsma_perturb_changes_only_masked_elements_for_out_of_range_inputs() -> None:
     x = torch.tensor([[[[-0.5, 0.2], [1.5, 0.3]]]])
     scores = torch.tensor([[[[0.0, 3.0], [0.0, 0.0]]]])

@@ -301,14 +301,6 @@ class TiedGain(nn.Module):
         return self.fc((self.c2(h) * self.gain).mean((2, 3)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG shieldsplit/cutting.py _crossing/_build_parts (lines 134, 285-287): a parameter "
-    "read by get_attr on both sides of the cut is deep-copied into head AND tail, so the shield "
-    "holds two independent copies (head.gain, tails.fused.gain): each gets only part of the "
-    "model's gradient and they drift apart in training; unwrap keeps only the tail's copy",
-    raises=AssertionError,
-)
 def test_off_config_equals_model_with_a_parameter_tied_across_the_cut() -> None:
     torch.manual_seed(0)
     model = TiedGain()
@@ -321,13 +313,6 @@ def test_off_config_equals_model_with_a_parameter_tied_across_the_cut() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG shieldsplit/shield.py _target_size (line 445): it runs the unregistered "
-    "_plain_head, which shield.cuda()/.to() do not move, on a zeros tensor on x.device; "
-    "with unshuffle on, a CUDA shield's client() fails (CPU weights, CUDA input)",
-    raises=RuntimeError,
-)
 def test_pgsl_shield_runs_on_cuda() -> None:
     shield = make_shield().cuda()
     x, y = easy_data(4)
@@ -663,13 +648,6 @@ def test_load_rejects_other_files(tmp_path: Path) -> None:
         SplitShield.load(path, small_net())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG shieldsplit/shield.py save/load + cutting.py split_model: a name cut that ends "
-    "mid-block (cut='3', the 2nd conv before its ReLU/BN) is stored as block index 2, and load "
-    "rebuilds cut=2, whose head holds the BN: load_state_dict raises RuntimeError",
-    raises=RuntimeError,
-)
 def test_save_load_round_trip_with_a_named_cut(tmp_path: Path) -> None:
     net = small_net()
     try:
@@ -909,13 +887,6 @@ def test_bad_batch_mid_epoch_restores_weights(guarded: SplitShield, bad: str) ->
     assert_state_equal(state(guarded), before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG shieldsplit/shield.py fit (lines 608-615): on a ShieldSplitError the weights are "
-    "restored but the train/eval mode is not; _fit's self.train() leaves an eval-mode shield in "
-    "train mode, so a later shield(x) uses dropout and updates BatchNorm statistics",
-    raises=AssertionError,
-)
 def test_failed_fit_keeps_the_eval_mode() -> None:
     shield = make_shield(seed=4)
     shield.eval()
@@ -925,14 +896,6 @@ def test_failed_fit_keeps_the_eval_mode() -> None:
     assert not shield.training
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG shieldsplit/shield.py _check_inputs (line 342) accepts any floating dtype, but a "
-    "float64/float16 batch into a float32 shield then fails inside conv2d with an untyped "
-    "RuntimeError ('Input type (double) and bias type (float) should be the same') instead of "
-    "a typed error (or a cast)",
-    raises=RuntimeError,
-)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=str)
 def test_other_float_dtypes_work_or_raise_typed_errors(
     guarded: SplitShield, dtype: torch.dtype
@@ -948,14 +911,6 @@ def test_other_float_dtypes_work_or_raise_typed_errors(
     assert_state_equal(state(guarded), before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG shieldsplit/shield.py __init__ (lines 267-268) with config.py DecisionConfig "
-    "(line 134): the validator only checks that all three weights sum > 0, but stream_weights "
-    "is normalised over the present streams only; weights (1, 0, 0) with recovery off give "
-    "stream_weights = 0/0 = [nan] and NaN predictions",
-    raises=AssertionError,
-)
 def test_decision_weights_of_the_present_streams_must_not_all_be_zero() -> None:
     cfg_kwargs = {
         "recovery": {"enabled": False},
