@@ -40,11 +40,17 @@ class SaliencyConfig(_Strict):
         method: the Captum attribution method.
         concat: concatenate the (down-sampled) map to the client's input tensor
             as one extra channel (paper Sec. IV-B: ``4ch + 1`` channels).
+        target: the class ``y`` of eq. 1. ``"predicted"`` (default) uses the client
+            probe's prediction in training and inference alike; ``"label"`` uses the
+            true label when one is given (the paper's eq. 1), which lets the map and
+            the perturbation carry the training label into the network: a shortcut
+            that is absent at inference (see docs/pgsl.md).
     """
 
     enabled: bool = True
     method: Literal["saliency", "input_x_gradient"] = "saliency"
     concat: bool = True
+    target: Literal["predicted", "label"] = "predicted"
 
 
 class PerturbConfig(_Strict):

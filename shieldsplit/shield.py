@@ -414,7 +414,9 @@ class SplitShield(nn.Module):
         """Step (a): JSMA scores and the normalised one-channel map.
 
         The saliency is taken through the client's own part and its local probe,
-        so no activation of the clean image ever leaves the client.
+        so no activation of the clean image ever leaves the client. Its target is the
+        probe's prediction (``saliency.target="predicted"``, the default) or the true
+        label when one is given (``"label"``).
         """
         probe = self.probe
         if probe is None:  # config validation guarantees it exists here
@@ -424,7 +426,7 @@ class SplitShield(nn.Module):
             return probe(self.head(self._assemble(images, None))).softmax(dim=-1)
 
         with _frozen_buffers(self.head):
-            if y is None:
+            if y is None or self.config.saliency.target == "predicted":
                 with torch.no_grad():
                     y = local_proba(x).argmax(dim=-1)
             grad = class_gradient(local_proba, x, y, method=self.config.saliency.method)

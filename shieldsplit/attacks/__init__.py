@@ -1,0 +1,28 @@
+"""Reconstruction attacks behind one :class:`Attack` base and a registry.
+
+Importing this package registers the built-in attacks.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    Attack,
+    AttackContext,
+    Observation,
+    Reconstruction,
+    available_attacks,
+    create_attack,
+    register_attack,
+    unregister_attack,
+)
+
+__all__ = [
+    "Attack",
+    "AttackContext",
+    "Observation",
+    "Reconstruction",
+    "available_attacks",
+    "create_attack",
+    "register_attack",
+    "unregister_attack",
+]

@@ -1,0 +1,246 @@
+"""The one base class of every attack, its typed inputs and outputs, and the registry.
+
+Every attack subclasses :class:`Attack` and implements one verb,
+``reconstruct(observation) -> Reconstruction``, as in breaching. An attack
+declares its threat model and what it observes. Attacks that learn something
+first (an inversion decoder, a GAN prior) do it in :meth:`Attack.prepare`
+from the auxiliary data the threat model grants them.
+
+Example:
+    >>> import torch
+    >>> class Blank(Attack):
+    ...     name = "blank"
+    ...     threat_model = "split_black_box"
+    ...     observes = "activations"
+    ...     def reconstruct(self, observation):
+    ...         n = observation.batch_size
+    ...         return Reconstruction(images=torch.zeros(n, *observation.image_shape),
+    ...                               attack=self.name)
+    >>> register_attack("blank", Blank)
+    >>> attack = create_attack("blank", seed=0)
+    >>> obs = Observation(kind="activations", activations=torch.zeros(2, 4), batch_size=2,
+    ...                   image_shape=(1, 8, 8))
+    >>> attack.reconstruct(obs).images.shape
+    torch.Size([2, 1, 8, 8])
+    >>> unregister_attack("blank")
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+ThreatModel = Literal[
+    "split_black_box",  # holds the cut activations + auxiliary data; trains an inverse
+    "split_white_box",  # also knows the client part's weights; optimises the input
+    "federated",  # holds one client's gradient or weight update and the model
+    "gan_prior",  # searches a generator's latent space trained on auxiliary data
+    "adaptive",  # knows the defence and its configuration
+]
+ObservationKind = Literal["activations", "gradient", "update"]
+
+Budget = Literal["quick", "standard", "thorough"]
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    """What the threat model grants the attacker before the attack.
+
+    Attributes:
+        model: the attacked model as the attacker knows it (the client part for
+            split learning, the whole model for federated learning), or None.
+        auxiliary_images: images from the same distribution, disjoint from the
+            victim's, in [0, 1], ``(N, C, H, W)``.
+        auxiliary_labels: their labels ``(N,)``.
+        num_classes: number of classes.
+        image_shape: ``(C, H, W)`` of one image.
+        defense: the deployed defence (for adaptive attacks), or None.
+        budget: how hard to try.
+        seed: seeds everything random in the attack.
+    """
+
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    model: nn.Module | None = None
+    auxiliary_images: Tensor | None = None
+    auxiliary_labels: Tensor | None = None
+    defense: nn.Module | None = None
+    budget: Budget = "quick"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the attacker observes of one victim batch.
+
+    Attributes:
+        kind: ``"activations"`` (split learning), ``"gradient"`` (one step of
+            federated learning) or ``"update"`` (weights after minus before, after
+            several local steps).
+        batch_size: number of images in the victim batch.
+        image_shape: ``(C, H, W)`` of one image.
+        activations: the tensor that crossed the cut, for ``"activations"``.
+        gradients: parameter name -> gradient, for ``"gradient"``.
+        update: parameter name -> weight change, for ``"update"``.
+        labels: the labels, when the threat model grants them (else None).
+        meta: protocol facts the attacker knows (learning rate, local steps,
+            local batch size, epochs, the cut, the wire's target size).
+    """
+
+    kind: ObservationKind
+    batch_size: int
+    image_shape: tuple[int, int, int]
+    activations: Tensor | None = None
+    gradients: dict[str, Tensor] | None = None
+    update: dict[str, Tensor] | None = None
+    labels: Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """What an attack rebuilt.
+
+    Attributes:
+        images: ``(B, C, H, W)`` reconstructions in [0, 1] (patient data: keep in memory
+            unless the user asks to write them).
+        attack: the attack's registered name.
+        labels: inferred labels ``(B,)``, for attacks that infer them, else None.
+        seconds: wall time of the reconstruction.
+        meta: attack-specific details (iterations, restarts, final loss).
+    """
+
+    images: Tensor
+    attack: str
+    labels: Tensor | None = None
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack(abc.ABC):
+    """Base class of every reconstruction attack.
+
+    Args:
+        seed: seeds the attack.
+        **options: attack-specific options, validated by the subclass.
+
+    Subclasses set the class attributes ``name``, ``threat_model`` and
+    ``observes`` and implement :meth:`reconstruct`.
+    """
+
+    name: ClassVar[str] = ""
+    threat_model: ClassVar[ThreatModel]
+    observes: ClassVar[ObservationKind]
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.seed = seed
+        self.context: AttackContext | None = None
+
+    def prepare(self, context: AttackContext) -> None:
+        """Learn what the attack needs before it sees the victim (default: remember the context).
+
+        Args:
+            context: what the threat model grants the attacker.
+        """
+        self.context = context
+
+    @abc.abstractmethod
+    def reconstruct(self, observation: Observation) -> Reconstruction:
+        """Rebuild the victim's images from what the attacker observed.
+
+        Args:
+            observation: the observation; its ``kind`` must be ``self.observes``.
+
+        Returns:
+            The reconstruction.
+        """
+
+    def generator(self) -> torch.Generator:
+        """A fresh generator seeded with the attack's seed (for reproducible inits)."""
+        return torch.Generator().manual_seed(self.seed)
+
+
+_REGISTRY: dict[str, type[Attack]] = {}
+
+
+def register_attack(name: str, cls: type[Attack]) -> None:
+    """Register ``cls`` under ``name``.
+
+    Args:
+        name: the public name (``"inverting-gradients"``).
+        cls: an :class:`Attack` subclass.
+
+    Raises:
+        ConfigError: if ``cls`` is not an Attack subclass or the name is taken by another class.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Attack)):
+        raise ConfigError.build(
+            what="cls", expected="a subclass of shieldsplit.attacks.Attack", received=cls,
+            fix="subclass Attack and implement reconstruct()",
+        )
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ConfigError.build(
+            what="name", expected="a name not yet registered", received=repr(name),
+            fix="pick another name or unregister_attack() the old one first",
+        )
+    _REGISTRY[name] = cls
+
+
+def unregister_attack(name: str) -> None:
+    """Remove ``name`` from the registry (no error if absent).
+
+    Args:
+        name: a registered name.
+    """
+    _REGISTRY.pop(name, None)
+
+
+def available_attacks() -> list[str]:
+    """Registered attack names, sorted.
+
+    Returns:
+        The names :func:`create_attack` accepts.
+    """
+    return sorted(_REGISTRY)
+
+
+def create_attack(name: str, **options: Any) -> Attack:
+    """Build a registered attack.
+
+    Args:
+        name: a registered name.
+        **options: passed to the attack's constructor (``seed`` and attack options).
+
+    Returns:
+        A new attack instance.
+
+    Raises:
+        ConfigError: if the name is unknown; the message lists the valid names.
+    """
+    if name not in _REGISTRY:
+        raise ConfigError.build(
+            what="attack", expected=f"one of {available_attacks()}", received=repr(name),
+            fix="pick a registered attack name",
+        )
+    return _REGISTRY[name](**options)
+
+
+__all__ = [
+    "Attack",
+    "AttackContext",
+    "Budget",
+    "Observation",
+    "ObservationKind",
+    "Reconstruction",
+    "ThreatModel",
+    "available_attacks",
+    "create_attack",
+    "register_attack",
+    "unregister_attack",
+]
