@@ -64,7 +64,9 @@ def demo_table(report: DemoReport) -> Table:
 
 @app.command()
 def demo(
-    data: Annotated[str, typer.Option(help="digits | breastmnist | pneumoniamnist | mnist")] = "digits",
+    data: Annotated[
+        str, typer.Option(help="digits | breastmnist | pneumoniamnist | mnist")
+    ] = "digits",
     data_root: Annotated[Path | None, typer.Option(help="folder holding the data files")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     cut: Annotated[int, typer.Option(min=1, help="blocks on the client (the paper: 2)")] = 2,
@@ -77,7 +79,7 @@ def demo(
     """Train the paper's network plainly and under SplitShield; print accuracy per stream."""
     try:
         options = DemoOptions(
-            data=data,  # type: ignore[arg-type]
+            data=data,
             data_root=data_root, epochs=epochs, cut=cut, batch_size=batch_size,
             seed=seed, limit=limit, progress=not quiet,
         )

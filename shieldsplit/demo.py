@@ -122,7 +122,7 @@ def run_demo(options: DemoOptions | None = None) -> DemoReport:
         root = default_data_root()
     ds = load_dataset(opts.data, root=root, seed=opts.seed, limit=opts.limit)
     logger.info("data: %s", ds.summary())
-    c, (h, w) = ds.in_channels, ds.image_size
+    c, (h, _) = ds.in_channels, ds.image_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(opts.seed)
         model = PGSLNet(

@@ -40,7 +40,7 @@ class ConvSumFusion(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(2 * channels, channels, kernel_size, padding=kernel_size // 2)
         nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
+        nn.init.zeros_(self.conv.bias)  # type: ignore[arg-type]
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:
         """Fuse ``v`` into ``u``.

@@ -661,8 +661,8 @@ class ProximalRecovery(nn.Module):
     Example:
         >>> import torch
         >>> module = ProximalRecovery(mu=0.55, max_iter=5)
-        >>> module
-        ProximalRecovery(mu=0.55, lam=None, max_iter=5, tol=0.0001, matrix='channels_x_pixels', start='data')
+        >>> module.extra_repr().split(", ")[:3]
+        ['mu=0.55', 'lam=None', 'max_iter=5']
         >>> module(torch.rand(2, 4, 5, 5)).shape
         torch.Size([2, 4, 5, 5])
     """

@@ -236,7 +236,7 @@ class SplitShield(nn.Module):
         channels = int(activation.shape[1])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            head = parts.head
+            head: nn.Module = parts.head
             if needs_image_head:
                 head = self._adapt_first_conv(head)
             self.head = head
@@ -330,6 +330,11 @@ class SplitShield(nn.Module):
                 fix="switch unshuffle and saliency.concat off in PGSLConfig",
             )
         name, conv = first
+        if not isinstance(conv, nn.Conv2d):  # narrowed above; keeps mypy informed
+            raise UnsupportedModelError.build(
+                what="model", expected="a Conv2d", received=type(conv).__name__,
+                fix="switch unshuffle and saliency.concat off in PGSLConfig",
+            )
         new = nn.Conv2d(
             self._client_channels(), conv.out_channels, conv.kernel_size,  # type: ignore[arg-type]
             stride=conv.stride, padding=conv.padding, dilation=conv.dilation,  # type: ignore[arg-type]
@@ -584,7 +589,14 @@ class SplitShield(nn.Module):
         if not self.config.decision.enabled:
             return probs["fused"]
         stacked = torch.stack([probs[s] for s in self.streams])
-        return weighted_average(stacked, self.stream_weights)
+        return weighted_average(stacked, self._weights())
+
+    def _weights(self) -> Tensor:
+        weights = self.stream_weights
+        if not isinstance(weights, Tensor):  # a registered buffer; narrows the type
+            raise StateError.build(what="stream_weights", expected="a tensor",
+                                   received=type(weights).__name__, fix="report this bug")
+        return weights
 
     # --------------------------------------------------------------- training
     def fit(
@@ -736,7 +748,7 @@ class SplitShield(nn.Module):
                 train_loss={s: sums[s] / seen for s in self.streams},
                 train_accuracy={s: correct[s] / seen for s in self.streams},
                 val_accuracy=val,
-                stream_weights=dict(zip(self.streams, self.stream_weights.tolist(), strict=True)),
+                stream_weights=dict(zip(self.streams, self._weights().tolist(), strict=True)),
                 seconds=time.perf_counter() - start,
             )
             logger.info("epoch %d: %s", epoch, record.model_dump(exclude={"epoch"}))
@@ -753,7 +765,7 @@ class SplitShield(nn.Module):
         s_max = torch.stack([mean_scores[s].max() for s in self.streams])
         w0 = torch.tensor([initial[s] for s in self.streams], device=s_max.device)
         with torch.no_grad():
-            self.stream_weights.copy_(adaptive_weights(s_max, w0))
+            self._weights().copy_(adaptive_weights(s_max, w0))
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
@@ -865,7 +877,7 @@ class SplitShield(nn.Module):
             model,
             cut=ck["cut"] if isinstance(ck["cut"], str) else int(ck["cut"]),
             config=PGSLConfig.model_validate(ck["config"]),
-            input_shape=tuple(shape) if shape else None,  # type: ignore[arg-type]
+            input_shape=(int(shape[0]), int(shape[1]), int(shape[2])) if shape else None,
             seed=int(ck["seed"]),
         )
         shield.load_state_dict(ck["state_dict"])

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 
 import torch
 import torch.nn.functional as F
@@ -149,7 +149,7 @@ def fit_plain(
             start = time.perf_counter()
             model.train()
             loss_sum, correct, seen = 0.0, 0, 0
-            total = len(train_loader) if hasattr(train_loader, "__len__") else None
+            total = len(train_loader) if isinstance(train_loader, Sized) else None
             with progress_bar(
                 train_loader, total=total, description=f"plain epoch {epoch}/{epochs}",
                 enabled=progress,

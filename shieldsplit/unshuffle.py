@@ -48,7 +48,9 @@ def pad_to_multiple(
     return F.pad(x, (0, pw, 0, ph), mode="replicate")
 
 
-def unshuffle(x: Tensor, factor: int = 2, pad: Literal["replicate", "zeros"] = "replicate") -> Tensor:
+def unshuffle(
+    x: Tensor, factor: int = 2, pad: Literal["replicate", "zeros"] = "replicate"
+) -> Tensor:
     """Pixel-unshuffle ``(B, C, H, W) -> (B, C*f*f, ceil(H/f), ceil(W/f))``.
 
     Args:
@@ -95,7 +97,7 @@ class SubPixelUpsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels * factor * factor, 3, padding=1)
         with torch.no_grad():  # nearest-neighbour start: every sub-pixel copies its channel
             self.conv.weight.zero_()
-            self.conv.bias.zero_()
+            nn.init.zeros_(self.conv.bias)  # type: ignore[arg-type]
             for c in range(channels):
                 self.conv.weight[c * factor * factor : (c + 1) * factor * factor, c, 1, 1] = 1.0
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import shieldsplit.adapters as adapters
 import torch
+
+import shieldsplit.adapters as adapters
 from shieldsplit.adapters.digits import load_digits_arrays
 from shieldsplit.adapters.medmnist import OFFICIAL_MD5, load_medmnist, medmnist_class_names
 from shieldsplit.adapters.mnist import (
@@ -23,7 +24,6 @@ from shieldsplit.adapters.mnist import (
     load_mnist_test,
     parse_idx,
 )
-
 from shieldsplit.data import (
     DATA_ROOT_ENV,
     DataLoaders,
