@@ -75,13 +75,16 @@ def demo(
     limit: Annotated[int | None, typer.Option(min=1, help="cap each split's size")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    restore_best: Annotated[
+        bool, typer.Option(help="keep each model's best-validation-epoch weights")
+    ] = False,
 ) -> None:
     """Train the paper's network plainly and under SplitShield; print accuracy per stream."""
     try:
         options = DemoOptions(
             data=data,
             data_root=data_root, epochs=epochs, cut=cut, batch_size=batch_size,
-            seed=seed, limit=limit, progress=not quiet,
+            seed=seed, limit=limit, progress=not quiet, restore_best=restore_best,
         )
         report = run_demo(options)
     except (ShieldSplitError, ValueError) as exc:

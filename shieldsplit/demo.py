@@ -42,6 +42,7 @@ class DemoOptions(BaseModel):
         limit: cap on each split's size (quick runs).
         width: conv channels of the paper's network (the paper: 64).
         hidden: width of its first FC layer.
+        restore_best: keep each model's weights from its best validation epoch.
         progress: show progress bars.
     """
 
@@ -56,6 +57,7 @@ class DemoOptions(BaseModel):
     limit: int | None = Field(None, ge=1)
     width: int = Field(64, ge=1)
     hidden: int = Field(128, ge=1)
+    restore_best: bool = False
     progress: bool = True
 
 
@@ -136,7 +138,7 @@ def run_demo(options: DemoOptions | None = None) -> DemoReport:
     start = time.perf_counter()
     plain_history = fit_plain(
         model, loaders.train, epochs=opts.epochs, val_loader=loaders.val, seed=opts.seed,
-        progress=opts.progress,
+        progress=opts.progress, restore_best=opts.restore_best,
     )
     seconds["plain"] = time.perf_counter() - start
     plain_acc = accuracy(model, loaders.test)
@@ -146,7 +148,7 @@ def run_demo(options: DemoOptions | None = None) -> DemoReport:
     start = time.perf_counter()
     shield_history = shield.fit(
         loaders.train, epochs=opts.epochs, val_loader=loaders.val, seed=opts.seed,
-        progress=opts.progress,
+        progress=opts.progress, restore_best=opts.restore_best,
     )
     seconds["splitshield"] = time.perf_counter() - start
     shield_acc = shield.evaluate(loaders.test)

@@ -7,6 +7,10 @@ ReLU and batch normalisation, in that order as the paper lists them), dropout
 give the hidden width of the first FC layer; we use 128 (``hidden``).
 The paper splits after the 2nd conv, which is ``cut=2`` here.
 
+:class:`SmallConvNet` is the small, smooth network that gradient-inversion
+attacks are measured on (the LeNet variant of DLG, Zhu et al. 2019): three
+5x5 convolutions with Sigmoid, then one fully connected layer.
+
 Example:
     >>> import torch
     >>> net = PGSLNet(in_channels=1, num_classes=2, image_size=8)
@@ -88,8 +92,78 @@ class PGSLNet(nn.Sequential):
         super().__init__(*layers)
 
 
+class SmallConvNet(nn.Sequential):
+    """A small ConvNet with smooth activations, the usual victim of gradient inversion.
+
+    The LeNet variant of DLG (Zhu, Liu, Han 2019): three 5x5 convolutions with
+    padding 2 (strides 2, 2, 1) of ``width`` channels, each followed by a smooth
+    activation, then one fully connected layer. Smooth activations (Sigmoid,
+    Tanh) keep the gradient a smooth function of the input, which is what makes
+    gradient-matching attacks work; it has no batch normalisation or dropout, so
+    it behaves the same in train and eval mode. Weights keep PyTorch's default
+    initialisation (an "untrained" model in the attack benchmarks).
+
+    Args:
+        in_channels: image channels (1 for grayscale).
+        num_classes: number of output classes.
+        image_size: height and width of the (square) input images.
+        width: channels of every conv layer (DLG: 12).
+        activation: ``"sigmoid"`` (DLG) or ``"tanh"``.
+
+    Raises:
+        ConfigError: if a size is not a positive int or the activation is unknown.
+
+    Example:
+        >>> import torch
+        >>> net = SmallConvNet(in_channels=1, num_classes=10, image_size=28)
+        >>> net(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+        >>> sum(p.numel() for p in net.parameters())
+        13426
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        image_size: int = 28,
+        width: int = 12,
+        activation: str = "sigmoid",
+    ) -> None:
+        for name, value in (
+            ("in_channels", in_channels),
+            ("num_classes", num_classes),
+            ("image_size", image_size),
+            ("width", width),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError.build(
+                    what=name, expected="a positive int", received=value, fix=f"pass {name}>=1"
+                )
+        acts: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+        if activation not in acts:
+            raise ConfigError.build(
+                what="activation", expected=f"one of {sorted(acts)}", received=repr(activation),
+                fix='pass activation="sigmoid"',
+            )
+        act = acts[activation]
+        size = image_size
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for stride in (2, 2, 1):
+            layers += [nn.Conv2d(channels, width, 5, stride=stride, padding=2), act()]
+            channels = width
+            size = (size - 1) // stride + 1
+        layers += [nn.Flatten(), nn.Linear(width * size * size, num_classes)]
+        super().__init__(*layers)
+
+
 #: Named model factories: ``name -> factory(in_channels, num_classes, image_size)``.
-MODELS: dict[str, Callable[..., nn.Module]] = {"pgsl-net": PGSLNet}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "pgsl-net": PGSLNet,
+    "small-convnet": SmallConvNet,
+}
 
 
 def create_model(name: str, **kwargs: int) -> nn.Module:
@@ -117,4 +191,4 @@ def create_model(name: str, **kwargs: int) -> nn.Module:
     return MODELS[name](**kwargs)
 
 
-__all__ = ["MODELS", "PGSLNet", "create_model"]
+__all__ = ["MODELS", "PGSLNet", "SmallConvNet", "create_model"]

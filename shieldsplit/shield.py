@@ -62,7 +62,7 @@ from .perturb import jsma_perturb
 from .progress import progress_bar
 from .recovery import ProximalRecovery
 from .saliency import class_gradient, jsma_saliency
-from .training import make_optimizer
+from .training import BestState, make_optimizer
 from .unshuffle import SubPixelUpsample, pad_to_multiple, unshuffle
 from .wire import ClientMessage, ServerGradient, StreamScores
 
@@ -103,6 +103,7 @@ class FitHistory(BaseModel):
         cut: the block index of the split.
         config: the PGSL configuration.
         epochs: one record per epoch.
+        best_epoch: the epoch whose weights were kept (``restore_best``), else None.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -111,6 +112,7 @@ class FitHistory(BaseModel):
     cut: int | str
     config: PGSLConfig
     epochs: list[EpochRecord]
+    best_epoch: int | None = None
 
     def without_timing(self) -> dict[str, Any]:
         """The history without wall times: equal for equal seeds."""
@@ -607,6 +609,7 @@ class SplitShield(nn.Module):
         val_loader: Iterable[tuple[Tensor, Tensor]] | None = None,
         seed: int = 0,
         progress: bool = True,
+        restore_best: bool = False,
     ) -> FitHistory:
         """Train client and server with the PGSL protocol.
 
@@ -624,6 +627,9 @@ class SplitShield(nn.Module):
                 generator) and everything else random; the same seed on the same
                 data gives the same history.
             progress: show a progress bar.
+            restore_best: with a ``val_loader``, end with the weights of the epoch with
+                the best validation accuracy of the decision fusion (selection on
+                validation data only).
 
         Returns:
             The per-epoch history.
@@ -645,7 +651,7 @@ class SplitShield(nn.Module):
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                return self._fit(train_loader, epochs, val_loader, seed, progress)
+                return self._fit(train_loader, epochs, val_loader, seed, progress, restore_best)
         except ShieldSplitError:
             self.load_state_dict(snapshot)
             self.train(was_training)
@@ -710,9 +716,11 @@ class SplitShield(nn.Module):
         val_loader: Iterable[tuple[Tensor, Tensor]] | None,
         seed: int,
         progress: bool,
+        restore_best: bool = False,
     ) -> FitHistory:
         client_opt, server_opt, scheds = self._optimizers()
         records = []
+        best = BestState(self)
         total = _safe_len(train_loader)
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
@@ -753,8 +761,13 @@ class SplitShield(nn.Module):
             )
             logger.info("epoch %d: %s", epoch, record.model_dump(exclude={"epoch"}))
             records.append(record)
+            if restore_best and val is not None:
+                best.update(val["decision"], epoch=epoch)
+        best.restore()
         self.eval()
-        return FitHistory(seed=seed, cut=self.cut, config=self.config, epochs=records)
+        return FitHistory(
+            seed=seed, cut=self.cut, config=self.config, epochs=records, best_epoch=best.epoch
+        )
 
     def _calibrate(self, mean_scores: dict[str, Tensor]) -> None:
         """Eqs. 10-11: S^max per stream from mean class scores, then the weights."""

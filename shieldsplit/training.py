@@ -52,12 +52,50 @@ class PlainHistory(BaseModel):
     Attributes:
         seed: the seed of the run.
         epochs: one record per epoch.
+        best_epoch: the epoch whose weights were kept (``restore_best``), else None.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     seed: int
     epochs: list[PlainEpoch]
+    best_epoch: int | None = None
+
+
+class BestState:
+    """Keeps a copy of a module's state at its best validation score (model selection on
+    validation data, never on test data).
+
+    Example:
+        >>> from torch import nn
+        >>> m = nn.Linear(1, 1)
+        >>> best = BestState(m)
+        >>> best.update(0.5, epoch=1); best.update(0.4, epoch=2)
+        >>> best.epoch
+        1
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.score = float("-inf")
+        self.epoch: int | None = None
+        self.state: dict[str, Tensor] | None = None
+
+    def update(self, score: float, *, epoch: int) -> None:
+        """Remember the module's state if ``score`` beats the best so far.
+
+        Args:
+            score: the validation score of this epoch (higher is better).
+            epoch: the epoch number.
+        """
+        if score > self.score:
+            self.score, self.epoch = score, epoch
+            self.state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def restore(self) -> None:
+        """Load the best state back into the module (no-op if none was recorded)."""
+        if self.state is not None:
+            self.module.load_state_dict(self.state)
 
 
 def make_optimizer(
@@ -118,6 +156,7 @@ def fit_plain(
     seed: int = 0,
     config: TrainConfig | None = None,
     progress: bool = True,
+    restore_best: bool = False,
 ) -> PlainHistory:
     """Train ``model`` in place with cross-entropy (the undefended baseline).
 
@@ -129,6 +168,8 @@ def fit_plain(
         seed: seeds dropout and shuffling.
         config: optimiser settings (default: the paper's Adam, lr 0.001, decay 0.0003).
         progress: show a progress bar.
+        restore_best: with a ``val_loader``, end with the weights of the epoch of best
+            validation accuracy (model selection on validation data only).
 
     Returns:
         The per-epoch history.
@@ -143,6 +184,7 @@ def fit_plain(
         )
     opt, sched = make_optimizer(model.parameters(), config or TrainConfig())
     records = []
+    best = BestState(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for epoch in range(1, epochs + 1):
@@ -178,8 +220,11 @@ def fit_plain(
                     seconds=time.perf_counter() - start,
                 )
             )
+            if restore_best and records[-1].val_accuracy is not None:
+                best.update(records[-1].val_accuracy, epoch=epoch)
+    best.restore()
     model.eval()
-    return PlainHistory(seed=seed, epochs=records)
+    return PlainHistory(seed=seed, epochs=records, best_epoch=best.epoch)
 
 
 __all__ = ["PlainEpoch", "PlainHistory", "accuracy", "fit_plain", "make_optimizer"]
