@@ -7,16 +7,18 @@ terminal; ``--json`` writes the full report for programs.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .demo import DemoOptions, DemoReport, run_demo
-from .errors import ShieldSplitError
+from .errors import ConfigError, ShieldSplitError
 from .io import atomic_write_text
 
 app = typer.Typer(
@@ -94,6 +96,115 @@ def demo(
     if json_out is not None:
         atomic_write_text(json_out, report.model_dump_json(indent=2))
         console.print(f"report written to {json_out}")
+
+
+def load_model_factory(spec: str) -> Any:
+    """Resolve ``pkg.module:factory`` (or a built-in model name such as ``pgsl-net``).
+
+    Args:
+        spec: the factory's import path, or a key of ``shieldsplit.models.MODELS``.
+
+    Returns:
+        The callable.
+
+    Raises:
+        ConfigError: if it cannot be imported or is not callable.
+    """
+    from .models import MODELS
+
+    if spec in MODELS:
+        return MODELS[spec]
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr) if attr else None
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError.build(
+            what="--model", expected="'package.module:factory' or a built-in model name",
+            received=f"{spec!r} ({type(exc).__name__}: {exc})",
+            fix="check the import path; the module must be importable from this directory",
+        ) from exc
+    if not callable(factory):
+        raise ConfigError.build(
+            what="--model", expected="'package.module:factory' naming a callable",
+            received=repr(spec), fix="name the function or class that builds the model",
+        )
+    return factory
+
+
+def build_model(spec: str, **shape: int) -> Any:
+    """Call the factory with the keyword arguments it accepts (in_channels, num_classes,
+    image_size).
+
+    Args:
+        spec: see :func:`load_model_factory`.
+        **shape: the data set's geometry.
+
+    Returns:
+        The model.
+    """
+    factory = load_model_factory(spec)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in shape.items() if accepts_any or k in params}
+    return factory(**kwargs)
+
+
+@app.command()
+def audit(
+    model: Annotated[str, typer.Option(help="'package.module:factory' or a built-in name")],
+    weights: Annotated[Path | None, typer.Option(help="state_dict file (weights_only)")] = None,
+    data: Annotated[str, typer.Option(help="digits | breastmnist | pneumoniamnist | mnist")]
+    = "digits",
+    data_root: Annotated[Path | None, typer.Option(help="folder holding the data files")] = None,
+    cut: Annotated[str, typer.Option(help="block index or submodule name")] = "2",
+    budget: Annotated[str, typer.Option(help="quick | standard | thorough")] = "quick",
+    seed: int = 0,
+    out: Annotated[Path | None, typer.Option(help="write the HTML report here")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON here")] = None,
+    include_images: Annotated[
+        bool, typer.Option(help="embed reconstructions in the HTML (patient data!)")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Attack a trained model with every applicable attack and report what leaks."""
+    from .audit import audit as run_audit
+    from .data import default_data_root, load_dataset
+    from .io import safe_torch_load
+
+    try:
+        root = data_root or (default_data_root() if data != "digits" else None)
+        ds = load_dataset(data, root=root, seed=seed)
+        net = build_model(model, in_channels=ds.in_channels, num_classes=ds.num_classes,
+                          image_size=ds.image_size[0])
+        if weights is not None:
+            state = safe_torch_load(weights)
+            try:
+                net.load_state_dict(state)
+            except (RuntimeError, TypeError, AttributeError) as exc:
+                raise ConfigError.build(
+                    what="--weights", expected=f"a state_dict for {type(net).__name__}",
+                    received=f"{weights} ({str(exc).splitlines()[0]})",
+                    fix="save with torch.save(model.state_dict(), path) from the same model",
+                ) from exc
+        report = run_audit(
+            net, data=(ds.x_train, ds.y_train),
+            cut=int(cut) if cut.isdigit() else cut, budget=budget,  # type: ignore[arg-type]
+            seed=seed, progress=not quiet,
+        )
+    except ShieldSplitError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    console.print(report.summary())
+    if json_out is not None:
+        report.to_json(json_out)
+    if out is not None:
+        report.save_html(out, include_images=include_images)
+        console.print(f"HTML report written to {out}")
+    if not report.complete:
+        raise typer.Exit(code=130)
 
 
 @app.callback()

@@ -1,0 +1,831 @@
+"""Gradient-inversion attacks on federated learning: DLG, iDLG and Inverting Gradients.
+
+The attacker holds the global model and what one client sent for one batch:
+the gradient of the batch's mean cross-entropy loss (FedSGD, observation
+kind ``"gradient"``), or, for Inverting Gradients, the weight update after
+several local SGD steps (FedAvg, kind ``"update"``). It optimises candidate
+images until the gradient (or simulated update) they produce matches the
+observed one.
+
+- :class:`DLG` (Zhu, Liu, Han 2019, "Deep Leakage from Gradients"): squared
+  L2 distance between gradients, L-BFGS on the images *and* soft labels.
+- :class:`IDLG` (Zhao, Mopuri, Bilen 2020, "iDLG"): the labels are read
+  analytically from the last layer's weight gradient
+  (:func:`infer_labels_idlg`), then DLG's L2 matching with L-BFGS on the images.
+- :class:`InvertingGradients` (Geiping, Bauermeister, Droege, Moeller 2020,
+  "Inverting Gradients - How easy is it to break privacy in federated
+  learning?"): ``1 - cosine similarity`` of all parameter gradients plus a
+  total-variation prior, Adam on the *sign* of the image gradient with step
+  decay (x0.1 at 3/8, 5/8, 7/8 of the iterations), images kept in [0, 1],
+  several random restarts, the restart with the lowest matching loss wins. On
+  a FedAvg update it simulates the client's local SGD steps differentiably on
+  the candidate images and matches the simulated update (their Sec. 5).
+  Labels: the observation's, when the threat model grants them, else inferred
+  from the last layer.
+
+Batching. The independent problems -- restarts, and the images of several
+observations passed to :meth:`reconstruct_many` (a batch-1 audit of many
+images) -- are optimised together as one tensor ``(N, R, B, C, H, W)``: the
+matching loss of each problem is computed with ``torch.func.grad`` over
+``functional_call`` and mapped over problems with two nested
+``torch.func.vmap`` (observations x restarts), so each restart's loss depends
+only on its own slice. Adam works elementwise, so every restart of
+:class:`InvertingGradients` follows exactly the trajectory it would follow
+alone. DLG/iDLG's L-BFGS treats the sum of the independent losses as one
+problem (shared line search and curvature history): each problem still has
+its own minimiser, but its path depends on the others.
+
+Cancelling. Long attacks show a progress bar (``progress=True``, when stderr
+is a terminal) and stop at the next iteration on Ctrl-C: the attack logs
+where it stopped and re-raises ``KeyboardInterrupt``; no partial result is
+returned (``meta['incomplete']`` is never set) and the model is untouched.
+
+Example:
+    >>> import torch
+    >>> from shieldsplit.attacks import AttackContext, create_attack
+    >>> from shieldsplit.attacks.observe import observe_gradient
+    >>> from shieldsplit.models import SmallConvNet
+    >>> torch.manual_seed(0) and None
+    >>> net = SmallConvNet(num_classes=4, image_size=8)
+    >>> x, y = torch.rand(1, 1, 8, 8), torch.tensor([2])
+    >>> attack = create_attack("inverting-gradients", seed=0, iterations=50, progress=False)
+    >>> attack.prepare(AttackContext(image_shape=(1, 8, 8), num_classes=4, model=net))
+    >>> rec = attack.reconstruct(observe_gradient(net, x, y))
+    >>> rec.images.shape, rec.labels.tolist()
+    (torch.Size([1, 1, 8, 8]), [2])
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from ..errors import (
+    ConfigError,
+    InputShapeError,
+    LabelError,
+    NonFiniteInputError,
+    StateError,
+    UnsupportedModelError,
+)
+from ..progress import progress_bar
+from .base import (
+    Attack,
+    Budget,
+    Observation,
+    ObservationKind,
+    Reconstruction,
+    register_attack,
+)
+from .observe import (
+    fedavg_update,
+    frozen_state,
+    functional_copy,
+    loss_gradients,
+    minibatch_schedule,
+    trainable_parameters,
+)
+
+logger = logging.getLogger(__name__)
+
+_BUDGETS = ("quick", "standard", "thorough")
+
+
+# ------------------------------------------------------------------ label inference
+
+
+def infer_labels_idlg(
+    last_layer_weight_grad: Tensor,
+    *,
+    batch_size: int = 1,
+    mean_probs: Tensor | None = None,
+    feature_sum: float | None = None,
+) -> Tensor:
+    """Labels of a batch read from the gradient of the last linear layer's weight.
+
+    For one image with label ``y``, the weight gradient of the mean CE loss is
+    ``(p - onehot(y)) h^T`` (``p`` the softmax output, ``h`` the features that
+    enter the layer), so row ``c`` sums to ``(p_c - [c = y]) * sum(h)``. With
+    non-negative features (after ReLU or Sigmoid, as iDLG assumes) only the
+    true class's row sum is negative: the label is the argmin of the row sums
+    (Zhao et al. 2020).
+
+    For ``batch_size > 1`` (a count heuristic in the spirit of Wainakh et al.'s
+    LLG): row ``c`` sums to about ``S * (mean_probs[c] - n_c / B)``, with ``S`` the
+    mean feature sum and ``n_c`` the number of images of class ``c``. So
+    ``n_c ~ B * (mean_probs[c] - rowsum[c] / S)``. Every class with a negative
+    row sum is certainly present (non-negative features) and gets at least
+    one label; the remaining labels go, one at a time, to the class whose
+    estimated count exceeds its allocation the most. ``mean_probs`` defaults
+    to uniform (an untrained model) and ``S`` to ``K`` times the mean of the
+    positive row sums; an attacker who holds the model should measure both on
+    some inputs (:class:`IDLG` and :class:`InvertingGradients` do, on random
+    images). The result is exact for one image and a best guess beyond.
+
+    Args:
+        last_layer_weight_grad: ``(K, F)`` gradient of the last layer's weight.
+        batch_size: number of images ``B`` in the batch.
+        mean_probs: ``(K,)`` the model's mean softmax output, if known.
+        feature_sum: the mean over images of the features' sum, if known.
+
+    Returns:
+        ``(B,)`` int64 labels, sorted (a gradient does not reveal the order).
+
+    Raises:
+        InputShapeError: if the gradient is not a 2-D tensor.
+        NonFiniteInputError: if it holds NaN or infinity.
+        ConfigError: if ``batch_size`` is not a positive int or ``mean_probs`` has
+            the wrong shape.
+
+    Example:
+        >>> h = torch.tensor([0.5, 1.0, 0.2])           # non-negative features
+        >>> p = torch.tensor([0.3, 0.2, 0.4, 0.1])      # softmax output
+        >>> grad = torch.outer(p - torch.eye(4)[2], h)  # label 2
+        >>> infer_labels_idlg(grad)
+        tensor([2])
+    """
+    g = last_layer_weight_grad
+    if not isinstance(g, Tensor) or g.dim() != 2:
+        received = tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__
+        raise InputShapeError.build(
+            what="last_layer_weight_grad", expected="a 2-D tensor (num_classes, features)",
+            received=received, fix="pass the gradient of the last nn.Linear's weight",
+        )
+    if not bool(torch.isfinite(g).all()):
+        raise NonFiniteInputError.build(
+            what="last_layer_weight_grad", expected="finite values", received="NaN or infinity",
+            fix="pass an undefended gradient",
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError.build(
+            what="batch_size", expected="a positive int", received=repr(batch_size),
+            fix="pass the number of images in the batch",
+        )
+    rows = g.detach().double().sum(dim=1)
+    k = rows.shape[0]
+    if batch_size == 1:
+        return rows.argmin().reshape(1).to(torch.int64)
+    if mean_probs is None:
+        probs = torch.full((k,), 1.0 / k, dtype=torch.float64)
+    else:
+        if not isinstance(mean_probs, Tensor) or mean_probs.shape != (k,):
+            raise ConfigError.build(
+                what="mean_probs", expected=f"a tensor of shape ({k},)",
+                received=getattr(mean_probs, "shape", type(mean_probs).__name__),
+                fix="pass the mean softmax output per class, or None",
+            )
+        probs = mean_probs.detach().double().cpu()
+    rows = rows.cpu()
+    if feature_sum is None or not feature_sum > 0:
+        positive = rows[rows > 0]
+        feature_sum = float(k * positive.mean()) if positive.numel() else float(rows.abs().sum())
+    scale = max(float(feature_sum), 1e-30)
+    estimate = batch_size * (probs - rows / scale)
+    counts = torch.zeros(k, dtype=torch.int64)
+    present = torch.nonzero(rows < 0).flatten()
+    present = present[rows[present].argsort()][:batch_size]  # most negative first
+    counts[present] = 1
+    while int(counts.sum()) < batch_size:
+        counts[int((estimate - counts.double()).argmax())] += 1
+    return torch.repeat_interleave(torch.arange(k), counts)
+
+
+# ------------------------------------------------------------------ small helpers
+
+
+def _last_linear_weight_name(model: nn.Module) -> str:
+    name = None
+    for mod_name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module.weight.requires_grad:
+            name = f"{mod_name}.weight" if mod_name else "weight"
+    if name is None:
+        raise UnsupportedModelError.build(
+            what="model", expected="a classifier whose last layer is an nn.Linear",
+            received=type(model).__name__,
+            fix="grant the labels in Observation.labels or use a model ending in nn.Linear",
+        )
+    return name
+
+
+def _total_variation(x: Tensor) -> Tensor:
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (
+        x[..., :, 1:] - x[..., :, :-1]
+    ).abs().mean()
+
+
+def _cosine_distance(a: dict[str, Tensor], b: dict[str, Tensor], names: list[str]) -> Tensor:
+    dot = sum((a[n] * b[n]).sum() for n in names)
+    na = sum(a[n].pow(2).sum() for n in names)
+    nb = sum(b[n].pow(2).sum() for n in names)
+    return 1.0 - dot / (na.sqrt() * nb.sqrt() + 1e-12)
+
+
+def _l2_distance(a: dict[str, Tensor], b: dict[str, Tensor], names: list[str]) -> Tensor:
+    return sum((a[n] - b[n]).pow(2).sum() for n in names)
+
+
+def _check_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError.build(
+            what=name, expected=f"an int >= {minimum}", received=repr(value),
+            fix=f"pass {name}>={minimum} (or None for the budget's default)",
+        )
+    return value
+
+
+def _check_float(name: str, value: Any, *, minimum: float, strict: bool) -> float:
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and (value > minimum if strict else value >= minimum)
+    )
+    if not ok:
+        relation = ">" if strict else ">="
+        raise ConfigError.build(
+            what=name, expected=f"a finite float {relation} {minimum}", received=repr(value),
+            fix=f"pass {name} {relation} {minimum}",
+        )
+    return float(value)
+
+
+class _Interrupted:
+    """Log where a Ctrl-C stopped an attack, then let KeyboardInterrupt propagate."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.iteration = 0
+
+    def __enter__(self) -> _Interrupted:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is KeyboardInterrupt:
+            logger.warning(
+                "%s interrupted at iteration %d; no reconstruction returned", self.name,
+                self.iteration,
+            )
+        return False
+
+
+# ------------------------------------------------------------------ the attacks
+
+
+class _GradientAttack(Attack):
+    """Shared machinery: validation, label handling, the batched matching objective."""
+
+    threat_model = "federated"
+    observes: ClassVar[ObservationKind] = "gradient"
+    #: observation kinds the attack accepts
+    accepts: ClassVar[tuple[ObservationKind, ...]] = ("gradient",)
+    #: ``budget -> (iterations, restarts)``
+    budgets: ClassVar[dict[str, tuple[int, int]]] = {}
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        budget: Budget | None = None,
+        iterations: int | None = None,
+        restarts: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError.build(
+                what="seed", expected="an int >= 0", received=repr(seed), fix="pass seed=0"
+            )
+        super().__init__(seed=seed)
+        if budget is not None and budget not in _BUDGETS:
+            raise ConfigError.build(
+                what="budget", expected=f"one of {list(_BUDGETS)} or None", received=repr(budget),
+                fix='pass budget="standard"',
+            )
+        self.budget = budget
+        self.iterations = None if iterations is None else _check_int("iterations", iterations)
+        self.restarts = None if restarts is None else _check_int("restarts", restarts)
+        self.progress = bool(progress)
+
+    # -- options ---------------------------------------------------------------------------
+
+    def _effective_budget(self) -> str:
+        if self.budget is not None:
+            return self.budget
+        return self.context.budget if self.context is not None else "quick"
+
+    def schedule(self) -> tuple[int, int]:
+        """The ``(iterations, restarts)`` this attack will run.
+
+        Explicit ``iterations``/``restarts`` options win; otherwise the ``budget``
+        option, else the context's budget, picks them from :attr:`budgets`.
+
+        Returns:
+            ``(iterations, restarts)``.
+        """
+        its, rs = self.budgets[self._effective_budget()]
+        return (self.iterations or its, self.restarts or rs)
+
+    # -- validation ------------------------------------------------------------------------
+
+    def _model(self) -> nn.Module:
+        if self.context is None or self.context.model is None:
+            raise StateError.build(
+                what="attack", expected="prepare(AttackContext(model=...)) before reconstruct()",
+                received="no model" if self.context is not None else "an unprepared attack",
+                fix="call attack.prepare(context) with the attacked model first",
+            )
+        return self.context.model
+
+    def _observed(self, obs: Observation) -> dict[str, Tensor]:
+        tensors = obs.gradients if obs.kind == "gradient" else obs.update
+        if tensors is None:
+            field = "gradients" if obs.kind == "gradient" else "update"
+            raise ConfigError.build(
+                what=f"observation.{field}", expected="a dict name -> tensor", received=None,
+                fix=f"fill Observation.{field} (see shieldsplit.attacks.observe)",
+            )
+        return tensors
+
+    def _validate(self, observations: Sequence[Observation], params: dict[str, Tensor]) -> None:
+        if isinstance(observations, Observation) or len(observations) == 0:
+            raise ConfigError.build(
+                what="observations", expected="a non-empty sequence of Observation",
+                received=type(observations).__name__, fix="pass [observation, ...]",
+            )
+        first = observations[0]
+        for obs in observations:
+            if not isinstance(obs, Observation):
+                raise ConfigError.build(
+                    what="observation", expected="an Observation", received=type(obs).__name__,
+                    fix="build it with shieldsplit.attacks.observe",
+                )
+            if obs.kind not in self.accepts:
+                raise ConfigError.build(
+                    what="observation.kind", expected=f"one of {list(self.accepts)}",
+                    received=repr(obs.kind),
+                    fix=f"use an attack that observes {obs.kind!r}, or observe_gradient()",
+                )
+            same = (obs.kind, obs.batch_size, tuple(obs.image_shape))
+            if same != (first.kind, first.batch_size, tuple(first.image_shape)) or (
+                obs.kind == "update" and obs.meta != first.meta
+            ):
+                raise ConfigError.build(
+                    what="observations",
+                    expected="the same kind, batch size, image shape and protocol meta",
+                    received=f"{same} vs {(first.kind, first.batch_size, first.image_shape)}",
+                    fix="reconstruct differing observations in separate calls",
+                )
+            if obs.batch_size < 1:
+                raise ConfigError.build(
+                    what="observation.batch_size", expected="an int >= 1",
+                    received=obs.batch_size, fix="set the number of images",
+                )
+            assert self.context is not None
+            if tuple(obs.image_shape) != tuple(self.context.image_shape):
+                raise InputShapeError.build(
+                    what="observation.image_shape",
+                    expected=f"the context's {tuple(self.context.image_shape)}",
+                    received=tuple(obs.image_shape), fix="prepare with the right image_shape",
+                )
+            tensors = self._observed(obs)
+            if set(tensors) != set(params):
+                missing = sorted(set(params) - set(tensors))[:3]
+                extra = sorted(set(tensors) - set(params))[:3]
+                raise ConfigError.build(
+                    what="observation names",
+                    expected="exactly the model's trainable parameter names",
+                    received=f"missing {missing}, unexpected {extra}",
+                    fix="observe with the same model architecture the attack was prepared with",
+                )
+            for n, p in params.items():
+                t = tensors[n]
+                if not isinstance(t, Tensor) or t.shape != p.shape:
+                    raise InputShapeError.build(
+                        what=f"observation[{n!r}]", expected=f"shape {tuple(p.shape)}",
+                        received=getattr(t, "shape", type(t).__name__),
+                        fix="observe with the model the attack was prepared with",
+                    )
+                if not bool(torch.isfinite(t).all()):
+                    raise NonFiniteInputError.build(
+                        what=f"observation[{n!r}]", expected="finite values",
+                        received="NaN or infinity", fix="pass a finite observation",
+                    )
+            if obs.kind == "update":
+                for key in ("local_epochs", "local_batch_size", "lr"):
+                    if key not in obs.meta:
+                        raise ConfigError.build(
+                            what="observation.meta", expected=f"a {key!r} entry",
+                            received=sorted(obs.meta),
+                            fix="build update observations with observe_update()",
+                        )
+
+    # -- labels ----------------------------------------------------------------------------
+
+    def _label_stats(
+        self, model: nn.Module, params: dict[str, Tensor], frozen: dict[str, Tensor]
+    ) -> tuple[Tensor, float]:
+        """Mean softmax output and mean feature sum of the last layer on random images."""
+        assert self.context is not None
+        gen = self.generator()
+        x = torch.rand(64, *self.context.image_shape, generator=gen)
+        p0 = next(iter(params.values()))
+        x = x.to(device=p0.device, dtype=p0.dtype)
+        last = _last_linear_weight_name(model).rsplit(".", 1)[0]
+        module = model.get_submodule(last) if last != "weight" else model
+        feats: list[Tensor] = []
+        handle = module.register_forward_hook(lambda m, i, o: feats.append(i[0].detach()))
+        try:
+            with torch.no_grad():
+                logits = functional_call(model, {**params, **frozen}, (x,))
+        finally:
+            handle.remove()
+        return logits.softmax(dim=1).mean(dim=0).cpu(), float(feats[0].flatten(1).sum(1).mean())
+
+    def _labels(
+        self,
+        obs: Observation,
+        model: nn.Module,
+        params: dict[str, Tensor],
+        frozen: dict[str, Tensor],
+        *,
+        use_given: bool,
+    ) -> Tensor:
+        assert self.context is not None
+        k = self.context.num_classes
+        if use_given and obs.labels is not None:
+            y = obs.labels
+            if (
+                not isinstance(y, Tensor)
+                or y.dtype != torch.int64
+                or y.shape != (obs.batch_size,)
+                or int(y.min()) < 0
+                or int(y.max()) >= k
+            ):
+                raise LabelError.build(
+                    what="observation.labels",
+                    expected=f"int64 ({obs.batch_size},) in [0, {k - 1}]",
+                    received=getattr(y, "shape", type(y).__name__),
+                    fix="pass one label per image, or None to infer them",
+                )
+            return y.cpu()
+        name = _last_linear_weight_name(model)
+        g = self._observed(obs)[name]
+        if obs.kind == "update":  # the update is minus lr times a sum of gradients
+            g = -g
+        if obs.batch_size == 1:
+            return infer_labels_idlg(g)
+        probs, fsum = self._label_stats(model, params, frozen)
+        return infer_labels_idlg(
+            g, batch_size=obs.batch_size, mean_probs=probs, feature_sum=fsum
+        )
+
+    # -- the batched objective -------------------------------------------------------------
+
+    def _objective(
+        self,
+        model: nn.Module,
+        params: dict[str, Tensor],
+        frozen: dict[str, Tensor],
+        obs: Observation,
+        distance: Callable[[dict[str, Tensor], dict[str, Tensor], list[str]], Tensor],
+        tv_weight: float,
+    ) -> Callable[..., Tensor]:
+        names = list(params)
+        if obs.kind == "update":
+            schedule = minibatch_schedule(
+                obs.batch_size, local_epochs=int(obs.meta["local_epochs"]),
+                local_batch_size=int(obs.meta["local_batch_size"]), shuffle=False, seed=0,
+            )
+            lr = float(obs.meta["lr"])
+
+            def simulate(x: Tensor, y: Tensor) -> dict[str, Tensor]:
+                return fedavg_update(model, params, frozen, x, y, schedule=schedule, lr=lr)
+        else:
+
+            def simulate(x: Tensor, y: Tensor) -> dict[str, Tensor]:
+                return loss_gradients(model, params, frozen, x, y)
+
+        def objective(x: Tensor, y: Tensor, target: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+            match = distance(simulate(x, y), target, names)
+            loss = match + tv_weight * _total_variation(x) if tv_weight else match
+            return loss, match
+
+        return objective
+
+    # -- public ----------------------------------------------------------------------------
+
+    def reconstruct(self, observation: Observation) -> Reconstruction:
+        """Rebuild the images of one observed batch.
+
+        Args:
+            observation: a ``"gradient"`` observation (also ``"update"`` for
+                :class:`InvertingGradients`).
+
+        Returns:
+            The reconstruction: images ``(B, C, H, W)`` in [0, 1] (in no
+            particular order for ``B > 1``), the labels used, and ``meta`` with
+            ``iterations``, ``restarts``, ``loss`` (best restart's matching loss),
+            ``restart_losses`` and ``budget``.
+
+        Raises:
+            StateError: if :meth:`prepare` was not called with a model.
+            ConfigError: on a wrong observation kind or parameter names.
+            InputShapeError: on mismatched shapes.
+        """
+        return self.reconstruct_many([observation])[0]
+
+    def reconstruct_many(self, observations: Sequence[Observation]) -> list[Reconstruction]:
+        """Rebuild several independent observations at once, optimised as one batch.
+
+        All observations must share kind, batch size, image shape and protocol
+        meta. Each gets the result it would get alone with the same seed (up
+        to float rounding; for DLG/iDLG see the module notes on L-BFGS).
+
+        Args:
+            observations: the observations (e.g. many batch-1 gradients of an audit).
+
+        Returns:
+            One :class:`Reconstruction` per observation; each ``seconds`` is the
+            batched wall time divided by the number of observations, and
+            ``meta['batched_with']`` says how many were batched.
+        """
+        start = time.perf_counter()
+        model = self._model()
+        params_all = trainable_parameters(model)
+        self._validate(observations, params_all)
+        clone = functional_copy(model)
+        params, frozen = trainable_parameters(model), frozen_state(model)
+        p0 = next(iter(params.values()))
+        source = self._label_source()
+        if source == "learn":
+            labels = torch.zeros(len(observations), observations[0].batch_size, dtype=torch.int64)
+        else:
+            labels = torch.stack([
+                self._labels(o, clone, params, frozen, use_given=source == "given")
+                for o in observations
+            ])
+        labels = labels.to(p0.device)
+        targets = {
+            n: torch.stack([self._observed(o)[n] for o in observations]).to(p0)
+            for n in params
+        }
+        iterations, restarts = self.schedule()
+        images, losses, extra = self._optimise(
+            clone, params, frozen, observations[0], labels, targets, iterations, restarts
+        )
+        best = losses.argmin(dim=1)
+        n = len(observations)
+        chosen = images[torch.arange(n), best].clamp(0, 1).detach().cpu()
+        seconds = (time.perf_counter() - start) / n
+        out = []
+        for i in range(n):
+            meta = {
+                "iterations": iterations, "restarts": restarts,
+                "budget": self._effective_budget(), "loss": float(losses[i, best[i]]),
+                "restart_losses": losses[i].tolist(), "batched_with": n,
+                "labels_from": "given" if source == "given" and observations[i].labels
+                is not None else source,
+            }
+            meta.update({k: v[i] for k, v in extra.items()})
+            out.append(Reconstruction(
+                images=chosen[i], attack=self.name, labels=extra.get("labels", labels)[i].cpu(),
+                seconds=seconds, meta={k: v for k, v in meta.items() if k != "labels"},
+            ))
+        return out
+
+    def _label_source(self) -> str:
+        """``"given"`` (use Observation.labels when granted, else infer), ``"infer"`` or
+        ``"learn"`` (optimised with the images)."""
+        return "given"
+
+    def _init_images(self, n: int, r: int, b: int, like: Tensor) -> Tensor:
+        assert self.context is not None
+        gen = self.generator()
+        x = torch.rand(n, r, b, *self.context.image_shape, generator=gen)
+        return x.to(like)
+
+    def _optimise(
+        self,
+        model: nn.Module,
+        params: dict[str, Tensor],
+        frozen: dict[str, Tensor],
+        obs: Observation,
+        labels: Tensor,
+        targets: dict[str, Tensor],
+        iterations: int,
+        restarts: int,
+    ) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        raise NotImplementedError  # pragma: no cover
+
+
+class InvertingGradients(_GradientAttack):
+    """Inverting Gradients (Geiping et al. 2020) on a gradient or a multi-step FedAvg update.
+
+    Args:
+        seed: seeds the random initial images (uniform in [0, 1]).
+        budget: ``"quick"`` (300 iterations, 1 restart), ``"standard"``
+            (1500 iterations, 4 restarts) or ``"thorough"`` (4000, 8); None uses
+            the context's budget.
+        iterations: overrides the budget's iterations.
+        restarts: overrides the budget's restarts.
+        lr: Adam's step size (on the signed gradient, so roughly the pixel
+            step), decayed x0.1 at 3/8, 5/8 and 7/8 of the iterations.
+        tv_weight: weight of the total-variation prior.
+        signed: step on the sign of the image gradient (Geiping et al.).
+        use_labels: use ``Observation.labels`` when granted (else infer them).
+        progress: show a progress bar.
+
+    Raises:
+        ConfigError: on an invalid option.
+    """
+
+    name = "inverting-gradients"
+    accepts = ("gradient", "update")
+    budgets: ClassVar[dict[str, tuple[int, int]]] = {
+        "quick": (300, 1), "standard": (1500, 4), "thorough": (4000, 8),
+    }
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        budget: Budget | None = None,
+        iterations: int | None = None,
+        restarts: int | None = None,
+        lr: float = 0.1,
+        tv_weight: float = 1e-4,
+        signed: bool = True,
+        use_labels: bool = True,
+        progress: bool = True,
+    ) -> None:
+        super().__init__(
+            seed=seed, budget=budget, iterations=iterations, restarts=restarts, progress=progress
+        )
+        self.lr = _check_float("lr", lr, minimum=0.0, strict=True)
+        self.tv_weight = _check_float("tv_weight", tv_weight, minimum=0.0, strict=False)
+        self.signed = bool(signed)
+        self.use_labels = bool(use_labels)
+
+    def _label_source(self) -> str:
+        return "given" if self.use_labels else "infer"
+
+    def _optimise(self, model, params, frozen, obs, labels, targets, iterations, restarts):
+        n, b = labels.shape
+        objective = self._objective(model, params, frozen, obs, _cosine_distance, self.tv_weight)
+        step = vmap(
+            vmap(grad_and_value(objective, has_aux=True), in_dims=(0, None, None)),
+            in_dims=(0, 0, 0),
+        )
+        p0 = next(iter(params.values()))
+        x = self._init_images(n, restarts, b, p0).requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=self.lr)
+        milestones = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+        with _Interrupted(self.name) as guard, progress_bar(
+            range(iterations), total=iterations, description=self.name, enabled=self.progress
+        ) as its:
+            for it in its:
+                guard.iteration = it
+                gx, _ = step(x.detach(), labels, targets)
+                x.grad = gx.sign() if self.signed else gx
+                opt.step()
+                sched.step()
+                with torch.no_grad():
+                    x.clamp_(0, 1)
+        with torch.no_grad():
+            final = vmap(vmap(objective, in_dims=(0, None, None)))(x.detach(), labels, targets)
+        return x.detach(), final[1].detach(), {}
+
+
+class DLG(_GradientAttack):
+    """Deep Leakage from Gradients (Zhu et al. 2019): L2 gradient matching with L-BFGS.
+
+    Optimises the images and soft labels (softmax of free logits) jointly.
+    Pixels are unconstrained while optimising and clamped to [0, 1] at the end.
+
+    Args:
+        seed: seeds the random initial images and label logits.
+        budget: ``"quick"`` (100 L-BFGS iterations, 1 restart), ``"standard"``
+            (300, 2) or ``"thorough"`` (1000, 4); None uses the context's.
+        iterations: overrides the budget's L-BFGS iterations.
+        restarts: overrides the budget's restarts.
+        lr: L-BFGS step size (1, with a strong-Wolfe line search).
+        progress: show a progress bar.
+
+    Raises:
+        ConfigError: on an invalid option.
+    """
+
+    name = "dlg"
+    budgets: ClassVar[dict[str, tuple[int, int]]] = {
+        "quick": (100, 1), "standard": (300, 2), "thorough": (1000, 4),
+    }
+    #: iterations per L-BFGS ``step`` call (one progress tick)
+    chunk: ClassVar[int] = 10
+    learn_labels: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        budget: Budget | None = None,
+        iterations: int | None = None,
+        restarts: int | None = None,
+        lr: float = 1.0,
+        progress: bool = True,
+    ) -> None:
+        super().__init__(
+            seed=seed, budget=budget, iterations=iterations, restarts=restarts, progress=progress
+        )
+        self.lr = _check_float("lr", lr, minimum=0.0, strict=True)
+
+    def _label_source(self) -> str:
+        return "learn" if self.learn_labels else "infer"
+
+    def _optimise(self, model, params, frozen, obs, labels, targets, iterations, restarts):
+        assert self.context is not None
+        n, b = labels.shape
+        k = self.context.num_classes
+        p0 = next(iter(params.values()))
+        objective = self._objective(model, params, frozen, obs, _l2_distance, 0.0)
+        x = self._init_images(n, restarts, b, p0).requires_grad_(True)
+        gen = self.generator()
+        gen.manual_seed(self.seed + 1)
+        logits = torch.randn(n, restarts, b, k, generator=gen).to(p0).requires_grad_(True)
+
+        if self.learn_labels:
+
+            def soft(xx: Tensor, ll: Tensor, target: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+                return objective(xx, ll.softmax(dim=-1), target)
+
+            inner = grad_and_value(soft, argnums=(0, 1), has_aux=True)
+            step = vmap(vmap(inner, in_dims=(0, 0, None)), in_dims=(0, 0, 0))
+            variables = [x, logits]
+        else:
+            inner = grad_and_value(objective, has_aux=True)
+            step = vmap(vmap(inner, in_dims=(0, None, None)), in_dims=(0, 0, 0))
+            variables = [x]
+
+        def closure() -> Tensor:
+            if self.learn_labels:
+                (gx, gl), (loss, _) = step(x.detach(), logits.detach(), targets)
+                logits.grad = gl
+            else:
+                gx, (loss, _) = step(x.detach(), labels, targets)
+            x.grad = gx
+            return loss.sum().detach()
+
+        opt = torch.optim.LBFGS(
+            variables, lr=self.lr, max_iter=self.chunk, history_size=100,
+            line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15,
+        )
+        rounds = max(1, math.ceil(iterations / self.chunk))
+        with _Interrupted(self.name) as guard, progress_bar(
+            range(rounds), total=rounds, description=self.name, enabled=self.progress
+        ) as its:
+            for it in its:
+                guard.iteration = it * self.chunk
+                opt.step(closure)
+        with torch.no_grad():
+            if self.learn_labels:
+                final = vmap(vmap(
+                    lambda xx, ll, t: objective(xx, ll.softmax(-1), t)[1], in_dims=(0, 0, None)
+                ))(x.detach(), logits.detach(), targets)
+            else:
+                final = vmap(vmap(objective, in_dims=(0, None, None)))(
+                    x.detach(), labels, targets
+                )[1]
+        final = torch.nan_to_num(final, nan=float("inf"))
+        extra: dict[str, Any] = {}
+        if self.learn_labels:
+            best = final.argmin(dim=1)
+            extra["labels"] = logits.detach()[torch.arange(n), best].argmax(dim=-1)
+        return torch.nan_to_num(x.detach(), nan=0.5), final.detach(), extra
+
+
+class IDLG(DLG):
+    """Improved DLG (Zhao et al. 2020): labels from the last layer, then DLG on the images.
+
+    The labels come from :func:`infer_labels_idlg` on the observed gradient of
+    the last linear layer's weight (the observation's own labels are ignored:
+    inferring them is the point of iDLG). Same options as :class:`DLG`.
+    """
+
+    name = "idlg"
+    learn_labels = False
+
+    def _label_source(self) -> str:
+        return "infer"
+
+
+register_attack("dlg", DLG)
+register_attack("idlg", IDLG)
+register_attack("inverting-gradients", InvertingGradients)
+
+__all__ = ["DLG", "IDLG", "InvertingGradients", "infer_labels_idlg"]

@@ -1,0 +1,729 @@
+"""Split-learning model inversion: a learned decoder (black-box) and rMLE (white-box).
+
+Both attacks observe the tensor that crosses the cut
+(:func:`~shieldsplit.attacks.observe_split.observe_activations`).
+
+- :class:`BlackBoxDecoder` (``"split-black-box"``): the attacker holds auxiliary
+  images from the victim's distribution and can run them through the client it
+  attacks (the client part of an undefended split, or a deployed
+  :class:`~shieldsplit.SplitShield` queried as a black box). It trains an
+  inversion decoder ``activations -> image`` on those pairs with an MSE loss
+  (He, Zhang, Lee 2019, "inverse network"; Titcombe et al. 2021), then decodes
+  the victim's activations.
+- :class:`WhiteBoxInversion` (``"split-white-box"``): the attacker knows the client
+  part's weights and searches the input ``x`` in ``[0, 1]`` that minimises
+  ``mean((head(x) - a)^2) + tv_weight * TV(x)`` with Adam, from several random
+  starts in one batch (regularised maximum likelihood, rMLE, He et al. 2019).
+
+The decoder's architecture follows from the activation and image shapes: a
+convolutional stem at the activation resolution, transposed convolutions that
+double the resolution while it stays within the image size, a resize to the
+exact size if needed, two convolutions and a sigmoid. Flat activations first
+go through a linear layer to a quarter-resolution feature map. The adaptive
+attack (:mod:`shieldsplit.attacks.adaptive`) trains the same decoder through
+the same private helper, with an output stage that inverts PGSL's
+pixel-unshuffle layout instead.
+
+Training loops show a progress bar (``progress=True``) and stop on Ctrl-C
+(``KeyboardInterrupt`` propagates; an interrupted :meth:`prepare` leaves the
+attack unprepared).
+
+Example:
+    >>> import torch
+    >>> import shieldsplit as ss
+    >>> from shieldsplit.attacks import AttackContext, create_attack
+    >>> from shieldsplit.attacks.observe_split import observe_activations
+    >>> net = ss.PGSLNet(num_classes=2, image_size=8, width=8, hidden=8)
+    >>> head = ss.split_model(net, 2).head
+    >>> aux = torch.rand(32, 1, 8, 8)
+    >>> attack = create_attack("split-black-box", seed=0, epochs=1, progress=False)
+    >>> attack.prepare(AttackContext(image_shape=(1, 8, 8), num_classes=2, model=head,
+    ...                              auxiliary_images=aux))
+    >>> rec = attack.reconstruct(observe_activations(head, torch.rand(3, 1, 8, 8)))
+    >>> tuple(rec.images.shape), bool(rec.images.min() >= 0), bool(rec.images.max() <= 1)
+    ((3, 1, 8, 8), True, True)
+
+References:
+    He, Zhang, Lee. "Model inversion attacks against collaborative inference". ACSAC 2019.
+    Titcombe, Hall, Papadopoulos, Romanini. "Practical defences against model inversion
+    attacks for split neural networks". ICLR DPML workshop 2021.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError, EmptyDataError, InputShapeError, StateError
+from ..progress import progress_bar
+from ..shield import SplitShield
+from .base import (
+    Attack,
+    AttackContext,
+    Observation,
+    Reconstruction,
+    register_attack,
+)
+from .observe_split import check_images, eval_mode, observe_activations
+
+#: Decoder training epochs per budget.
+DECODER_EPOCHS = {"quick": 10, "standard": 30, "thorough": 80}
+#: Optimisation steps per budget for input/latent searches.
+SEARCH_ITERATIONS = {"quick": 200, "standard": 800, "thorough": 2500}
+#: Random restarts per budget for input/latent searches.
+SEARCH_RESTARTS = {"quick": 1, "standard": 2, "thorough": 4}
+
+_CHUNK = 256
+
+
+# ----------------------------------------------------------------- shared checks
+
+
+def _positive_int(value: Any, what: str, default: int | None = None) -> int | None:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError.build(
+            what=what, expected="an int >= 1 (or None for the budget's default)",
+            received=repr(value), fix=f"pass {what}=1 or more",
+        )
+    return value
+
+
+def _positive_float(value: Any, what: str, *, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError.build(
+            what=what, expected="a finite number " + (">= 0" if allow_zero else "> 0"),
+            received=repr(value), fix=f"pass a positive {what}",
+        )
+    return float(value)
+
+
+def _check_context(context: Any) -> AttackContext:
+    if not isinstance(context, AttackContext):
+        raise ConfigError.build(
+            what="context", expected="a shieldsplit.attacks.AttackContext",
+            received=type(context).__name__, fix="build one with AttackContext(...)",
+        )
+    if context.budget not in DECODER_EPOCHS:
+        raise ConfigError.build(
+            what="context.budget", expected=f"one of {sorted(DECODER_EPOCHS)}",
+            received=repr(context.budget), fix="pass budget='quick', 'standard' or 'thorough'",
+        )
+    return context
+
+
+def check_auxiliary(context: AttackContext, minimum: int, attack: str) -> Tensor:
+    """The context's auxiliary images, checked: enough of them, right shape, in [0, 1].
+
+    Args:
+        context: the attack context.
+        minimum: the fewest images the attack can learn from.
+        attack: the attack's name, for the message.
+
+    Returns:
+        The auxiliary images ``(N, C, H, W)`` as float32.
+
+    Raises:
+        EmptyDataError: if there are none or fewer than ``minimum``.
+        InputShapeError: if they are not ``(N, *context.image_shape)``.
+        ConfigError: if a pixel leaves [0, 1].
+    """
+    x = context.auxiliary_images
+    if x is None:
+        raise EmptyDataError.build(
+            what="context.auxiliary_images",
+            expected=f"at least {minimum} auxiliary images for {attack}",
+            received="None", fix="pass auxiliary_images from a split disjoint from the victim's",
+        )
+    check_images(x, "context.auxiliary_images")
+    if tuple(x.shape[1:]) != tuple(context.image_shape):
+        raise InputShapeError.build(
+            what="context.auxiliary_images",
+            expected=f"images of shape (N, {', '.join(map(str, context.image_shape))})",
+            received=tuple(x.shape), fix="give auxiliary images of the victim's image shape",
+        )
+    if x.shape[0] < minimum:
+        raise EmptyDataError.build(
+            what="context.auxiliary_images",
+            expected=f"at least {minimum} auxiliary images for {attack}",
+            received=f"{x.shape[0]} image(s)",
+            fix="give the attacker more auxiliary images from the same distribution",
+        )
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ConfigError.build(
+            what="context.auxiliary_images", expected="pixel values in [0, 1]",
+            received=f"values in [{lo:g}, {hi:g}]", fix="scale the images to [0, 1]",
+        )
+    return x.float()
+
+
+def check_activation_observation(
+    observation: Any, attack: str, expected_shape: tuple[int, ...] | None = None
+) -> Tensor:
+    """The activations of an ``"activations"`` observation, checked.
+
+    Args:
+        observation: what the attacker observed.
+        attack: the attack's name, for the message.
+        expected_shape: the per-sample activation shape the attack was prepared for.
+
+    Returns:
+        The activations as float32.
+
+    Raises:
+        ConfigError: if the observation is of another kind.
+        InputShapeError: if it is not an Observation, has no activations, or their
+            shape differs from ``expected_shape``.
+    """
+    if not isinstance(observation, Observation):
+        raise InputShapeError.build(
+            what="observation", expected="a shieldsplit.attacks.Observation",
+            received=type(observation).__name__, fix="build it with observe_activations()",
+        )
+    if observation.kind != "activations":
+        raise ConfigError.build(
+            what="observation.kind",
+            expected=f"an 'activations' observation (split learning) for {attack}",
+            received=repr(observation.kind),
+            fix="observe the cut with shieldsplit.attacks.observe_split.observe_activations",
+        )
+    a = observation.activations
+    if not isinstance(a, Tensor) or a.dim() < 2 or a.shape[0] == 0:
+        raise InputShapeError.build(
+            what="observation.activations", expected="a (B, ...) tensor with B >= 1",
+            received=type(a).__name__ if not isinstance(a, Tensor) else tuple(a.shape),
+            fix="build the observation with observe_activations()",
+        )
+    if expected_shape is not None and tuple(a.shape[1:]) != tuple(expected_shape):
+        raise InputShapeError.build(
+            what="observation.activations",
+            expected=f"per-sample shape {tuple(expected_shape)}, as in prepare()",
+            received=tuple(a.shape[1:]),
+            fix="observe the same client (and cut) the attack was prepared on",
+        )
+    return a.detach().float()
+
+
+def require_prepared(value: Any, attack: str) -> Any:
+    """Raise StateError when ``prepare`` has not run (``value`` is None)."""
+    if value is None:
+        raise StateError.build(
+            what=attack, expected="prepare(context) to have run", received="an unprepared attack",
+            fix="call attack.prepare(AttackContext(...)) before reconstruct()",
+        )
+    return value
+
+
+def collect_activations(
+    client: nn.Module, images: Tensor, *, labels: Tensor | None = None
+) -> Tensor:
+    """What ``client`` sends for ``images``, computed in chunks (the client is unchanged).
+
+    Args:
+        client: a SplitShield or a client part.
+        images: ``(N, C, H, W)``.
+        labels: passed to ``SplitShield.client`` when given.
+
+    Returns:
+        ``(N, ...)`` activations.
+    """
+    chunks = []
+    for i in range(0, images.shape[0], _CHUNK):
+        y = labels[i:i + _CHUNK] if labels is not None else None
+        chunks.append(observe_activations(client, images[i:i + _CHUNK], labels=y).activations)
+    return torch.cat(chunks).float()
+
+
+def client_map(model: nn.Module) -> tuple[Callable[[Tensor, Tensor | None], Tensor], bool]:
+    """A differentiable ``(x, saliency_channel) -> activations`` map of a client.
+
+    For a SplitShield it is the deployed client without the JSMA perturbation:
+    pixel-unshuffle, concatenate the saliency channel (a free input, since the
+    map depends on the image through a gradient), then the client part.
+
+    Args:
+        model: a SplitShield or a plain client part.
+
+    Returns:
+        The map and whether it takes a saliency channel.
+    """
+    if isinstance(model, SplitShield):
+        cfg = model.config
+        needs_map = cfg.saliency.enabled and cfg.saliency.concat
+        return (lambda x, m: model.head(model._assemble(x, m))), needs_map
+    return (lambda x, m: model(x)), False
+
+
+def total_variation(x: Tensor) -> Tensor:
+    """Anisotropic total variation per image (mean absolute neighbour difference).
+
+    Args:
+        x: ``(B, C, H, W)``.
+
+    Returns:
+        ``(B,)``.
+    """
+    dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().flatten(1).mean(1) if x.shape[2] > 1 else 0
+    dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().flatten(1).mean(1) if x.shape[3] > 1 else 0
+    return x.new_zeros(x.shape[0]) + dh + dw
+
+
+# ----------------------------------------------------------------- the decoder
+
+
+class _Standardize(nn.Module):
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, a: Tensor) -> Tensor:
+        return (a - self.mean) / self.std
+
+
+class _Fit(nn.Module):
+    """Crop (when the map is the padded image) or resize to the image size."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = self.size
+        if x.shape[-2] == h and x.shape[-1] == w:
+            return x
+        if x.shape[-2] >= h and x.shape[-1] >= w and x.shape[-2] - h < 4 and x.shape[-1] - w < 4:
+            return x[..., :h, :w]
+        return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def _block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+def build_decoder(
+    act_shape: tuple[int, ...],
+    image_shape: tuple[int, int, int],
+    *,
+    width: int = 32,
+    unshuffle_factor: int | None = None,
+    mean: Tensor | None = None,
+    std: Tensor | None = None,
+) -> nn.Module:
+    """An inversion decoder from activations of ``act_shape`` to images of ``image_shape``.
+
+    Args:
+        act_shape: per-sample activation shape: ``(C, h, w)`` or ``(D,)`` (others are
+            flattened).
+        image_shape: ``(C, H, W)``.
+        width: channels of the hidden layers.
+        unshuffle_factor: when given, the decoder predicts ``C * f**2`` sub-images at
+            the activation resolution and pixel-shuffles them (the inverse of PGSL's
+            unshuffle layout) instead of up-sampling with transposed convolutions.
+        mean: per-channel (or per-feature) activation mean for input standardisation.
+        std: matching standard deviation.
+
+    Returns:
+        A module ``(B, *act_shape) -> (B, *image_shape)`` with values in (0, 1).
+    """
+    c, h_img, w_img = image_shape
+    spatial = len(act_shape) == 3
+    layers: list[nn.Module] = []
+    if mean is not None and std is not None:
+        layers.append(_Standardize(mean, std))
+    if spatial:
+        c_a, h, w = act_shape
+        layers += _block(c_a, width)
+    else:
+        d = int(math.prod(act_shape))
+        h, w = max(1, math.ceil(h_img / 4)), max(1, math.ceil(w_img / 4))
+        layers += [nn.Flatten(), nn.Linear(d, width * h * w), nn.ReLU(),
+                   nn.Unflatten(1, (width, h, w)), nn.BatchNorm2d(width)]
+    if unshuffle_factor is not None and spatial:
+        f = unshuffle_factor
+        layers += _block(width, width)
+        layers += _block(width, width)
+        layers += [nn.Conv2d(width, c * f * f, 3, padding=1), nn.PixelShuffle(f),
+                   _Fit((h_img, w_img)), nn.Sigmoid()]
+        return nn.Sequential(*layers)
+    while h * 2 <= h_img and w * 2 <= w_img:
+        layers += [nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
+                   nn.BatchNorm2d(width), nn.ReLU()]
+        h, w = h * 2, w * 2
+    if (h, w) != (h_img, w_img):
+        layers.append(_Fit((h_img, w_img)))
+    layers += _block(width, width)
+    layers += [nn.Conv2d(width, c, 3, padding=1), nn.Sigmoid()]
+    return nn.Sequential(*layers)
+
+
+def _activation_stats(acts: Tensor) -> tuple[Tensor, Tensor]:
+    if acts.dim() == 4:
+        mean = acts.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
+        std = acts.std(dim=(0, 2, 3)).view(1, -1, 1, 1)
+    else:
+        mean, std = acts.mean(dim=0, keepdim=True), acts.std(dim=0, keepdim=True)
+    return mean, std.clamp_min(1e-6)
+
+
+def train_inversion_decoder(
+    acts: Tensor,
+    images: Tensor,
+    *,
+    seed: int,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    width: int = 32,
+    unshuffle_factor: int | None = None,
+    progress: bool = True,
+    description: str = "inversion decoder",
+) -> tuple[nn.Module, list[float]]:
+    """Train an inversion decoder on ``(activations, image)`` pairs with MSE.
+
+    The one training routine of the black-box and the adaptive attack. Adam with a
+    cosine learning-rate schedule; shuffling and initialisation are seeded, so the
+    same seed gives the same decoder.
+
+    Args:
+        acts: ``(N, ...)`` activations.
+        images: ``(N, C, H, W)`` images in [0, 1].
+        seed: seeds initialisation and shuffling.
+        epochs: passes over the pairs.
+        batch_size: pairs per step.
+        lr: Adam's initial learning rate.
+        width: hidden channels (see :func:`build_decoder`).
+        unshuffle_factor: see :func:`build_decoder`.
+        progress: show a progress bar over the epochs.
+        description: the bar's label.
+
+    Returns:
+        The decoder in eval mode and the mean training MSE of every epoch.
+    """
+    n = int(images.shape[0])
+    image_shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
+    flat = acts if acts.dim() == 4 else acts.flatten(1)
+    mean, std = _activation_stats(flat)
+    act_shape = tuple(int(s) for s in flat.shape[1:])
+    steps = epochs * math.ceil(n / batch_size)
+    losses: list[float] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        decoder = build_decoder(act_shape, image_shape, width=width,
+                                unshuffle_factor=unshuffle_factor, mean=mean, std=std)
+        opt = torch.optim.Adam(decoder.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+        gen = torch.Generator().manual_seed(seed)
+        decoder.train()
+        with progress_bar(range(epochs), total=epochs, description=description,
+                          enabled=progress) as bar:
+            for _ in bar:
+                perm = torch.randperm(n, generator=gen)
+                total = 0.0
+                for i in range(0, n, batch_size):
+                    idx = perm[i:i + batch_size]
+                    if idx.numel() < 2 and n >= 2:  # BatchNorm needs two samples
+                        continue
+                    loss = F.mse_loss(decoder(flat[idx]), images[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    total += float(loss.detach()) * int(idx.numel())
+                losses.append(total / n)
+    decoder.eval()
+    return decoder, losses
+
+
+@torch.no_grad()
+def decode(decoder: nn.Module, acts: Tensor) -> Tensor:
+    """Run a trained decoder in chunks (eval mode, no gradient)."""
+    flat = acts if acts.dim() == 4 else acts.flatten(1)
+    out = [decoder(flat[i:i + _CHUNK]) for i in range(0, flat.shape[0], _CHUNK)]
+    return torch.cat(out).clamp(0, 1)
+
+
+# ----------------------------------------------------------------- the attacks
+
+
+class BlackBoxDecoder(Attack):
+    """Black-box split-learning inversion: learn ``activations -> image`` from auxiliary data.
+
+    Args:
+        seed: seeds the decoder's initialisation and shuffling.
+        epochs: training epochs; None takes the budget's default
+            (:data:`DECODER_EPOCHS`: 10 quick, 30 standard, 80 thorough).
+        batch_size: pairs per step.
+        lr: Adam's initial learning rate.
+        width: hidden channels of the decoder.
+        progress: show a progress bar while training.
+
+    The client it queries is ``context.model`` (the client part of an undefended
+    split, or a :class:`~shieldsplit.SplitShield` treated as a black box), or
+    ``context.defense`` when ``context.model`` is None.
+    """
+
+    name = "split-black-box"
+    threat_model = "split_black_box"
+    observes = "activations"
+    #: The fewest auxiliary images the decoder trains on.
+    min_auxiliary = 16
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        epochs: int | None = None,
+        batch_size: int = 64,
+        lr: float = 2e-3,
+        width: int = 32,
+        progress: bool = True,
+    ) -> None:
+        super().__init__(seed=seed)
+        self.epochs = _positive_int(epochs, "epochs")
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.lr = _positive_float(lr, "lr")
+        self.width = _positive_int(width, "width")
+        self.progress = bool(progress)
+        self.decoder: nn.Module | None = None
+        self.act_shape: tuple[int, ...] | None = None
+        self.train_losses: list[float] = []
+
+    def _client(self, context: AttackContext) -> nn.Module:
+        client = context.model if context.model is not None else context.defense
+        if not isinstance(client, nn.Module):
+            raise ConfigError.build(
+                what="context.model",
+                expected="the client part (split_model(model, cut).head) or a SplitShield",
+                received=type(client).__name__,
+                fix="pass AttackContext(model=...) with the client the attacker queries",
+            )
+        return client
+
+    def _pairs(self, context: AttackContext, images: Tensor) -> Tensor:
+        return collect_activations(self._client(context), images)
+
+    def _unshuffle_factor(self, context: AttackContext) -> int | None:
+        return None
+
+    def prepare(self, context: AttackContext) -> None:
+        """Compute the activations of the auxiliary images and train the decoder.
+
+        Args:
+            context: needs ``auxiliary_images`` (at least :attr:`min_auxiliary`) and
+                the client (``model`` or ``defense``).
+
+        Raises:
+            EmptyDataError: too few auxiliary images.
+            ConfigError: no client in the context, or a bad budget.
+            InputShapeError: auxiliary images of the wrong shape.
+        """
+        context = _check_context(context)
+        images = check_auxiliary(context, self.min_auxiliary, self.name)
+        acts = self._pairs(context, images)
+        epochs = self.epochs or DECODER_EPOCHS[context.budget]
+        decoder, losses = train_inversion_decoder(
+            acts, images, seed=self.seed, epochs=epochs, batch_size=self.batch_size or 64,
+            lr=self.lr, width=self.width or 32,
+            unshuffle_factor=self._unshuffle_factor(context), progress=self.progress,
+            description=f"{self.name}: decoder",
+        )
+        self.context = context
+        self.decoder = decoder
+        self.act_shape = tuple(int(s) for s in acts.shape[1:])
+        self.train_losses = losses
+
+    def reconstruct(self, observation: Observation) -> Reconstruction:
+        """Decode the observed activations.
+
+        Args:
+            observation: an ``"activations"`` observation of the client prepared on.
+
+        Returns:
+            Images in [0, 1]; ``meta`` has the epochs and the final training MSE.
+
+        Raises:
+            StateError: before :meth:`prepare`.
+            ConfigError: for another observation kind.
+            InputShapeError: activations of another shape than in prepare.
+        """
+        decoder = require_prepared(self.decoder, self.name)
+        start = time.perf_counter()
+        a = check_activation_observation(observation, self.name, self.act_shape)
+        images = decode(decoder, a)
+        return Reconstruction(
+            images=images, attack=self.name, seconds=time.perf_counter() - start,
+            meta={"epochs": len(self.train_losses),
+                  "final_train_mse": self.train_losses[-1] if self.train_losses else None},
+        )
+
+
+class WhiteBoxInversion(Attack):
+    """White-box split-learning inversion (rMLE): optimise the input to match the activations.
+
+    Minimises ``mean((head(x) - a)^2) + tv_weight * TV(x)`` over ``x`` in [0, 1] with
+    Adam. All restarts of all images run as one batch; per image the restart with
+    the lowest activation loss wins.
+
+    Args:
+        seed: seeds the random starts.
+        iterations: Adam steps; None takes the budget's default (:data:`SEARCH_ITERATIONS`).
+        restarts: random starts per image; None takes the budget's default.
+        lr: Adam's learning rate.
+        tv_weight: weight of the total-variation prior.
+        parametrization: ``"sigmoid"`` (``x = sigmoid(z)``) or ``"clamp"`` (``x`` clamped
+            to [0, 1] after every step).
+        progress: show a progress bar.
+
+    ``context.model`` is the client part (or a SplitShield: then the input passes the
+    shield's unshuffle and the saliency channel is optimised as a free input; the
+    few-pixel JSMA perturbation is not modelled).
+    """
+
+    name = "split-white-box"
+    threat_model = "split_white_box"
+    observes = "activations"
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        iterations: int | None = None,
+        restarts: int | None = None,
+        lr: float = 0.05,
+        tv_weight: float = 0.05,
+        parametrization: str = "sigmoid",
+        progress: bool = True,
+    ) -> None:
+        super().__init__(seed=seed)
+        self.iterations = _positive_int(iterations, "iterations")
+        self.restarts = _positive_int(restarts, "restarts")
+        self.lr = _positive_float(lr, "lr")
+        self.tv_weight = _positive_float(tv_weight, "tv_weight", allow_zero=True)
+        if parametrization not in ("sigmoid", "clamp"):
+            raise ConfigError.build(
+                what="parametrization", expected="'sigmoid' or 'clamp'",
+                received=repr(parametrization), fix="pass parametrization='sigmoid'",
+            )
+        self.parametrization = parametrization
+        self.progress = bool(progress)
+
+    def prepare(self, context: AttackContext) -> None:
+        """Remember the client part whose weights the attacker knows.
+
+        Raises:
+            ConfigError: if ``context.model`` is not a module.
+        """
+        context = _check_context(context)
+        if not isinstance(context.model, nn.Module):
+            raise ConfigError.build(
+                what="context.model", expected="the client part whose weights the attacker knows",
+                received=type(context.model).__name__,
+                fix="pass AttackContext(model=split_model(model, cut).head)",
+            )
+        self.context = context
+
+    def reconstruct(self, observation: Observation) -> Reconstruction:
+        """Search inputs whose activations match the observation.
+
+        Returns:
+            Images in [0, 1]; ``meta`` has ``initial_loss`` and ``final_loss`` (mean
+            activation MSE of the chosen restarts at the start and the end),
+            ``iterations`` and ``restarts``.
+
+        Raises:
+            StateError: before :meth:`prepare`.
+            ConfigError: for another observation kind.
+            InputShapeError: when the image shape disagrees with the context.
+        """
+        context = require_prepared(self.context, self.name)
+        a = check_activation_observation(observation, self.name)
+        if tuple(observation.image_shape) != tuple(context.image_shape):
+            raise InputShapeError.build(
+                what="observation.image_shape", expected=tuple(context.image_shape),
+                received=tuple(observation.image_shape), fix="observe images of the context's shape",
+            )
+        start = time.perf_counter()
+        iterations = self.iterations or SEARCH_ITERATIONS[context.budget]
+        restarts = self.restarts or SEARCH_RESTARTS[context.budget]
+        model = context.model
+        fn, needs_map = client_map(model)
+        b = int(a.shape[0])
+        c, h, w = context.image_shape
+        gen = self.generator()
+        sigmoid = self.parametrization == "sigmoid"
+        init = torch.randn(restarts * b, c, h, w, generator=gen)
+        z = (init * 0.5 if sigmoid else (0.5 + 0.1 * init).clamp(0, 1)).requires_grad_(True)
+        params = [z]
+        m = None
+        if needs_map:
+            m = torch.zeros(restarts * b, 1, h, w).requires_grad_(True)
+            params.append(m)
+        target = a.repeat(restarts, *([1] * (a.dim() - 1)))
+        opt = torch.optim.Adam(params, lr=self.lr)
+
+        def image() -> Tensor:
+            return torch.sigmoid(z) if sigmoid else z
+
+        def act_loss() -> Tensor:
+            sal = torch.sigmoid(m) if m is not None else None
+            return ((fn(image(), sal) - target) ** 2).flatten(1).mean(1)
+
+        with eval_mode(model):
+            with torch.no_grad():
+                initial = act_loss().view(restarts, b)
+            with progress_bar(range(iterations), total=iterations,
+                              description=f"{self.name}: rMLE", enabled=self.progress) as bar:
+                for _ in bar:
+                    x = image()
+                    loss = (act_loss() + self.tv_weight * total_variation(x)).sum()
+                    grads = torch.autograd.grad(loss, params)
+                    for p, g in zip(params, grads, strict=True):
+                        p.grad = g
+                    opt.step()
+                    if not sigmoid:
+                        with torch.no_grad():
+                            z.clamp_(0, 1)
+            with torch.no_grad():
+                final = act_loss().view(restarts, b)
+                best = final.argmin(dim=0)
+                images = image().detach().view(restarts, b, c, h, w)[best, torch.arange(b)]
+        cols = torch.arange(b)
+        return Reconstruction(
+            images=images.clamp(0, 1), attack=self.name, seconds=time.perf_counter() - start,
+            meta={
+                "initial_loss": float(initial[best, cols].mean()),
+                "final_loss": float(final[best, cols].mean()),
+                "iterations": iterations,
+                "restarts": restarts,
+                "tv_weight": self.tv_weight,
+            },
+        )
+
+
+register_attack(BlackBoxDecoder.name, BlackBoxDecoder)
+register_attack(WhiteBoxInversion.name, WhiteBoxInversion)
+
+__all__ = [
+    "DECODER_EPOCHS",
+    "SEARCH_ITERATIONS",
+    "SEARCH_RESTARTS",
+    "BlackBoxDecoder",
+    "WhiteBoxInversion",
+    "build_decoder",
+    "check_activation_observation",
+    "check_auxiliary",
+    "collect_activations",
+    "decode",
+    "total_variation",
+    "train_inversion_decoder",
+]
