@@ -16,6 +16,9 @@ from .base import (
     unregister_attack,
 )
 
+# Importing the modules registers the built-in attacks.
+from . import adaptive, gan, gradient, split  # noqa: E402,F401  isort: skip
+
 __all__ = [
     "Attack",
     "AttackContext",

@@ -32,11 +32,20 @@ Example:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from ..errors import ConfigError
 from ..shield import SplitShield
-from .base import AttackContext, Observation, Reconstruction, register_attack
+from .base import (
+    AttackContext,
+    Observation,
+    ObservationKind,
+    Reconstruction,
+    ThreatModel,
+    register_attack,
+)
 from .split import BlackBoxDecoder, collect_activations
 
 
@@ -65,9 +74,9 @@ class AdaptiveSplitAttack(BlackBoxDecoder):
         progress: show a progress bar while training.
     """
 
-    name = "adaptive-split"
-    threat_model = "adaptive"
-    observes = "activations"
+    name: ClassVar[str] = "adaptive-split"
+    threat_model: ClassVar[ThreatModel] = "adaptive"
+    observes: ClassVar[ObservationKind] = "activations"
 
     def _client(self, context: AttackContext) -> SplitShield:
         return _shield_of(context)

@@ -54,7 +54,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +67,9 @@ from .base import (
     Attack,
     AttackContext,
     Observation,
+    ObservationKind,
     Reconstruction,
+    ThreatModel,
     register_attack,
 )
 from .observe_split import check_images, eval_mode, observe_activations
@@ -239,7 +241,9 @@ def collect_activations(
     chunks = []
     for i in range(0, images.shape[0], _CHUNK):
         y = labels[i:i + _CHUNK] if labels is not None else None
-        chunks.append(observe_activations(client, images[i:i + _CHUNK], labels=y).activations)
+        a = observe_activations(client, images[i:i + _CHUNK], labels=y).activations
+        if a is not None:  # always set for "activations" observations
+            chunks.append(a)
     return torch.cat(chunks).float()
 
 
@@ -281,6 +285,9 @@ def total_variation(x: Tensor) -> Tensor:
 
 
 class _Standardize(nn.Module):
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, mean: Tensor, std: Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean)
@@ -326,9 +333,9 @@ def build_decoder(
             flattened).
         image_shape: ``(C, H, W)``.
         width: channels of the hidden layers.
-        unshuffle_factor: when given, the decoder predicts ``C * f**2`` sub-images at
-            the activation resolution and pixel-shuffles them (the inverse of PGSL's
-            unshuffle layout) instead of up-sampling with transposed convolutions.
+        unshuffle_factor: when given, the decoder predicts ``f**2`` sub-pixel feature
+            maps at the activation resolution and pixel-shuffles them (the inverse of
+            PGSL's unshuffle layout) instead of up-sampling with transposed convolutions.
         mean: per-channel (or per-feature) activation mean for input standardisation.
         std: matching standard deviation.
 
@@ -351,9 +358,10 @@ def build_decoder(
     if unshuffle_factor is not None and spatial:
         f = unshuffle_factor
         layers += _block(width, width)
+        layers += [nn.Conv2d(width, width * f * f, 3, padding=1), nn.PixelShuffle(f),
+                   _Fit((h_img, w_img)), nn.BatchNorm2d(width), nn.ReLU()]
         layers += _block(width, width)
-        layers += [nn.Conv2d(width, c * f * f, 3, padding=1), nn.PixelShuffle(f),
-                   _Fit((h_img, w_img)), nn.Sigmoid()]
+        layers += [nn.Conv2d(width, c, 3, padding=1), nn.Sigmoid()]
         return nn.Sequential(*layers)
     while h * 2 <= h_img and w * 2 <= w_img:
         layers += [nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
@@ -472,9 +480,9 @@ class BlackBoxDecoder(Attack):
     ``context.defense`` when ``context.model`` is None.
     """
 
-    name = "split-black-box"
-    threat_model = "split_black_box"
-    observes = "activations"
+    name: ClassVar[str] = "split-black-box"
+    threat_model: ClassVar[ThreatModel] = "split_black_box"
+    observes: ClassVar[ObservationKind] = "activations"
     #: The fewest auxiliary images the decoder trains on.
     min_auxiliary = 16
 
@@ -589,9 +597,9 @@ class WhiteBoxInversion(Attack):
     few-pixel JSMA perturbation is not modelled).
     """
 
-    name = "split-white-box"
-    threat_model = "split_white_box"
-    observes = "activations"
+    name: ClassVar[str] = "split-white-box"
+    threat_model: ClassVar[ThreatModel] = "split_white_box"
+    observes: ClassVar[ObservationKind] = "activations"
 
     def __init__(
         self,
@@ -649,8 +657,9 @@ class WhiteBoxInversion(Attack):
         a = check_activation_observation(observation, self.name)
         if tuple(observation.image_shape) != tuple(context.image_shape):
             raise InputShapeError.build(
-                what="observation.image_shape", expected=tuple(context.image_shape),
-                received=tuple(observation.image_shape), fix="observe images of the context's shape",
+                what="observation.image_shape", expected=str(tuple(context.image_shape)),
+                received=tuple(observation.image_shape),
+                fix="observe images of the context's shape",
             )
         start = time.perf_counter()
         iterations = self.iterations or SEARCH_ITERATIONS[context.budget]

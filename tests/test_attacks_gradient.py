@@ -1,0 +1,309 @@
+"""Tests of the federated-learning gradient attacks (DLG, iDLG, Inverting Gradients)
+and of the observations they read (shieldsplit.attacks.observe)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import pytest
+import torch
+
+import shieldsplit.attacks.gradient as gradient_mod
+from shieldsplit.attacks import AttackContext, Observation, available_attacks, create_attack
+from shieldsplit.attacks.gradient import DLG, IDLG, InvertingGradients, infer_labels_idlg
+from shieldsplit.attacks.observe import observe_gradient, observe_update
+from shieldsplit.errors import (
+    ConfigError,
+    InputShapeError,
+    LabelError,
+    NonFiniteInputError,
+    StateError,
+)
+from shieldsplit.metrics import psnr
+from shieldsplit.models import MODELS, SmallConvNet, create_model
+
+torch.set_num_threads(1)
+
+K = 4
+SIZE = 8
+SHAPE = (1, SIZE, SIZE)
+
+
+@pytest.fixture()
+def net() -> SmallConvNet:
+    torch.manual_seed(0)
+    return SmallConvNet(in_channels=1, num_classes=K, image_size=SIZE, width=6)
+
+
+@pytest.fixture()
+def images() -> torch.Tensor:
+    """Smooth, structured 8x8 images in [0, 1] (a blob per image)."""
+    g = torch.Generator().manual_seed(1)
+    yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    out = []
+    for _ in range(4):
+        cy, cx = torch.rand(2, generator=g) * (SIZE - 1)
+        out.append(torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 6.0))
+    return torch.stack(out).unsqueeze(1).float()
+
+
+def _context(model: torch.nn.Module) -> AttackContext:
+    return AttackContext(image_shape=SHAPE, num_classes=K, model=model)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _random_baseline(x: torch.Tensor) -> float:
+    g = torch.Generator().manual_seed(123)
+    return float(psnr(torch.rand(x.shape, generator=g), x).mean())
+
+
+# ------------------------------------------------------------------ registry and models
+
+
+def test_registry_and_model_names() -> None:
+    names = available_attacks()
+    for name, cls in (("dlg", DLG), ("idlg", IDLG), ("inverting-gradients", InvertingGradients)):
+        assert name in names
+        assert cls.threat_model == "federated"
+        assert isinstance(create_attack(name, progress=False), cls)
+    assert "small-convnet" in MODELS
+    assert isinstance(create_model("small-convnet", num_classes=3, image_size=8), SmallConvNet)
+
+
+def test_small_convnet_rejects_bad_options() -> None:
+    with pytest.raises(ConfigError):
+        SmallConvNet(image_size=0)
+    with pytest.raises(ConfigError):
+        SmallConvNet(activation="relu6")
+
+
+# ------------------------------------------------------------------ observations
+
+
+def test_observe_gradient_matches_autograd_and_leaves_model(net, images) -> None:
+    before = _state(net)
+    y = torch.tensor([0, 1, 2, 3])
+    obs = observe_gradient(net, images, y)
+    assert obs.kind == "gradient" and obs.batch_size == 4 and obs.image_shape == SHAPE
+    assert obs.labels is None and obs.meta == {}
+    assert set(obs.gradients) == {n for n, _ in net.named_parameters()}
+    ref = torch.autograd.grad(
+        torch.nn.functional.cross_entropy(net(images), y), list(net.parameters())
+    )
+    for (n, _), g in zip(net.named_parameters(), ref, strict=True):
+        torch.testing.assert_close(obs.gradients[n], g)
+    assert all(p.grad is None for p in net.parameters())
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_observe_update_is_local_sgd_and_leaves_model(net, images) -> None:
+    before = _state(net)
+    y = torch.tensor([0, 1, 2, 3])
+    obs = observe_update(net, images, y, local_epochs=2, local_batch_size=2, lr=0.5)
+    assert obs.kind == "update"
+    assert obs.meta == {"local_epochs": 2, "local_batch_size": 2, "lr": 0.5}
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])
+    # reference: the same SGD with an optimizer on a copy
+    import copy
+
+    ref = copy.deepcopy(net)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.5)
+    for _ in range(2):
+        for s in (slice(0, 2), slice(2, 4)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(ref(images[s]), y[s]).backward()
+            opt.step()
+    for (n, p0), (_, p1) in zip(net.named_parameters(), ref.named_parameters(), strict=True):
+        torch.testing.assert_close(obs.update[n], p1.detach() - p0.detach())
+
+
+def test_observe_rejects_bad_input(net, images) -> None:
+    with pytest.raises(LabelError):
+        observe_gradient(net, images, torch.tensor([0, 1, 2, 9]))
+    with pytest.raises(LabelError):
+        observe_gradient(net, images, torch.tensor([0.0, 1, 2, 3]))
+    with pytest.raises(InputShapeError):
+        observe_gradient(net, images[0], torch.tensor([0]))
+    with pytest.raises(NonFiniteInputError):
+        observe_gradient(net, images * float("nan"), torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ConfigError):
+        observe_update(net, images, torch.tensor([0, 1, 2, 3]), local_epochs=0)
+    with pytest.raises(ConfigError):
+        observe_update(net, images, torch.tensor([0, 1, 2, 3]), lr=-1.0)
+
+
+# ------------------------------------------------------------------ iDLG labels
+
+
+def test_idlg_labels_hand_built() -> None:
+    h = torch.tensor([0.5, 1.0, 0.2, 0.0, 3.0])
+    p = torch.tensor([0.1, 0.2, 0.3, 0.25, 0.15])
+    for label in range(5):
+        grad = torch.outer(p - torch.eye(5)[label], h)
+        assert infer_labels_idlg(grad).tolist() == [label]
+    # batch of 3 with labels {1, 1, 4}: mean over the images' outer products
+    h3 = torch.tensor([[1.0, 2.0], [1.5, 1.5], [2.0, 1.0]])
+    p3 = torch.full((3, 5), 0.2)
+    onehot = torch.eye(5)[torch.tensor([1, 1, 4])]
+    grad = ((p3 - onehot).unsqueeze(2) * h3.unsqueeze(1)).mean(0)
+    assert infer_labels_idlg(grad, batch_size=3).tolist() == [1, 1, 4]
+
+
+def test_idlg_labels_exact_on_real_gradients(net, images) -> None:
+    for label in range(K):
+        for i in range(2):
+            obs = observe_gradient(net, images[i : i + 1], torch.tensor([label]))
+            assert infer_labels_idlg(obs.gradients["7.weight"]).tolist() == [label]
+
+
+def test_idlg_label_errors() -> None:
+    with pytest.raises(InputShapeError):
+        infer_labels_idlg(torch.zeros(3))
+    with pytest.raises(NonFiniteInputError):
+        infer_labels_idlg(torch.full((3, 2), float("inf")))
+    with pytest.raises(ConfigError):
+        infer_labels_idlg(torch.zeros(3, 2), batch_size=0)
+
+
+# ------------------------------------------------------------------ reconstructions
+
+
+def test_inverting_gradients_recovers_batch1_images(net, images) -> None:
+    before = _state(net)
+    x, y = images[:2], torch.tensor([1, 3])
+    obs = [observe_gradient(net, x[i : i + 1], y[i : i + 1]) for i in range(2)]
+    attack = InvertingGradients(seed=0, iterations=150, restarts=2, progress=False)
+    attack.prepare(_context(net))
+    recs = attack.reconstruct_many(obs)
+    rec = torch.cat([r.images for r in recs])
+    assert rec.shape == x.shape and float(rec.min()) >= 0 and float(rec.max()) <= 1
+    assert [int(r.labels[0]) for r in recs] == [1, 3]
+    assert float(psnr(rec, x).mean()) > _random_baseline(x) + 15
+    assert recs[0].meta["restarts"] == 2 and len(recs[0].meta["restart_losses"]) == 2
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_batched_equals_one_at_a_time(net, images) -> None:
+    obs = [observe_gradient(net, images[i : i + 1], torch.tensor([i])) for i in range(2)]
+    attack = InvertingGradients(seed=0, iterations=20, restarts=1, signed=False, lr=0.05,
+                                progress=False)
+    attack.prepare(_context(net))
+    together = attack.reconstruct_many(obs)
+    alone = attack.reconstruct(obs[0])
+    torch.testing.assert_close(together[0].images, alone.images, atol=1e-4, rtol=0)
+
+
+def test_dlg_and_idlg_recover_an_image(net, images) -> None:
+    x = images[:1]
+    obs = observe_gradient(net, x, torch.tensor([2]))
+    for cls in (DLG, IDLG):
+        attack = cls(seed=0, iterations=60, restarts=1, progress=False)
+        attack.prepare(_context(net))
+        rec = attack.reconstruct(obs)
+        assert rec.labels.tolist() == [2]
+        assert float(psnr(rec.images, x).mean()) > _random_baseline(x) + 10, cls.name
+
+
+def test_update_matching_two_local_steps(net, images) -> None:
+    x, y = images[:1], torch.tensor([0])
+    obs = observe_update(net, x, y, local_epochs=2, local_batch_size=1, lr=0.5)
+    attack = InvertingGradients(seed=0, iterations=150, restarts=1, progress=False)
+    attack.prepare(_context(net))
+    rec = attack.reconstruct(obs)
+    assert rec.labels.tolist() == [0]
+    assert float(psnr(rec.images, x).mean()) > _random_baseline(x) + 15
+
+
+def test_same_seed_same_reconstruction(net, images) -> None:
+    obs = observe_gradient(net, images[:1], torch.tensor([1]))
+    out = []
+    for _ in range(2):
+        attack = InvertingGradients(seed=3, iterations=20, restarts=2, progress=False)
+        attack.prepare(_context(net))
+        out.append(attack.reconstruct(obs).images)
+    assert torch.equal(out[0], out[1])
+    other = InvertingGradients(seed=4, iterations=20, restarts=2, progress=False)
+    other.prepare(_context(net))
+    assert not torch.equal(out[0], other.reconstruct(obs).images)
+
+
+def test_given_labels_are_used(net, images) -> None:
+    obs = observe_gradient(net, images[:2], torch.tensor([3, 0]))
+    attack = InvertingGradients(seed=0, iterations=2, progress=False)
+    attack.prepare(_context(net))
+    rec = attack.reconstruct(dataclasses.replace(obs, labels=torch.tensor([3, 0])))
+    assert rec.labels.tolist() == [3, 0] and rec.meta["labels_from"] == "given"
+    assert rec.images.shape == (2, *SHAPE)
+
+
+# ------------------------------------------------------------------ errors and cancelling
+
+
+def test_typed_errors(net, images) -> None:
+    obs = observe_gradient(net, images[:1], torch.tensor([0]))
+    with pytest.raises(StateError):
+        InvertingGradients(progress=False).reconstruct(obs)
+    attack = InvertingGradients(iterations=2, progress=False)
+    attack.prepare(AttackContext(image_shape=SHAPE, num_classes=K, model=None))
+    with pytest.raises(StateError):
+        attack.reconstruct(obs)
+    attack.prepare(_context(net))
+    act = Observation(kind="activations", batch_size=1, image_shape=SHAPE,
+                      activations=torch.zeros(1, 3))
+    with pytest.raises(ConfigError):
+        attack.reconstruct(act)
+    renamed = dict(obs.gradients)
+    renamed["fc.weight"] = renamed.pop("7.weight")
+    with pytest.raises(ConfigError):
+        attack.reconstruct(dataclasses.replace(obs, gradients=renamed))
+    wrong_shape = dict(obs.gradients)
+    wrong_shape["7.weight"] = torch.zeros(2, 2)
+    with pytest.raises(InputShapeError):
+        attack.reconstruct(dataclasses.replace(obs, gradients=wrong_shape))
+    upd = observe_update(net, images[:1], torch.tensor([0]), local_epochs=1, local_batch_size=1)
+    dlg = DLG(iterations=2, progress=False)
+    dlg.prepare(_context(net))
+    with pytest.raises(ConfigError):
+        dlg.reconstruct(upd)  # DLG observes gradients only
+    for bad in ({"iterations": 0}, {"restarts": -1}, {"budget": "huge"}, {"lr": 0.0},
+                {"tv_weight": -1.0}, {"seed": -1}):
+        with pytest.raises(ConfigError):
+            InvertingGradients(**bad)
+    with pytest.raises(ConfigError):
+        DLG(lr=float("nan"))
+
+
+def test_budget_picks_schedule(net) -> None:
+    attack = InvertingGradients(progress=False)
+    attack.prepare(AttackContext(image_shape=SHAPE, num_classes=K, model=net, budget="standard"))
+    assert attack.schedule() == InvertingGradients.budgets["standard"]
+    assert InvertingGradients(budget="quick", restarts=3).schedule() == (
+        InvertingGradients.budgets["quick"][0], 3)
+
+
+def test_ctrl_c_propagates(net, images, monkeypatch) -> None:
+    @contextlib.contextmanager
+    def interrupting(items, **_):
+        def gen():
+            for i, item in enumerate(items):
+                if i == 2:
+                    raise KeyboardInterrupt
+                yield item
+
+        yield gen()
+
+    monkeypatch.setattr(gradient_mod, "progress_bar", interrupting)
+    before = _state(net)
+    attack = InvertingGradients(iterations=10, progress=False)
+    attack.prepare(_context(net))
+    with pytest.raises(KeyboardInterrupt):
+        attack.reconstruct(observe_gradient(net, images[:1], torch.tensor([0])))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])
