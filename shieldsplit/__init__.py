@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from .audit import AuditReport, audit
 from .config import PGSLConfig
 from .cutting import list_cut_points, split_model
 from .errors import ShieldSplitError
@@ -18,6 +19,8 @@ from .wire import ClientMessage, ServerGradient, StreamScores
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuditReport",
+    "audit",
     "ClientMessage",
     "FitHistory",
     "PGSLConfig",

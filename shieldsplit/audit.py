@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import copy
 import html
 import io
 import logging
@@ -353,8 +354,6 @@ def audit(
         observed_cut: int | str = shield.cut
         applicable = DEFENCE_ATTACKS
     else:
-        parts = split_model(model, cut)
-        head, observed_cut = parts.head.eval(), parts.cut
         was_training = model.training
         with torch.no_grad():
             out = model.eval()(vx[:2])
@@ -366,6 +365,8 @@ def audit(
                 fix="wrap the model so that forward returns a 2-D logits tensor",
             )
         num_classes = int(out.shape[-1])
+        parts = split_model(model, cut)
+        head, observed_cut = parts.head.eval(), parts.cut
         clean = accuracy(model, [(vx, vy)])
         applicable = SPLIT_ATTACKS + FEDERATED_ATTACKS
     names = list(attacks) if attacks is not None else list(applicable)
@@ -396,14 +397,18 @@ def audit(
         model=head, auxiliary_images=ax, auxiliary_labels=ay,
         defense=shield, budget=budget, seed=seed,
     )
+    # Federated attacks see the model in eval mode (no dropout masks, BatchNorm on its
+    # running statistics): the setting gradient inversion is evaluated in, since random
+    # dropout masks cannot be matched by any attacker.
+    fl_model = copy.deepcopy(model).eval()
     full_context = AttackContext(
-        image_shape=image_shape, num_classes=num_classes, model=model, auxiliary_images=ax,
+        image_shape=image_shape, num_classes=num_classes, model=fl_model, auxiliary_images=ax,
         auxiliary_labels=ay, budget=budget, seed=seed,
     )
     with progress_bar(names, total=len(names), description="audit", enabled=progress) as todo:
         for name in todo:
             result = _run_one(name, report, reference, vx, vy, wire, context, full_context,
-                              model, budget, seed)
+                              fl_model, budget, seed, progress)
             report.results.append(result)
             if result.status == "cancelled":
                 report.complete = False
@@ -432,10 +437,11 @@ def _run_one(
     model: nn.Module,
     budget: Budget,
     seed: int,
+    progress: bool,
 ) -> AttackResult:
     start = time.perf_counter()
     registered = "inverting-gradients" if name == "inverting-gradients-fedavg" else name
-    attack = _attacks.create_attack(registered, seed=seed)
+    attack = _attacks.create_attack(registered, seed=seed, progress=progress)
     base = {"attack": name, "threat_model": attack.threat_model, "observes": attack.observes}
     try:
         if attack.observes == "activations":
@@ -541,8 +547,8 @@ def render_html(report: AuditReport, *, include_images: bool = False) -> str:
                     a.imshow(img.permute(1, 2, 0).squeeze(-1).cpu().numpy(), cmap="gray",
                              vmin=0, vmax=1)
                     a.axis("off")
-            fig.suptitle(f"{name}: originals (top), reconstructions (bottom)")
-            gallery += f'<h3>{esc(name)}</h3><img src="data:image/png;base64,{_png(fig)}">'
+            gallery += (f"<h3>{esc(name)}: originals (top), reconstructions (bottom)</h3>"
+                        f'<img src="data:image/png;base64,{_png(fig)}">')
             plt.close(fig)
     status = "complete" if report.complete else "INCOMPLETE (cancelled)"
     return f"""<!doctype html><html><head><meta charset="utf-8">
