@@ -459,9 +459,11 @@ def _run_one(
                 obs = observe_update(model, truth_x, truth_y, seed=seed, **FEDAVG)
                 recs = [attack.reconstruct(obs)]
             else:  # one client batch of one image each: the strongest, per-image setting
-                recs = [attack.reconstruct(observe_gradient(model, truth_x[i : i + 1],
-                                                            truth_y[i : i + 1]))
-                        for i in range(n)]
+                observations = [observe_gradient(model, truth_x[i : i + 1], truth_y[i : i + 1])
+                                for i in range(n)]
+                many = getattr(attack, "reconstruct_many", None)  # batched: one optimisation
+                recs = list(many(observations)) if many is not None else [
+                    attack.reconstruct(o) for o in observations]
         rec = _merge(recs, name)
     except KeyboardInterrupt:
         return AttackResult(**base, images=0, seconds=time.perf_counter() - start,

@@ -136,6 +136,18 @@ def test_observe_rejects_bad_input(net, images) -> None:
         observe_update(net, images, torch.tensor([0, 1, 2, 3]), local_epochs=0)
     with pytest.raises(ConfigError):
         observe_update(net, images, torch.tensor([0, 1, 2, 3]), lr=-1.0)
+    with pytest.raises(ConfigError):
+        observe_update(net, images, torch.tensor([0, 1, 2, 3]), seed="0")
+
+
+def test_observe_update_seed_reshuffles(net, images) -> None:
+    y = torch.tensor([0, 1, 2, 3])
+    kw = {"local_epochs": 3, "local_batch_size": 1, "lr": 0.5}
+    in_order = observe_update(net, images, y, **kw).update
+    shuffled = observe_update(net, images, y, seed=1, **kw).update
+    again = observe_update(net, images, y, seed=1, **kw).update
+    assert not torch.equal(in_order["7.weight"], shuffled["7.weight"])
+    assert torch.equal(shuffled["7.weight"], again["7.weight"])
 
 
 # ------------------------------------------------------------------ iDLG labels
@@ -178,7 +190,7 @@ def test_inverting_gradients_recovers_batch1_images(net, images) -> None:
     before = _state(net)
     x, y = images[:2], torch.tensor([1, 3])
     obs = [observe_gradient(net, x[i : i + 1], y[i : i + 1]) for i in range(2)]
-    attack = InvertingGradients(seed=0, iterations=150, restarts=2, progress=False)
+    attack = InvertingGradients(seed=0, iterations=100, restarts=2, progress=False)
     attack.prepare(_context(net))
     recs = attack.reconstruct_many(obs)
     rec = torch.cat([r.images for r in recs])
@@ -196,15 +208,21 @@ def test_batched_equals_one_at_a_time(net, images) -> None:
                                 progress=False)
     attack.prepare(_context(net))
     together = attack.reconstruct_many(obs)
-    alone = attack.reconstruct(obs[0])
-    torch.testing.assert_close(together[0].images, alone.images, atol=1e-4, rtol=0)
+    for i in range(2):
+        alone = attack.reconstruct(obs[i])
+        torch.testing.assert_close(together[i].images, alone.images, atol=1e-4, rtol=0)
+    chunked = InvertingGradients(seed=0, iterations=20, restarts=1, signed=False, lr=0.05,
+                                 max_parallel=1, progress=False)
+    chunked.prepare(_context(net))
+    for a, b in zip(chunked.reconstruct_many(obs), together, strict=True):
+        torch.testing.assert_close(a.images, b.images, atol=1e-4, rtol=0)
 
 
 def test_dlg_and_idlg_recover_an_image(net, images) -> None:
     x = images[:1]
     obs = observe_gradient(net, x, torch.tensor([2]))
     for cls in (DLG, IDLG):
-        attack = cls(seed=0, iterations=60, restarts=1, progress=False)
+        attack = cls(seed=0, iterations=40, restarts=1, progress=False)
         attack.prepare(_context(net))
         rec = attack.reconstruct(obs)
         assert rec.labels.tolist() == [2]
@@ -214,7 +232,7 @@ def test_dlg_and_idlg_recover_an_image(net, images) -> None:
 def test_update_matching_two_local_steps(net, images) -> None:
     x, y = images[:1], torch.tensor([0])
     obs = observe_update(net, x, y, local_epochs=2, local_batch_size=1, lr=0.5)
-    attack = InvertingGradients(seed=0, iterations=150, restarts=1, progress=False)
+    attack = InvertingGradients(seed=0, iterations=80, restarts=1, progress=False)
     attack.prepare(_context(net))
     rec = attack.reconstruct(obs)
     assert rec.labels.tolist() == [0]
@@ -267,13 +285,18 @@ def test_typed_errors(net, images) -> None:
     wrong_shape["7.weight"] = torch.zeros(2, 2)
     with pytest.raises(InputShapeError):
         attack.reconstruct(dataclasses.replace(obs, gradients=wrong_shape))
+    two = observe_gradient(net, images[:2], torch.tensor([0, 1]))
+    with pytest.raises(ConfigError):
+        attack.reconstruct_many([obs, two])  # different batch sizes
+    with pytest.raises(ConfigError):
+        attack.reconstruct_many([])
     upd = observe_update(net, images[:1], torch.tensor([0]), local_epochs=1, local_batch_size=1)
     dlg = DLG(iterations=2, progress=False)
     dlg.prepare(_context(net))
     with pytest.raises(ConfigError):
         dlg.reconstruct(upd)  # DLG observes gradients only
     for bad in ({"iterations": 0}, {"restarts": -1}, {"budget": "huge"}, {"lr": 0.0},
-                {"tv_weight": -1.0}, {"seed": -1}):
+                {"tv_weight": -1.0}, {"seed": -1}, {"max_parallel": 0}):
         with pytest.raises(ConfigError):
             InvertingGradients(**bad)
     with pytest.raises(ConfigError):

@@ -293,15 +293,14 @@ def observe_update(
     local_epochs: int = 5,
     local_batch_size: int = 8,
     lr: float = 0.1,
-    shuffle: bool = False,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> Observation:
     """The weight update a FedAvg client sends after local SGD on one batch.
 
     The client runs plain SGD (no momentum, no weight decay) on the mean
     cross-entropy loss for ``local_epochs`` passes over its ``B`` images in
     mini-batches of ``local_batch_size``, in the given order (or reshuffled
-    each epoch when ``shuffle``), and sends ``weights_after - weights_before``.
+    each epoch when ``seed`` is an int), and sends ``weights_after - weights_before``.
 
     Args:
         model: the global model (not modified).
@@ -310,11 +309,11 @@ def observe_update(
         local_epochs: passes over the batch (Jiang et al. 2025 attack: 5).
         local_batch_size: images per SGD step (Jiang et al. 2025: 8).
         lr: SGD learning rate.
-        shuffle: reshuffle the images each epoch. The attacker cannot know the
-            permutation, so :class:`~shieldsplit.attacks.gradient.InvertingGradients`
-            simulates in-order mini-batches; shuffling only matters when
-            ``local_batch_size < B``.
-        seed: seeds the shuffling.
+        seed: None keeps the images in order every epoch; an int reshuffles them
+            each epoch with a generator seeded by it. The attacker cannot know
+            the permutation, so :class:`~shieldsplit.attacks.gradient.InvertingGradients`
+            simulates in-order mini-batches; shuffling only changes the update
+            when ``local_batch_size < B``.
 
     Returns:
         An :class:`Observation` of kind ``"update"``; ``meta`` holds
@@ -334,15 +333,16 @@ def observe_update(
         raise ConfigError.build(
             what="lr", expected="a finite float > 0", received=repr(lr), fix="pass lr=0.1"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError.build(
-            what="seed", expected="an int", received=repr(seed), fix="pass seed=0"
+            what="seed", expected="None or an int", received=repr(seed),
+            fix="pass seed=None (in order) or seed=0 (reshuffle each epoch)",
         )
     clone, params, frozen, x = _prepare(model, x, y)
     y = y.to(x.device)
     schedule = minibatch_schedule(
         int(x.shape[0]), local_epochs=local_epochs, local_batch_size=local_batch_size,
-        shuffle=bool(shuffle), seed=seed,
+        shuffle=seed is not None, seed=0 if seed is None else seed,
     )
     delta = fedavg_update(clone, params, frozen, x, y, schedule=schedule, lr=float(lr))
     return Observation(
