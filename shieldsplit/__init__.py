@@ -20,7 +20,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuditReport",
-    "audit",
     "ClientMessage",
     "FitHistory",
     "PGSLConfig",
@@ -30,6 +29,7 @@ __all__ = [
     "SplitShield",
     "StreamScores",
     "__version__",
+    "audit",
     "create_model",
     "list_cut_points",
     "split_model",

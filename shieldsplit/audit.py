@@ -352,7 +352,7 @@ def audit(
         clean = float((shield.predict_proba(vx).argmax(-1) == vy).double().mean())
         head: nn.Module = shield.head
         observed_cut: int | str = shield.cut
-        applicable = DEFENCE_ATTACKS
+        applicable: tuple[str, ...] = DEFENCE_ATTACKS
     else:
         was_training = model.training
         with torch.no_grad():

@@ -144,7 +144,7 @@ def build_model(spec: str, **shape: int) -> Any:
     """
     factory = load_model_factory(spec)
     try:
-        params = inspect.signature(factory).parameters
+        params = dict(inspect.signature(factory).parameters)
     except (TypeError, ValueError):
         params = {}
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

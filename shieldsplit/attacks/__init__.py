@@ -17,7 +17,7 @@ from .base import (
 )
 
 # Importing the modules registers the built-in attacks.
-from . import adaptive, gan, gradient, split  # noqa: E402,F401  isort: skip
+from . import adaptive, gan, gradient, split  # noqa: F401  isort: skip
 
 __all__ = [
     "Attack",
