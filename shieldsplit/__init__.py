@@ -8,7 +8,7 @@ Example:
 
 from __future__ import annotations
 
-from .audit import AuditReport, audit
+from .auditor import AuditReport, audit
 from .config import PGSLConfig
 from .cutting import list_cut_points, split_model
 from .errors import ShieldSplitError

@@ -170,7 +170,7 @@ def audit(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Attack a trained model with every applicable attack and report what leaks."""
-    from .audit import audit as run_audit
+    from .auditor import audit as run_audit
     from .data import default_data_root, load_dataset
     from .io import safe_torch_load
 

@@ -20,7 +20,7 @@ import shieldsplit as ss
 from shieldsplit.attacks import AttackContext, Observation, available_attacks, create_attack
 from shieldsplit.attacks.observe import observe_gradient
 from shieldsplit.attacks.observe_split import observe_activations
-from shieldsplit.audit import AuditReport, audit
+from shieldsplit.auditor import AuditReport, audit
 from shieldsplit.data import load_dataset
 from shieldsplit.errors import (
     ConfigError,
@@ -136,7 +136,7 @@ AUDIT_KW: dict[str, Any] = {"budget": "quick", "victims": 8, "progress": False}
 
 def fast_attacks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the auditor build every attack with the FAST settings."""
-    import shieldsplit.audit as audit_module
+    import shieldsplit.auditor as audit_module
 
     real = audit_module._attacks.create_attack
 
