@@ -106,7 +106,7 @@ class RecoveryConfig(_Strict):
     enabled: bool = True
     mu: float = Field(0.55, gt=0.0)
     lam: float | None = Field(None, gt=0.0)
-    max_iter: int = Field(5, ge=1, le=1000)
+    max_iter: int = Field(3, ge=1, le=1000)
     tol: float = Field(1e-3, gt=0.0)
     matrix: Literal["channels_x_pixels", "rows_x_cols"] = "channels_x_pixels"
     start: Literal["data", "zeros"] = "data"
