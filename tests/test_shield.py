@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from model_strategies import CNNSpec, build_cnn, cnn_specs
 from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -68,88 +68,7 @@ def _one_thread() -> Iterator[None]:
 # --------------------------------------------------------------------------- helpers
 
 
-@dataclass(frozen=True)
-class ConvBlock:
-    out: int
-    kernel: int
-    relu: bool
-    bn: bool
-    pool: bool
-    dropout: bool
 
-
-@dataclass(frozen=True)
-class CNNSpec:
-    """A Sequential CNN: conv blocks, Flatten, 1-2 Linear layers (shown by hypothesis)."""
-
-    in_channels: int
-    blocks: tuple[ConvBlock, ...]
-    hidden: int | None
-    classes: int
-    seed: int
-
-
-@st.composite
-def cnn_specs(draw: st.DrawFn) -> CNNSpec:
-    size = IMAGE
-    blocks = []
-    for _ in range(draw(st.integers(1, 4))):
-        pool = size >= 2 and draw(st.booleans())
-        size = size // 2 if pool else size
-        blocks.append(
-            ConvBlock(
-                out=draw(st.integers(1, 5)),
-                kernel=draw(st.sampled_from([1, 3])),
-                relu=draw(st.booleans()),
-                bn=draw(st.booleans()),
-                pool=pool,
-                dropout=draw(st.booleans()),
-            )
-        )
-    return CNNSpec(
-        in_channels=draw(st.integers(1, 3)),
-        blocks=tuple(blocks),
-        hidden=draw(st.one_of(st.none(), st.integers(2, 6))),
-        classes=draw(st.integers(2, 4)),
-        seed=draw(st.integers(0, 2**16)),
-    )
-
-
-def build_cnn(spec: CNNSpec) -> nn.Sequential:
-    """Seeded CNN with non-trivial BatchNorm statistics and dropout p=0.5."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
-        layers: list[nn.Module] = []
-        c, size = spec.in_channels, IMAGE
-        for b in spec.blocks:
-            layers.append(nn.Conv2d(c, b.out, b.kernel, padding=b.kernel // 2))
-            c = b.out
-            if b.relu:
-                layers.append(nn.ReLU())
-            if b.bn:
-                bn = nn.BatchNorm2d(c)
-                with torch.no_grad():
-                    bn.running_mean.normal_()
-                    bn.running_var.uniform_(0.5, 2.0)
-                    bn.weight.normal_()
-                    bn.bias.normal_()
-                layers.append(bn)
-            if b.pool:
-                layers.append(nn.MaxPool2d(2))
-                size //= 2
-            if b.dropout:
-                layers.append(nn.Dropout(0.5))
-        layers.append(nn.Flatten())
-        features = c * size * size
-        if spec.hidden:
-            layers += [
-                nn.Linear(features, spec.hidden),
-                nn.ReLU(),
-                nn.Linear(spec.hidden, spec.classes),
-            ]
-        else:
-            layers.append(nn.Linear(features, spec.classes))
-        return nn.Sequential(*layers)
 
 
 def small_net(image: int = IMAGE, seed: int = 0, **kwargs: Any) -> PGSLNet:
