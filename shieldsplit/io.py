@@ -39,6 +39,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would surprise readers of reports
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
