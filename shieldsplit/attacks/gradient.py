@@ -395,7 +395,11 @@ class _GradientAttack(Attack):
                     what="observation.batch_size", expected="an int >= 1",
                     received=obs.batch_size, fix="set the number of images",
                 )
-            assert self.context is not None
+            if self.context is None:
+                raise StateError.build(
+                    what="attack", expected="a prepared attack", received="no context",
+                    fix="call attack.prepare(context) before reconstruct()",
+                )
             if tuple(obs.image_shape) != tuple(self.context.image_shape):
                 raise InputShapeError.build(
                     what="observation.image_shape",
@@ -440,7 +444,11 @@ class _GradientAttack(Attack):
         self, model: nn.Module, params: dict[str, Tensor], frozen: dict[str, Tensor]
     ) -> tuple[Tensor, float]:
         """Mean softmax output and mean feature sum of the last layer on random images."""
-        assert self.context is not None
+        if self.context is None:
+            raise StateError.build(
+                what="attack", expected="a prepared attack", received="no context",
+                fix="call attack.prepare(context) before reconstruct()",
+            )
         gen = self.generator()
         x = torch.rand(64, *self.context.image_shape, generator=gen)
         p0 = next(iter(params.values()))
@@ -465,7 +473,11 @@ class _GradientAttack(Attack):
         *,
         use_given: bool,
     ) -> Tensor:
-        assert self.context is not None
+        if self.context is None:
+            raise StateError.build(
+                what="attack", expected="a prepared attack", received="no context",
+                fix="call attack.prepare(context) before reconstruct()",
+            )
         k = self.context.num_classes
         if use_given and obs.labels is not None:
             y = obs.labels
@@ -641,7 +653,11 @@ class _GradientAttack(Attack):
         return "given"
 
     def _init_images(self, n: int, r: int, b: int, like: Tensor) -> Tensor:
-        assert self.context is not None
+        if self.context is None:
+            raise StateError.build(
+                what="attack", expected="a prepared attack", received="no context",
+                fix="call attack.prepare(context) before reconstruct()",
+            )
         gen = self.generator()
         x = torch.rand(1, r, b, *self.context.image_shape, generator=gen)
         return x.expand(n, -1, -1, -1, -1, -1).clone().to(like)
@@ -797,7 +813,11 @@ class DLG(_GradientAttack):
         return "learn" if self.learn_labels else "infer"
 
     def _optimise(self, model, params, frozen, obs, labels, targets, iterations, restarts):
-        assert self.context is not None
+        if self.context is None:
+            raise StateError.build(
+                what="attack", expected="a prepared attack", received="no context",
+                fix="call attack.prepare(context) before reconstruct()",
+            )
         n, b = labels.shape
         k = self.context.num_classes
         p0 = next(iter(params.values()))
