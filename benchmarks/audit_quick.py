@@ -4,9 +4,13 @@ Issue 3 asks for a quick audit of the paper's network on 64 images in under 3 mi
 2 cores. Usage: python benchmarks/audit_quick.py  (needs ../shared/data)
 """
 
-import time, torch, logging
+import time
+
+import torch
+
 import shieldsplit as ss
-from shieldsplit.data import load_dataset, default_data_root
+from shieldsplit.data import default_data_root, load_dataset
+
 ds = load_dataset("breastmnist", root=default_data_root(), seed=0)
 torch.manual_seed(0)
 net = ss.PGSLNet(num_classes=2, image_size=28)
