@@ -369,10 +369,19 @@ def _load_digits(*, root: Path | None, seed: int) -> ImageDataset:
     train, val, test = _stratified_indices(
         y, train_size=0.70, rest_size=0.30, val_size=0.5, test_size=0.5, seed=seed
     )
-    xt = _images_to_tensor(x, DIGITS_MAX_VALUE)
-    yt = _labels_to_tensor(y)
+    return _split_ten_classes(
+        "digits", _images_to_tensor(x, DIGITS_MAX_VALUE), _labels_to_tensor(y),
+        (train, val, test), f"{DIGITS_SOURCE}; stratified 70/15/15 split with seed={seed}",
+    )
+
+
+def _split_ten_classes(
+    name: str, xt: torch.Tensor, yt: torch.Tensor, splits: tuple[Any, Any, Any], source: str
+) -> ImageDataset:
+    """An ImageDataset of digit classes 0-9 from index arrays for train, val and test."""
+    train, val, test = splits
     return ImageDataset(
-        name="digits",
+        name=name,
         x_train=xt[train],
         y_train=yt[train],
         x_val=xt[val],
@@ -381,7 +390,7 @@ def _load_digits(*, root: Path | None, seed: int) -> ImageDataset:
         y_test=yt[test],
         num_classes=10,
         class_names=tuple(str(i) for i in range(10)),
-        source=f"{DIGITS_SOURCE}; stratified 70/15/15 split with seed={seed}",
+        source=source,
     )
 
 
@@ -431,19 +440,9 @@ def _load_mnist(*, root: Path | None, seed: int) -> ImageDataset:
     train, val, test = _stratified_indices(
         y, train_size=7000, rest_size=3000, val_size=1000, test_size=2000, seed=seed
     )
-    xt = _images_to_tensor(x, MNIST_MAX_VALUE)
-    yt = _labels_to_tensor(y)
-    return ImageDataset(
-        name="mnist",
-        x_train=xt[train],
-        y_train=yt[train],
-        x_val=xt[val],
-        y_val=yt[val],
-        x_test=xt[test],
-        y_test=yt[test],
-        num_classes=10,
-        class_names=tuple(str(i) for i in range(10)),
-        source=(
+    return _split_ten_classes(
+        "mnist", _images_to_tensor(x, MNIST_MAX_VALUE), _labels_to_tensor(y), (train, val, test),
+        (
             f"{MNIST_SOURCE} from {resolve_mnist_dir(root)}; stratified 7000/1000/2000 "
             f"split with seed={seed}"
         ),
