@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from .config import PGSLConfig
 from .cutting import COMPUTE_TYPES, split_model
+from .defense import Defense, Surface, register_defense
 from .errors import (
     ConfigError,
     DataFileError,
@@ -163,7 +164,7 @@ def _replace_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, leaf, new)
 
 
-class SplitShield(nn.Module):
+class SplitShield(Defense):
     """Turn any image classifier into a PGSL client/server pair.
 
     Args:
@@ -190,6 +191,9 @@ class SplitShield(nn.Module):
         Gradient Split Learning for Defense against Model Inversion Attacks on
         IoMT data". IEEE TNSE 2022, arXiv:2201.04569.
     """
+
+    name: ClassVar[str] = "pgsl"
+    surfaces: ClassVar[frozenset[Surface]] = frozenset({"split"})
 
     def __init__(
         self,
@@ -922,5 +926,7 @@ def _check_loader(loader: Any, name: str) -> None:
             fix="check the data set and the loader's batch_size/drop_last",
         )
 
+
+register_defense(SplitShield.name, SplitShield)
 
 __all__ = ["EpochRecord", "FitHistory", "SplitShield"]

@@ -14,7 +14,8 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sized
+from collections.abc import Callable, Iterable, Sized
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -147,6 +148,25 @@ def accuracy(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]]) -> float
     return correct / seen
 
 
+#: ``(model, images, labels) -> (loss, logits)``: one training step's objective.
+LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def cross_entropy_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The undefended objective: cross-entropy of ``model(x)``.
+
+    Args:
+        model: a classifier returning logits.
+        x: images.
+        y: labels.
+
+    Returns:
+        The loss and the logits.
+    """
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits
+
+
 def fit_plain(
     model: nn.Module,
     train_loader: Iterable[tuple[Tensor, Tensor]],
@@ -157,6 +177,8 @@ def fit_plain(
     config: TrainConfig | None = None,
     progress: bool = True,
     restore_best: bool = False,
+    loss_fn: LossFn | None = None,
+    optimizer: tuple[torch.optim.Optimizer, Any] | None = None,
 ) -> PlainHistory:
     """Train ``model`` in place with cross-entropy (the undefended baseline).
 
@@ -170,6 +192,10 @@ def fit_plain(
         progress: show a progress bar.
         restore_best: with a ``val_loader``, end with the weights of the epoch of best
             validation accuracy (model selection on validation data only).
+        loss_fn: ``(model, x, y) -> (loss, logits)``; default cross-entropy of
+            ``model(x)``. Defences add their regulariser here (NoPeek, BiDO).
+        optimizer: an ``(optimizer, scheduler)`` pair to use instead of the paper's Adam
+            (the scheduler may be None); DP-SGD passes Opacus's private optimiser.
 
     Returns:
         The per-epoch history.
@@ -182,7 +208,9 @@ def fit_plain(
         raise ConfigError.build(
             what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
         )
-    opt, sched = make_optimizer(model.parameters(), config or TrainConfig())
+    opt, sched = optimizer if optimizer is not None else make_optimizer(
+        model.parameters(), config or TrainConfig())
+    compute = loss_fn if loss_fn is not None else cross_entropy_loss
     records = []
     best = BestState(model)
     with torch.random.fork_rng(devices=[]):
@@ -197,12 +225,12 @@ def fit_plain(
                 enabled=progress,
             ) as batches:
                 for x, y in batches:
-                    logits = model(x)
-                    loss = F.cross_entropy(logits, y)
                     opt.zero_grad(set_to_none=True)
+                    loss, logits = compute(model, x, y)
                     loss.backward()
                     opt.step()
-                    sched.step()
+                    if sched is not None:
+                        sched.step()
                     loss_sum += float(loss.detach()) * int(y.shape[0])
                     correct += int((logits.argmax(-1) == y).sum())
                     seen += int(y.shape[0])
@@ -227,4 +255,7 @@ def fit_plain(
     return PlainHistory(seed=seed, epochs=records, best_epoch=best.epoch)
 
 
-__all__ = ["PlainEpoch", "PlainHistory", "accuracy", "fit_plain", "make_optimizer"]
+__all__ = [
+    "LossFn", "PlainEpoch", "PlainHistory", "accuracy", "cross_entropy_loss", "fit_plain",
+    "make_optimizer",
+]

@@ -1,0 +1,330 @@
+"""One interface for every defence, so ``audit`` and ``compare`` treat them alike.
+
+A :class:`Defense` is an ``nn.Module`` classifier that was cut in two: a client
+part whose output crosses the network (:meth:`Defense.client` returns that
+:class:`~shieldsplit.ClientMessage`, noise and all) and a server part. Each
+defence declares the attack surfaces it is deployed under (``"split"``: an
+eavesdropper on the wire; ``"federated"``: a server that sees weight updates of
+the whole model) and trains itself with :meth:`Defense.fit`.
+
+Defences are built by name through a registry, the way attacks are::
+
+    defense = create_defense("laplace", model, cut=2, seed=0, scale=0.5)
+
+:class:`CutDefense` is the common case: the model split at a cut and trained
+end to end, with an optional transform of the wire (Laplacian noise) and an
+optional regulariser on the cut activations (NoPeek, BiDO). ``"none"``
+(:class:`NoDefense`) is the undefended reference that ``compare`` measures the
+others against.
+
+Example:
+    >>> import torch
+    >>> import shieldsplit as ss
+    >>> from shieldsplit.defense import available_defenses, create_defense
+    >>> net = ss.PGSLNet(num_classes=2, image_size=8, width=8, hidden=8)
+    >>> plain = create_defense("none", net, cut=2, seed=0)
+    >>> msg = plain.client(torch.rand(3, 1, 8, 8))
+    >>> tuple(msg.activations.shape), plain.surfaces == frozenset({"split", "federated"})
+    ((3, 8, 8, 8), True)
+    >>> torch.testing.assert_close(plain.eval()(torch.ones(1, 1, 8, 8)),
+    ...                            net.eval()(torch.ones(1, 1, 8, 8)), rtol=1e-4, atol=1e-4)
+    >>> "none" in available_defenses()
+    True
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel
+from torch import Tensor, nn
+
+from .cutting import split_model
+from .errors import ConfigError, UnsupportedModelError
+from .training import PlainHistory, fit_plain
+from .wire import ClientMessage
+
+Surface = Literal["split", "federated"]
+
+
+class Defense(nn.Module, abc.ABC):
+    """Base of every defended classifier.
+
+    Subclasses set :attr:`name` and :attr:`surfaces`, hold ``cut``,
+    ``num_classes`` and ``client_part``, and implement :meth:`client`,
+    :meth:`forward` and :meth:`fit`.
+
+    Attributes:
+        name: the registry name.
+        surfaces: the threat models the defence is deployed under.
+        strength: the constructor option that sets the defence's strength (what
+            ``compare`` sweeps), or None.
+    """
+
+    name: ClassVar[str] = ""
+    surfaces: ClassVar[frozenset[Surface]] = frozenset({"split", "federated"})
+    strength: ClassVar[str | None] = None
+
+    cut: int | str
+    num_classes: int
+
+    @property
+    def client_part(self) -> nn.Module:
+        """The client's network ``x -> activations`` before any wire transform (what a
+        white-box attacker knows)."""
+        module = self._modules.get("head")
+        if not isinstance(module, nn.Module):
+            raise NotImplementedError(f"{type(self).__name__} must define client_part")
+        return module
+
+    @abc.abstractmethod
+    def client(self, x: Tensor, y: Tensor | None = None) -> ClientMessage:
+        """What the client sends for ``x`` (labels ``y`` travel only during training).
+
+        Args:
+            x: images ``(N, C, H, W)``.
+            y: labels, or None.
+
+        Returns:
+            The message an eavesdropper on the wire observes.
+        """
+
+    @abc.abstractmethod
+    def fit(
+        self,
+        train_loader: Iterable[tuple[Tensor, Tensor]],
+        *,
+        epochs: int = 5,
+        val_loader: Iterable[tuple[Tensor, Tensor]] | None = None,
+        seed: int = 0,
+        progress: bool = True,
+        restore_best: bool = False,
+    ) -> BaseModel:
+        """Train the defended model in place; returns its typed history."""
+
+    def federated_model(self) -> nn.Module:
+        """The module whose gradients and weight updates a federated server sees."""
+        return self
+
+    @torch.no_grad()
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """Class probabilities in eval mode (the module's mode is restored).
+
+        Args:
+            x: images ``(N, C, H, W)``.
+
+        Returns:
+            ``(N, classes)`` probabilities.
+        """
+        was = self.training
+        try:
+            return F.softmax(self.eval()(x), dim=-1)
+        finally:
+            self.train(was)
+
+    def privacy(self) -> dict[str, float]:
+        """Formal guarantees, e.g. ``{"epsilon": ..., "delta": ...}`` for DP-SGD (else empty)."""
+        return {}
+
+
+# ----------------------------------------------------------------- registry
+DefenseFactory = Callable[..., Defense]
+_REGISTRY: dict[str, DefenseFactory] = {}
+
+
+def register_defense(name: str, factory: DefenseFactory) -> None:
+    """Make a defence buildable by name.
+
+    Args:
+        name: the registry name.
+        factory: ``factory(model, *, cut, seed, **options) -> Defense`` (a class or a
+            ``from_model`` classmethod).
+
+    Raises:
+        ConfigError: if the name is taken or empty.
+    """
+    if not name or name in _REGISTRY:
+        raise ConfigError.build(
+            what="name", expected="a new, non-empty defence name",
+            received=repr(name), fix=f"pick a name not in {sorted(_REGISTRY)}",
+        )
+    _REGISTRY[name] = factory
+
+
+def unregister_defense(name: str) -> None:
+    """Remove a defence from the registry (a no-op for an unknown name)."""
+    _REGISTRY.pop(name, None)
+
+
+def available_defenses() -> list[str]:
+    """Registered defence names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_defense(name: str, model: nn.Module, **options: Any) -> Defense:
+    """Build a registered defence around ``model`` (which is copied, never modified).
+
+    Args:
+        name: a name from :func:`available_defenses`.
+        model: the classifier to defend.
+        **options: ``cut``, ``seed`` and the defence's own keyword options.
+
+    Returns:
+        The defence, untrained.
+
+    Raises:
+        ConfigError: for an unknown name (the message lists the valid ones) or an
+            option the defence does not take.
+    """
+    if name not in _REGISTRY:
+        raise ConfigError.build(
+            what="defense", expected=f"one of {available_defenses()}", received=repr(name),
+            fix="pick a registered defence or register yours with register_defense",
+        )
+    try:
+        return _REGISTRY[name](model, **options)
+    except TypeError as exc:
+        raise ConfigError.build(
+            what=f"options of {name!r}", expected="the defence's keyword options",
+            received=sorted(options), fix=f"check the signature ({exc})",
+        ) from exc
+
+
+# ------------------------------------------------------------ cut defences
+def _check_model(model: Any) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModelError.build(
+            what="model", expected="a torch.nn.Module", received=type(model).__name__,
+            fix="pass the classifier module itself",
+        )
+    return model
+
+
+class CutDefense(Defense):
+    """A classifier split at ``cut`` and trained end to end (the model is deep-copied).
+
+    Subclasses override :meth:`transform` (what happens to the activations on the
+    wire) and :meth:`regularizer` (a loss term on the cut activations).
+
+    Args:
+        model: the classifier to defend; it is copied, never modified.
+        cut: the number of compute blocks on the client, or a submodule name.
+        seed: seeds the defence's own randomness (noise, layers it adds).
+
+    Raises:
+        InvalidCutError: if ``cut`` does not exist (the message lists the valid ones).
+        UnsupportedModelError: if ``model`` is not a traceable module.
+    """
+
+    def __init__(self, model: nn.Module, *, cut: int | str = 2, seed: int = 0) -> None:
+        super().__init__()
+        parts = split_model(copy.deepcopy(_check_model(model)), cut)
+        self.cut = parts.cut
+        self.seed = seed
+        self.head = parts.head
+        self.tail = parts.tail
+        self.num_classes = self._probe_classes(model)
+
+    @staticmethod
+    def _probe_classes(model: nn.Module) -> int:
+        out = getattr(model, "num_classes", None)
+        if isinstance(out, int):
+            return out
+        for m in reversed(list(model.modules())):
+            if isinstance(m, nn.Linear):
+                return int(m.out_features)
+        raise UnsupportedModelError.build(
+            what="model", expected="a classifier ending in nn.Linear or with .num_classes",
+            received=type(model).__name__, fix="set model.num_classes",
+        )
+
+    def transform(self, a: Tensor) -> Tensor:
+        """The wire transform of the cut activations (identity here)."""
+        return a
+
+    def regularizer(self, x: Tensor, a: Tensor, y: Tensor) -> Tensor | None:
+        """A loss term on the cut activations ``a`` of images ``x`` (None here)."""
+        return None
+
+    def client(self, x: Tensor, y: Tensor | None = None) -> ClientMessage:
+        """Client part, then :meth:`transform`: what crosses the network."""
+        return ClientMessage(activations=self.transform(self.head(x)), labels=y)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of the defended model."""
+        return self.tail(self.client(x).activations)
+
+    def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-entropy plus :meth:`regularizer` (the objective :meth:`fit` minimises).
+
+        Args:
+            model: this defence (the signature of :data:`shieldsplit.training.LossFn`).
+            x: images.
+            y: labels.
+
+        Returns:
+            The loss and the logits.
+        """
+        a = self.head(x)
+        logits = self.tail(self.transform(a))
+        loss = F.cross_entropy(logits, y)
+        extra = self.regularizer(x, a, y)
+        return (loss if extra is None else loss + extra), logits
+
+    def fit(
+        self,
+        train_loader: Iterable[tuple[Tensor, Tensor]],
+        *,
+        epochs: int = 5,
+        val_loader: Iterable[tuple[Tensor, Tensor]] | None = None,
+        seed: int = 0,
+        progress: bool = True,
+        restore_best: bool = False,
+    ) -> PlainHistory:
+        """Train client and server end to end on :meth:`training_loss`.
+
+        Args:
+            train_loader: yields ``(images, labels)``.
+            epochs: passes over the data.
+            val_loader: optional validation loader.
+            seed: seeds dropout, noise and shuffling.
+            progress: show a progress bar.
+            restore_best: keep the weights of the best validation epoch.
+
+        Returns:
+            The per-epoch history.
+        """
+        return fit_plain(self, train_loader, epochs=epochs, val_loader=val_loader, seed=seed,
+                         progress=progress, restore_best=restore_best,
+                         loss_fn=self.training_loss)
+
+
+class NoDefense(CutDefense):
+    """The undefended model, split at ``cut``: the reference every defence is compared to.
+
+    Args:
+        model: the classifier; it is copied, never modified.
+        cut: where the split-learning attacks observe it.
+        seed: unused randomness seed (kept for a uniform signature).
+    """
+
+    name: ClassVar[str] = "none"
+
+
+register_defense(NoDefense.name, NoDefense)
+
+__all__ = [
+    "CutDefense",
+    "Defense",
+    "NoDefense",
+    "Surface",
+    "available_defenses",
+    "create_defense",
+    "register_defense",
+    "unregister_defense",
+]
