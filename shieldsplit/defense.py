@@ -37,6 +37,7 @@ from __future__ import annotations
 import abc
 import copy
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -45,11 +46,13 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 from .cutting import split_model
-from .errors import ConfigError, UnsupportedModelError
+from .errors import ConfigError, DataFileError, UnsupportedModelError
+from .io import atomic_torch_save, safe_torch_load
 from .training import PlainHistory, fit_plain
 from .wire import ClientMessage
 
 Surface = Literal["split", "federated"]
+CHECKPOINT_FORMAT = "shieldsplit.defense/1"
 
 
 class Defense(nn.Module, abc.ABC):
@@ -130,6 +133,49 @@ class Defense(nn.Module, abc.ABC):
     def privacy(self) -> dict[str, float]:
         """Formal guarantees, e.g. ``{"epsilon": ..., "delta": ...}`` for DP-SGD (else empty)."""
         return {}
+
+    def options(self) -> dict[str, Any]:
+        """The JSON-able constructor options besides ``cut`` and ``seed`` (what
+        :meth:`save` records so that :meth:`load` can rebuild the defence)."""
+        return {}
+
+    def save(self, path: str | Path) -> None:
+        """Write the defence (name, cut, seed, options, weights) to ``path`` atomically.
+
+        Args:
+            path: destination file.
+        """
+        atomic_torch_save(
+            {"format": CHECKPOINT_FORMAT, "name": self.name, "cut": self.cut,
+             "seed": int(getattr(self, "seed", 0)), "options": self.options(),
+             "state_dict": self.state_dict()},
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, model: nn.Module) -> Defense:
+        """Rebuild a saved defence around an instance of the same architecture.
+
+        Args:
+            path: a file written by :meth:`save` (read with ``weights_only=True``).
+            model: an instance of the defended architecture (not modified).
+
+        Returns:
+            The restored defence.
+
+        Raises:
+            DataFileError: if the file is missing or not a defence checkpoint.
+        """
+        ck = safe_torch_load(path)
+        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+            raise DataFileError.build(
+                what="path", expected=f"a checkpoint with format {CHECKPOINT_FORMAT!r}",
+                received=str(path), fix="save it with Defense.save",
+            )
+        defense = create_defense(str(ck["name"]), model, cut=ck["cut"], seed=int(ck["seed"]),
+                                 **dict(ck["options"]))
+        defense.load_state_dict(ck["state_dict"])
+        return defense
 
 
 # ----------------------------------------------------------------- registry
