@@ -9,8 +9,10 @@ attack that applies to the model:
   (black-box decoder, white-box rMLE, GAN prior) and the federated-learning
   attacks on the whole model (DLG, iDLG, Inverting Gradients on one gradient
   and on a 5-local-epoch FedAvg update);
-- a :class:`~shieldsplit.SplitShield`: the split-learning attacks on what its
-  client actually sends, plus the adaptive attack that knows the defence.
+- a :class:`~shieldsplit.defense.Defense` (``SplitShield``, ``LatentPerturb``,
+  the baselines): the split-learning attacks on what its client actually sends
+  (plus, for PGSL, the adaptive attack that knows the defence) when it is deployed
+  as split learning, and the federated attacks on its updates when it is federated.
 
 Each attack is scored with MSE, PSNR and SSIM against the true images, the
 accuracy of a reference classifier (trained on the clean auxiliary data) on the
@@ -66,7 +68,7 @@ from .errors import (
 from .io import atomic_write_text
 from .metrics import distance_correlation, label_recovery_rate, mse, psnr, ssim
 from .progress import progress_bar
-from .shield import SplitShield
+from .defense import Defense
 from .training import accuracy, fit_plain
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,26 @@ FEDAVG = {"local_epochs": 5, "local_batch_size": 8}
 
 SPLIT_ATTACKS = ("split-black-box", "split-white-box", "gan-prior")
 FEDERATED_ATTACKS = ("idlg", "dlg", "inverting-gradients", "inverting-gradients-fedavg")
-DEFENCE_ATTACKS = ("split-black-box", "split-white-box", "gan-prior", "adaptive-split")
+#: Attacks that exist only against one defence: the adaptive attacker knows it.
+ADAPTIVE_ATTACKS: dict[str, tuple[str, ...]] = {"pgsl": ("adaptive-split",)}
+
+
+def defense_attacks(defense: Defense) -> tuple[str, ...]:
+    """The attacks that apply to ``defense``, from the surfaces it is deployed under.
+
+    Args:
+        defense: any registered defence.
+
+    Returns:
+        Split-learning attacks on its wire (and the adaptive attack that knows it) when it
+        is deployed as split learning, federated attacks on its updates when federated.
+    """
+    names: tuple[str, ...] = ()
+    if "split" in defense.surfaces:
+        names += SPLIT_ATTACKS + ADAPTIVE_ATTACKS.get(defense.name, ())
+    if "federated" in defense.surfaces:
+        names += FEDERATED_ATTACKS
+    return names
 
 
 class AttackResult(BaseModel):
@@ -295,13 +316,13 @@ def audit(
     """Attack ``model`` with every applicable attack and score what leaks.
 
     Args:
-        model: a plain classifier or a :class:`~shieldsplit.SplitShield` (any defence
-            that is an ``nn.Module``); it is not modified.
+        model: a plain classifier or a :class:`~shieldsplit.defense.Defense` (such as
+            a :class:`~shieldsplit.SplitShield`); it is not modified.
         data: labelled images in [0, 1]: a DataLoader, an ``ImageDataset`` (its
             training split) or an ``(images, labels)`` tuple. The first ``victims``
             images are the victims; the rest is the attacker's auxiliary data.
         cut: where the split-learning attacks observe a plain model (ignored for a
-            SplitShield, which has its own cut).
+            Defense, which has its own cut).
         budget: ``quick``, ``standard`` or ``thorough`` (iterations, epochs, image counts).
         seed: seeds the victim/auxiliary split and every attack.
         attacks: attack names to run (default: all that apply to the model).
@@ -346,13 +367,14 @@ def audit(
     ax, ay = x_all[perm[n_victims:]], y_all[perm[n_victims:]].long()
     image_shape = (int(vx.shape[1]), int(vx.shape[2]), int(vx.shape[3]))
 
-    shield = model if isinstance(model, SplitShield) else None
+    shield = model if isinstance(model, Defense) else None
     if shield is not None:
         num_classes = shield.num_classes
         clean = float((shield.predict_proba(vx).argmax(-1) == vy).double().mean())
-        head: nn.Module = shield.head
+        head: nn.Module = shield  # the attackers query the deployed client
         observed_cut: int | str = shield.cut
-        applicable: tuple[str, ...] = DEFENCE_ATTACKS
+        applicable = defense_attacks(shield)
+        fl_source: nn.Module = shield.federated_model()
     else:
         was_training = model.training
         with torch.no_grad():
@@ -369,6 +391,7 @@ def audit(
         head, observed_cut = parts.head.eval(), parts.cut
         clean = accuracy(model, [(vx, vy)])
         applicable = SPLIT_ATTACKS + FEDERATED_ATTACKS
+        fl_source = model
     names = list(attacks) if attacks is not None else list(applicable)
     for name in names:
         if name not in applicable:
@@ -379,9 +402,9 @@ def audit(
 
     report = AuditReport(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        model=f"{type(shield.__dict__['_template'] if shield else model).__name__} "
+        model=f"{_architecture(model)} "
         f"({sum(p.numel() for p in model.parameters())} parameters)",
-        defense=type(shield).__name__ if shield else "none",
+        defense=shield.name if shield is not None else "none",
         cut=observed_cut, budget=budget, seed=seed, victims=n_victims, auxiliary=len(ax),
         clean_accuracy=clean, versions=_versions(), machine=_machine(),
     )
@@ -400,7 +423,7 @@ def audit(
     # Federated attacks see the model in eval mode (no dropout masks, BatchNorm on its
     # running statistics): the setting gradient inversion is evaluated in, since random
     # dropout masks cannot be matched by any attacker.
-    fl_model = copy.deepcopy(model).eval()
+    fl_model = copy.deepcopy(fl_source).eval()
     full_context = AttackContext(
         image_shape=image_shape, num_classes=num_classes, model=fl_model, auxiliary_images=ax,
         auxiliary_labels=ay, budget=budget, seed=seed,
@@ -417,6 +440,11 @@ def audit(
     scored = [r for r in report.results if r.psnr is not None]
     report.ranking = [r.attack for r in sorted(scored, key=lambda r: -(r.psnr or 0.0))]
     return report
+
+
+def _architecture(model: nn.Module) -> str:
+    template = model.__dict__.get("_template")  # a SplitShield's copy of the user's model
+    return type(template if template is not None else model).__name__
 
 
 def _machine() -> dict[str, str]:

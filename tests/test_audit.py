@@ -20,7 +20,7 @@ import shieldsplit as ss
 from shieldsplit.attacks import AttackContext, Observation, available_attacks, create_attack
 from shieldsplit.attacks.observe import observe_gradient
 from shieldsplit.attacks.observe_split import observe_activations
-from shieldsplit.auditor import AuditReport, audit
+from shieldsplit.auditor import SPLIT_ATTACKS, AuditReport, audit
 from shieldsplit.data import load_dataset
 from shieldsplit.errors import (
     ConfigError,
@@ -204,10 +204,25 @@ def test_audit_shield_runs_the_adaptive_attack(
     x, y = digits
     shield = ss.SplitShield(small_net(), cut=2, input_shape=(1, 8, 8), seed=0)
     report = audit(shield, data=(x, y), seed=0, attacks=["adaptive-split"], **AUDIT_KW)
-    assert report.defense == "SplitShield"
+    assert report.defense == "pgsl"
     assert report.results[0].threat_model == "adaptive" and report.results[0].status == "ok"
     with pytest.raises(ConfigError):  # federated attacks do not apply to split learning
         audit(shield, data=(x, y), seed=0, attacks=["idlg"], **AUDIT_KW)
+
+
+@pytest.mark.parametrize("defense", ["pgsl", "none"])
+def test_every_split_attack_runs_on_a_defence_wire(
+    monkeypatch: pytest.MonkeyPatch, digits: tuple[torch.Tensor, torch.Tensor], defense: str
+) -> None:
+    fast_attacks(monkeypatch)
+    x, y = digits
+    from shieldsplit.defense import create_defense
+
+    wrapped = create_defense(defense, small_net(), cut=2, seed=0)
+    report = audit(wrapped, data=(x, y), seed=0, attacks=list(SPLIT_ATTACKS), **AUDIT_KW)
+    assert report.defense == defense
+    assert [r.status for r in report.results] == ["ok"] * len(SPLIT_ATTACKS), [
+        r.error for r in report.results]
 
 
 def test_cancelled_audit_returns_a_partial_report(

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputShapeError, NonFiniteInputError, UnsupportedModelError
-from ..shield import SplitShield
+from ..defense import Defense
 from .base import Observation
 
 
@@ -97,10 +97,11 @@ def observe_activations(
     """Run the client on ``x`` and return what crosses the network.
 
     Args:
-        client: a :class:`~shieldsplit.SplitShield` (its :meth:`~shieldsplit.SplitShield.client`
-            runs, so the observation is the deployed wire format: perturbed, unshuffled,
-            with the saliency channel) or a plain client part ``x -> activations``
-            (run in eval mode under ``no_grad``).
+        client: a :class:`~shieldsplit.defense.Defense` such as a
+            :class:`~shieldsplit.SplitShield` (its ``client`` runs, so the observation is
+            the deployed wire format: for PGSL perturbed, unshuffled, with the saliency
+            channel; for a noise defence, noisy) or a plain client part
+            ``x -> activations`` (run in eval mode under ``no_grad``).
         x: the victim batch ``(N, C, H, W)``.
         labels: passed to ``SplitShield.client`` (the training-time wire, where the
             labels are sent and may be the saliency target); ignored for a plain head.
@@ -116,13 +117,13 @@ def observe_activations(
     """
     if not isinstance(client, nn.Module):
         raise UnsupportedModelError.build(
-            what="client", expected="a SplitShield or a client-part nn.Module",
+            what="client", expected="a Defense or a client-part nn.Module",
             received=type(client).__name__,
             fix="pass shield or split_model(model, cut).head",
         )
     check_images(x)
     image_shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
-    if isinstance(client, SplitShield):
+    if isinstance(client, Defense):
         with eval_mode(client):
             msg = client.client(x, labels)
         return Observation(

@@ -62,6 +62,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, EmptyDataError, InputShapeError, StateError
 from ..progress import progress_bar
+from ..defense import Defense
 from ..shield import SplitShield
 from .base import (
     Attack,
@@ -252,10 +253,12 @@ def client_map(model: nn.Module) -> tuple[Callable[[Tensor, Tensor | None], Tens
 
     For a SplitShield it is the deployed client without the JSMA perturbation:
     pixel-unshuffle, concatenate the saliency channel (a free input, since the
-    map depends on the image through a gradient), then the client part.
+    map depends on the image through a gradient), then the client part. For any
+    other :class:`~shieldsplit.defense.Defense` it is its client network without
+    the wire transform (the white-box attacker knows the weights, not the noise).
 
     Args:
-        model: a SplitShield or a plain client part.
+        model: a Defense or a plain client part.
 
     Returns:
         The map and whether it takes a saliency channel.
@@ -264,6 +267,9 @@ def client_map(model: nn.Module) -> tuple[Callable[[Tensor, Tensor | None], Tens
         cfg = model.config
         needs_map = cfg.saliency.enabled and cfg.saliency.concat
         return (lambda x, m: model.head(model._assemble(x, m))), needs_map
+    if isinstance(model, Defense):  # the client network; the wire noise is unknown
+        part = model.client_part
+        return (lambda x, m: part(x)), False
     return (lambda x, m: model(x)), False
 
 
