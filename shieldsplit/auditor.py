@@ -58,6 +58,7 @@ from .attacks.base import AttackContext, Budget, Observation, Reconstruction
 from .attacks.observe import observe_gradient, observe_update
 from .attacks.observe_split import observe_activations
 from .cutting import split_model
+from .defense import Defense
 from .errors import (
     ConfigError,
     EmptyDataError,
@@ -68,7 +69,6 @@ from .errors import (
 from .io import atomic_write_text
 from .metrics import distance_correlation, label_recovery_rate, mse, psnr, ssim
 from .progress import progress_bar
-from .defense import Defense
 from .training import accuracy, fit_plain
 
 logger = logging.getLogger(__name__)

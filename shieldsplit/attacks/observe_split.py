@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputShapeError, NonFiniteInputError, UnsupportedModelError
 from ..defense import Defense
+from ..errors import InputShapeError, NonFiniteInputError, UnsupportedModelError
 from .base import Observation
 
 

@@ -60,9 +60,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..defense import Defense
 from ..errors import ConfigError, EmptyDataError, InputShapeError, StateError
 from ..progress import progress_bar
-from ..defense import Defense
 from ..shield import SplitShield
 from .base import (
     Attack,
