@@ -11,6 +11,8 @@ from __future__ import annotations
 from .auditor import AuditReport, audit
 from .config import PGSLConfig
 from .cutting import list_cut_points, split_model
+from .defense import Defense, available_defenses, create_defense
+from .defenses import DPSGD, BiDO, LaplaceNoise, LatentPerturb, NoPeek
 from .errors import ShieldSplitError
 from .models import PGSLNet, create_model
 from .shield import FitHistory, SplitShield
@@ -19,9 +21,15 @@ from .wire import ClientMessage, ServerGradient, StreamScores
 __version__ = "0.1.0"
 
 __all__ = [
+    "DPSGD",
     "AuditReport",
+    "BiDO",
     "ClientMessage",
+    "Defense",
     "FitHistory",
+    "LaplaceNoise",
+    "LatentPerturb",
+    "NoPeek",
     "PGSLConfig",
     "PGSLNet",
     "ServerGradient",
@@ -30,6 +38,8 @@ __all__ = [
     "StreamScores",
     "__version__",
     "audit",
+    "available_defenses",
+    "create_defense",
     "create_model",
     "list_cut_points",
     "split_model",

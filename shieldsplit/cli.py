@@ -1,7 +1,8 @@
 """The ``shieldsplit`` command line.
 
 ``shieldsplit demo`` trains the PGSL paper's network plainly and under
-SplitShield and prints their accuracies side by side. Tables go to the
+SplitShield, prints their accuracies side by side, then what the split-learning
+attacks rebuild from each (the audit of both). Tables go to the
 terminal; ``--json`` writes the full report for programs.
 """
 
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .auditor import AuditReport
 from .demo import DemoOptions, DemoReport, run_demo
 from .errors import ConfigError, ShieldSplitError
 from .io import atomic_write_text
@@ -64,6 +66,46 @@ def demo_table(report: DemoReport) -> Table:
     return table
 
 
+def leakage_table(plain: AuditReport, shielded: AuditReport) -> Table:
+    """The demo's audit, plain and shielded side by side (one row per attack).
+
+    Args:
+        plain: the audit of the plainly trained network.
+        shielded: the audit of the SplitShield.
+
+    Returns:
+        A rich table: per attack, a row for each model with PSNR, SSIM and attacker
+        accuracy.
+    """
+    table = Table(
+        title=f"What split-learning attacks rebuild of {plain.victims} training images "
+        "(higher PSNR/SSIM/attacker accuracy = more leakage)",
+        caption=f"reference classifier on clean images: {_pct(plain.reference_accuracy)}",
+    )
+    table.add_column("attack")
+    table.add_column("model")
+    for metric in ("PSNR dB", "SSIM", "att. acc"):
+        table.add_column(metric, justify="right")
+    reports = (("plain", plain), ("SplitShield", shielded))
+    by_name = {who: {r.attack: r for r in rep.results} for who, rep in reports}
+    names = list(dict.fromkeys(r.attack for _, rep in reports for r in rep.results))
+    for name in names:
+        for who, _ in reports:
+            r = by_name[who].get(name)
+            if r is None:
+                continue
+            metrics = ([f"{r.psnr:.1f}", f"{r.ssim:.3f}", _pct(r.attacker_accuracy)]
+                       if r.status == "ok" and r.psnr is not None and r.ssim is not None
+                       else [r.status, "", ""])
+            table.add_row(name if who == "plain" or name not in by_name["plain"] else "",
+                          who, *metrics)
+    return table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 @app.command()
 def demo(
     data: Annotated[
@@ -80,19 +122,26 @@ def demo(
     restore_best: Annotated[
         bool, typer.Option(help="keep each model's best-validation-epoch weights")
     ] = False,
+    run_audit: Annotated[
+        bool, typer.Option("--audit/--no-audit", help="audit both models side by side")
+    ] = True,
 ) -> None:
-    """Train the paper's network plainly and under SplitShield; print accuracy per stream."""
+    """Train the paper's network plainly and under SplitShield; print accuracy per stream
+    and what the split-learning attacks rebuild from each."""
     try:
         options = DemoOptions(
             data=data,
             data_root=data_root, epochs=epochs, cut=cut, batch_size=batch_size,
             seed=seed, limit=limit, progress=not quiet, restore_best=restore_best,
+            audit=run_audit,
         )
         report = run_demo(options)
     except (ShieldSplitError, ValueError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=2) from exc
     console.print(demo_table(report))
+    if report.plain_audit is not None and report.shield_audit is not None:
+        console.print(leakage_table(report.plain_audit, report.shield_audit))
     if json_out is not None:
         atomic_write_text(json_out, report.model_dump_json(indent=2))
         console.print(f"report written to {json_out}")

@@ -1,7 +1,9 @@
-"""The main job: train the paper's network plainly and under SplitShield, side by side.
+"""The main job: train the paper's network plainly and under SplitShield, side by side,
+then audit both with the split-learning attacks on the same training images.
 
 Example:
-    >>> report = run_demo(DemoOptions(epochs=1, limit=64, width=8, hidden=16, progress=False))
+    >>> report = run_demo(DemoOptions(epochs=1, limit=64, width=8, hidden=16, progress=False,
+    ...                               audit=False))
     >>> sorted(report.shield_test_accuracy)
     ['attacked', 'decision', 'fused', 'recovered']
 """
@@ -20,6 +22,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from .auditor import AuditReport, audit
 from .config import PGSLConfig
 from .data import default_data_root, load_dataset, make_loaders
 from .models import PGSLNet
@@ -27,6 +30,9 @@ from .shield import FitHistory, SplitShield
 from .training import PlainHistory, accuracy, fit_plain
 
 logger = logging.getLogger(__name__)
+
+#: The attacks of the demo's side-by-side audit: PGSL's threat model (split learning).
+DEMO_ATTACKS = ("split-black-box", "split-white-box", "gan-prior")
 
 
 class DemoOptions(BaseModel):
@@ -43,6 +49,9 @@ class DemoOptions(BaseModel):
         width: conv channels of the paper's network (the paper: 64).
         hidden: width of its first FC layer.
         restore_best: keep each model's weights from its best validation epoch.
+        audit: after training, audit both models with :data:`DEMO_ATTACKS` (and the
+            adaptive attack on the shield) on their training images.
+        audit_victims: victim images of each audit.
         progress: show progress bars.
     """
 
@@ -58,6 +67,8 @@ class DemoOptions(BaseModel):
     width: int = Field(64, ge=1)
     hidden: int = Field(128, ge=1)
     restore_best: bool = False
+    audit: bool = True
+    audit_victims: int = Field(32, ge=1)
     progress: bool = True
 
 
@@ -71,6 +82,9 @@ class DemoReport(BaseModel):
         shield_test_accuracy: each SplitShield stream and the decision fusion on the test split.
         plain_history: per-epoch record of the plain run.
         shield_history: per-epoch record of the SplitShield run.
+        plain_audit: the audit of the plainly trained network at the same cut (None when
+            ``audit`` is off).
+        shield_audit: the audit of the trained SplitShield.
         seconds: wall time of each run.
         machine: CPU count, platform, torch version.
         date: UTC time of the run.
@@ -84,6 +98,8 @@ class DemoReport(BaseModel):
     shield_test_accuracy: dict[str, float]
     plain_history: PlainHistory
     shield_history: FitHistory
+    plain_audit: AuditReport | None = None
+    shield_audit: AuditReport | None = None
     seconds: dict[str, float]
     machine: dict[str, str]
     date: str
@@ -152,6 +168,16 @@ def run_demo(options: DemoOptions | None = None) -> DemoReport:
     )
     seconds["splitshield"] = time.perf_counter() - start
     shield_acc = shield.evaluate(loaders.test)
+    audits: dict[str, AuditReport | None] = {"plain": None, "shield": None}
+    if opts.audit:
+        victims = min(opts.audit_victims, max(1, len(ds.x_train) - 64))
+        for key, target, names in (("plain", model, DEMO_ATTACKS),
+                                   ("shield", shield, (*DEMO_ATTACKS, "adaptive-split"))):
+            start = time.perf_counter()
+            audits[key] = audit(target, data=(ds.x_train, ds.y_train), cut=opts.cut,
+                                budget="quick", seed=opts.seed, attacks=names, victims=victims,
+                                progress=opts.progress)
+            seconds[f"audit_{key}"] = time.perf_counter() - start
     return DemoReport(
         options=opts,
         dataset=ds.summary().splitlines()[0],
@@ -159,10 +185,12 @@ def run_demo(options: DemoOptions | None = None) -> DemoReport:
         shield_test_accuracy=shield_acc,
         plain_history=plain_history,
         shield_history=shield_history,
+        plain_audit=audits["plain"],
+        shield_audit=audits["shield"],
         seconds=seconds,
         machine=machine_info(),
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 
 
-__all__ = ["DemoOptions", "DemoReport", "machine_info", "run_demo"]
+__all__ = ["DEMO_ATTACKS", "DemoOptions", "DemoReport", "machine_info", "run_demo"]

@@ -15,13 +15,19 @@ runner = CliRunner()
 def test_demo_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
     result = runner.invoke(
-        app, ["demo", "--epochs", "1", "--limit", "40", "--quiet", "--json", str(out)]
+        app, ["demo", "--epochs", "1", "--limit", "120", "--quiet", "--json", str(out)]
     )
     assert result.exit_code == 0, result.output
     assert "decision fusion" in result.output and "plain (undefended)" in result.output
     report = json.loads(out.read_text())
     assert set(report["shield_test_accuracy"]) == {"attacked", "fused", "recovered", "decision"}
     assert 0.0 <= report["plain_test_accuracy"] <= 1.0
+    assert "split-black-box" in result.output and "adaptive-split" in result.output
+    plain = {r["attack"]: r for r in report["plain_audit"]["results"]}
+    shield = {r["attack"]: r for r in report["shield_audit"]["results"]}
+    assert set(plain) == {"split-black-box", "split-white-box", "gan-prior"}
+    assert set(shield) == set(plain) | {"adaptive-split"}
+    assert all(r["status"] == "ok" for r in [*plain.values(), *shield.values()])
 
 
 def test_demo_missing_file_names_it_and_where_to_put_it(tmp_path: Path) -> None:

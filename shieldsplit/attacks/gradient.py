@@ -681,7 +681,7 @@ class InvertingGradients(_GradientAttack):
 
     Args:
         seed: seeds the random initial images (uniform in [0, 1]).
-        budget: ``"quick"`` (300 iterations, 1 restart), ``"standard"``
+        budget: ``"quick"`` (150 iterations, 1 restart), ``"standard"``
             (1000 iterations, 4 restarts) or ``"thorough"`` (3000, 8); None uses
             the context's budget. ``"standard"`` was tuned on MNIST/BreastMNIST
             train-split images (never on the reported test images).
@@ -708,7 +708,7 @@ class InvertingGradients(_GradientAttack):
     name = "inverting-gradients"
     accepts = ("gradient", "update")
     budgets: ClassVar[dict[str, tuple[int, int]]] = {
-        "quick": (300, 1), "standard": (1000, 4), "thorough": (3000, 8),
+        "quick": (150, 1), "standard": (1000, 4), "thorough": (3000, 8),
     }
 
     def __init__(

@@ -1,5 +1,14 @@
 """The defences beside PGSL: latent perturbation and the published baselines.
 
 Importing this package registers each of them with
-:func:`shieldsplit.defense.register_defense`.
+:func:`shieldsplit.defense.register_defense`: ``latent-fixed``, ``latent-learned``,
+``dpsgd``, ``nopeek``, ``laplace`` and ``bido``.
 """
+
+from .bido import BiDO
+from .dpsgd import DPSGD
+from .laplace import LaplaceNoise
+from .latent import LatentPerturb
+from .nopeek import NoPeek
+
+__all__ = ["DPSGD", "BiDO", "LaplaceNoise", "LatentPerturb", "NoPeek"]

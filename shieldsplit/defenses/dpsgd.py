@@ -1,0 +1,464 @@
+"""DP-SGD: differentially private training of the whole split model, through Opacus.
+
+Every step clips each example's gradient to ``max_grad_norm`` and adds Gaussian
+noise of standard deviation ``noise_multiplier * max_grad_norm`` to their sum
+(Abadi et al. 2016); batches are drawn by Poisson sampling, and a Rényi-DP
+accountant turns the steps into an ``(epsilon, delta)`` guarantee for every
+example of the training set. The guarantee covers everything computed from the
+weights, so it holds both on the wire of split learning and for a federated
+server that sees weight updates.
+
+How the split model meets Opacus:
+
+* BatchNorm mixes the examples of a batch, so no per-example gradient exists.
+  The model is deep-copied (the user's model is never changed) and Opacus's
+  ``ModuleValidator.fix`` swaps every BatchNorm for a GroupNorm; a
+  ``UserWarning`` and a log record name the swapped layers. The new GroupNorms
+  start from a fresh affine (weight 1, bias 0) and BatchNorm running statistics
+  are dropped, so a pretrained model changes function and must be fine-tuned.
+  A layer Opacus rejects and cannot fix raises :class:`UnsupportedModelError`.
+* The fixed copy is split by :class:`~shieldsplit.defense.CutDefense` with
+  ``torch.fx``. The head and tail are ``GraphModule``\\ s that call the original
+  leaf layers, so Opacus's per-example gradient hooks (registered on the leaf
+  layers of the wrapped defence) work on them unchanged; no un-split copy is
+  needed and no parameter is duplicated.
+* :meth:`DPSGD.fit` wraps ``self`` in Opacus's ``GradSampleModule`` for the
+  duration of the fit only and removes its hooks and the attributes it leaves on
+  layers and parameters afterwards, so the defence is a plain module again.
+* The privacy loss is kept as a Rényi-DP curve (a buffer, so it is saved and
+  loaded with the weights); RDP composes by addition, so ``epsilon`` covers all
+  :meth:`DPSGD.fit` calls together.
+
+Example:
+    >>> import torch
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> from shieldsplit.models import SmallConvNet
+    >>> from shieldsplit.defenses.dpsgd import DPSGD
+    >>> net = SmallConvNet(num_classes=2, image_size=8, width=4)
+    >>> dp = DPSGD(net, cut=2, noise_multiplier=1.0, max_grad_norm=1.0)
+    >>> dp.privacy()
+    {'epsilon': 0.0, 'delta': 1e-05}
+    >>> data = TensorDataset(torch.rand(16, 1, 8, 8), torch.randint(0, 2, (16,)))
+    >>> history = dp.fit(DataLoader(data, batch_size=4), epochs=1, progress=False)
+    >>> history.sample_rate, 0 < history.epsilon < float("inf")
+    (0.25, True)
+    >>> dp.privacy()["epsilon"] == history.epsilon
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import math
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from opacus import PrivacyEngine
+from opacus.accountants import RDPAccountant
+from opacus.accountants.analysis import rdp as rdp_analysis
+from opacus.grad_sample import GradSampleModule
+from opacus.validators import ModuleValidator
+from pydantic import ConfigDict
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, IterableDataset
+
+from ..defense import CutDefense, register_defense
+from ..errors import ConfigError, EmptyDataError, UnsupportedModelError
+from ..training import PlainHistory, fit_plain
+
+logger = logging.getLogger(__name__)
+
+#: The Rényi orders on which the privacy loss is tracked (Opacus's defaults).
+RDP_ORDERS: tuple[float, ...] = tuple(float(a) for a in RDPAccountant.DEFAULT_ALPHAS)
+
+#: Attributes Opacus leaves on layers and parameters during a private fit.
+_MODULE_ATTRS = ("activations", "max_batch_len", "ft_compute_sample_grad")
+_PARAM_ATTRS = ("grad_sample", "_forward_counter", "_current_grad_sample", "_norm_sample",
+                "summed_grad")
+
+
+class DPHistory(PlainHistory):
+    """What :meth:`DPSGD.fit` returns: the plain history plus the privacy spent.
+
+    Attributes:
+        epsilon: the epsilon of all fits of the defence so far, at ``delta``
+            (``inf`` with ``noise_multiplier=0``: clipping only, no guarantee).
+        delta: the delta of the guarantee.
+        noise_multiplier: noise std over ``max_grad_norm``.
+        max_grad_norm: the per-example clipping bound.
+        sample_rate: the probability that an example joins a batch (``1 / len(loader)``).
+        steps: the optimiser steps of this fit (empty Poisson batches included).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    steps: int
+
+
+def _type_names(module: nn.Module) -> dict[str, str]:
+    return {name: type(m).__name__ for name, m in module.named_modules()}
+
+
+def _unsupported_layers(module: nn.Module) -> list[str]:
+    """``"name (Type)"`` of every trainable layer that Opacus still rejects."""
+    bad = []
+    for name, m in module.named_modules():
+        if not any(p.requires_grad for p in m.parameters(recurse=False)):
+            continue
+        validator = ModuleValidator.VALIDATORS.get(type(m))
+        # Opacus's GradSampleModule refuses trainable layers with buffers (their
+        # state would escape the privacy mechanism).
+        if (validator is not None and validator(m)) or any(True for _ in m.buffers()):
+            bad.append(f"{name or '<root>'} ({type(m).__name__})")
+    return bad
+
+
+def make_dp_compatible(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` that Opacus can train (BatchNorm swapped for GroupNorm).
+
+    The model is deep-copied and put in training mode; if Opacus's
+    ``ModuleValidator`` finds a problem, ``ModuleValidator.fix`` is applied and a
+    ``UserWarning`` (also logged) names the swapped layers.
+
+    Args:
+        model: the classifier (not modified).
+
+    Returns:
+        The compatible copy (the copy itself when nothing had to change).
+
+    Raises:
+        UnsupportedModelError: if ``model`` is not a module, or a layer is still
+            incompatible after the fix (the message names it).
+
+    Example:
+        >>> import warnings
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     fixed = make_dp_compatible(net)
+        >>> type(fixed[1]).__name__, type(net[1]).__name__
+        ('GroupNorm', 'BatchNorm2d')
+        >>> str(caught[0].message).startswith("DP-SGD: BatchNorm2d -> GroupNorm in: 1")
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModelError.build(
+            what="model", expected="a torch.nn.Module", received=type(model).__name__,
+            fix="pass the classifier module itself",
+        )
+    fixed = copy.deepcopy(model).train()
+    if ModuleValidator.validate(fixed, strict=False):
+        before = _type_names(fixed)
+        fixed = ModuleValidator.fix(fixed).train()
+        swaps: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for name, new in _type_names(fixed).items():
+            old = before.get(name)
+            if old is not None and old != new:
+                swaps[(old, new)].append(name or "<root>")
+        if swaps:
+            detail = "; ".join(f"{old} -> {new} in: {', '.join(names)}"
+                               for (old, new), names in swaps.items())
+            message = (f"DP-SGD: {detail} (Opacus cannot compute per-example gradients "
+                       "through batch statistics; the new layers start from a fresh affine "
+                       "and running statistics are dropped, the user's model is unchanged)")
+            logger.warning(message)
+            warnings.warn(message, UserWarning, stacklevel=3)
+    bad = _unsupported_layers(fixed)
+    if bad:
+        raise UnsupportedModelError.build(
+            what="model",
+            expected="layers Opacus can train privately (no buffers in trainable layers, "
+                     "no batch statistics)",
+            received=f"incompatible layer(s) {', '.join(bad)}",
+            fix="replace them by a supported layer (e.g. GroupNorm or LayerNorm for a "
+                "normalisation, buffers moved to a parameter-free submodule)",
+        )
+    return fixed
+
+
+def _check_positive(name: str, value: Any, *, example: str, allow_zero: bool = False) -> float:
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and (value >= 0 if allow_zero else value > 0))
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError.build(
+            what=name, expected=f"a finite number {bound}", received=repr(value),
+            fix=f"pass {name}{bound.replace(' ', '')}, e.g. {name}={example}",
+        )
+    return float(value)
+
+
+@contextmanager
+def _quiet_opacus() -> Iterator[None]:
+    """Silence the warnings a seeded, hooks-based Opacus run always emits."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        warnings.filterwarnings("ignore", message="Optimal order is the")
+        yield
+
+
+class DPSGD(CutDefense):
+    """DP-SGD (Opacus) on the model split at ``cut``.
+
+    Args:
+        model: the classifier to defend; it is deep-copied (BatchNorm layers of the
+            copy become GroupNorm, with a warning), never modified.
+        cut: the number of compute blocks on the client, or a submodule name.
+        seed: the defence's seed (mixed into the noise and sampling seeds of :meth:`fit`).
+        noise_multiplier: the noise std over ``max_grad_norm``; larger means a smaller
+            epsilon. ``0`` clips without noise: no formal guarantee (``epsilon=inf``).
+        max_grad_norm: the bound each example's gradient is clipped to.
+        delta: the delta of the ``(epsilon, delta)`` guarantee, in ``(0, 1)``; keep
+            it well below ``1 / len(train set)``.
+        lr: the learning rate of the private Adam optimiser.
+        poisson_sampling: draw batches by Poisson sampling (what the accountant
+            assumes). With ``False`` the loader's own batches are used and the
+            reported epsilon is the usual, only approximate, figure.
+        secure_mode: use a cryptographically secure RNG for noise and sampling
+            (needs ``torchcsprng``; runs are then not reproducible). Without it the
+            seeded pseudo-RNG is fine for experiments, not for deployment.
+
+    Raises:
+        ConfigError: if an option is out of range (``.what`` names it).
+        UnsupportedModelError: if a layer cannot be made Opacus-compatible.
+        InvalidCutError: if ``cut`` does not exist.
+
+    Reference:
+        Abadi et al., "Deep Learning with Differential Privacy", ACM CCS 2016.
+        Yousefpour et al., "Opacus: User-Friendly Differential Privacy Library in
+        PyTorch", arXiv:2109.12298, 2021.
+
+    Example:
+        >>> import torch
+        >>> from shieldsplit.models import SmallConvNet
+        >>> dp = DPSGD(SmallConvNet(num_classes=2, image_size=8, width=4), cut=1,
+        ...            noise_multiplier=2.0)
+        >>> tuple(dp.client(torch.rand(2, 1, 8, 8)).activations.shape)
+        (2, 4, 4, 4)
+        >>> dp.options()["noise_multiplier"]
+        2.0
+    """
+
+    name: ClassVar[str] = "dpsgd"
+    strength: ClassVar[str | None] = "noise_multiplier"
+
+    rdp: Tensor
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        cut: int | str = 2,
+        seed: int = 0,
+        noise_multiplier: float = 1.0,
+        max_grad_norm: float = 1.0,
+        delta: float = 1e-5,
+        lr: float = 1e-3,
+        poisson_sampling: bool = True,
+        secure_mode: bool = False,
+    ) -> None:
+        noise_multiplier = _check_positive("noise_multiplier", noise_multiplier, example="1.0",
+                                           allow_zero=True)
+        max_grad_norm = _check_positive("max_grad_norm", max_grad_norm, example="1.0")
+        lr = _check_positive("lr", lr, example="1e-3")
+        if (not isinstance(delta, (int, float)) or isinstance(delta, bool)
+                or not 0.0 < delta < 1.0):
+            raise ConfigError.build(
+                what="delta", expected="a probability 0 < delta < 1 (well below 1/n)",
+                received=repr(delta), fix="pass e.g. delta=1e-5",
+            )
+        for flag, value in (("poisson_sampling", poisson_sampling), ("secure_mode", secure_mode)):
+            if not isinstance(value, bool):
+                raise ConfigError.build(
+                    what=flag, expected="a bool", received=repr(value),
+                    fix=f"pass {flag}=True or {flag}=False",
+                )
+        if secure_mode and importlib.util.find_spec("torchcsprng") is None:
+            raise ConfigError.build(
+                what="secure_mode", expected="torchcsprng installed for secure_mode=True",
+                received="torchcsprng missing",
+                fix="install torchcsprng or pass secure_mode=False",
+            )
+        super().__init__(make_dp_compatible(model), cut=cut, seed=seed)
+        self.noise_multiplier = noise_multiplier
+        self.max_grad_norm = max_grad_norm
+        self.delta = float(delta)
+        self.lr = lr
+        self.poisson_sampling = poisson_sampling
+        self.secure_mode = secure_mode
+        self._fits = 0
+        # The accumulated Rényi-DP curve over RDP_ORDERS (composition adds curves).
+        self.register_buffer("rdp", torch.zeros(len(RDP_ORDERS), dtype=torch.float64))
+
+    def options(self) -> dict[str, Any]:
+        """The JSON-able constructor options besides ``cut`` and ``seed``."""
+        return {"noise_multiplier": self.noise_multiplier, "max_grad_norm": self.max_grad_norm,
+                "delta": self.delta, "lr": self.lr, "poisson_sampling": self.poisson_sampling,
+                "secure_mode": self.secure_mode}
+
+    def privacy(self) -> dict[str, float]:
+        """The ``(epsilon, delta)`` spent by all fits so far (epsilon 0.0 before any fit)."""
+        return {"epsilon": self._epsilon(), "delta": self.delta}
+
+    def _epsilon(self) -> float:
+        rdp = self.rdp.detach().cpu().double().numpy()
+        if not rdp.any():
+            return 0.0
+        with _quiet_opacus():
+            eps, _ = rdp_analysis.get_privacy_spent(orders=list(RDP_ORDERS), rdp=rdp,
+                                                    delta=self.delta)
+        return float(eps)
+
+    def _private_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        logits = model(x)
+        if y.numel() == 0:
+            # An empty Poisson batch: the step still happens (noise only) and is
+            # accounted for; a mean over no example would be NaN.
+            return logits.sum() * 0.0, logits
+        return F.cross_entropy(logits, y), logits
+
+    def _check_loader(self, train_loader: Any) -> DataLoader:
+        if not isinstance(train_loader, DataLoader):
+            raise ConfigError.build(
+                what="train_loader",
+                expected="a torch.utils.data.DataLoader (Opacus resamples its dataset)",
+                received=type(train_loader).__name__,
+                fix="wrap the data in DataLoader(dataset, batch_size=...)",
+            )
+        if isinstance(train_loader.dataset, IterableDataset):
+            raise ConfigError.build(
+                what="train_loader", expected="a DataLoader over a map-style dataset",
+                received="an IterableDataset",
+                fix="use a dataset with __len__ and __getitem__ (e.g. TensorDataset)",
+            )
+        if len(train_loader) == 0:
+            raise EmptyDataError.build(
+                what="train_loader", expected="at least one batch", received="no batch",
+                fix="check the data set",
+            )
+        n = len(train_loader.dataset)  # type: ignore[arg-type]
+        if self.delta >= 1.0 / n:
+            message = (f"DP-SGD: delta={self.delta:g} is not below 1/n = {1.0 / n:g} for n={n} "
+                       "training examples; such a delta allows leaking whole examples "
+                       "(pass a delta well below 1/n, e.g. 0.1/n)")
+            logger.warning(message)
+            warnings.warn(message, UserWarning, stacklevel=3)
+        return train_loader
+
+    def _clean_up(self) -> None:
+        for m in self.modules():
+            for attr in _MODULE_ATTRS:
+                if attr in vars(m):
+                    delattr(m, attr)
+        for p in self.parameters():
+            for attr in _PARAM_ATTRS:
+                if hasattr(p, attr):
+                    delattr(p, attr)
+            p.grad = None
+
+    def fit(
+        self,
+        train_loader: Iterable[tuple[Tensor, Tensor]],
+        *,
+        epochs: int = 5,
+        val_loader: Iterable[tuple[Tensor, Tensor]] | None = None,
+        seed: int = 0,
+        progress: bool = True,
+        restore_best: bool = False,
+    ) -> DPHistory:
+        """Train client and server end to end with DP-SGD (Opacus, Adam, RDP accounting).
+
+        The same defence, seed and data give the same history and weights: the
+        noise and the Poisson sampler draw from generators seeded by ``seed``, the
+        defence's seed and the number of earlier fits (so a second fit draws fresh
+        noise), unless ``secure_mode`` is on.
+
+        Args:
+            train_loader: a ``torch.utils.data.DataLoader`` over a map-style dataset;
+                its batch size sets the sample rate ``1 / len(train_loader)``.
+            epochs: passes over the data.
+            val_loader: optional validation loader; it must be disjoint from the
+                training set (the accountant covers only the training examples, and
+                ``restore_best`` selects on this data).
+            seed: seeds dropout, noise and sampling.
+            progress: show a progress bar.
+            restore_best: keep the weights of the best validation epoch.
+
+        Returns:
+            The per-epoch history with the privacy spent so far.
+
+        Raises:
+            ConfigError: if ``train_loader`` is not a DataLoader over a map-style
+                dataset, or ``epochs < 1``.
+            EmptyDataError: if the loader is empty.
+        """
+        loader = self._check_loader(train_loader)
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise ConfigError.build(
+                what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
+            )
+        self.train()
+        device = next(self.parameters()).device
+        stream = torch.Generator().manual_seed(int(seed))
+        stream.manual_seed(int(torch.randint(2**62, (1,), generator=stream)) + int(self.seed)
+                           + 1_000_003 * self._fits)
+        noise_seed, sample_seed = (int(v) for v in torch.randint(2**62, (2,), generator=stream))
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        private: GradSampleModule | None = None
+        with _quiet_opacus():
+            engine = PrivacyEngine(accountant="rdp", secure_mode=self.secure_mode)
+            try:
+                private, private_opt, private_loader = engine.make_private(
+                    module=self, optimizer=optimizer, data_loader=loader,
+                    noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm,
+                    poisson_sampling=self.poisson_sampling,
+                    noise_generator=None if self.secure_mode else
+                    torch.Generator(device=device).manual_seed(noise_seed),
+                )
+                sampler = getattr(private_loader, "batch_sampler", None)
+                if self.poisson_sampling and not self.secure_mode and sampler is not None \
+                        and hasattr(sampler, "generator"):
+                    sampler.generator = torch.Generator().manual_seed(sample_seed)
+                plain = fit_plain(
+                    private, private_loader, epochs=epochs, val_loader=val_loader, seed=seed,
+                    progress=progress, restore_best=restore_best,
+                    loss_fn=self._private_loss, optimizer=(private_opt, None),
+                )
+            finally:
+                if private is not None:
+                    private._close()
+                self._clean_up()
+                self.eval()
+        self._fits += 1
+        history = engine.accountant.history
+        for noise, rate, steps in history:
+            curve = rdp_analysis.compute_rdp(q=rate, noise_multiplier=noise, steps=steps,
+                                             orders=list(RDP_ORDERS))
+            self.rdp += torch.as_tensor(curve, dtype=torch.float64, device=self.rdp.device)
+        epsilon = self._epsilon()
+        logger.info("DP-SGD fit: epsilon=%.4g at delta=%g after %d step(s)", epsilon,
+                    self.delta, sum(int(s) for _, _, s in history))
+        return DPHistory(
+            **plain.model_dump(), epsilon=epsilon, delta=self.delta,
+            noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm,
+            sample_rate=1.0 / len(loader), steps=sum(int(s) for _, _, s in history),
+        )
+
+
+register_defense(DPSGD.name, DPSGD)
+
+__all__ = ["DPSGD", "RDP_ORDERS", "DPHistory", "make_dp_compatible"]
