@@ -440,7 +440,7 @@ def audit(
     with progress_bar(names, total=len(names), description="audit", enabled=progress) as todo:
         for name in todo:
             result = _run_one(name, report, reference, vx, vy, wire, context, full_context,
-                              fl_model, budget, seed, progress)
+                              fl_model, budget, seed, progress, shield)
             report.results.append(result)
             if result.status == "cancelled":
                 report.complete = False
@@ -475,6 +475,7 @@ def _run_one(
     budget: Budget,
     seed: int,
     progress: bool,
+    defense: Defense | None = None,
 ) -> AttackResult:
     start = time.perf_counter()
     registered = "inverting-gradients" if name == "inverting-gradients-fedavg" else name
@@ -496,11 +497,18 @@ def _run_one(
                 k = FEDAVG["local_batch_size"]
                 truth_x, truth_y = vx[:k], vy[:k]
                 base["observes"] = "update"
-                obs = observe_update(model, truth_x, truth_y, seed=seed, **FEDAVG)
+                obs = (defense.observe_federated(truth_x, truth_y, kind="update", seed=seed,
+                                                 **FEDAVG)
+                       if defense is not None
+                       else observe_update(model, truth_x, truth_y, seed=seed, **FEDAVG))
                 recs = [attack.reconstruct(obs)]
             else:  # one client batch of one image each: the strongest, per-image setting
-                observations = [observe_gradient(model, truth_x[i : i + 1], truth_y[i : i + 1])
-                                for i in range(n)]
+                observations = [
+                    defense.observe_federated(truth_x[i : i + 1], truth_y[i : i + 1],
+                                              kind="gradient")
+                    if defense is not None
+                    else observe_gradient(model, truth_x[i : i + 1], truth_y[i : i + 1])
+                    for i in range(n)]
                 many = getattr(attack, "reconstruct_many", None)  # batched: one optimisation
                 recs = list(many(observations)) if many is not None else [
                     attack.reconstruct(o) for o in observations]

@@ -38,7 +38,7 @@ import abc
 import copy
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,9 @@ from .errors import ConfigError, DataFileError, UnsupportedModelError
 from .io import atomic_torch_save, safe_torch_load
 from .training import PlainHistory, fit_plain
 from .wire import ClientMessage
+
+if TYPE_CHECKING:
+    from .attacks.base import Observation
 
 Surface = Literal["split", "federated"]
 CHECKPOINT_FORMAT = "shieldsplit.defense/1"
@@ -113,6 +116,34 @@ class Defense(nn.Module, abc.ABC):
     def federated_model(self) -> nn.Module:
         """The module whose gradients and weight updates a federated server sees."""
         return self
+
+    def observe_federated(
+        self, x: Tensor, y: Tensor, *, kind: Literal["gradient", "update"],
+        seed: int | None = None, **local: Any,
+    ) -> Observation:
+        """What a federated server receives when this client trains on ``(x, y)``.
+
+        The default is the exact gradient (or FedAvg update) of :meth:`federated_model`
+        in eval mode; a defence that changes what is sent (DP-SGD clips and noises it)
+        overrides this, so the auditor attacks what the deployed client emits.
+
+        Args:
+            x: the client batch.
+            y: its labels.
+            kind: ``"gradient"`` (one step) or ``"update"`` (local SGD, see
+                :func:`~shieldsplit.attacks.observe.observe_update`).
+            seed: the local shuffling seed of an update.
+            **local: ``local_epochs``, ``local_batch_size``, ``lr`` of an update.
+
+        Returns:
+            The observation.
+        """
+        from .attacks.observe import observe_gradient, observe_update
+
+        model = copy.deepcopy(self.federated_model()).eval()
+        if kind == "gradient":
+            return observe_gradient(model, x, y)
+        return observe_update(model, x, y, seed=seed, **local)
 
     @torch.no_grad()
     def predict_proba(self, x: Tensor) -> Tensor:

@@ -549,8 +549,12 @@ class _GradientAttack(Attack):
     @staticmethod
     def _map(fn: Callable[..., Any], per_restart: tuple[bool, ...]) -> Callable[..., Any]:
         """vmap ``fn`` over observations (every argument) and restarts (flagged ones)."""
-        inner = vmap(fn, in_dims=tuple(0 if flag else None for flag in per_restart))
-        return vmap(inner, in_dims=tuple(0 for _ in per_restart))
+        # randomness="different": a defence that draws noise in its forward pass (latent
+        # perturbation, Laplacian cut noise) gets an independent draw per problem, as the
+        # attacker cannot know the client's draw.
+        inner = vmap(fn, in_dims=tuple(0 if flag else None for flag in per_restart),
+                     randomness="different")
+        return vmap(inner, in_dims=tuple(0 for _ in per_restart), randomness="different")
 
     # -- public ----------------------------------------------------------------------------
 
