@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from .auditor import AuditReport, audit
+from .compare import CompareTable, compare
 from .config import PGSLConfig
 from .cutting import list_cut_points, split_model
 from .defense import Defense, available_defenses, create_defense
@@ -25,6 +26,7 @@ __all__ = [
     "AuditReport",
     "BiDO",
     "ClientMessage",
+    "CompareTable",
     "Defense",
     "FitHistory",
     "LaplaceNoise",
@@ -39,6 +41,7 @@ __all__ = [
     "__version__",
     "audit",
     "available_defenses",
+    "compare",
     "create_defense",
     "create_model",
     "list_cut_points",

@@ -127,7 +127,8 @@ class AttackResult(BaseModel):
         attacker_accuracy: accuracy of the reference classifier on the reconstructions.
         label_recovery: fraction of labels inferred correctly, if the attack infers labels.
         seconds: wall time (preparation and reconstruction).
-        status: ``ok``, ``cancelled`` (Ctrl-C) or ``failed``.
+        status: ``ok``, ``cancelled`` (Ctrl-C), ``failed``, or ``n/a`` (in a comparison:
+            the attack's threat model does not apply to that defence).
         error: the error message when ``status`` is ``failed``.
     """
 
@@ -143,7 +144,7 @@ class AttackResult(BaseModel):
     attacker_accuracy: float | None = None
     label_recovery: float | None = None
     seconds: float
-    status: Literal["ok", "cancelled", "failed"] = "ok"
+    status: Literal["ok", "cancelled", "failed", "n/a"] = "ok"
     error: str | None = None
 
 

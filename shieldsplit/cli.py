@@ -221,23 +221,13 @@ def audit(
     """Attack a trained model with every applicable attack and report what leaks."""
     from .auditor import audit as run_audit
     from .data import default_data_root, load_dataset
-    from .io import safe_torch_load
 
     try:
         root = data_root or (default_data_root() if data != "digits" else None)
         ds = load_dataset(data, root=root, seed=seed)
-        net = build_model(model, in_channels=ds.in_channels, num_classes=ds.num_classes,
-                          image_size=ds.image_size[0])
-        if weights is not None:
-            state = safe_torch_load(weights)
-            try:
-                net.load_state_dict(state)
-            except (RuntimeError, TypeError, AttributeError) as exc:
-                raise ConfigError.build(
-                    what="--weights", expected=f"a state_dict for {type(net).__name__}",
-                    received=f"{weights} ({str(exc).splitlines()[0]})",
-                    fix="save with torch.save(model.state_dict(), path) from the same model",
-                ) from exc
+        net = _load_weights(build_model(model, in_channels=ds.in_channels,
+                                        num_classes=ds.num_classes,
+                                        image_size=ds.image_size[0]), weights)
         report = run_audit(
             net, data=(ds.x_train, ds.y_train),
             cut=int(cut) if cut.isdigit() else cut, budget=budget,  # type: ignore[arg-type]
@@ -254,6 +244,98 @@ def audit(
         console.print(f"HTML report written to {out}")
     if not report.complete:
         raise typer.Exit(code=130)
+
+
+def _parse_sweeps(specs: list[str]) -> dict[str, list[float]]:
+    sweeps: dict[str, list[float]] = {}
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        try:
+            sweeps[name.strip()] = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError as exc:
+            raise ConfigError.build(
+                what="--sweep", expected="NAME=V1,V2,... with numeric values",
+                received=repr(spec), fix="e.g. --sweep laplace=0.1,0.5,1",
+            ) from exc
+        if not name.strip() or not sweeps[name.strip()]:
+            raise ConfigError.build(
+                what="--sweep", expected="NAME=V1,V2,...", received=repr(spec),
+                fix="e.g. --sweep laplace=0.1,0.5,1",
+            )
+    return sweeps
+
+
+@app.command()
+def compare(
+    model: Annotated[str, typer.Option(help="'package.module:factory' or a built-in name")]
+    = "pgsl-net",
+    weights: Annotated[Path | None, typer.Option(help="state_dict file (weights_only)")] = None,
+    data: Annotated[str, typer.Option(help="digits | breastmnist | pneumoniamnist | mnist")]
+    = "digits",
+    data_root: Annotated[Path | None, typer.Option(help="folder holding the data files")] = None,
+    defenses: Annotated[str, typer.Option(help="comma-separated registered defences")]
+    = "none,pgsl,latent-fixed,latent-learned,dpsgd,nopeek,laplace,bido",
+    sweep: Annotated[
+        list[str] | None, typer.Option(help="NAME=V1,V2: sweep a defence's strength (repeat)")
+    ] = None,
+    attacks: Annotated[str, typer.Option(help="comma-separated audit attacks")]
+    = "inverting-gradients-fedavg,split-black-box",
+    cut: Annotated[str, typer.Option(help="block index or submodule name")] = "2",
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    budget: Annotated[str, typer.Option(help="quick | standard | thorough")] = "quick",
+    victims: Annotated[int | None, typer.Option(min=1, help="victim images per audit")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="cap each split's size")] = None,
+    seed: int = 0,
+    out: Annotated[Path | None, typer.Option(help="write the HTML (plot + table) here")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON here")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Train every defence on the same split, audit each the same way, print the frontier."""
+    from .compare import compare as run_compare
+    from .data import default_data_root, load_dataset
+
+    try:
+        root = data_root or (default_data_root() if data != "digits" else None)
+        ds = load_dataset(data, root=root, seed=seed, limit=limit)
+        net = _load_weights(build_model(model, in_channels=ds.in_channels,
+                                        num_classes=ds.num_classes,
+                                        image_size=ds.image_size[0]), weights)
+        table = run_compare(
+            net, data=ds, defenses=[d.strip() for d in defenses.split(",") if d.strip()],
+            sweeps=_parse_sweeps(sweep or []),
+            attacks=[a.strip() for a in attacks.split(",") if a.strip()],
+            cut=int(cut) if cut.isdigit() else cut, epochs=epochs, batch_size=batch_size,
+            budget=budget, victims=victims, seed=seed, progress=not quiet,  # type: ignore[arg-type]
+        )
+    except ShieldSplitError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    console.print(table.summary(), soft_wrap=True)
+    if json_out is not None:
+        table.to_json(json_out)
+    if out is not None:
+        table.save_html(out)
+        console.print(f"HTML frontier written to {out}")
+    if not table.complete:
+        raise typer.Exit(code=130)
+
+
+def _load_weights(net: Any, weights: Path | None) -> Any:
+    from .io import safe_torch_load
+
+    if weights is None:
+        return net
+    state = safe_torch_load(weights)
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ConfigError.build(
+            what="--weights", expected=f"a state_dict for {type(net).__name__}",
+            received=f"{weights} ({str(exc).splitlines()[0]})",
+            fix="save with torch.save(model.state_dict(), path) from the same model",
+        ) from exc
+    return net
 
 
 @app.callback()

@@ -113,6 +113,32 @@ class Defense(nn.Module, abc.ABC):
     ) -> BaseModel:
         """Train the defended model in place; returns its typed history."""
 
+    def train_protocol(
+        self,
+        train_loader: Iterable[tuple[Tensor, Tensor]],
+        *,
+        epochs: int = 5,
+        val_loader: Iterable[tuple[Tensor, Tensor]] | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> BaseModel:
+        """The defence's whole training protocol (what ``compare`` runs): :meth:`fit`
+        here; a defence with extra phases (latent perturbation's noise pre-training,
+        Algorithm 1) overrides it.
+
+        Args:
+            train_loader: yields ``(images, labels)``.
+            epochs: training epochs (of each phase).
+            val_loader: optional validation loader.
+            seed: seeds everything random.
+            progress: show progress bars.
+
+        Returns:
+            The history of the last phase.
+        """
+        return self.fit(train_loader, epochs=epochs, val_loader=val_loader, seed=seed,
+                        progress=progress)
+
     def federated_model(self) -> nn.Module:
         """The module whose gradients and weight updates a federated server sees."""
         return self

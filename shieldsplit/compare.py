@@ -1,0 +1,443 @@
+"""``shieldsplit.compare``: train every defence on the same split, audit each the same way.
+
+For each defence (and each point of a strength sweep) :func:`compare` builds it
+around a fresh copy of the user's model, trains it with its own protocol
+(:meth:`~shieldsplit.defense.Defense.train_protocol`: DP-SGD through Opacus,
+latent perturbation with its noise pre-training, PGSL with its three streams, ...)
+on the same training split, scores accuracy and macro F1 on the same test split,
+and runs the same attacks of :func:`shieldsplit.audit` on the same victim images.
+The result is the privacy-utility frontier: a table and an accuracy-vs-leakage
+plot in which a swept defence is a curve (as in Fig. 4 of Jiang et al. 2025).
+
+An attack that does not apply to a defence (the federated attacks on PGSL, a split
+learning protocol that never sends weight updates) is reported as ``n/a``, not
+skipped silently.
+
+Example:
+    >>> import shieldsplit as ss
+    >>> from shieldsplit.data import load_dataset
+    >>> ds = load_dataset("digits", seed=0, limit=120)
+    >>> net = ss.PGSLNet(num_classes=10, image_size=8, width=8, hidden=16)
+    >>> table = ss.compare(net, data=ds, defenses=["none", "laplace"], epochs=1, seed=0,
+    ...                    attacks=["split-black-box"], victims=8, progress=False)
+    >>> [(r.defense, r.leakage["split-black-box"].status) for r in table.rows]
+    [('none', 'ok'), ('laplace', 'ok')]
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.metrics import f1_score
+from torch import nn
+
+from .attacks.base import Budget
+from .auditor import AttackResult, _png, _versions, audit, defense_attacks
+from .data import ImageDataset, make_loaders
+from .defense import available_defenses, create_defense
+from .errors import ConfigError
+from .io import atomic_write_text
+from .progress import progress_bar
+
+logger = logging.getLogger(__name__)
+
+#: The two threat models of issue 4's frontier: the federated Inverting Gradients attack
+#: on a 5-local-epoch update of batch 8, and the split-learning black-box decoder.
+DEFAULT_ATTACKS = ("inverting-gradients-fedavg", "split-black-box")
+
+
+class DefenseRun(BaseModel):
+    """One trained defence (one point of the frontier).
+
+    Attributes:
+        defense: the registry name.
+        options: the options it was built with (besides cut and seed).
+        strength: the name of its strength option, or None.
+        strength_value: that option's value, or None.
+        accuracy: test accuracy.
+        f1: macro F1 on the test split.
+        epsilon: DP-SGD's epsilon (at ``delta``), else None.
+        delta: DP-SGD's delta, else None.
+        train_seconds: wall time of its training protocol.
+        leakage: attack name -> the audit's result (``status="n/a"`` where it does not apply).
+        distance_correlation: between victim images and what crosses its cut.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    defense: str
+    options: dict[str, Any]
+    strength: str | None
+    strength_value: float | None
+    accuracy: float
+    f1: float
+    epsilon: float | None = None
+    delta: float | None = None
+    train_seconds: float
+    leakage: dict[str, AttackResult]
+    distance_correlation: float | None = None
+
+
+class CompareTable(BaseModel):
+    """The privacy-utility frontier: every defence, its utility and its leakage.
+
+    Attributes:
+        created: UTC time of the run.
+        dataset: the data set's summary line.
+        model: the architecture.
+        cut: the cut used by every defence.
+        budget: the attack budget.
+        seed: the seed of everything.
+        epochs: training epochs of every defence.
+        attacks: the attacks run on each defence.
+        victims: victim images per audit.
+        rows: one run per defence and strength value.
+        complete: False if the run was cancelled with Ctrl-C.
+        machine: where it ran.
+        versions: library versions.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    created: str
+    dataset: str
+    model: str
+    cut: int | str
+    budget: str
+    seed: int
+    epochs: int
+    attacks: list[str]
+    victims: int
+    rows: list[DefenseRun] = Field(default_factory=list)
+    complete: bool = True
+    machine: dict[str, str] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One screen of text: a row per defence, accuracy then each attack's MSE / attacker
+        accuracy.
+
+        Returns:
+            A plain-text table.
+        """
+        head = (f"shieldsplit compare: {self.model} on {self.dataset}, cut {self.cut}, "
+                f"{self.epochs} epochs, budget {self.budget}, seed {self.seed}"
+                + ("" if self.complete else "  [INCOMPLETE: cancelled]"))
+        cols = "".join(f" {a[:26]:>26s}" for a in self.attacks)
+        lines = [head, f"{'defence':30s} {'acc':>6s} {'F1':>6s} {'eps':>7s} {'sec':>7s}{cols}",
+                 f"{'':30s} {'':>6s} {'':>6s} {'':>7s} {'':>7s}"
+                 + "".join(f" {'MSE / PSNR / att.acc':>26s}" for _ in self.attacks)]
+        for r in self.rows:
+            cells = []
+            for a in self.attacks:
+                res = r.leakage.get(a)
+                if res is None or res.status != "ok":
+                    cells.append(f" {res.status if res else 'missing':>26s}")
+                else:
+                    cells.append(f" {res.mse or 0:8.4f} {res.psnr or 0:6.1f} "
+                                 f"{res.attacker_accuracy or 0:9.1%}")
+            eps = "-" if r.epsilon is None else f"{r.epsilon:7.2f}"
+            lines.append(f"{_label(r):30s} {r.accuracy:6.1%} {r.f1:6.3f} {eps:>7s} "
+                         f"{r.train_seconds:7.1f}" + "".join(cells))
+        return "\n".join(lines)
+
+    def to_json(self, path: str | Path) -> None:
+        """Write the table as JSON, atomically."""
+        atomic_write_text(path, self.model_dump_json(indent=2))
+
+    def plot(self) -> Any:
+        """The frontier: accuracy against each attack's MSE and attacker accuracy.
+
+        A swept defence is drawn as a curve through its strength values.
+
+        Returns:
+            A matplotlib figure (needs the ``plots`` extra).
+
+        Raises:
+            ConfigError: if matplotlib is not installed.
+        """
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ConfigError.build(
+                what="matplotlib", expected="matplotlib installed for the plot",
+                received="ImportError", fix="pip install 'shieldsplit[plots]'",
+            ) from exc
+        attacks = self.attacks
+        fig, axes = plt.subplots(2, len(attacks), figsize=(5.2 * len(attacks), 8.5),
+                                 squeeze=False)
+        names = list(dict.fromkeys(r.defense for r in self.rows))
+        colours = plt.get_cmap("tab10")
+        for j, attack in enumerate(attacks):
+            for i, (metric, label) in enumerate(
+                (("mse", "reconstruction MSE (higher = less leakage)"),
+                 ("attacker_accuracy", "attacker accuracy (lower = less leakage)"))
+            ):
+                ax = axes[i][j]
+                for k, name in enumerate(names):
+                    pts = sorted(
+                        ((getattr(r.leakage[attack], metric), r.accuracy, r.strength_value)
+                         for r in self.rows if r.defense == name and attack in r.leakage
+                         and r.leakage[attack].status == "ok"
+                         and getattr(r.leakage[attack], metric) is not None),
+                        key=lambda p: (p[2] if p[2] is not None else 0.0),
+                    )
+                    if not pts:
+                        continue
+                    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                    ax.plot(xs, ys, "o-" if len(pts) > 1 else "o", color=colours(k % 10),
+                            label=name)
+                ax.set_xlabel(label)
+                ax.set_ylabel("test accuracy")
+                ax.set_title(attack)
+                ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        fig.suptitle(f"Privacy-utility frontier: {self.dataset}")
+        fig.tight_layout()
+        return fig
+
+    def save_html(self, path: str | Path) -> None:
+        """Write the plot and the table as one self-contained HTML page, atomically.
+
+        Without matplotlib the page carries the table and says how to get the plot.
+        """
+        atomic_write_text(path, render_html(self))
+
+
+def _label(r: DefenseRun) -> str:
+    if r.strength is None or r.strength_value is None:
+        return r.defense
+    return f"{r.defense} {r.strength}={r.strength_value:g}"
+
+
+def render_html(table: CompareTable) -> str:
+    """Render a :class:`CompareTable` as HTML (plot embedded as PNG, then the table).
+
+    Args:
+        table: a finished (or partial) comparison.
+
+    Returns:
+        The HTML text.
+    """
+    try:
+        import matplotlib.pyplot as plt
+
+        fig = table.plot()
+        plot = f'<img alt="frontier" src="data:image/png;base64,{_png(fig)}">'
+        plt.close(fig)
+    except (ImportError, ConfigError):
+        plot = "<p>Install <code>shieldsplit[plots]</code> for the frontier plot.</p>"
+    head = "".join(f"<th>{html.escape(a)}<br>MSE / PSNR / SSIM / att.acc</th>"
+                   for a in table.attacks)
+    body = []
+    for r in table.rows:
+        cells = []
+        for a in table.attacks:
+            res = r.leakage.get(a)
+            if res is None or res.status != "ok":
+                cells.append(f"<td>{html.escape(res.status if res else 'missing')}</td>")
+            else:
+                cells.append(f"<td>{res.mse or 0:.4f} / {res.psnr or 0:.1f} / "
+                             f"{res.ssim or 0:.3f} / {res.attacker_accuracy or 0:.1%}</td>")
+        eps = "-" if r.epsilon is None else f"{r.epsilon:.2f}"
+        body.append(f"<tr><td>{html.escape(_label(r))}</td><td>{r.accuracy:.1%}</td>"
+                    f"<td>{r.f1:.3f}</td><td>{eps}</td><td>{r.train_seconds:.1f}</td>"
+                    + "".join(cells) + "</tr>")
+    title = html.escape(f"shieldsplit compare: {table.dataset}")
+    meta = html.escape(
+        f"{table.model}, cut {table.cut}, {table.epochs} epochs, budget {table.budget}, "
+        f"seed {table.seed}, {table.victims} victims, {table.created}, "
+        f"{table.machine.get('cpus', '?')} CPUs"
+        + ("" if table.complete else " - INCOMPLETE (cancelled)"))
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;"
+        "padding:4px 8px;text-align:right}table{border-collapse:collapse}</style></head>"
+        f"<body><h1>{title}</h1><p>{meta}</p>{plot}"
+        "<table><tr><th>defence</th><th>accuracy</th><th>macro F1</th><th>epsilon</th>"
+        f"<th>train s</th>{head}</tr>{''.join(body)}</table></body></html>"
+    )
+
+
+def _specs(
+    defenses: Sequence[str | tuple[str, Mapping[str, Any]]],
+    sweeps: Mapping[str, Sequence[float]] | None,
+) -> list[tuple[str, dict[str, Any]]]:
+    valid = available_defenses()
+    specs: list[tuple[str, dict[str, Any]]] = []
+    for item in defenses:
+        name, opts = (item, {}) if isinstance(item, str) else (item[0], dict(item[1]))
+        if name not in valid:
+            raise ConfigError.build(
+                what="defenses", expected=f"names from {valid}", received=repr(name),
+                fix="pick registered defences (shieldsplit.available_defenses())",
+            )
+        specs.append((name, opts))
+    for name in sweeps or {}:
+        if name not in [n for n, _ in specs]:
+            raise ConfigError.build(
+                what="sweeps", expected=f"keys among the compared defences {[n for n, _ in specs]}",
+                received=repr(name), fix="add the defence to defenses= or drop the sweep",
+            )
+    return specs
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
+def _macro_f1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(x), 256):
+            preds.append(model.predict_proba(x[i:i + 256]).argmax(-1)  # type: ignore[operator]
+                         if hasattr(model, "predict_proba") else model(x[i:i + 256]).argmax(-1))
+    p = torch.cat(preds)
+    acc = float((p == y).double().mean())
+    return acc, float(f1_score(y.numpy(), p.numpy(), average="macro", zero_division=0))
+
+
+def compare(
+    model: nn.Module,
+    *,
+    data: ImageDataset,
+    defenses: Sequence[str | tuple[str, Mapping[str, Any]]] = (
+        "none", "pgsl", "latent-fixed", "latent-learned", "dpsgd", "nopeek", "laplace", "bido"),
+    sweeps: Mapping[str, Sequence[float]] | None = None,
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
+    cut: int | str = 2,
+    epochs: int = 10,
+    batch_size: int = 64,
+    budget: Budget = "quick",
+    victims: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> CompareTable:
+    """Train each defence on the same split and audit each with the same attacks.
+
+    Args:
+        model: the classifier to defend; every defence gets its own copy (the model is
+            never modified), so all start from the same weights.
+        data: the data set (``shieldsplit.data.load_dataset``): train split for training
+            and as the audit's victims/auxiliary pool, test split for accuracy and F1.
+        defenses: registered names, or ``(name, options)`` pairs.
+        sweeps: ``name -> values`` of the defence's strength option (e.g.
+            ``{"laplace": [0.1, 0.5, 1.0]}``); each value is one run, drawn as a curve.
+        attacks: audit attack names (default: federated IG on a FedAvg update and the
+            split black-box decoder).
+        cut: the cut of every defence.
+        epochs: training epochs of every defence.
+        batch_size: training batch size.
+        budget: the audit budget.
+        victims: victim images per audit (default: the budget's).
+        seed: seeds model copies, training, the victim split and the attacks.
+        progress: show progress bars.
+
+    Returns:
+        The frontier table. Ctrl-C returns what finished, marked ``complete=False``.
+
+    Raises:
+        ConfigError: an unknown defence, attack or sweep key, or a bad option.
+
+    Reference:
+        Jiang, Firouzi, Chakrabarty 2025 (Fig. 4); Khowaja et al. 2022 (Table I).
+    """
+    if not isinstance(data, ImageDataset):
+        raise ConfigError.build(
+            what="data", expected="a shieldsplit.data.ImageDataset (train and test splits)",
+            received=type(data).__name__, fix="build it with shieldsplit.data.load_dataset",
+        )
+    specs = _specs(defenses, sweeps)
+    from .demo import machine_info
+
+    table = CompareTable(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        dataset=data.summary().splitlines()[0], model=type(model).__name__, cut=cut,
+        budget=budget, seed=seed, epochs=epochs, attacks=list(attacks),
+        victims=victims or 0, machine=machine_info(), versions=_versions(),
+    )
+    runs: list[tuple[str, dict[str, Any], float | None]] = []
+    for name, opts in specs:
+        for value in (sweeps or {}).get(name, [None]):
+            runs.append((name, opts, value))
+    try:
+        with progress_bar(runs, total=len(runs), description="compare",
+                          enabled=progress) as todo:
+            for name, opts, value in todo:
+                table.rows.append(_run(model, data, name, opts, value, attacks, cut, epochs,
+                                       batch_size, budget, victims, seed, progress, table))
+    except KeyboardInterrupt:
+        table.complete = False
+        logger.warning("compare cancelled; the table is partial")
+    return table
+
+
+def _run(
+    model: nn.Module, data: ImageDataset, name: str, opts: dict[str, Any], value: float | None,
+    attacks: Sequence[str], cut: int | str, epochs: int, batch_size: int, budget: Budget,
+    victims: int | None, seed: int, progress: bool, table: CompareTable,
+) -> DefenseRun:
+    options = dict(opts)
+    probe = create_defense(name, model, cut=cut, seed=seed, **options)
+    strength = probe.strength
+    if value is not None:
+        if strength is None:
+            raise ConfigError.build(
+                what="sweeps", expected=f"a defence with a strength option ({name!r} has none)",
+                received=repr(name), fix="drop its sweep",
+            )
+        options[strength] = value
+    defense = create_defense(name, copy.deepcopy(model), cut=cut, seed=seed, **options) \
+        if value is not None else probe
+    loaders = make_loaders(data, batch_size=batch_size, seed=seed)
+    start = time.perf_counter()
+    defense.train_protocol(loaders.train, epochs=epochs, val_loader=loaders.val, seed=seed,
+                           progress=progress)
+    train_seconds = time.perf_counter() - start
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        acc, f1 = _macro_f1(defense, data.x_test, data.y_test)
+    applicable = set(defense_attacks(defense))
+    runnable = [a for a in attacks if a in applicable]
+    leakage: dict[str, AttackResult] = {}
+    dcor = None
+    if runnable:
+        report = audit(defense, data=(data.x_train, data.y_train), budget=budget, seed=seed,
+                       attacks=runnable, victims=victims, progress=progress)
+        table.victims = report.victims
+        leakage = {r.attack: r for r in report.results}
+        dcor = report.distance_correlation
+        if not report.complete:
+            raise KeyboardInterrupt
+    for a in attacks:
+        if a not in applicable:
+            leakage[a] = AttackResult(attack=a, threat_model="-", observes="-", images=0,
+                                      seconds=0.0, status="n/a",
+                                      error=f"{name} is not deployed under this threat model")
+    privacy = defense.privacy()
+    eps = privacy.get("epsilon")
+    return DefenseRun(
+        defense=name, options=defense.options(), strength=strength,
+        strength_value=_number(defense.options().get(strength)) if strength else None,
+        accuracy=acc, f1=f1,
+        epsilon=None if eps is None else (float(eps) if math.isfinite(eps) else float("inf")),
+        delta=privacy.get("delta"), train_seconds=train_seconds, leakage=leakage,
+        distance_correlation=dcor,
+    )
+
+
+__all__ = ["DEFAULT_ATTACKS", "CompareTable", "DefenseRun", "compare", "render_html"]

@@ -1,0 +1,110 @@
+"""compare(): same split, same attacks, a typed table, HTML and JSON, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import shieldsplit as ss
+from shieldsplit.cli import app
+from shieldsplit.compare import CompareTable, compare
+from shieldsplit.data import load_dataset
+from shieldsplit.errors import ConfigError
+
+KW = dict(epochs=1, attacks=["split-black-box", "idlg"], victims=8, progress=False)
+
+
+@pytest.fixture(scope="module")
+def digits() -> ss.data.ImageDataset:  # type: ignore[name-defined]
+    return load_dataset("digits", seed=0, limit=100)
+
+
+def net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return ss.PGSLNet(num_classes=10, image_size=8, width=8, hidden=16)
+
+
+@pytest.fixture(autouse=True)
+def fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shieldsplit.attacks.gradient as gradient
+    import shieldsplit.attacks.split as split
+
+    monkeypatch.setitem(split.DECODER_EPOCHS, "quick", 2)
+    monkeypatch.setattr(gradient.IDLG, "budgets", {"quick": (5, 1), "standard": (5, 1),
+                                                   "thorough": (5, 1)})
+
+
+def strip(d: object) -> object:
+    if isinstance(d, dict):
+        return {k: strip(v) for k, v in d.items()
+                if k not in ("seconds", "train_seconds", "created", "machine")}
+    if isinstance(d, list):
+        return [strip(v) for v in d]
+    return d
+
+
+def test_table_rows_sweeps_and_not_applicable(digits, tmp_path: Path) -> None:
+    model = net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    table = compare(model, data=digits, defenses=["none", "pgsl", "laplace"],
+                    sweeps={"laplace": [0.2, 2.0]}, seed=0, **KW)
+    assert [(r.defense, r.strength_value) for r in table.rows] == [
+        ("none", None), ("pgsl", None), ("laplace", 0.2), ("laplace", 2.0)]
+    pgsl = table.rows[1]
+    assert pgsl.leakage["idlg"].status == "n/a"  # split learning sends no weight updates
+    assert pgsl.leakage["split-black-box"].status == "ok"
+    for r in table.rows:
+        assert 0.0 <= r.accuracy <= 1.0 and 0.0 <= r.f1 <= 1.0
+    # more noise on the wire: the black-box decoder rebuilds less
+    weak, strong = table.rows[2], table.rows[3]
+    assert strong.leakage["split-black-box"].mse > weak.leakage["split-black-box"].mse
+    for k, v in model.state_dict().items():  # the user's model is untouched
+        torch.testing.assert_close(v, before[k])
+    table.to_json(tmp_path / "t.json")
+    again = CompareTable.model_validate_json((tmp_path / "t.json").read_text())
+    assert again == table
+    table.save_html(tmp_path / "t.html")
+    page = (tmp_path / "t.html").read_text()
+    assert "data:image/png;base64" in page and "laplace scale=2" in page
+    assert "laplace" in table.summary()
+
+
+def test_same_seed_same_table(digits) -> None:
+    a = compare(net(), data=digits, defenses=["none", "latent-fixed"], seed=3, **KW)
+    b = compare(net(), data=digits, defenses=["none", "latent-fixed"], seed=3, **KW)
+    assert strip(a.model_dump()) == strip(b.model_dump())
+
+
+def test_bad_names_are_typed_errors(digits) -> None:
+    with pytest.raises(ConfigError, match="latent-fixed"):  # the message lists valid names
+        compare(net(), data=digits, defenses=["latent"], **KW)
+    with pytest.raises(ConfigError, match="defences") as err:
+        compare(net(), data=digits, defenses=["none"], sweeps={"laplace": [1.0]}, **KW)
+    assert err.value.what == "sweeps"
+    with pytest.raises(ConfigError, match="strength") as err:
+        compare(net(), data=digits, defenses=["none"], sweeps={"none": [1.0]}, **KW)
+    assert err.value.what == "sweeps"
+    with pytest.raises(ConfigError, match="ImageDataset") as err:
+        compare(net(), data=(digits.x_train, digits.y_train), defenses=["none"], **KW)
+    assert err.value.what == "data"
+
+
+def test_cli_compare_writes_html_and_json(tmp_path: Path) -> None:
+    out, js = tmp_path / "f.html", tmp_path / "f.json"
+    result = CliRunner().invoke(app, [
+        "compare", "--defenses", "none,laplace", "--sweep", "laplace=0.5,1",
+        "--attacks", "split-black-box", "--epochs", "1", "--limit", "100", "--victims", "8",
+        "--quiet", "--out", str(out), "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(js.read_text())["rows"]
+    assert [r["defense"] for r in rows] == ["none", "laplace", "laplace"]
+    assert out.exists()
+
+
+def test_cli_compare_bad_sweep() -> None:
+    result = CliRunner().invoke(app, ["compare", "--sweep", "laplace=abc", "--quiet"])
+    assert result.exit_code == 2 and "--sweep" in result.output
