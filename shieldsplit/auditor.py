@@ -81,7 +81,10 @@ FEDERATED_VICTIMS: dict[str, int] = {"quick": 2, "standard": 8, "thorough": 16}
 #: unsettled: 5 epochs scored below the majority class on BreastMNIST).
 REFERENCE_EPOCHS: dict[str, int] = {"quick": 20, "standard": 30, "thorough": 50}
 #: The local protocol of the FedAvg-update attack (as in Jiang et al. 2025).
-FEDAVG = {"local_epochs": 5, "local_batch_size": 8}
+#: SGD lr 1e-3: a trained network's eval-mode update diverged (NaN within 5 steps) at
+#: 0.1 and 0.01 on BreastMNIST, since BatchNorm on running statistics does not rescale
+#: the gradient the way batch statistics do.
+FEDAVG: dict[str, Any] = {"local_epochs": 5, "local_batch_size": 8, "lr": 1e-3}
 #: Inverting-Gradients iterations on the FedAvg update per budget (each iteration unrolls
 #: the 5 local steps, about 10 gradient evaluations); None keeps the attack's own budget.
 FEDAVG_ITERATIONS: dict[str, int | None] = {"quick": 60, "standard": None, "thorough": None}
@@ -506,7 +509,7 @@ def _run_one(
             else:  # one client batch of one image each: the strongest, per-image setting
                 observations = [
                     defense.observe_federated(truth_x[i : i + 1], truth_y[i : i + 1],
-                                              kind="gradient")
+                                              kind="gradient", seed=seed + i)
                     if defense is not None
                     else observe_gradient(model, truth_x[i : i + 1], truth_y[i : i + 1])
                     for i in range(n)]

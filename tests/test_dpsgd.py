@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -259,3 +260,135 @@ def test_restore_best_with_validation() -> None:
     assert history.best_epoch in (1, 2)
     assert all(e.val_accuracy is not None for e in history.epochs)
     assert _hooks(dp) == [] and 0 < dp.privacy()["epsilon"] < math.inf
+
+
+# ------------------------------------------------------------------ observe_federated
+
+
+def _batch(n: int = 6, seed: int = 2) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 8, 8, generator=g), torch.randint(0, 2, (n,), generator=g)
+
+
+def _plain_model(d: DPSGD) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(d.federated_model()).eval()
+
+
+def _flat(tensors: dict[str, Tensor]) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors.values()])
+
+
+LOCAL: dict[str, Any] = {"local_epochs": 2, "local_batch_size": 4, "lr": 0.05}
+
+
+def test_observe_without_noise_or_clipping_is_the_exact_observation() -> None:
+    from shieldsplit.attacks.observe import observe_gradient, observe_update
+
+    d = _quiet(_pgsl(), noise_multiplier=0.0, max_grad_norm=1e6)
+    x, y = _batch()
+    obs = d.observe_federated(x, y, kind="gradient")
+    ref = observe_gradient(_plain_model(d), x, y)
+    assert obs.kind == "gradient" and obs.batch_size == 6 and obs.image_shape == (1, 8, 8)
+    assert obs.gradients is not None and ref.gradients is not None
+    assert obs.gradients.keys() == ref.gradients.keys()
+    torch.testing.assert_close(obs.gradients, ref.gradients)
+    assert obs.meta == {"dp": {"noise_multiplier": 0.0, "max_grad_norm": 1e6}}
+    for seed in (None, 5):  # in order, then reshuffled (6 images in steps of 4 and 2)
+        upd = d.observe_federated(x, y, kind="update", seed=seed, **LOCAL)
+        ref_upd = observe_update(_plain_model(d), x, y, seed=seed, **LOCAL)
+        assert upd.kind == "update" and upd.update is not None and ref_upd.update is not None
+        torch.testing.assert_close(upd.update, ref_upd.update)
+        assert {k: v for k, v in upd.meta.items() if k != "dp"} == ref_upd.meta
+        assert upd.meta["dp"] == {"noise_multiplier": 0.0, "max_grad_norm": 1e6}
+
+
+def test_observe_clips_every_example() -> None:
+    from shieldsplit.attacks.observe import observe_gradient
+
+    d = _quiet(_pgsl(), noise_multiplier=0.0, max_grad_norm=1e-3)
+    x, y = _batch()
+    obs = d.observe_federated(x, y, kind="gradient")
+    assert obs.gradients is not None
+    assert float(_flat(obs.gradients).norm()) <= 1e-3 * (1 + 1e-5)
+    # one image: its gradient is scaled to exactly the bound
+    single = d.observe_federated(x[:1], y[:1], kind="gradient")
+    exact = observe_gradient(_plain_model(d), x[:1], y[:1])
+    assert single.gradients is not None and exact.gradients is not None
+    assert float(_flat(exact.gradients).norm()) > 1e-2
+    assert float(_flat(single.gradients).norm()) == pytest.approx(1e-3, rel=1e-4)
+    cos = torch.nn.functional.cosine_similarity(_flat(single.gradients),
+                                                _flat(exact.gradients), dim=0)
+    assert float(cos) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_observe_noise_is_seeded() -> None:
+    d = _quiet(_pgsl(), noise_multiplier=1.0, max_grad_norm=1.0, seed=3)
+    x, y = _batch()
+    for kind, local in (("gradient", {}), ("update", LOCAL)):
+        key = "gradients" if kind == "gradient" else "update"
+        a = getattr(d.observe_federated(x, y, kind=kind, seed=1, **local), key)  # type: ignore[arg-type]
+        b = getattr(d.observe_federated(x, y, kind=kind, seed=1, **local), key)  # type: ignore[arg-type]
+        c = getattr(d.observe_federated(x, y, kind=kind, seed=2, **local), key)  # type: ignore[arg-type]
+        default = getattr(d.observe_federated(x, y, kind=kind, **local), key)  # type: ignore[arg-type]
+        again = getattr(d.observe_federated(x, y, kind=kind, **local), key)  # type: ignore[arg-type]
+        assert all(torch.equal(a[n], b[n]) for n in a)
+        assert not torch.equal(_flat(a), _flat(c))
+        assert all(torch.equal(default[n], again[n]) for n in default)
+        assert not torch.equal(_flat(default), _flat(a))
+
+
+def test_observe_noise_std() -> None:
+    torch.manual_seed(0)
+    net = PGSLNet(num_classes=2, image_size=8, width=32, hidden=64)
+    noisy = _quiet(net, noise_multiplier=2.0, max_grad_norm=0.5)
+    clean = _quiet(net, noise_multiplier=0.0, max_grad_norm=0.5)
+    x, y = _batch(4)
+    a = noisy.observe_federated(x, y, kind="gradient", seed=7).gradients
+    b = clean.observe_federated(x, y, kind="gradient", seed=7).gradients
+    assert a is not None and b is not None
+    diff = _flat(a) - _flat(b)
+    assert diff.numel() > 10_000
+    assert float(diff.std()) == pytest.approx(2.0 * 0.5 / 4, rel=0.1)
+    assert abs(float(diff.mean())) < 0.1 * 2.0 * 0.5 / 4
+
+
+def test_observe_leaves_defence_unchanged() -> None:
+    d = _quiet(_pgsl(), noise_multiplier=1.0)
+    d.train()
+    state = {k: v.clone() for k, v in d.state_dict().items()}
+    x, y = _batch()
+    d.observe_federated(x, y, kind="gradient")
+    d.observe_federated(x, y, kind="update", seed=0, **LOCAL)
+    assert d.training
+    assert all(torch.equal(v, state[k]) for k, v in d.state_dict().items())
+    assert all(p.grad is None for p in d.parameters())
+    d.eval()
+    d.observe_federated(x, y, kind="gradient")
+    assert not d.training
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "what"),
+    [({"kind": "weights"}, "kind"), ({"kind": "update", "local_epochs": 0}, "local_epochs"),
+     ({"kind": "update", "local_batch_size": 1.5}, "local_batch_size"),
+     ({"kind": "update", "lr": float("nan")}, "lr"), ({"kind": "update", "lr": True}, "lr"),
+     ({"kind": "update", "momentum": 0.9}, "local"), ({"kind": "gradient", "seed": 1.0}, "seed")],
+)
+def test_observe_rejects_bad_options(kwargs: dict, what: str) -> None:
+    d = _quiet(_small())
+    x, y = _batch(2)
+    with pytest.raises(ConfigError) as err:
+        d.observe_federated(x, y, **kwargs)
+    assert err.value.what == what
+
+
+def test_audit_inverting_gradients_on_dpsgd() -> None:
+    import shieldsplit
+
+    d = _quiet(_pgsl(), noise_multiplier=1.0, max_grad_norm=1.0)
+    x, y = _batch(24, seed=4)
+    report = shieldsplit.audit(d, data=(x, y), budget="quick", seed=0, victims=8,
+                               attacks=["inverting-gradients"], progress=False)
+    assert [r.status for r in report.results] == ["ok"], [r.error for r in report.results]

@@ -187,6 +187,28 @@ def test_learned_noise_is_per_element_and_moves_during_fit() -> None:
     assert not torch.equal(before["rho"], lp.noise.rho.detach())
 
 
+
+def test_noise_lr_sets_how_far_the_learned_noise_moves() -> None:
+    moved = {}
+    for noise_lr in (1e-6, 5e-2):
+        lp = _lp("learned", input_shape=(1, 8, 8), noise_lr=noise_lr)
+        assert lp.options()["noise_lr"] == noise_lr and lp.noise is not None
+        lp.fit(_loader(16), epochs=1, seed=0, progress=False)
+        moved[noise_lr] = float((lp.noise.loc.detach() - 1.0).abs().mean())
+    assert moved[5e-2] > 100 * moved[1e-6]
+    assert moved[5e-2] > 1e-2  # Adam moves each element by about lr per step
+    # the default is 10 * lr, recorded as None (so save/load keeps following lr)
+    default = _lp("learned", lr=2e-3)
+    assert default.options()["noise_lr"] is None and default.noise_lr == pytest.approx(2e-2)
+
+
+@pytest.mark.parametrize("noise_lr", [0.0, -1.0, float("nan")])
+def test_bad_noise_lr_raises_naming_it(noise_lr: float) -> None:
+    with pytest.raises(ConfigError) as info:
+        _lp(noise_lr=noise_lr)
+    assert info.value.what == "noise_lr"
+
+
 def test_pretrain_freezes_noise_and_reinitialises_weights() -> None:
     lp = _lp("learned")
     history = lp.pretrain_noise(_loader(16), epochs=1, progress=False)

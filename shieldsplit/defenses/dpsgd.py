@@ -28,6 +28,9 @@ How the split model meets Opacus:
 * The privacy loss is kept as a Rényi-DP curve (a buffer, so it is saved and
   loaded with the weights); RDP composes by addition, so ``epsilon`` covers all
   :meth:`DPSGD.fit` calls together.
+* :meth:`DPSGD.observe_federated` gives the auditor what a DP-SGD client of
+  federated learning really sends: per-example-clipped, Gaussian-noised
+  gradients (or the local-SGD update built from them), not the exact gradient.
 
 Example:
     >>> import torch
@@ -56,7 +59,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -67,11 +70,15 @@ from opacus.grad_sample import GradSampleModule
 from opacus.validators import ModuleValidator
 from pydantic import ConfigDict
 from torch import Tensor, nn
+from torch.func import vmap
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..defense import CutDefense, register_defense
 from ..errors import ConfigError, EmptyDataError, UnsupportedModelError
 from ..training import PlainHistory, fit_plain
+
+if TYPE_CHECKING:
+    from ..attacks.base import Observation
 
 logger = logging.getLogger(__name__)
 
@@ -322,6 +329,159 @@ class DPSGD(CutDefense):
             eps, _ = rdp_analysis.get_privacy_spent(orders=list(RDP_ORDERS), rdp=rdp,
                                                     delta=self.delta)
         return float(eps)
+
+    def observe_federated(
+        self, x: Tensor, y: Tensor, *, kind: Literal["gradient", "update"],
+        seed: int | None = None, **local: Any,
+    ) -> Observation:
+        """What a federated server receives from a DP-SGD client training on ``(x, y)``.
+
+        The client never sends an exact gradient (Abadi et al. 2016, Algorithm 1):
+        on a copy of :meth:`federated_model` in eval mode it computes each example's
+        gradient of the cross-entropy loss (``torch.func.vmap`` over examples), scales
+        it to total L2 norm at most ``max_grad_norm`` (factor
+        ``min(1, max_grad_norm / (norm + 1e-6))``, as Opacus's ``DPOptimizer``), sums
+        the clipped gradients, adds ``N(0, (noise_multiplier * max_grad_norm)^2)``
+        noise to every coordinate and divides by the batch size. That is what the
+        server sees:
+
+        * ``kind="gradient"`` (FedSGD): this noisy mean gradient of the whole batch.
+        * ``kind="update"`` (FedAvg): ``weights_after - weights_before`` of the local
+          protocol of :func:`~shieldsplit.attacks.observe.observe_update` (plain SGD
+          at ``lr``, ``local_epochs`` passes in mini-batches of ``local_batch_size``,
+          in order or reshuffled with ``seed``) where every step uses the noisy
+          clipped gradient of its mini-batch (divided by the mini-batch's own size,
+          so that without noise and clipping the update is exactly the plain one).
+
+        The noise is drawn, parameter by parameter in ``named_parameters`` order and
+        step by step, from a ``torch.Generator`` seeded with ``seed`` (the defence's
+        seed when None), so the same seed gives the same observation. The defence's
+        weights, ``.grad`` and mode are left unchanged. ``meta["dp"]`` records the
+        public mechanism (``noise_multiplier``, ``max_grad_norm``).
+
+        Args:
+            x: ``(B, C, H, W)`` client images.
+            y: ``(B,)`` int64 labels.
+            kind: ``"gradient"`` (one noisy step) or ``"update"`` (noisy local SGD).
+            seed: seeds the noise (None: the defence's seed); for an update, an int
+                also reshuffles the mini-batches each epoch, None keeps them in order
+                (as :func:`~shieldsplit.attacks.observe.observe_update`).
+            **local: ``local_epochs`` (default 5), ``local_batch_size`` (8) and ``lr``
+                (0.1) of an update; ignored for a gradient.
+
+        Returns:
+            An :class:`~shieldsplit.attacks.base.Observation`: kind ``"gradient"``
+            with ``gradients``, or kind ``"update"`` with ``update`` and ``meta``
+            holding ``local_epochs``, ``local_batch_size`` and ``lr``; both with
+            ``meta["dp"]``. No labels.
+
+        Raises:
+            ConfigError: on an unknown ``kind``, an unknown or bad local option or
+                a bad ``seed``.
+            InputShapeError: if ``x`` is not a batch the model accepts.
+            NonFiniteInputError: if ``x`` holds NaN or infinity.
+            LabelError: if ``y`` has the wrong dtype, shape or range.
+
+        Example:
+            >>> import torch
+            >>> from shieldsplit.models import SmallConvNet
+            >>> dp = DPSGD(SmallConvNet(num_classes=2, image_size=8, width=4), cut=1,
+            ...            noise_multiplier=1.0, max_grad_norm=0.5)
+            >>> x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 1, 0])
+            >>> obs = dp.observe_federated(x, y, kind="gradient", seed=3)
+            >>> obs.kind, obs.batch_size, obs.meta["dp"]["max_grad_norm"]
+            ('gradient', 4, 0.5)
+            >>> again = dp.observe_federated(x, y, kind="gradient", seed=3)
+            >>> all(torch.equal(obs.gradients[n], again.gradients[n]) for n in obs.gradients)
+            True
+            >>> upd = dp.observe_federated(x, y, kind="update", local_epochs=2,
+            ...                            local_batch_size=2, lr=0.1)
+            >>> upd.kind, upd.meta["local_epochs"], upd.meta["local_batch_size"]
+            ('update', 2, 2)
+        """
+        from ..attacks.base import Observation
+        from ..attacks.observe import _positive_int, _prepare, minibatch_schedule
+
+        if kind not in ("gradient", "update"):
+            raise ConfigError.build(
+                what="kind", expected="'gradient' or 'update'", received=repr(kind),
+                fix='pass kind="gradient" (FedSGD) or kind="update" (FedAvg)',
+            )
+        unknown = sorted(set(local) - {"local_epochs", "local_batch_size", "lr"})
+        if unknown:
+            raise ConfigError.build(
+                what="local", expected="only local_epochs, local_batch_size and lr",
+                received=", ".join(unknown), fix="drop the unknown option(s)",
+            )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ConfigError.build(
+                what="seed", expected="None or an int", received=repr(seed),
+                fix="pass seed=None or an int such as seed=0",
+            )
+        if kind == "update":
+            local_epochs = _positive_int("local_epochs", local.get("local_epochs", 5))
+            local_batch_size = _positive_int("local_batch_size", local.get("local_batch_size", 8))
+            lr = local.get("lr", 0.1)
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (
+                math.isfinite(lr) and lr > 0
+            ):
+                raise ConfigError.build(
+                    what="lr", expected="a finite float > 0", received=repr(lr),
+                    fix="pass lr=0.1",
+                )
+        model = copy.deepcopy(self.federated_model()).eval()
+        clone, params, frozen, x = _prepare(model, x, y)
+        y = y.to(x.device)
+        device = next(iter(params.values())).device
+        generator = torch.Generator(device=device).manual_seed(
+            int(self.seed if seed is None else seed))
+        dp_meta = {"noise_multiplier": self.noise_multiplier,
+                   "max_grad_norm": self.max_grad_norm}
+        image_shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
+        if kind == "gradient":
+            grads = self._noisy_gradient(clone, params, frozen, x, y, generator)
+            return Observation(kind="gradient", batch_size=int(x.shape[0]),
+                               image_shape=image_shape, gradients=grads, meta={"dp": dp_meta})
+        schedule = minibatch_schedule(
+            int(x.shape[0]), local_epochs=local_epochs, local_batch_size=local_batch_size,
+            shuffle=seed is not None, seed=0 if seed is None else seed,
+        )
+        current = dict(params)
+        for idx in schedule:
+            g = self._noisy_gradient(clone, current, frozen, x[idx], y[idx], generator)
+            current = {n: current[n] - float(lr) * g[n] for n in current}
+        return Observation(
+            kind="update", batch_size=int(x.shape[0]), image_shape=image_shape,
+            update={n: (current[n] - params[n]).detach() for n in params},
+            meta={"local_epochs": local_epochs, "local_batch_size": local_batch_size,
+                  "lr": float(lr), "dp": dp_meta},
+        )
+
+    def _noisy_gradient(
+        self, model: nn.Module, params: dict[str, Tensor], frozen: dict[str, Tensor],
+        x: Tensor, y: Tensor, generator: torch.Generator,
+    ) -> dict[str, Tensor]:
+        """The DP-SGD aggregate of one batch: clip per example, sum, add noise, divide by B."""
+        from ..attacks.observe import loss_gradients
+
+        def one(xi: Tensor, yi: Tensor) -> dict[str, Tensor]:
+            return loss_gradients(model, params, frozen, xi.unsqueeze(0), yi.unsqueeze(0))
+
+        with torch.no_grad():
+            per_example = vmap(one)(x, y)
+            norms = torch.stack([g.reshape(len(g), -1).norm(2, dim=-1)
+                                 for g in per_example.values()], dim=1).norm(2, dim=1)
+            factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+            std = self.noise_multiplier * self.max_grad_norm
+            out = {}
+            for name, g in per_example.items():
+                summed = torch.einsum("i,i...", factor.to(g.dtype), g)
+                if std > 0:
+                    summed = summed + torch.normal(mean=0.0, std=std, size=summed.shape,
+                                                   generator=generator, device=summed.device,
+                                                   dtype=summed.dtype)
+                out[name] = (summed / x.shape[0]).detach()
+        return out
 
     def _private_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         logits = model(x)

@@ -73,6 +73,7 @@ _FIXES = {
     "lam": "pass lam >= 0 (0 switches the correlation term off)",
     "lr": "pass lr > 0, e.g. 1e-3",
     "decoder_lr": "pass decoder_lr > 0, or None to use lr",
+    "noise_lr": "pass noise_lr > 0, or None to use 10 * lr",
     "decoder_width": "pass a positive int, e.g. 64",
     "input_shape": "pass input_shape=(C, H, W) with positive sizes, or None to infer it",
 }
@@ -90,8 +91,10 @@ class LatentConfig(BaseModel):
         init_mean: initial ``m`` of the learned noise (the paper: 1).
         init_std: initial ``s`` of the learned noise (the paper: 0.1).
         lam: the weight ``alpha`` of the correlation term of eq. 3 (>= 0).
-        lr: Adam's learning rate for the encoder, predictor and noise.
+        lr: Adam's learning rate for the encoder and predictor.
         decoder_lr: Adam's learning rate for the decoder (None: ``lr``).
+        noise_lr: Adam's learning rate for the learned noise's ``m`` and ``s``
+            (None: ``10 * lr``; unused by the fixed noise).
         decoder_width: channels of the decoder's layers (the paper: 256).
         input_shape: ``(C, H, W)`` of the images, or None to read it off the first batch.
 
@@ -110,6 +113,7 @@ class LatentConfig(BaseModel):
     lam: float = Field(1.0, ge=0.0)
     lr: float = Field(1e-3, gt=0.0)
     decoder_lr: float | None = Field(None, gt=0.0)
+    noise_lr: float | None = Field(None, gt=0.0)
     decoder_width: int = Field(64, ge=1)
     input_shape: tuple[int, int, int] | None = None
 
@@ -389,7 +393,10 @@ class LatentPerturb(Defense):
     - The image shape is read off the first batch (of :meth:`fit`,
       :meth:`pretrain_noise`, :meth:`client` or ``forward``) unless ``input_shape`` is
       given; the decoder and the learned noise are built then, with ``seed``.
-    - Both optimisers are the library's Adam (:func:`~shieldsplit.training.make_optimizer`).
+    - Both optimisers are the library's Adam with its per-step decay
+      (:func:`~shieldsplit.training.make_optimizer`); the learned noise's ``m`` and
+      ``s`` form a parameter group of their own at ``noise_lr`` (default ``10 * lr``),
+      since at the encoder's rate they barely move in a few dozen steps.
     - Built directly from an encoder and a head, :attr:`cut` is ``"encoder"``;
       :meth:`~shieldsplit.defense.Defense.load` needs a defence built with
       :meth:`from_model` (or the registry), which records the real cut.
@@ -410,8 +417,12 @@ class LatentPerturb(Defense):
         init_mean: initial per-element mean of the learned noise (the paper: 1).
         init_std: initial per-element std of the learned noise (the paper: 0.1).
         lam: the weight of the correlation term (>= 0; 0 leaves only the noise).
-        lr: Adam's learning rate for the encoder, predictor and noise.
+        lr: Adam's learning rate for the encoder and predictor.
         decoder_lr: Adam's learning rate for the decoder (None: ``lr``).
+        noise_lr: Adam's learning rate for the learned noise's ``m`` and ``s``, a
+            separate parameter group of the encoder/predictor optimiser (None:
+            ``10 * lr``: at the encoder's rate the noise barely moves in a few dozen
+            steps; unused by the fixed noise).
         decoder_width: channels of the decoder's hidden layers (the paper: 256; the
             default 64 keeps it cheap on a CPU).
         input_shape: ``(C, H, W)`` of the images; None reads it off the first batch.
@@ -460,6 +471,7 @@ class LatentPerturb(Defense):
         lam: float = 1.0,
         lr: float = 1e-3,
         decoder_lr: float | None = None,
+        noise_lr: float | None = None,
         decoder_width: int = 64,
         input_shape: tuple[int, int, int] | None = None,
         seed: int = 0,
@@ -473,7 +485,7 @@ class LatentPerturb(Defense):
                 )
         self.config = _config(
             noise=noise, mean=mean, std=std, init_mean=init_mean, init_std=init_std, lam=lam,
-            lr=lr, decoder_lr=decoder_lr, decoder_width=decoder_width,
+            lr=lr, decoder_lr=decoder_lr, noise_lr=noise_lr, decoder_width=decoder_width,
             input_shape=None if input_shape is None else tuple(input_shape),
         )
         # per instance: the registry name and the option that sets the strength
@@ -612,6 +624,12 @@ class LatentPerturb(Defense):
             trainable = not bool(self.noise_frozen)
             for p in self.noise.parameters():
                 p.requires_grad_(trainable)
+
+    @property
+    def noise_lr(self) -> float:
+        """The learning rate of the learned noise's parameters (``noise_lr`` or ``10 * lr``)."""
+        cfg = self.config
+        return cfg.noise_lr if cfg.noise_lr is not None else 10.0 * cfg.lr
 
     @property
     def frozen(self) -> bool:
@@ -834,11 +852,18 @@ class LatentPerturb(Defense):
     def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, list[Any]]:
         noise, decoder = self._modules_built()
         cfg = self.config
-        main = list(self.encoder.parameters()) + list(self.predictor.parameters())
+        main = [p for p in (*self.encoder.parameters(), *self.predictor.parameters())
+                if p.requires_grad]
+        groups: list[dict[str, Any]] = [{"params": main}]
         if cfg.noise == "learned" and not self.frozen:
-            main += list(noise.parameters())
-        main_opt, main_sched = make_optimizer([p for p in main if p.requires_grad],
-                                              TrainConfig(lr=cfg.lr))
+            # a group of its own: at the encoder's rate m and s barely move
+            groups.append({"params": [p for p in noise.parameters() if p.requires_grad],
+                           "lr": self.noise_lr})
+        train = TrainConfig(lr=cfg.lr)
+        main_opt = torch.optim.Adam(groups, lr=train.lr, weight_decay=train.weight_decay)
+        decay = train.lr_decay  # the Keras-style decay of make_optimizer, on every group
+        main_sched = torch.optim.lr_scheduler.LambdaLR(
+            main_opt, lambda step: 1.0 / (1.0 + decay * step))
         dec_opt, dec_sched = make_optimizer(decoder.parameters(),
                                             TrainConfig(lr=cfg.decoder_lr or cfg.lr))
         return main_opt, dec_opt, [main_sched, dec_sched]
