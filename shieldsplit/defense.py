@@ -35,8 +35,9 @@ Example:
 from __future__ import annotations
 
 import abc
+import contextlib
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -46,9 +47,10 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 from .cutting import split_model
-from .errors import ConfigError, DataFileError, UnsupportedModelError
+from .errors import ConfigError, DataFileError, ShieldSplitError, UnsupportedModelError
 from .io import atomic_torch_save, safe_torch_load
 from .training import PlainHistory, fit_plain
+from .validate import check_batch, check_loader
 from .wire import ClientMessage
 
 if TYPE_CHECKING:
@@ -298,6 +300,28 @@ def create_defense(name: str, model: nn.Module, **options: Any) -> Defense:
         ) from exc
 
 
+@contextlib.contextmanager
+def restored_on_error(module: nn.Module) -> Iterator[None]:
+    """Restore ``module``'s weights and train/eval modes if the block raises a
+    :class:`~shieldsplit.errors.ShieldSplitError` (bad input loses nothing).
+
+    Args:
+        module: the module being trained.
+
+    Yields:
+        Nothing.
+    """
+    snapshot = copy.deepcopy(module.state_dict())
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield
+    except ShieldSplitError:
+        module.load_state_dict(snapshot)
+        for m, mode in modes:
+            m.training = mode
+        raise
+
+
 # ------------------------------------------------------------ cut defences
 def _check_model(model: Any) -> nn.Module:
     if not isinstance(model, nn.Module):
@@ -332,6 +356,8 @@ class CutDefense(Defense):
         self.head = parts.head
         self.tail = parts.tail
         self.num_classes = self._probe_classes(model)
+        first = next((m for m in parts.head.modules() if isinstance(m, nn.Conv2d)), None)
+        self.in_channels: int | None = first.in_channels if first is not None else None
 
     @staticmethod
     def _probe_classes(model: nn.Module) -> int:
@@ -355,11 +381,20 @@ class CutDefense(Defense):
         return None
 
     def client(self, x: Tensor, y: Tensor | None = None) -> ClientMessage:
-        """Client part, then :meth:`transform`: what crosses the network."""
+        """Client part, then :meth:`transform`: what crosses the network.
+
+        Raises:
+            InputShapeError, NonFiniteInputError, LabelError: on a bad batch.
+        """
+        check_batch(x, y, num_classes=self.num_classes, in_channels=self.in_channels)
         return ClientMessage(activations=self.transform(self.head(x)), labels=y)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits of the defended model."""
+        """Logits of the defended model.
+
+        Raises:
+            InputShapeError, NonFiniteInputError: on a bad batch.
+        """
         return self.tail(self.client(x).activations)
 
     def training_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -373,6 +408,7 @@ class CutDefense(Defense):
         Returns:
             The loss and the logits.
         """
+        check_batch(x, y, num_classes=self.num_classes, in_channels=self.in_channels)
         a = self.head(x)
         logits = self.tail(self.transform(a))
         loss = F.cross_entropy(logits, y)
@@ -401,10 +437,17 @@ class CutDefense(Defense):
 
         Returns:
             The per-epoch history.
+
+        Raises:
+            EmptyDataError: an empty loader.
+            InputShapeError, NonFiniteInputError, LabelError: on a bad batch; the weights
+                are restored to what they were before the call.
         """
-        return fit_plain(self, train_loader, epochs=epochs, val_loader=val_loader, seed=seed,
-                         progress=progress, restore_best=restore_best,
-                         loss_fn=self.training_loss)
+        check_loader(train_loader, "train_loader")
+        with restored_on_error(self):
+            return fit_plain(self, train_loader, epochs=epochs, val_loader=val_loader,
+                             seed=seed, progress=progress, restore_best=restore_best,
+                             loss_fn=self.training_loss)
 
 
 class NoDefense(CutDefense):

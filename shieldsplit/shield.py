@@ -51,8 +51,6 @@ from .errors import (
     DataFileError,
     EmptyDataError,
     InputShapeError,
-    LabelError,
-    NonFiniteInputError,
     ShieldSplitError,
     StateError,
     UnsupportedModelError,
@@ -65,6 +63,7 @@ from .recovery import ProximalRecovery
 from .saliency import class_gradient, jsma_saliency
 from .training import BestState, make_optimizer
 from .unshuffle import SubPixelUpsample, pad_to_multiple, unshuffle
+from .validate import check_batch, check_loader
 from .wire import ClientMessage, ServerGradient, StreamScores
 
 logger = logging.getLogger(__name__)
@@ -351,53 +350,7 @@ class SplitShield(Defense):
 
     # ------------------------------------------------------------- validation
     def _check_inputs(self, x: Any, y: Any = None) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 4:
-            raise InputShapeError.build(
-                what="x", expected="a 4-D float tensor (N, C, H, W)",
-                received=f"{type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}",
-                fix="add the batch/channel dimensions, e.g. x.unsqueeze(1) for (N, H, W) images",
-            )
-        if not x.is_floating_point():
-            raise InputShapeError.build(
-                what="x", expected="a floating-point tensor", received=f"dtype {x.dtype}",
-                fix="convert with x.float() (and scale uint8 images to [0, 1])",
-            )
-        if x.shape[0] == 0:
-            raise InputShapeError.build(
-                what="x", expected="at least one sample", received="an empty batch",
-                fix="pass a non-empty batch",
-            )
-        if self.in_channels is not None and x.shape[1] != self.in_channels:
-            raise InputShapeError.build(
-                what="x", expected=f"{self.in_channels} channel(s), as the model's first layer",
-                received=f"{x.shape[1]} channel(s) (shape {tuple(x.shape)})",
-                fix="convert the images to the model's channel count",
-            )
-        if not torch.isfinite(x).all():
-            bad = int((~torch.isfinite(x)).sum())
-            raise NonFiniteInputError.build(
-                what="x", expected="finite values", received=f"{bad} NaN/inf value(s)",
-                fix="clean or impute the images before calling shieldsplit",
-            )
-        if y is None:
-            return
-        if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
-            raise LabelError.build(
-                what="y", expected=f"a 1-D integer tensor of {x.shape[0]} labels",
-                received=f"{type(y).__name__} of shape {tuple(getattr(y, 'shape', ()))}",
-                fix="flatten the labels, e.g. y.view(-1)",
-            )
-        if y.is_floating_point() or y.is_complex():
-            raise LabelError.build(
-                what="y", expected="integer class indices", received=f"dtype {y.dtype}",
-                fix="convert with y.long()",
-            )
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise LabelError.build(
-                what="y", expected=f"labels in [0, {self.num_classes - 1}]",
-                received=f"labels in [{int(y.min())}, {int(y.max())}]",
-                fix="remap the labels or build the model with the right number of classes",
-            )
+        check_batch(x, y, num_classes=self.num_classes, in_channels=self.in_channels)
 
     def _prepare(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Move a checked batch to the shield's device and floating dtype."""
@@ -915,16 +868,7 @@ def _safe_len(loader: Any) -> int | None:
 
 
 def _check_loader(loader: Any, name: str) -> None:
-    if loader is None or not hasattr(loader, "__iter__"):
-        raise EmptyDataError.build(
-            what=name, expected="an iterable of (images, labels) batches",
-            received=type(loader).__name__, fix="pass a torch DataLoader",
-        )
-    if _safe_len(loader) == 0:
-        raise EmptyDataError.build(
-            what=name, expected="at least one batch", received="an empty loader",
-            fix="check the data set and the loader's batch_size/drop_last",
-        )
+    check_loader(loader, name)
 
 
 register_defense(SplitShield.name, SplitShield)

@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_
 
-from ..errors import ConfigError, InputShapeError, LabelError, NonFiniteInputError
+from ..errors import ConfigError, InputShapeError, LabelError
+from ..validate import check_batch
 from .base import Observation
 
 # ------------------------------------------------------------------ pure helpers
@@ -188,17 +189,7 @@ def _check_inputs(model: Any, x: Any, y: Any) -> None:
             what="model", expected="a model with trainable parameters",
             received="no parameter that requires grad", fix="pass the model being trained",
         )
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point() or x.shape[0] < 1:
-        received = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-        raise InputShapeError.build(
-            what="x", expected="a non-empty float tensor (B, C, H, W)", received=received,
-            fix="pass a batch of images",
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteInputError.build(
-            what="x", expected="finite pixel values", received="NaN or infinity",
-            fix="clean the images first",
-        )
+    check_batch(x)
     if (
         not isinstance(y, Tensor)
         or y.dtype != torch.int64

@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from ..defense import Defense
-from ..errors import InputShapeError, NonFiniteInputError, UnsupportedModelError
+from ..errors import UnsupportedModelError
+from ..validate import check_batch
 from .base import Observation
 
 
@@ -67,27 +68,7 @@ def check_images(x: Any, what: str = "x") -> Tensor:
         InputShapeError: wrong type, rank, dtype or an empty batch.
         NonFiniteInputError: NaN or infinity.
     """
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        raise InputShapeError.build(
-            what=what, expected="a 4-D float tensor (N, C, H, W)",
-            received=f"{type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}",
-            fix="add the batch/channel dimensions, e.g. x.unsqueeze(1) for (N, H, W) images",
-        )
-    if not x.is_floating_point():
-        raise InputShapeError.build(
-            what=what, expected="a floating-point tensor", received=f"dtype {x.dtype}",
-            fix="convert with x.float() (and scale uint8 images to [0, 1])",
-        )
-    if x.shape[0] == 0:
-        raise InputShapeError.build(
-            what=what, expected="at least one image", received="an empty batch",
-            fix="pass a non-empty batch",
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteInputError.build(
-            what=what, expected="finite values", received="NaN or infinity",
-            fix="clean the images first",
-        )
+    check_batch(x, what=what)
     return x
 
 

@@ -1,0 +1,146 @@
+"""Checks of what users pass in, shared by every defence and attack.
+
+Each check raises a typed :class:`~shieldsplit.errors.ShieldSplitError` that
+says what was wrong, what was expected, what was received and how to fix it.
+
+Example:
+    >>> import torch
+    >>> check_batch(torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), num_classes=2)
+    >>> try:
+    ...     check_batch(torch.rand(2, 8, 8))
+    ... except ValueError as err:
+    ...     print(type(err).__name__, err.what)
+    InputShapeError x
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .errors import EmptyDataError, InputShapeError, LabelError, NonFiniteInputError
+
+
+def check_batch(
+    x: Any,
+    y: Any = None,
+    *,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    what: str = "x",
+) -> None:
+    """Check an image batch (and its labels, when given).
+
+    Args:
+        x: the candidate images: a non-empty, finite, floating ``(N, C, H, W)`` tensor.
+        y: None, or ``N`` integer labels (1-D).
+        num_classes: when given, labels must lie in ``[0, num_classes)``.
+        in_channels: when given, ``x`` must have this many channels.
+        what: the name of ``x`` in error messages.
+
+    Raises:
+        InputShapeError: wrong type, rank, dtype, channel count or an empty batch.
+        NonFiniteInputError: NaN or infinity in ``x``.
+        LabelError: labels of the wrong shape, dtype or range.
+    """
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        raise InputShapeError.build(
+            what=what, expected="a 4-D float tensor (N, C, H, W)",
+            received=f"{type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}",
+            fix="add the batch/channel dimensions, e.g. x.unsqueeze(1) for (N, H, W) images",
+        )
+    if not x.is_floating_point():
+        raise InputShapeError.build(
+            what=what, expected="a floating-point tensor", received=f"dtype {x.dtype}",
+            fix="convert with x.float() (and scale uint8 images to [0, 1])",
+        )
+    if x.shape[0] == 0:
+        raise InputShapeError.build(
+            what=what, expected="at least one image", received="an empty batch",
+            fix="pass a non-empty batch",
+        )
+    if in_channels is not None and x.shape[1] != in_channels:
+        raise InputShapeError.build(
+            what=what, expected=f"{in_channels} channel(s), as the model's first layer",
+            received=f"{x.shape[1]} channel(s) (shape {tuple(x.shape)})",
+            fix="convert the images to the model's channel count",
+        )
+    if _transformed():  # inside vmap/grad (an attack's functional forward): no
+        return  # data-dependent checks, which vmap cannot run; the caller checked already
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise NonFiniteInputError.build(
+            what=what, expected="finite values", received=f"{bad} NaN/inf value(s)",
+            fix="clean or impute the images first",
+        )
+    if y is not None:
+        check_labels(y, len(x), num_classes=num_classes)
+
+
+def _transformed() -> bool:
+    """Whether a torch.func transform (vmap, grad) is running."""
+    peek = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
+def check_labels(y: Any, n: int, *, num_classes: int | None = None) -> None:
+    """Check ``n`` integer class labels.
+
+    Args:
+        y: the candidate labels.
+        n: how many there must be.
+        num_classes: when given, labels must lie in ``[0, num_classes)``.
+
+    Raises:
+        LabelError: wrong type, shape, dtype or range.
+    """
+    if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != n:
+        raise LabelError.build(
+            what="y", expected=f"a 1-D integer tensor of {n} labels",
+            received=f"{type(y).__name__} of shape {tuple(getattr(y, 'shape', ()))}",
+            fix="flatten the labels, e.g. y.view(-1)",
+        )
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise LabelError.build(
+            what="y", expected="integer class indices", received=f"dtype {y.dtype}",
+            fix="convert with y.long()",
+        )
+    if num_classes is not None and y.numel() and not _transformed() and (
+        int(y.min()) < 0 or int(y.max()) >= num_classes
+    ):
+        raise LabelError.build(
+            what="y", expected=f"labels in [0, {num_classes - 1}]",
+            received=f"labels in [{int(y.min())}, {int(y.max())}]",
+            fix="remap the labels or build the model with the right number of classes",
+        )
+
+
+def check_loader(loader: Any, name: str) -> None:
+    """Check that ``loader`` is an iterable of batches with at least one batch.
+
+    Args:
+        loader: the candidate loader.
+        name: its name in error messages.
+
+    Raises:
+        EmptyDataError: not iterable, or known to be empty.
+    """
+    if loader is None or not hasattr(loader, "__iter__"):
+        raise EmptyDataError.build(
+            what=name, expected="an iterable of (images, labels) batches",
+            received=type(loader).__name__, fix="pass a torch DataLoader",
+        )
+    try:
+        size = len(loader)
+    except TypeError:
+        return
+    if size == 0:
+        raise EmptyDataError.build(
+            what=name, expected="at least one batch", received="an empty loader",
+            fix="check the data set and the loader's batch_size/drop_last",
+        )
+
+
+__all__ = ["check_batch", "check_labels", "check_loader"]
