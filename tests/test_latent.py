@@ -346,3 +346,21 @@ def test_bad_first_batch_leaves_a_lazy_defence_unbuilt() -> None:
                epochs=1, progress=False)
     assert not lp.built
     copy.deepcopy(lp).fit(_loader(8), epochs=1, progress=False)
+
+
+def test_train_protocol_runs_algorithm_1_for_learned_noise() -> None:
+    """compare() trains through train_protocol: pre-train the noise, freeze it, then fit."""
+    import shieldsplit as ss
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(32, 1, 8, 8, generator=g)
+    y = (x.mean((1, 2, 3)) > 0.5).long()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    net = ss.PGSLNet(num_classes=2, image_size=8, width=8, hidden=8)
+    learned = ss.create_defense("latent-learned", net, cut=2, seed=0)
+    learned.train_protocol(loader, epochs=1, seed=0, progress=False)
+    assert learned.frozen
+    fixed = ss.create_defense("latent-fixed", net, cut=2, seed=0)
+    fixed.train_protocol(loader, epochs=1, seed=0, progress=False)  # no pre-training
+    assert fixed.built

@@ -45,8 +45,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import Tensor, nn
 
-from ..attacks.observe import _check_inputs, _check_label_range
-from ..attacks.observe_split import check_images, eval_mode
+from ..attacks.observe_split import eval_mode
 from ..config import TrainConfig
 from ..cutting import split_model
 from ..defense import Defense, Surface, register_defense
@@ -60,6 +59,7 @@ from ..errors import (
 )
 from ..progress import progress_bar
 from ..training import BestState, accuracy, make_optimizer
+from ..validate import check_batch, check_loader
 from ..wire import ClientMessage
 
 NoiseKind = Literal["fixed", "learned"]
@@ -669,10 +669,7 @@ class LatentPerturb(Defense):
 
     def _prepare(self, x: Any, y: Any = None) -> tuple[Tensor, Tensor | None]:
         """Check a batch, build the defence at the first one, move it to the device."""
-        if y is None:
-            check_images(x, "x")
-        else:
-            _check_inputs(self, x, y)
+        check_batch(x, y, num_classes=self.num_classes)
         device = _device_of(self)
         x = x.to(device)
         self._ensure_built(x)
@@ -684,7 +681,6 @@ class LatentPerturb(Defense):
                 "built for",
             )
         if y is not None:
-            _check_label_range(y, self.num_classes)
             y = y.to(device)
         return x, y
 
@@ -763,6 +759,34 @@ class LatentPerturb(Defense):
         """
         return self._guarded(train_loader, epochs, val_loader, seed, progress, restore_best,
                              "fit")
+
+    def train_protocol(
+        self,
+        train_loader: Iterable[tuple[Tensor, Tensor]],
+        *,
+        epochs: int = 5,
+        val_loader: Iterable[tuple[Tensor, Tensor]] | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> LatentHistory:
+        """The paper's whole protocol: for learned noise Algorithm 1 (:meth:`pretrain_noise`
+        for ``epochs``, then :meth:`fit` from re-initialised weights with the noise
+        frozen); for fixed noise just :meth:`fit`.
+
+        Args:
+            train_loader: yields ``(images, labels)`` batches.
+            epochs: epochs of each phase.
+            val_loader: optional validation loader (for :meth:`fit`).
+            seed: seeds both phases.
+            progress: show progress bars.
+
+        Returns:
+            The history of the final :meth:`fit`.
+        """
+        if self.config.noise == "learned" and not self.frozen:
+            self.pretrain_noise(train_loader, epochs=epochs, seed=seed, progress=progress)
+        return self.fit(train_loader, epochs=epochs, val_loader=val_loader, seed=seed,
+                        progress=progress)
 
     def pretrain_noise(
         self,
@@ -971,16 +995,7 @@ def _reinitialise(module: nn.Module) -> None:
 
 
 def _check_loader(loader: Any, name: str) -> None:
-    if loader is None or not hasattr(loader, "__iter__"):
-        raise EmptyDataError.build(
-            what=name, expected="an iterable of (images, labels) batches",
-            received=type(loader).__name__, fix="pass a torch DataLoader",
-        )
-    if isinstance(loader, Sized) and len(loader) == 0:
-        raise EmptyDataError.build(
-            what=name, expected="at least one batch", received="an empty loader",
-            fix="check the data set and the loader's batch_size/drop_last",
-        )
+    check_loader(loader, name)
 
 
 def _build_before_load(
