@@ -14,7 +14,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from shieldsplit.defense import Defense, available_defenses, create_defense
 from shieldsplit.defenses.dpsgd import DPSGD, DPHistory, make_dp_compatible
-from shieldsplit.errors import ConfigError, EmptyDataError, UnsupportedModelError
+from shieldsplit.errors import (
+    ConfigError,
+    EmptyDataError,
+    LabelError,
+    NonFiniteInputError,
+    UnsupportedModelError,
+)
 from shieldsplit.models import PGSLNet, SmallConvNet
 
 
@@ -201,6 +207,110 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert back.privacy() == dp.privacy()
     x = torch.rand(3, 1, 8, 8)
     torch.testing.assert_close(back.eval()(x), dp.eval()(x))
+
+
+def _params(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _bad_last_batch(kind: str) -> DataLoader:
+    """24 examples in batches of 8 whose last batch (only) is bad."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(24, 1, 8, 8, generator=g), torch.randint(0, 2, (24,), generator=g)
+    if kind == "label":
+        y[-1] = 5  # out of range for 2 classes: torch would raise IndexError
+    elif kind == "negative":
+        y[-1] = -1
+    else:
+        x[-1, 0, 0, 0] = float("nan")
+    return DataLoader(TensorDataset(x, y), batch_size=8)
+
+
+@pytest.mark.parametrize(("kind", "error"), [("label", LabelError), ("negative", LabelError),
+                                             ("nan", NonFiniteInputError)])
+def test_failed_fit_rolls_back_weights_and_accounting(kind: str, error: type) -> None:
+    # fixed batches (no Poisson sampling), so the bad batch is the third, after two
+    # noisy steps have already changed the weights
+    dp = DPSGD(_small(), cut=2, poisson_sampling=False)
+    dp.fit(_loader(), epochs=1, progress=False)
+    before, privacy = _params(dp), dp.privacy()
+    assert 0 < privacy["epsilon"] < math.inf and int(dp.fits) == 1
+    seen: list[int] = []
+    original = dp._private_loss
+
+    def spy(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        seen.append(int(y.numel()))
+        return original(model, x, y)
+
+    dp._private_loss = spy  # type: ignore[method-assign]
+    with pytest.raises(error) as info:
+        dp.fit(_bad_last_batch(kind), epochs=1, progress=False)
+    assert info.value.what in ("x", "y")
+    assert seen == [8, 8, 8]  # two steps were taken before the bad batch
+    after = _params(dp)
+    assert after.keys() == before.keys()
+    for k in before:
+        assert torch.equal(after[k], before[k]), k
+    assert dp.privacy() == privacy and int(dp.fits) == 1
+    assert _hooks(dp) == [] and all(p.grad is None for p in dp.parameters())
+    assert not dp._empty_batches_ok
+    # the defence still trains, and as if the failed fit never happened
+    twin = DPSGD(_small(), cut=2, poisson_sampling=False)
+    twin.fit(_loader(), epochs=1, progress=False)
+    dp._private_loss = original  # type: ignore[method-assign]
+    dp.fit(_loader(), epochs=1, progress=False, seed=3)
+    twin.fit(_loader(), epochs=1, progress=False, seed=3)
+    assert all(torch.equal(v, twin.state_dict()[k]) for k, v in dp.state_dict().items())
+
+
+def test_failed_first_fit_reports_no_privacy_spent() -> None:
+    dp = DPSGD(_small(), cut=2, poisson_sampling=False)
+    before = _params(dp)
+    with pytest.raises(LabelError):
+        dp.fit(_bad_last_batch("label"), epochs=1, progress=False)
+    assert dp.privacy()["epsilon"] == 0.0
+    assert all(torch.equal(v, before[k]) for k, v in dp.state_dict().items())
+
+
+def _record_noise(monkeypatch: pytest.MonkeyPatch) -> list[Tensor]:
+    import opacus.optimizers.optimizer as opacus_optimizer
+
+    drawn: list[Tensor] = []
+    generate = opacus_optimizer._generate_noise
+
+    def record(*args: Any, **kwargs: Any) -> Tensor:
+        noise = generate(*args, **kwargs)
+        drawn.append(noise.detach().clone())
+        return noise
+
+    monkeypatch.setattr(opacus_optimizer, "_generate_noise", record)
+    return drawn
+
+
+def test_fit_count_is_saved_so_loaded_defence_draws_fresh_noise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drawn = _record_noise(monkeypatch)
+    dp = DPSGD(_small(), cut=2)
+    assert "fits" in dp.state_dict() and int(dp.fits) == 0
+    dp.fit(_loader(), epochs=1, progress=False, seed=0)
+    first = list(drawn)
+    assert first and int(dp.fits) == 1
+    path = tmp_path / "dp.pt"
+    dp.save(path)
+    back = Defense.load(path, _small())
+    assert isinstance(back, DPSGD) and int(back.fits) == 1
+    drawn.clear()
+    back.fit(_loader(), epochs=1, progress=False, seed=0)
+    resumed = list(drawn)
+    assert len(resumed) == len(first)
+    assert not any(torch.equal(a, b) for a, b in zip(first, resumed, strict=True))
+    assert int(back.fits) == 2
+    # the loaded defence continues exactly as the saved one would have
+    drawn.clear()
+    dp.fit(_loader(), epochs=1, progress=False, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(drawn, resumed, strict=True))
+    assert all(torch.equal(v, dp.state_dict()[k]) for k, v in back.state_dict().items())
 
 
 def test_create_defense_by_name() -> None:

@@ -350,8 +350,9 @@ def test_bad_first_batch_leaves_a_lazy_defence_unbuilt() -> None:
 
 def test_train_protocol_runs_algorithm_1_for_learned_noise() -> None:
     """compare() trains through train_protocol: pre-train the noise, freeze it, then fit."""
-    import shieldsplit as ss
     from torch.utils.data import DataLoader, TensorDataset
+
+    import shieldsplit as ss
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(32, 1, 8, 8, generator=g)

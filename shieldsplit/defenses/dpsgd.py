@@ -27,7 +27,13 @@ How the split model meets Opacus:
   layers and parameters afterwards, so the defence is a plain module again.
 * The privacy loss is kept as a Rényi-DP curve (a buffer, so it is saved and
   loaded with the weights); RDP composes by addition, so ``epsilon`` covers all
-  :meth:`DPSGD.fit` calls together.
+  :meth:`DPSGD.fit` calls together. The number of fits, which varies the noise
+  seed from fit to fit, is a buffer too, so a loaded defence never replays the
+  noise of an earlier fit.
+* A fit that raises (a bad label in a later batch, an interrupt) restores every
+  weight and buffer to what it was before the fit and re-raises: the noisy steps
+  it took are discarded with their weights, so nothing was released and the
+  privacy accounting is left unchanged.
 * :meth:`DPSGD.observe_federated` gives the auditor what a DP-SGD client of
   federated learning really sends: per-example-clipped, Gaussian-noised
   gradients (or the local-SGD update built from them), not the exact gradient.
@@ -76,6 +82,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from ..defense import CutDefense, register_defense
 from ..errors import ConfigError, EmptyDataError, UnsupportedModelError
 from ..training import PlainHistory, fit_plain
+from ..validate import check_batch
+from ..wire import ClientMessage
 
 if TYPE_CHECKING:
     from ..attacks.base import Observation
@@ -208,6 +216,12 @@ def _check_positive(name: str, value: Any, *, example: str, allow_zero: bool = F
     return float(value)
 
 
+def _is_empty_batch(x: Any, y: Any) -> bool:
+    """Whether ``(x, y)`` is an empty ``(0, C, H, W)`` batch (with no label, if any)."""
+    return (isinstance(x, Tensor) and x.dim() == 4 and x.shape[0] == 0
+            and (y is None or (isinstance(y, Tensor) and y.numel() == 0)))
+
+
 @contextmanager
 def _quiet_opacus() -> Iterator[None]:
     """Silence the warnings a seeded, hooks-based Opacus run always emits."""
@@ -264,6 +278,7 @@ class DPSGD(CutDefense):
     strength: ClassVar[str | None] = "noise_multiplier"
 
     rdp: Tensor
+    fits: Tensor
 
     def __init__(
         self,
@@ -307,9 +322,13 @@ class DPSGD(CutDefense):
         self.lr = lr
         self.poisson_sampling = poisson_sampling
         self.secure_mode = secure_mode
-        self._fits = 0
         # The accumulated Rényi-DP curve over RDP_ORDERS (composition adds curves).
         self.register_buffer("rdp", torch.zeros(len(RDP_ORDERS), dtype=torch.float64))
+        # The number of completed fits (mixed into the noise seed of the next fit);
+        # a buffer, so it is saved and loaded with the weights and the curve.
+        self.register_buffer("fits", torch.zeros((), dtype=torch.long))
+        # True only while fit() runs: Poisson sampling then yields empty batches.
+        self._empty_batches_ok = False
 
     def options(self) -> dict[str, Any]:
         """The JSON-able constructor options besides ``cut`` and ``seed``."""
@@ -483,7 +502,25 @@ class DPSGD(CutDefense):
                 out[name] = (summed / x.shape[0]).detach()
         return out
 
+    def client(self, x: Tensor, y: Tensor | None = None) -> ClientMessage:
+        """As :meth:`CutDefense.client`; during :meth:`fit` an empty batch is allowed.
+
+        Poisson sampling draws empty batches, and DP-SGD must still take their
+        (noise-only) step for the accounting to hold; elsewhere an empty batch
+        raises :class:`~shieldsplit.errors.InputShapeError` as for any defence.
+        """
+        if self._empty_batches_ok and _is_empty_batch(x, y):
+            return ClientMessage(activations=self.transform(self.head(x)), labels=y)
+        return super().client(x, y)
+
     def _private_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        # Every batch (labels included: forward() sees no label) is checked before
+        # its forward pass, so a bad batch raises a typed error, not torch's
+        # IndexError; fit() then rolls the weights back. An empty Poisson batch
+        # (Opacus builds it with the dataset's shapes) is allowed.
+        if not _is_empty_batch(x, y):
+            check_batch(x, y, num_classes=self.num_classes,
+                        in_channels=getattr(self, "in_channels", None))
         logits = model(x)
         if y.numel() == 0:
             # An empty Poisson batch: the step still happens (noise only) and is
@@ -545,7 +582,13 @@ class DPSGD(CutDefense):
         The same defence, seed and data give the same history and weights: the
         noise and the Poisson sampler draw from generators seeded by ``seed``, the
         defence's seed and the number of earlier fits (so a second fit draws fresh
-        noise), unless ``secure_mode`` is on.
+        noise, also after :meth:`save` and :meth:`~shieldsplit.defense.Defense.load`:
+        the count is a buffer), unless ``secure_mode`` is on.
+
+        If the fit raises, every weight and buffer (privacy curve and fit count
+        included) is restored to its value before the fit and the error is
+        re-raised: the failed fit's noisy steps are discarded, so it spends no
+        privacy and ``privacy()`` is unchanged.
 
         Args:
             train_loader: a ``torch.utils.data.DataLoader`` over a map-style dataset;
@@ -565,17 +608,46 @@ class DPSGD(CutDefense):
             ConfigError: if ``train_loader`` is not a DataLoader over a map-style
                 dataset, or ``epochs < 1``.
             EmptyDataError: if the loader is empty.
+            InputShapeError: if a batch's images are not a non-empty 4-D float tensor.
+            NonFiniteInputError: if a batch's images hold NaN or infinity.
+            LabelError: if a batch's labels are not 1-D integers in
+                ``[0, num_classes)`` (the weights are rolled back first).
         """
         loader = self._check_loader(train_loader)
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ConfigError.build(
                 what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
             )
+        # Snapshot every weight and buffer: a fit that raises is rolled back to it.
+        snapshot = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        was_training = self.training
+        self._empty_batches_ok = True
+        try:
+            return self._fit(loader, epochs=epochs, val_loader=val_loader, seed=seed,
+                             progress=progress, restore_best=restore_best)
+        except BaseException:
+            self.load_state_dict(snapshot)
+            self.train(was_training)
+            raise
+        finally:
+            self._empty_batches_ok = False
+
+    def _fit(
+        self,
+        loader: DataLoader,
+        *,
+        epochs: int,
+        val_loader: Iterable[tuple[Tensor, Tensor]] | None,
+        seed: int,
+        progress: bool,
+        restore_best: bool,
+    ) -> DPHistory:
+        """The body of :meth:`fit` (which rolls the defence back if this raises)."""
         self.train()
         device = next(self.parameters()).device
         stream = torch.Generator().manual_seed(int(seed))
         stream.manual_seed(int(torch.randint(2**62, (1,), generator=stream)) + int(self.seed)
-                           + 1_000_003 * self._fits)
+                           + 1_000_003 * int(self.fits))
         noise_seed, sample_seed = (int(v) for v in torch.randint(2**62, (2,), generator=stream))
         optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
         private: GradSampleModule | None = None
@@ -603,7 +675,7 @@ class DPSGD(CutDefense):
                     private._close()
                 self._clean_up()
                 self.eval()
-        self._fits += 1
+        self.fits += 1
         history = engine.accountant.history
         for noise, rate, steps in history:
             curve = rdp_analysis.compute_rdp(q=rate, noise_multiplier=noise, steps=steps,
