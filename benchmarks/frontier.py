@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import shieldsplit as ss
-from shieldsplit.compare import CompareTable, DefenseRun
+from shieldsplit.compare import CompareTable, match_by_accuracy, run_label
 from shieldsplit.data import load_dataset
 from shieldsplit.io import atomic_write_text
 
@@ -39,28 +39,18 @@ BLACK_BOX = "split-black-box"
 
 def matched(table: CompareTable, baseline: str, attack: str) -> list[str]:
     """For each baseline point, the latent-perturbation point nearest in accuracy."""
-    latent = [r for r in table.rows if r.defense.startswith("latent")
-              and r.leakage[attack].status == "ok"]
-    lines = []
-    for b in (r for r in table.rows if r.defense == baseline):
-        if b.leakage[attack].status != "ok" or not latent:
-            continue
-        best: DefenseRun = min(latent, key=lambda r: abs(r.accuracy - b.accuracy))
-        lb, bb = best.leakage[attack], b.leakage[attack]
-        mse_gain = (lb.mse or 0) / max(bb.mse or 1e-12, 1e-12) - 1
-        acc_drop = ((bb.attacker_accuracy or 0) - (lb.attacker_accuracy or 0)) / max(
-            bb.attacker_accuracy or 1e-12, 1e-12)
-        lines.append(
-            f"| {attack} | {label(b)} ({b.accuracy:.1%}) | {label(best)} ({best.accuracy:.1%}) "
-            f"| {bb.mse:.4f} -> {lb.mse:.4f} ({mse_gain:+.1%}) "
-            f"| {bb.attacker_accuracy:.1%} -> {lb.attacker_accuracy:.1%} ({-acc_drop:+.1%}) |")
-    return lines
-
-
-def label(r: DefenseRun) -> str:
-    if r.strength_value is None:
-        return r.defense
-    return f"{r.defense} {r.strength}={r.strength_value:g}"
+    latent = [r for r in table.rows if r.defense.startswith("latent")]
+    return [
+        f"| {attack} | {run_label(p.baseline)} ({p.baseline.accuracy:.1%}) "
+        f"| {run_label(p.candidate)} ({p.candidate.accuracy:.1%}) "
+        f"| {p.baseline.leakage[attack].mse:.4f} -> {p.candidate.leakage[attack].mse:.4f} "
+        f"({p.mse_gain:+.1%}) "
+        f"| {p.baseline.leakage[attack].attacker_accuracy:.1%} -> "
+        f"{p.candidate.leakage[attack].attacker_accuracy:.1%} "
+        f"({-p.attacker_accuracy_drop:+.1%}) |"
+        for p in match_by_accuracy(latent, [r for r in table.rows if r.defense == baseline],
+                                   attack)
+    ]
 
 
 def main() -> None:

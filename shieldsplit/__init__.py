@@ -13,7 +13,7 @@ from .compare import CompareTable, compare
 from .config import PGSLConfig
 from .cutting import list_cut_points, split_model
 from .defense import Defense, available_defenses, create_defense
-from .defenses import DPSGD, BiDO, LaplaceNoise, LatentPerturb, NoPeek
+from .defenses import DPSGD, BiDO, JsmaInput, LaplaceNoise, LatentPerturb, NoPeek
 from .errors import ShieldSplitError
 from .models import PGSLNet, create_model
 from .shield import FitHistory, SplitShield
@@ -29,6 +29,7 @@ __all__ = [
     "CompareTable",
     "Defense",
     "FitHistory",
+    "JsmaInput",
     "LaplaceNoise",
     "LatentPerturb",
     "NoPeek",

@@ -321,6 +321,46 @@ def compare(
         raise typer.Exit(code=130)
 
 
+@app.command()
+def reproduce(
+    paper: Annotated[str, typer.Argument(help="pgsl | latent")],
+    data: Annotated[str, typer.Option(help="breastmnist | pneumoniamnist | mnist")]
+    = "breastmnist",
+    data_root: Annotated[Path | None, typer.Option(help="folder holding the data files")] = None,
+    budget: Annotated[str, typer.Option(help="quick (minutes) | full (committed results)")]
+    = "quick",
+    out: Annotated[Path, typer.Option(help="folder for the page, plots and cells")]
+    = Path("docs/results"),
+    seed: int = 0,
+    fresh: Annotated[bool, typer.Option(help="discard finished cells instead of resuming")]
+    = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Re-measure a paper's tables on real data; the paper's number beside ours in every cell.
+
+    Every finished cell is saved at once: Ctrl-C or a crash keeps it, a re-run resumes.
+    """
+    from .data import default_data_root
+    from .reproduce import reproduce as run_reproduce
+
+    try:
+        result = run_reproduce(
+            paper, data=data, data_root=data_root or default_data_root(),  # type: ignore[arg-type]
+            budget=budget, out=out, seed=seed, fresh=fresh, progress=not quiet,  # type: ignore[arg-type]
+        )
+    except ShieldSplitError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    except KeyboardInterrupt as exc:
+        err_console.print(f"interrupted: finished cells are kept in {out}; run the same "
+                          "command again to resume")
+        raise typer.Exit(code=130) from exc
+    console.print(result.markdown, soft_wrap=True, markup=False, highlight=False)
+    console.print(f"Written: {result.page} ({result.computed} cells computed, "
+                  f"{result.reused} read back, {result.seconds / 60:.1f} min); plots: "
+                  + ", ".join(str(p) for p in result.plots), markup=False)
+
+
 def _load_weights(net: Any, weights: Path | None) -> Any:
     from .io import safe_torch_load
 

@@ -32,6 +32,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class DefenseRun(BaseModel):
         train_seconds: wall time of its training protocol.
         leakage: attack name -> the audit's result (``status="n/a"`` where it does not apply).
         distance_correlation: between victim images and what crosses its cut.
+        victims: victim images of its audit (0 when no attack applied).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -86,6 +88,7 @@ class DefenseRun(BaseModel):
     train_seconds: float
     leakage: dict[str, AttackResult]
     distance_correlation: float | None = None
+    victims: int = 0
 
 
 class CompareTable(BaseModel):
@@ -147,7 +150,7 @@ class CompareTable(BaseModel):
                     cells.append(f" {res.mse or 0:8.4f} {res.psnr or 0:6.1f} "
                                  f"{res.attacker_accuracy or 0:9.1%}")
             eps = "-" if r.epsilon is None else f"{r.epsilon:7.2f}"
-            lines.append(f"{_label(r):30s} {r.accuracy:6.1%} {r.f1:6.3f} {eps:>7s} "
+            lines.append(f"{run_label(r):30s} {r.accuracy:6.1%} {r.f1:6.3f} {eps:>7s} "
                          f"{r.train_seconds:7.1f}" + "".join(cells))
         return "\n".join(lines)
 
@@ -217,7 +220,65 @@ class CompareTable(BaseModel):
         atomic_write_text(path, render_html(self))
 
 
-def _label(r: DefenseRun) -> str:
+@dataclass(frozen=True)
+class MatchedPair:
+    """A baseline run and the candidate run nearest to it in test accuracy.
+
+    Attributes:
+        baseline: the baseline's run.
+        candidate: the candidate's run.
+        attack: the attack both are scored with.
+        mse_gain: ``candidate MSE / baseline MSE - 1`` (positive: the candidate leaks less).
+        attacker_accuracy_drop: relative drop of the attacker's accuracy,
+            ``(baseline - candidate) / baseline`` (positive: the candidate leaks less).
+    """
+
+    baseline: DefenseRun
+    candidate: DefenseRun
+    attack: str
+    mse_gain: float
+    attacker_accuracy_drop: float
+
+
+def match_by_accuracy(
+    candidates: Sequence[DefenseRun], baselines: Sequence[DefenseRun], attack: str
+) -> list[MatchedPair]:
+    """Pair every baseline run with the candidate run closest in test accuracy.
+
+    The paper's comparison at matched utility (Jiang et al. 2025: "at the same level of
+    client classification accuracy"). Runs whose ``attack`` did not finish are skipped.
+
+    Args:
+        candidates: runs of the defence under test (e.g. latent perturbation).
+        baselines: runs of a baseline (e.g. DP-SGD at several noise levels).
+        attack: the attack whose MSE and attacker accuracy are compared.
+
+    Returns:
+        One pair per scored baseline run (empty if no candidate was scored).
+    """
+    def scored(r: DefenseRun) -> bool:
+        res = r.leakage.get(attack)
+        return res is not None and res.status == "ok" and res.mse is not None
+
+    pool = [r for r in candidates if scored(r)]
+    pairs = []
+    for b in (r for r in baselines if scored(r)):
+        if not pool:
+            break
+        c = min(pool, key=lambda r: abs(r.accuracy - b.accuracy))
+        lb, lc = b.leakage[attack], c.leakage[attack]
+        mse_b, mse_c = float(lb.mse or 0.0), float(lc.mse or 0.0)
+        acc_b, acc_c = float(lb.attacker_accuracy or 0.0), float(lc.attacker_accuracy or 0.0)
+        pairs.append(MatchedPair(
+            baseline=b, candidate=c, attack=attack,
+            mse_gain=mse_c / mse_b - 1.0 if mse_b > 0 else math.inf,
+            attacker_accuracy_drop=(acc_b - acc_c) / acc_b if acc_b > 0 else 0.0,
+        ))
+    return pairs
+
+
+def run_label(r: DefenseRun) -> str:
+    """``name`` or ``name strength=value``: how a run is named in tables and plots."""
     if r.strength is None or r.strength_value is None:
         return r.defense
     return f"{r.defense} {r.strength}={r.strength_value:g}"
@@ -253,7 +314,7 @@ def render_html(table: CompareTable) -> str:
                 cells.append(f"<td>{res.mse or 0:.4f} / {res.psnr or 0:.1f} / "
                              f"{res.ssim or 0:.3f} / {res.attacker_accuracy or 0:.1%}</td>")
         eps = "-" if r.epsilon is None else f"{r.epsilon:.2f}"
-        body.append(f"<tr><td>{html.escape(_label(r))}</td><td>{r.accuracy:.1%}</td>"
+        body.append(f"<tr><td>{html.escape(run_label(r))}</td><td>{r.accuracy:.1%}</td>"
                     f"<td>{r.f1:.3f}</td><td>{eps}</td><td>{r.train_seconds:.1f}</td>"
                     + "".join(cells) + "</tr>")
     title = html.escape(f"shieldsplit compare: {table.dataset}")
@@ -392,17 +453,72 @@ def _run(
     victims: int | None, seed: int, progress: bool, table: CompareTable,
 ) -> DefenseRun:
     options = dict(opts)
-    probe = create_defense(name, model, cut=cut, seed=seed, **options)
-    strength = probe.strength
     if value is not None:
+        strength = create_defense(name, model, cut=cut, seed=seed, **options).strength
         if strength is None:
             raise ConfigError.build(
                 what="sweeps", expected=f"a defence with a strength option ({name!r} has none)",
                 received=repr(name), fix="drop its sweep",
             )
         options[strength] = value
-    defense = create_defense(name, copy.deepcopy(model), cut=cut, seed=seed, **options) \
-        if value is not None else probe
+    run = run_defense(model, data, name, options=options, attacks=attacks, cut=cut,
+                      epochs=epochs, batch_size=batch_size, budget=budget, victims=victims,
+                      seed=seed, progress=progress)
+    if run.victims:
+        table.victims = run.victims
+    return run
+
+
+def run_defense(
+    model: nn.Module,
+    data: ImageDataset,
+    name: str,
+    *,
+    options: Mapping[str, Any] | None = None,
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
+    cut: int | str = 2,
+    epochs: int = 10,
+    batch_size: int = 64,
+    budget: Budget = "quick",
+    victims: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> DefenseRun:
+    """Train one defence with its own protocol, score its utility, audit it: one frontier point.
+
+    Args:
+        model: the classifier to defend (copied, never modified).
+        data: the data set: train split to train and audit on, test split for accuracy.
+        name: a registered defence.
+        options: its keyword options (besides cut and seed).
+        attacks: audit attacks; those whose threat model does not apply get ``n/a``.
+        cut: the defence's cut.
+        epochs: training epochs.
+        batch_size: training batch size.
+        budget: the audit budget.
+        victims: victim images of the audit (default: the budget's).
+        seed: seeds the copy, training, the victim split and the attacks.
+        progress: show progress bars.
+
+    Returns:
+        The run.
+
+    Raises:
+        ConfigError: an unknown defence, option or attack.
+        KeyboardInterrupt: when the audit was cancelled (nothing partial is returned).
+
+    Example:
+        >>> from shieldsplit.data import load_dataset
+        >>> from shieldsplit.models import PGSLNet
+        >>> ds = load_dataset("digits", seed=0, limit=64)
+        >>> net = PGSLNet(num_classes=10, image_size=8, width=8, hidden=16)
+        >>> run = run_defense(net, ds, "laplace", options={"scale": 0.5}, epochs=1,
+        ...                   attacks=["split-black-box"], victims=8, progress=False)
+        >>> run.defense, run.strength, run.strength_value, run.leakage["split-black-box"].status
+        ('laplace', 'scale', 0.5, 'ok')
+    """
+    defense = create_defense(name, copy.deepcopy(model), cut=cut, seed=seed, **dict(options or {}))
+    strength = defense.strength
     loaders = make_loaders(data, batch_size=batch_size, seed=seed)
     start = time.perf_counter()
     defense.train_protocol(loaders.train, epochs=epochs, val_loader=loaders.val, seed=seed,
@@ -415,10 +531,11 @@ def _run(
     runnable = [a for a in attacks if a in applicable]
     leakage: dict[str, AttackResult] = {}
     dcor = None
+    audited = 0
     if runnable:
         report = audit(defense, data=(data.x_train, data.y_train), budget=budget, seed=seed,
                        attacks=runnable, victims=victims, progress=progress)
-        table.victims = report.victims
+        audited = report.victims
         leakage = {r.attack: r for r in report.results}
         dcor = report.distance_correlation
         if not report.complete:
@@ -436,8 +553,11 @@ def _run(
         accuracy=acc, f1=f1,
         epsilon=None if eps is None else (float(eps) if math.isfinite(eps) else float("inf")),
         delta=privacy.get("delta"), train_seconds=train_seconds, leakage=leakage,
-        distance_correlation=dcor,
+        distance_correlation=dcor, victims=audited,
     )
 
 
-__all__ = ["DEFAULT_ATTACKS", "CompareTable", "DefenseRun", "compare", "render_html"]
+__all__ = [
+    "DEFAULT_ATTACKS", "CompareTable", "DefenseRun", "MatchedPair", "compare",
+    "match_by_accuracy", "render_html", "run_defense", "run_label",
+]

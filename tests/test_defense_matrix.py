@@ -46,6 +46,7 @@ FAST: dict[str, dict[str, Any]] = {
     "nopeek": {"alpha": 0.1},
     "laplace": {"scale": 0.5},
     "bido": {"lambda_x": 0.05, "lambda_y": 0.5},
+    "jsma-input": {"pixel_budget": 0.05, "recover": True, "max_iter": 5},
 }
 NAMES = sorted(FAST)
 CLASSES = 3

@@ -1,0 +1,109 @@
+"""A resumable store of finished experiment cells.
+
+Every cell of a reproduction (one trained defence, one attacked data set, one
+point of a sweep) is written to a JSON file the moment it finishes, atomically.
+A crash or Ctrl-C therefore loses at most the cell that was running, and a
+re-run with the same settings reads the finished cells instead of redoing them.
+
+The file records the settings that give its cells their meaning (the
+*fingerprint*: data, budget, seed, library version); a store opened with other
+settings refuses to mix its cells in.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "cells.json"
+    >>> store = CellStore(path, fingerprint={"data": "digits"})
+    >>> store.run("square-3", lambda: {"value": 9})
+    {'value': 9}
+    >>> CellStore(path, fingerprint={"data": "digits"}).run("square-3", lambda: 1 / 0)
+    {'value': 9}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DataFileError
+from ..io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "shieldsplit.reproduce.cells/1"
+
+
+class CellStore:
+    """Finished cells of one reproduction, persisted after each cell.
+
+    Args:
+        path: the JSON file (created on the first finished cell).
+        fingerprint: the settings the cells depend on.
+        fresh: discard the cells already in ``path``.
+
+    Raises:
+        ConfigError: if ``path`` holds cells made with another fingerprint.
+        DataFileError: if ``path`` is not a cell file.
+    """
+
+    def __init__(self, path: str | Path, *, fingerprint: Mapping[str, Any],
+                 fresh: bool = False) -> None:
+        self.path = Path(path)
+        self.fingerprint = json.loads(json.dumps(dict(fingerprint), default=str))
+        self.cells: dict[str, Any] = {}
+        self.reused = 0
+        if self.path.exists() and not fresh:
+            try:
+                saved = json.loads(self.path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise DataFileError.build(
+                    what="cell file", expected=f"a {FORMAT} JSON file", received=str(self.path),
+                    fix=f"delete it or re-run with --fresh ({exc})",
+                ) from exc
+            if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+                raise DataFileError.build(
+                    what="cell file", expected=f"a {FORMAT} JSON file", received=str(self.path),
+                    fix="delete it or re-run with --fresh",
+                )
+            if saved.get("fingerprint") != self.fingerprint:
+                raise ConfigError.build(
+                    what="cell file", expected=f"cells made with {self.fingerprint}",
+                    received=f"{self.path} made with {saved.get('fingerprint')}",
+                    fix="re-run with --fresh to discard them, or write to another --out",
+                )
+            self.cells = dict(saved.get("cells", {}))
+            logger.info("resuming: %d finished cells in %s", len(self.cells), self.path)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.cells
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def run(self, key: str, compute: Callable[[], Any]) -> Any:
+        """The cell's value: read back if finished, else computed and saved at once.
+
+        Args:
+            key: the cell's unique name.
+            compute: makes the cell's JSON-serialisable value.
+
+        Returns:
+            The value (as stored: JSON types).
+        """
+        if key in self.cells:
+            self.reused += 1
+            return self.cells[key]
+        value = json.loads(json.dumps(compute(), default=str))
+        self.cells[key] = value
+        self.save()
+        return value
+
+    def save(self) -> None:
+        """Write every finished cell to :attr:`path` atomically."""
+        atomic_write_text(self.path, json.dumps(
+            {"format": FORMAT, "fingerprint": self.fingerprint, "cells": self.cells}, indent=1))
+
+
+__all__ = ["CellStore"]

@@ -1,0 +1,291 @@
+"""Jiang et al. 2025 re-measured: Fig. 4, Tables III-V and Fig. 5 (``reproduce("latent")``).
+
+Every setting is one :func:`~shieldsplit.compare.run_defense` cell: the defence
+trains the PGSL paper's network with its own protocol, then the auditor runs
+Inverting Gradients on the client's weight update after 5 local epochs at batch
+8 (the paper's attack) and scores MSE, PSNR and the accuracy of an undefended
+classifier on the reconstructions.
+
+Paper numbers (BloodMNIST, the medical data set; ours use BreastMNIST,
+PneumoniaMNIST or MNIST instead): the PSNR tables survived the text extraction,
+the hyperparameter labels of the DP-SGD and latent-perturbation columns did not
+(the BiDO pairs did), and Fig. 4/5 are plots whose values are lost; the text
+gives the headline (at least 12.4% higher MSE and 12.5% lower attacker accuracy
+than the baselines at about 90% client accuracy) and Fig. 5's trend (MSE 0.89 to
+1.0 takes the attacker's accuracy to 0%).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from ..compare import DefenseRun, match_by_accuracy, run_defense
+from ..progress import progress_bar
+from . import RunContext, register_experiment
+
+ATTACK = "inverting-gradients-fedavg"
+
+#: The paper's BloodMNIST PSNR (dB) per method, in the extracted column order.
+PAPER_PSNR: dict[str, list[float]] = {
+    "dpsgd": [10.43, 7.68, 6.78, 6.71, 6.84, 6.63],
+    "latent": [6.02, 6.21, 6.05, 6.26, 6.55, 6.37],
+}
+#: BiDO's BloodMNIST PSNR by its (lambda_x, lambda_y) pair (these labels survived).
+PAPER_BIDO_PSNR: dict[tuple[float, float], float] = {
+    (1.0, 5.0): 9.29, (0.5, 5.0): 7.73, (0.1, 2.0): 11.17, (0.1, 3.0): 7.26,
+    (0.1, 4.0): 7.31, (0.1, 5.0): 7.0,
+}
+HEADLINE_MSE_GAIN = 0.124
+HEADLINE_ATTACKER_DROP = 0.125
+
+Setting = tuple[str, dict[str, Any]]
+
+
+def settings(sweep: str) -> list[Setting]:
+    """The swept settings of Fig. 4 (``short``: a few per method; ``full``: the paper's count).
+
+    DP-SGD sweeps the noise multiplier (the paper's values are lost; six levels as its
+    table has six columns); BiDO the paper's BloodMNIST ``(lambda_x, lambda_y)`` pairs;
+    fixed latent noise its mean at std 0.1 (the paper's list of means is lost); learned
+    latent noise (initialised at mean 1, std 0.1, as the paper) the weight ``lam``.
+    """
+    full = sweep == "full"
+    dp = [0.25, 0.5, 1.0, 1.5, 2.0, 3.0] if full else [0.5, 2.0]
+    bido = list(PAPER_BIDO_PSNR) if full else [(0.1, 2.0), (1.0, 5.0)]
+    means = [0.0, 0.5, 1.0, 2.0, 5.0] if full else [0.0, 1.0]
+    lams = [0.1, 1.0, 10.0] if full else [1.0]
+    return (
+        [("none", {})]
+        + [("dpsgd", {"noise_multiplier": v}) for v in dp]
+        + [("bido", {"lambda_x": a, "lambda_y": b}) for a, b in bido]
+        + [("latent-fixed", {"mean": m, "std": 0.1}) for m in means]
+        + [("latent-learned", {"lam": v}) for v in lams]
+    )
+
+
+#: The headline settings, run with every headline seed (mean ± sd).
+HEADLINE: list[Setting] = [
+    ("none", {}), ("dpsgd", {"noise_multiplier": 1.0}),
+    ("bido", {"lambda_x": 0.1, "lambda_y": 3.0}),
+    ("latent-fixed", {"mean": 1.0, "std": 0.1}), ("latent-learned", {"lam": 1.0}),
+]
+
+
+def _key(name: str, options: dict[str, Any], seed: int) -> str:
+    return f"{name} {json.dumps(options, sort_keys=True)} seed={seed}"
+
+
+def run_cells(ctx: RunContext, todo: Sequence[tuple[str, dict[str, Any], int]]
+              ) -> dict[str, DefenseRun]:
+    """Run (or read back) one :func:`run_defense` cell per ``(name, options, seed)``."""
+    out: dict[str, DefenseRun] = {}
+    with progress_bar(todo, total=len(todo), description="latent cells",
+                      enabled=ctx.options.progress) as bar:
+        for name, options, seed in bar:
+            key = _key(name, options, seed)
+            value = ctx.store.run(key, functools.partial(_cell, ctx, name, options, seed))
+            out[key] = DefenseRun.model_validate(value)
+    return out
+
+
+def _cell(ctx: RunContext, name: str, options: dict[str, Any], seed: int) -> Any:
+    p = ctx.preset
+    return run_defense(ctx.network(seed), ctx.data, name, options=options, attacks=[ATTACK],
+                       epochs=p.epochs, budget=p.audit, victims=p.victims, seed=seed,
+                       progress=ctx.options.progress).model_dump(mode="json")
+
+
+def setting_label(name: str, options: dict[str, Any]) -> str:
+    """``name k=v, ...``: a setting as the tables name it."""
+    return " ".join([name, ", ".join(f"{k}={v:g}" for k, v in options.items())]).strip()
+
+
+def _label(r: DefenseRun) -> str:
+    swept = {k: v for n, o in settings("full") + HEADLINE if n == r.defense for k in o
+             for v in [r.options.get(k)] if isinstance(v, (int, float))}
+    return setting_label(r.defense, swept)
+
+
+def _method(r: DefenseRun) -> str:
+    return "latent" if r.defense.startswith("latent") else r.defense
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def run(ctx: RunContext) -> list[str]:
+    """All cells of the latent paper, then its page (Markdown lines) and plots."""
+    seed = ctx.options.seed
+    swept = settings(ctx.preset.sweep)
+    todo = [(n, o, seed) for n, o in swept]
+    todo += [(n, o, s) for s in ctx.seeds if s != seed for n, o in HEADLINE]
+    for n, o in HEADLINE:  # headline settings outside the sweep still get the first seed
+        if (n, o, seed) not in todo:
+            todo.append((n, o, seed))
+    runs = run_cells(ctx, todo)
+    sweep_runs = [runs[_key(n, o, seed)] for n, o in swept]
+    lines = _fig4_table(sweep_runs) + _psnr_tables(sweep_runs) + _headline(ctx, runs)
+    lines += _fig5(sweep_runs)
+    _plots(ctx, sweep_runs)
+    lines += [f"![Fig. 4: MSE against client accuracy]({ctx.stem}_fig4.png)", "",
+              f"![Fig. 5: attacker accuracy against MSE]({ctx.stem}_fig5.png)", ""]
+    return lines
+
+
+def _fig4_table(rows: list[DefenseRun]) -> list[str]:
+    lines = [
+        "## Fig. 4: reconstruction MSE against client accuracy",
+        "",
+        f"Attack: `{ATTACK}` (Inverting Gradients on the weight update after 5 local epochs of "
+        "SGD at batch 8, as the paper). Higher MSE / lower PSNR / lower attacker accuracy = "
+        "less leakage. The paper's Fig. 4 is a plot whose values did not survive the "
+        "extraction; its text: DP-SGD reaches high MSE only by losing accuracy, latent "
+        "perturbation matches BiDO's accuracy with higher MSE, and fixed and learned noise "
+        "score alike.",
+        "",
+        "| setting | client accuracy | macro F1 | epsilon | MSE | PSNR (dB) | SSIM "
+        "| attacker accuracy |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        a = r.leakage[ATTACK]
+        lines.append(
+            f"| {_label(r)} | {r.accuracy:.1%} | {r.f1:.3f} | {_f(r.epsilon, '.2f')} "
+            f"| {_f(a.mse, '.4f')} | {_f(a.psnr, '.2f')} | {_f(a.ssim, '.3f')} "
+            f"| {_f(a.attacker_accuracy, '.1%')} |")
+    return [*lines, ""]
+
+
+def _psnr_tables(rows: list[DefenseRun]) -> list[str]:
+    lines = [
+        "## Tables III-V: PSNR of the reconstructions (dB; lower = less leakage)",
+        "",
+        "Paper: BloodMNIST (not available here; ours is the data set above). The extraction "
+        "kept BiDO's hyperparameter pairs but lost the DP-SGD noise levels and the "
+        "latent-perturbation settings, so for those the paper's six values are listed in "
+        "their column order beside ours, not matched setting by setting.",
+        "",
+        "| method | setting | ours PSNR | paper PSNR (BloodMNIST) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for method in ("dpsgd", "bido", "latent"):
+        mine = [r for r in rows if _method(r) == method]
+        for i, r in enumerate(mine):
+            if method == "bido":
+                pair = (float(r.options["lambda_x"]), float(r.options["lambda_y"]))
+                paper = _f(PAPER_BIDO_PSNR.get(pair), ".2f")
+            else:
+                paper = ", ".join(f"{v:g}" for v in PAPER_PSNR[method]) if i == 0 else "〃"
+            lines.append(f"| {method} | {_label(r)} | "
+                         f"{_f(r.leakage[ATTACK].psnr, '.2f')} | {paper} |")
+    none = [r for r in rows if r.defense == "none"]
+    if none:
+        lines.append(f"| none | undefended | {_f(none[0].leakage[ATTACK].psnr, '.2f')} "
+                     "| not reported |")
+    return [*lines, ""]
+
+
+def _mean_sd(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def _headline(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
+    lines = [
+        f"## Headline cells: {len(ctx.seeds)} seeds (mean ± sd)",
+        "",
+        "| setting | client accuracy | MSE | PSNR (dB) | attacker accuracy |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for n, o in HEADLINE:
+        rs = [runs[_key(n, o, s)] for s in ctx.seeds]
+        ok = [r.leakage[ATTACK] for r in rs if r.leakage[ATTACK].status == "ok"]
+        lines.append(
+            f"| {_label(rs[0])} | {_mean_sd([r.accuracy for r in rs], '.1%')} "
+            f"| {_mean_sd([float(a.mse or 0) for a in ok], '.4f')} "
+            f"| {_mean_sd([float(a.psnr or 0) for a in ok], '.2f')} "
+            f"| {_mean_sd([float(a.attacker_accuracy or 0) for a in ok], '.1%')} |")
+    lines += [
+        "",
+        "### The paper's claim at matched accuracy",
+        "",
+        "For every seed and baseline, the latent run (fixed or learned) nearest in client "
+        "accuracy. The paper: at least 12.4% higher MSE and 12.5% lower attacker accuracy "
+        "than DP-SGD and BiDO at about 90% client accuracy.",
+        "",
+        "| baseline | seeds | mean MSE gain of latent | mean attacker-accuracy drop "
+        "| mean accuracy gap (latent - baseline) | claim reached |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    opts = dict(HEADLINE)
+    for base in ("dpsgd", "bido"):
+        pairs = [
+            p for s in ctx.seeds
+            for p in match_by_accuracy(
+                [runs[_key(n, opts[n], s)] for n in ("latent-fixed", "latent-learned")],
+                [runs[_key(base, opts[base], s)]], ATTACK)
+        ]
+        if not pairs:
+            lines.append(f"| {base} | 0 | - | - | - | not measured |")
+            continue
+        gain = statistics.mean(p.mse_gain for p in pairs)
+        drop = statistics.mean(p.attacker_accuracy_drop for p in pairs)
+        gap = statistics.mean(p.candidate.accuracy - p.baseline.accuracy for p in pairs)
+        reached = gain >= HEADLINE_MSE_GAIN and drop >= HEADLINE_ATTACKER_DROP
+        lines.append(f"| {base} | {len(pairs)} | {gain:+.1%} | {drop:+.1%} | "
+                     f"{100 * gap:+.1f} pts | {'yes' if reached else '**no**'} |")
+    return [*lines, ""]
+
+
+def _fig5(rows: list[DefenseRun]) -> list[str]:
+    ok = sorted((r for r in rows if r.leakage[ATTACK].status == "ok"),
+                key=lambda r: float(r.leakage[ATTACK].mse or 0))
+    lines = [
+        "## Fig. 5: accuracy of an undefended classifier on the reconstructions",
+        "",
+        "The auditor's reference classifier (trained without defence on the auxiliary "
+        "images) labels each reconstruction; the paper reports this accuracy falling to 0% "
+        "as MSE rises from 0.89 to 1.0 on BloodMNIST (its values are in a plot).",
+        "",
+        "| setting | MSE | attacker accuracy |",
+        "| --- | --- | --- |",
+    ]
+    for r in ok:
+        a = r.leakage[ATTACK]
+        lines.append(f"| {_label(r)} | {_f(a.mse, '.4f')} | "
+                     f"{_f(a.attacker_accuracy, '.1%')} |")
+    return [*lines, ""]
+
+
+def _plots(ctx: RunContext, rows: list[DefenseRun]) -> None:
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.leakage[ATTACK].status == "ok"]
+    for name, x_of, y_of, xlabel, ylabel in (
+        ("fig4", lambda r: r.accuracy, lambda r: r.leakage[ATTACK].mse,
+         "client test accuracy", "MSE of reconstructions (higher = less leakage)"),
+        ("fig5", lambda r: r.leakage[ATTACK].mse, lambda r: r.leakage[ATTACK].attacker_accuracy,
+         "MSE of reconstructions", "accuracy of an undefended classifier on them"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method, marker in (("none", "*"), ("dpsgd", "o"), ("bido", "s"),
+                               ("latent-fixed", "^"), ("latent-learned", "v")):
+            pts = sorted((float(x_of(r)), float(y_of(r) or 0)) for r in ok if r.defense == method)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=method)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{ctx.options.data}, seed {ctx.options.seed}, budget {ctx.options.budget}")
+        ax.legend(fontsize=8)
+        ctx.save_plot(name, fig)
+
+
+register_experiment("latent", run)
