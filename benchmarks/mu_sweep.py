@@ -27,9 +27,7 @@ import shieldsplit as ss
 from shieldsplit.data import load_dataset, make_loaders
 from shieldsplit.demo import machine_info
 from shieldsplit.io import atomic_write_text
-from shieldsplit.perturb import jsma_perturb
-from shieldsplit.recovery import recover
-from shieldsplit.saliency import class_gradient, jsma_saliency
+from shieldsplit.reproduce.pgsl import mu_sweep
 from shieldsplit.training import accuracy, fit_plain
 
 
@@ -53,26 +51,10 @@ def main() -> None:
     clean_acc = accuracy(net, loaders.test)
 
     x, y = ds.x_test, ds.y_test
-    grad = class_gradient(lambda t: net(t).softmax(-1), x, y)
-    attacked = jsma_perturb(
-        x, jsma_saliency(grad), pixel_budget=args.pixel_budget, strength=1.0, clip=(0.0, 1.0)
-    ).adversarial
-    with torch.no_grad():
-        attacked_acc = float((net(attacked).argmax(-1) == y).float().mean())
-    mse_attacked = float(((attacked - x) ** 2).mean())
-
-    mus = [round(0.05 + 0.1 * i, 2) for i in range(10)]
-    rows = []
-    for mu in mus:
-        rec = recover(attacked, mu=mu, max_iter=args.max_iter, tol=1e-6, matrix="rows_x_cols")
-        with torch.no_grad():
-            rec_acc = float((net(rec).argmax(-1) == y).float().mean())
-        rows.append({
-            "mu": mu,
-            "mse_recovered": float(((rec - x) ** 2).mean()),
-            "mse_attacked": mse_attacked,
-            "accuracy_on_recovered": rec_acc,
-        })
+    sweep = mu_sweep(net, x, y, pixel_budget=args.pixel_budget, max_iter=args.max_iter)
+    attacked_acc, mse_attacked = sweep["attacked_accuracy"], sweep["mse_attacked"]
+    rows = [{**r, "mse_attacked": mse_attacked} for r in sweep["rows"]]
+    mus = [r["mu"] for r in rows]
     best = min(rows, key=lambda r: r["mse_recovered"])
     result = {
         "command": "python benchmarks/mu_sweep.py " + " ".join(

@@ -431,6 +431,13 @@ def compare(
         budget=budget, seed=seed, epochs=epochs, attacks=list(attacks),
         victims=victims or 0, machine=machine_info(), versions=_versions(),
     )
+    for name, opts in specs:  # a bad sweep fails now, not after hours of other rows
+        if name in (sweeps or {}) and create_defense(name, model, cut=cut, seed=seed,
+                                                     **opts).strength is None:
+            raise ConfigError.build(
+                what="sweeps", expected=f"a defence with a strength option ({name!r} has none)",
+                received=repr(name), fix="drop its sweep",
+            )
     runs: list[tuple[str, dict[str, Any], float | None]] = []
     for name, opts in specs:
         for value in (sweeps or {}).get(name, [None]):
@@ -455,12 +462,7 @@ def _run(
     options = dict(opts)
     if value is not None:
         strength = create_defense(name, model, cut=cut, seed=seed, **options).strength
-        if strength is None:
-            raise ConfigError.build(
-                what="sweeps", expected=f"a defence with a strength option ({name!r} has none)",
-                received=repr(name), fix="drop its sweep",
-            )
-        options[strength] = value
+        options[str(strength)] = value  # compare() checked that it has one
     run = run_defense(model, data, name, options=options, attacks=attacks, cut=cut,
                       epochs=epochs, batch_size=batch_size, budget=budget, victims=victims,
                       seed=seed, progress=progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,16 @@ def test_same_seed_same_table(digits) -> None:
     a = compare(net(), data=digits, defenses=["none", "latent-fixed"], seed=3, **KW)
     b = compare(net(), data=digits, defenses=["none", "latent-fixed"], seed=3, **KW)
     assert strip(a.model_dump()) == strip(b.model_dump())
+
+
+def test_a_strengthless_sweep_fails_before_any_training(digits, monkeypatch) -> None:
+    cmp = sys.modules["shieldsplit.compare"]  # the package re-exports compare() by name
+    trained: list[str] = []
+    monkeypatch.setattr(cmp, "run_defense", lambda model, data, name, **kw: trained.append(name))
+    with pytest.raises(ConfigError, match="strength"):
+        compare(net(), data=digits, defenses=["laplace", "none"],
+                sweeps={"laplace": [1.0], "none": [1.0]}, **KW)
+    assert trained == []
 
 
 def test_bad_names_are_typed_errors(digits) -> None:

@@ -57,7 +57,7 @@ class CellStore:
         if self.path.exists() and not fresh:
             try:
                 saved = json.loads(self.path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise DataFileError.build(
                     what="cell file", expected=f"a {FORMAT} JSON file", received=str(self.path),
                     fix=f"delete it or re-run with --fresh ({exc})",

@@ -1,0 +1,472 @@
+"""``shieldsplit reproduce``: resumable cells, clear errors and both papers end to end.
+
+Key invariants: a finished cell is saved the moment it finishes and read back instead
+of recomputed; a cell file of other settings is refused (naming ``--fresh``) and a
+corrupted one raises a typed error; Ctrl-C or a crash keeps the finished cells and a
+re-run resumes; a corrupted or missing data file is named with its MD5 and the fix
+(in Python and on the command line, exit code 2); the pages put the paper's numbers
+beside ours, with provenance, plots and mean ± sd over seeds, and the same seed gives
+the same numbers. The end-to-end runs use the real data (skipped without it) with the
+budgets shrunk by monkeypatching, so they take seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import shieldsplit.auditor as auditor
+import shieldsplit.reproduce as repro
+from shieldsplit.adapters.medmnist import OFFICIAL_MD5
+from shieldsplit.cli import app
+from shieldsplit.data import load_dataset
+from shieldsplit.errors import ConfigError, DataFileError
+from shieldsplit.reproduce import (
+    PRESETS,
+    CellStore,
+    Preset,
+    RunContext,
+    available_papers,
+    register_experiment,
+    reproduce,
+)
+from shieldsplit.reproduce.cells import FORMAT
+
+runner = CliRunner()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAKE = "test-fake"
+
+
+def _flat(text: str) -> str:
+    """Output with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------- CellStore
+
+
+def test_finished_cell_is_read_back_without_recomputation(tmp_path: Path) -> None:
+    path = tmp_path / "cells.json"
+    calls: list[str] = []
+
+    def compute(key: str) -> dict[str, Any]:
+        calls.append(key)
+        return {"value": len(key), "pair": (1, 2)}
+
+    store = CellStore(path, fingerprint={"data": "digits", "seed": 0})
+    assert not path.exists()  # created on the first finished cell
+    first = store.run("a", functools.partial(compute, "a"))
+    assert first == {"value": 1, "pair": [1, 2]}  # JSON types, as stored
+    assert calls == ["a"] and "a" in store and len(store) == 1 and store.reused == 0
+    assert store.run("a", functools.partial(compute, "a")) == first  # same store
+    assert calls == ["a"] and store.reused == 1
+
+    again = CellStore(path, fingerprint={"data": "digits", "seed": 0})
+    assert len(again) == 1 and "a" in again and "b" not in again
+    assert again.run("a", lambda: pytest.fail("a finished cell was recomputed")) == first
+    assert again.run("b", functools.partial(compute, "bb")) == {"value": 2, "pair": [1, 2]}
+    assert calls == ["a", "bb"] and again.reused == 1 and len(again) == 2
+
+
+def test_every_cell_is_on_disk_before_the_next_one_runs(tmp_path: Path) -> None:
+    path = tmp_path / "cells.json"
+    store = CellStore(path, fingerprint={"data": "digits"})
+    seen: list[dict[str, Any]] = []
+
+    def second() -> int:
+        seen.append(json.loads(path.read_text()))
+        return 2
+
+    store.run("first", lambda: 1)
+    assert path.is_file()
+    store.run("second", second)
+    assert seen[0]["format"] == FORMAT
+    assert seen[0]["fingerprint"] == {"data": "digits"}
+    assert seen[0]["cells"] == {"first": 1}  # the first cell, and only it
+    assert json.loads(path.read_text())["cells"] == {"first": 1, "second": 2}
+
+
+def test_cell_file_of_other_settings_is_refused_naming_fresh(tmp_path: Path) -> None:
+    path = tmp_path / "cells.json"
+    CellStore(path, fingerprint={"seed": 0}).run("a", lambda: 1)
+    with pytest.raises(ConfigError) as info:
+        CellStore(path, fingerprint={"seed": 1})
+    msg = str(info.value)
+    assert "--fresh" in msg and str(path) in msg
+    assert json.loads(path.read_text())["cells"] == {"a": 1}  # nothing was lost
+
+
+def test_fresh_discards_old_cells(tmp_path: Path) -> None:
+    path = tmp_path / "cells.json"
+    old = CellStore(path, fingerprint={"seed": 0})
+    old.run("a", lambda: 1)
+    old.run("b", lambda: 2)
+    for fingerprint in ({"seed": 0}, {"seed": 1}):  # same or other settings
+        store = CellStore(path, fingerprint=fingerprint, fresh=True)
+        assert len(store) == 0 and "a" not in store
+        calls: list[int] = []
+        assert store.run("a", lambda: calls.append(1) or 10) == 10
+        assert calls == [1] and store.reused == 0
+        saved = json.loads(path.read_text())
+        assert saved["cells"] == {"a": 10} and saved["fingerprint"] == fingerprint
+    assert len(CellStore(path, fingerprint={"seed": 1})) == 1  # resumes the fresh run
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00\xffnot json{", b"[1, 2, 3]", b'{"format": "something/else", "cells": {}}'],
+    ids=["garbage", "not-a-dict", "other-format"],
+)
+def test_corrupted_cell_file_raises_data_file_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "cells.json"
+    path.write_bytes(content)
+    with pytest.raises(DataFileError) as info:
+        CellStore(path, fingerprint={"seed": 0})
+    msg = str(info.value)
+    assert str(path) in msg and "--fresh" in msg
+    assert len(CellStore(path, fingerprint={"seed": 0}, fresh=True)) == 0  # the way out
+
+
+# ---------------------------------------------------------------- a throwaway experiment
+
+
+@dataclass
+class FakePaper:
+    """A registered three-cell experiment whose cells can be made to fail once."""
+
+    calls: list[int] = field(default_factory=list)
+    loads: list[tuple[str, Any, int, int | None]] = field(default_factory=list)
+    fail: tuple[int, BaseException] | None = None
+    presets: list[Preset] = field(default_factory=list)
+
+    def run(self, ctx: RunContext) -> list[str]:
+        self.presets.append(ctx.preset)
+        values = [ctx.store.run(f"cell {i}", functools.partial(self._cell, i))
+                  for i in range(3)]
+        return ["## Fake table", "", "| cell | ours | paper |", "| --- | --- | --- |",
+                *(f"| {i} | {v['value']:.2f} | 3.14 |" for i, v in enumerate(values)), ""]
+
+    def _cell(self, i: int) -> dict[str, float]:
+        self.calls.append(i)
+        if self.fail is not None and self.fail[0] == i:
+            exc, self.fail = self.fail[1], None
+            raise exc
+        return {"value": 1.5 * i}
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePaper]:
+    paper = FakePaper()
+
+    def digits_instead(name: str, *, root: Any = None, seed: int = 0,
+                       limit: int | None = None) -> Any:
+        paper.loads.append((name, root, seed, limit))
+        return load_dataset("digits", seed=seed, limit=limit)
+
+    monkeypatch.setattr(repro, "load_dataset", digits_instead)
+    register_experiment(FAKE, paper.run)
+    try:
+        yield paper
+    finally:
+        repro._EXPERIMENTS.pop(FAKE, None)
+
+
+def _fake_files(out: Path) -> tuple[Path, Path]:
+    stem = f"reproduce_{FAKE}_breastmnist_quick"
+    return out / f"{stem}.cells.json", out / f"{stem}.md"
+
+
+def test_registered_experiment_is_listed_and_names_are_unique(fake: FakePaper) -> None:
+    assert {"latent", "pgsl", FAKE} <= set(available_papers())
+    with pytest.raises(ConfigError, match=FAKE):
+        register_experiment(FAKE, fake.run)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("boom in cell 1")],
+                         ids=["ctrl-c", "crash"])
+def test_interrupt_or_crash_keeps_finished_cells_and_rerun_resumes(
+        fake: FakePaper, tmp_path: Path, error: BaseException) -> None:
+    cells, page = _fake_files(tmp_path)
+    fake.fail = (1, error)
+    with pytest.raises(type(error)):
+        reproduce(FAKE, data_root=tmp_path / "unused", out=tmp_path, seed=3, progress=False)
+    assert fake.calls == [0, 1]
+    assert json.loads(cells.read_text())["cells"] == {"cell 0": {"value": 0.0}}
+    assert not page.exists()
+    assert fake.loads == [("breastmnist", tmp_path / "unused", 3, PRESETS["quick"].limit)]
+
+    fake.calls.clear()
+    result = reproduce(FAKE, data_root=tmp_path / "unused", out=tmp_path, seed=3,
+                       progress=False)
+    assert fake.calls == [1, 2]  # only the unfinished cells
+    assert (result.computed, result.reused) == (2, 1)
+    assert result.cells == cells and result.page == page and result.plots == []
+    text = page.read_text()
+    assert text == result.markdown
+    assert "| 2 | 3.00 | 3.14 |" in text and "## Fake table" in text
+    assert "1 cells read back" in text
+    assert f"Command: `shieldsplit reproduce {FAKE} --data breastmnist" in text
+    assert "--seed 3" in text
+    assert set(json.loads(cells.read_text())["cells"]) == {"cell 0", "cell 1", "cell 2"}
+
+    fake.calls.clear()
+    again = reproduce(FAKE, data_root=tmp_path / "unused", out=tmp_path, seed=3,
+                      progress=False)
+    assert fake.calls == [] and (again.computed, again.reused) == (0, 3)
+
+
+def test_other_settings_in_out_are_refused_until_fresh(fake: FakePaper, tmp_path: Path) -> None:
+    reproduce(FAKE, out=tmp_path, seed=0, progress=False)
+    fake.calls.clear()
+    with pytest.raises(ConfigError, match="--fresh"):
+        reproduce(FAKE, out=tmp_path, seed=1, progress=False)
+    assert fake.calls == []
+    result = reproduce(FAKE, out=tmp_path, seed=1, fresh=True, progress=False)
+    assert fake.calls == [0, 1, 2] and (result.computed, result.reused) == (3, 0)
+    cells, _ = _fake_files(tmp_path)
+    assert json.loads(cells.read_text())["fingerprint"]["seed"] == 1
+
+
+def test_cli_interrupt_exits_130_and_rerun_resumes(fake: FakePaper, tmp_path: Path) -> None:
+    args = ["reproduce", FAKE, "--data-root", str(tmp_path), "--out", str(tmp_path), "--quiet"]
+    fake.fail = (2, KeyboardInterrupt())
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output and "resume" in result.output
+    cells, page = _fake_files(tmp_path)
+    assert set(json.loads(cells.read_text())["cells"]) == {"cell 0", "cell 1"}
+
+    fake.calls.clear()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert fake.calls == [2]
+    text = _flat(result.output)
+    assert "1 cells computed, 2 read back" in text and "| 2 | 3.00 | 3.14 |" in text
+    assert page.is_file()
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_corrupted_data_file_names_file_md5_and_fix(tmp_path: Path) -> None:
+    bad = tmp_path / "breastmnist.npz"
+    bad.write_bytes(b"this is not the official file" * 10)
+    with pytest.raises(DataFileError) as info:
+        reproduce("pgsl", data="breastmnist", data_root=tmp_path, out=tmp_path / "out",
+                  progress=False)
+    msg = str(info.value)
+    assert "breastmnist.npz" in msg and OFFICIAL_MD5["breastmnist"] in msg
+    assert "Fix:" in msg and "re-download" in msg
+
+
+@pytest.mark.parametrize("paper", ["pgsl", "latent"])
+@pytest.mark.parametrize("data", ["breastmnist", "pneumoniamnist"])
+def test_missing_data_file_names_it_where_and_its_md5(tmp_path: Path, paper: str,
+                                                      data: str) -> None:
+    with pytest.raises(DataFileError) as info:
+        reproduce(paper, data=data, data_root=tmp_path, out=tmp_path / "out", progress=False)
+    msg = str(info.value)
+    assert f"{data}.npz" in msg and str(tmp_path) in msg and OFFICIAL_MD5[data] in msg
+    assert "--data-root" in msg
+
+
+def test_missing_data_root_names_the_option(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        reproduce("pgsl", data="breastmnist", data_root=None, out=tmp_path, progress=False)
+    assert "--data-root" in str(info.value) and "breastmnist" in str(info.value)
+
+
+def test_cli_corrupted_data_file_exits_2_with_the_message(tmp_path: Path) -> None:
+    (tmp_path / "breastmnist.npz").write_bytes(b"\x00garbage\xff" * 50)
+    result = runner.invoke(app, ["reproduce", "pgsl", "--data", "breastmnist", "--data-root",
+                                 str(tmp_path), "--out", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 2, result.output
+    text = _flat(result.output)
+    assert "error:" in text and "breastmnist.npz" in text
+    assert OFFICIAL_MD5["breastmnist"] in text and "Fix:" in text
+    assert "Traceback" not in result.output
+
+
+def test_unknown_paper_lists_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        reproduce("khowaja", out=tmp_path, progress=False)
+    msg = str(info.value)
+    assert "'khowaja'" in msg and "'latent'" in msg and "'pgsl'" in msg
+    result = runner.invoke(app, ["reproduce", "khowaja", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 2
+    assert "pgsl" in result.output and "latent" in result.output
+
+
+@pytest.mark.parametrize("kwargs", [{"budget": "huge"}, {"data": "cifar10"},
+                                    {"data": "digits"}])
+def test_bad_budget_or_data_is_a_config_error(tmp_path: Path, kwargs: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        reproduce("latent", out=tmp_path / "out", progress=False, **kwargs)
+    assert repr(next(iter(kwargs.values()))) in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_budget_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["reproduce", "latent", "--budget", "huge", "--out",
+                                 str(tmp_path), "--quiet"])
+    assert result.exit_code == 2
+    assert "huge" in result.output and "quick" in result.output
+
+
+# ---------------------------------------------------------------- end to end (real data)
+
+TINY = Preset(limit=32, epochs=1, width=4, hidden=8, audit="quick", victims=4, seeds=2,
+              rebuild=2, sweep="short")
+
+
+def _no_seconds(value: Any) -> Any:
+    """A cell without its wall times (everything else must repeat for a seed)."""
+    if isinstance(value, dict):
+        return {k: _no_seconds(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [_no_seconds(v) for v in value]
+    return value
+
+
+def _cells(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())["cells"]
+
+
+def _section(text: str, title: str) -> str:
+    start = text.index(title)
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+@pytest.fixture
+def tiny_budget(monkeypatch: pytest.MonkeyPatch) -> Preset:
+    monkeypatch.setitem(repro.PRESETS, "quick", TINY)
+    monkeypatch.setitem(auditor.FEDAVG_ITERATIONS, "quick", 2)
+    monkeypatch.setitem(auditor.REFERENCE_EPOCHS, "quick", 1)
+    return TINY
+
+
+@pytest.mark.shared_data
+def test_latent_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Preset,
+                                        tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shieldsplit.reproduce.latent as latent
+
+    # DP-SGD and fixed latent noise are in the sweep so that the PSNR table shows the
+    # paper's columns beside ours; the headline needs all of HEADLINE (kept as is).
+    swept = [("none", {}), ("dpsgd", {"noise_multiplier": 1.0}),
+             ("latent-fixed", {"mean": 1.0, "std": 0.1})]
+    monkeypatch.setattr(latent, "settings", lambda sweep: list(swept))
+    n_cells = len({(n, json.dumps(o)) for n, o in swept + latent.HEADLINE}) + len(latent.HEADLINE)
+    kwargs: dict[str, Any] = {"data": "breastmnist", "data_root": shared_data_root,
+                              "seed": 0, "progress": False}
+
+    first = reproduce("latent", out=tmp_path / "a", **kwargs)
+    assert (first.computed, first.reused) == (n_cells, 0)
+    assert len(_cells(first.cells)) == n_cells
+    text = first.page.read_text()
+    assert text == first.markdown
+
+    # the paper's PSNR beside ours, in the rows of the matching method
+    psnr = _section(text, "## Tables III-V")
+    dp_row = next(line for line in psnr.splitlines() if line.startswith("| dpsgd |"))
+    lat_row = next(line for line in psnr.splitlines() if line.startswith("| latent |"))
+    assert "10.43" in dp_row and "6.02" in lat_row
+    assert re.search(r"\| \d+\.\d\d \| 10\.43", dp_row)  # ours, then the paper's
+    # the headline: mean ± sd over the 2 seeds for every headline setting
+    head = _section(text, "## Headline cells: 2 seeds")
+    rows = [line for line in head.split("###")[0].splitlines()
+            if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == len(latent.HEADLINE) and all("±" in r for r in rows)
+    assert "| dpsgd |" in head and "| bido |" in head
+    # provenance
+    assert "Command: `shieldsplit reproduce latent --data breastmnist --data-root " \
+           f"{shared_data_root} --budget quick --seed 0" in text
+    assert re.search(r"Date: \d{4}-\d\d-\d\d \d\d:\d\d UTC", text)
+    assert re.search(r"Machine: \d+ cores", text)
+    assert "seeds [0, 1]" in text and "seed 0 elsewhere" in text
+    assert "breastmnist" in text and "MD5-checked" in text
+    # both plots, as PNG files, linked from the page
+    assert sorted(p.name for p in first.plots) == [
+        "reproduce_latent_breastmnist_quick_fig4.png",
+        "reproduce_latent_breastmnist_quick_fig5.png"]
+    for plot in first.plots:
+        assert plot.is_file() and plot.read_bytes()[:8] == PNG_MAGIC
+        assert f"]({plot.name})" in text
+
+    # an identical call reads every cell back and trains nothing
+    def no_training(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("a finished cell was recomputed")
+
+    with monkeypatch.context() as m:
+        m.setattr(latent, "run_defense", no_training)
+        start = time.perf_counter()
+        second = reproduce("latent", out=tmp_path / "a", **kwargs)
+        wall = time.perf_counter() - start
+    assert (second.computed, second.reused) == (0, n_cells)
+    assert wall < max(first.seconds, 5.0)
+    assert f"({n_cells} cells read back" in second.markdown
+    assert second.markdown.split("## Fig. 4")[1] == text.split("## Fig. 4")[1]
+
+    # same seed, same numbers: a fresh run elsewhere repeats every cell
+    third = reproduce("latent", out=tmp_path / "b", **kwargs)
+    assert third.computed == n_cells
+    a, b = _cells(first.cells), _cells(third.cells)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert _no_seconds(a[key]) == _no_seconds(b[key]), key
+
+
+@pytest.mark.shared_data
+def test_pgsl_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Preset,
+                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shieldsplit.attacks.gan as gan
+    import shieldsplit.attacks.gradient as gradient
+    import shieldsplit.attacks.split as split
+    import shieldsplit.reproduce.pgsl as pgsl
+
+    # 48 images per split: the DCGAN prior needs 32 auxiliary images besides 4 victims
+    monkeypatch.setitem(repro.PRESETS, "quick", tiny_budget.model_copy(update={"limit": 48}))
+    monkeypatch.setattr(pgsl, "T1_SETTINGS", [("undefended split", "none", {}),
+                                              ("Ours (PGSL, SplitShield)", "pgsl", {})])
+    monkeypatch.setattr(pgsl, "T1_HEADLINE", ("undefended split",))
+    monkeypatch.setattr(pgsl, "ADVERSARIES", ("fgsm",))
+    monkeypatch.setattr(pgsl, "REBUILDERS", ("gan-prior",))
+    monkeypatch.setattr(pgsl, "mu_sweep",
+                        functools.partial(pgsl.mu_sweep, mus=[0.25, 0.55], max_iter=10))
+    monkeypatch.setitem(gradient.DLG.budgets, "quick", (2, 1))  # iDLG shares it
+    monkeypatch.setitem(gan.GAN_EPOCHS, "quick", 1)
+    monkeypatch.setitem(split.DECODER_EPOCHS, "quick", 1)
+    n_cells = 3 + 1 + 1 + 2 + 1  # Table I (2 settings + 1 headline seed), II, streams, Fig. 3
+
+    result = reproduce("pgsl", data="breastmnist", data_root=shared_data_root,
+                       out=tmp_path, seed=0, progress=False)
+    assert (result.computed, result.reused) == (n_cells, 0)
+    text = result.page.read_text()
+    t1 = _section(text, "## Table I")
+    assert "paper MSE (MIAS)" in t1
+    dlg = next(line for line in t1.splitlines() if line.startswith("| DLG | undefended split"))
+    assert dlg.endswith("| 3.14 |") and "±" in dlg  # the paper's MIAS number; 2 seeds
+    assert "| DLG | Ours (PGSL, SplitShield) | n/a | n/a |" in t1  # no weight gradients
+    dcgan = next(line for line in t1.splitlines()
+                 if line.startswith("| DCGAN | undefended split"))
+    assert re.search(r"\| DCGAN \| undefended split \| \d\.\d{4} ± \d\.\d{4} \|", dcgan)
+    t2 = _section(text, "## Table II")
+    assert "| FGSM-attacked images |" in t2 and "61.9%" in t2
+    assert "| images rebuilt by DCGAN |" in t2 and "PGSL with decision fusion" in t2
+    assert "## Fig. 3" in text and "| 0.55 |" in _section(text, "## Fig. 3")
+    assert [p.name for p in result.plots] == ["reproduce_pgsl_breastmnist_quick_fig3.png"]
+    assert result.plots[0].read_bytes()[:8] == PNG_MAGIC
+
+    again = reproduce("pgsl", data="breastmnist", data_root=shared_data_root, out=tmp_path,
+                      seed=0, progress=False)
+    assert (again.computed, again.reused) == (0, n_cells)
