@@ -519,7 +519,20 @@ def run_defense(
         >>> run.defense, run.strength, run.strength_value, run.leakage["split-black-box"].status
         ('laplace', 'scale', 0.5, 'ok')
     """
-    defense = create_defense(name, copy.deepcopy(model), cut=cut, seed=seed, **dict(options or {}))
+    # Noisy defences draw from torch's global generator: seed it here, so a run's numbers
+    # depend on its seed only, not on what ran before it (a resumed sweep = an unbroken one).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _run_seeded(model, data, name, dict(options or {}), attacks, cut, epochs,
+                           batch_size, budget, victims, seed, progress)
+
+
+def _run_seeded(
+    model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any],
+    attacks: Sequence[str], cut: int | str, epochs: int, batch_size: int, budget: Budget,
+    victims: int | None, seed: int, progress: bool,
+) -> DefenseRun:
+    defense = create_defense(name, copy.deepcopy(model), cut=cut, seed=seed, **options)
     strength = defense.strength
     loaders = make_loaders(data, batch_size=batch_size, seed=seed)
     start = time.perf_counter()

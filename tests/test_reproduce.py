@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import shieldsplit.auditor as auditor
@@ -110,10 +111,11 @@ def test_fresh_discards_old_cells(tmp_path: Path) -> None:
     old = CellStore(path, fingerprint={"seed": 0})
     old.run("a", lambda: 1)
     old.run("b", lambda: 2)
+    calls: list[int] = []
     for fingerprint in ({"seed": 0}, {"seed": 1}):  # same or other settings
         store = CellStore(path, fingerprint=fingerprint, fresh=True)
         assert len(store) == 0 and "a" not in store
-        calls: list[int] = []
+        calls.clear()
         assert store.run("a", lambda: calls.append(1) or 10) == 10
         assert calls == [1] and store.reused == 0
         saved = json.loads(path.read_text())
@@ -370,6 +372,7 @@ def test_latent_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Pre
     kwargs: dict[str, Any] = {"data": "breastmnist", "data_root": shared_data_root,
                               "seed": 0, "progress": False}
 
+    torch.manual_seed(1)  # the global generator's state must not matter
     first = reproduce("latent", out=tmp_path / "a", **kwargs)
     assert (first.computed, first.reused) == (n_cells, 0)
     assert len(_cells(first.cells)) == n_cells
@@ -417,7 +420,9 @@ def test_latent_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Pre
     assert f"({n_cells} cells read back" in second.markdown
     assert second.markdown.split("## Fig. 4")[1] == text.split("## Fig. 4")[1]
 
-    # same seed, same numbers: a fresh run elsewhere repeats every cell
+    # same seed, same numbers: a fresh run elsewhere repeats every cell, whatever state
+    # the global generator is in (the latent noise draws from it)
+    torch.manual_seed(2)
     third = reproduce("latent", out=tmp_path / "b", **kwargs)
     assert third.computed == n_cells
     a, b = _cells(first.cells), _cells(third.cells)
@@ -437,6 +442,8 @@ def test_pgsl_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Prese
     # 48 images per split: the DCGAN prior needs 32 auxiliary images besides 4 victims
     monkeypatch.setitem(repro.PRESETS, "quick", tiny_budget.model_copy(update={"limit": 48}))
     monkeypatch.setattr(pgsl, "T1_SETTINGS", [("undefended split", "none", {}),
+                                              ("[8] (Laplace noise) +", "laplace",
+                                               {"scale": 0.5}),
                                               ("Ours (PGSL, SplitShield)", "pgsl", {})])
     monkeypatch.setattr(pgsl, "T1_HEADLINE", ("undefended split",))
     monkeypatch.setattr(pgsl, "ADVERSARIES", ("fgsm",))
@@ -446,7 +453,7 @@ def test_pgsl_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Prese
     monkeypatch.setitem(gradient.DLG.budgets, "quick", (2, 1))  # iDLG shares it
     monkeypatch.setitem(gan.GAN_EPOCHS, "quick", 1)
     monkeypatch.setitem(split.DECODER_EPOCHS, "quick", 1)
-    n_cells = 3 + 1 + 1 + 2 + 1  # Table I (2 settings + 1 headline seed), II, streams, Fig. 3
+    n_cells = 4 + 1 + 1 + 2 + 1  # Table I (3 settings + 1 headline seed), II, streams, Fig. 3
 
     result = reproduce("pgsl", data="breastmnist", data_root=shared_data_root,
                        out=tmp_path, seed=0, progress=False)
@@ -467,6 +474,21 @@ def test_pgsl_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Prese
     assert [p.name for p in result.plots] == ["reproduce_pgsl_breastmnist_quick_fig3.png"]
     assert result.plots[0].read_bytes()[:8] == PNG_MAGIC
 
-    again = reproduce("pgsl", data="breastmnist", data_root=shared_data_root, out=tmp_path,
-                      seed=0, progress=False)
+    assert "| DLG | [8] (Laplace noise) + |" in t1 and "| 2.543 |" in t1
+
+    kwargs: dict[str, Any] = {"data": "breastmnist", "data_root": shared_data_root,
+                              "out": tmp_path, "seed": 0, "progress": False}
+    again = reproduce("pgsl", **kwargs)
     assert (again.computed, again.reused) == (0, n_cells)
+    assert again.markdown.split("## Table I")[1] == text.split("## Table I")[1]
+
+    # a resumed run gives the numbers of an uninterrupted one: drop the Laplace cell
+    # (its noise draws from the global generator) and let a re-run redo it
+    saved = json.loads(result.cells.read_text())
+    key = "table1 [8] (Laplace noise) + seed=0"
+    laplace = saved["cells"].pop(key)
+    result.cells.write_text(json.dumps(saved))
+    torch.manual_seed(12345)
+    resumed = reproduce("pgsl", **kwargs)
+    assert (resumed.computed, resumed.reused) == (1, n_cells - 1)
+    assert _no_seconds(_cells(result.cells)[key]) == _no_seconds(laplace)

@@ -262,7 +262,8 @@ def reproduce(
 def header(ctx: RunContext, seconds: float) -> list[str]:
     """The page's provenance: command, date, machine, data, budget, seeds."""
     o, p = ctx.options, ctx.preset
-    cmd = (f"shieldsplit reproduce {o.paper} --data {o.data} --data-root {o.data_root} "
+    root = f" --data-root {o.data_root}" if o.data_root is not None else ""
+    cmd = (f"shieldsplit reproduce {o.paper} --data {o.data}{root} "
            f"--budget {o.budget} --seed {o.seed} --out {o.out}")
     machine = machine_info()
     title = {"pgsl": "PGSL (Khowaja et al., IEEE TNSE 2022)",

@@ -23,8 +23,6 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from ..compare import DefenseRun, match_by_accuracy, run_defense
 from ..progress import progress_bar
 from . import RunContext, register_experiment
@@ -96,15 +94,9 @@ def run_cells(ctx: RunContext, todo: Sequence[tuple[str, dict[str, Any], int]]
 
 def _cell(ctx: RunContext, name: str, options: dict[str, Any], seed: int) -> Any:
     p = ctx.preset
-    # Noisy defences draw from the global generator (the latent noise on every call):
-    # seed it per cell so a cell's numbers do not depend on what ran before it (a resumed
-    # run must give the numbers of an uninterrupted one).
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return run_defense(ctx.network(seed), ctx.data, name, options=options,
-                           attacks=[ATTACK], epochs=p.epochs, budget=p.audit,
-                           victims=p.victims, seed=seed,
-                           progress=ctx.options.progress).model_dump(mode="json")
+    return run_defense(ctx.network(seed), ctx.data, name, options=options, attacks=[ATTACK],
+                       epochs=p.epochs, budget=p.audit, victims=p.victims, seed=seed,
+                       progress=ctx.options.progress).model_dump(mode="json")
 
 
 def setting_label(name: str, options: dict[str, Any]) -> str:

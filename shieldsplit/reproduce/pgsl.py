@@ -167,14 +167,9 @@ def table1(ctx: RunContext) -> list[str]:
 
 def _defense_cell(ctx: RunContext, name: str, opts: dict[str, Any], seed: int) -> Any:
     p = ctx.preset
-    # Noisy defences (Laplace on the cut) draw from the global generator: seed it per cell
-    # so a cell's numbers do not depend on what ran before it (resumed = uninterrupted).
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return run_defense(ctx.network(seed), ctx.data, name, options=opts,
-                           attacks=T1_ATTACKS, epochs=p.epochs, budget=p.audit,
-                           victims=p.victims, seed=seed,
-                           progress=ctx.options.progress).model_dump(mode="json")
+    return run_defense(ctx.network(seed), ctx.data, name, options=opts, attacks=T1_ATTACKS,
+                       epochs=p.epochs, budget=p.audit, victims=p.victims, seed=seed,
+                       progress=ctx.options.progress).model_dump(mode="json")
 
 
 # ------------------------------------------------------------------ Table II
