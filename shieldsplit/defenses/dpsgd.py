@@ -4,9 +4,12 @@ Every step clips each example's gradient to ``max_grad_norm`` and adds Gaussian
 noise of standard deviation ``noise_multiplier * max_grad_norm`` to their sum
 (Abadi et al. 2016); batches are drawn by Poisson sampling, and a Rényi-DP
 accountant turns the steps into an ``(epsilon, delta)`` guarantee for every
-example of the training set. The guarantee covers everything computed from the
-weights, so it holds both on the wire of split learning and for a federated
-server that sees weight updates.
+example of the training set. The guarantee covers what is computed from the
+trained weights alone: the weight updates a federated server sees and the released
+model. It does **not** cover the cut activations of split learning during training:
+those are a deterministic function of each private image, sent at every step, so an
+eavesdropper on the wire is not bounded by epsilon (the auditor's split attacks
+measure that leakage instead).
 
 How the split model meets Opacus:
 
