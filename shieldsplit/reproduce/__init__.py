@@ -17,9 +17,10 @@ from __future__ import annotations
 import io
 import logging
 import os
+import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -146,6 +147,25 @@ class RunContext:
         atomic_write_bytes(path, buf.getvalue())
         self.plots.append(path)
         return path
+
+
+def mean_sd(values: Sequence[float], fmt: str) -> str:
+    """``mean ± sd`` of ``values`` formatted with ``fmt`` (one value alone; ``-`` if none).
+
+    Example:
+        >>> mean_sd([0.5, 0.7], ".2f"), mean_sd([0.5], ".1%"), mean_sd([], ".2f")
+        ('0.60 ± 0.14', '50.0%', '-')
+    """
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``, or ``-`` when it is missing."""
+    return "-" if value is None else format(value, spec)
 
 
 Experiment = Callable[[RunContext], list[str]]
@@ -301,6 +321,8 @@ __all__ = [
     "ReproduceResult",
     "RunContext",
     "available_papers",
+    "fmt",
+    "mean_sd",
     "register_experiment",
     "reproduce",
 ]

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..compare import DefenseRun, match_by_accuracy, run_defense
 from ..progress import progress_bar
-from . import RunContext, register_experiment
+from . import RunContext, fmt, mean_sd, register_experiment
 
 ATTACK = "inverting-gradients-fedavg"
 
@@ -114,9 +114,6 @@ def _method(r: DefenseRun) -> str:
     return "latent" if r.defense.startswith("latent") else r.defense
 
 
-def _f(v: float | None, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
-
 
 def run(ctx: RunContext) -> list[str]:
     """All cells of the latent paper, then its page (Markdown lines) and plots."""
@@ -155,9 +152,9 @@ def _fig4_table(rows: list[DefenseRun]) -> list[str]:
     for r in rows:
         a = r.leakage[ATTACK]
         lines.append(
-            f"| {_label(r)} | {r.accuracy:.1%} | {r.f1:.3f} | {_f(r.epsilon, '.2f')} "
-            f"| {_f(a.mse, '.4f')} | {_f(a.psnr, '.2f')} | {_f(a.ssim, '.3f')} "
-            f"| {_f(a.attacker_accuracy, '.1%')} |")
+            f"| {_label(r)} | {r.accuracy:.1%} | {r.f1:.3f} | {fmt(r.epsilon, '.2f')} "
+            f"| {fmt(a.mse, '.4f')} | {fmt(a.psnr, '.2f')} | {fmt(a.ssim, '.3f')} "
+            f"| {fmt(a.attacker_accuracy, '.1%')} |")
     return [*lines, ""]
 
 
@@ -178,24 +175,17 @@ def _psnr_tables(rows: list[DefenseRun]) -> list[str]:
         for i, r in enumerate(mine):
             if method == "bido":
                 pair = (float(r.options["lambda_x"]), float(r.options["lambda_y"]))
-                paper = _f(PAPER_BIDO_PSNR.get(pair), ".2f")
+                paper = fmt(PAPER_BIDO_PSNR.get(pair), ".2f")
             else:
                 paper = ", ".join(f"{v:g}" for v in PAPER_PSNR[method]) if i == 0 else "〃"
             lines.append(f"| {method} | {_label(r)} | "
-                         f"{_f(r.leakage[ATTACK].psnr, '.2f')} | {paper} |")
+                         f"{fmt(r.leakage[ATTACK].psnr, '.2f')} | {paper} |")
     none = [r for r in rows if r.defense == "none"]
     if none:
-        lines.append(f"| none | undefended | {_f(none[0].leakage[ATTACK].psnr, '.2f')} "
+        lines.append(f"| none | undefended | {fmt(none[0].leakage[ATTACK].psnr, '.2f')} "
                      "| not reported |")
     return [*lines, ""]
 
-
-def _mean_sd(values: list[float], fmt: str) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
 
 
 def _headline(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
@@ -209,10 +199,10 @@ def _headline(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
         rs = [runs[_key(n, o, s)] for s in ctx.seeds]
         ok = [r.leakage[ATTACK] for r in rs if r.leakage[ATTACK].status == "ok"]
         lines.append(
-            f"| {_label(rs[0])} | {_mean_sd([r.accuracy for r in rs], '.1%')} "
-            f"| {_mean_sd([float(a.mse or 0) for a in ok], '.4f')} "
-            f"| {_mean_sd([float(a.psnr or 0) for a in ok], '.2f')} "
-            f"| {_mean_sd([float(a.attacker_accuracy or 0) for a in ok], '.1%')} |")
+            f"| {_label(rs[0])} | {mean_sd([r.accuracy for r in rs], '.1%')} "
+            f"| {mean_sd([float(a.mse or 0) for a in ok], '.4f')} "
+            f"| {mean_sd([float(a.psnr or 0) for a in ok], '.2f')} "
+            f"| {mean_sd([float(a.attacker_accuracy or 0) for a in ok], '.1%')} |")
     lines += [
         "",
         "### The paper's claim at matched accuracy",
@@ -260,8 +250,8 @@ def _fig5(rows: list[DefenseRun]) -> list[str]:
     ]
     for r in ok:
         a = r.leakage[ATTACK]
-        lines.append(f"| {_label(r)} | {_f(a.mse, '.4f')} | "
-                     f"{_f(a.attacker_accuracy, '.1%')} |")
+        lines.append(f"| {_label(r)} | {fmt(a.mse, '.4f')} | "
+                     f"{fmt(a.attacker_accuracy, '.1%')} |")
     return [*lines, ""]
 
 

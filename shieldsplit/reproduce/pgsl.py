@@ -46,7 +46,7 @@ from ..progress import progress_bar
 from ..recovery import recover
 from ..saliency import class_gradient, jsma_saliency
 from ..training import accuracy, fit_plain
-from . import RunContext, register_experiment
+from . import RunContext, mean_sd, register_experiment
 
 T1_ATTACKS = ("dlg", "idlg", "gan-prior", "split-black-box")
 ATTACK_TITLE = {"dlg": "DLG", "idlg": "iDLG", "gan-prior": "DCGAN", "split-black-box": "MIA"}
@@ -95,16 +95,6 @@ def _column(ctx: RunContext) -> str:
     return "MNIST" if ctx.options.data == "mnist" else "MIAS"
 
 
-def _f(v: float | None, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
-
-
-def _mean_sd(values: Sequence[float], fmt: str) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
 
 
 # ------------------------------------------------------------------ Table I
@@ -148,11 +138,11 @@ def table1(ctx: RunContext) -> list[str]:
                 ours = psnr = "n/a"
             else:
                 ok = [a for a in res if a.status == "ok"]
-                ours = _mean_sd([float(a.mse or 0) for a in ok], ".4f")
-                psnr = _mean_sd([float(a.psnr or 0) for a in ok], ".2f")
+                ours = mean_sd([float(a.mse or 0) for a in ok], ".4f")
+                psnr = mean_sd([float(a.psnr or 0) for a in ok], ".2f")
             paper = _paper(ctx, PAPER_T1.get((attack, _PAPER_ROW[label])))
             lines.append(f"| {ATTACK_TITLE[attack]} | {label} | {ours} | {psnr} | "
-                         f"{_mean_sd([r.accuracy for r in rs], '.1%')} | {paper} |")
+                         f"{mean_sd([r.accuracy for r in rs], '.1%')} | {paper} |")
     return [
         *lines,
         "",
@@ -355,7 +345,7 @@ def table2(ctx: RunContext, ref: _Reference) -> list[str]:
                        ("recovered", "PGSL recovered (proximal-gradient) stream"),
                        ("decision", "PGSL with decision fusion"),
                        ("plain", "plain training, no defence (not in the paper)")):
-        lines.append(f"| {title} | {_mean_sd([s[key] for s in streams], '.1%')} | "
+        lines.append(f"| {title} | {mean_sd([s[key] for s in streams], '.1%')} | "
                      f"{_paper(ctx, PAPER_T2.get(key)) + '%' if key in PAPER_T2 else '-'} | |")
     return [*lines, ""]
 
