@@ -216,6 +216,8 @@ def test_interrupt_or_crash_keeps_finished_cells_and_rerun_resumes(
     assert text == result.markdown
     assert "| 2 | 3.00 | 3.14 |" in text and "## Fake table" in text
     assert "1 cells read back" in text
+    runs = json.loads(cells.read_text())["runs"]  # the interrupted run's time counts too
+    assert [r["computed"] for r in runs] == [1, 2] and "over 2 run(s)" in text
     assert f"Command: `shieldsplit reproduce {FAKE} --data breastmnist" in text
     assert "--seed 3" in text
     assert set(json.loads(cells.read_text())["cells"]) == {"cell 0", "cell 1", "cell 2"}

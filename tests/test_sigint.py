@@ -241,7 +241,7 @@ def test_sigint_during_reproduce_keeps_finished_cells_and_rerun_resumes(
     assert set(_cells(cells_file)) == {f"cell {i}" for i in range(CELLS)}
     text = page.read_text()
     assert "## Fake table" in text and f"| {CELLS - 1} |" in text
-    assert f"{len(kept)} cells read back from an earlier run" in text
+    assert f"{len(kept)} cells read back" in text
     assert f"{len(missing)} cells computed, {len(kept)} read back" in _flat(stdout)
 
 

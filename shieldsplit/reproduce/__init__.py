@@ -272,7 +272,10 @@ def reproduce(
         logger.warning("interrupted: %d finished cells kept in %s; re-run to resume",
                        len(store), store.path)
         raise
-    seconds = time.perf_counter() - start
+    finally:  # an interrupted run's time counts too: its cells are kept
+        seconds = time.perf_counter() - start
+        store.record_run(finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         seconds=seconds, computed=len(store) - before)
     head = header(ctx, seconds)
     text = "\n".join(head + body) + "\n"
     page = opts.out / f"{stem}.md"
@@ -295,9 +298,10 @@ def header(ctx: RunContext, seconds: float) -> list[str]:
         f"# Reproduction: {title.get(o.paper, o.paper)} on {o.data}",
         "",
         f"Command: `{cmd}`  ",
-        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; this run {seconds / 60:.1f} min "
-        f"({ctx.store.reused} cells read back from an earlier run, whose time is not "
-        "included).  ",
+        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Duration: "
+        f"{ctx.store.total_seconds / 60:.1f} min of wall time over "
+        f"{len(ctx.store.runs)} run(s) that computed the {len(ctx.store)} cells; this run "
+        f"{seconds / 60:.1f} min ({ctx.store.reused} cells read back).  ",
         f"Machine: {machine.get('cpus', os.cpu_count())} cores, no GPU, torch "
         f"{machine.get('torch')}, Python {sys.version.split()[0]}, shieldsplit {__version__}.  ",
         f"Data: {ctx.data.summary().splitlines()[0]} (official files, MD5-checked; "

@@ -53,6 +53,8 @@ class CellStore:
         self.path = Path(path)
         self.fingerprint = json.loads(json.dumps(dict(fingerprint), default=str))
         self.cells: dict[str, Any] = {}
+        #: one record per run that computed cells: ``{"finished", "seconds", "computed"}``
+        self.runs: list[dict[str, Any]] = []
         self.reused = 0
         if self.path.exists() and not fresh:
             try:
@@ -74,6 +76,7 @@ class CellStore:
                     fix="re-run with --fresh to discard them, or write to another --out",
                 )
             self.cells = dict(saved.get("cells", {}))
+            self.runs = list(saved.get("runs", []))
             logger.info("resuming: %d finished cells in %s", len(self.cells), self.path)
 
     def __contains__(self, key: str) -> bool:
@@ -100,10 +103,29 @@ class CellStore:
         self.save()
         return value
 
+    def record_run(self, *, finished: str, seconds: float, computed: int) -> None:
+        """Remember a run's wall time (saved), so the page can state the total compute time.
+
+        Args:
+            finished: when the run ended (ISO time).
+            seconds: its wall time.
+            computed: how many cells it computed (a run that computed none is not kept).
+        """
+        if computed:
+            self.runs.append({"finished": finished, "seconds": round(seconds, 1),
+                              "computed": computed})
+            self.save()
+
+    @property
+    def total_seconds(self) -> float:
+        """Wall time of every recorded run that computed cells."""
+        return float(sum(r.get("seconds", 0.0) for r in self.runs))
+
     def save(self) -> None:
-        """Write every finished cell to :attr:`path` atomically."""
+        """Write every finished cell (and the run records) to :attr:`path` atomically."""
         atomic_write_text(self.path, json.dumps(
-            {"format": FORMAT, "fingerprint": self.fingerprint, "cells": self.cells}, indent=1))
+            {"format": FORMAT, "fingerprint": self.fingerprint, "runs": self.runs,
+             "cells": self.cells}, indent=1))
 
 
 __all__ = ["CellStore"]
