@@ -330,8 +330,8 @@ def audit(
         model: a plain classifier or a :class:`~shieldsplit.defense.Defense` (such as
             a :class:`~shieldsplit.SplitShield`); it is not modified.
         data: labelled images in [0, 1]: a DataLoader, an ``ImageDataset`` (its
-            training split) or an ``(images, labels)`` tuple. The first ``victims``
-            images are the victims; the rest is the attacker's auxiliary data.
+            training split) or an ``(images, labels)`` tuple. A seeded random
+            ``victims`` of them are the victims; the rest is the attacker's auxiliary data.
         cut: where the split-learning attacks observe a plain model (ignored for a
             Defense, which has its own cut).
         budget: ``quick``, ``standard`` or ``thorough`` (iterations, epochs, image counts).

@@ -73,8 +73,8 @@ class Preset(BaseModel):
     sweep: Literal["short", "full"]
 
 
-#: ``quick`` finishes in minutes on 2 cores; ``full`` makes the committed results (about an
-#: hour per paper on one core). Both use the auditor's ``quick`` attack budget: its
+#: ``quick`` (two seeds, short sweeps) finishes in under 15 minutes on 2 cores; ``full`` makes
+#: the committed results (about half an hour per paper on one core, three headline seeds). Both use the auditor's ``quick`` attack budget: its
 #: ``standard`` budget runs Inverting Gradients for thousands of iterations per cell, which
 #: would take days for the dozens of cells here on a CPU.
 PRESETS: dict[str, Preset] = {
