@@ -73,10 +73,10 @@ class Preset(BaseModel):
     sweep: Literal["short", "full"]
 
 
-#: ``quick`` (two seeds, short sweeps) finishes in under 15 minutes on 2 cores; ``full`` makes
-#: the committed results (about half an hour per paper on one core, three headline seeds). Both use the auditor's ``quick`` attack budget: its
-#: ``standard`` budget runs Inverting Gradients for thousands of iterations per cell, which
-#: would take days for the dozens of cells here on a CPU.
+#: ``quick`` (two seeds, short sweeps) finishes in under 15 minutes on 2 cores; ``full``
+#: makes the committed results (about half an hour per paper, three headline seeds). Both
+#: use the auditor's ``quick`` attack budget: its ``standard`` budget runs Inverting
+#: Gradients for thousands of iterations per cell, days for the dozens of cells on a CPU.
 PRESETS: dict[str, Preset] = {
     "quick": Preset(limit=160, epochs=3, width=8, hidden=32, audit="quick", victims=16,
                     seeds=2, rebuild=16, sweep="short"),

@@ -150,8 +150,8 @@ def _differences(ctx: RunContext, rows: list[DefenseRun]) -> list[str]:
         f"encoder (64-256 channels); ours {ctx.preset.epochs} epochs of the PGSL paper's "
         f"network at width {ctx.preset.width} on a CPU.",
         "**Attack budget.** Inverting Gradients runs the auditor's quick budget (60 "
-        "iterations on the unrolled 5-step update) where the paper runs the attack to "
-        "convergence on GPUs; our reconstructions stay blurred (PSNR 6-9 dB for every "
+        "iterations on the unrolled 5-step update); the paper ran it on GPUs and does not "
+        "state its iterations. Our reconstructions stay blurred (PSNR 6-9 dB for every "
         "setting, the undefended one included), so the attack barely separates defences.",
         f"**Attacker accuracy.** It is scored on one batch of 8 images: the values seen here "
         f"({', '.join(f'{a:.1%}' for a in sorted(att))}) are a few images apart, and a "
