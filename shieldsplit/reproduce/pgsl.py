@@ -254,15 +254,30 @@ def _adversarial_cell(ctx: RunContext, ref: _Reference, name: str) -> dict[str, 
 
 
 def rebuild(model: nn.Module, attack: str, x: Tensor, y: Tensor, *, auxiliary: Tensor,
-            auxiliary_labels: Tensor, cut: int, budget: Any, seed: int,
+            auxiliary_labels: Tensor, num_classes: int, cut: int, budget: Any, seed: int,
             progress: bool) -> Tensor:
     """Images ``attack`` rebuilds from what ``model`` leaks about ``x`` (one per image).
 
     Gradient attacks observe the per-image gradient of the whole model (eval mode);
     the DCGAN prior observes the activations at ``cut`` and is trained on ``auxiliary``.
+
+    Args:
+        model: the trained, undefended classifier.
+        attack: a registered attack name (``dlg``, ``idlg``, ``gan-prior``, ...).
+        x: the images to rebuild, in [0, 1].
+        y: their labels (used to compute the observed gradients).
+        auxiliary: the attacker's own images (disjoint from ``x``).
+        auxiliary_labels: their labels.
+        num_classes: the classifier's classes.
+        cut: where a split-learning attack observes the model.
+        budget: the attack budget.
+        seed: seeds the attack.
+        progress: show the attack's progress bar.
+
+    Returns:
+        The reconstructions, shaped like ``x``, in [0, 1] (kept in memory only).
     """
     image_shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
-    num_classes = int(auxiliary_labels.max()) + 1
     att = create_attack(attack, seed=seed, progress=progress)
     if att.observes == "activations":
         head = split_model(model, cut).head.eval()
@@ -287,7 +302,7 @@ def _rebuild_cell(ctx: RunContext, ref: _Reference, name: str) -> dict[str, Any]
     for split, (x, y) in {"train": (d.x_train[:n], d.y_train[:n]),
                           "test": (d.x_test[:n], d.y_test[:n])}.items():
         out[split] = (rebuild(ref(), name, x, y, auxiliary=aux_x, auxiliary_labels=aux_y,
-                              cut=2, budget=ctx.preset.audit, seed=seed,
+                              num_classes=d.num_classes, cut=2, budget=ctx.preset.audit, seed=seed,
                               progress=ctx.options.progress), y)
         out[f"{split}_original"] = (x, y)
     mse_test = float(((out["test"][0] - out["test_original"][0]) ** 2).mean())
