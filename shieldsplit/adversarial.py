@@ -56,7 +56,7 @@ from captum.robust import FGSM, PGD
 from torch import Tensor, nn
 
 from .errors import ConfigError, InputShapeError, LabelError, UnsupportedModelError
-from .validate import check_batch, check_labels
+from .validate import check_batch, check_int, check_labels, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -136,47 +136,18 @@ def _check_clip(clip: Any) -> Clip:
     return float(clip[0]), float(clip[1])
 
 
-def _check_number(
-    what: str, value: Any, *, low: float, low_open: bool, high: float | None = None,
-    high_open: bool = False, fix: str,
-) -> float:
-    is_num = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = is_num and math.isfinite(value)
-    if ok:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        left = "(" if low_open else "["
-        right = ")" if high_open or high is None else "]"
-        top = "inf" if high is None else f"{high:g}"
-        raise ConfigError.build(
-            what=what, expected=f"a finite number in {left}{low:g}, {top}{right}",
-            received=repr(value), fix=fix,
-        )
-    return float(value)
-
-
-def _check_int(what: str, value: Any, *, low: int, fix: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError.build(
-            what=what, expected=f"an integer >= {low}", received=repr(value), fix=fix,
-        )
-    return value
-
-
 def _fgsm_options(*, eps: Any = 0.1, clip: Any = (0.0, 1.0)) -> None:
-    _check_number("eps", eps, low=0.0, low_open=False, fix="pass a budget such as eps=0.1")
+    check_number("eps", eps, low=0.0, low_open=False, fix="pass a budget such as eps=0.1")
     _check_clip(clip)
 
 
 def _bim_options(
     *, eps: Any = 0.1, step_size: Any = 0.01, steps: Any = 10, clip: Any = (0.0, 1.0)
 ) -> None:
-    _check_number("eps", eps, low=0.0, low_open=False, fix="pass a budget such as eps=0.1")
-    _check_number("step_size", step_size, low=0.0, low_open=True,
+    check_number("eps", eps, low=0.0, low_open=False, fix="pass a budget such as eps=0.1")
+    check_number("step_size", step_size, low=0.0, low_open=True,
                   fix="pass a positive step such as step_size=0.01")
-    _check_int("steps", steps, low=1, fix="pass steps=10 (or more)")
+    check_int("steps", steps, low=1, fix="pass steps=10 (or more)")
     _check_clip(clip)
 
 
@@ -184,14 +155,14 @@ def _cw_options(
     *, c: Any = 1.0, kappa: Any = 0.0, steps: Any = 100, lr: Any = 0.01,
     binary_search_steps: Any = 0, clip: Any = (0.0, 1.0), seed: Any = 0,
 ) -> None:
-    _check_number("c", c, low=0.0, low_open=True, fix="pass a positive constant such as c=1.0")
-    _check_number("kappa", kappa, low=0.0, low_open=False, fix="pass a confidence kappa >= 0")
-    _check_int("steps", steps, low=1, fix="pass steps=100 (or more)")
-    _check_number("lr", lr, low=0.0, low_open=True, fix="pass a positive rate such as lr=0.01")
-    _check_int("binary_search_steps", binary_search_steps, low=0,
+    check_number("c", c, low=0.0, low_open=True, fix="pass a positive constant such as c=1.0")
+    check_number("kappa", kappa, low=0.0, low_open=False, fix="pass a confidence kappa >= 0")
+    check_int("steps", steps, low=1, fix="pass steps=100 (or more)")
+    check_number("lr", lr, low=0.0, low_open=True, fix="pass a positive rate such as lr=0.01")
+    check_int("binary_search_steps", binary_search_steps, low=0,
                fix="pass 0 for a fixed c, or e.g. 5 to search c")
     _check_clip(clip)
-    _check_int("seed", seed, low=0, fix="pass a non-negative integer seed")
+    check_int("seed", seed, low=0, fix="pass a non-negative integer seed")
 
 
 def _jsma_options(
@@ -203,12 +174,12 @@ def _jsma_options(
             what="target", expected="None, a class index or a 1-D tensor of class indices",
             received=type(target).__name__, fix="pass target=None to draw random targets",
         )
-    _check_number("theta", theta, low=0.0, low_open=True,
+    check_number("theta", theta, low=0.0, low_open=True,
                   fix="pass the increase per chosen feature, e.g. theta=1.0")
-    _check_number("gamma", gamma, low=0.0, low_open=True, high=1.0,
+    check_number("gamma", gamma, low=0.0, low_open=True, high=1.0,
                   fix="pass the fraction of features that may change, e.g. gamma=0.1")
     _check_clip(clip)
-    _check_int("seed", seed, low=0, fix="pass a non-negative integer seed")
+    check_int("seed", seed, low=0, fix="pass a non-negative integer seed")
 
 
 @contextlib.contextmanager

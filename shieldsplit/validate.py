@@ -15,12 +15,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .errors import EmptyDataError, InputShapeError, LabelError, NonFiniteInputError
+from .errors import ConfigError, EmptyDataError, InputShapeError, LabelError, NonFiniteInputError
 
 
 def check_batch(
@@ -143,4 +144,40 @@ def check_loader(loader: Any, name: str) -> None:
         )
 
 
-__all__ = ["check_batch", "check_labels", "check_loader"]
+def check_number(
+    what: str, value: Any, *, low: float, low_open: bool, high: float | None = None,
+    high_open: bool = False, fix: str,
+) -> float:
+    """A finite number within ``[low or (low, high] or high)``, else a typed ConfigError.
+
+    Example:
+        >>> check_number("gamma", 0.5, low=0.0, low_open=True, high=1.0, fix="-")
+        0.5
+    """
+    is_num = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = is_num and math.isfinite(value)
+    if ok:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        left = "(" if low_open else "["
+        right = ")" if high_open or high is None else "]"
+        top = "inf" if high is None else f"{high:g}"
+        raise ConfigError.build(
+            what=what, expected=f"a finite number in {left}{low:g}, {top}{right}",
+            received=repr(value), fix=fix,
+        )
+    return float(value)
+
+
+def check_int(what: str, value: Any, *, low: int, fix: str) -> int:
+    """An ``int`` (not a bool) ``>= low``, else a typed ConfigError."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError.build(
+            what=what, expected=f"an integer >= {low}", received=repr(value), fix=fix,
+        )
+    return value
+
+
+__all__ = ["check_batch", "check_int", "check_labels", "check_loader", "check_number"]

@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -41,17 +40,8 @@ from ..errors import ConfigError
 from ..perturb import jsma_perturb
 from ..recovery import recover as rpca_recover
 from ..saliency import class_gradient, jsma_saliency
-from ..validate import check_batch
+from ..validate import check_batch, check_int, check_number
 from ..wire import ClientMessage
-
-
-def _number(name: str, value: Any, *, low: float, high: float, fix: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
-        low < float(value) <= high and math.isfinite(float(value))
-    ):
-        raise ConfigError.build(what=name, expected=f"a number in ({low}, {high}]",
-                                received=repr(value), fix=fix)
-    return float(value)
 
 
 class JsmaInput(CutDefense):
@@ -93,17 +83,15 @@ class JsmaInput(CutDefense):
         mu: float = 0.55,
         max_iter: int = 100,
     ) -> None:
-        self.pixel_budget = _number("pixel_budget", pixel_budget, low=0.0, high=1.0,
-                                    fix="pass pixel_budget=0.02 (2% of the pixels)")
-        self.jsma_strength = _number("strength", strength, low=0.0, high=math.inf,
-                                     fix="pass strength=1.0")
-        self.mu = _number("mu", mu, low=0.0, high=math.inf, fix="pass mu=0.55")
+        self.pixel_budget = check_number("pixel_budget", pixel_budget, low=0.0, low_open=True,
+                                         high=1.0, fix="pass pixel_budget=0.02 (2% of pixels)")
+        self.jsma_strength = check_number("strength", strength, low=0.0, low_open=True,
+                                          fix="pass strength=1.0")
+        self.mu = check_number("mu", mu, low=0.0, low_open=True, fix="pass mu=0.55")
         if not isinstance(recover, bool):
             raise ConfigError.build(what="recover", expected="True or False",
                                     received=repr(recover), fix="pass recover=True")
-        if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
-            raise ConfigError.build(what="max_iter", expected="an int >= 1",
-                                    received=repr(max_iter), fix="pass max_iter=100")
+        check_int("max_iter", max_iter, low=1, fix="pass max_iter=100")
         super().__init__(model, cut=cut, seed=seed)
         self.recover = recover
         self.max_iter = max_iter
