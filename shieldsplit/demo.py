@@ -53,6 +53,8 @@ class DemoOptions(BaseModel):
             adaptive attack on the shield) on their training images.
         audit_victims: victim images of each audit.
         progress: show progress bars.
+        pgsl: the SplitShield configuration (default: every PGSL step on, the
+            paper's settings).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -70,6 +72,7 @@ class DemoOptions(BaseModel):
     audit: bool = True
     audit_victims: int = Field(32, ge=1)
     progress: bool = True
+    pgsl: PGSLConfig = PGSLConfig()
 
 
 class DemoReport(BaseModel):
@@ -160,7 +163,7 @@ def run_demo(options: DemoOptions | None = None) -> DemoReport:
     plain_acc = accuracy(model, loaders.test)
 
     loaders = make_loaders(ds, batch_size=opts.batch_size, seed=opts.seed)
-    shield = SplitShield(initial, cut=opts.cut, config=PGSLConfig(), seed=opts.seed)
+    shield = SplitShield(initial, cut=opts.cut, config=opts.pgsl, seed=opts.seed)
     start = time.perf_counter()
     shield_history = shield.fit(
         loaders.train, epochs=opts.epochs, val_loader=loaders.val, seed=opts.seed,

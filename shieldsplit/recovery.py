@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from shieldsplit.errors import ConfigError, InputShapeError, NonFiniteInputError
+from shieldsplit.validate import check_int, check_number
 
 __all__ = [
     "ProximalRecovery",
@@ -69,11 +70,7 @@ def _is_real_number(value: object) -> TypeGuard[int | float]:
 
 
 def _check_positive(name: str, value: object, fix: str) -> float:
-    if not _is_real_number(value) or not math.isfinite(float(value)) or float(value) <= 0:
-        raise ConfigError.build(
-            what=name, expected="a finite number > 0", received=repr(value), fix=fix
-        )
-    return float(value)
+    return check_number(name, value, low=0.0, low_open=True, fix=fix)
 
 
 def _check_tau(tau: float | Tensor) -> None:
@@ -355,18 +352,10 @@ def _check_solver_settings(
     lam_checked = None
     if lam is not None:
         lam_checked = _check_positive("lam", lam, "pass lam > 0 or lam=None for 1/sqrt(max(m, n))")
-    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
-        raise ConfigError.build(
-            what="max_iter",
-            expected="an integer >= 1",
-            received=repr(max_iter),
-            fix="pass max_iter=10 (the default) or another positive integer",
-        )
-    if not _is_real_number(tol) or not math.isfinite(float(tol)) or float(tol) < 0:
-        raise ConfigError.build(
-            what="tol", expected="a finite number >= 0", received=repr(tol), fix="pass tol=1e-4"
-        )
-    return mu_checked, lam_checked, max_iter, float(tol)
+    max_iter = check_int("max_iter", max_iter, low=1,
+                         fix="pass max_iter=10 (the default) or another positive integer")
+    tol_checked = check_number("tol", tol, low=0.0, low_open=False, fix="pass tol=1e-4")
+    return mu_checked, lam_checked, max_iter, tol_checked
 
 
 def _check_matrix_mode(matrix: object) -> None:

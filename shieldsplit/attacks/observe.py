@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_
 
 from ..errors import ConfigError, InputShapeError, LabelError
-from ..validate import check_batch
+from ..validate import check_batch, check_int
 from .base import Observation
 
 # ------------------------------------------------------------------ pure helpers
@@ -213,11 +213,7 @@ def _check_label_range(y: Tensor, num_classes: int) -> None:
 
 
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError.build(
-            what=name, expected="a positive int", received=repr(value), fix=f"pass {name}>=1"
-        )
-    return value
+    return check_int(name, value, low=1, fix=f"pass {name}>=1")
 
 
 def _prepare(model: nn.Module, x: Tensor, y: Tensor) -> tuple[nn.Module, dict, dict, Tensor]:

@@ -64,6 +64,7 @@ from ..defense import Defense
 from ..errors import ConfigError, EmptyDataError, InputShapeError, StateError
 from ..progress import progress_bar
 from ..shield import SplitShield
+from ..validate import check_int, check_number
 from .base import (
     Attack,
     AttackContext,
@@ -89,24 +90,15 @@ _CHUNK = 256
 
 
 def _positive_int(value: Any, what: str, default: int | None = None) -> int | None:
+    """An int >= 1, or ``default`` for None (the budget's default)."""
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError.build(
-            what=what, expected="an int >= 1 (or None for the budget's default)",
-            received=repr(value), fix=f"pass {what}=1 or more",
-        )
-    return value
+    return check_int(what, value, low=1, fix=f"pass {what}=1 or more, or None for the default")
 
 
 def _positive_float(value: Any, what: str, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError.build(
-            what=what, expected="a finite number " + (">= 0" if allow_zero else "> 0"),
-            received=repr(value), fix=f"pass a positive {what}",
-        )
-    return float(value)
+    return check_number(what, value, low=0.0, low_open=not allow_zero,
+                        fix=f"pass a {'non-negative' if allow_zero else 'positive'} {what}")
 
 
 def _check_context(context: Any) -> AttackContext:

@@ -63,7 +63,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
-import math
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -85,7 +84,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from ..defense import CutDefense, register_defense
 from ..errors import ConfigError, EmptyDataError, UnsupportedModelError
 from ..training import PlainHistory, fit_plain
-from ..validate import check_batch
+from ..validate import check_batch, check_int, check_number
 from ..wire import ClientMessage
 
 if TYPE_CHECKING:
@@ -208,15 +207,9 @@ def make_dp_compatible(model: nn.Module) -> nn.Module:
 
 
 def _check_positive(name: str, value: Any, *, example: str, allow_zero: bool = False) -> float:
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and (value >= 0 if allow_zero else value > 0))
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError.build(
-            what=name, expected=f"a finite number {bound}", received=repr(value),
-            fix=f"pass {name}{bound.replace(' ', '')}, e.g. {name}={example}",
-        )
-    return float(value)
+    bound = ">=0" if allow_zero else ">0"
+    return check_number(name, value, low=0.0, low_open=not allow_zero,
+                        fix=f"pass {name}{bound}, e.g. {name}={example}")
 
 
 def _is_empty_batch(x: Any, y: Any) -> bool:
@@ -422,7 +415,7 @@ class DPSGD(CutDefense):
             ('update', 2, 2)
         """
         from ..attacks.base import Observation
-        from ..attacks.observe import _positive_int, _prepare, minibatch_schedule
+        from ..attacks.observe import _prepare, minibatch_schedule
 
         if kind not in ("gradient", "update"):
             raise ConfigError.build(
@@ -441,16 +434,11 @@ class DPSGD(CutDefense):
                 fix="pass seed=None or an int such as seed=0",
             )
         if kind == "update":
-            local_epochs = _positive_int("local_epochs", local.get("local_epochs", 5))
-            local_batch_size = _positive_int("local_batch_size", local.get("local_batch_size", 8))
-            lr = local.get("lr", 0.1)
-            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (
-                math.isfinite(lr) and lr > 0
-            ):
-                raise ConfigError.build(
-                    what="lr", expected="a finite float > 0", received=repr(lr),
-                    fix="pass lr=0.1",
-                )
+            local_epochs = check_int("local_epochs", local.get("local_epochs", 5), low=1,
+                                     fix="pass local_epochs>=1")
+            local_batch_size = check_int("local_batch_size", local.get("local_batch_size", 8),
+                                         low=1, fix="pass local_batch_size>=1")
+            lr = _check_positive("lr", local.get("lr", 0.1), example="0.1")
         model = copy.deepcopy(self.federated_model()).eval()
         clone, params, frozen, x = _prepare(model, x, y)
         y = y.to(x.device)
