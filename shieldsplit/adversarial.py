@@ -56,6 +56,7 @@ from captum.robust import FGSM, PGD
 from torch import Tensor, nn
 
 from .errors import ConfigError, InputShapeError, LabelError, UnsupportedModelError
+from .registry import Registry
 from .validate import check_batch, check_int, check_labels, check_number
 
 logger = logging.getLogger(__name__)
@@ -638,7 +639,10 @@ class Adversary:
         return self.fn(model, x, y, **self.options)
 
 
-_REGISTRY: dict[str, Callable[..., AdversarialExamples]] = {}
+_REGISTRY: Registry[Callable[..., AdversarialExamples]] = Registry(
+    "adversary", unregister_hint="unregister_adversary() the old one",
+    lookup_hint="pick a registered attack or register yours with register_adversary",
+)
 _CHECKS: dict[str, Callable[..., None]] = {}
 
 
@@ -659,22 +663,13 @@ def register_adversary(name: str, fn: Callable[..., AdversarialExamples]) -> Non
         ConfigError: ``name`` is not a non-empty string, ``fn`` is not callable, or the
             name is taken by another function.
     """
-    if not isinstance(name, str) or not name:
-        raise ConfigError.build(
-            what="name", expected="a non-empty string", received=repr(name),
-            fix="pass a name such as 'my-attack'",
-        )
+    _REGISTRY.key(name)
     if not callable(fn):
         raise ConfigError.build(
             what="fn", expected="a callable fn(model, x, y, **options)",
             received=type(fn).__name__, fix="pass the attack function",
         )
-    if name in _REGISTRY and _REGISTRY[name] is not fn:
-        raise ConfigError.build(
-            what="name", expected="a name not yet registered", received=repr(name),
-            fix="pick another name or unregister_adversary() the old one first",
-        )
-    _REGISTRY[name] = fn
+    _REGISTRY.register(name, fn)
 
 
 def unregister_adversary(name: str) -> None:
@@ -683,7 +678,7 @@ def unregister_adversary(name: str) -> None:
     Args:
         name: a registered name.
     """
-    _REGISTRY.pop(name, None)
+    _REGISTRY.unregister(name)
     _CHECKS.pop(name, None)
 
 
@@ -693,7 +688,7 @@ def available_adversaries() -> list[str]:
     Returns:
         The names :func:`create_adversary` accepts.
     """
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def create_adversary(name: str, **options: Any) -> Adversary:
@@ -712,12 +707,7 @@ def create_adversary(name: str, **options: Any) -> Adversary:
             out of range (built-in attacks).
         LabelError: a bad JSMA ``target`` type.
     """
-    if name not in _REGISTRY:
-        raise ConfigError.build(
-            what="adversary", expected=f"one of {available_adversaries()}", received=repr(name),
-            fix="pick a registered attack or register yours with register_adversary",
-        )
-    fn = _REGISTRY[name]
+    fn = _REGISTRY.get(name)
     valid = _option_names(fn)
     unknown = sorted(set(options) - set(valid))
     if unknown:

@@ -53,6 +53,7 @@ from shieldsplit.errors import (
     NonFiniteInputError,
     ShieldSplitError,
 )
+from shieldsplit.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -458,18 +459,11 @@ class _Entry:
     needs_root: bool
 
 
-_REGISTRY: dict[str, _Entry] = {}
-
-
-def _normalize_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError.build(
-            what="name",
-            expected=f"a data set name, one of {available_datasets()}",
-            received=repr(name),
-            fix="pass one of the listed names",
-        )
-    return name.strip().lower()
+_REGISTRY: Registry[_Entry] = Registry(
+    "data set", normalize=lambda name: name.strip().lower(),
+    unregister_hint="pass overwrite=True (or unregister_dataset() the old one)",
+    lookup_hint="pass one of the listed names, or register_dataset() your own",
+)
 
 
 def register_dataset(
@@ -502,7 +496,7 @@ def register_dataset(
         8
         >>> unregister_dataset("tiny-digits")
     """
-    key = _normalize_name(name)
+    _REGISTRY.key(name)
     if not callable(loader_fn):
         raise ConfigError.build(
             what="loader_fn",
@@ -510,14 +504,8 @@ def register_dataset(
             received=type(loader_fn).__name__,
             fix="pass a function",
         )
-    if key in _REGISTRY and not overwrite:
-        raise ConfigError.build(
-            what="name",
-            expected=f"a name not yet registered (taken: {available_datasets()})",
-            received=repr(name),
-            fix="choose another name or pass overwrite=True",
-        )
-    _REGISTRY[key] = _Entry(loader=loader_fn, needs_root=bool(needs_root))
+    _REGISTRY.register(name, _Entry(loader=loader_fn, needs_root=bool(needs_root)),
+                       overwrite=overwrite)
 
 
 def unregister_dataset(name: str) -> None:
@@ -529,15 +517,7 @@ def unregister_dataset(name: str) -> None:
     Raises:
         ConfigError: if ``name`` is not registered (the message lists the names).
     """
-    key = _normalize_name(name)
-    if key not in _REGISTRY:
-        raise ConfigError.build(
-            what="name",
-            expected=f"one of {available_datasets()}",
-            received=repr(name),
-            fix="pass a registered name",
-        )
-    del _REGISTRY[key]
+    _REGISTRY.unregister(name, missing_ok=False)
 
 
 def available_datasets() -> list[str]:
@@ -550,7 +530,7 @@ def available_datasets() -> list[str]:
         >>> [n for n in available_datasets() if n in ("digits", "mnist")]
         ['digits', 'mnist']
     """
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def _missing_root_error(name: str) -> ShieldSplitError:
@@ -602,15 +582,8 @@ def load_dataset(
         ...
         shieldsplit.errors.ConfigError: Invalid configuration: expected one of [...'digits'...
     """
-    key = _normalize_name(name)
-    entry = _REGISTRY.get(key)
-    if entry is None:
-        raise ConfigError.build(
-            what="name",
-            expected=f"one of {available_datasets()}",
-            received=repr(name),
-            fix="pass one of the listed names, or register_dataset() your own",
-        )
+    entry = _REGISTRY.get(name)
+    key = _REGISTRY.key(name)
     seed = _check_seed(seed)
     if limit is not None and (
         isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1

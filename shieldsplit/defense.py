@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from .cutting import split_model
 from .errors import ConfigError, DataFileError, ShieldSplitError, UnsupportedModelError
 from .io import atomic_torch_save, safe_torch_load
+from .registry import Registry
 from .training import PlainHistory, fit_plain
 from .validate import check_batch, check_loader
 from .wire import ClientMessage
@@ -239,7 +240,10 @@ class Defense(nn.Module, abc.ABC):
 
 # ----------------------------------------------------------------- registry
 DefenseFactory = Callable[..., Defense]
-_REGISTRY: dict[str, DefenseFactory] = {}
+_REGISTRY: Registry[DefenseFactory] = Registry(
+    "defense", unregister_hint="unregister_defense() the old one",
+    lookup_hint="pick a registered defence or register yours with register_defense",
+)
 
 
 def register_defense(name: str, factory: DefenseFactory) -> None:
@@ -251,24 +255,19 @@ def register_defense(name: str, factory: DefenseFactory) -> None:
             ``from_model`` classmethod).
 
     Raises:
-        ConfigError: if the name is taken or empty.
+        ConfigError: if the name is empty or taken by another factory.
     """
-    if not name or name in _REGISTRY:
-        raise ConfigError.build(
-            what="name", expected="a new, non-empty defence name",
-            received=repr(name), fix=f"pick a name not in {sorted(_REGISTRY)}",
-        )
-    _REGISTRY[name] = factory
+    _REGISTRY.register(name, factory)
 
 
 def unregister_defense(name: str) -> None:
     """Remove a defence from the registry (a no-op for an unknown name)."""
-    _REGISTRY.pop(name, None)
+    _REGISTRY.unregister(name)
 
 
 def available_defenses() -> list[str]:
     """Registered defence names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def create_defense(name: str, model: nn.Module, **options: Any) -> Defense:
@@ -286,13 +285,9 @@ def create_defense(name: str, model: nn.Module, **options: Any) -> Defense:
         ConfigError: for an unknown name (the message lists the valid ones) or an
             option the defence does not take.
     """
-    if name not in _REGISTRY:
-        raise ConfigError.build(
-            what="defense", expected=f"one of {available_defenses()}", received=repr(name),
-            fix="pick a registered defence or register yours with register_defense",
-        )
+    factory = _REGISTRY.get(name)
     try:
-        return _REGISTRY[name](model, **options)
+        return factory(model, **options)
     except TypeError as exc:
         raise ConfigError.build(
             what=f"options of {name!r}", expected="the defence's keyword options",

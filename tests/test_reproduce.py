@@ -179,7 +179,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePaper]:
     try:
         yield paper
     finally:
-        repro._EXPERIMENTS.pop(FAKE, None)
+        repro.unregister_experiment(FAKE)
 
 
 def _fake_files(out: Path) -> tuple[Path, Path]:
@@ -190,7 +190,7 @@ def _fake_files(out: Path) -> tuple[Path, Path]:
 def test_registered_experiment_is_listed_and_names_are_unique(fake: FakePaper) -> None:
     assert {"latent", "pgsl", FAKE} <= set(available_papers())
     with pytest.raises(ConfigError, match=FAKE):
-        register_experiment(FAKE, fake.run)
+        register_experiment(FAKE, lambda ctx: [])
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("boom in cell 1")],

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 
 ThreatModel = Literal[
     "split_black_box",  # holds the cut activations + auxiliary data; trains an inverse
@@ -166,7 +167,10 @@ class Attack(abc.ABC):
         return torch.Generator().manual_seed(self.seed)
 
 
-_REGISTRY: dict[str, type[Attack]] = {}
+_REGISTRY: Registry[type[Attack]] = Registry(
+    "attack", unregister_hint="unregister_attack() the old one",
+    lookup_hint="pick a registered attack or register yours with register_attack",
+)
 
 
 def register_attack(name: str, cls: type[Attack]) -> None:
@@ -184,12 +188,7 @@ def register_attack(name: str, cls: type[Attack]) -> None:
             what="cls", expected="a subclass of shieldsplit.attacks.Attack", received=cls,
             fix="subclass Attack and implement reconstruct()",
         )
-    if name in _REGISTRY and _REGISTRY[name] is not cls:
-        raise ConfigError.build(
-            what="name", expected="a name not yet registered", received=repr(name),
-            fix="pick another name or unregister_attack() the old one first",
-        )
-    _REGISTRY[name] = cls
+    _REGISTRY.register(name, cls)
 
 
 def unregister_attack(name: str) -> None:
@@ -198,7 +197,7 @@ def unregister_attack(name: str) -> None:
     Args:
         name: a registered name.
     """
-    _REGISTRY.pop(name, None)
+    _REGISTRY.unregister(name)
 
 
 def available_attacks() -> list[str]:
@@ -207,7 +206,7 @@ def available_attacks() -> list[str]:
     Returns:
         The names :func:`create_attack` accepts.
     """
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def create_attack(name: str, **options: Any) -> Attack:
@@ -223,12 +222,7 @@ def create_attack(name: str, **options: Any) -> Attack:
     Raises:
         ConfigError: if the name is unknown; the message lists the valid names.
     """
-    if name not in _REGISTRY:
-        raise ConfigError.build(
-            what="attack", expected=f"one of {available_attacks()}", received=repr(name),
-            fix="pick a registered attack name",
-        )
-    return _REGISTRY[name](**options)
+    return _REGISTRY.get(name)(**options)
 
 
 __all__ = [

@@ -36,6 +36,7 @@ from ..demo import machine_info
 from ..errors import ConfigError
 from ..io import atomic_write_bytes, atomic_write_text
 from ..models import PGSLNet
+from ..registry import Registry
 from .cells import CellStore
 
 matplotlib.use("Agg")
@@ -169,24 +170,29 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 Experiment = Callable[[RunContext], list[str]]
-_EXPERIMENTS: dict[str, Experiment] = {}
+_EXPERIMENTS: Registry[Experiment] = Registry(
+    "paper", unregister_hint="unregister_experiment() the old one",
+    lookup_hint="pick a registered paper or register yours with register_experiment",
+)
 
 
 def register_experiment(paper: str, run: Experiment) -> None:
     """Make ``reproduce(paper)`` run ``run(context) -> Markdown lines``.
 
     Raises:
-        ConfigError: if the name is taken.
+        ConfigError: if the name is empty or taken by another function.
     """
-    if paper in _EXPERIMENTS:
-        raise ConfigError.build(what="paper", expected="a new name", received=repr(paper),
-                                fix=f"pick a name not in {sorted(_EXPERIMENTS)}")
-    _EXPERIMENTS[paper] = run
+    _EXPERIMENTS.register(paper, run)
+
+
+def unregister_experiment(paper: str) -> None:
+    """Forget ``paper`` (a no-op for an unknown name)."""
+    _EXPERIMENTS.unregister(paper)
 
 
 def available_papers() -> list[str]:
     """The papers :func:`reproduce` knows."""
-    return sorted(_EXPERIMENTS)
+    return _EXPERIMENTS.names()
 
 
 class ReproduceResult(BaseModel):
@@ -245,9 +251,7 @@ def reproduce(
         DataFileError: for a missing or corrupted data file (named, with its MD5 and the fix).
         KeyboardInterrupt: on Ctrl-C, after every finished cell has been saved.
     """
-    if paper not in _EXPERIMENTS:
-        raise ConfigError.build(what="paper", expected=f"one of {available_papers()}",
-                                received=repr(paper), fix="pick a registered paper")
+    experiment = _EXPERIMENTS.get(paper)
     try:
         opts = ReproduceOptions(paper=paper, data=data, data_root=data_root, budget=budget,
                                 out=Path(out), seed=seed, fresh=fresh, progress=progress)
@@ -267,7 +271,7 @@ def reproduce(
     ctx = RunContext(options=opts, preset=preset, data=ds, store=store, stem=stem)
     before = len(store)
     try:
-        body = _EXPERIMENTS[opts.paper](ctx)
+        body = experiment(ctx)
     except KeyboardInterrupt:
         logger.warning("interrupted: %d finished cells kept in %s; re-run to resume",
                        len(store), store.path)
@@ -329,5 +333,6 @@ __all__ = [
     "mean_sd",
     "register_experiment",
     "reproduce",
+    "unregister_experiment",
 ]
 del _latent, _pgsl
