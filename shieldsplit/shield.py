@@ -34,13 +34,13 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from .config import PGSLConfig
@@ -174,7 +174,8 @@ class SplitShield(Defense):
             layer with the norm, activation, pool and dropout after it), or a
             submodule name. The paper cuts after the 2nd conv: ``cut=2``.
         config: which PGSL steps run and how; ``PGSLConfig.off()`` gives plain
-            split learning.
+            split learning. A dict of its fields (as :meth:`options` records it)
+            is validated into a ``PGSLConfig``.
         input_shape: ``(C, H, W)`` of the inputs; only needed when the model's
             input size cannot be guessed (a Linear layer before the cut).
         seed: seeds the layers that PGSL adds.
@@ -184,6 +185,8 @@ class SplitShield(Defense):
         UnsupportedModelError: for a model without Conv/Linear layers, one that
             cannot be traced, or one whose client part cannot take the
             unshuffled input.
+        ConfigError: if ``config`` is neither a PGSLConfig, a valid dict of its
+            fields nor None.
 
     Reference:
         Khowaja, Lee, Dev, Jarwar, Qureshi. "Get your Foes Fooled: Proximal
@@ -199,7 +202,7 @@ class SplitShield(Defense):
         model: nn.Module,
         *,
         cut: int | str = 2,
-        config: PGSLConfig | None = None,
+        config: PGSLConfig | Mapping[str, Any] | None = None,
         input_shape: tuple[int, int, int] | None = None,
         seed: int = 0,
     ) -> None:
@@ -209,7 +212,7 @@ class SplitShield(Defense):
                 what="model", expected="a torch.nn.Module", received=type(model).__name__,
                 fix="pass the classifier module itself",
             )
-        self.config = config if config is not None else PGSLConfig()
+        self.config = _as_config(config)
         self.seed = seed
         parts = split_model(model, cut)
         self.cut = parts.cut
@@ -600,9 +603,9 @@ class SplitShield(Defense):
             raise ConfigError.build(
                 what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
             )
-        _check_loader(train_loader, "train_loader")
+        check_loader(train_loader, "train_loader")
         if val_loader is not None:
-            _check_loader(val_loader, "val_loader")
+            check_loader(val_loader, "val_loader")
         snapshot = copy.deepcopy(self.state_dict())
         was_training = self.training
         try:
@@ -802,6 +805,21 @@ class SplitShield(Defense):
         model.train(self.training)
         return model
 
+    def options(self) -> dict[str, Any]:
+        """The shield's PGSL configuration as JSON (what a compare row records).
+
+        Returns:
+            ``{"config": ...}``, the :class:`PGSLConfig` as a JSON-able dict.
+
+        Example:
+            >>> from shieldsplit.models import PGSLNet
+            >>> cfg = PGSLConfig(recovery={"mu": 0.3})
+            >>> shield = SplitShield(PGSLNet(width=4, hidden=8), config=cfg)
+            >>> shield.options()["config"]["recovery"]["mu"]
+            0.3
+        """
+        return {"config": self.config.model_dump(mode="json")}
+
     def save(self, path: str | Path) -> None:
         """Write the shield (config, cut, weights) to ``path`` atomically.
 
@@ -854,6 +872,27 @@ class SplitShield(Defense):
         return shield
 
 
+def _as_config(config: Any) -> PGSLConfig:
+    """``config`` as a PGSLConfig: None is the default, a dict (JSON) is validated."""
+    if config is None:
+        return PGSLConfig()
+    if isinstance(config, PGSLConfig):
+        return config
+    if isinstance(config, Mapping):
+        try:
+            return PGSLConfig.model_validate(dict(config))
+        except ValidationError as exc:
+            raise ConfigError.build(
+                what="config", expected="a valid PGSLConfig", received=exc.errors()[0]["msg"]
+                + f" at {'.'.join(map(str, exc.errors()[0]['loc']))}",
+                fix="check the field names and ranges in shieldsplit.config",
+            ) from exc
+    raise ConfigError.build(
+        what="config", expected="a PGSLConfig, a dict of its fields or None",
+        received=type(config).__name__, fix="pass config=PGSLConfig(...)",
+    )
+
+
 def _device_of(module: nn.Module) -> torch.device:
     for p in module.parameters():
         return p.device
@@ -865,10 +904,6 @@ def _safe_len(loader: Any) -> int | None:
         return len(loader)
     except TypeError:
         return None
-
-
-def _check_loader(loader: Any, name: str) -> None:
-    check_loader(loader, name)
 
 
 register_defense(SplitShield.name, SplitShield)

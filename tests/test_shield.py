@@ -11,6 +11,7 @@ errors without changing any state.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -887,3 +888,20 @@ def test_unsupported_models(make: Any, config: PGSLConfig) -> None:
     assert_typed(info.value, UnsupportedModelError)
     if before is not None:
         assert_state_equal(state(model), before)
+
+
+def test_options_record_the_config_and_rebuild_the_shield() -> None:
+    from shieldsplit.defense import create_defense
+
+    cfg = PGSLConfig(recovery={"mu": 0.3}, perturb={"pixel_budget": 0.01})
+    shield = SplitShield(PGSLNet(width=4, hidden=8), cut=2, config=cfg)
+    opts = shield.options()
+    json.dumps(opts)
+    rebuilt = create_defense("pgsl", PGSLNet(width=4, hidden=8), cut=2, **opts)
+    assert isinstance(rebuilt, SplitShield) and rebuilt.config == cfg
+
+
+@pytest.mark.parametrize("bad", [{"recovry": {"mu": 0.3}}, {"recovery": {"mu": -1}}, 3])
+def test_bad_config_is_a_typed_error(bad: object) -> None:
+    with pytest.raises(ConfigError, match="config"):
+        SplitShield(PGSLNet(width=4, hidden=8), cut=2, config=bad)  # type: ignore[arg-type]

@@ -855,9 +855,9 @@ class LatentPerturb(Defense):
             raise ConfigError.build(
                 what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
             )
-        _check_loader(train_loader, "train_loader")
+        check_loader(train_loader, "train_loader")
         if val_loader is not None:
-            _check_loader(val_loader, "val_loader")
+            check_loader(val_loader, "val_loader")
         was_built = self.built
         snapshot = copy.deepcopy(self.state_dict())
         was_training = self.training
@@ -992,10 +992,6 @@ def _reinitialise(module: nn.Module) -> None:
         reset = getattr(m, "reset_parameters", None)
         if callable(reset):
             reset()
-
-
-def _check_loader(loader: Any, name: str) -> None:
-    check_loader(loader, name)
 
 
 def _build_before_load(
