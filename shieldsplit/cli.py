@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .attacks import available_attacks
 from .auditor import AuditReport
 from .demo import DemoOptions, DemoReport, run_demo
 from .errors import ConfigError, ShieldSplitError
@@ -211,6 +212,12 @@ def audit(
     cut: Annotated[str, typer.Option(help="block index or submodule name")] = "2",
     budget: Annotated[str, typer.Option(help="quick | standard | thorough")] = "quick",
     seed: int = 0,
+    attacks: Annotated[
+        str | None, typer.Option(help="comma-separated attack names (default: every one that "
+                                      f"applies): {', '.join(available_attacks())}")
+    ] = None,
+    victims: Annotated[int | None, typer.Option(min=1, help="victim images (default by budget)")]
+    = None,
     out: Annotated[Path | None, typer.Option(help="write the HTML report here")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON here")] = None,
     include_images: Annotated[
@@ -218,7 +225,7 @@ def audit(
     ] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Attack a trained model with every applicable attack and report what leaks."""
+    """Attack a trained model with every applicable attack (or --attacks) and report what leaks."""
     from .auditor import audit as run_audit
     from .data import default_data_root, load_dataset
 
@@ -231,7 +238,9 @@ def audit(
         report = run_audit(
             net, data=(ds.x_train, ds.y_train),
             cut=int(cut) if cut.isdigit() else cut, budget=budget,  # type: ignore[arg-type]
-            seed=seed, progress=not quiet,
+            seed=seed, progress=not quiet, victims=victims,
+            attacks=None if attacks is None else [a.strip() for a in attacks.split(",")
+                                                  if a.strip()],
         )
     except ShieldSplitError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")

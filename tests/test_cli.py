@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from shieldsplit.cli import app
@@ -55,3 +56,27 @@ def test_audit_rejects_weights_of_another_model(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "state_dict" in " ".join(result.output.split())
+
+
+def test_audit_passes_attacks_and_victims_to_the_auditor(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shieldsplit.auditor as auditor
+    from shieldsplit.errors import StateError
+
+    seen: dict[str, object] = {}
+
+    def spy(net: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise StateError.build(what="spy", expected="-", received="-", fix="-")
+
+    monkeypatch.setattr(auditor, "audit", spy)
+    result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--attacks",
+                                 "split-black-box, idlg", "--victims", "8", "--quiet"])
+    assert result.exit_code == 2
+    assert seen["attacks"] == ["split-black-box", "idlg"] and seen["victims"] == 8
+
+
+def test_audit_unknown_attack_lists_the_valid_ones() -> None:
+    result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--attacks", "nope", "--quiet"])
+    assert result.exit_code == 2
+    out = " ".join(result.output.split())
+    assert "'nope'" in out and "split-black-box" in out
