@@ -27,7 +27,6 @@ import torch.nn.functional as F
 
 import shieldsplit as ss
 from shieldsplit.demo import machine_info
-from shieldsplit.recovery import recover
 from shieldsplit.training import make_optimizer
 
 
@@ -45,7 +44,11 @@ def plain_step(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor],
 def shield_step(shield: ss.SplitShield) -> Callable[[torch.Tensor, torch.Tensor], None]:
     client_opt, server_opt, _ = shield._optimizers()
     shield.train()
-    return lambda x, y: shield.train_step(x, y, client_opt, server_opt) and None
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        shield.train_step(x, y, client_opt, server_opt)
+
+    return step
 
 
 def dpsgd_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -76,15 +79,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--md", default=None, help="write a Markdown page here")
     args = parser.parse_args()
     torch.manual_seed(0)
     x = torch.rand(args.batch, 1, args.size, args.size)
     y = torch.randint(0, 2, (args.batch,))
     net = ss.PGSLNet(num_classes=2, image_size=args.size)
     cfg = ss.PGSLConfig()
+    other = 4 - cfg.unshuffle.upsample_kernel  # the up-sampler kernel the default does not use
     variants: dict[str, Callable[[torch.Tensor, torch.Tensor], None]] = {
         "plain": plain_step(copy.deepcopy(net)),
         "pgsl": shield_step(ss.SplitShield(net, cut=2, config=cfg)),
+        f"pgsl_upsample_kernel{other}": shield_step(ss.SplitShield(net, cut=2, config=ss.PGSLConfig(
+            unshuffle={"upsample_kernel": other}))),
         "pgsl_no_recovery": shield_step(ss.SplitShield(net, cut=2, config=cfg.model_copy(
             update={"recovery": ss.config.RecoveryConfig(enabled=False),
                     "fusion": ss.config.FusionConfig(enabled=False)}))),
@@ -104,16 +111,20 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
 
-    # recovery alone, on the activations the server actually receives
+    # recovery alone, as the server runs it: on the activations it receives (the client
+    # works at half resolution, so 64 x 196 matrices per image), before up-sampling
     shield = ss.SplitShield(net, cut=2, config=cfg)
-    with torch.no_grad():
-        u = shield.upsample(shield.client(x).activations, (args.size, args.size))
-    r = cfg.recovery
+    received = shield.client(x).activations
+    recovery = shield.recovery
+    if recovery is None:
+        raise SystemExit("the default PGSLConfig has recovery switched off: nothing to time")
     rec_times = []
-    for _ in range(args.rounds):
-        start = time.perf_counter()
-        recover(u, mu=r.mu, max_iter=r.max_iter, tol=r.tol, matrix=r.matrix, start=r.start)
-        rec_times.append(time.perf_counter() - start)
+    with torch.no_grad():
+        recovery(received)
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            recovery(received)
+            rec_times.append(time.perf_counter() - start)
     rec = statistics.median(rec_times)
 
     result = {
@@ -121,6 +132,7 @@ def main() -> None:
             f"--{k} {v}" for k, v in vars(args).items() if v is not None),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
+        "recovery_input_shape": list(received.shape),
         "setup": f"PGSLNet (7 conv 3x3/64 + 2 FC), cut=2, {args.size}x{args.size}x1, "
         f"batch {args.batch}, {args.rounds} interleaved rounds, medians",
         "median_seconds": med,
@@ -135,10 +147,64 @@ def main() -> None:
         print(f"  {k:18s} {med[k]:7.3f} s/step   {med[k] / med['plain']:5.2f}x plain")
     print(f"  recovery alone     {rec:7.3f} s/batch  {args.batch / rec:8.1f} images/s  "
           f"{rec / med['pgsl']:.1%} of a PGSL step")
-    if args.json:
-        from shieldsplit.io import atomic_write_text
+    from shieldsplit.io import atomic_write_text
 
+    if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2))
+    if args.md:
+        atomic_write_text(args.md, markdown(result, med, rec, args.batch))
+
+
+#: What each timed variant runs.
+ROWS = {
+    "plain": "plain training step (Adam with the paper's decay)",
+    "pgsl": "**SplitShield, default config (all PGSL steps)**",
+    "pgsl_upsample_kernel1": "SplitShield, sub-pixel up-sampler with a 1x1 kernel",
+    "pgsl_upsample_kernel3": "SplitShield, sub-pixel up-sampler with a 3x3 kernel",
+    "pgsl_no_recovery": "SplitShield without recovery and fusion (one stream)",
+    "pgsl_no_saliency": "SplitShield without saliency and perturbation",
+    "split_off": "SplitShield with every step off (plain split learning)",
+    "opacus_dpsgd": "Opacus DP-SGD (noise 1.0, clip 1.0; BatchNorm replaced by GroupNorm)",
+}
+
+
+def markdown(result: dict, med: dict[str, float], rec: float, batch: int) -> str:
+    """The page: command, machine, the table and the issue's targets."""
+    m = result["machine"]
+    ratio = med["pgsl"] / med["plain"]
+    share = rec / med["pgsl"]
+
+    def verdict(ok: bool) -> str:
+        return "**reached**" if ok else "**not reached**"
+
+    lines = [
+        "# Cost of a SplitShield training step",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Date: {result['date']}; machine: {m['cpus']} cores ({m['torch_threads']} torch "
+        f"threads), no GPU, torch {m['torch']}, Python {m['python']}, {m['platform']}.  ",
+        f"Setup: {result['setup']}; random 28x28x1 images; every variant is timed in "
+        "interleaved rounds in one run, after one warm-up step each.",
+        "",
+        "| variant | s/step | ratio to plain |",
+        "| --- | --- | --- |",
+    ]
+    for k, v in med.items():
+        lines.append(f"| {ROWS.get(k, k)} | {v:.3f} | {v / med['plain']:.2f} |")
+    lines += [
+        "",
+        f"Recovery alone, as the server runs it (APG on the received activations, "
+        f"{' x '.join(map(str, result['recovery_input_shape']))}): {rec:.3f} s per batch, "
+        f"**{batch / rec:.0f} images/s**, **{share:.1%}** of a PGSL step.",
+        "",
+        "## Against the targets of issue 2",
+        "",
+        f"- At most 3x a plain step: {verdict(ratio <= 3)} ({ratio:.2f}x). "
+        f"Aim of 2.5x: {verdict(ratio <= 2.5)}.",
+        f"- Recovery at most 25% of the step: {verdict(share <= 0.25)} ({share:.1%}).",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

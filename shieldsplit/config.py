@@ -83,11 +83,14 @@ class UnshuffleConfig(_Strict):
         enabled: down-sample the (attacked) image into ``factor**2`` sub-images.
         factor: the down-sampling factor (the paper: 2).
         pad: how odd heights/widths are padded up to a multiple of ``factor``.
+        upsample_kernel: kernel of the server's sub-pixel up-sampling convolution
+            (the paper does not give it; see docs/pgsl.md).
     """
 
     enabled: bool = True
     factor: int = Field(2, ge=2, le=4)
     pad: Literal["replicate", "zeros"] = "replicate"
+    upsample_kernel: Literal[1, 3] = 3
 
 
 class RecoveryConfig(_Strict):

@@ -252,7 +252,8 @@ class SplitShield(Defense):
                 _Probe(channels, self.num_classes, spatial) if cfg.saliency.enabled else None
             )
             self.upsample = (
-                SubPixelUpsample(channels, cfg.unshuffle.factor) if cfg.unshuffle.enabled else None
+                SubPixelUpsample(channels, cfg.unshuffle.factor, cfg.unshuffle.upsample_kernel)
+                if cfg.unshuffle.enabled else None
             )
             r = cfg.recovery
             self.recovery = (

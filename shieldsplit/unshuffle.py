@@ -83,6 +83,8 @@ class SubPixelUpsample(nn.Module):
     Args:
         channels: channels of the activations (kept unchanged).
         factor: up-sampling factor.
+        kernel_size: the sub-pixel convolution's kernel (1 or 3; odd, so the map
+            keeps its size). 3 is ESPCN's choice; 1 costs a ninth.
 
     Example:
         >>> up = SubPixelUpsample(3, factor=2)
@@ -91,15 +93,18 @@ class SubPixelUpsample(nn.Module):
         True
     """
 
-    def __init__(self, channels: int, factor: int = 2) -> None:
+    def __init__(self, channels: int, factor: int = 2, kernel_size: int = 3) -> None:
         super().__init__()
         self.factor = factor
-        self.conv = nn.Conv2d(channels, channels * factor * factor, 3, padding=1)
+        self.conv = nn.Conv2d(channels, channels * factor * factor, kernel_size,
+                              padding=kernel_size // 2)
+        centre = kernel_size // 2
         with torch.no_grad():  # nearest-neighbour start: every sub-pixel copies its channel
             self.conv.weight.zero_()
             nn.init.zeros_(self.conv.bias)  # type: ignore[arg-type]
             for c in range(channels):
-                self.conv.weight[c * factor * factor : (c + 1) * factor * factor, c, 1, 1] = 1.0
+                self.conv.weight[c * factor * factor : (c + 1) * factor * factor, c,
+                                 centre, centre] = 1.0
 
     def forward(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         """Up-sample, then resize to ``size`` if given and different.

@@ -271,12 +271,14 @@ def test_unshuffle_pads_odd_sizes_and_crops_back(
     h=st.integers(1, 5),
     w=st.integers(1, 5),
     factor=st.integers(2, 3),
+    kernel=st.sampled_from([1, 3]),
     seed=st.integers(0, 2**16),
 )
 def test_subpixel_upsample_starts_as_nearest_and_honours_size(
-    b: int, c: int, h: int, w: int, factor: int, seed: int
+    b: int, c: int, h: int, w: int, factor: int, kernel: int, seed: int
 ) -> None:
-    up = SubPixelUpsample(c, factor)
+    up = SubPixelUpsample(c, factor, kernel)
+    assert up.conv.kernel_size == (kernel, kernel)
     a = torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(seed))
     nearest = F.interpolate(a, scale_factor=factor, mode="nearest")
     with torch.no_grad():
