@@ -31,6 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
+from ..config import PGSLConfig
 from ..data import ImageDataset, load_dataset
 from ..demo import machine_info
 from ..errors import ConfigError
@@ -267,7 +268,9 @@ def reproduce(
     opts.out.mkdir(parents=True, exist_ok=True)
     store = CellStore(opts.out / f"{stem}.cells.json", fresh=opts.fresh, fingerprint={
         "paper": opts.paper, "data": opts.data, "budget": opts.budget, "seed": opts.seed,
-        "preset": preset.model_dump(), "shieldsplit": __version__})
+        "preset": preset.model_dump(), "shieldsplit": __version__,
+        # the defaults every SplitShield cell runs with: a changed default must not resume
+        "pgsl_config": PGSLConfig().model_dump(mode="json")})
     ctx = RunContext(options=opts, preset=preset, data=ds, store=store, stem=stem)
     before = len(store)
     try:
