@@ -84,7 +84,7 @@ class SubPixelUpsample(nn.Module):
         channels: channels of the activations (kept unchanged).
         factor: up-sampling factor.
         kernel_size: the sub-pixel convolution's kernel (1 or 3; odd, so the map
-            keeps its size). 3 is ESPCN's choice; 1 costs a ninth.
+            keeps its size). 3 is ESPCN's choice; 1 (the default) costs a ninth.
 
     Example:
         >>> up = SubPixelUpsample(3, factor=2)
@@ -93,7 +93,7 @@ class SubPixelUpsample(nn.Module):
         True
     """
 
-    def __init__(self, channels: int, factor: int = 2, kernel_size: int = 3) -> None:
+    def __init__(self, channels: int, factor: int = 2, kernel_size: int = 1) -> None:
         super().__init__()
         self.factor = factor
         self.conv = nn.Conv2d(channels, channels * factor * factor, kernel_size,
