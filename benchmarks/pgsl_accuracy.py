@@ -92,7 +92,9 @@ def main() -> None:
         f"Command: `python {' '.join(sys.argv)}`  ",
         f"Date: {first.date}; machine: {first.machine['cpus']} cores, no GPU, "
         f"torch {first.machine['torch']}.  ",
-        f"Data: {first.dataset}; official train/val/test split; test accuracy on the test split.  ",
+        f"Data: {first.dataset}; "
+        + ("official" if args.data in ("breastmnist", "pneumoniamnist") else "seeded")
+        + " train/val/test split; test accuracy on the test split.  ",
         "Network: the PGSL paper's 7-conv/2-FC network, cut=2, "
         + ("default PGSLConfig (all steps on)" if config == PGSLConfig()
            else f"PGSLConfig changed from the default by `{args.pgsl}`")
