@@ -473,6 +473,9 @@ def test_pgsl_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Prese
     assert "| FGSM-attacked images |" in t2 and "61.9%" in t2
     assert "| images rebuilt by DCGAN |" in t2 and "PGSL with decision fusion" in t2
     assert "## Fig. 3" in text and "| 0.55 |" in _section(text, "## Fig. 3")
+    why = _section(text, "## Where and why")
+    assert f"width {tiny_budget.width} / hidden {tiny_budget.hidden}" in why  # the run's preset
+    assert f"{tiny_budget.epochs} epochs" in why
     assert [p.name for p in result.plots] == ["reproduce_pgsl_breastmnist_quick_fig3.png"]
     assert result.plots[0].read_bytes()[:8] == PNG_MAGIC
 

@@ -165,6 +165,12 @@ def mean_sd(values: Sequence[float], fmt: str) -> str:
     return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
 
 
+def differences_section(reasons: Sequence[str]) -> list[str]:
+    """The page's closing section: why our numbers differ from the paper's, one bullet each."""
+    return ["## Where and why our numbers differ from the paper's", "",
+            *(f"- {r}" for r in reasons), ""]
+
+
 def fmt(value: float | None, spec: str) -> str:
     """``value`` formatted with ``spec``, or ``-`` when it is missing."""
     return "-" if value is None else format(value, spec)
@@ -332,6 +338,7 @@ __all__ = [
     "ReproduceResult",
     "RunContext",
     "available_papers",
+    "differences_section",
     "fmt",
     "mean_sd",
     "register_experiment",

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..compare import DefenseRun, match_by_accuracy, run_defense
 from ..progress import progress_bar
-from . import RunContext, fmt, mean_sd, register_experiment
+from . import RunContext, differences_section, fmt, mean_sd, register_experiment
 
 ATTACK = "inverting-gradients-fedavg"
 
@@ -131,8 +131,7 @@ def run(ctx: RunContext) -> list[str]:
     _plots(ctx, sweep_runs)
     lines += [f"![Fig. 4: MSE against client accuracy]({ctx.stem}_fig4.png)", "",
               f"![Fig. 5: attacker accuracy against MSE]({ctx.stem}_fig5.png)", ""]
-    return [*lines, "## Where and why our numbers differ from the paper's", "",
-            *(f"- {d}" for d in _differences(ctx, sweep_runs)), ""]
+    return [*lines, *differences_section(_differences(ctx, sweep_runs))]
 
 
 def _differences(ctx: RunContext, rows: list[DefenseRun]) -> list[str]:

@@ -46,7 +46,7 @@ from ..progress import progress_bar
 from ..recovery import recover
 from ..saliency import class_gradient, jsma_saliency
 from ..training import accuracy, fit_plain
-from . import RunContext, mean_sd, register_experiment
+from . import RunContext, differences_section, mean_sd, register_experiment
 
 T1_ATTACKS = ("dlg", "idlg", "gan-prior", "split-black-box")
 ATTACK_TITLE = {"dlg": "DLG", "idlg": "iDLG", "gan-prior": "DCGAN", "split-black-box": "MIA"}
@@ -450,8 +450,6 @@ DIFFERENCES = [
     "converge on the trained network (PSNR about 8-9 dB): their MSE differences between "
     "settings are within the seed spread and their ordering rows say little. The paper "
     "does not give its attack budgets.",
-    "**Network and training.** The paper's network at width 16 / hidden 64 (the paper: 64 / "
-    "128), 10 epochs; the paper does not state its epochs.",
     "**DLG and iDLG against PGSL.** A split-learning server receives no weight gradient of "
     "the client, so they cannot observe SplitShield; their PGSL row uses PGSL's two image "
     "steps (JSMA, then proximal-gradient recovery) before a plainly trained network, our "
@@ -476,8 +474,11 @@ def run(ctx: RunContext) -> list[str]:
     ref = _Reference(ctx)
     body = table1(ctx) + table2(ctx, ref) + fig3(ctx, ref)
     data = DATA_DIFFERENCE["mnist" if ctx.options.data == "mnist" else "other"]
-    return [*body, "## Where and why our numbers differ from the paper's", "",
-            *(f"- {d}" for d in [data, *DIFFERENCES]), ""]
+    p = ctx.preset
+    network = (f"**Network and training.** The paper's network at width {p.width} / hidden "
+               f"{p.hidden} (the paper: 64 / 128), {p.epochs} epochs; the paper does not state "
+               "its epochs.")
+    return [*body, *differences_section([data, network, *DIFFERENCES])]
 
 
 register_experiment("pgsl", run)
