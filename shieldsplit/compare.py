@@ -43,7 +43,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from .attacks.base import Budget
-from .auditor import AttackResult, _png, _versions, audit, defense_attacks
+from .auditor import AttackResult, audit, defense_attacks, library_versions, png_base64
 from .data import ImageDataset, make_loaders
 from .defense import available_defenses, create_defense
 from .errors import ConfigError
@@ -297,7 +297,7 @@ def render_html(table: CompareTable) -> str:
         import matplotlib.pyplot as plt
 
         fig = table.plot()
-        plot = f'<img alt="frontier" src="data:image/png;base64,{_png(fig)}">'
+        plot = f'<img alt="frontier" src="data:image/png;base64,{png_base64(fig)}">'
         plt.close(fig)
     except (ImportError, ConfigError):
         plot = "<p>Install <code>shieldsplit[plots]</code> for the frontier plot.</p>"
@@ -429,7 +429,7 @@ def compare(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         dataset=data.summary().splitlines()[0], model=type(model).__name__, cut=cut,
         budget=budget, seed=seed, epochs=epochs, attacks=list(attacks),
-        victims=victims or 0, machine=machine_info(), versions=_versions(),
+        victims=victims or 0, machine=machine_info(), versions=library_versions(),
     )
     for name, opts in specs:  # a bad sweep fails now, not after hours of other rows
         if name in (sweeps or {}) and create_defense(name, model, cut=cut, seed=seed,

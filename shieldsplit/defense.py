@@ -190,6 +190,37 @@ class Defense(nn.Module, abc.ABC):
         finally:
             self.train(was)
 
+    def undefended_twin(self) -> Defense:
+        """The audit's positive control: the same architecture at the same cut, undefended.
+
+        The twin starts from the weights this defence started from (the model it was
+        given), untrained by it; the auditor trains it on the audit's data.
+
+        Returns:
+            A new, untrained :class:`NoDefense`.
+
+        Raises:
+            NotImplementedError: if the defence did not record the model it wraps (a
+                custom defence: pass your trained undefended model as ``audit(control=)``).
+        """
+        template = self.__dict__.get("_template")
+        if not isinstance(template, nn.Module):
+            raise NotImplementedError(f"{type(self).__name__} does not record the model it wraps")
+        cut = self.__dict__.get("_template_cut", self.cut)
+        return create_defense("none", copy.deepcopy(template), cut=cut,
+                              seed=int(getattr(self, "seed", 0)))
+
+    def record_template(self, model: nn.Module, cut: int | str | None = None) -> None:
+        """Keep a copy of the undefended model this defence wraps (for :meth:`undefended_twin`).
+
+        Args:
+            model: the user's model as given (copied; not a submodule, so not saved).
+            cut: its cut, if it differs from the defence's own.
+        """
+        self.__dict__["_template"] = copy.deepcopy(model).eval()
+        if cut is not None:
+            self.__dict__["_template_cut"] = cut
+
     def privacy(self) -> dict[str, float]:
         """Formal guarantees, e.g. ``{"epsilon": ..., "delta": ...}`` for DP-SGD (else empty)."""
         return {}
@@ -346,6 +377,7 @@ class CutDefense(Defense):
     def __init__(self, model: nn.Module, *, cut: int | str = 2, seed: int = 0) -> None:
         super().__init__()
         parts = split_model(copy.deepcopy(_check_model(model)), cut)
+        self.record_template(model)
         self.cut = parts.cut
         self.seed = seed
         self.head = parts.head

@@ -17,10 +17,16 @@ import torch
 from torch import nn
 
 import shieldsplit as ss
-from shieldsplit.attacks import AttackContext, Observation, available_attacks, create_attack
-from shieldsplit.attacks.observe import observe_gradient
+from shieldsplit.attacks import (
+    AttackContext,
+    Observation,
+    attack_class,
+    available_attacks,
+    create_attack,
+)
+from shieldsplit.attacks.observe import observe_gradient, observe_update
 from shieldsplit.attacks.observe_split import observe_activations
-from shieldsplit.auditor import SPLIT_ATTACKS, AuditReport, audit
+from shieldsplit.auditor import AuditReport, audit
 from shieldsplit.data import load_dataset
 from shieldsplit.errors import (
     ConfigError,
@@ -40,7 +46,12 @@ FAST: dict[str, dict[str, Any]] = {
     "dlg": {"iterations": 4, "restarts": 1},
     "idlg": {"iterations": 4, "restarts": 1},
     "inverting-gradients": {"iterations": 15, "restarts": 1},
+    "inverting-gradients-fedavg": {"iterations": 15, "restarts": 1},
 }
+
+#: The generic split-learning attacks, by their declarations.
+SPLIT_ATTACKS = [a for a in sorted(FAST) if attack_class(a).position() == "split"
+                 and not attack_class(a).adapts_to]
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +77,14 @@ def setup_attack(name: str, x: torch.Tensor, y: torch.Tensor) -> tuple[
 ]:
     """The context, a victim observation and the model the attack touches."""
     aux_x, aux_y = x[8:], y[8:]
-    if name in ("dlg", "idlg", "inverting-gradients"):
+    if attack_class(name).position() == "federated":
         torch.manual_seed(0)
         model = create_model("small-convnet", num_classes=10, image_size=8)
         ctx = AttackContext(image_shape=(1, 8, 8), num_classes=10, model=model,
                             auxiliary_images=aux_x, auxiliary_labels=aux_y, seed=0)
+        if attack_class(name).observes == "update":
+            return ctx, observe_update(model, x[:2], y[:2], local_epochs=1,
+                                       local_batch_size=2, lr=0.01), model
         return ctx, observe_gradient(model, x[:1], y[:1]), model
     if name == "adaptive-split":
         shield = ss.SplitShield(small_net(), cut=2, input_shape=(1, 8, 8), seed=0)
@@ -219,7 +233,8 @@ def test_every_split_attack_runs_on_a_defence_wire(
     from shieldsplit.defense import create_defense
 
     wrapped = create_defense(defense, small_net(), cut=2, seed=0)
-    report = audit(wrapped, data=(x, y), seed=0, attacks=list(SPLIT_ATTACKS), **AUDIT_KW)
+    report = audit(wrapped, data=(x, y), seed=0, attacks=SPLIT_ATTACKS, control=None,
+                   **AUDIT_KW)
     assert report.defense == defense
     assert [r.status for r in report.results] == ["ok"] * len(SPLIT_ATTACKS), [
         r.error for r in report.results]

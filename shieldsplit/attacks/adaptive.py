@@ -77,6 +77,9 @@ class AdaptiveSplitAttack(BlackBoxDecoder):
     name: ClassVar[str] = "adaptive-split"
     threat_model: ClassVar[ThreatModel] = "adaptive"
     observes: ClassVar[ObservationKind] = "activations"
+    adapts_to: ClassVar[tuple[str, ...]] = ("pgsl",)
+    #: on a model without SplitShield, the same decoder is the plain black-box attack
+    control_attack: ClassVar[str | None] = "split-black-box"
 
     def _client(self, context: AttackContext) -> SplitShield:
         return _shield_of(context)

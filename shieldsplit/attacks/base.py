@@ -45,6 +45,8 @@ ThreatModel = Literal[
     "adaptive",  # knows the defence and its configuration
 ]
 ObservationKind = Literal["activations", "gradient", "update"]
+#: Attacker positions, the same words as a defence's ``surfaces``.
+Position = Literal["split", "federated"]
 
 Budget = Literal["quick", "standard", "thorough"]
 
@@ -129,18 +131,45 @@ class Attack(abc.ABC):
 
     Args:
         seed: seeds the attack.
+        progress: show progress bars on long work.
         **options: attack-specific options, validated by the subclass.
 
     Subclasses set the class attributes ``name``, ``threat_model`` and
-    ``observes`` and implement :meth:`reconstruct`.
+    ``observes`` and implement :meth:`reconstruct`. What an attack declares is all
+    the auditor needs to choose it (no name lists): it runs every registered attack
+    whose :attr:`position` the audited model is deployed under and, for an attack with
+    :attr:`adapts_to`, only against those defences.
+
+    Attributes:
+        name: the registered name.
+        threat_model: what the attacker holds.
+        observes: what it observes of a victim batch: ``activations`` (the tensor that
+            crosses the cut, or the wire message), ``gradient`` (one batch-1 gradient per
+            victim) or ``update`` (a FedAvg weight update of a local batch).
+        adapts_to: defence names the attack is built against (it knows their
+            configuration); empty for a generic attack.
+        control_attack: the registered attack that stands for this one on a model
+            without the defence it adapts to (its positive control), if any.
+        quick_default: run by the ``quick`` budget's default list (False where a
+            cheaper attack stands for it at that budget).
     """
 
     name: ClassVar[str] = ""
     threat_model: ClassVar[ThreatModel]
     observes: ClassVar[ObservationKind]
+    adapts_to: ClassVar[tuple[str, ...]] = ()
+    control_attack: ClassVar[str | None] = None
+    quick_default: ClassVar[bool] = True
 
-    def __init__(self, *, seed: int = 0) -> None:
+    @classmethod
+    def position(cls) -> Position:
+        """Where the attacker sits: ``"split"`` (a split-learning server that sees the
+        cut) or ``"federated"`` (a federated server that sees gradients or updates)."""
+        return "split" if cls.observes == "activations" else "federated"
+
+    def __init__(self, *, seed: int = 0, progress: bool = True) -> None:
         self.seed = seed
+        self.progress = bool(progress)
         self.context: AttackContext | None = None
 
     def prepare(self, context: AttackContext) -> None:
@@ -209,6 +238,21 @@ def available_attacks() -> list[str]:
     return _REGISTRY.names()
 
 
+def attack_class(name: str) -> type[Attack]:
+    """The registered class of ``name`` (to read its declarations without building it).
+
+    Args:
+        name: a registered name.
+
+    Returns:
+        The :class:`Attack` subclass.
+
+    Raises:
+        ConfigError: if the name is unknown; the message lists the valid names.
+    """
+    return _REGISTRY.get(name)
+
+
 def create_attack(name: str, **options: Any) -> Attack:
     """Build a registered attack.
 
@@ -231,8 +275,10 @@ __all__ = [
     "Budget",
     "Observation",
     "ObservationKind",
+    "Position",
     "Reconstruction",
     "ThreatModel",
+    "attack_class",
     "available_attacks",
     "create_attack",
     "register_attack",

@@ -795,6 +795,8 @@ class DLG(_GradientAttack):
     #: iterations per L-BFGS ``step`` call (one progress tick)
     chunk: ClassVar[int] = 10
     learn_labels: ClassVar[bool] = True
+    #: at the quick budget iDLG (this optimisation plus the analytic label) stands for DLG
+    quick_default: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -889,13 +891,31 @@ class IDLG(DLG):
 
     name = "idlg"
     learn_labels = False
+    quick_default = True
 
     def _label_source(self) -> str:
         return "infer"
 
 
+class InvertingGradientsFedAvg(InvertingGradients):
+    """Inverting Gradients on a FedAvg weight update (Geiping et al. 2020, Sec. 5).
+
+    The same attack as :class:`InvertingGradients`, declared as observing ``update``: the
+    auditor gives it the weight update of one local batch after several local epochs
+    (Jiang et al. 2025's protocol). Its quick budget is shorter, since each iteration
+    unrolls the client's local steps.
+    """
+
+    name = "inverting-gradients-fedavg"
+    observes: ClassVar[ObservationKind] = "update"
+    budgets: ClassVar[dict[str, tuple[int, int]]] = {
+        "quick": (60, 1), "standard": (1000, 4), "thorough": (3000, 8),
+    }
+
+
 register_attack("dlg", DLG)
 register_attack("idlg", IDLG)
 register_attack("inverting-gradients", InvertingGradients)
+register_attack("inverting-gradients-fedavg", InvertingGradientsFedAvg)
 
-__all__ = ["DLG", "IDLG", "InvertingGradients", "infer_labels_idlg"]
+__all__ = ["DLG", "IDLG", "InvertingGradients", "InvertingGradientsFedAvg", "infer_labels_idlg"]

@@ -495,6 +495,8 @@ class LatentPerturb(Defense):
         self.cut: int | str = "encoder"
         self.encoder = copy.deepcopy(encoder)
         self.predictor = copy.deepcopy(head)
+        # the undefended twin: encoder then head, cut after the encoder
+        self.record_template(nn.Sequential(encoder, head), cut="0")
         self.num_classes = _guess_classes(self.predictor)
         self.noise: LatentNoise | None = None
         self.decoder: LatentDecoder | None = None
@@ -534,6 +536,7 @@ class LatentPerturb(Defense):
         parts = split_model(copy.deepcopy(model), cut)
         defense = cls(parts.head, head=parts.tail, seed=seed, **options)
         defense.cut = parts.cut
+        defense.record_template(model, cut=parts.cut)
         if defense.num_classes <= 0:
             defense.num_classes = _guess_classes(model)
         return defense

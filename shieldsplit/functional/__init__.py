@@ -1,0 +1,41 @@
+"""Pure functions: the statistics and decision rules behind the auditor (no state, no I/O)."""
+
+from .stats import (
+    align_labels,
+    balanced_accuracy,
+    balanced_accuracy_interval,
+    bootstrap_interval,
+    lineup_identified,
+    majority_rate,
+    match_order,
+    no_attack_baselines,
+    pairwise_mse,
+    wilson_interval,
+)
+from .verdict import (
+    Decision,
+    Evidence,
+    VerdictLabel,
+    decide,
+    evidence,
+    position_verdict,
+)
+
+__all__ = [
+    "Decision",
+    "Evidence",
+    "VerdictLabel",
+    "align_labels",
+    "balanced_accuracy",
+    "balanced_accuracy_interval",
+    "bootstrap_interval",
+    "decide",
+    "evidence",
+    "lineup_identified",
+    "majority_rate",
+    "match_order",
+    "no_attack_baselines",
+    "pairwise_mse",
+    "position_verdict",
+    "wilson_interval",
+]

@@ -1,0 +1,274 @@
+"""The auditor's statistics and decision rule, against scipy/scikit-learn/numpy references.
+
+Every branch of :func:`shieldsplit.functional.decide` has its own test.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import binomtest
+from scipy.stats import bootstrap as scipy_bootstrap
+from sklearn.metrics import balanced_accuracy_score
+
+from shieldsplit.errors import ConfigError, InputShapeError
+from shieldsplit.functional import (
+    Decision,
+    Evidence,
+    align_labels,
+    balanced_accuracy,
+    balanced_accuracy_interval,
+    bootstrap_interval,
+    decide,
+    evidence,
+    lineup_identified,
+    majority_rate,
+    match_order,
+    no_attack_baselines,
+    pairwise_mse,
+    position_verdict,
+    wilson_interval,
+)
+
+# ------------------------------------------------------------------ statistics
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 400), frac=st.floats(0, 1))
+def test_wilson_matches_scipy(n: int, frac: float) -> None:
+    k = round(frac * n)
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(ref.low, abs=1e-9)
+    assert hi == pytest.approx(ref.high, abs=1e-9)
+
+
+def test_wilson_separates_half_from_three_quarters_only_with_enough_victims() -> None:
+    # the reason the federated victim counts were raised: at 64 the intervals separate
+    assert wilson_interval(32, 64)[1] < wilson_interval(48, 64)[0]
+    assert wilson_interval(8, 16)[1] > wilson_interval(12, 16)[0]
+
+
+def test_wilson_rejects_bad_counts() -> None:
+    with pytest.raises(ConfigError):
+        wilson_interval(5, 3)
+    with pytest.raises(ConfigError):
+        wilson_interval(1, 3, level=1.5)
+
+
+def test_bootstrap_agrees_with_scipy_percentile_bootstrap() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=200)
+    ours = bootstrap_interval(x, seed=1, resamples=4000)
+    ref = scipy_bootstrap((x,), np.mean, method="percentile", n_resamples=4000,
+                          random_state=1).confidence_interval
+    assert ours[0] == pytest.approx(ref.low, abs=0.08)
+    assert ours[1] == pytest.approx(ref.high, abs=0.08)
+    assert bootstrap_interval(x, seed=1) == bootstrap_interval(x, seed=1)
+    assert bootstrap_interval(x, seed=1) != bootstrap_interval(x, seed=2)
+
+
+def test_bootstrap_edge_cases() -> None:
+    assert all(np.isnan(v) for v in bootstrap_interval(np.array([])))
+    assert bootstrap_interval(np.array([4.0])) == (4.0, 4.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=60))
+def test_balanced_accuracy_matches_sklearn(pairs: list[tuple[int, int]]) -> None:
+    pred = torch.tensor([p for p, _ in pairs])
+    true = torch.tensor([t for _, t in pairs])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = balanced_accuracy_score(true.numpy(), pred.numpy())
+    assert balanced_accuracy(pred, true) == pytest.approx(ref)
+
+
+def test_balanced_accuracy_sees_the_majority_guess_as_chance() -> None:
+    # 73% majority, as BreastMNIST: plain accuracy says 73%, balanced says chance
+    true = torch.tensor([0] * 73 + [1] * 27)
+    guess = torch.zeros(100, dtype=torch.long)
+    assert float((guess == true).double().mean()) == pytest.approx(0.73)
+    assert balanced_accuracy(guess, true) == pytest.approx(0.5)
+    assert majority_rate(true) == pytest.approx(0.73)
+    lo, hi = balanced_accuracy_interval(guess, true, seed=0)
+    assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+
+
+def test_balanced_accuracy_interval_matches_a_sklearn_bootstrap() -> None:
+    g = torch.Generator().manual_seed(4)
+    true = torch.randint(0, 3, (80,), generator=g)
+    pred = torch.where(torch.rand(80, generator=g) < 0.7, true, torch.randint(0, 3, (80,),
+                                                                              generator=g))
+    pairs = np.stack([pred.numpy(), true.numpy()], axis=1)
+    ref = bootstrap_interval(pairs, lambda a: balanced_accuracy_score(a[:, 1], a[:, 0]),
+                             seed=0)
+    assert balanced_accuracy_interval(pred, true, seed=0) == pytest.approx(ref, abs=1e-12)
+
+
+def test_balanced_accuracy_rejects_mismatched_shapes() -> None:
+    with pytest.raises(InputShapeError):
+        balanced_accuracy(torch.zeros(3, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+
+
+def test_pairwise_mse_matches_a_loop() -> None:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(5, 1, 4, 4, generator=g), torch.rand(7, 1, 4, 4, generator=g)
+    ref = torch.tensor([[float(((x - y) ** 2).mean()) for y in b] for x in a])
+    assert torch.allclose(pairwise_mse(a, b, chunk=3), ref, atol=1e-6)
+
+
+def test_match_order_is_the_brute_force_optimum() -> None:
+    g = torch.Generator().manual_seed(1)
+    orig = torch.rand(5, 1, 3, 3, generator=g)
+    rec = (orig + 0.3 * torch.rand(5, 1, 3, 3, generator=g))[torch.tensor([3, 0, 4, 1, 2])]
+    best = min(itertools.permutations(range(5)),
+               key=lambda p: float(((rec[list(p)] - orig) ** 2).sum()))
+    assert torch.equal(match_order(rec, orig), rec[list(best)])
+
+
+def test_align_labels_counts_the_multiset_overlap() -> None:
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        inferred, true = torch.randint(0, 3, (8,), generator=g), torch.randint(0, 3, (8,),
+                                                                               generator=g)
+        aligned = align_labels(inferred, true)
+        overlap = sum(min(int((inferred == c).sum()), int((true == c).sum())) for c in range(3))
+        assert int((aligned == true).sum()) == overlap
+        assert sorted(aligned.tolist()) == sorted(inferred.tolist())
+
+
+def test_baselines_and_lineup_against_loops() -> None:
+    g = torch.Generator().manual_seed(2)
+    victims, aux = torch.rand(4, 1, 5, 5, generator=g), torch.rand(30, 1, 5, 5, generator=g)
+    base = no_attack_baselines(victims, aux)
+    assert torch.allclose(base["auxiliary mean"][0], aux.mean(0))
+    for i, v in enumerate(victims):
+        j = min(range(len(aux)), key=lambda j: float(((aux[j] - v) ** 2).mean()))
+        assert torch.equal(base["nearest auxiliary"][i], aux[j])
+    # a faithful reconstruction is picked out; the nearest auxiliary image never is
+    assert lineup_identified(victims + 0.01, victims, aux).all()
+    assert not lineup_identified(base["nearest auxiliary"], victims, aux).any()
+
+
+# ------------------------------------------------------------------ evidence and decisions
+
+N = 32
+
+
+def _ev(*, gain: float, identified: int, correct: float = 0.5, flip: bool = False,
+        labels: float | None = None) -> Evidence:
+    true = torch.arange(N) % 2
+    predicted = true.clone()
+    wrong = round((1 - correct) * N)
+    predicted[:wrong] = 1 - true[:wrong]
+    if flip:
+        predicted = 1 - true
+    inferred = None
+    if labels is not None:
+        inferred = true.clone()
+        k = round((1 - labels) * N)
+        inferred[:k] = 1 - true[:k]
+    return evidence(
+        rec_psnr=torch.full((N,), 15.0 + gain) + 0.1 * torch.randn(N, generator=torch.Generator()
+                                                                    .manual_seed(0)),
+        baseline_psnr=torch.full((N,), 15.0),
+        identified=torch.arange(N) < identified, lineup_size=200,
+        predicted=predicted, true=true, inferred_labels=inferred, seed=0,
+    )
+
+
+LEAKY = _ev(gain=10.0, identified=N, correct=0.95)
+SILENT = _ev(gain=-3.0, identified=0, correct=0.5)
+
+
+def test_evidence_kinds() -> None:
+    assert LEAKY.image_leak and LEAKY.class_leak and LEAKY.leaks
+    assert not SILENT.leaks and not SILENT.flipped
+    class_only = _ev(gain=-3.0, identified=0, correct=0.95)
+    assert class_only.class_leak and not class_only.image_leak and class_only.leaks
+    labels_only = _ev(gain=-3.0, identified=0, correct=0.5, labels=1.0)
+    assert labels_only.label_leak and labels_only.leaks
+    # a gain without re-identification is a blur of the population, not an image leak
+    assert not _ev(gain=3.0, identified=0).image_leak
+
+
+def test_evidence_rejects_mismatched_lengths() -> None:
+    with pytest.raises(InputShapeError):
+        evidence(rec_psnr=torch.zeros(3), baseline_psnr=torch.zeros(2),
+                 identified=torch.zeros(3, dtype=torch.bool), lineup_size=10,
+                 predicted=torch.zeros(3, dtype=torch.long), true=torch.zeros(3, dtype=torch.long))
+
+
+def test_branch_attack_did_not_finish() -> None:
+    d = decide(Evidence(status="failed"), LEAKY)
+    assert d.verdict == "inconclusive" and "did not finish" in d.reason
+
+
+def test_branch_leaks_needs_no_control() -> None:
+    assert decide(LEAKY, None).verdict == "leaks"
+    assert "images" in decide(LEAKY, None).reason
+
+
+def test_branch_flipped_is_never_protection() -> None:
+    flipped = _ev(gain=-3.0, identified=0, flip=True)
+    assert flipped.flipped
+    d = decide(flipped, LEAKY)
+    assert d.verdict == "inconclusive" and "flip" in d.reason
+
+
+def test_branch_no_control() -> None:
+    d = decide(SILENT, None)
+    assert d.verdict == "inconclusive" and "no positive control" in d.reason
+
+
+def test_branch_attack_failed_on_the_control() -> None:
+    d = decide(SILENT, SILENT, control_name="the undefended twin")
+    assert d.verdict == "inconclusive" and "the undefended twin" in d.reason
+    assert decide(SILENT, Evidence(status="failed")).verdict == "inconclusive"
+
+
+def test_branch_no_leakage_found() -> None:
+    d = decide(SILENT, LEAKY)
+    assert d.verdict == "no leakage found"
+
+
+def test_branch_control_that_leaks_only_labels_does_not_vouch_for_images() -> None:
+    labels_only = _ev(gain=-3.0, identified=0, correct=0.5, labels=1.0)
+    d = decide(SILENT, labels_only)
+    assert d.verdict == "inconclusive" and "only the class or labels" in d.reason
+
+
+def test_constant_prediction_is_not_a_flip() -> None:
+    true = torch.arange(N) % 4
+    ev = evidence(rec_psnr=torch.zeros(N), baseline_psnr=torch.zeros(N),
+                  identified=torch.zeros(N, dtype=torch.bool), lineup_size=50,
+                  predicted=torch.full((N,), 7), true=true, seed=0)
+    assert ev.balanced_accuracy == 0.0 and not ev.flipped
+
+
+def test_too_few_victims_cannot_decide() -> None:
+    # one victim: no interval can exclude chance, so even a perfect-looking attack is not
+    # "leaks", and it cannot serve as a control either
+    one = evidence(rec_psnr=torch.tensor([40.0]), baseline_psnr=torch.tensor([15.0]),
+                   identified=torch.tensor([True]), lineup_size=200,
+                   predicted=torch.tensor([1]), true=torch.tensor([1]), seed=0)
+    assert not one.class_leak and not one.leaks
+    assert decide(SILENT, one).verdict == "inconclusive"
+
+
+def test_position_verdict() -> None:
+    def d(v: str) -> Decision:
+        return Decision(verdict=v, reason="")  # type: ignore[arg-type]
+
+    assert position_verdict([d("no leakage found"), d("leaks")]) == "leaks"
+    assert position_verdict([d("no leakage found"), d("no leakage found")]) == "no leakage found"
+    assert position_verdict([d("no leakage found"), d("inconclusive")]) == "inconclusive"
+    assert position_verdict([]) == "inconclusive"
