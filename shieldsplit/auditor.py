@@ -56,7 +56,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -68,6 +68,7 @@ from .attacks.base import (
     Budget,
     Observation,
     Reconstruction,
+    ThreatModel,
     attack_class,
     available_attacks,
 )
@@ -140,7 +141,8 @@ def applicable_attacks(model: nn.Module) -> tuple[str, ...]:
         model: a plain classifier or a :class:`~shieldsplit.defense.Defense`.
 
     Returns:
-        Attack names, sorted.
+        Attack names, the split-learning attacks first (black-box, white-box, GAN prior,
+        adaptive), then the federated ones, by name.
 
     Example:
         >>> from torch import nn
@@ -154,7 +156,9 @@ def applicable_attacks(model: nn.Module) -> tuple[str, ...]:
         cls = attack_class(attack)
         if cls.position() in surfaces and (not cls.adapts_to or name in cls.adapts_to):
             out.append(attack)
-    return tuple(out)
+    order = list(get_args(ThreatModel))
+    return tuple(sorted(out, key=lambda a: (attack_class(a).position() != "split",
+                                            order.index(attack_class(a).threat_model), a)))
 
 
 def defense_attacks(defense: Defense) -> tuple[str, ...]:
@@ -619,7 +623,8 @@ def audit(
             on ``data`` for ``control_epochs``; a plain model's calibration. An
             ``nn.Module``: your trained undefended model of the same architecture (for a
             defence). An :class:`AuditReport` of the control made with the same seed,
-            budget and victims (what ``compare`` passes). ``None``: no control (every
+            budget and victims (what ``compare`` passes), or the list of its
+            :class:`AttackResult` (what ``reproduce`` keeps). ``None``: no control (every
             verdict that needs one is *inconclusive*).
         control_epochs: training epochs of the undefended twin (default
             :data:`CONTROL_EPOCHS` by budget; pass your defence's own epochs to compare
@@ -655,12 +660,7 @@ def audit(
         "victims", victims, low=1, fix="pass victims=16 or more (None: the budget's default)")
     if control_epochs is not None:
         check_int("control_epochs", control_epochs, low=1, fix="pass your defence's epochs")
-    if not (control is None or isinstance(control, (str, nn.Module, AuditReport))) or (
-            isinstance(control, str) and control != "auto"):
-        raise ConfigError.build(
-            what="control", expected="'auto', a trained nn.Module, an AuditReport or None",
-            received=repr(control), fix="pass control='auto'",
-        )
+    control = _check_control(control)
     x_all, y_all = _tensors(data)
     if x_all.dim() != 4 or not x_all.is_floating_point():
         raise InputShapeError.build(
@@ -739,6 +739,20 @@ def audit(
     return report
 
 
+def _check_control(control: Any) -> Any:
+    if isinstance(control, (list, tuple)) and all(isinstance(r, AttackResult) for r in control):
+        return list(control)
+    if not (control is None or isinstance(control, (str, nn.Module, AuditReport))) or (
+            isinstance(control, str) and control != "auto"):
+        raise ConfigError.build(
+            what="control",
+            expected="'auto', a trained nn.Module, an AuditReport, a list of AttackResult "
+                     "or None",
+            received=repr(control)[:80], fix="pass control='auto'",
+        )
+    return control
+
+
 def _check_control_report(control: Any, *, seed: int, budget: str, victims: int) -> None:
     if isinstance(control, AuditReport) and (
             control.seed, control.budget, control.victims) != (seed, budget, victims):
@@ -796,7 +810,7 @@ def _observe(name: str, target: _Target, s: _Setting, kind: str) -> tuple[
                                                         **FEDAVG)
                        if target.defense is not None
                        else observe_update(target.fl_model, x, y, seed=s.seed, **FEDAVG))
-        return obs, torch.arange(batches * k)
+        return obs, torch.arange(min(batches * k, len(s.vx)))
     n = min(FEDERATED_VICTIMS[s.budget], len(s.vx))
     obs = [
         target.defense.observe_federated(s.vx[i : i + 1], s.vy[i : i + 1], kind="gradient",
@@ -910,11 +924,14 @@ def _run_controls(
     if control is None or not ok:
         report.control = "none (verdicts that need a control are inconclusive)"
         return
-    if isinstance(control, AuditReport):
-        report.control = f"the audit report you passed ({control.defense}, {control.model})"
-        previous = {r.attack: r for r in control.results}
+    if isinstance(control, (AuditReport, list)):
+        results, defense = ((control.results, control.defense) if isinstance(control, AuditReport)
+                            else (control, "none"))
+        report.control = ("the undefended audit you passed"
+                          + (f" ({control.model})" if isinstance(control, AuditReport) else ""))
+        previous = {r.attack: r for r in results}
         for r in ok:
-            stand_in = _stand_in(r.attack, control.defense)
+            stand_in = _stand_in(r.attack, defense)
             c = previous.get(stand_in)
             r.control = (_control_from(c, "your control", report.control) if c is not None
                          else None)

@@ -13,6 +13,12 @@ An attack that does not apply to a defence (the federated attacks on PGSL, a spl
 learning protocol that never sends weight updates) is reported as ``n/a``, not
 skipped silently.
 
+The undefended run (``"none"``, added first when it is not asked for) is every other
+defence's positive control: each defence's verdicts say *no leakage found* only where the
+same attack, on the same victims, leaked on it (see ``docs/audit.md``). Accuracy is
+reported with balanced accuracy and the test split's majority-class rate, since medical
+labels are imbalanced.
+
 Example:
     >>> import shieldsplit as ss
     >>> from shieldsplit.data import load_dataset
@@ -39,14 +45,23 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.metrics import f1_score
+from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch import nn
 
 from .attacks.base import Budget
-from .auditor import AttackResult, audit, defense_attacks, library_versions, png_base64
+from .auditor import (
+    AttackResult,
+    AuditReport,
+    PositionVerdict,
+    audit,
+    defense_attacks,
+    library_versions,
+    png_base64,
+)
 from .data import ImageDataset, make_loaders
 from .defense import available_defenses, create_defense
 from .errors import ConfigError
+from .functional.stats import majority_rate
 from .io import atomic_write_text
 from .progress import progress_bar
 
@@ -66,6 +81,8 @@ class DefenseRun(BaseModel):
         strength: the name of its strength option, or None.
         strength_value: that option's value, or None.
         accuracy: test accuracy.
+        balanced_accuracy: test balanced accuracy (mean per-class recall).
+        majority_rate: the test split's majority-class rate (what a constant guess scores).
         f1: macro F1 on the test split.
         epsilon: DP-SGD's epsilon (at ``delta``), else None.
         delta: DP-SGD's delta, else None.
@@ -73,6 +90,8 @@ class DefenseRun(BaseModel):
         leakage: attack name -> the audit's result (``status="n/a"`` where it does not apply).
         distance_correlation: between victim images and what crosses its cut.
         victims: victim images of its audit (0 when no attack applied).
+        verdicts: its audit's verdicts per attacker position.
+        control: what its audit's positive control was.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -82,6 +101,8 @@ class DefenseRun(BaseModel):
     strength: str | None
     strength_value: float | None
     accuracy: float
+    balanced_accuracy: float | None = None
+    majority_rate: float | None = None
     f1: float
     epsilon: float | None = None
     delta: float | None = None
@@ -89,6 +110,16 @@ class DefenseRun(BaseModel):
     leakage: dict[str, AttackResult]
     distance_correlation: float | None = None
     victims: int = 0
+    verdicts: list[PositionVerdict] = Field(default_factory=list)
+    control: str | None = None
+
+
+def _verdict_cell(res: AttackResult) -> str:
+    """``PSNR balanced-accuracy verdict`` of one attack, in 30 characters."""
+    short = {"leaks": "LEAKS", "no leakage found": "none found", "inconclusive": "inconcl."}
+    bal = f"{res.balanced_accuracy:4.0%}" if res.balanced_accuracy is not None else "   -"
+    flip = "!" if res.flipped else " "
+    return f"{res.psnr or 0:5.1f} {bal}{flip} {short.get(res.verdict or '', res.status):>10s}"
 
 
 class CompareTable(BaseModel):
@@ -127,8 +158,8 @@ class CompareTable(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
 
     def summary(self) -> str:
-        """One screen of text: a row per defence, accuracy then each attack's MSE / attacker
-        accuracy.
+        """One screen of text: a row per defence, accuracy then each attack's PSNR, balanced
+        attacker accuracy and verdict, then the verdicts in words.
 
         Returns:
             A plain-text table.
@@ -136,22 +167,32 @@ class CompareTable(BaseModel):
         head = (f"shieldsplit compare: {self.model} on {self.dataset}, cut {self.cut}, "
                 f"{self.epochs} epochs, budget {self.budget}, seed {self.seed}"
                 + ("" if self.complete else "  [INCOMPLETE: cancelled]"))
-        cols = "".join(f" {a[:26]:>26s}" for a in self.attacks)
-        lines = [head, f"{'defence':30s} {'acc':>6s} {'F1':>6s} {'eps':>7s} {'sec':>7s}{cols}",
-                 f"{'':30s} {'':>6s} {'':>6s} {'':>7s} {'':>7s}"
-                 + "".join(f" {'MSE / PSNR / att.acc':>26s}" for _ in self.attacks)]
+        cols = "".join(f" {a[:30]:>30s}" for a in self.attacks)
+        lines = [head, f"{'defence':28s} {'acc':>6s} {'bal.acc':>7s} {'F1':>6s} {'eps':>7s} "
+                       f"{'sec':>7s}{cols}",
+                 f"{'':28s} {'':>6s} {'':>7s} {'':>6s} {'':>7s} {'':>7s}"
+                 + "".join(f" {'PSNR bal.att.acc verdict':>30s}" for _ in self.attacks)]
         for r in self.rows:
             cells = []
             for a in self.attacks:
                 res = r.leakage.get(a)
                 if res is None or res.status != "ok":
-                    cells.append(f" {res.status if res else 'missing':>26s}")
+                    cells.append(f" {res.status if res else 'missing':>30s}")
                 else:
-                    cells.append(f" {res.mse or 0:8.4f} {res.psnr or 0:6.1f} "
-                                 f"{res.attacker_accuracy or 0:9.1%}")
+                    cells.append(f" {_verdict_cell(res):>30s}")
             eps = "-" if r.epsilon is None else f"{r.epsilon:7.2f}"
-            lines.append(f"{run_label(r):30s} {r.accuracy:6.1%} {r.f1:6.3f} {eps:>7s} "
+            lines.append(f"{run_label(r):28s} {r.accuracy:6.1%} "
+                         f"{_pct(r.balanced_accuracy):>7s} {r.f1:6.3f} {eps:>7s} "
                          f"{r.train_seconds:7.1f}" + "".join(cells))
+        majority = {r.majority_rate for r in self.rows if r.majority_rate is not None}
+        if majority:
+            lines.append(f"test majority-class rate {max(majority):.1%}; balanced accuracy "
+                         "chance is 1/classes; ! = attacker accuracy below chance (flipped, "
+                         "not protection)")
+        lines.append("Verdicts:")
+        for r in self.rows:
+            for v in r.verdicts:
+                lines.append(f"- {run_label(r)}: [{v.verdict}] {v.sentence}")
         return "\n".join(lines)
 
     def to_json(self, path: str | Path) -> None:
@@ -159,7 +200,7 @@ class CompareTable(BaseModel):
         atomic_write_text(path, self.model_dump_json(indent=2))
 
     def plot(self) -> Any:
-        """The frontier: accuracy against each attack's MSE and attacker accuracy.
+        """The frontier: accuracy against each attack's MSE and balanced attacker accuracy.
 
         A swept defence is drawn as a curve through its strength values.
 
@@ -187,7 +228,8 @@ class CompareTable(BaseModel):
         for j, attack in enumerate(attacks):
             for i, (metric, label) in enumerate(
                 (("mse", "reconstruction MSE (higher = less leakage)"),
-                 ("attacker_accuracy", "attacker accuracy (lower = less leakage)"))
+                 ("balanced_accuracy", "balanced attacker accuracy (lower = less leakage; "
+                                       "below chance = flipped)"))
             ):
                 ax = axes[i][j]
                 for k, name in enumerate(names):
@@ -229,8 +271,10 @@ class MatchedPair:
         candidate: the candidate's run.
         attack: the attack both are scored with.
         mse_gain: ``candidate MSE / baseline MSE - 1`` (positive: the candidate leaks less).
-        attacker_accuracy_drop: relative drop of the attacker's accuracy,
-            ``(baseline - candidate) / baseline`` (positive: the candidate leaks less).
+        attacker_accuracy_drop: relative drop of the attacker's *balanced* accuracy,
+            ``(baseline - candidate) / baseline`` (positive: the candidate leaks less; plain
+            accuracy would reward a defence whose reconstructions all look like the
+            majority class).
     """
 
     baseline: DefenseRun
@@ -268,7 +312,10 @@ def match_by_accuracy(
         c = min(pool, key=lambda r: abs(r.accuracy - b.accuracy))
         lb, lc = b.leakage[attack], c.leakage[attack]
         mse_b, mse_c = float(lb.mse or 0.0), float(lc.mse or 0.0)
-        acc_b, acc_c = float(lb.attacker_accuracy or 0.0), float(lc.attacker_accuracy or 0.0)
+        acc_b = float(lb.balanced_accuracy if lb.balanced_accuracy is not None
+                      else lb.attacker_accuracy or 0.0)
+        acc_c = float(lc.balanced_accuracy if lc.balanced_accuracy is not None
+                      else lc.attacker_accuracy or 0.0)
         pairs.append(MatchedPair(
             baseline=b, candidate=c, attack=attack,
             mse_gain=mse_c / mse_b - 1.0 if mse_b > 0 else math.inf,
@@ -301,8 +348,8 @@ def render_html(table: CompareTable) -> str:
         plt.close(fig)
     except (ImportError, ConfigError):
         plot = "<p>Install <code>shieldsplit[plots]</code> for the frontier plot.</p>"
-    head = "".join(f"<th>{html.escape(a)}<br>MSE / PSNR / SSIM / att.acc</th>"
-                   for a in table.attacks)
+    head = "".join(f"<th>{html.escape(a)}<br>MSE / PSNR / SSIM / balanced att.acc [95% CI]"
+                   f" / verdict</th>" for a in table.attacks)
     body = []
     for r in table.rows:
         cells = []
@@ -311,12 +358,22 @@ def render_html(table: CompareTable) -> str:
             if res is None or res.status != "ok":
                 cells.append(f"<td>{html.escape(res.status if res else 'missing')}</td>")
             else:
+                e = res.evidence
+                interval = (f" [{e.balanced_low:.0%}, {e.balanced_high:.0%}]"
+                            if e is not None and e.balanced_low is not None
+                            and e.balanced_high is not None else "")
                 cells.append(f"<td>{res.mse or 0:.4f} / {res.psnr or 0:.1f} / "
-                             f"{res.ssim or 0:.3f} / {res.attacker_accuracy or 0:.1%}</td>")
+                             f"{res.ssim or 0:.3f} / {_pct(res.balanced_accuracy)}{interval}"
+                             f"{' flipped' if res.flipped else ''} / "
+                             f"<b>{html.escape(res.verdict or res.status)}</b></td>")
         eps = "-" if r.epsilon is None else f"{r.epsilon:.2f}"
         body.append(f"<tr><td>{html.escape(run_label(r))}</td><td>{r.accuracy:.1%}</td>"
+                    f"<td>{_pct(r.balanced_accuracy)}</td>"
                     f"<td>{r.f1:.3f}</td><td>{eps}</td><td>{r.train_seconds:.1f}</td>"
                     + "".join(cells) + "</tr>")
+    verdicts = "".join(
+        f"<li>{html.escape(run_label(r))}: <b>{html.escape(v.verdict)}</b>: "
+        f"{html.escape(v.sentence)}</li>" for r in table.rows for v in r.verdicts)
     title = html.escape(f"shieldsplit compare: {table.dataset}")
     meta = html.escape(
         f"{table.model}, cut {table.cut}, {table.epochs} epochs, budget {table.budget}, "
@@ -327,8 +384,9 @@ def render_html(table: CompareTable) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;"
         "padding:4px 8px;text-align:right}table{border-collapse:collapse}</style></head>"
-        f"<body><h1>{title}</h1><p>{meta}</p>{plot}"
-        "<table><tr><th>defence</th><th>accuracy</th><th>macro F1</th><th>epsilon</th>"
+        f"<body><h1>{title}</h1><p>{meta}</p><h2>Verdicts</h2><ul>{verdicts}</ul>{plot}"
+        "<table><tr><th>defence</th><th>accuracy</th><th>balanced accuracy</th>"
+        "<th>macro F1</th><th>epsilon</th>"
         f"<th>train s</th>{head}</tr>{''.join(body)}</table></body></html>"
     )
 
@@ -361,7 +419,12 @@ def _number(value: Any) -> float | None:
         else None
 
 
-def _macro_f1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _utility(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+    """Test accuracy, balanced accuracy and macro F1 of a trained defence."""
     preds = []
     with torch.no_grad():
         for i in range(0, len(x), 256):
@@ -369,7 +432,8 @@ def _macro_f1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float
                          if hasattr(model, "predict_proba") else model(x[i:i + 256]).argmax(-1))
     p = torch.cat(preds)
     acc = float((p == y).double().mean())
-    return acc, float(f1_score(y.numpy(), p.numpy(), average="macro", zero_division=0))
+    return (acc, float(balanced_accuracy_score(y.numpy(), p.numpy())),
+            float(f1_score(y.numpy(), p.numpy(), average="macro", zero_division=0)))
 
 
 def compare(
@@ -395,7 +459,9 @@ def compare(
             never modified), so all start from the same weights.
         data: the data set (``shieldsplit.data.load_dataset``): train split for training
             and as the audit's victims/auxiliary pool, test split for accuracy and F1.
-        defenses: registered names, or ``(name, options)`` pairs.
+        defenses: registered names, or ``(name, options)`` pairs. ``"none"`` (the
+            undefended split, every other defence's positive control) runs first and is
+            added when absent.
         sweeps: ``name -> values`` of the defence's strength option (e.g.
             ``{"laplace": [0.1, 0.5, 1.0]}``); each value is one run, drawn as a curve.
         attacks: audit attack names (default: federated IG on a FedAvg update and the
@@ -423,6 +489,9 @@ def compare(
             received=type(data).__name__, fix="build it with shieldsplit.data.load_dataset",
         )
     specs = _specs(defenses, sweeps)
+    if "none" not in [n for n, _ in specs]:
+        specs.insert(0, ("none", {}))
+    specs.sort(key=lambda spec: spec[0] != "none")  # the control first
     from .demo import machine_info
 
     table = CompareTable(
@@ -445,9 +514,14 @@ def compare(
     try:
         with progress_bar(runs, total=len(runs), description="compare",
                           enabled=progress) as todo:
+            control: AuditReport | None = None
             for name, opts, value in todo:
-                table.rows.append(_run(model, data, name, opts, value, attacks, cut, epochs,
-                                       batch_size, budget, victims, seed, progress, table))
+                row, report = _run(model, data, name, opts, value, attacks, cut, epochs,
+                                   batch_size, budget, victims, seed, progress, table,
+                                   "auto" if name == "none" else control)
+                if name == "none" and value is None:
+                    control = report
+                table.rows.append(row)
     except KeyboardInterrupt:
         table.complete = False
         logger.warning("compare cancelled; the table is partial")
@@ -458,17 +532,17 @@ def _run(
     model: nn.Module, data: ImageDataset, name: str, opts: dict[str, Any], value: float | None,
     attacks: Sequence[str], cut: int | str, epochs: int, batch_size: int, budget: Budget,
     victims: int | None, seed: int, progress: bool, table: CompareTable,
-) -> DefenseRun:
+    control: Any = "auto",
+) -> tuple[DefenseRun, AuditReport | None]:
     options = dict(opts)
     if value is not None:
         strength = create_defense(name, model, cut=cut, seed=seed, **options).strength
         options[str(strength)] = value  # compare() checked that it has one
-    run = run_defense(model, data, name, options=options, attacks=attacks, cut=cut,
-                      epochs=epochs, batch_size=batch_size, budget=budget, victims=victims,
-                      seed=seed, progress=progress)
+    run, report = _run_seeded(model, data, name, options, attacks, cut, epochs, batch_size,
+                              budget, victims, seed, progress, control)
     if run.victims:
         table.victims = run.victims
-    return run
+    return run, report
 
 
 def run_defense(
@@ -485,6 +559,7 @@ def run_defense(
     victims: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    control: Any = "auto",
 ) -> DefenseRun:
     """Train one defence with its own protocol, score its utility, audit it: one frontier point.
 
@@ -501,6 +576,9 @@ def run_defense(
         victims: victim images of the audit (default: the budget's).
         seed: seeds the copy, training, the victim split and the attacks.
         progress: show progress bars.
+        control: the audit's positive control (see :func:`shieldsplit.audit`): ``"auto"``
+            trains the undefended twin for ``epochs``; pass the undefended run's
+            :class:`~shieldsplit.auditor.AuditReport` to reuse it.
 
     Returns:
         The run.
@@ -519,19 +597,28 @@ def run_defense(
         >>> run.defense, run.strength, run.strength_value, run.leakage["split-black-box"].status
         ('laplace', 'scale', 0.5, 'ok')
     """
-    # Noisy defences draw from torch's global generator: seed it here, so a run's numbers
-    # depend on its seed only, not on what ran before it (a resumed sweep = an unbroken one).
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _run_seeded(model, data, name, dict(options or {}), attacks, cut, epochs,
-                           batch_size, budget, victims, seed, progress)
+    return _run_seeded(model, data, name, dict(options or {}), attacks, cut, epochs,
+                       batch_size, budget, victims, seed, progress, control)[0]
 
 
 def _run_seeded(
     model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any],
     attacks: Sequence[str], cut: int | str, epochs: int, batch_size: int, budget: Budget,
-    victims: int | None, seed: int, progress: bool,
-) -> DefenseRun:
+    victims: int | None, seed: int, progress: bool, control: Any,
+) -> tuple[DefenseRun, AuditReport | None]:
+    # Noisy defences draw from torch's global generator: seed it here, so a run's numbers
+    # depend on its seed only, not on what ran before it (a resumed sweep = an unbroken one).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _train_and_audit(model, data, name, options, attacks, cut, epochs, batch_size,
+                                budget, victims, seed, progress, control)
+
+
+def _train_and_audit(
+    model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any],
+    attacks: Sequence[str], cut: int | str, epochs: int, batch_size: int, budget: Budget,
+    victims: int | None, seed: int, progress: bool, control: Any,
+) -> tuple[DefenseRun, AuditReport | None]:
     defense = create_defense(name, copy.deepcopy(model), cut=cut, seed=seed, **options)
     strength = defense.strength
     loaders = make_loaders(data, batch_size=batch_size, seed=seed)
@@ -541,15 +628,17 @@ def _run_seeded(
     train_seconds = time.perf_counter() - start
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        acc, f1 = _macro_f1(defense, data.x_test, data.y_test)
+        acc, bal, f1 = _utility(defense, data.x_test, data.y_test)
     applicable = set(defense_attacks(defense))
     runnable = [a for a in attacks if a in applicable]
     leakage: dict[str, AttackResult] = {}
     dcor = None
     audited = 0
+    report: AuditReport | None = None
     if runnable:
         report = audit(defense, data=(data.x_train, data.y_train), budget=budget, seed=seed,
-                       attacks=runnable, victims=victims, progress=progress)
+                       attacks=runnable, victims=victims, progress=progress,
+                       control=control, control_epochs=epochs)
         audited = report.victims
         leakage = {r.attack: r for r in report.results}
         dcor = report.distance_correlation
@@ -562,14 +651,17 @@ def _run_seeded(
                                       error=f"{name} is not deployed under this threat model")
     privacy = defense.privacy()
     eps = privacy.get("epsilon")
-    return DefenseRun(
+    run = DefenseRun(
         defense=name, options=defense.options(), strength=strength,
         strength_value=_number(defense.options().get(strength)) if strength else None,
-        accuracy=acc, f1=f1,
+        accuracy=acc, balanced_accuracy=bal, majority_rate=majority_rate(data.y_test),
+        f1=f1, verdicts=report.verdicts if report is not None else [],
+        control=report.control if report is not None else None,
         epsilon=None if eps is None else (float(eps) if math.isfinite(eps) else float("inf")),
         delta=privacy.get("delta"), train_seconds=train_seconds, leakage=leakage,
         distance_correlation=dcor, victims=audited,
     )
+    return run, report
 
 
 __all__ = [

@@ -354,7 +354,9 @@ def _section(text: str, title: str) -> str:
 @pytest.fixture
 def tiny_budget(monkeypatch: pytest.MonkeyPatch) -> Preset:
     monkeypatch.setitem(repro.PRESETS, "quick", TINY)
-    monkeypatch.setitem(auditor.FEDAVG_ITERATIONS, "quick", 2)
+    from shieldsplit.attacks.gradient import InvertingGradientsFedAvg
+
+    monkeypatch.setitem(InvertingGradientsFedAvg.budgets, "quick", (2, 1))
     monkeypatch.setitem(auditor.REFERENCE_EPOCHS, "quick", 1)
     return TINY
 

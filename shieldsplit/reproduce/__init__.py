@@ -31,6 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
+from ..auditor import AuditReport
 from ..config import PGSLConfig
 from ..data import ImageDataset, load_dataset
 from ..demo import machine_info
@@ -276,7 +277,9 @@ def reproduce(
         "paper": opts.paper, "data": opts.data, "budget": opts.budget, "seed": opts.seed,
         "preset": preset.model_dump(), "shieldsplit": __version__,
         # the defaults every SplitShield cell runs with: a changed default must not resume
-        "pgsl_config": PGSLConfig().model_dump(mode="json")})
+        "pgsl_config": PGSLConfig().model_dump(mode="json"),
+        # cells audited before verdicts and controls (schema 1) must not resume either
+        "audit_schema": AuditReport.model_fields["schema_version"].default})
     ctx = RunContext(options=opts, preset=preset, data=ds, store=store, stem=stem)
     before = len(store)
     try:

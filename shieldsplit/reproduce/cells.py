@@ -85,18 +85,20 @@ class CellStore:
     def __len__(self) -> int:
         return len(self.cells)
 
-    def run(self, key: str, compute: Callable[[], Any]) -> Any:
+    def run(self, key: str, compute: Callable[[], Any], *, count: bool = True) -> Any:
         """The cell's value: read back if finished, else computed and saved at once.
 
         Args:
             key: the cell's unique name.
             compute: makes the cell's JSON-serialisable value.
+            count: count a read-back as a reused cell (False when another cell reads
+                it as its input, such as the undefended control).
 
         Returns:
             The value (as stored: JSON types).
         """
         if key in self.cells:
-            self.reused += 1
+            self.reused += int(count)
             return self.cells[key]
         value = json.loads(json.dumps(compute(), default=str))
         self.cells[key] = value

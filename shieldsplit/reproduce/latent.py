@@ -96,7 +96,16 @@ def _cell(ctx: RunContext, name: str, options: dict[str, Any], seed: int) -> Any
     p = ctx.preset
     return run_defense(ctx.network(seed), ctx.data, name, options=options, attacks=[ATTACK],
                        epochs=p.epochs, budget=p.audit, victims=p.victims, seed=seed,
-                       progress=ctx.options.progress).model_dump(mode="json")
+                       progress=ctx.options.progress,
+                       control=_control(ctx, name, seed)).model_dump(mode="json")
+
+
+def _control(ctx: RunContext, name: str, seed: int) -> Any:
+    """The undefended cell of the same seed: every other cell's positive control."""
+    if name == "none":
+        return "auto"
+    value = ctx.store.run(_key("none", {}, seed), functools.partial(_cell, ctx, "none", {}, seed), count=False)
+    return list(DefenseRun.model_validate(value).leakage.values())
 
 
 def setting_label(name: str, options: dict[str, Any]) -> str:

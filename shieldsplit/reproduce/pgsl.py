@@ -159,9 +159,14 @@ def table1(ctx: RunContext) -> list[str]:
 
 def _defense_cell(ctx: RunContext, name: str, opts: dict[str, Any], seed: int) -> Any:
     p = ctx.preset
+    control: Any = "auto"
+    if name != "none":  # the undefended split of the same seed is every row's control
+        value = ctx.store.run(_t1_key("undefended split", seed), functools.partial(
+            _defense_cell, ctx, "none", {}, seed), count=False)
+        control = list(DefenseRun.model_validate(value).leakage.values())
     return run_defense(ctx.network(seed), ctx.data, name, options=opts, attacks=T1_ATTACKS,
                        epochs=p.epochs, budget=p.audit, victims=p.victims, seed=seed,
-                       progress=ctx.options.progress).model_dump(mode="json")
+                       progress=ctx.options.progress, control=control).model_dump(mode="json")
 
 
 def _mean_mse(ctx: RunContext, runs: dict[str, DefenseRun], label: str,
