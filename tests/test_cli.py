@@ -16,9 +16,13 @@ runner = CliRunner()
 def test_demo_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
     result = runner.invoke(
-        app, ["demo", "--epochs", "1", "--limit", "120", "--quiet", "--json", str(out)]
+        app, ["demo", "--epochs", "1", "--limit", "120", "--json", str(out)]
     )
     assert result.exit_code == 0, result.output
+    # stderr is not a terminal here (as in CI or a log file): plain progress lines
+    for line in ("plain epoch 1/1: done", "PGSL epoch 1/1: done", "audit: done, 3/3",
+                 "audit: done, 4/4"):
+        assert line in result.stderr, line
     assert "decision fusion" in result.output and "plain (undefended)" in result.output
     report = json.loads(out.read_text())
     assert set(report["shield_test_accuracy"]) == {"attacked", "fused", "recovered", "decision"}
