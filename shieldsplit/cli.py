@@ -29,6 +29,7 @@ from rich.table import Table
 
 from .errors import ConfigError, ShieldSplitError
 from .io import atomic_write_text, check_output_path
+from .smoke import SMOKE_ENV, SmokeBudget, cap, smoke_budget
 
 if TYPE_CHECKING:
     from .auditor import AuditReport
@@ -212,6 +213,16 @@ def check_attacks(names: Sequence[str]) -> None:
         check_choice("--attacks", name, valid)
 
 
+def smoke() -> SmokeBudget | None:
+    """The small budgets when ``SHIELDSPLIT_SMOKE=1`` (said on stderr), else None."""
+    budget = smoke_budget()
+    if budget is not None:
+        typer.echo(f"{SMOKE_ENV}=1: small budgets ({budget.epochs} epoch, at most "
+                   f"{budget.limit} images per split, {budget.victims} victims); the numbers "
+                   "mean nothing", err=True)
+    return budget
+
+
 def _data_names() -> list[str]:
     from .data import available_datasets
 
@@ -255,11 +266,15 @@ def demo(
     try:
         check_outputs(json=json_out)
         check_choice("--data", data, _data_names())
+        small = smoke()
+        sizes: dict[str, Any] = {} if small is None else {
+            "width": small.width, "hidden": small.hidden, "audit_victims": small.victims}
         options = DemoOptions(
             data=data,
-            data_root=data_root, epochs=epochs, cut=cut, batch_size=batch_size,
-            seed=seed, limit=limit, progress=not quiet, restore_best=restore_best,
-            audit=run_audit,
+            data_root=data_root, epochs=epochs if small is None else small.epochs, cut=cut,
+            batch_size=batch_size, seed=seed,
+            limit=limit if small is None else cap(limit, small.limit),
+            progress=not quiet, restore_best=restore_best, audit=run_audit, **sizes,
         )
         report = run_demo(options)
     except ShieldSplitError as exc:
@@ -388,7 +403,11 @@ def audit(
             check_attacks(names)
         from .auditor import audit as run_audit
 
-        ds = _load_data(data, data_root, seed)
+        small = smoke()
+        if small is not None:
+            victims = cap(victims, small.victims)
+            names = list(small.attacks) if names is None else names
+        ds = _load_data(data, data_root, seed, None if small is None else small.limit)
         net = _model_for(model, ds, weights)
         report = run_audit(
             net, data=(ds.x_train, ds.y_train),
@@ -406,6 +425,10 @@ def audit(
         raise typer.Exit(code=130)
     if not written:
         raise typer.Exit(code=1)
+
+
+#: The attacks of ``compare`` by default: the frontier's two threat models.
+FRONTIER_ATTACKS = ("inverting-gradients-fedavg", "split-black-box")
 
 
 def _parse_sweeps(specs: list[str]) -> dict[str, list[float]]:
@@ -440,8 +463,9 @@ def compare(
     sweep: Annotated[
         list[str] | None, typer.Option(help="NAME=V1,V2: sweep a defence's strength (repeat)")
     ] = None,
-    attacks: Annotated[str, typer.Option(help="comma-separated audit attacks")]
-    = "inverting-gradients-fedavg,split-black-box",
+    attacks: Annotated[str | None, typer.Option(
+        help="comma-separated audit attacks [default: inverting-gradients-fedavg,"
+        "split-black-box]")] = None,
     cut: Annotated[str, typer.Option(help="block index or submodule name")] = "2",
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
@@ -463,11 +487,16 @@ def compare(
         names = split_names(defenses)
         for name in names:
             check_choice("--defenses", name, available_defenses())
-        attack_names = split_names(attacks)
+        attack_names = split_names(attacks or ",".join(FRONTIER_ATTACKS))
         check_attacks(attack_names)
         sweeps = _parse_sweeps(sweep or [])
         for name in sweeps:
             check_choice("--sweep", name, names)
+        small = smoke()
+        if small is not None:
+            epochs, victims = small.epochs, cap(victims, small.victims)
+            limit = cap(limit, small.limit)
+            attack_names = list(small.attacks) if attacks is None else attack_names
         ds = _load_data(data, data_root, seed, limit)
         net = _model_for(model, ds, weights, defended_ok=False)
         table = run_compare(
