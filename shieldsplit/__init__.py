@@ -13,6 +13,8 @@ Example:
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below load lazily at run time (see __getattr__)
@@ -43,6 +45,20 @@ _LAZY: dict[str, str] = {
     "FitHistory": "shield", "SplitShield": "shield",
     "ClientMessage": "wire", "ServerGradient": "wire", "StreamScores": "wire",
 }
+
+
+class _Package(types.ModuleType):
+    """The package module: a submodule that shares a public name (``compare``) never
+    shadows that name when it is imported."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if (name in _LAZY and isinstance(value, types.ModuleType)
+                and value.__name__ == f"{__name__}.{_LAZY[name]}"):
+            value = getattr(value, name)  # the import system binds submodules here
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -113,10 +113,11 @@ def sweep_stale_temp_files(target: str | Path, *, older_than: float | None = Non
 
 
 def _folder_error(folder: Path, target: Path, problem: str) -> OutputPathError:
+    fix = (f"make {folder} writable" if folder.is_dir() else f"create the folder {folder}")
     return OutputPathError.build(
         what=str(target), expected=f"a folder that exists or can be created and is writable "
         f"for {target.name}", received=f"{folder} ({problem})",
-        fix=f"create {folder} or make it writable, or write {target.name} somewhere else",
+        fix=f"{fix}, or write {target.name} somewhere else",
     )
 
 

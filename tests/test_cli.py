@@ -119,8 +119,9 @@ def audit_spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
 
 @pytest.fixture
 def compare_spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
-    import shieldsplit.compare as compare_module
+    import importlib
 
+    compare_module = importlib.import_module("shieldsplit.compare")  # ss.compare is the function
     spy = Spy()
     monkeypatch.setattr(compare_module, "compare", spy)
     return spy

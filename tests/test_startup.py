@@ -73,3 +73,16 @@ def test_verbose_shows_info_lines_once(tmp_path: Path) -> None:
 
     loud = stderr("--verbose", "audit", "--model", "issue14_logmod:make", "--quiet")
     assert "INFO-LINE-VISIBLE" in loud and loud.count("WARNING-LINE-VISIBLE") == 1
+
+
+def test_public_names_are_the_same_objects_as_before_lazy_loading() -> None:
+    out = run_python("""
+        import shieldsplit as ss
+        import shieldsplit.compare, shieldsplit.auditor  # submodules must not shadow names
+        from shieldsplit.compare import compare
+        from shieldsplit.auditor import audit
+        import shieldsplit.defense as d
+        print(ss.compare is compare, ss.audit is audit, "dpsgd" in d.available_defenses(),
+              sorted(set(ss.__all__) - set(dir(ss))))
+    """)
+    assert out.split() == ["True", "True", "True", "[]"]
