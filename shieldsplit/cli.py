@@ -499,9 +499,13 @@ def compare(
             attack_names = list(small.attacks) if attacks is None else attack_names
         ds = _load_data(data, data_root, seed, limit)
         net = _model_for(model, ds, weights, defended_ok=False)
+        from .cutting import split_model
+
+        where: int | str = int(cut) if cut.isdigit() else cut
+        split_model(net, where)  # an impossible cut fails now, not after the first defence
         table = run_compare(
             net, data=ds, defenses=names, sweeps=sweeps, attacks=attack_names,
-            cut=int(cut) if cut.isdigit() else cut, epochs=epochs, batch_size=batch_size,
+            cut=where, epochs=epochs, batch_size=batch_size,
             budget=budget, victims=victims, seed=seed, progress=not quiet,  # type: ignore[arg-type]
         )
     except ShieldSplitError as exc:

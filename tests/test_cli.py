@@ -185,6 +185,7 @@ def test_compare_typos_fail_before_training(compare_spy: Spy, tmp_path: Path) ->
         ("--sweep", "dpsgd=1"): "'dpsgd'",  # swept but not among --defenses
         ("--data", "breastmnst"): "'breastmnst'",
         ("--json", str(tmp_path)): "a folder",
+        ("--cut", "99"): "99",
     }
     for (option, value), expected in cases.items():
         args = ["compare", option, value, "--quiet"]
