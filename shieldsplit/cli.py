@@ -141,6 +141,15 @@ def check_outputs(**paths: Path | None) -> None:
 
     Raises:
         OutputPathError: for the first path that cannot be written.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> check_outputs(out=d / "a.html", json=None)
+        >>> check_outputs(json=d)
+        Traceback (most recent call last):
+        ...
+        shieldsplit.errors.OutputPathError: Cannot write output: expected a file name, ...
     """
     for path in paths.values():
         if path is not None:
@@ -155,6 +164,18 @@ def write_outputs(writers: Sequence[tuple[Path | None, Callable[[Path], None], s
 
     Returns:
         True if every requested output was written.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> def broken(path):
+        ...     raise OSError("disk full")
+        >>> write_outputs([(d / "a.json", broken, "JSON"),
+        ...                (d / "a.html", lambda p: p.write_text("<html>"), "HTML")])
+        HTML written to ...a.html
+        False
+        >>> (d / "a.html").read_text()
+        '<html>'
     """
     ok = True
     for path, write, label in writers:
