@@ -8,7 +8,10 @@ Opacus DP-SGD step on the same network for comparison.
 Usage:
     python benchmarks/pgsl_overhead.py [--rounds 7] [--batch 64] [--size 28] [--json out.json]
 
-Prints the machine (cores, threads), the date, and every figure it measured.
+Prints the machine (cores, threads), the date, and every figure it measured. When
+the rounds of a variant disagree by more than the stated spread
+(``benchmarks/spread.py``), it prints, and the page says, that the figures are
+unreliable.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from datetime import datetime, timezone
 
 import torch
 import torch.nn.functional as F
+from spread import check_spread
 
 import shieldsplit as ss
 from shieldsplit.demo import machine_info
@@ -110,6 +114,7 @@ def main() -> None:
             fn(x, y)
             times[name].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
+    check = check_spread(times)
 
     # recovery alone, as the server runs it: on the activations it receives (the client
     # works at half resolution, so 64 x 196 matrices per image), before up-sampling
@@ -140,6 +145,10 @@ def main() -> None:
         "recovery_seconds_per_batch": rec,
         "recovery_images_per_second": args.batch / rec,
         "recovery_share_of_pgsl_step": rec / med["pgsl"],
+        "round_spread": check.spreads,
+        "spread_limit": check.limit,
+        "reliable": check.reliable,
+        "warning": check.warning(),
     }
     print(f"date {result['date']}  machine {result['machine']}")
     print(result["setup"])
@@ -147,6 +156,8 @@ def main() -> None:
         print(f"  {k:18s} {med[k]:7.3f} s/step   {med[k] / med['plain']:5.2f}x plain")
     print(f"  recovery alone     {rec:7.3f} s/batch  {args.batch / rec:8.1f} images/s  "
           f"{rec / med['pgsl']:.1%} of a PGSL step")
+    if not check.reliable:
+        print(check.warning())
     from shieldsplit.io import atomic_write_text
 
     if args.json:
@@ -183,14 +194,21 @@ def markdown(result: dict, med: dict[str, float], rec: float, batch: int) -> str
         f"Command: `{result['command']}`  ",
         f"Date: {result['date']}; machine: {m['cpus']} cores ({m['torch_threads']} torch "
         f"threads), no GPU, torch {m['torch']}, Python {m['python']}, {m['platform']}.  ",
-        f"Setup: {result['setup']}; random 28x28x1 images; every variant is timed in "
-        "interleaved rounds in one run, after one warm-up step each.",
+        f"Setup: {result['setup']}; random images; every variant is timed in "
+        "interleaved rounds in one run, after one warm-up step each. Spread of rounds: "
+        f"(max - min) / median; above {result['spread_limit']:.0%} the figures are "
+        "declared unreliable.",
+    ]
+    if not result["reliable"]:
+        lines += ["", f"**{result['warning']}**"]
+    lines += [
         "",
-        "| variant | s/step | ratio to plain |",
-        "| --- | --- | --- |",
+        "| variant | s/step | ratio to plain | spread of rounds |",
+        "| --- | --- | --- | --- |",
     ]
     for k, v in med.items():
-        lines.append(f"| {ROWS.get(k, k)} | {v:.3f} | {v / med['plain']:.2f} |")
+        lines.append(f"| {ROWS.get(k, k)} | {v:.3f} | {v / med['plain']:.2f} "
+                     f"| {result['round_spread'][k]:.0%} |")
     lines += [
         "",
         f"Recovery alone, as the server runs it (APG on the received activations, "

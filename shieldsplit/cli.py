@@ -4,6 +4,12 @@
 SplitShield, prints their accuracies side by side, then what the split-learning
 attacks rebuild from each (the audit of both). Tables go to the
 terminal; ``--json`` writes the full report for programs.
+
+Every command checks its options and output paths before any work: a mistake
+ends it at once with one line on stderr and exit code 2. Each output file is
+written on its own, so a failing ``--json`` does not lose the HTML. This module
+imports neither torch nor the data, attack and defence modules until a command
+runs, so ``shieldsplit --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -11,18 +17,25 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .attacks import available_attacks
-from .auditor import AuditReport
-from .demo import DemoOptions, DemoReport, run_demo
 from .errors import ConfigError, ShieldSplitError
-from .io import atomic_write_text
+from .io import atomic_write_text, check_output_path
+from .smoke import SMOKE_ENV, SmokeBudget, cap, smoke_budget
+
+if TYPE_CHECKING:
+    from .auditor import AuditReport
+    from .demo import DemoReport
+
+logger = logging.getLogger(__name__)
 
 app = typer.Typer(
     name="shieldsplit",
@@ -107,6 +120,144 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def fail(exc: ShieldSplitError | str) -> NoReturn:
+    """End the command: one line on stderr, exit code 2.
+
+    Args:
+        exc: the error (its message is joined onto one line).
+
+    Raises:
+        typer.Exit: always, with code 2.
+    """
+    typer.echo("error: " + " ".join(str(exc).split()), err=True)
+    raise typer.Exit(code=2)
+
+
+def check_outputs(**paths: Path | None) -> None:
+    """Check that every given output file can be written, before any work.
+
+    Args:
+        **paths: option name (``out``, ``json``) to path, None when not asked for.
+
+    Raises:
+        OutputPathError: for the first path that cannot be written.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> check_outputs(out=d / "a.html", json=None)
+        >>> check_outputs(json=d)
+        Traceback (most recent call last):
+        ...
+        shieldsplit.errors.OutputPathError: Cannot write output: expected a file name, ...
+    """
+    for path in paths.values():
+        if path is not None:
+            check_output_path(path)
+
+
+def write_outputs(writers: Sequence[tuple[Path | None, Callable[[Path], None], str]]) -> bool:
+    """Write each requested output on its own: one failing does not stop the others.
+
+    Args:
+        writers: (path or None, write function, label) for each output.
+
+    Returns:
+        True if every requested output was written.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> def broken(path):
+        ...     raise OSError("disk full")
+        >>> write_outputs([(d / "a.json", broken, "JSON"),
+        ...                (d / "a.html", lambda p: p.write_text("<html>"), "HTML")])
+        HTML written to ...a.html
+        False
+        >>> (d / "a.html").read_text()
+        '<html>'
+    """
+    ok = True
+    for path, write, label in writers:
+        if path is None:
+            continue
+        try:
+            write(path)
+        except (ShieldSplitError, OSError) as exc:
+            typer.echo(f"error: {label} not written: " + " ".join(str(exc).split()), err=True)
+            ok = False
+        else:
+            console.print(f"{label} written to {path}", markup=False, highlight=False)
+    return ok
+
+
+def check_choice(option: str, value: str, valid: Sequence[str]) -> None:
+    """Check one option value against its valid choices.
+
+    Raises:
+        ConfigError: naming the option and listing the valid values.
+
+    Example:
+        >>> check_choice("--budget", "quick", ["quick", "full"])
+        >>> check_choice("--budget", "nope", ["quick", "full"])
+        Traceback (most recent call last):
+        ...
+        shieldsplit.errors.ConfigError: Invalid configuration: expected one of quick, full, ...
+    """
+    if value not in valid:
+        raise ConfigError.build(what=option, expected=f"one of {', '.join(valid)}",
+                                received=f"{option} {value!r}",
+                                fix=f"pass {option} {valid[0]}")
+
+
+def split_names(spec: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``.
+
+    Example:
+        >>> split_names("split-black-box, idlg,")
+        ['split-black-box', 'idlg']
+    """
+    return [name.strip() for name in spec.split(",") if name.strip()]
+
+
+def check_attacks(names: Sequence[str]) -> None:
+    """Check attack names against those the auditor runs (before any work).
+
+    Raises:
+        ConfigError: for an unknown name, listing the valid ones.
+    """
+    from .auditor import ADAPTIVE_ATTACKS, FEDERATED_ATTACKS, SPLIT_ATTACKS
+
+    valid = list(dict.fromkeys([*SPLIT_ATTACKS, *FEDERATED_ATTACKS,
+                                *(n for names in ADAPTIVE_ATTACKS.values() for n in names)]))
+    for name in names:
+        check_choice("--attacks", name, valid)
+
+
+def smoke() -> SmokeBudget | None:
+    """The small budgets when ``SHIELDSPLIT_SMOKE=1`` (said on stderr), else None."""
+    budget = smoke_budget()
+    if budget is not None:
+        typer.echo(f"{SMOKE_ENV}=1: small budgets ({budget.epochs} epoch, at most "
+                   f"{budget.limit} images per split, {budget.victims} victims); the numbers "
+                   "mean nothing", err=True)
+    return budget
+
+
+def _data_names() -> list[str]:
+    from .data import available_datasets
+
+    return available_datasets()
+
+
+def _load_data(data: str, data_root: Path | None, seed: int, limit: int | None = None) -> Any:
+    from .data import default_data_root, load_dataset
+
+    check_choice("--data", data, _data_names())
+    root = data_root or (default_data_root() if data != "digits" else None)
+    return load_dataset(data, root=root, seed=seed, limit=limit)
+
+
 @app.command()
 def demo(
     data: Annotated[
@@ -119,7 +270,7 @@ def demo(
     seed: int = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="cap each split's size")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars or progress lines")] = False,
     restore_best: Annotated[
         bool, typer.Option(help="keep each model's best-validation-epoch weights")
     ] = False,
@@ -129,27 +280,43 @@ def demo(
 ) -> None:
     """Train the paper's network plainly and under SplitShield; print accuracy per stream
     and what the split-learning attacks rebuild from each."""
+    from pydantic import ValidationError
+
+    from .demo import DemoOptions, run_demo
+
     try:
+        check_outputs(json=json_out)
+        check_choice("--data", data, _data_names())
+        small = smoke()
+        sizes: dict[str, Any] = {} if small is None else {
+            "width": small.width, "hidden": small.hidden, "audit_victims": small.victims}
         options = DemoOptions(
             data=data,
-            data_root=data_root, epochs=epochs, cut=cut, batch_size=batch_size,
-            seed=seed, limit=limit, progress=not quiet, restore_best=restore_best,
-            audit=run_audit,
+            data_root=data_root, epochs=epochs if small is None else small.epochs, cut=cut,
+            batch_size=batch_size, seed=seed,
+            limit=limit if small is None else cap(limit, small.limit),
+            progress=not quiet, restore_best=restore_best, audit=run_audit, **sizes,
         )
         report = run_demo(options)
-    except (ShieldSplitError, ValueError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(code=2) from exc
+    except ShieldSplitError as exc:
+        fail(exc)
+    except ValidationError as exc:
+        fail(ConfigError.build(what="demo options", expected="valid options",
+                               received=str(exc), fix="check the options (--help)"))
     console.print(demo_table(report))
     if report.plain_audit is not None and report.shield_audit is not None:
         console.print(leakage_table(report.plain_audit, report.shield_audit))
-    if json_out is not None:
-        atomic_write_text(json_out, report.model_dump_json(indent=2))
-        console.print(f"report written to {json_out}")
+    written = write_outputs([(json_out, lambda p: atomic_write_text(
+        p, report.model_dump_json(indent=2)), "report")])
+    if not written:
+        raise typer.Exit(code=1)
 
 
 def load_model_factory(spec: str) -> Any:
     """Resolve ``pkg.module:factory`` (or a built-in model name such as ``pgsl-net``).
+
+    The current directory is searched first, as ``python -m`` would, so a
+    ``mymod.py`` beside you is found without ``PYTHONPATH=.``.
 
     Args:
         spec: the factory's import path, or a key of ``shieldsplit.models.MODELS``.
@@ -165,14 +332,22 @@ def load_model_factory(spec: str) -> Any:
     if spec in MODELS:
         return MODELS[spec]
     module_name, _, attr = spec.partition(":")
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
     try:
         factory = getattr(importlib.import_module(module_name), attr) if attr else None
     except (ImportError, AttributeError) as exc:
         raise ConfigError.build(
             what="--model", expected="'package.module:factory' or a built-in model name",
             received=f"{spec!r} ({type(exc).__name__}: {exc})",
-            fix="check the import path; the module must be importable from this directory",
+            fix=f"check the import path; the module must be importable from {cwd} "
+            "(this directory) or an installed package",
         ) from exc
+    finally:
+        if added:
+            sys.path.remove(cwd)
     if not callable(factory):
         raise ConfigError.build(
             what="--model", expected="'package.module:factory' naming a callable",
@@ -202,10 +377,24 @@ def build_model(spec: str, **shape: int) -> Any:
     return factory(**kwargs)
 
 
+def _model_for(spec: str, ds: Any, weights: Path | None, *, defended_ok: bool = True) -> Any:
+    net = build_model(spec, in_channels=ds.in_channels, num_classes=ds.num_classes,
+                      image_size=ds.image_size[0])
+    return load_weights(net, weights, defended_ok=defended_ok)
+
+
+def _budgets() -> list[str]:
+    from .auditor import VICTIMS
+
+    return list(VICTIMS)
+
+
 @app.command()
 def audit(
     model: Annotated[str, typer.Option(help="'package.module:factory' or a built-in name")],
-    weights: Annotated[Path | None, typer.Option(help="state_dict file (weights_only)")] = None,
+    weights: Annotated[Path | None, typer.Option(
+        help="a state_dict, or a file written by SplitShield.save / Defense.save "
+        "(read with weights_only=True)")] = None,
     data: Annotated[str, typer.Option(help="digits | breastmnist | pneumoniamnist | mnist")]
     = "digits",
     data_root: Annotated[Path | None, typer.Option(help="folder holding the data files")] = None,
@@ -214,7 +403,7 @@ def audit(
     seed: int = 0,
     attacks: Annotated[
         str | None, typer.Option(help="comma-separated attack names (default: every one that "
-                                      f"applies): {', '.join(available_attacks())}")
+                                      "applies; the list is in docs/audit.md)")
     ] = None,
     victims: Annotated[int | None, typer.Option(min=1, help="victim images (default by budget)")]
     = None,
@@ -223,36 +412,44 @@ def audit(
     include_images: Annotated[
         bool, typer.Option(help="embed reconstructions in the HTML (patient data!)")
     ] = False,
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars or progress lines")] = False,
 ) -> None:
-    """Attack a trained model with every applicable attack (or --attacks) and report what leaks."""
-    from .auditor import audit as run_audit
-    from .data import default_data_root, load_dataset
-
+    """Attack a trained model (or a saved SplitShield / defence) with every applicable attack
+    (or --attacks) and report what leaks."""
     try:
-        root = data_root or (default_data_root() if data != "digits" else None)
-        ds = load_dataset(data, root=root, seed=seed)
-        net = _load_weights(build_model(model, in_channels=ds.in_channels,
-                                        num_classes=ds.num_classes,
-                                        image_size=ds.image_size[0]), weights)
+        check_outputs(out=out, json=json_out)
+        check_choice("--budget", budget, _budgets())
+        names = None if attacks is None else split_names(attacks)
+        if names is not None:
+            check_attacks(names)
+        from .auditor import audit as run_audit
+
+        small = smoke()
+        if small is not None:
+            victims = cap(victims, small.victims)
+            names = list(small.attacks) if names is None else names
+        ds = _load_data(data, data_root, seed, None if small is None else small.limit)
+        net = _model_for(model, ds, weights)
         report = run_audit(
             net, data=(ds.x_train, ds.y_train),
             cut=int(cut) if cut.isdigit() else cut, budget=budget,  # type: ignore[arg-type]
-            seed=seed, progress=not quiet, victims=victims,
-            attacks=None if attacks is None else [a.strip() for a in attacks.split(",")
-                                                  if a.strip()],
+            seed=seed, progress=not quiet, victims=victims, attacks=names,
         )
     except ShieldSplitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(code=2) from exc
+        fail(exc)
     console.print(report.summary())
-    if json_out is not None:
-        report.to_json(json_out)
-    if out is not None:
-        report.save_html(out, include_images=include_images)
-        console.print(f"HTML report written to {out}")
+    written = write_outputs([
+        (json_out, report.to_json, "JSON report"),
+        (out, lambda p: report.save_html(p, include_images=include_images), "HTML report"),
+    ])
     if not report.complete:
         raise typer.Exit(code=130)
+    if not written:
+        raise typer.Exit(code=1)
+
+
+#: The attacks of ``compare`` by default: the frontier's two threat models.
+FRONTIER_ATTACKS = ("inverting-gradients-fedavg", "split-black-box")
 
 
 def _parse_sweeps(specs: list[str]) -> dict[str, list[float]]:
@@ -287,8 +484,9 @@ def compare(
     sweep: Annotated[
         list[str] | None, typer.Option(help="NAME=V1,V2: sweep a defence's strength (repeat)")
     ] = None,
-    attacks: Annotated[str, typer.Option(help="comma-separated audit attacks")]
-    = "inverting-gradients-fedavg,split-black-box",
+    attacks: Annotated[str | None, typer.Option(
+        help="comma-separated audit attacks [default: inverting-gradients-fedavg,"
+        "split-black-box]")] = None,
     cut: Annotated[str, typer.Option(help="block index or submodule name")] = "2",
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
@@ -298,36 +496,53 @@ def compare(
     seed: int = 0,
     out: Annotated[Path | None, typer.Option(help="write the HTML (plot + table) here")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON here")] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars or progress lines")] = False,
 ) -> None:
     """Train every defence on the same split, audit each the same way, print the frontier."""
-    from .compare import compare as run_compare
-    from .data import default_data_root, load_dataset
-
     try:
-        root = data_root or (default_data_root() if data != "digits" else None)
-        ds = load_dataset(data, root=root, seed=seed, limit=limit)
-        net = _load_weights(build_model(model, in_channels=ds.in_channels,
-                                        num_classes=ds.num_classes,
-                                        image_size=ds.image_size[0]), weights)
+        check_outputs(out=out, json=json_out)
+        check_choice("--budget", budget, _budgets())
+        from .compare import compare as run_compare
+        from .defense import available_defenses
+
+        names = split_names(defenses)
+        for name in names:
+            check_choice("--defenses", name, available_defenses())
+        attack_names = split_names(attacks or ",".join(FRONTIER_ATTACKS))
+        check_attacks(attack_names)
+        sweeps = _parse_sweeps(sweep or [])
+        for name in sweeps:
+            check_choice("--sweep", name, names)
+        small = smoke()
+        if small is not None:
+            epochs, victims = small.epochs, cap(victims, small.victims)
+            limit = cap(limit, small.limit)
+            attack_names = list(small.attacks) if attacks is None else attack_names
+        ds = _load_data(data, data_root, seed, limit)
+        net = _model_for(model, ds, weights, defended_ok=False)
+        from .cutting import split_model
+
+        where: int | str = int(cut) if cut.isdigit() else cut
+        split_model(net, where)  # an impossible cut fails now, not after the first defence
         table = run_compare(
-            net, data=ds, defenses=[d.strip() for d in defenses.split(",") if d.strip()],
-            sweeps=_parse_sweeps(sweep or []),
-            attacks=[a.strip() for a in attacks.split(",") if a.strip()],
-            cut=int(cut) if cut.isdigit() else cut, epochs=epochs, batch_size=batch_size,
+            net, data=ds, defenses=names, sweeps=sweeps, attacks=attack_names,
+            cut=where, epochs=epochs, batch_size=batch_size,
             budget=budget, victims=victims, seed=seed, progress=not quiet,  # type: ignore[arg-type]
         )
     except ShieldSplitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(code=2) from exc
+        fail(exc)
     console.print(table.summary(), soft_wrap=True)
-    if json_out is not None:
-        table.to_json(json_out)
-    if out is not None:
-        table.save_html(out)
-        console.print(f"HTML frontier written to {out}")
+    written = write_outputs([(json_out, table.to_json, "JSON frontier"),
+                             (out, table.save_html, "HTML frontier")])
     if not table.complete:
         raise typer.Exit(code=130)
+    if not written:
+        raise typer.Exit(code=1)
+
+
+#: Where ``shieldsplit reproduce`` writes by default: a folder in the current directory,
+#: never the checkout's committed ``docs/results``.
+REPRODUCE_OUT = Path("shieldsplit-results")
 
 
 @app.command()
@@ -339,27 +554,33 @@ def reproduce(
     budget: Annotated[str, typer.Option(help="quick (minutes) | full (committed results)")]
     = "quick",
     out: Annotated[Path, typer.Option(help="folder for the page, plots and cells")]
-    = Path("docs/results"),
+    = REPRODUCE_OUT,
     seed: int = 0,
     fresh: Annotated[bool, typer.Option(help="discard finished cells instead of resuming")]
     = False,
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars or progress lines")] = False,
 ) -> None:
     """Re-measure a paper's tables on real data; the paper's number beside ours in every cell.
 
     Every finished cell is saved at once: Ctrl-C or a crash keeps it, a re-run resumes.
     """
-    from .data import default_data_root
-    from .reproduce import reproduce as run_reproduce
-
     try:
+        from typing import get_args
+
+        from .data import default_data_root
+        from .reproduce import ReproBudget, available_papers
+        from .reproduce import reproduce as run_reproduce
+
+        check_choice("paper", paper, available_papers())
+        check_choice("--budget", budget, list(get_args(ReproBudget)))
+        check_choice("--data", data, [d for d in _data_names() if d != "digits"])
+        check_output_path(out / f"reproduce_{paper}_{data}_{budget}.md")
         result = run_reproduce(
             paper, data=data, data_root=data_root or default_data_root(),  # type: ignore[arg-type]
             budget=budget, out=out, seed=seed, fresh=fresh, progress=not quiet,  # type: ignore[arg-type]
         )
     except ShieldSplitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(code=2) from exc
+        fail(exc)
     except KeyboardInterrupt as exc:
         err_console.print(f"interrupted: finished cells are kept in {out}; run the same "
                           "command again to resume")
@@ -370,26 +591,106 @@ def reproduce(
                   + ", ".join(str(p) for p in result.plots), markup=False)
 
 
-def _load_weights(net: Any, weights: Path | None) -> Any:
+def describe_checkpoint(obj: Any) -> str:
+    """Say what kind of file ``torch.load`` returned, for error messages.
+
+    Args:
+        obj: what :func:`shieldsplit.io.safe_torch_load` returned.
+
+    Returns:
+        A short description: a SplitShield checkpoint, a defence checkpoint, a plain
+        state_dict, or what else it is.
+
+    Example:
+        >>> import torch
+        >>> describe_checkpoint({"w": torch.zeros(2), "b": torch.zeros(1)})
+        'a plain state_dict of 2 tensors'
+        >>> describe_checkpoint({"format": "shieldsplit.SplitShield/1", "cut": 2})
+        'a SplitShield checkpoint (SplitShield.save, cut 2)'
+        >>> describe_checkpoint([1, 2])
+        'a list, not a state_dict'
+    """
+    from .defense import CHECKPOINT_FORMAT as DEFENSE_FORMAT
+    from .shield import CHECKPOINT_FORMAT as SHIELD_FORMAT
+
+    if isinstance(obj, dict):
+        fmt = obj.get("format")
+        if fmt == SHIELD_FORMAT:
+            return f"a SplitShield checkpoint (SplitShield.save, cut {obj.get('cut')})"
+        if fmt == DEFENSE_FORMAT:
+            return (f"a {obj.get('name')!r} defence checkpoint (Defense.save, "
+                    f"cut {obj.get('cut')})")
+        if isinstance(fmt, str):
+            return f"a checkpoint of unknown format {fmt!r}"
+        import torch
+
+        tensors = sum(isinstance(v, torch.Tensor) for v in obj.values())
+        if obj and tensors == len(obj):
+            return f"a plain state_dict of {tensors} tensors"
+        return f"a dict of {len(obj)} entries ({tensors} tensors), not a state_dict"
+    return f"a {type(obj).__name__}, not a state_dict"
+
+
+def load_weights(net: Any, weights: Path | None, *, defended_ok: bool = True) -> Any:
+    """Load ``--weights`` into ``net``: a plain state_dict, or a saved SplitShield or
+    defence, rebuilt around ``net`` (read with ``weights_only=True`` only).
+
+    Args:
+        net: a freshly built model of the saved architecture.
+        weights: the file, or None for ``net`` as it is.
+        defended_ok: accept SplitShield and defence checkpoints (``compare`` needs a
+            plain model).
+
+    Returns:
+        ``net`` with the weights, or the restored SplitShield / defence.
+
+    Raises:
+        ConfigError: if the file does not fit; the message says which kind of file it is.
+        DataFileError: if the file is missing or not a weights-only checkpoint.
+    """
     from .io import safe_torch_load
 
     if weights is None:
         return net
     state = safe_torch_load(weights)
-    try:
-        net.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
+    kind = describe_checkpoint(state)
+    defended = "SplitShield checkpoint" in kind or "defence checkpoint" in kind
+    if defended and not defended_ok:
         raise ConfigError.build(
-            what="--weights", expected=f"a state_dict for {type(net).__name__}",
-            received=f"{weights} ({str(exc).splitlines()[0]})",
-            fix="save with torch.save(model.state_dict(), path) from the same model",
+            what="--weights", expected="a plain state_dict (every defence is trained from it)",
+            received=f"{weights}: {kind}",
+            fix="pass the undefended model's torch.save(model.state_dict(), path)",
+        )
+    try:
+        if "SplitShield checkpoint" in kind:
+            from .shield import SplitShield
+
+            return SplitShield.load(weights, net)
+        if "defence checkpoint" in kind:
+            from .defense import Defense
+
+            return Defense.load(weights, net)
+        if "plain state_dict" not in kind:
+            raise TypeError(kind)
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
+        raise ConfigError.build(
+            what="--weights",
+            expected=f"a state_dict of {type(net).__name__}, or a file written by "
+            f"SplitShield.save / Defense.save around {type(net).__name__}",
+            received=f"{weights}: {kind} ({' '.join(str(exc).split())})",
+            fix="pass the --model the file was saved from, or save with "
+            "torch.save(model.state_dict(), path)",
         ) from exc
     return net
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                                help="show INFO log lines")] = False) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("shieldsplit").setLevel(level)
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import copy
+import importlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -296,8 +297,15 @@ def unregister_defense(name: str) -> None:
     _REGISTRY.unregister(name)
 
 
+def _register_builtin_defenses() -> None:
+    # ``import shieldsplit`` is lazy: load the modules that register the shipped defences.
+    importlib.import_module("shieldsplit.shield")
+    importlib.import_module("shieldsplit.defenses")
+
+
 def available_defenses() -> list[str]:
     """Registered defence names, sorted."""
+    _register_builtin_defenses()
     return _REGISTRY.names()
 
 
@@ -316,6 +324,7 @@ def create_defense(name: str, model: nn.Module, **options: Any) -> Defense:
         ConfigError: for an unknown name (the message lists the valid ones) or an
             option the defence does not take.
     """
+    _register_builtin_defenses()
     factory = _REGISTRY.get(name)
     try:
         return factory(model, **options)

@@ -95,6 +95,12 @@ class ConfigError(ShieldSplitError):
     label = "Invalid configuration"
 
 
+class OutputPathError(ShieldSplitError):
+    """An output file cannot be written where asked (missing, unwritable or a folder)."""
+
+    label = "Cannot write output"
+
+
 class StateError(ShieldSplitError):
     """An operation was called in a state that does not allow it."""
 
@@ -109,6 +115,7 @@ __all__ = [
     "InvalidCutError",
     "LabelError",
     "NonFiniteInputError",
+    "OutputPathError",
     "ShieldSplitError",
     "StateError",
     "UnsupportedModelError",

@@ -16,9 +16,13 @@ runner = CliRunner()
 def test_demo_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
     result = runner.invoke(
-        app, ["demo", "--epochs", "1", "--limit", "120", "--quiet", "--json", str(out)]
+        app, ["demo", "--epochs", "1", "--limit", "120", "--json", str(out)]
     )
     assert result.exit_code == 0, result.output
+    # stderr is not a terminal here (as in CI or a log file): plain progress lines
+    for line in ("plain epoch 1/1: done", "PGSL epoch 1/1: done", "audit: done, 3/3",
+                 "audit: done, 4/4"):
+        assert line in result.stderr, line
     assert "decision fusion" in result.output and "plain (undefended)" in result.output
     report = json.loads(out.read_text())
     assert set(report["shield_test_accuracy"]) == {"attacked", "fused", "recovered", "decision"}
@@ -80,3 +84,195 @@ def test_audit_unknown_attack_lists_the_valid_ones() -> None:
     assert result.exit_code == 2
     out = " ".join(result.output.split())
     assert "'nope'" in out and "split-black-box" in out
+
+
+# ---------------------------------------------------------------- issue 14: fail fast
+
+
+class Spy:
+    """Stands in for a long-running entry point; records whether it was reached."""
+
+    def __init__(self, result: object = None) -> None:
+        self.calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+        self.result = result
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        self.calls.append((args, kwargs))
+        return self.result
+
+
+def one_error_line(result: object) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]  # type: ignore[attr-defined]
+    assert len(lines) == 1, result.stderr  # type: ignore[attr-defined]
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def audit_spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    import shieldsplit.auditor as auditor
+
+    spy = Spy()
+    monkeypatch.setattr(auditor, "audit", spy)
+    return spy
+
+
+@pytest.fixture
+def compare_spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    import importlib
+
+    compare_module = importlib.import_module("shieldsplit.compare")  # ss.compare is the function
+    spy = Spy()
+    monkeypatch.setattr(compare_module, "compare", spy)
+    return spy
+
+
+def test_audit_unwritable_out_fails_before_any_work(tmp_path: Path, audit_spy: Spy) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for option in ("--out", "--json"):
+        result = runner.invoke(app, ["audit", "--model", "pgsl-net", option,
+                                     str(blocker / "report.html"), "--quiet"])
+        assert result.exit_code == 2
+        line = one_error_line(result)
+        assert str(blocker) in line and "Fix:" in line and ".tmp" not in line
+    result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "a folder" in one_error_line(result)
+    assert audit_spy.calls == []
+
+
+def test_audit_bad_budget_and_attack_fail_before_any_work(audit_spy: Spy) -> None:
+    result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--budget", "nope"])
+    assert result.exit_code == 2 and "'nope'" in one_error_line(result)
+    result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--attacks", "idlg,nope"])
+    assert result.exit_code == 2 and "split-black-box" in one_error_line(result)
+    assert audit_spy.calls == []
+
+
+def test_a_failing_json_does_not_lose_the_html(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import shieldsplit.auditor as auditor
+    from shieldsplit.errors import OutputPathError
+
+    class FakeReport:
+        complete = True
+
+        def summary(self) -> str:
+            return "summary"
+
+        def to_json(self, path: Path) -> None:
+            raise OutputPathError.build(what=str(path), expected="-", received="disk full",
+                                        fix="free space")
+
+        def save_html(self, path: Path, include_images: bool = False) -> None:
+            Path(path).write_text("<html>")
+
+    monkeypatch.setattr(auditor, "audit", Spy(FakeReport()))
+    html, js = tmp_path / "a.html", tmp_path / "a.json"
+    result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--out", str(html),
+                                 "--json", str(js), "--quiet"])
+    assert result.exit_code == 1
+    assert html.read_text() == "<html>" and not js.exists()
+    assert "JSON report not written" in one_error_line(result)
+
+
+def test_compare_typos_fail_before_training(compare_spy: Spy, tmp_path: Path) -> None:
+    cases = {
+        ("--budget", "nope"): "'nope'",
+        ("--defenses", "none,pgls"): "'pgls'",
+        ("--attacks", "split-black-bx"): "'split-black-bx'",
+        ("--sweep", "laplace=0.1,x"): "laplace=0.1,x",
+        ("--sweep", "dpsgd=1"): "'dpsgd'",  # swept but not among --defenses
+        ("--data", "breastmnst"): "'breastmnst'",
+        ("--json", str(tmp_path)): "a folder",
+        ("--cut", "99"): "99",
+    }
+    for (option, value), expected in cases.items():
+        args = ["compare", option, value, "--quiet"]
+        if option == "--sweep":
+            args += ["--defenses", "none,laplace"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (option, result.output)
+        assert expected in one_error_line(result), option
+    assert compare_spy.calls == []
+
+
+def test_reproduce_checks_options_and_defaults_outside_the_checkout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shieldsplit.reproduce as repro
+    from shieldsplit.cli import REPRODUCE_OUT
+
+    spy = Spy()
+    monkeypatch.setattr(repro, "reproduce", spy)
+    for args, expected in ((["nope"], "'nope'"), (["pgsl", "--budget", "big"], "'big'"),
+                           (["pgsl", "--data", "digits"], "'digits'")):
+        result = runner.invoke(app, ["reproduce", *args])
+        assert result.exit_code == 2 and expected in one_error_line(result)
+    assert spy.calls == []
+    assert "docs" not in REPRODUCE_OUT.parts
+
+
+def test_model_factory_is_found_in_the_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from shieldsplit.cli import load_model_factory
+
+    (tmp_path / "issue14_mymod.py").write_text("def make(num_classes=2):\n    return 42\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    before = list(sys.path)
+    assert load_model_factory("issue14_mymod:make")() == 42
+    assert sys.path == before
+
+
+def digits_net() -> object:
+    from shieldsplit.cli import build_model
+
+    return build_model("pgsl-net", in_channels=1, num_classes=10, image_size=8)
+
+
+def test_audit_accepts_a_saved_splitshield_and_a_saved_defence(
+        tmp_path: Path, audit_spy: Spy) -> None:
+    import shieldsplit as ss
+
+    shield_file, laplace_file = tmp_path / "shield.pt", tmp_path / "laplace.pt"
+    ss.SplitShield(digits_net(), cut=2, seed=0).save(shield_file)
+    ss.create_defense("laplace", digits_net(), cut=2, seed=0).save(laplace_file)
+    for path, kind in ((shield_file, ss.SplitShield), (laplace_file, ss.LaplaceNoise)):
+        result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--weights", str(path),
+                                     "--quiet"])
+        assert audit_spy.calls, result.output
+        assert isinstance(audit_spy.calls[-1][0][0], kind)
+
+
+def test_weights_errors_say_which_kind_of_file(tmp_path: Path, compare_spy: Spy) -> None:
+    import torch
+
+    import shieldsplit as ss
+
+    shield_file = tmp_path / "shield.pt"
+    ss.SplitShield(digits_net(), cut=2, seed=0).save(shield_file)
+    result = runner.invoke(app, ["compare", "--weights", str(shield_file), "--quiet"])
+    assert result.exit_code == 2 and "SplitShield checkpoint" in one_error_line(result)
+    assert compare_spy.calls == []
+
+    other = tmp_path / "other.pt"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), other)
+    result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--weights", str(other),
+                                 "--quiet"])
+    line = one_error_line(result)
+    assert result.exit_code == 2 and "plain state_dict of 2 tensors" in line
+    assert "Unexpected key" in line and "Missing key" in line  # the whole error, not line 1
+
+    wrong_shield = tmp_path / "wrong.pt"
+    ss.SplitShield(build_other(), cut=2, seed=0).save(wrong_shield)
+    result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--weights", str(wrong_shield),
+                                 "--quiet"])
+    assert result.exit_code == 2 and "SplitShield checkpoint" in one_error_line(result)
+
+
+def build_other() -> object:
+    import shieldsplit as ss
+
+    return ss.PGSLNet(in_channels=1, num_classes=10, image_size=8, width=8, hidden=16)

@@ -71,21 +71,24 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from opacus import PrivacyEngine
-from opacus.accountants import RDPAccountant
-from opacus.accountants.analysis import rdp as rdp_analysis
-from opacus.grad_sample import GradSampleModule
-from opacus.validators import ModuleValidator
 from pydantic import ConfigDict
 from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils.data import DataLoader, IterableDataset
 
+from .._logsafe import keep_root_logger
 from ..defense import CutDefense, register_defense
 from ..errors import ConfigError, EmptyDataError, UnsupportedModelError
 from ..training import PlainHistory, fit_plain
 from ..validate import check_batch, check_int, check_number
 from ..wire import ClientMessage
+
+with keep_root_logger():  # Opacus calls logging.basicConfig when imported
+    from opacus import PrivacyEngine
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+    from opacus.grad_sample import GradSampleModule
+    from opacus.validators import ModuleValidator
 
 if TYPE_CHECKING:
     from ..attacks.base import Observation

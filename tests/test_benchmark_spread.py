@@ -1,0 +1,40 @@
+"""benchmarks/spread.py: the rounds-disagree check every timing benchmark uses."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from spread import MAX_SPREAD, check_spread, spread
+
+timings = st.lists(st.floats(1e-4, 1e3), min_size=1, max_size=20)
+
+
+@given(timings)
+def test_spread_matches_numpy(samples: list[float]) -> None:
+    assert spread(samples) == pytest.approx(np.ptp(samples) / np.median(samples))
+
+
+def test_noisy_rounds_are_flagged_and_worded() -> None:
+    steady = [1.0, 1.05, 0.98, 1.02]
+    noisy = [1.0, 3.2, 1.1, 0.9]  # the load of issue 14: one round three times slower
+    check = check_spread({"plain": noisy, "pgsl": steady})
+    assert not check.reliable and check.noisy == ["plain"]
+    text = check.warning()
+    assert "UNRELIABLE" in text and f"{MAX_SPREAD:.0%}" in text and "plain" in text
+    assert f"{spread(noisy):.0%}" in text
+    calm = check_spread({"plain": steady, "pgsl": steady})
+    assert calm.reliable and calm.warning() == ""
+
+
+def test_not_timings_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        spread([])
+    with pytest.raises(ValueError):
+        spread([0.0, 0.0])
