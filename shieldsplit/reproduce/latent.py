@@ -104,7 +104,8 @@ def _control(ctx: RunContext, name: str, seed: int) -> Any:
     """The undefended cell of the same seed: every other cell's positive control."""
     if name == "none":
         return "auto"
-    value = ctx.store.run(_key("none", {}, seed), functools.partial(_cell, ctx, "none", {}, seed), count=False)
+    value = ctx.store.run(_key("none", {}, seed),
+                          functools.partial(_cell, ctx, "none", {}, seed), count=False)
     return list(DefenseRun.model_validate(value).leakage.values())
 
 
