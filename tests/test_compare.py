@@ -119,3 +119,31 @@ def test_cli_compare_writes_html_and_json(tmp_path: Path) -> None:
 def test_cli_compare_bad_sweep() -> None:
     result = CliRunner().invoke(app, ["compare", "--sweep", "laplace=abc", "--quiet"])
     assert result.exit_code == 2 and "--sweep" in result.output
+
+
+class _FrozenBN(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = net()
+        for m in self.net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()  # frozen by the user inside a model left in train mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_compare_leaves_every_submodule_mode_and_weight_alone(digits) -> None:
+    model = _FrozenBN()
+    modes = {n: m.training for n, m in model.named_modules()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    table = compare(model, data=digits, defenses=["laplace"], seed=0,
+                    **{**KW, "attacks": ["split-black-box"]})
+    assert [r.defense for r in table.rows] == ["none", "laplace"]  # the control runs first
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    # every defence's verdicts rest on the undefended run as its control
+    laplace = table.rows[1].leakage["split-black-box"]
+    assert laplace.control is not None and laplace.verdict is not None
+    assert "Verdicts:" in table.summary()
