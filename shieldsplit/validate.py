@@ -18,10 +18,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .errors import ConfigError, EmptyDataError, InputShapeError, LabelError, NonFiniteInputError
+
+_MAX_SEED = 2**32 - 1
 
 
 def check_batch(
@@ -31,6 +34,7 @@ def check_batch(
     num_classes: int | None = None,
     in_channels: int | None = None,
     what: str = "x",
+    unit_range: bool = False,
 ) -> None:
     """Check an image batch (and its labels, when given).
 
@@ -40,11 +44,13 @@ def check_batch(
         num_classes: when given, labels must lie in ``[0, num_classes)``.
         in_channels: when given, ``x`` must have this many channels.
         what: the name of ``x`` in error messages.
+        unit_range: also require pixel values in ``[0, 1]`` (see :func:`check_unit_range`).
 
     Raises:
         InputShapeError: wrong type, rank, dtype, channel count or an empty batch.
         NonFiniteInputError: NaN or infinity in ``x``.
         LabelError: labels of the wrong shape, dtype or range.
+        ConfigError: with ``unit_range``, pixel values outside ``[0, 1]``.
     """
     if not isinstance(x, Tensor) or x.dim() != 4:
         raise InputShapeError.build(
@@ -76,6 +82,8 @@ def check_batch(
             what=what, expected="finite values", received=f"{bad} NaN/inf value(s)",
             fix="clean or impute the images first",
         )
+    if unit_range:
+        check_unit_range(x, what=what)
     if y is not None:
         check_labels(y, len(x), num_classes=num_classes)
 
@@ -116,6 +124,121 @@ def check_labels(y: Any, n: int, *, num_classes: int | None = None) -> None:
             received=f"labels in [{int(y.min())}, {int(y.max())}]",
             fix="remap the labels or build the model with the right number of classes",
         )
+
+
+#: Slack on the [0, 1] pixel range, for images de-normalised in float32 (x * std + mean).
+UNIT_RANGE_SLACK = 1e-4
+
+
+def check_unit_range(x: Tensor, *, what: str = "x") -> None:
+    """Pixel values must lie in ``[0, 1]`` (the space attacks rebuild and metrics score).
+
+    The fix names the likely cause: ``[0, 255]`` images (divide by 255) or images
+    normalised with a mean and std (de-normalise them and wrap the model in
+    :class:`shieldsplit.datacontract.Normalized`, see docs/data.md).
+
+    Args:
+        x: a floating image tensor.
+        what: its name in the message.
+
+    Raises:
+        ConfigError: a value below ``-UNIT_RANGE_SLACK`` or above ``1 + UNIT_RANGE_SLACK``.
+
+    Example:
+        >>> check_unit_range(torch.tensor([0.0, 0.5, 1.0]))
+        >>> try:
+        ...     check_unit_range(torch.tensor([0.0, 255.0]))
+        ... except ValueError as err:
+        ...     print(str(err).split("Fix: ")[1][:20])
+        divide the images by
+    """
+    if x.numel() == 0 or _transformed():
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= -UNIT_RANGE_SLACK and hi <= 1.0 + UNIT_RANGE_SLACK:
+        return
+    if lo >= 0.0 and hi <= 255.0 + UNIT_RANGE_SLACK:
+        fix = (f"divide the images by {255 if hi > 1.5 else hi:g} (e.g. x / 255.0 for 8-bit "
+               "images) so that they lie in [0, 1]")
+    else:
+        fix = ("the images look normalised: pass them in [0, 1] (undo it with "
+               "shieldsplit.datacontract.denormalize(x, mean, std)) and wrap the model as "
+               "Normalized(model, mean, std) so that it still sees its normalised input "
+               "(docs/data.md)")
+    raise ConfigError.build(
+        what=what, expected="pixel values in [0, 1]", received=f"values in [{lo:g}, {hi:g}]",
+        fix=fix,
+    )
+
+
+def as_labels(y: Any, n: int, *, num_classes: int | None = None, what: str = "y") -> Tensor:
+    """Labels as users hold them, as int64 ``(n,)``: ``(N,)`` or ``(N, 1)`` (medmnist's own)
+    of any integer dtype (a tensor, a numpy array or a list).
+
+    Args:
+        y: the labels.
+        n: how many there must be (the number of images).
+        num_classes: when given, labels must lie in ``[0, num_classes)``.
+        what: their name in messages.
+
+    Returns:
+        An int64 tensor of shape ``(n,)`` (``y`` itself when it already is one).
+
+    Raises:
+        LabelError: float, bool or complex labels, another shape, another count than
+            ``n`` images, or a label outside ``[0, num_classes)``.
+
+    Example:
+        >>> import numpy as np
+        >>> as_labels(np.array([[1], [0]], dtype=np.uint8), 2)
+        tensor([1, 0])
+    """
+    if not isinstance(y, Tensor):
+        try:
+            y = torch.as_tensor(y)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise LabelError.build(
+                what=what, expected="integer class labels (a tensor or an array)",
+                received=type(y).__name__, fix="pass one integer label per image",
+            ) from exc
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise LabelError.build(
+            what=what, expected="integer class indices", received=f"dtype {y.dtype}",
+            fix="pass integer labels; if these floats are whole class numbers, use y.long()",
+        )
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.dim() != 1:
+        raise LabelError.build(
+            what=what, expected="labels of shape (N,) or (N, 1)",
+            received=f"shape {tuple(y.shape)}",
+            fix="pass one class index per image (one-hot labels: y.argmax(1))",
+        )
+    if y.shape[0] != n:
+        raise LabelError.build(
+            what=what, expected=f"one label per image ({n})", received=f"{y.shape[0]} labels",
+            fix="pass as many labels as images, in the same order",
+        )
+    y = y.long()
+    check_labels(y, n, num_classes=num_classes)
+    return y
+
+
+def check_seed(seed: Any, *, what: str = "seed") -> int:
+    """A seed: an int (numpy ints too) in ``[0, 2**32 - 1]``, else a typed ConfigError.
+
+    Example:
+        >>> check_seed(3)
+        3
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+        0 <= int(seed) <= _MAX_SEED
+    ):
+        raise ConfigError.build(
+            what=what, expected=f"an int in [0, {_MAX_SEED}]", received=repr(seed),
+            fix="pass an integer seed such as seed=0",
+        )
+    return int(seed)
 
 
 def check_loader(loader: Any, name: str) -> None:
@@ -180,4 +303,7 @@ def check_int(what: str, value: Any, *, low: int, fix: str) -> int:
     return value
 
 
-__all__ = ["check_batch", "check_int", "check_labels", "check_loader", "check_number"]
+__all__ = [
+    "UNIT_RANGE_SLACK", "as_labels", "check_batch", "check_int", "check_labels", "check_loader",
+    "check_number", "check_seed", "check_unit_range",
+]
