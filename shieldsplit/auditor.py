@@ -44,7 +44,7 @@ import io
 import logging
 import platform
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -58,11 +58,11 @@ from .attacks.base import AttackContext, Budget, Observation, Reconstruction
 from .attacks.observe import observe_gradient, observe_update
 from .attacks.observe_split import observe_activations
 from .cutting import split_model
+from .datacontract import as_tensors
 from .defense import Defense
 from .errors import (
     ConfigError,
     EmptyDataError,
-    InputShapeError,
     ShieldSplitError,
     UnsupportedModelError,
 )
@@ -254,32 +254,6 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 # --------------------------------------------------------------------------- data handling
-def _tensors(data: Any) -> tuple[Tensor, Tensor]:
-    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        return data[0], data[1]
-    if hasattr(data, "x_train") and hasattr(data, "y_train"):  # an ImageDataset
-        return data.x_train, data.y_train
-    if isinstance(data, Iterable):
-        xs, ys = [], []
-        for batch in data:
-            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-                raise InputShapeError.build(
-                    what="data", expected="(images, labels) batches",
-                    received=type(batch).__name__, fix="pass a DataLoader over a TensorDataset",
-                )
-            xs.append(batch[0])
-            ys.append(batch[1])
-        if not xs:
-            raise EmptyDataError.build(
-                what="data", expected="at least one batch", received="none", fix="check the loader"
-            )
-        return torch.cat(xs), torch.cat(ys)
-    raise InputShapeError.build(
-        what="data", expected="a DataLoader, an ImageDataset or an (images, labels) tuple",
-        received=type(data).__name__, fix="pass one of those",
-    )
-
-
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -329,8 +303,8 @@ def audit(
     Args:
         model: a plain classifier or a :class:`~shieldsplit.defense.Defense` (such as
             a :class:`~shieldsplit.SplitShield`); it is not modified.
-        data: labelled images in [0, 1]: a DataLoader, an ``ImageDataset`` (its
-            training split) or an ``(images, labels)`` tuple. A seeded random
+        data: labelled images in [0, 1], in any form of docs/data.md (a DataLoader, a
+            Dataset, an ``(x, y)`` pair, an ``ImageDataset``'s training split). A seeded random
             ``victims`` of them are the victims; the rest is the attacker's auxiliary data.
         cut: where the split-learning attacks observe a plain model (ignored for a
             Defense, which has its own cut).
@@ -346,7 +320,9 @@ def audit(
         finished, marked ``complete=False``.
 
     Raises:
-        EmptyDataError, InputShapeError: if the data cannot be read or is too small.
+        EmptyDataError, InputShapeError, LabelError: if the data cannot be read, is too
+            small, or breaks the data contract of docs/data.md (the model is probed on it).
+        UnsupportedModelError: not a module, or a float64 model.
         InvalidCutError: if ``cut`` does not exist in the model.
         UnsupportedModelError: if the model does not return logits.
         ConfigError: for an unknown budget or attack name.
@@ -360,12 +336,7 @@ def audit(
             what="budget", expected=f"one of {sorted(VICTIMS)}", received=repr(budget),
             fix="pass budget='quick'",
         )
-    x_all, y_all = _tensors(data)
-    if x_all.dim() != 4 or not x_all.is_floating_point():
-        raise InputShapeError.build(
-            what="data", expected="float images (N, C, H, W) in [0, 1]",
-            received=f"{x_all.dtype} {tuple(x_all.shape)}", fix="scale and reshape the images",
-        )
+    x_all, y_all = as_tensors(data, model=model)  # the one data contract (docs/data.md)
     n_victims = victims if victims is not None else VICTIMS[budget]
     if n_victims < 1 or len(x_all) < n_victims + 16:
         raise EmptyDataError.build(

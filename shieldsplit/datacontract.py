@@ -47,7 +47,7 @@ from .errors import (
     ShieldSplitError,
     UnsupportedModelError,
 )
-from .validate import as_labels, check_batch, check_seed
+from .validate import as_labels, check_batch, check_seed, check_unit_range
 
 #: Where the accepted forms are documented (every entry point's docstring points here).
 DOCS = "docs/data.md"
@@ -150,7 +150,7 @@ def check_model(model: Any, *, what: str = "model") -> nn.Module:
             what=what, expected="a torch.nn.Module classifier", received=type(model).__name__,
             fix="pass the model object itself (load its weights first)",
         )
-    dtypes = {t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()}
+    dtypes = {t.dtype for t in model.parameters() if t.is_floating_point()}
     if dtypes - {torch.float32}:
         raise UnsupportedModelError.build(
             what=what, expected="float32 weights (shieldsplit trains and attacks in float32)",
@@ -161,7 +161,11 @@ def check_model(model: Any, *, what: str = "model") -> nn.Module:
 
 
 def first_channels(model: nn.Module) -> int | None:
-    """Input channels of the model's first ``Conv2d``, or None."""
+    """The image channels the model takes: its ``in_channels`` (a defence declares the
+    user's, whatever its own first layer takes), else its first ``Conv2d``'s, or None."""
+    declared = getattr(model, "in_channels", None)
+    if isinstance(declared, int) and not isinstance(declared, bool):
+        return declared
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return int(conv.in_channels) if conv is not None else None
 
@@ -206,8 +210,8 @@ def probe_model(model: nn.Module, x: Tensor, *, what: str = "data") -> int:
             "for grey, x.expand(-1, 3, -1, -1) for RGB) or build the model for them",
         )
     try:
-        with _eval_mode(model), torch.no_grad():
-            out = model(x[:2])
+        with _eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = model(x[:2])  # forked RNG: a noisy model's probe draws nothing of the user's
     except ShieldSplitError:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
@@ -292,7 +296,7 @@ def _collect(data: Any, what: str) -> tuple[Any, Any]:
 
 def check_pair(
     x: Any, y: Any, *, num_classes: int | None = None, in_channels: int | None = None,
-    what: str = "data",
+    what: str = "data", label_what: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One batch under the contract: float32 images in ``[0, 1]``, int64 ``(N,)`` labels.
 
@@ -301,7 +305,8 @@ def check_pair(
         y: labels ``(N,)`` or ``(N, 1)`` of any integer dtype.
         num_classes: when given, labels must lie in ``[0, num_classes)``.
         in_channels: when given, the images' channel count.
-        what: the name of the data in messages.
+        what: the name of the data (its images) in messages.
+        label_what: the name of the labels in messages (default ``"<what> labels"``).
 
     Returns:
         ``(x, y)`` as float32 and int64 tensors.
@@ -313,7 +318,8 @@ def check_pair(
         with contextlib.suppress(TypeError, ValueError, RuntimeError):
             x = torch.as_tensor(x)  # else check_batch names the type
     check_batch(x, in_channels=in_channels, what=what, unit_range=True)
-    labels = as_labels(y, int(x.shape[0]), num_classes=num_classes, what=f"{what} labels")
+    labels = as_labels(y, int(x.shape[0]), num_classes=num_classes,
+                       what=label_what or f"{what} labels")
     return x.to(torch.float32), labels
 
 
@@ -367,20 +373,47 @@ def as_tensors(
 
 
 # ------------------------------------------------------------------ loaders
+def convert_batch(x: Any, y: Any) -> tuple[Any, Any]:
+    """One training batch brought to the contract's types, checked only where cheap.
+
+    Labels ``(N, 1)`` or of any integer dtype become int64 ``(N,)`` and numpy arrays
+    become tensors; float64 images become float32; finite images outside ``[0, 1]``
+    raise. The rest (non-finite values, label range, shapes) is left to the training
+    step's own per-batch check, which names ``x`` or ``y`` and rolls a fit back.
+
+    Args:
+        x: a batch of images.
+        y: its labels.
+
+    Returns:
+        The converted ``(x, y)``.
+
+    Raises:
+        ConfigError: finite images outside ``[0, 1]``.
+        LabelError: float labels, or another count than images.
+    """
+    if not isinstance(x, Tensor):
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):
+            x = torch.as_tensor(x)
+    if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[0] == 0:
+        return x, y  # an empty (Poisson) batch, or a shape the step's check will name
+    if x.is_floating_point():
+        x = x.to(torch.float32)
+        if bool(torch.isfinite(x).all()):
+            check_unit_range(x, what="x")
+    if isinstance(y, Tensor) and y.dim() == 1 and y.dtype == torch.int64:
+        return x, y
+    return x, as_labels(y, int(x.shape[0]), what="y")
+
+
 class _ContractCollate:
-    """A loader's collate function followed by :func:`check_pair` on the batch."""
+    """A loader's collate function followed by :func:`convert_batch`."""
 
-    def __init__(self, collate: Callable[[Any], Any], num_classes: int | None,
-                 in_channels: int | None, what: str) -> None:
-        self.collate, self.num_classes, self.in_channels, self.what = (
-            collate, num_classes, in_channels, what)
+    def __init__(self, collate: Callable[[Any], Any], what: str) -> None:
+        self.collate, self.what = collate, what
 
-    def __call__(self, items: Any) -> tuple[Tensor, Tensor]:
-        x, y = _pair(self.collate(items), self.what)
-        if isinstance(x, Tensor) and x.shape[0] == 0:  # an empty Poisson batch (DP-SGD)
-            return x, torch.as_tensor(y).reshape(0).long()
-        return check_pair(x, y, num_classes=self.num_classes, in_channels=self.in_channels,
-                          what=self.what)
+    def __call__(self, items: Any) -> tuple[Any, Any]:
+        return convert_batch(*_pair(self.collate(items), self.what))
 
 
 def as_loader(
@@ -428,14 +461,14 @@ def as_loader(
     if model is not None:
         check_model(model)
     if isinstance(data, DataLoader):
-        convert = _ContractCollate(data.collate_fn, num_classes, in_channels, what)
-        if not isinstance(data.dataset, IterableDataset):
+        convert = _ContractCollate(data.collate_fn, what)
+        if not isinstance(data.dataset, IterableDataset) and data.batch_size is not None:
             n = len(data.dataset)  # type: ignore[arg-type]
             if n == 0:
                 raise EmptyDataError.build(what=what, expected="at least one image",
                                            received="an empty dataset", fix="check the data set")
-            first = convert([data.dataset[i] for i in range(min(n, data.batch_size or 2, 64))])
-            _probe(first, model, num_classes, convert, what)
+            first = data.collate_fn([data.dataset[i] for i in range(min(n, data.batch_size, 64))])
+            _check_first(first, model, num_classes, in_channels, what)
         extra: dict[str, Any] = {}
         if data.num_workers > 0:
             extra = {"prefetch_factor": data.prefetch_factor,
@@ -449,14 +482,14 @@ def as_loader(
             data.dataset, batch_size=None, collate_fn=convert, num_workers=data.num_workers,
         )
     if _is_batches(data):
-        convert = _ContractCollate(_identity, num_classes, in_channels, what)
+        convert = _ContractCollate(_identity, what)
         if iter(data) is not data:  # re-iterable: check the first batch now
             first_batch = next(iter(data), None)
             if first_batch is None:
                 raise EmptyDataError.build(what=what, expected="at least one batch",
                                            received="none", fix="check the loader")
-            _probe(convert(first_batch), model, num_classes, convert, what)
-        return _Batches(data, convert)
+            _check_first(first_batch, model, num_classes, in_channels, what)
+        return (_Batches if isinstance(data, Sized) else _Unsized)(data, convert)
     x, y = as_tensors(data, model=model, num_classes=num_classes, in_channels=in_channels,
                       what=what)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -470,14 +503,16 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
-def _probe(first: tuple[Tensor, Tensor], model: nn.Module | None, num_classes: int | None,
-           convert: _ContractCollate, what: str) -> None:
-    if model is None:
-        return
-    classes = probe_model(model, first[0], what=what)
-    if num_classes is None:
-        convert.num_classes = classes
-        as_labels(first[1], len(first[1]), num_classes=classes, what=f"{what} labels")
+def _check_first(batch: Any, model: nn.Module | None, num_classes: int | None,
+                 in_channels: int | None, what: str) -> None:
+    """The whole contract on the first batch, before any training: a bad form, images
+    or labels, or a model that cannot take the images, fail now (nothing has changed)."""
+    x, y = check_pair(*_pair(batch, what), in_channels=in_channels, what="x", label_what="y")
+    if model is not None:
+        classes = probe_model(model, x, what="x")
+        num_classes = classes if num_classes is None else num_classes
+    if num_classes is not None:
+        as_labels(y, len(y), num_classes=num_classes, what="y")
 
 
 def _is_batches(data: Any) -> bool:
@@ -490,8 +525,8 @@ def _is_batches(data: Any) -> bool:
     )
 
 
-class _Batches:
-    """An iterable of batches with :func:`check_pair` on each (keeps ``len`` if it has one)."""
+class _Unsized:
+    """An iterable of batches with :func:`check_pair` on each."""
 
     def __init__(self, batches: Iterable[Any], convert: _ContractCollate) -> None:
         self.batches, self.convert = batches, convert
@@ -500,10 +535,12 @@ class _Batches:
         for batch in self.batches:
             yield self.convert(batch)
 
+
+class _Batches(_Unsized):
+    """The same for a sized iterable: keeps its ``len`` (progress bars, sample rates)."""
+
     def __len__(self) -> int:
-        if not isinstance(self.batches, Sized):
-            raise TypeError("this iterable of batches has no length")
-        return len(self.batches)
+        return len(self.batches)  # type: ignore[arg-type]
 
 
 def as_dataset(data: Any, *, model: nn.Module | None = None, val: float = 0.15,
@@ -544,5 +581,5 @@ def as_dataset(data: Any, *, model: nn.Module | None = None, val: float = 0.15,
 
 __all__ = [
     "DOCS", "Normalized", "as_dataset", "as_loader", "as_tensors", "check_model", "check_pair",
-    "denormalize", "first_channels", "probe_model",
+    "convert_batch", "denormalize", "first_channels", "probe_model",
 ]

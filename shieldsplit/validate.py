@@ -242,7 +242,7 @@ def check_seed(seed: Any, *, what: str = "seed") -> int:
 
 
 def check_loader(loader: Any, name: str) -> None:
-    """Check that ``loader`` is an iterable of batches with at least one batch.
+    """Check that ``loader`` holds labelled images (a form of docs/data.md), not known empty.
 
     Args:
         loader: the candidate loader.
@@ -251,10 +251,14 @@ def check_loader(loader: Any, name: str) -> None:
     Raises:
         EmptyDataError: not iterable, or known to be empty.
     """
-    if loader is None or not hasattr(loader, "__iter__"):
+    if loader is None or not (
+        hasattr(loader, "__iter__") or hasattr(loader, "__getitem__")
+        or hasattr(loader, "x_train")  # an ImageDataset
+    ):
         raise EmptyDataError.build(
-            what=name, expected="an iterable of (images, labels) batches",
-            received=type(loader).__name__, fix="pass a torch DataLoader",
+            what=name, expected="labelled images: a DataLoader, a Dataset, an (x, y) pair or "
+            "an ImageDataset (docs/data.md)",
+            received=type(loader).__name__, fix="pass one of those",
         )
     try:
         size = len(loader)
