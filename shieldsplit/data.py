@@ -55,11 +55,11 @@ from shieldsplit.errors import (
 )
 from shieldsplit.registry import Registry
 from shieldsplit.validate import (
-    as_labels,
-    check_batch,
     check_number,
+    check_pair,
     check_seed,
     check_unit_range,
+    denormalize,
 )
 
 logger = logging.getLogger(__name__)
@@ -265,18 +265,14 @@ class ImageDataset:
             >>> ds.y_train.shape[0], ds.y_val.shape[0], ds.y_test.shape[0], ds.num_classes
             (20, 10, 10, 2)
         """
-        from shieldsplit.datacontract import denormalize
-
         seed = check_seed(seed)
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(np.asarray(x))
         if normalization is not None:
             x = denormalize(x, *normalization)
-        check_batch(x, what="x", unit_range=True)
-        labels = as_labels(y, int(x.shape[0]))
+        xs, labels = check_pair(x, y, what="x", label_what="y")
         classes = int(labels.max()) + 1 if num_classes is None else num_classes
         train, val_idx, test_idx = stratified_split(labels.numpy(), val=val, test=test, seed=seed)
-        xs = x.to(torch.float32)
         parts: dict[str, torch.Tensor] = {}
         for split, idx in zip(_SPLITS, (train, val_idx, test_idx), strict=True):
             index = torch.from_numpy(idx)

@@ -47,7 +47,14 @@ from .errors import (
     ShieldSplitError,
     UnsupportedModelError,
 )
-from .validate import as_labels, check_batch, check_seed, check_unit_range
+from .validate import (
+    as_labels,
+    check_mean_std,
+    check_pair,
+    check_seed,
+    check_unit_range,
+    denormalize,
+)
 
 #: Where the accepted forms are documented (every entry point's docstring points here).
 DOCS = "docs/data.md"
@@ -56,47 +63,6 @@ _FORMS = ("a DataLoader, a map-style Dataset of (image, label), an (x, y) tensor
 
 
 # ------------------------------------------------------------------ normalisation
-def _stat(value: Any, channels: int | None = None) -> Tensor:
-    t = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
-    if t.numel() == 0 or not bool(torch.isfinite(t).all()):
-        raise ConfigError.build(
-            what="mean/std", expected="finite numbers, one per channel (or one for all)",
-            received=repr(value), fix="pass e.g. mean=(0.5,), std=(0.5,)",
-        )
-    if channels is not None and t.numel() not in (1, channels):
-        raise ConfigError.build(
-            what="mean/std", expected=f"1 or {channels} value(s)", received=t.numel(),
-            fix="give one value per image channel",
-        )
-    return t.view(1, -1, 1, 1)
-
-
-def denormalize(x: Tensor, mean: Any, std: Any) -> Tensor:
-    """Undo ``(x - mean) / std``: back to the ``[0, 1]`` images the attacks score.
-
-    Args:
-        x: normalised images ``(N, C, H, W)``.
-        mean: the per-channel mean (a number or one per channel).
-        std: the per-channel std (positive).
-
-    Returns:
-        ``x * std + mean`` (float32).
-
-    Raises:
-        ConfigError: a non-finite or non-positive std, or the wrong number of values.
-
-    Example:
-        >>> denormalize(torch.tensor([[[[-1.0, 1.0]]]]), 0.5, 0.5).flatten().tolist()
-        [0.0, 1.0]
-    """
-    channels = int(x.shape[1]) if x.dim() == 4 else None
-    m, s = _stat(mean, channels), _stat(std, channels)
-    if bool((s <= 0).any()):
-        raise ConfigError.build(what="std", expected="positive values", received=repr(std),
-                                fix="pass the std the images were normalised with")
-    return x.to(torch.float32) * s + m
-
-
 class Normalized(nn.Module):
     """A model that expects normalised input, taking ``[0, 1]`` images instead.
 
@@ -125,10 +91,7 @@ class Normalized(nn.Module):
                 what="model", expected="a torch.nn.Module", received=type(model).__name__,
                 fix="pass the classifier module itself",
             )
-        m, s = _stat(mean), _stat(std)
-        if bool((s <= 0).any()):
-            raise ConfigError.build(what="std", expected="positive values", received=repr(std),
-                                    fix="pass the std the images were normalised with")
+        m, s = check_mean_std(mean, std, None)
         self.model = model
         self.register_buffer("mean", m)
         self.register_buffer("std", s)
@@ -144,6 +107,12 @@ def check_model(model: Any, *, what: str = "model") -> nn.Module:
 
     Raises:
         UnsupportedModelError: not a module, or float64 (or other non-float32) weights.
+
+    Example:
+        >>> check_model(nn.Linear(2, 2).double())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        shieldsplit.errors.UnsupportedModelError: ... received weights of dtype torch.float64...
     """
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError.build(
@@ -162,7 +131,12 @@ def check_model(model: Any, *, what: str = "model") -> nn.Module:
 
 def first_channels(model: nn.Module) -> int | None:
     """The image channels the model takes: its ``in_channels`` (a defence declares the
-    user's, whatever its own first layer takes), else its first ``Conv2d``'s, or None."""
+    user's, whatever its own first layer takes), else its first ``Conv2d``'s, or None.
+
+    Example:
+        >>> first_channels(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1)))
+        3
+    """
     declared = getattr(model, "in_channels", None)
     if isinstance(declared, int) and not isinstance(declared, bool):
         return declared
@@ -199,6 +173,15 @@ def probe_model(model: nn.Module, x: Tensor, *, what: str = "data") -> int:
     Raises:
         InputShapeError: the model cannot take images of this shape.
         UnsupportedModelError: the model does not return 2-D logits.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> probe_model(net, torch.rand(5, 1, 4, 4))
+        3
+        >>> probe_model(net, torch.rand(5, 1, 2, 2))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        shieldsplit.errors.InputShapeError: ... (C, H, W) = (1, 2, 2), on which the model failed...
     """
     channels = first_channels(model)
     shape = tuple(int(s) for s in x.shape[1:])
@@ -294,35 +277,6 @@ def _collect(data: Any, what: str) -> tuple[Any, Any]:
     )
 
 
-def check_pair(
-    x: Any, y: Any, *, num_classes: int | None = None, in_channels: int | None = None,
-    what: str = "data", label_what: str | None = None,
-) -> tuple[Tensor, Tensor]:
-    """One batch under the contract: float32 images in ``[0, 1]``, int64 ``(N,)`` labels.
-
-    Args:
-        x: images ``(N, C, H, W)`` (a float tensor or array).
-        y: labels ``(N,)`` or ``(N, 1)`` of any integer dtype.
-        num_classes: when given, labels must lie in ``[0, num_classes)``.
-        in_channels: when given, the images' channel count.
-        what: the name of the data (its images) in messages.
-        label_what: the name of the labels in messages (default ``"<what> labels"``).
-
-    Returns:
-        ``(x, y)`` as float32 and int64 tensors.
-
-    Raises:
-        InputShapeError, NonFiniteInputError, LabelError, ConfigError: see docs/data.md.
-    """
-    if not isinstance(x, Tensor):
-        with contextlib.suppress(TypeError, ValueError, RuntimeError):
-            x = torch.as_tensor(x)  # else check_batch names the type
-    check_batch(x, in_channels=in_channels, what=what, unit_range=True)
-    labels = as_labels(y, int(x.shape[0]), num_classes=num_classes,
-                       what=label_what or f"{what} labels")
-    return x.to(torch.float32), labels
-
-
 def as_tensors(
     data: Any,
     *,
@@ -391,6 +345,11 @@ def convert_batch(x: Any, y: Any) -> tuple[Any, Any]:
     Raises:
         ConfigError: finite images outside ``[0, 1]``.
         LabelError: float labels, or another count than images.
+
+    Example:
+        >>> x, y = convert_batch(torch.rand(2, 1, 3, 3).double(), torch.tensor([[1], [0]]))
+        >>> x.dtype, y.tolist()
+        (torch.float32, [1, 0])
     """
     if not isinstance(x, Tensor):
         with contextlib.suppress(TypeError, ValueError, RuntimeError):

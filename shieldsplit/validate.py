@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -241,6 +242,91 @@ def check_seed(seed: Any, *, what: str = "seed") -> int:
     return int(seed)
 
 
+def _stat(value: Any, channels: int | None = None) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
+    if t.numel() == 0 or not bool(torch.isfinite(t).all()):
+        raise ConfigError.build(
+            what="mean/std", expected="finite numbers, one per channel (or one for all)",
+            received=repr(value), fix="pass e.g. mean=(0.5,), std=(0.5,)",
+        )
+    if channels is not None and t.numel() not in (1, channels):
+        raise ConfigError.build(
+            what="mean/std", expected=f"1 or {channels} value(s)", received=t.numel(),
+            fix="give one value per image channel",
+        )
+    return t.view(1, -1, 1, 1)
+
+
+def check_mean_std(mean: Any, std: Any, channels: int | None) -> tuple[Tensor, Tensor]:
+    """A normalisation's mean and std as ``(1, C, 1, 1)`` tensors (std positive).
+
+    Example:
+        >>> [tuple(t.shape) for t in check_mean_std(0.5, (0.2, 0.3), 2)]
+        [(1, 1, 1, 1), (1, 2, 1, 1)]
+    """
+    m, s = _stat(mean, channels), _stat(std, channels)
+    if bool((s <= 0).any()):
+        raise ConfigError.build(what="std", expected="positive values", received=repr(std),
+                                fix="pass the std the images were normalised with")
+    return m, s
+
+
+def denormalize(x: Tensor, mean: Any, std: Any) -> Tensor:
+    """Undo ``(x - mean) / std``: back to the ``[0, 1]`` images the attacks score.
+
+    Args:
+        x: normalised images ``(N, C, H, W)``.
+        mean: the per-channel mean (a number or one per channel).
+        std: the per-channel std (positive).
+
+    Returns:
+        ``x * std + mean`` (float32).
+
+    Raises:
+        ConfigError: a non-finite or non-positive std, or the wrong number of values.
+
+    Example:
+        >>> denormalize(torch.tensor([[[[-1.0, 1.0]]]]), 0.5, 0.5).flatten().tolist()
+        [0.0, 1.0]
+    """
+    m, s = check_mean_std(mean, std, int(x.shape[1]) if x.dim() == 4 else None)
+    return x.to(torch.float32) * s + m
+
+
+def check_pair(
+    x: Any, y: Any, *, num_classes: int | None = None, in_channels: int | None = None,
+    what: str = "data", label_what: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One batch under the contract: float32 images in ``[0, 1]``, int64 ``(N,)`` labels.
+
+    Args:
+        x: images ``(N, C, H, W)`` (a float tensor or array).
+        y: labels ``(N,)`` or ``(N, 1)`` of any integer dtype.
+        num_classes: when given, labels must lie in ``[0, num_classes)``.
+        in_channels: when given, the images' channel count.
+        what: the name of the data (its images) in messages.
+        label_what: the name of the labels in messages (default ``"<what> labels"``).
+
+    Returns:
+        ``(x, y)`` as float32 and int64 tensors.
+
+    Raises:
+        InputShapeError, NonFiniteInputError, LabelError, ConfigError: see docs/data.md.
+
+    Example:
+        >>> x, y = check_pair(torch.rand(2, 1, 4, 4), torch.tensor([[1], [0]], dtype=torch.uint8))
+        >>> x.dtype, y.tolist()
+        (torch.float32, [1, 0])
+    """
+    if not isinstance(x, Tensor):
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):
+            x = torch.as_tensor(x)  # else check_batch names the type
+    check_batch(x, in_channels=in_channels, what=what, unit_range=True)
+    labels = as_labels(y, int(x.shape[0]), num_classes=num_classes,
+                       what=label_what or f"{what} labels")
+    return x.to(torch.float32), labels
+
+
 def check_loader(loader: Any, name: str) -> None:
     """Check that ``loader`` holds labelled images (a form of docs/data.md), not known empty.
 
@@ -309,5 +395,5 @@ def check_int(what: str, value: Any, *, low: int, fix: str) -> int:
 
 __all__ = [
     "UNIT_RANGE_SLACK", "as_labels", "check_batch", "check_int", "check_labels", "check_loader",
-    "check_number", "check_seed", "check_unit_range",
+    "check_mean_std", "check_number", "check_pair", "check_seed", "check_unit_range", "denormalize",
 ]
