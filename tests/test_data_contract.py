@@ -404,3 +404,18 @@ def test_check_seed() -> None:
     for bad in ("a", -1, 2**32, True, 1.0):
         with pytest.raises(ConfigError):
             check_seed(bad)
+
+
+# ----------------------------------------------------------- every defence's fit
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", ss.available_defenses())
+def test_every_defence_fit_takes_the_same_forms(name: str) -> None:
+    data = TensorDataset(X, _labels_n1_int32())  # medmnist-style labels in a plain dataset
+    defense = create_defense(name, _net(), cut=2, seed=0)
+    with pytest.raises(ConfigError, match="integer seed"):
+        defense.fit(data, epochs=1, seed="a", progress=False)
+    with pytest.raises(ConfigError, match="255"):
+        defense.fit((X * 255, Y), epochs=1, progress=False)
+    history = defense.fit(data, epochs=1, seed=0, progress=False)
+    assert len(history.epochs) == 1
+    assert defense.predict_proba(X[:3]).shape == (3, 2)
