@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from .config import PGSLConfig
 from .cutting import COMPUTE_TYPES, split_model
-from .datacontract import as_loader, check_model, probe_model
+from .datacontract import Normalized, as_loader, check_model, probe_model
 from .defense import Defense, Surface, register_defense
 from .errors import (
     ConfigError,
@@ -210,6 +210,7 @@ class SplitShield(Defense):
         super().__init__()
         check_model(model)  # a module with float32 weights (a float64 one: say it is the dtype)
         self.config = _as_config(config)
+        _check_normalized(model, self.config)
         self.seed = seed
         parts = split_model(model, cut)
         self.cut = parts.cut
@@ -913,6 +914,23 @@ class SplitShield(Defense):
         )
         shield.load_state_dict(ck["state_dict"])
         return shield
+
+
+def _check_normalized(model: nn.Module, cfg: PGSLConfig) -> None:
+    """PGSL unshuffles the images and adds a saliency channel before the model's first
+    layer: a per-channel normalisation in front of it cannot apply there."""
+    if not isinstance(model, Normalized):
+        return
+    per_channel = max(model.mean.numel(), model.std.numel()) > 1  # type: ignore[operator]
+    if per_channel and (cfg.unshuffle.enabled or (cfg.saliency.enabled and cfg.saliency.concat)):
+        raise UnsupportedModelError.build(
+            what="model", expected="Normalized with one mean and one std for all channels "
+            "(PGSL unshuffles the images and adds a saliency channel before the first layer)",
+            received=f"per-channel mean {model.mean.flatten().tolist()} and std "  # type: ignore[operator]
+            f"{model.std.flatten().tolist()}",  # type: ignore[operator]
+            fix="use a single mean and std, or switch unshuffle and saliency.concat off in "
+            "PGSLConfig (docs/data.md)",
+        )
 
 
 def _as_config(config: Any) -> PGSLConfig:

@@ -419,3 +419,20 @@ def test_every_defence_fit_takes_the_same_forms(name: str) -> None:
     history = defense.fit(data, epochs=1, seed=0, progress=False)
     assert len(history.epochs) == 1
     assert defense.predict_proba(X[:3]).shape == (3, 2)
+
+
+def _rgb_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 2))
+
+
+def test_split_shield_takes_a_scalar_normalisation_and_names_the_per_channel_limit() -> None:
+    x = torch.rand(2, 3, 8, 8)
+    shield = ss.SplitShield(Normalized(_rgb_net(), 0.5, 0.25), cut=1, seed=0)
+    torch.testing.assert_close(shield.predict_proba(x).sum(1), torch.ones(2))
+    with pytest.raises(UnsupportedModelError, match="single mean and std"):
+        ss.SplitShield(Normalized(_rgb_net(), (0.4, 0.5, 0.6), (0.2, 0.3, 0.4)), cut=1)
+    off = ss.SplitShield(Normalized(_rgb_net(), (0.4, 0.5, 0.6), (0.2, 0.3, 0.4)), cut=1,
+                         config=ss.PGSLConfig.off())
+    assert off.predict_proba(x).shape == (2, 2)
