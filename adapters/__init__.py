@@ -113,12 +113,22 @@ def verified_file(
         The path of the verified file.
 
     Raises:
-        DataFileError: if the file is missing (the message names the file, the
+        DataFileError: if ``folder`` is a file (the message names its folder), if the
+            file is missing (the message names the file, the
             folders searched and where to put it) or if its MD5 differs (the
             message names the file, the expected and the received MD5).
     """
     folder = Path(folder).expanduser()
     path = folder / filename
+    if folder.is_file():
+        raise DataFileError.build(
+            what="root",
+            expected=f"the folder that holds {filename} (root is a folder, not a file)",
+            received=f"the file {folder}",
+            fix=f"pass its folder instead: root={str(folder.parent)!r}"
+            + (f" (it holds {folder.name})" if folder.name == filename else
+               f", with {how_to_get} in it as {filename}"),
+        )
     if not path.is_file():
         where = ", ".join(str(p) for p in (searched or (folder,)))
         raise DataFileError.build(

@@ -52,7 +52,7 @@ import io
 import logging
 import platform
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,11 +75,11 @@ from .attacks.base import (
 from .attacks.observe import observe_gradient, observe_update
 from .attacks.observe_split import eval_mode, observe_activations
 from .cutting import list_cut_points, split_model
+from .datacontract import as_tensors
 from .defense import Defense
 from .errors import (
     ConfigError,
     EmptyDataError,
-    InputShapeError,
     ShieldSplitError,
     UnsupportedModelError,
 )
@@ -460,32 +460,6 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 # --------------------------------------------------------------------------- data handling
-def _tensors(data: Any) -> tuple[Tensor, Tensor]:
-    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        return data[0], data[1]
-    if hasattr(data, "x_train") and hasattr(data, "y_train"):  # an ImageDataset
-        return data.x_train, data.y_train
-    if isinstance(data, Iterable):
-        xs, ys = [], []
-        for batch in data:
-            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-                raise InputShapeError.build(
-                    what="data", expected="(images, labels) batches",
-                    received=type(batch).__name__, fix="pass a DataLoader over a TensorDataset",
-                )
-            xs.append(batch[0])
-            ys.append(batch[1])
-        if not xs:
-            raise EmptyDataError.build(
-                what="data", expected="at least one batch", received="none", fix="check the loader"
-            )
-        return torch.cat(xs), torch.cat(ys)
-    raise InputShapeError.build(
-        what="data", expected="a DataLoader, an ImageDataset or an (images, labels) tuple",
-        received=type(data).__name__, fix="pass one of those",
-    )
-
-
 def library_versions() -> dict[str, str]:
     """Versions of Python and the libraries a report's numbers depend on.
 
@@ -609,8 +583,8 @@ def audit(
         model: a plain classifier or a :class:`~shieldsplit.defense.Defense` (such as
             a :class:`~shieldsplit.SplitShield`); it is not modified (nor the train/eval
             mode of any of its submodules).
-        data: labelled images in [0, 1]: a DataLoader, an ``ImageDataset`` (its
-            training split) or an ``(images, labels)`` tuple. A seeded random
+        data: labelled images in [0, 1], in any form of docs/data.md (a DataLoader, a
+            Dataset, an ``(x, y)`` pair, an ``ImageDataset``'s training split). A seeded random
             ``victims`` of them are the victims; the rest is the attacker's auxiliary data.
         cut: where the split-learning attacks observe a plain model (ignored for a
             Defense, which has its own cut).
@@ -636,7 +610,9 @@ def audit(
         finished, marked ``complete=False``.
 
     Raises:
-        EmptyDataError, InputShapeError: if the data cannot be read or is too small.
+        EmptyDataError, InputShapeError, LabelError: if the data cannot be read, is too
+            small, or breaks the data contract of docs/data.md (the model is probed on it).
+        UnsupportedModelError: not a module, or a float64 model.
         InvalidCutError: if ``cut`` does not exist in the model.
         UnsupportedModelError: if the model does not return logits, or a defence has no
             undefended twin (the message names ``control=``).
@@ -651,22 +627,12 @@ def audit(
             what="budget", expected=f"one of {sorted(VICTIMS)}", received=repr(budget),
             fix="pass budget='quick'",
         )
-    if not isinstance(model, nn.Module):
-        raise UnsupportedModelError.build(
-            what="model", expected="a torch.nn.Module classifier or a shieldsplit Defense",
-            received=type(model).__name__, fix="pass the model object itself",
-        )
     n_victims = VICTIMS[budget] if victims is None else check_int(
         "victims", victims, low=1, fix="pass victims=16 or more (None: the budget's default)")
     if control_epochs is not None:
         check_int("control_epochs", control_epochs, low=1, fix="pass your defence's epochs")
     control = _check_control(control)
-    x_all, y_all = _tensors(data)
-    if x_all.dim() != 4 or not x_all.is_floating_point():
-        raise InputShapeError.build(
-            what="data", expected="float images (N, C, H, W) in [0, 1]",
-            received=f"{x_all.dtype} {tuple(x_all.shape)}", fix="scale and reshape the images",
-        )
+    x_all, y_all = as_tensors(data, model=model)  # the one data contract (docs/data.md)
     if len(x_all) < n_victims + 16:
         raise EmptyDataError.build(
             what="data",

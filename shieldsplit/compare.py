@@ -59,6 +59,7 @@ from .auditor import (
     png_base64,
 )
 from .data import ImageDataset, make_loaders
+from .datacontract import as_dataset
 from .defense import available_defenses, create_defense
 from .errors import ConfigError
 from .functional.stats import majority_rate
@@ -439,7 +440,7 @@ def _utility(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 def compare(
     model: nn.Module,
     *,
-    data: ImageDataset,
+    data: Any,
     defenses: Sequence[str | tuple[str, Mapping[str, Any]]] = (
         "none", "pgsl", "latent-fixed", "latent-learned", "dpsgd", "nopeek", "laplace", "bido"),
     sweeps: Mapping[str, Sequence[float]] | None = None,
@@ -457,8 +458,11 @@ def compare(
     Args:
         model: the classifier to defend; every defence gets its own copy (the model is
             never modified), so all start from the same weights.
-        data: the data set (``shieldsplit.data.load_dataset``): train split for training
-            and as the audit's victims/auxiliary pool, test split for accuracy and F1.
+        data: labelled images in any form of docs/data.md. An ``ImageDataset``
+            (``shieldsplit.data.load_dataset``) is used as split; any other form (a
+            ``TensorDataset``, a DataLoader, an ``(x, y)`` pair) gets a seeded stratified
+            70/15/15 split (``ImageDataset.from_tensors``). The train split trains and is
+            the audit's victims/auxiliary pool; the test split scores accuracy and F1.
         defenses: registered names, or ``(name, options)`` pairs. ``"none"`` (the
             undefended split, every other defence's positive control) runs first and is
             added when absent.
@@ -479,15 +483,13 @@ def compare(
 
     Raises:
         ConfigError: an unknown defence, attack or sweep key, or a bad option.
+        InputShapeError, LabelError, UnsupportedModelError: data or a model that breaks
+            the data contract of docs/data.md (checked before any training).
 
     Reference:
         Jiang, Firouzi, Chakrabarty 2025 (Fig. 4); Khowaja et al. 2022 (Table I).
     """
-    if not isinstance(data, ImageDataset):
-        raise ConfigError.build(
-            what="data", expected="a shieldsplit.data.ImageDataset (train and test splits)",
-            received=type(data).__name__, fix="build it with shieldsplit.data.load_dataset",
-        )
+    data = as_dataset(data, model=model, seed=seed)  # the one data contract (docs/data.md)
     specs = _specs(defenses, sweeps)
     if "none" not in [n for n, _ in specs]:
         specs.insert(0, ("none", {}))
@@ -547,7 +549,7 @@ def _run(
 
 def run_defense(
     model: nn.Module,
-    data: ImageDataset,
+    data: Any,
     name: str,
     *,
     options: Mapping[str, Any] | None = None,
@@ -565,7 +567,8 @@ def run_defense(
 
     Args:
         model: the classifier to defend (copied, never modified).
-        data: the data set: train split to train and audit on, test split for accuracy.
+        data: labelled images in any form of docs/data.md (see :func:`compare`): train
+            split to train and audit on, test split for accuracy.
         name: a registered defence.
         options: its keyword options (besides cut and seed).
         attacks: audit attacks; those whose threat model does not apply get ``n/a``.
@@ -597,6 +600,7 @@ def run_defense(
         >>> run.defense, run.strength, run.strength_value, run.leakage["split-black-box"].status
         ('laplace', 'scale', 0.5, 'ok')
     """
+    data = as_dataset(data, model=model, seed=seed)
     return _run_seeded(model, data, name, dict(options or {}), attacks, cut, epochs,
                        batch_size, budget, victims, seed, progress, control)[0]
 

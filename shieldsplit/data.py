@@ -54,6 +54,13 @@ from shieldsplit.errors import (
     ShieldSplitError,
 )
 from shieldsplit.registry import Registry
+from shieldsplit.validate import (
+    check_number,
+    check_pair,
+    check_seed,
+    check_unit_range,
+    denormalize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +71,6 @@ DEFAULT_DATASET = "digits"
 DATA_ROOT_ENV = "SHIELDSPLIT_DATA_ROOT"
 
 _SPLITS = ("train", "val", "test")
-_MAX_SEED = 2**32 - 1
 
 
 # --------------------------------------------------------------------------- dataset
@@ -186,14 +192,7 @@ class ImageDataset:
                     received="NaN or infinity",
                     fix="clean the images before building the data set",
                 )
-            lo, hi = float(x.min()), float(x.max())
-            if lo < 0.0 or hi > 1.0:
-                raise ConfigError.build(
-                    what=f"x_{split}",
-                    expected="pixel values in [0, 1]",
-                    received=f"values in [{lo:g}, {hi:g}]",
-                    fix="divide the images by their maximum value (e.g. 255)",
-                )
+            check_unit_range(x, what=f"x_{split}")
             if (
                 not isinstance(y, torch.Tensor)
                 or y.dtype != torch.int64
@@ -215,6 +214,76 @@ class ImageDataset:
                     received=f"labels in [{ylo}, {yhi}]",
                     fix="relabel to 0..num_classes-1 or raise num_classes",
                 )
+
+    @classmethod
+    def from_tensors(
+        cls,
+        x: Any,
+        y: Any,
+        *,
+        val: float = 0.15,
+        test: float = 0.15,
+        seed: int = 0,
+        num_classes: int | None = None,
+        class_names: tuple[str, ...] | None = None,
+        normalization: tuple[Any, Any] | None = None,
+        name: str = "tensors",
+    ) -> ImageDataset:
+        """Build a data set from your own images and labels with a seeded stratified split.
+
+        Every class is split in the same proportions (see :func:`stratified_split`), so
+        a rare class keeps its share in each split. Labels may be ``(N,)`` or ``(N, 1)``
+        of any integer dtype (see docs/data.md).
+
+        Args:
+            x: float images ``(N, C, H, W)`` in ``[0, 1]`` (or normalised, with
+                ``normalization``).
+            y: integer labels ``(N,)`` or ``(N, 1)``.
+            val: fraction of each class for the validation split, in ``(0, 1)``.
+            test: fraction of each class for the test split, in ``(0, 1)``; ``val + test < 1``.
+            seed: seeds the split; the same seed gives the same split.
+            num_classes: the number of classes (default: the largest label + 1).
+            class_names: one name per class (default ``"0"``, ``"1"``, ...).
+            normalization: ``(mean, std)`` the images were normalised with; they are
+                de-normalised to ``[0, 1]`` here (wrap the model in
+                :class:`shieldsplit.datacontract.Normalized`).
+            name: the data set's name.
+
+        Returns:
+            The data set.
+
+        Raises:
+            InputShapeError, NonFiniteInputError, LabelError, ConfigError: input that
+                breaks the contract of docs/data.md, or bad fractions or seed.
+            EmptyDataError: a split would hold no image.
+
+        Example:
+            >>> import torch
+            >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 2
+            >>> ds = ImageDataset.from_tensors(x, y.view(-1, 1).int(), val=0.25, test=0.25,
+            ...                                seed=0)
+            >>> ds.y_train.shape[0], ds.y_val.shape[0], ds.y_test.shape[0], ds.num_classes
+            (20, 10, 10, 2)
+        """
+        seed = check_seed(seed)
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(np.asarray(x))
+        if normalization is not None:
+            x = denormalize(x, *normalization)
+        xs, labels = check_pair(x, y, what="x", label_what="y")
+        classes = int(labels.max()) + 1 if num_classes is None else num_classes
+        train, val_idx, test_idx = stratified_split(labels.numpy(), val=val, test=test, seed=seed)
+        parts: dict[str, torch.Tensor] = {}
+        for split, idx in zip(_SPLITS, (train, val_idx, test_idx), strict=True):
+            index = torch.from_numpy(idx)
+            parts[f"x_{split}"], parts[f"y_{split}"] = xs[index], labels[index]
+        names = class_names if class_names is not None else tuple(
+            str(i) for i in range(classes if isinstance(classes, int) else 0))
+        return cls(
+            name=name, **parts, num_classes=classes, class_names=names,
+            source=(f"{name}: {x.shape[0]} images from tensors; stratified split with "
+                    f"val={val:g}, test={test:g}, seed={seed}"),
+        )
 
     @property
     def in_channels(self) -> int:
@@ -273,22 +342,74 @@ class ImageDataset:
 # ------------------------------------------------------------------------- helpers
 
 
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+def stratified_split(
+    y: np.ndarray, *, val: float, test: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded stratified train/val/test indices: each class split in the same proportions.
+
+    The validation and test sizes are ``round(N * val)`` and ``round(N * test)``,
+    shared out over the classes by largest remainder, so each class's share in each
+    split is within one image of its share in the whole; the rest is training data.
+    Indices come back sorted (data set order).
+
+    Args:
+        y: integer labels ``(N,)``.
+        val: validation fraction in ``(0, 1)``.
+        test: test fraction in ``(0, 1)``, with ``val + test < 1``.
+        seed: seeds the draw; the same seed gives the same indices.
+
+    Returns:
+        Disjoint ``(train, val, test)`` index arrays covering ``range(N)``.
+
+    Raises:
+        ConfigError: fractions out of range or a bad seed.
+        EmptyDataError: a split would hold no image (too few images for the fractions).
+
+    Example:
+        >>> tr, va, te = stratified_split(np.array([0] * 8 + [1] * 4), val=0.25, test=0.25,
+        ...                               seed=0)
+        >>> np.bincount(np.array([0] * 8 + [1] * 4)[va]).tolist(), len(tr)
+        ([2, 1], 6)
+    """
+    val = check_number("val", val, low=0.0, low_open=True, high=1.0, high_open=True,
+                       fix="pass a fraction such as val=0.15")
+    test = check_number("test", test, low=0.0, low_open=True, high=1.0, high_open=True,
+                        fix="pass a fraction such as test=0.15")
+    if val + test >= 1.0:
         raise ConfigError.build(
-            what="seed",
-            expected=f"an int in [0, {_MAX_SEED}]",
-            received=repr(seed),
-            fix="pass an integer seed such as seed=0",
+            what="val + test", expected="a sum below 1 (the rest is the training split)",
+            received=f"{val:g} + {test:g}", fix="lower val or test",
         )
-    if not 0 <= int(seed) <= _MAX_SEED:
-        raise ConfigError.build(
-            what="seed",
-            expected=f"an int in [0, {_MAX_SEED}]",
-            received=seed,
-            fix="pass a non-negative seed below 2**32",
-        )
-    return int(seed)
+    rng = np.random.default_rng(check_seed(seed))
+    labels = np.asarray(y).reshape(-1)
+    classes, counts = np.unique(labels, return_counts=True)
+    n_val = _largest_remainder(counts, val)
+    n_test = np.minimum(_largest_remainder(counts, test), counts - n_val)
+    out: list[list[np.ndarray]] = [[], [], []]
+    for c, nv, nt in zip(classes, n_val, n_test, strict=True):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        out[1].append(idx[:nv])
+        out[2].append(idx[nv:nv + nt])
+        out[0].append(idx[nv + nt:])
+    splits = tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in out)
+    for split, idx in zip(_SPLITS, splits, strict=True):
+        if len(idx) == 0:
+            raise EmptyDataError.build(
+                what=split, expected="at least one image in each split",
+                received=f"0 of {len(labels)} images in {split}",
+                fix="pass more images or larger val/test fractions",
+            )
+    return splits[0], splits[1], splits[2]
+
+
+def _largest_remainder(counts: np.ndarray, fraction: float) -> np.ndarray:
+    """Share ``round(sum(counts) * fraction)`` over the classes by largest remainder."""
+    raw = counts * fraction
+    base = np.floor(raw).astype(np.int64)
+    short = round(float(counts.sum()) * fraction) - int(base.sum())
+    order = np.argsort(-(raw - base), kind="stable")
+    base[order[:max(short, 0)]] += 1
+    return np.minimum(base, counts)
 
 
 def _images_to_tensor(x: np.ndarray, max_value: float) -> torch.Tensor:
@@ -584,7 +705,7 @@ def load_dataset(
     """
     entry = _REGISTRY.get(name)
     key = _REGISTRY.key(name)
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     if limit is not None and (
         isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1
     ):
@@ -679,7 +800,7 @@ def make_loaders(ds: ImageDataset, *, batch_size: int = 64, seed: int = 0) -> Da
             received=repr(batch_size),
             fix="pass batch_size=64 or another positive int",
         )
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     bs = int(batch_size)
     return DataLoaders(
@@ -744,5 +865,6 @@ __all__ = [
     "load_dataset",
     "make_loaders",
     "register_dataset",
+    "stratified_split",
     "unregister_dataset",
 ]

@@ -48,11 +48,12 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 from .cutting import split_model
+from .datacontract import as_loader, check_model
 from .errors import ConfigError, DataFileError, ShieldSplitError, UnsupportedModelError
 from .io import atomic_torch_save, safe_torch_load
 from .registry import Registry
 from .training import PlainHistory, fit_plain
-from .validate import check_batch, check_loader
+from .validate import check_batch, check_loader, check_seed
 from .wire import ClientMessage
 
 if TYPE_CHECKING:
@@ -115,7 +116,11 @@ class Defense(nn.Module, abc.ABC):
         progress: bool = True,
         restore_best: bool = False,
     ) -> BaseModel:
-        """Train the defended model in place; returns its typed history."""
+        """Train the defended model in place; returns its typed history.
+
+        ``train_loader`` and ``val_loader`` take labelled images in any form of
+        docs/data.md.
+        """
 
     def train_protocol(
         self,
@@ -131,7 +136,7 @@ class Defense(nn.Module, abc.ABC):
         Algorithm 1) overrides it.
 
         Args:
-            train_loader: yields ``(images, labels)``.
+            train_loader: labelled images in any form of docs/data.md.
             epochs: training epochs (of each phase).
             val_loader: optional validation loader.
             seed: seeds everything random.
@@ -180,11 +185,16 @@ class Defense(nn.Module, abc.ABC):
         """Class probabilities in eval mode (the module's mode is restored).
 
         Args:
-            x: images ``(N, C, H, W)``.
+            x: images ``(N, C, H, W)`` in ``[0, 1]`` (docs/data.md).
 
         Returns:
             ``(N, classes)`` probabilities.
+
+        Raises:
+            InputShapeError, NonFiniteInputError, ConfigError: images that break the data
+                contract of docs/data.md.
         """
+        check_batch(x, in_channels=getattr(self, "in_channels", None), unit_range=True)
         was = self.training
         try:
             return F.softmax(self.eval()(x), dim=-1)
@@ -358,15 +368,6 @@ def restored_on_error(module: nn.Module) -> Iterator[None]:
 
 
 # ------------------------------------------------------------ cut defences
-def _check_model(model: Any) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise UnsupportedModelError.build(
-            what="model", expected="a torch.nn.Module", received=type(model).__name__,
-            fix="pass the classifier module itself",
-        )
-    return model
-
-
 class CutDefense(Defense):
     """A classifier split at ``cut`` and trained end to end (the model is deep-copied).
 
@@ -385,7 +386,7 @@ class CutDefense(Defense):
 
     def __init__(self, model: nn.Module, *, cut: int | str = 2, seed: int = 0) -> None:
         super().__init__()
-        parts = split_model(copy.deepcopy(_check_model(model)), cut)
+        parts = split_model(copy.deepcopy(check_model(model)), cut)
         self.record_template(model)
         self.cut = parts.cut
         self.seed = seed
@@ -407,6 +408,22 @@ class CutDefense(Defense):
             what="model", expected="a classifier ending in nn.Linear or with .num_classes",
             received=type(model).__name__, fix="set model.num_classes",
         )
+
+    def contract(self, data: Any, *, seed: int = 0, shuffle: bool = True,
+                 what: str = "train_loader") -> Iterable[tuple[Tensor, Tensor]]:
+        """Any form of docs/data.md as checked batches; this defence is probed on the first.
+
+        Args:
+            data: a DataLoader, a map-style Dataset, an ``(x, y)`` pair or an ImageDataset.
+            seed: seeds the shuffling of the forms that are not loaders.
+            shuffle: shuffle those (False for validation data).
+            what: the name of the data in messages.
+
+        Returns:
+            A DataLoader (a given one keeps its sampler; its batches are checked).
+        """
+        return as_loader(data, seed=seed, shuffle=shuffle, model=self,
+                         num_classes=self.num_classes, in_channels=self.in_channels, what=what)
 
     def transform(self, a: Tensor) -> Tensor:
         """The wire transform of the cut activations (identity here)."""
@@ -464,7 +481,7 @@ class CutDefense(Defense):
         """Train client and server end to end on :meth:`training_loss`.
 
         Args:
-            train_loader: yields ``(images, labels)``.
+            train_loader: labelled images in any form of docs/data.md.
             epochs: passes over the data.
             val_loader: optional validation loader.
             seed: seeds dropout, noise and shuffling.
@@ -479,7 +496,11 @@ class CutDefense(Defense):
             InputShapeError, NonFiniteInputError, LabelError: on a bad batch; the weights
                 are restored to what they were before the call.
         """
+        seed = check_seed(seed)
         check_loader(train_loader, "train_loader")
+        train_loader = self.contract(train_loader, seed=seed)
+        if val_loader is not None:
+            val_loader = self.contract(val_loader, seed=seed, shuffle=False, what="val_loader")
         with restored_on_error(self):
             return fit_plain(self, train_loader, epochs=epochs, val_loader=val_loader,
                              seed=seed, progress=progress, restore_best=restore_best,

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from .config import PGSLConfig
 from .cutting import COMPUTE_TYPES, split_model
+from .datacontract import Normalized, as_loader, check_model, probe_model
 from .defense import Defense, Surface, register_defense
 from .errors import (
     ConfigError,
@@ -63,7 +64,7 @@ from .recovery import ProximalRecovery
 from .saliency import class_gradient, jsma_saliency
 from .training import BestState, make_optimizer
 from .unshuffle import SubPixelUpsample, pad_to_multiple, unshuffle
-from .validate import check_batch, check_loader
+from .validate import check_batch, check_loader, check_seed
 from .wire import ClientMessage, ServerGradient, StreamScores
 
 logger = logging.getLogger(__name__)
@@ -207,12 +208,9 @@ class SplitShield(Defense):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if not isinstance(model, nn.Module):
-            raise UnsupportedModelError.build(
-                what="model", expected="a torch.nn.Module", received=type(model).__name__,
-                fix="pass the classifier module itself",
-            )
+        check_model(model)  # a module with float32 weights (a float64 one: say it is the dtype)
         self.config = _as_config(config)
+        _check_normalized(model, self.config)
         self.seed = seed
         parts = split_model(model, cut)
         self.cut = parts.cut
@@ -229,6 +227,8 @@ class SplitShield(Defense):
             self.in_channels = input_shape[0]
         self.input_shape = input_shape
         activation, self.num_classes = self._probe_shapes()
+        #: (dims, channels) of what the client sends: server() checks a message against it.
+        self.wire_layout = (activation.dim(), int(activation.shape[1]))
         spatial = activation.dim() == 4
         cfg = self.config
         needs_image_head = cfg.unshuffle.enabled or (cfg.saliency.enabled and cfg.saliency.concat)
@@ -353,8 +353,19 @@ class SplitShield(Defense):
         return head
 
     # ------------------------------------------------------------- validation
-    def _check_inputs(self, x: Any, y: Any = None) -> None:
-        check_batch(x, y, num_classes=self.num_classes, in_channels=self.in_channels)
+    def _check_inputs(self, x: Any, y: Any = None, *, unit_range: bool = True) -> None:
+        """The data contract on one batch (docs/data.md): shape, [0, 1] pixels (not for
+        ``forward``, the plain module call), labels, and, once per image shape, a probe
+        of the wrapped model (a wrong image size is a typed error, not torch's crash
+        deep in the server)."""
+        check_batch(x, y, num_classes=self.num_classes, in_channels=self.in_channels,
+                    unit_range=unit_range)
+        shape = tuple(int(s) for s in x.shape[1:])
+        known: set[tuple[int, ...]] = self.__dict__.setdefault("_probed_shapes", set())
+        if shape not in known:
+            template = self.__dict__["_template"]
+            probe_model(template, torch.zeros(1, *shape, device=_device_of(template)), what="x")
+            known.add(shape)
 
     def _prepare(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Move a checked batch to the shield's device and floating dtype."""
@@ -486,7 +497,25 @@ class SplitShield(Defense):
                 what="msg", expected="a ClientMessage from SplitShield.client",
                 received=type(msg).__name__, fix="call shield.server(shield.client(x))",
             )
-        return self._server_forward(msg)
+        dims, channels = self.wire_layout
+        a = msg.activations
+        if not isinstance(a, Tensor) or a.dim() != dims or a.shape[1] != channels:
+            raise InputShapeError.build(
+                what="msg.activations",
+                expected=f"a {dims}-D tensor with {channels} channels (what this shield's "
+                "client sends)",
+                received=f"{type(a).__name__} of shape {tuple(getattr(a, 'shape', ()))}",
+                fix="pass the message of this shield's client: shield.server(shield.client(x))",
+            )
+        try:
+            return self._server_forward(msg)
+        except RuntimeError as exc:
+            raise InputShapeError.build(
+                what="msg.activations", expected="activations of this shield's client",
+                received=f"shape {tuple(a.shape)}, on which the server failed "
+                f"({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else 'error'})",
+                fix="pass the message of this shield's client: shield.server(shield.client(x))",
+            ) from exc
 
     def server(self, msg: ClientMessage) -> Tensor:
         """The fused stream's logits for a client message.
@@ -510,7 +539,7 @@ class SplitShield(Defense):
         Returns:
             ``(N, classes)`` logits.
         """
-        self._check_inputs(x)
+        self._check_inputs(x, unit_range=False)
         x, _ = self._prepare(x)
         return self._server_forward(self._client_forward(x, None))["fused"]
 
@@ -541,10 +570,14 @@ class SplitShield(Defense):
         """Decision-level fusion of the streams (eq. 9), or the fused stream alone.
 
         Args:
-            x: image batch ``(N, C, H, W)``.
+            x: image batch ``(N, C, H, W)`` in ``[0, 1]`` (docs/data.md).
 
         Returns:
             ``(N, classes)`` probabilities.
+
+        Raises:
+            InputShapeError, NonFiniteInputError, ConfigError: images that break the data
+                contract of docs/data.md (size, channels, ``[0, 1]`` range).
         """
         return self._decide(self.predict_streams(x).as_dict())
 
@@ -581,7 +614,8 @@ class SplitShield(Defense):
         training scores (eqs. 10-11), so no validation data is used for them.
 
         Args:
-            train_loader: yields ``(images, labels)`` batches.
+            train_loader: labelled images in any form of docs/data.md (a DataLoader
+                keeps its sampler).
             epochs: passes over the data.
             val_loader: optional; its accuracy per stream is recorded.
             seed: seeds dropout, the loader's shuffling (when it uses the global
@@ -604,9 +638,12 @@ class SplitShield(Defense):
             raise ConfigError.build(
                 what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
             )
+        seed = check_seed(seed)
         check_loader(train_loader, "train_loader")
+        train_loader = self._contract(train_loader, seed=seed, shuffle=True, what="train_loader")
         if val_loader is not None:
             check_loader(val_loader, "val_loader")
+            val_loader = self._contract(val_loader, seed=seed, shuffle=False, what="val_loader")
         snapshot = copy.deepcopy(self.state_dict())
         was_training = self.training
         try:
@@ -617,6 +654,12 @@ class SplitShield(Defense):
             self.load_state_dict(snapshot)
             self.train(was_training)
             raise
+
+    def _contract(self, data: Any, *, seed: int, shuffle: bool,
+                  what: str) -> Iterable[tuple[Tensor, Tensor]]:
+        """Any form of docs/data.md as checked batches, the wrapped model probed first."""
+        return as_loader(data, seed=seed, shuffle=shuffle, model=self.__dict__["_template"],
+                         num_classes=self.num_classes, in_channels=self.in_channels, what=what)
 
     def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, list[Any]]:
         client_params = list(self.head.parameters())
@@ -746,7 +789,7 @@ class SplitShield(Defense):
         """Accuracy of every stream and of the decision fusion.
 
         Args:
-            loader: yields ``(images, labels)``.
+            loader: labelled images in any form of docs/data.md.
 
         Returns:
             ``{"recovered": ..., "fused": ..., "attacked": ..., "decision": ...}``
@@ -757,7 +800,7 @@ class SplitShield(Defense):
         """
         correct: dict[str, int] = {}
         seen = 0
-        for x, y in loader:
+        for x, y in self._contract(loader, seed=0, shuffle=False, what="loader"):
             self._check_inputs(x, y)
             probs = self.predict_streams(x).as_dict()
             probs["decision"] = self._decide(probs)
@@ -871,6 +914,23 @@ class SplitShield(Defense):
         )
         shield.load_state_dict(ck["state_dict"])
         return shield
+
+
+def _check_normalized(model: nn.Module, cfg: PGSLConfig) -> None:
+    """PGSL unshuffles the images and adds a saliency channel before the model's first
+    layer: a per-channel normalisation in front of it cannot apply there."""
+    if not isinstance(model, Normalized):
+        return
+    per_channel = max(model.mean.numel(), model.std.numel()) > 1  # type: ignore[operator]
+    if per_channel and (cfg.unshuffle.enabled or (cfg.saliency.enabled and cfg.saliency.concat)):
+        raise UnsupportedModelError.build(
+            what="model", expected="Normalized with one mean and one std for all channels "
+            "(PGSL unshuffles the images and adds a saliency channel before the first layer)",
+            received=f"per-channel mean {model.mean.flatten().tolist()} and std "  # type: ignore[operator]
+            f"{model.std.flatten().tolist()}",  # type: ignore[operator]
+            fix="use a single mean and std, or switch unshuffle and saliency.concat off in "
+            "PGSLConfig (docs/data.md)",
+        )
 
 
 def _as_config(config: Any) -> PGSLConfig:

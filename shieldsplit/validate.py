@@ -15,13 +15,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .errors import ConfigError, EmptyDataError, InputShapeError, LabelError, NonFiniteInputError
+
+_MAX_SEED = 2**32 - 1
 
 
 def check_batch(
@@ -31,6 +35,7 @@ def check_batch(
     num_classes: int | None = None,
     in_channels: int | None = None,
     what: str = "x",
+    unit_range: bool = False,
 ) -> None:
     """Check an image batch (and its labels, when given).
 
@@ -40,11 +45,13 @@ def check_batch(
         num_classes: when given, labels must lie in ``[0, num_classes)``.
         in_channels: when given, ``x`` must have this many channels.
         what: the name of ``x`` in error messages.
+        unit_range: also require pixel values in ``[0, 1]`` (see :func:`check_unit_range`).
 
     Raises:
         InputShapeError: wrong type, rank, dtype, channel count or an empty batch.
         NonFiniteInputError: NaN or infinity in ``x``.
         LabelError: labels of the wrong shape, dtype or range.
+        ConfigError: with ``unit_range``, pixel values outside ``[0, 1]``.
     """
     if not isinstance(x, Tensor) or x.dim() != 4:
         raise InputShapeError.build(
@@ -76,6 +83,8 @@ def check_batch(
             what=what, expected="finite values", received=f"{bad} NaN/inf value(s)",
             fix="clean or impute the images first",
         )
+    if unit_range:
+        check_unit_range(x, what=what)
     if y is not None:
         check_labels(y, len(x), num_classes=num_classes)
 
@@ -118,8 +127,208 @@ def check_labels(y: Any, n: int, *, num_classes: int | None = None) -> None:
         )
 
 
+#: Slack on the [0, 1] pixel range, for images de-normalised in float32 (x * std + mean).
+UNIT_RANGE_SLACK = 1e-4
+
+
+def check_unit_range(x: Tensor, *, what: str = "x") -> None:
+    """Pixel values must lie in ``[0, 1]`` (the space attacks rebuild and metrics score).
+
+    The fix names the likely cause: ``[0, 255]`` images (divide by 255) or images
+    normalised with a mean and std (de-normalise them and wrap the model in
+    :class:`shieldsplit.datacontract.Normalized`, see docs/data.md).
+
+    Args:
+        x: a floating image tensor.
+        what: its name in the message.
+
+    Raises:
+        ConfigError: a value below ``-UNIT_RANGE_SLACK`` or above ``1 + UNIT_RANGE_SLACK``.
+
+    Example:
+        >>> check_unit_range(torch.tensor([0.0, 0.5, 1.0]))
+        >>> try:
+        ...     check_unit_range(torch.tensor([0.0, 255.0]))
+        ... except ValueError as err:
+        ...     print(str(err).split("Fix: ")[1][:20])
+        divide the images by
+    """
+    if x.numel() == 0 or _transformed():
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= -UNIT_RANGE_SLACK and hi <= 1.0 + UNIT_RANGE_SLACK:
+        return
+    if lo >= 0.0 and hi <= 255.0 + UNIT_RANGE_SLACK:
+        fix = (f"divide the images by {255 if hi > 1.5 else hi:g} (e.g. x / 255.0 for 8-bit "
+               "images) so that they lie in [0, 1]")
+    else:
+        fix = ("the images look normalised: pass them in [0, 1] (undo it with "
+               "shieldsplit.datacontract.denormalize(x, mean, std)) and wrap the model as "
+               "Normalized(model, mean, std) so that it still sees its normalised input "
+               "(docs/data.md)")
+    raise ConfigError.build(
+        what=what, expected="pixel values in [0, 1]", received=f"values in [{lo:g}, {hi:g}]",
+        fix=fix,
+    )
+
+
+def as_labels(y: Any, n: int, *, num_classes: int | None = None, what: str = "y") -> Tensor:
+    """Labels as users hold them, as int64 ``(n,)``: ``(N,)`` or ``(N, 1)`` (medmnist's own)
+    of any integer dtype (a tensor, a numpy array or a list).
+
+    Args:
+        y: the labels.
+        n: how many there must be (the number of images).
+        num_classes: when given, labels must lie in ``[0, num_classes)``.
+        what: their name in messages.
+
+    Returns:
+        An int64 tensor of shape ``(n,)`` (``y`` itself when it already is one).
+
+    Raises:
+        LabelError: float, bool or complex labels, another shape, another count than
+            ``n`` images, or a label outside ``[0, num_classes)``.
+
+    Example:
+        >>> import numpy as np
+        >>> as_labels(np.array([[1], [0]], dtype=np.uint8), 2)
+        tensor([1, 0])
+    """
+    if not isinstance(y, Tensor):
+        try:
+            y = torch.as_tensor(y)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise LabelError.build(
+                what=what, expected="integer class labels (a tensor or an array)",
+                received=type(y).__name__, fix="pass one integer label per image",
+            ) from exc
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise LabelError.build(
+            what=what, expected="integer class indices", received=f"dtype {y.dtype}",
+            fix="pass integer labels; if these floats are whole class numbers, use y.long()",
+        )
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.dim() != 1:
+        raise LabelError.build(
+            what=what, expected="labels of shape (N,) or (N, 1)",
+            received=f"shape {tuple(y.shape)}",
+            fix="pass one class index per image (one-hot labels: y.argmax(1))",
+        )
+    if y.shape[0] != n:
+        raise LabelError.build(
+            what=what, expected=f"one label per image ({n})", received=f"{y.shape[0]} labels",
+            fix="pass as many labels as images, in the same order",
+        )
+    y = y.long()
+    check_labels(y, n, num_classes=num_classes)
+    return y
+
+
+def check_seed(seed: Any, *, what: str = "seed") -> int:
+    """A seed: an int (numpy ints too) in ``[0, 2**32 - 1]``, else a typed ConfigError.
+
+    Example:
+        >>> check_seed(3)
+        3
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+        0 <= int(seed) <= _MAX_SEED
+    ):
+        raise ConfigError.build(
+            what=what, expected=f"an int in [0, {_MAX_SEED}]", received=repr(seed),
+            fix="pass an integer seed such as seed=0",
+        )
+    return int(seed)
+
+
+def _stat(value: Any, channels: int | None = None) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
+    if t.numel() == 0 or not bool(torch.isfinite(t).all()):
+        raise ConfigError.build(
+            what="mean/std", expected="finite numbers, one per channel (or one for all)",
+            received=repr(value), fix="pass e.g. mean=(0.5,), std=(0.5,)",
+        )
+    if channels is not None and t.numel() not in (1, channels):
+        raise ConfigError.build(
+            what="mean/std", expected=f"1 or {channels} value(s)", received=t.numel(),
+            fix="give one value per image channel",
+        )
+    return t.view(1, -1, 1, 1)
+
+
+def check_mean_std(mean: Any, std: Any, channels: int | None) -> tuple[Tensor, Tensor]:
+    """A normalisation's mean and std as ``(1, C, 1, 1)`` tensors (std positive).
+
+    Example:
+        >>> [tuple(t.shape) for t in check_mean_std(0.5, (0.2, 0.3), 2)]
+        [(1, 1, 1, 1), (1, 2, 1, 1)]
+    """
+    m, s = _stat(mean, channels), _stat(std, channels)
+    if bool((s <= 0).any()):
+        raise ConfigError.build(what="std", expected="positive values", received=repr(std),
+                                fix="pass the std the images were normalised with")
+    return m, s
+
+
+def denormalize(x: Tensor, mean: Any, std: Any) -> Tensor:
+    """Undo ``(x - mean) / std``: back to the ``[0, 1]`` images the attacks score.
+
+    Args:
+        x: normalised images ``(N, C, H, W)``.
+        mean: the per-channel mean (a number or one per channel).
+        std: the per-channel std (positive).
+
+    Returns:
+        ``x * std + mean`` (float32).
+
+    Raises:
+        ConfigError: a non-finite or non-positive std, or the wrong number of values.
+
+    Example:
+        >>> denormalize(torch.tensor([[[[-1.0, 1.0]]]]), 0.5, 0.5).flatten().tolist()
+        [0.0, 1.0]
+    """
+    m, s = check_mean_std(mean, std, int(x.shape[1]) if x.dim() == 4 else None)
+    return x.to(torch.float32) * s + m
+
+
+def check_pair(
+    x: Any, y: Any, *, num_classes: int | None = None, in_channels: int | None = None,
+    what: str = "data", label_what: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One batch under the contract: float32 images in ``[0, 1]``, int64 ``(N,)`` labels.
+
+    Args:
+        x: images ``(N, C, H, W)`` (a float tensor or array).
+        y: labels ``(N,)`` or ``(N, 1)`` of any integer dtype.
+        num_classes: when given, labels must lie in ``[0, num_classes)``.
+        in_channels: when given, the images' channel count.
+        what: the name of the data (its images) in messages.
+        label_what: the name of the labels in messages (default ``"<what> labels"``).
+
+    Returns:
+        ``(x, y)`` as float32 and int64 tensors.
+
+    Raises:
+        InputShapeError, NonFiniteInputError, LabelError, ConfigError: see docs/data.md.
+
+    Example:
+        >>> x, y = check_pair(torch.rand(2, 1, 4, 4), torch.tensor([[1], [0]], dtype=torch.uint8))
+        >>> x.dtype, y.tolist()
+        (torch.float32, [1, 0])
+    """
+    if not isinstance(x, Tensor):
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):
+            x = torch.as_tensor(x)  # else check_batch names the type
+    check_batch(x, in_channels=in_channels, what=what, unit_range=True)
+    labels = as_labels(y, int(x.shape[0]), num_classes=num_classes,
+                       what=label_what or f"{what} labels")
+    return x.to(torch.float32), labels
+
+
 def check_loader(loader: Any, name: str) -> None:
-    """Check that ``loader`` is an iterable of batches with at least one batch.
+    """Check that ``loader`` holds labelled images (a form of docs/data.md), not known empty.
 
     Args:
         loader: the candidate loader.
@@ -128,10 +337,14 @@ def check_loader(loader: Any, name: str) -> None:
     Raises:
         EmptyDataError: not iterable, or known to be empty.
     """
-    if loader is None or not hasattr(loader, "__iter__"):
+    if loader is None or not (
+        hasattr(loader, "__iter__") or hasattr(loader, "__getitem__")
+        or hasattr(loader, "x_train")  # an ImageDataset
+    ):
         raise EmptyDataError.build(
-            what=name, expected="an iterable of (images, labels) batches",
-            received=type(loader).__name__, fix="pass a torch DataLoader",
+            what=name, expected="labelled images: a DataLoader, a Dataset, an (x, y) pair or "
+            "an ImageDataset (docs/data.md)",
+            received=type(loader).__name__, fix="pass one of those",
         )
     try:
         size = len(loader)
@@ -180,4 +393,7 @@ def check_int(what: str, value: Any, *, low: int, fix: str) -> int:
     return value
 
 
-__all__ = ["check_batch", "check_int", "check_labels", "check_loader", "check_number"]
+__all__ = [
+    "UNIT_RANGE_SLACK", "as_labels", "check_batch", "check_int", "check_labels", "check_loader",
+    "check_mean_std", "check_number", "check_pair", "check_seed", "check_unit_range", "denormalize",
+]

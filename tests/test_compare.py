@@ -14,7 +14,7 @@ import shieldsplit as ss
 from shieldsplit.cli import app
 from shieldsplit.compare import CompareTable, compare
 from shieldsplit.data import load_dataset
-from shieldsplit.errors import ConfigError
+from shieldsplit.errors import ConfigError, InputShapeError
 
 KW = dict(epochs=1, attacks=["split-black-box", "idlg"], victims=8, progress=False)
 
@@ -99,9 +99,9 @@ def test_bad_names_are_typed_errors(digits) -> None:
     with pytest.raises(ConfigError, match="strength") as err:
         compare(net(), data=digits, defenses=["none"], sweeps={"none": [1.0]}, **KW)
     assert err.value.what == "sweeps"
-    with pytest.raises(ConfigError, match="ImageDataset") as err:
-        compare(net(), data=(digits.x_train, digits.y_train), defenses=["none"], **KW)
-    assert err.value.what == "data"
+    with pytest.raises(InputShapeError, match="ImageDataset") as shape_err:
+        compare(net(), data="digits", defenses=["none"], **KW)  # not a form of docs/data.md
+    assert shape_err.value.what == "data"
 
 
 def test_cli_compare_writes_html_and_json(tmp_path: Path) -> None:

@@ -77,10 +77,11 @@ from torch.func import vmap
 from torch.utils.data import DataLoader, IterableDataset
 
 from .._logsafe import keep_root_logger
+from ..datacontract import check_model
 from ..defense import CutDefense, register_defense
 from ..errors import ConfigError, EmptyDataError, UnsupportedModelError
 from ..training import PlainHistory, fit_plain
-from ..validate import check_batch, check_int, check_number
+from ..validate import check_batch, check_int, check_number, check_seed
 from ..wire import ClientMessage
 
 with keep_root_logger():  # Opacus calls logging.basicConfig when imported
@@ -174,11 +175,7 @@ def make_dp_compatible(model: nn.Module) -> nn.Module:
         >>> str(caught[0].message).startswith("DP-SGD: BatchNorm2d -> GroupNorm in: 1")
         True
     """
-    if not isinstance(model, nn.Module):
-        raise UnsupportedModelError.build(
-            what="model", expected="a torch.nn.Module", received=type(model).__name__,
-            fix="pass the classifier module itself",
-        )
+    check_model(model)  # a module with float32 weights (float64: Opacus crashed deep inside)
     fixed = copy.deepcopy(model).train()
     if ModuleValidator.validate(fixed, strict=False):
         before = _type_names(fixed)
@@ -585,8 +582,9 @@ class DPSGD(CutDefense):
         privacy and ``privacy()`` is unchanged.
 
         Args:
-            train_loader: a ``torch.utils.data.DataLoader`` over a map-style dataset;
-                its batch size sets the sample rate ``1 / len(train_loader)``.
+            train_loader: any form of docs/data.md; a ``DataLoader`` over a map-style
+                dataset sets the sample rate ``1 / len(train_loader)`` with its batch size
+                (other forms get batches of 64).
             epochs: passes over the data.
             val_loader: optional validation loader; it must be disjoint from the
                 training set (the accountant covers only the training examples, and
@@ -607,7 +605,10 @@ class DPSGD(CutDefense):
             LabelError: if a batch's labels are not 1-D integers in
                 ``[0, num_classes)`` (the weights are rolled back first).
         """
-        loader = self._check_loader(train_loader)
+        seed = check_seed(seed)
+        loader = self._check_loader(self.contract(train_loader, seed=seed))
+        if val_loader is not None:
+            val_loader = self.contract(val_loader, seed=seed, shuffle=False, what="val_loader")
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ConfigError.build(
                 what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"

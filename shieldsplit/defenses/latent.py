@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from ..attacks.observe_split import eval_mode
 from ..config import TrainConfig
 from ..cutting import split_model
+from ..datacontract import as_loader, check_model
 from ..defense import Defense, Surface, register_defense
 from ..errors import (
     ConfigError,
@@ -59,7 +60,7 @@ from ..errors import (
 )
 from ..progress import progress_bar
 from ..training import BestState, accuracy, make_optimizer
-from ..validate import check_batch, check_loader
+from ..validate import check_batch, check_loader, check_seed
 from ..wire import ClientMessage
 
 NoiseKind = Literal["fixed", "learned"]
@@ -478,11 +479,7 @@ class LatentPerturb(Defense):
     ) -> None:
         super().__init__()
         for what, module in (("encoder", encoder), ("head", head)):
-            if not isinstance(module, nn.Module):
-                raise UnsupportedModelError.build(
-                    what=what, expected="a torch.nn.Module", received=type(module).__name__,
-                    fix=f"pass the {what} network itself",
-                )
+            check_model(module, what=what)
         self.config = _config(
             noise=noise, mean=mean, std=std, init_mean=init_mean, init_std=init_std, lam=lam,
             lr=lr, decoder_lr=decoder_lr, noise_lr=noise_lr, decoder_width=decoder_width,
@@ -528,12 +525,7 @@ class LatentPerturb(Defense):
             UnsupportedModelError: if ``model`` is not a traceable module.
             ConfigError: for an option out of range.
         """
-        if not isinstance(model, nn.Module):
-            raise UnsupportedModelError.build(
-                what="model", expected="a torch.nn.Module", received=type(model).__name__,
-                fix="pass the classifier module itself",
-            )
-        parts = split_model(copy.deepcopy(model), cut)
+        parts = split_model(copy.deepcopy(check_model(model)), cut)
         defense = cls(parts.head, head=parts.tail, seed=seed, **options)
         defense.cut = parts.cut
         defense.record_template(model, cut=parts.cut)
@@ -742,7 +734,7 @@ class LatentPerturb(Defense):
         updated decoder.
 
         Args:
-            train_loader: yields ``(images, labels)`` batches (int64 labels).
+            train_loader: labelled images in any form of docs/data.md.
             epochs: passes over the data.
             val_loader: optional; its accuracy (noisy latents) is recorded.
             seed: seeds the noise, dropout and the loader's shuffling (when it uses the
@@ -777,7 +769,7 @@ class LatentPerturb(Defense):
         frozen); for fixed noise just :meth:`fit`.
 
         Args:
-            train_loader: yields ``(images, labels)`` batches.
+            train_loader: labelled images in any form of docs/data.md.
             epochs: epochs of each phase.
             val_loader: optional validation loader (for :meth:`fit`).
             seed: seeds both phases.
@@ -807,7 +799,7 @@ class LatentPerturb(Defense):
         save/load keeps them frozen). Step 3 is a later :meth:`fit`.
 
         Args:
-            train_loader: yields ``(images, labels)`` batches.
+            train_loader: labelled images in any form of docs/data.md.
             epochs: passes over the data.
             seed: seeds the run and the re-initialisation.
             progress: show a progress bar.
@@ -858,9 +850,15 @@ class LatentPerturb(Defense):
             raise ConfigError.build(
                 what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
             )
+        seed = check_seed(seed)
         check_loader(train_loader, "train_loader")
+        # the data contract of docs/data.md; no probe here: the first batch builds the
+        # decoder and noise (inside the guard below), and _prepare checks its shape
+        train_loader = as_loader(train_loader, seed=seed, num_classes=self.num_classes)
         if val_loader is not None:
             check_loader(val_loader, "val_loader")
+            val_loader = as_loader(val_loader, seed=seed, shuffle=False,
+                                   num_classes=self.num_classes, what="val_loader")
         was_built = self.built
         snapshot = copy.deepcopy(self.state_dict())
         was_training = self.training
