@@ -761,9 +761,10 @@ def _score_baselines(report: AuditReport, s: _Setting) -> Tensor:
 
 
 # --------------------------------------------------------------------------- one attack
-def _observe(name: str, target: _Target, s: _Setting, kind: str) -> tuple[
+def _observe(target: _Target, s: _Setting, kind: str, limit: int | None = None) -> tuple[
         list[Observation], Tensor]:
-    """The observations an attack gets of ``target`` and the victim indices they cover."""
+    """The observations an attack gets of ``target`` and the victim indices they cover
+    (batch-1 gradients of at most ``limit`` victims, default the budget's count)."""
     if kind == "activations":
         return [target.wire], torch.arange(len(s.vx))
     if kind == "update":
@@ -777,7 +778,7 @@ def _observe(name: str, target: _Target, s: _Setting, kind: str) -> tuple[
                        if target.defense is not None
                        else observe_update(target.fl_model, x, y, seed=s.seed, **FEDAVG))
         return obs, torch.arange(min(batches * k, len(s.vx)))
-    n = min(FEDERATED_VICTIMS[s.budget], len(s.vx))
+    n = min(limit or FEDERATED_VICTIMS[s.budget], len(s.vx))
     obs = [
         target.defense.observe_federated(s.vx[i : i + 1], s.vy[i : i + 1], kind="gradient",
                                          seed=s.seed + i)
@@ -789,9 +790,10 @@ def _observe(name: str, target: _Target, s: _Setting, kind: str) -> tuple[
 
 def _attack(
     name: str, target: _Target, s: _Setting, *, kind: str | None = None,
+    limit: int | None = None,
 ) -> tuple[AttackResult, Tensor | None, Tensor]:
     """Run one attack on ``target`` and score it (``kind`` overrides what it observes: a
-    calibration gives an update attack batch-1 gradients)."""
+    calibration gives an update attack batch-1 gradients of its own ``limit`` victims)."""
     start = time.perf_counter()
     cls = attack_class(name)
     observes = kind or cls.observes
@@ -807,7 +809,7 @@ def _attack(
             budget=s.budget, seed=s.seed,
         )
         attack.prepare(context)
-        observations, idx = _observe(name, target, s, observes)
+        observations, idx = _observe(target, s, observes, limit)
         many = getattr(attack, "reconstruct_many", None)  # batched: one optimisation
         recs = (list(many(observations)) if many is not None and len(observations) > 1
                 else [attack.reconstruct(o) for o in observations])
@@ -933,9 +935,9 @@ def _run_controls(
             c, _, _ = _attack(r.attack, calibrated, s)
             r.control = _control_from(c, "calibration", f"the same attack at cut {first}")
         elif r.observes == "update":
-            c, _, _ = _attack(r.attack, target, s, kind="gradient")
+            c, _, _ = _attack(r.attack, target, s, kind="gradient", limit=r.images)
             r.control = _control_from(c, "calibration",
-                                      "the same attack on batch-1 gradients")
+                                      "the same attack on batch-1 gradients of its victims")
         else:
             r.control = _control_from(r, "same run",
                                       "the audited setting is already the calibration setting")
