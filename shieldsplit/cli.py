@@ -93,13 +93,17 @@ def leakage_table(plain: AuditReport, shielded: AuditReport) -> Table:
     """
     table = Table(
         title=f"What split-learning attacks rebuild of {plain.victims} training images "
-        "(higher PSNR/SSIM/attacker accuracy = more leakage)",
-        caption=f"reference classifier on clean images: {_pct(plain.reference_accuracy)}",
+        "(higher PSNR / balanced attacker accuracy = more leakage)",
+        caption=f"no-attack baseline (best of the mean and the nearest auxiliary image): "
+        f"{_num(max((b.psnr for b in plain.baselines), default=None))} dB; reference "
+        f"classifier on clean images: balanced {_pct(plain.reference_balanced_accuracy)}, "
+        f"chance {_pct(plain.chance)}. Verdicts: see docs/audit.md",
     )
     table.add_column("attack")
     table.add_column("model")
-    for metric in ("PSNR dB", "SSIM", "att. acc"):
+    for metric in ("PSNR dB", "SSIM", "line-up", "bal. att. acc"):
         table.add_column(metric, justify="right")
+    table.add_column("verdict")
     reports = (("plain", plain), ("SplitShield", shielded))
     by_name = {who: {r.attack: r for r in rep.results} for who, rep in reports}
     names = list(dict.fromkeys(r.attack for _, rep in reports for r in rep.results))
@@ -108,12 +112,19 @@ def leakage_table(plain: AuditReport, shielded: AuditReport) -> Table:
             r = by_name[who].get(name)
             if r is None:
                 continue
-            metrics = ([f"{r.psnr:.1f}", f"{r.ssim:.3f}", _pct(r.attacker_accuracy)]
+            e = r.evidence
+            metrics = ([f"{r.psnr:.1f}", f"{r.ssim:.3f}",
+                        f"{e.identified}/{e.images}" if e is not None else "-",
+                        _pct(r.balanced_accuracy) + ("!" if r.flipped else "")]
                        if r.status == "ok" and r.psnr is not None and r.ssim is not None
-                       else [r.status, "", ""])
+                       else [r.status, "", "", ""])
             table.add_row(name if who == "plain" or name not in by_name["plain"] else "",
-                          who, *metrics)
+                          who, *metrics, r.verdict or r.status)
     return table
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _pct(value: float | None) -> str:
@@ -226,10 +237,9 @@ def check_attacks(names: Sequence[str]) -> None:
     Raises:
         ConfigError: for an unknown name, listing the valid ones.
     """
-    from .auditor import ADAPTIVE_ATTACKS, FEDERATED_ATTACKS, SPLIT_ATTACKS
+    from .attacks import available_attacks
 
-    valid = list(dict.fromkeys([*SPLIT_ATTACKS, *FEDERATED_ATTACKS,
-                                *(n for names in ADAPTIVE_ATTACKS.values() for n in names)]))
+    valid = available_attacks()
     for name in names:
         check_choice("--attacks", name, valid)
 
@@ -306,6 +316,9 @@ def demo(
     console.print(demo_table(report))
     if report.plain_audit is not None and report.shield_audit is not None:
         console.print(leakage_table(report.plain_audit, report.shield_audit))
+        for who, audited in (("plain", report.plain_audit), ("SplitShield", report.shield_audit)):
+            for v in audited.verdicts:
+                console.print(f"{who}: [{v.verdict}] {v.sentence}", soft_wrap=True)
     written = write_outputs([(json_out, lambda p: atomic_write_text(
         p, report.model_dump_json(indent=2)), "report")])
     if not written:

@@ -177,9 +177,12 @@ def run_demo(options: DemoOptions | None = None) -> DemoReport:
         for key, target, names in (("plain", model, DEMO_ATTACKS),
                                    ("shield", shield, (*DEMO_ATTACKS, "adaptive-split"))):
             start = time.perf_counter()
+            # the plainly trained network is the shield's undefended twin: its audit is the
+            # shield's positive control (same seed, budget and victims)
             audits[key] = audit(target, data=(ds.x_train, ds.y_train), cut=opts.cut,
                                 budget="quick", seed=opts.seed, attacks=names, victims=victims,
-                                progress=opts.progress)
+                                progress=opts.progress,
+                                control="auto" if key == "plain" else audits["plain"])
             seconds[f"audit_{key}"] = time.perf_counter() - start
     return DemoReport(
         options=opts,
