@@ -32,6 +32,7 @@ import time
 from datetime import datetime, timezone
 
 import torch
+from spread import check_spread
 
 from shieldsplit.attacks import AttackContext
 from shieldsplit.attacks.gradient import InvertingGradients
@@ -174,6 +175,12 @@ def main() -> None:
     verdict = "meets" if ratio <= 0.5 else "MISSES"
     print(f"ratio (batched / faster naive per-image time, medians): {ratio:.3f} "
           f"({verdict} target <= 0.5)")
+    check = check_spread({"plain autograd loop": plain_times, "attack API loop": naive_times,
+                          "batched": batched_times})
+    result["spreads"] = {k: round(v, 3) for k, v in check.spreads.items()}
+    result["reliable"] = check.reliable
+    if not check.reliable:
+        print(check.warning())
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)

@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from spread import check_spread
 from torch.utils.data import DataLoader, Dataset
 
 import shieldsplit as ss
@@ -218,6 +219,9 @@ def main() -> None:
         except Exception as exc:
             errors.setdefault(name, f"predict_proba: {type(exc).__name__}: {exc}")
 
+    check = check_spread({k: v for k, v in walls.items() if v})  # per-round s/step
+    if not check.reliable:
+        print(check.warning())
     step = {k: statistics.median(v) for k, v in intervals.items() if v}
     fit_wall = {k: statistics.median(v) for k, v in walls.items()}
     base, base_wall, base_inf = step[PLAIN], fit_wall[PLAIN], infer.get(PLAIN)
@@ -260,6 +264,8 @@ def main() -> None:
         "timed": __doc__.split("What is timed: ", 1)[1].split("\n\nUsage:", 1)[0]
         .replace("\n", " ").replace("``", "`"),
         "rows": rows,
+        "spreads": {k: round(v, 3) for k, v in check.spreads.items()},
+        "reliable": check.reliable,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "defense_overhead.json", json.dumps(result, indent=2))
@@ -276,6 +282,10 @@ def main() -> None:
         "",
         "What is timed: " + result["timed"],
         "",
+        *([f"**{check.warning()}**", ""] if not check.reliable else
+          [f"Rounds agree: every variant's spread (max - min) / median of its per-round "
+           f"s/step is at most {check.limit:.0%} (largest "
+           f"{max(check.spreads.values()):.0%}).", ""]),
         "| defence | s/step (median step in fit) | ratio to plain | fit s/step (incl. set-up) "
         "| ratio | predict_proba s/batch | ratio |",
         "| --- | --- | --- | --- | --- | --- | --- |",
