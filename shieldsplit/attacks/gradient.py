@@ -777,7 +777,7 @@ class InvertingGradients(_GradientAttack):
     """
 
     name = "inverting-gradients"
-    accepts = ("gradient", "update")
+    accepts: ClassVar[tuple[ObservationKind, ...]] = ("gradient", "update")
     budgets: ClassVar[dict[str, tuple[int, int]]] = {
         "quick": (100, 1), "standard": (1000, 4), "thorough": (3000, 8),
     }
@@ -1076,7 +1076,7 @@ class InvertingGradientsFedAvg(InvertingGradients):
 
     name = "inverting-gradients-fedavg"
     observes: ClassVar[ObservationKind] = "update"
-    accepts = ("update",)
+    accepts: ClassVar[tuple[ObservationKind, ...]] = ("update",)
     budgets: ClassVar[dict[str, tuple[int, int]]] = {
         "quick": (60, 1), "standard": (300, 2), "thorough": (1000, 4),
     }
