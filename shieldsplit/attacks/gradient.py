@@ -21,7 +21,14 @@ observed one.
   a FedAvg update it simulates the client's local SGD steps differentiably on
   the candidate images and matches the simulated update (their Sec. 5).
   Labels: the observation's, when the threat model grants them, else inferred
-  from the last layer.
+  from the last layer. Initial images: the auxiliary mean image of the label plus
+  noise, when the attacker holds auxiliary images. At batch 1, on a model with
+  a wide enough ``nn.Linear`` with a bias (the PGSL paper's network), the
+  layer's input is read exactly from its gradient and the images are fitted to
+  it (the feature path, see ``features``): on trained ReLU/BatchNorm networks
+  whole-gradient matching converges far too slowly for a CPU budget.
+- :class:`InvertingGradientsFedAvg` (``"inverting-gradients-fedavg"``): the same
+  attack registered for FedAvg updates, with budgets sized for unrolled local steps.
 
 Batching. The independent problems -- restarts, and the images of several
 observations passed to :meth:`reconstruct_many` (a batch-1 audit of many
@@ -763,6 +770,20 @@ class InvertingGradients(_GradientAttack):
             draw per restart); ``"uniform"``: uniform noise in [0, 1] (Geiping
             et al.). ``"auxiliary"`` falls back to ``"uniform"`` when the
             context holds no auxiliary images.
+        features: at batch 1, when the model has an ``nn.Linear`` with a bias
+            and at least as many inputs as the image has values, read that
+            layer's input exactly from its gradients
+            (:func:`linear_input_from_gradient`) and optimise the images to
+            reproduce it instead of matching the whole gradient: one backward
+            pass per iteration instead of a double backward through every
+            layer, and far better conditioned on trained ReLU/BatchNorm
+            networks (the paper's network trained on BreastMNIST, 2
+            train-split tuning images, 1 loaded CPU thread: gradient matching
+            14.2 dB after 20 iterations in 9.6 s, the feature path 22.7 dB
+            after 100 iterations in 19 s). Observations whose
+            gradient is not one clean image's (a defence's noise) fall back to
+            gradient matching.
+        feature_lr: Adam's step size on the feature path (same decay).
         layers: match only the parameters whose name starts with one of these
             prefixes (e.g. the classifier head); None matches all. On a
             gradient the others are not even differentiated, which makes each
