@@ -184,6 +184,11 @@ def run_setting(v: dict[str, Any], setting: str, images: int, seed: int) -> dict
     }
 
 
+def _median(values: list[float | None]) -> str:
+    known = sorted(v for v in values if v is not None)
+    return f"{known[len(known) // 2]:.3g}" if known else "-"
+
+
 def _verdict(ok: bool) -> str:
     return "reached" if ok else "NOT reached"
 
@@ -193,10 +198,14 @@ def to_markdown(results: dict[str, dict[str, Any]], victims: dict[str, Any],
     lines = [
         "# Gradient-inversion attack strength on trained networks (federated learning)",
         "",
-        f"- Command: `{command}` (run in pieces; each row's date is in its JSON)",
+        f"- Command: `{command}` (rebuilds this page from every cached result); the "
+        "pieces ran as: " + "; ".join(
+            f"`{c}` ({', '.join(sorted(r['date'] for r in results.values() if r['command'] == c))})"
+            for c in sorted({r["command"] for r in results.values()})),
         f"- Date of this page (UTC): {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-        f"- Machine: {machine['cpus']} CPU cores shared with other jobs, 1 torch thread; "
-        f"GPU: {machine['gpu']}; torch {machine['torch']}",
+        f"- Machine: {machine['cpus']} CPU cores shared with other jobs (1-minute load "
+        f"average {os.getloadavg()[0]:.1f} when this page was written, so the seconds are "
+        f"inflated), 1 torch thread; GPU: {machine['gpu']}; torch {machine['torch']}",
         "- Attacks at their default budget (`quick`), model in eval mode (as the auditor)",
         "- Images: test split, drawn with `torch.randperm(seed 0)`; auxiliary images "
         "(initialisation, baselines) = the training split",
@@ -242,7 +251,10 @@ def to_markdown(results: dict[str, dict[str, Any]], victims: dict[str, Any],
             f"- {r['data']} {r['setting']}: {abs(over_mean):.1f} dB "
             f"{'above' if over_mean > 0 else 'below'} the mean auxiliary image and "
             f"{abs(over_near):.1f} dB {'above' if over_near > 0 else 'below'} the nearest "
-            "auxiliary image.")
+            "auxiliary image; final / initial matching loss per batch: median "
+            f"{_median(r['loss_over_initial'])}, "
+            f"{sum(1 for q in r['loss_over_initial'] if q is not None and q >= 0.99)} of "
+            f"{len(r['loss_over_initial'])} did not fall by 1% or more.")
     lines += ["", "## Bars", "", "| data | bar | measured | verdict |", "| --- | --- | --- | --- |"]
     for key in sorted(results):
         r = results[key]
