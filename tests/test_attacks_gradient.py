@@ -330,3 +330,134 @@ def test_ctrl_c_propagates(net, images, monkeypatch) -> None:
         attack.reconstruct(observe_gradient(net, images[:1], torch.tensor([0])))
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+# ------------------------------------------------------------------ trained networks
+
+
+def test_linear_input_from_gradient_matches_numpy() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    h = rng.random(30)
+    g = rng.normal(size=5)
+    est, residual = gradient_mod.linear_input_from_gradient(
+        torch.tensor(np.outer(g, h)), torch.tensor(g)
+    )
+    np.testing.assert_allclose(est.numpy(), np.linalg.lstsq(g[:, None], np.outer(g, h),
+                                                            rcond=None)[0][0], rtol=1e-10)
+    assert residual < 1e-10
+    # two images: the weight gradient is a sum of two outer products, the residual says so
+    h2, g2 = rng.random(30), rng.normal(size=5)
+    _, mixed = gradient_mod.linear_input_from_gradient(
+        torch.tensor(np.outer(g, h) + np.outer(g2, h2)), torch.tensor(g + g2)
+    )
+    assert mixed > 0.01
+    _, none = gradient_mod.linear_input_from_gradient(torch.zeros(5, 3), torch.zeros(5))
+    assert none == float("inf")
+    with pytest.raises(InputShapeError):
+        gradient_mod.linear_input_from_gradient(torch.zeros(5, 3), torch.zeros(4))
+
+
+class _TinyReLUNet(torch.nn.Sequential):
+    """A small ReLU/BatchNorm CNN for 8x8 digits (a Linear with 8*8*8 >= 64 inputs)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.BatchNorm2d(8),
+            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.BatchNorm2d(8),
+            torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 32), torch.nn.ReLU(),
+            torch.nn.Linear(32, 10),
+        )
+
+
+@pytest.fixture(scope="module")
+def trained_digits() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, float]:
+    """A tiny ReLU/BN CNN trained for a few epochs on sklearn digits (eval mode)."""
+    from shieldsplit.data import load_dataset
+
+    ds = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    net = _TinyReLUNet()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    x, y = ds.x_train, ds.y_train.long()
+    for _ in range(6):
+        for idx in torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        acc = float((net(ds.x_test).argmax(1) == ds.y_test).double().mean())
+    return net, ds.x_train, ds.y_train.long(), acc
+
+
+def test_quick_budget_rebuilds_batch1_images_of_a_trained_net(trained_digits) -> None:
+    net, x_all, y_all, acc = trained_digits
+    assert acc > 0.85  # the victim is really trained
+    before = _state(net)
+    x, y = x_all[:4], y_all[:4]
+    aux_x, aux_y = x_all[100:], y_all[100:]
+    obs = [observe_gradient(net, x[i : i + 1], y[i : i + 1]) for i in range(4)]
+    attack = InvertingGradients(seed=0, budget="quick", progress=False)
+    attack.prepare(AttackContext(image_shape=(1, 8, 8), num_classes=10, model=net,
+                                 auxiliary_images=aux_x, auxiliary_labels=aux_y))
+    recs = attack.reconstruct_many(obs)
+    rec = torch.cat([r.images for r in recs])
+    assert [int(r.labels[0]) for r in recs if r.labels is not None] == y.tolist()  # 100%
+    mean_image = aux_x.mean(0, keepdim=True).expand_as(x)
+    assert float(psnr(rec, x).mean()) > float(psnr(mean_image, x).mean()) + 20
+    for r in recs:
+        assert r.meta["matched"] == "features of '7'"
+        assert r.meta["loss"] < 0.1 * r.meta["initial_loss"]  # it converged
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_gradient_path_reports_initial_loss(net, images) -> None:
+    obs = observe_gradient(net, images[:1], torch.tensor([1]))
+    attack = InvertingGradients(seed=0, iterations=30, restarts=2, progress=False)
+    attack.prepare(_context(net))
+    rec = attack.reconstruct(obs)
+    assert rec.meta["matched"] == "gradients"  # 24 features cannot pin 64 pixels down
+    assert rec.meta["initial_loss"] == min(rec.meta["initial_losses"])
+    assert rec.meta["loss"] < rec.meta["initial_loss"]
+    idlg = IDLG(seed=0, iterations=20, progress=False)
+    idlg.prepare(_context(net))
+    out = idlg.reconstruct(obs)
+    assert out.meta["loss"] < out.meta["initial_loss"]
+
+
+def test_fedavg_attack_is_registered_for_updates(net, images) -> None:
+    attack = create_attack("inverting-gradients-fedavg", seed=0, progress=False)
+    assert isinstance(attack, gradient_mod.InvertingGradientsFedAvg)
+    assert attack.observes == "update" and attack.threat_model == "federated"
+    assert attack.schedule() == gradient_mod.InvertingGradientsFedAvg.budgets["quick"]
+    attack.prepare(_context(net))
+    # it still takes a batch-1 gradient: the auditor's calibration of a plain model
+    calibration = attack.reconstruct(observe_gradient(net, images[:1], torch.tensor([0])))
+    assert calibration.images.shape == images[:1].shape
+    x, y = images[:1], torch.tensor([0])
+    obs = observe_update(net, x, y, local_epochs=2, local_batch_size=1, lr=0.5)
+    rec = create_attack("inverting-gradients-fedavg", seed=0, iterations=80, progress=False)
+    rec.prepare(_context(net))
+    out = rec.reconstruct(obs)
+    assert float(psnr(out.images, x).mean()) > _random_baseline(x) + 15
+    assert out.meta["loss"] < out.meta["initial_loss"]
+
+
+def test_auxiliary_init_starts_at_the_class_mean(net) -> None:
+    aux = torch.rand(20, *SHAPE, generator=torch.Generator().manual_seed(0))
+    aux_y = torch.arange(20) % K
+    attack = InvertingGradients(seed=0, progress=False)
+    attack.prepare(AttackContext(image_shape=SHAPE, num_classes=K, model=net,
+                                 auxiliary_images=aux, auxiliary_labels=aux_y))
+    start = attack._start(torch.tensor([[2]]), 3, torch.zeros(1))
+    centre = aux[aux_y == 2].mean(0)
+    assert start.shape == (1, 3, 1, *SHAPE)
+    assert float((start - centre.clamp(0, 1)).abs().max()) <= attack.init_noise + 1e-6
+    assert not torch.equal(start[0, 0], start[0, 1])  # a fresh draw per restart
+    with pytest.raises(ConfigError):
+        InvertingGradients(init="zeros")
+    with pytest.raises(ConfigError):
+        InvertingGradients(layers="0.")

@@ -14,7 +14,12 @@ from shieldsplit.attacks import AttackContext, Observation, available_attacks, c
 from shieldsplit.attacks.adaptive import AdaptiveSplitAttack
 from shieldsplit.attacks.gan import DCGANPrior, infer_labels
 from shieldsplit.attacks.observe_split import observe_activations
-from shieldsplit.attacks.split import BlackBoxDecoder, WhiteBoxInversion, build_decoder
+from shieldsplit.attacks.split import (
+    BlackBoxDecoder,
+    WhiteBoxInversion,
+    build_decoder,
+    heldout_split,
+)
 from shieldsplit.data import load_dataset, make_loaders
 from shieldsplit.errors import ConfigError, EmptyDataError, InputShapeError, StateError
 from shieldsplit.metrics import mse
@@ -33,6 +38,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def net(digits) -> nn.Module:
+    torch.manual_seed(0)  # the same initial weights in every process (the GAN test needs it)
     model = ss.PGSLNet(num_classes=10, image_size=8, width=16, hidden=32)
     fit_plain(model, make_loaders(digits, batch_size=64, seed=0).train, epochs=3, seed=0,
               progress=False)
@@ -114,6 +120,16 @@ def test_black_box_beats_mean_image(head, digits):
     assert in_unit_range(rec.images, x.shape[0])
     assert rec.attack == "split-black-box"
     assert float(mse(rec.images, x).mean()) < 0.3 * baseline_mse(aux, x)
+    # convergence diagnostics: MSE on the held-out 10% of the auxiliary images
+    held = rec.meta["heldout_images"]
+    assert held == len(aux) // 10 and held > 0
+    assert rec.meta["train_loss"] == getattr(attack, "train_losses", [None])[-1]
+    assert 0 < rec.meta["heldout_loss"] < 0.5 * baseline_mse(aux, x)
+    train, out = heldout_split(len(aux), 0.1, seed=0)
+    assert len(out) == held and sorted(torch.cat([train, out]).tolist()) == list(range(len(aux)))
+    tiny = create_attack("split-black-box", seed=0, epochs=1, progress=False)
+    tiny.prepare(context(head, aux[:16]))  # 16 images: 1 held out, 15 to train on
+    assert tiny.reconstruct(observe_activations(head, x[:2])).meta["heldout_images"] == 1
 
 
 def test_decoder_shapes_follow_activations():
@@ -184,6 +200,7 @@ def test_adaptive_attack_against_split_shield(shield, digits):
     rec = adaptive.reconstruct(wire)
     assert in_unit_range(rec.images, x.shape[0])
     assert rec.meta["unshuffle_factor"] == 2
+    assert rec.meta["heldout_loss"] > 0 and rec.meta["heldout_images"] > 0
     unaware = create_attack("split-black-box", seed=0, epochs=20, progress=False)
     unaware.prepare(context(UnawareClient(shield), aux))
     adaptive_mse = float(mse(rec.images, x).mean())

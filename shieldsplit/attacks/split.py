@@ -450,6 +450,29 @@ def train_inversion_decoder(
     return decoder, losses
 
 
+def heldout_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Seeded indices of ``n`` images split into a training part and a held-out part.
+
+    The held-out part has ``floor(fraction * n)`` images (none for small ``n``).
+
+    Args:
+        n: number of images.
+        fraction: share to hold out, in [0, 1).
+        seed: seeds the permutation.
+
+    Returns:
+        ``(train, heldout)`` int64 index tensors that partition ``range(n)``.
+
+    Example:
+        >>> train, held = heldout_split(20, 0.1, seed=0)
+        >>> len(train), len(held), sorted(train.tolist() + held.tolist()) == list(range(20))
+        (18, 2, True)
+    """
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = math.floor(fraction * n)
+    return perm[k:], perm[:k]
+
+
 @torch.no_grad()
 def decode(decoder: nn.Module, acts: Tensor) -> Tensor:
     """Run a trained decoder in chunks (eval mode, no gradient)."""
@@ -483,6 +506,9 @@ class BlackBoxDecoder(Attack):
     observes: ClassVar[ObservationKind] = "activations"
     #: The fewest auxiliary images the decoder trains on.
     min_auxiliary = 16
+    #: Share of the auxiliary images held out of training to score the decoder
+    #: (``meta['heldout_loss']``: its MSE on images it never saw).
+    heldout_fraction: ClassVar[float] = 0.1
 
     def __init__(
         self,
@@ -503,6 +529,15 @@ class BlackBoxDecoder(Attack):
         self.decoder: nn.Module | None = None
         self.act_shape: tuple[int, ...] | None = None
         self.train_losses: list[float] = []
+        self.heldout_loss: float | None = None
+
+    @property
+    def heldout_images(self) -> int:
+        """How many auxiliary images :meth:`prepare` kept out of training to score the decoder."""
+        if self.context is None or self.context.auxiliary_images is None:
+            return 0
+        n = int(self.context.auxiliary_images.shape[0])
+        return n - heldout_split(n, self.heldout_fraction, self.seed)[0].numel()
 
     def _client(self, context: AttackContext) -> nn.Module:
         client = context.model if context.model is not None else context.defense
@@ -537,9 +572,10 @@ class BlackBoxDecoder(Attack):
         images = check_auxiliary(context, self.min_auxiliary, self.name)
         acts = self._pairs(context, images)
         epochs = self.epochs or DECODER_EPOCHS[context.budget]
+        train, held = heldout_split(int(images.shape[0]), self.heldout_fraction, self.seed)
         decoder, losses = train_inversion_decoder(
-            acts, images, seed=self.seed, epochs=epochs, batch_size=self.batch_size or 64,
-            lr=self.lr, width=self.width or 32,
+            acts[train], images[train], seed=self.seed, epochs=epochs,
+            batch_size=self.batch_size or 64, lr=self.lr, width=self.width or 32,
             unshuffle_factor=self._unshuffle_factor(context), progress=self.progress,
             description=f"{self.name}: decoder",
         )
@@ -547,6 +583,9 @@ class BlackBoxDecoder(Attack):
         self.decoder = decoder
         self.act_shape = tuple(int(s) for s in acts.shape[1:])
         self.train_losses = losses
+        self.heldout_loss = (
+            float(F.mse_loss(decode(decoder, acts[held]), images[held])) if held.numel() else None
+        )
 
     def reconstruct(self, observation: Observation) -> Reconstruction:
         """Decode the observed activations.
@@ -555,7 +594,10 @@ class BlackBoxDecoder(Attack):
             observation: an ``"activations"`` observation of the client prepared on.
 
         Returns:
-            Images in [0, 1]; ``meta`` has the epochs and the final training MSE.
+            Images in [0, 1]; ``meta`` has the epochs, the final training MSE
+            (``train_loss``, also ``final_train_mse``) and ``heldout_loss``: the
+            decoder's MSE on the auxiliary images held out of training
+            (:attr:`heldout_fraction`; None when there are too few to hold out).
 
         Raises:
             StateError: before :meth:`prepare`.
@@ -569,7 +611,10 @@ class BlackBoxDecoder(Attack):
         return Reconstruction(
             images=images, attack=self.name, seconds=time.perf_counter() - start,
             meta={"epochs": len(self.train_losses),
-                  "final_train_mse": self.train_losses[-1] if self.train_losses else None},
+                  "final_train_mse": self.train_losses[-1] if self.train_losses else None,
+                  "train_loss": self.train_losses[-1] if self.train_losses else None,
+                  "heldout_loss": self.heldout_loss,
+                  "heldout_images": self.heldout_images},
         )
 
 
@@ -731,6 +776,7 @@ __all__ = [
     "check_auxiliary",
     "collect_activations",
     "decode",
+    "heldout_split",
     "total_variation",
     "train_inversion_decoder",
 ]
