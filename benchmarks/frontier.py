@@ -81,11 +81,9 @@ def reading(table: CompareTable) -> list[str]:
                 and attack in r.leakage]
         rng = psnr_range(res)
         shown = f"PSNR {rng[0]:.1f}-{rng[1]:.1f} dB over the defences" if rng else "no result"
-        counts = Counter(r.verdict or r.status for r in res)
         out.append(
-            f"- `{attack}`: {shown}; verdicts "
-            + ", ".join(f"{v} {n}" for v, n in counts.items()) + "; "
-            + "on the undefended run " + verdict_count_sentence("it", none) + ". "
+            f"- `{attack}`: {shown}; " + verdict_count_sentence("verdicts", res) + "; "
+            + verdict_count_sentence("on the undefended run", none) + ". "
             + ("It leaks undefended, so a defence's *no leakage found* is evidence."
                if control_leaks(none) else
                "It is not shown to leak undefended, so its differences between defences "

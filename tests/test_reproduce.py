@@ -726,3 +726,17 @@ def test_frontier_page_reads_the_verdicts() -> None:
     text = "\n".join(frontier.reading(table("inconclusive", 0.6)))
     assert "not shown to leak undefended" in text and "majority-class rate 73.1%" in text
     assert "leaks undefended" in "\n".join(frontier.reading(table("leaks", 0.6)))
+
+
+def test_one_class_victims_are_marked_and_chance_is_stated() -> None:
+    from shieldsplit.reproduce.reading import balanced_cell, chance_sentence
+
+    two = _attack("a", mse=0.1, psnr=6.0, balanced=0.2, verdict="inconclusive")
+    assert two.flipped and balanced_cell([two]) == "20.0% **flipped**"
+    one = two.model_copy(update={"balanced_accuracy": 1.0, "evidence": two.evidence.model_copy(
+        update={"chance": 1.0, "balanced_low": 1.0, "balanced_high": 1.0})})
+    assert balanced_cell([one]) == "100.0% *one class*"
+    text = chance_sentence([two, one])
+    assert "chance is 50.0%" in text and "majority-class rate is 73.1%" in text
+    assert "1 of the 2 scored runs here are flipped" in text
+    assert "In 1 of the 2 runs the victims hold a single class" in text

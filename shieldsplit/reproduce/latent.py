@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import statistics
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -175,6 +174,16 @@ def _differences(ctx: RunContext, rows: list[DefenseRun]) -> list[str]:
         "client's own minimax game with the decoder is not part of the simulated local "
         "training (see docs/defenses.md).",
     ]
+    learned_nothing = [r for r in rows if r.balanced_accuracy is not None
+                       and abs(r.balanced_accuracy - 1 / ctx.data.num_classes) < 0.01]
+    if learned_nothing:
+        out.append(
+            f"**Settings that learned nothing.** {len(learned_nothing)} of the {len(rows)} "
+            "settings have a balanced client accuracy within 1 point of chance "
+            f"({1 / ctx.data.num_classes:.1%}): they predict one class (client accuracy "
+            + ", ".join(sorted({f"{r.accuracy:.1%}" for r in learned_nothing}))
+            + "). Comparisons at matched accuracy between such runs compare classifiers "
+            "that learned nothing.")
     if stuck:
         out.append(
             f"**DP-SGD did not learn** in {len(stuck)} of its {len(dp)} settings: their "
@@ -207,13 +216,12 @@ def attack_note(budget: str, results: Sequence[AttackResult],
     rng = psnr_range(results)
     psnr = f"PSNR {rng[0]:.1f}-{rng[1]:.1f} dB" if rng else "no finished reconstruction"
     leak = control_leaks(undefended)
-    verdicts = Counter(r.verdict or r.status for r in results)
     return (
         f"**Attack budget.** Inverting Gradients runs the auditor's `{budget}` budget on the "
         "unrolled 5-step update; the paper ran it on GPUs and does not state its "
-        f"iterations. Over the sweep its reconstructions reach {psnr}; verdicts: "
-        + ", ".join(f"{v} {n}" for v, n in verdicts.items()) + "; on the undefended run, "
-        + verdict_count_sentence("it", undefended) + ". "
+        f"iterations. Over the sweep its reconstructions reach {psnr}; "
+        + verdict_count_sentence("verdicts", results) + "; "
+        + verdict_count_sentence("on the undefended run", undefended) + ". "
         + ("The attack leaks on the undefended run, so a defence's verdict of *no leakage "
            "found* is evidence." if leak else
            "The attack is not shown to leak on the undefended run, so differences between "

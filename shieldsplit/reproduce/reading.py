@@ -158,10 +158,17 @@ def balanced_cell(results: Sequence[AttackResult]) -> str:
     from . import mean_sd
 
     text = mean_sd([float(r.balanced_accuracy or 0.0) for r in ok], ".1%")
-    flipped = sum(r.flipped for r in ok)
-    if flipped:
-        text += f" **flipped**{'' if len(ok) == 1 else f' {flipped}/{len(ok)}'}"
+    for flag, count in (("**flipped**", sum(r.flipped for r in ok)),
+                        ("*one class*", sum(one_class(r) for r in ok))):
+        if count:
+            text += f" {flag}{'' if len(ok) == 1 else f' {count}/{len(ok)}'}"
     return text
+
+
+def one_class(result: AttackResult) -> bool:
+    """Whether the attack's victims hold a single class (chance 100%: balanced accuracy
+    cannot show that the class leaks)."""
+    return result.evidence is not None and result.evidence.chance == 1.0
 
 
 def chance_sentence(results: Sequence[AttackResult]) -> str:
@@ -171,18 +178,30 @@ def chance_sentence(results: Sequence[AttackResult]) -> str:
         >>> chance_sentence([])
         ''
     """
-    ev = next((r.evidence for r in results if r.evidence is not None
-               and r.evidence.chance is not None), None)
-    if ev is None or ev.chance is None:
+    evs = [r.evidence for r in results if r.evidence is not None
+           and r.evidence.chance is not None]
+    if not evs:
         return ""
-    majority = f"; the victims' majority-class rate is {ev.majority:.1%}" \
-        if ev.majority is not None else ""
+    chances = sorted({float(e.chance or 0.0) for e in evs if e.chance != 1.0})
+    majority = sorted({float(e.majority) for e in evs if e.majority is not None})
+    single = sum(one_class(r) for r in results)
     flipped = sum(r.flipped for r in results)
-    return (f"Attacker accuracy is the reference classifier's balanced accuracy on the "
-            f"reconstructions: chance is {ev.chance:.1%} (1 / classes){majority}. A value "
-            f"significantly below chance is flagged **flipped** (the class is there, inverted), "
-            f"which is not protection; {flipped} of the {len(results)} scored runs here are "
-            "flipped.")
+    text = ("Attacker accuracy is the reference classifier's balanced accuracy on the "
+            "reconstructions")
+    if chances:
+        text += (f": chance is {', '.join(f'{c:.1%}' for c in chances)} (1 / classes present "
+                 "among the victims)")
+    if majority:
+        text += (f"; the victims' majority-class rate is "
+                 f"{', '.join(f'{m:.1%}' for m in majority)}")
+    text += (f". A value significantly below chance is flagged **flipped** (the class is "
+             f"there, inverted), which is not protection; {flipped} of the {len(results)} "
+             "scored runs here are flipped.")
+    if single:
+        text += (f" In {single} of the {len(results)} runs the victims hold a single class "
+                 "(marked *one class*): chance is 100% there, and balanced accuracy cannot "
+                 "show that the class leaks.")
+    return text
 
 
 def accuracy_interval(results: Sequence[AttackResult]) -> Interval | None:
@@ -257,13 +276,13 @@ def verdict_count_sentence(name: str, results: Sequence[AttackResult]) -> str:
 
     Example:
         >>> verdict_count_sentence("iDLG", [])
-        'iDLG was not run'
+        'iDLG: not run'
     """
     scored = [r for r in results if r.status != "n/a"]
     if not scored:
-        return f"{name} was not run"
+        return f"{name}: not run"
     counts = Counter(r.verdict if r.status == "ok" and r.verdict else r.status for r in scored)
-    return f"{name} " + ", ".join(f"{v} in {n} of {len(scored)}" for v, n in counts.items())
+    return f"{name}: " + ", ".join(f"{v} in {n} of {len(scored)}" for v, n in counts.items())
 
 
 def sweep_sentence(mus: Sequence[float], mse: Sequence[float], attacked: float) -> str:
@@ -317,6 +336,7 @@ __all__ = [
     "claim",
     "control_leaks",
     "matched_claim",
+    "one_class",
     "psnr_range",
     "separated",
     "spread",
