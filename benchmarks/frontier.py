@@ -71,6 +71,13 @@ def matched(table: CompareTable, baseline: str, attack: str) -> list[tuple[str, 
     return out
 
 
+def victims(table: CompareTable, attack: str) -> str:
+    """The victims ``attack`` rebuilt, as measured (one number, or the range over rows)."""
+    n = sorted({r.leakage[attack].images for r in table.rows if attack in r.leakage
+                and r.leakage[attack].status == "ok"})
+    return "-" if not n else str(n[0]) if len(n) == 1 else f"{n[0]}-{n[-1]}"
+
+
 def reading(table: CompareTable) -> list[str]:
     """Sentences computed from the table: each attack on the undefended run, and chance."""
     out = []
@@ -134,10 +141,10 @@ def main() -> None:
         f"{args.hidden}), cut 2, {args.epochs} epochs per defence, the same initial weights "
         "for every defence.  ",
         f"Attacks (budget quick): `{FEDAVG}` = Inverting Gradients on the weight update after "
-        f"5 local epochs of SGD at batch 8 (8 victims); `{BLACK_BOX}` = inversion decoder "
-        "trained on the auxiliary training images' wire activations "
-        f"({table.victims} victims). Higher MSE / lower balanced attacker accuracy = less "
-        "leakage; each attack's verdict uses the undefended run as positive control.",
+        f"5 local epochs of SGD at batch 8 ({victims(table, FEDAVG)} victims); "
+        f"`{BLACK_BOX}` = inversion decoder trained on the auxiliary training images' wire "
+        f"activations ({victims(table, BLACK_BOX)} victims). Higher MSE / lower balanced "
+        "attacker accuracy = less leakage; each attack's verdict uses the undefended run as positive control.",
         "",
         "```",
         table.summary(),

@@ -401,6 +401,17 @@ def test_latent_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Pre
             if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == len(latent.HEADLINE) and all("±" in r for r in rows)
     assert "| dpsgd |" in head and "| bido |" in head
+    # every claim is decided from the numbers, with the undefended run's verdict read first
+    claims = {line.split(" | ")[5].strip("*") for line in head.splitlines()
+              if line.startswith(("| dpsgd |", "| bido |"))}
+    assert claims <= {"holds", "does not hold", "inconclusive"} and claims
+    from shieldsplit.compare import DefenseRun
+
+    none_verdicts = [DefenseRun.model_validate(value).leakage[latent.ATTACK].verdict
+                     for key, value in _cells(first.cells).items() if key.startswith("none ")]
+    if "leaks" not in none_verdicts:
+        assert claims == {"inconclusive"}
+    assert "PSNR 6-9 dB" not in text and "reconstructions reach PSNR" in text
     # provenance
     assert "Command: `shieldsplit reproduce latent --data breastmnist --data-root " \
            f"{shared_data_root} --budget quick --seed 0" in text
@@ -488,6 +499,9 @@ def test_pgsl_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Prese
     assert result.plots[0].read_bytes()[:8] == PNG_MAGIC
 
     assert "| DLG | [8] (Laplace noise) + |" in t1 and "| 2.543 |" in t1
+    assert "| verdict |" in t1 and "ordering |" in t1
+    assert "PSNR about 8-9 dB" not in text and "minimum is at mu = 0.05" not in text
+    assert "MSE is lowest at mu = " in _section(text, "## Fig. 3")
 
     kwargs: dict[str, Any] = {"data": "breastmnist", "data_root": shared_data_root,
                               "out": tmp_path, "seed": 0, "progress": False}
