@@ -144,7 +144,8 @@ def main() -> None:
         f"5 local epochs of SGD at batch 8 ({victims(table, FEDAVG)} victims); "
         f"`{BLACK_BOX}` = inversion decoder trained on the auxiliary training images' wire "
         f"activations ({victims(table, BLACK_BOX)} victims). Higher MSE / lower balanced "
-        "attacker accuracy = less leakage; each attack's verdict uses the undefended run as positive control.",
+        "attacker accuracy = less leakage; each attack's verdict uses the undefended run as "
+        "positive control.",
         "",
         "```",
         table.summary(),
