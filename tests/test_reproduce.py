@@ -754,3 +754,32 @@ def test_one_class_victims_are_marked_and_chance_is_stated() -> None:
     assert "chance is 50.0%" in text and "majority-class rate is 73.1%" in text
     assert "1 of the 2 scored runs here are flipped" in text
     assert "In 1 of the 2 runs the victims hold a single class" in text
+
+
+def test_frontier_page_renders_from_a_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            ) -> None:
+    import sys
+
+    from shieldsplit.compare import CompareTable
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import frontier
+
+    def row(name: str, acc: float, bal: float, verdict: str) -> Any:
+        return _run(name, {}, acc, {a: _attack(a, mse=0.1, psnr=6.0, balanced=bal,
+                                               verdict=verdict)
+                                    for a in (frontier.FEDAVG, frontier.BLACK_BOX)})
+
+    table = CompareTable(created="now", dataset="digits", model="m", cut=2, budget="quick",
+                         seed=0, epochs=1, attacks=[frontier.FEDAVG, frontier.BLACK_BOX],
+                         victims=8, rows=[row("none", 0.8, 0.9, "inconclusive"),
+                                          row("dpsgd", 0.7, 0.2, "inconclusive"),
+                                          row("latent-fixed", 0.72, 0.6, "inconclusive")])
+    monkeypatch.setattr(frontier.ss, "compare", lambda *a, **k: table)
+    monkeypatch.setattr(sys, "argv", ["frontier.py", "--data", "digits", "--limit", "120",
+                                      "--out", str(tmp_path)])
+    frontier.main()
+    text = (tmp_path / "frontier_digits.md").read_text()
+    assert "(8 victims)" in text and "is not shown to leak undefended" in text
+    assert "20.0% **flipped**" in text  # DP-SGD's attacker accuracy is below chance
+    assert "Of 2 matched pairs, the claim holds: 0, does not hold: 0, inconclusive: 2." in text
