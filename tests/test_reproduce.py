@@ -116,7 +116,12 @@ def test_fresh_discards_old_cells(tmp_path: Path) -> None:
         store = CellStore(path, fingerprint=fingerprint, fresh=True)
         assert len(store) == 0 and "a" not in store
         calls.clear()
-        assert store.run("a", lambda: calls.append(1) or 10) == 10
+
+        def compute() -> int:
+            calls.append(1)
+            return 10
+
+        assert store.run("a", compute) == 10
         assert calls == [1] and store.reused == 0
         saved = json.loads(path.read_text())
         assert saved["cells"] == {"a": 10} and saved["fingerprint"] == fingerprint
@@ -277,7 +282,8 @@ def test_corrupted_data_file_names_file_md5_and_fix(tmp_path: Path) -> None:
 def test_missing_data_file_names_it_where_and_its_md5(tmp_path: Path, paper: str,
                                                       data: str) -> None:
     with pytest.raises(DataFileError) as info:
-        reproduce(paper, data=data, data_root=tmp_path, out=tmp_path / "out", progress=False)
+        reproduce(paper, data=data, data_root=tmp_path, out=tmp_path / "out",  # type: ignore[arg-type]
+                  progress=False)
     msg = str(info.value)
     assert f"{data}.npz" in msg and str(tmp_path) in msg and OFFICIAL_MD5[data] in msg
     assert "--data-root" in msg
@@ -312,7 +318,7 @@ def test_unknown_paper_lists_the_valid_ones(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kwargs", [{"budget": "huge"}, {"data": "cifar10"},
                                     {"data": "digits"}])
-def test_bad_budget_or_data_is_a_config_error(tmp_path: Path, kwargs: dict[str, str]) -> None:
+def test_bad_budget_or_data_is_a_config_error(tmp_path: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError) as info:
         reproduce("latent", out=tmp_path / "out", progress=False, **kwargs)
     assert repr(next(iter(kwargs.values()))) in str(info.value)
@@ -395,6 +401,17 @@ def test_latent_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Pre
             if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == len(latent.HEADLINE) and all("±" in r for r in rows)
     assert "| dpsgd |" in head and "| bido |" in head
+    # every claim is decided from the numbers, with the undefended run's verdict read first
+    claims = {line.split(" | ")[5].strip("*") for line in head.splitlines()
+              if line.startswith(("| dpsgd |", "| bido |"))}
+    assert claims <= {"holds", "does not hold", "inconclusive"} and claims
+    from shieldsplit.compare import DefenseRun
+
+    none_verdicts = [DefenseRun.model_validate(value).leakage[latent.ATTACK].verdict
+                     for key, value in _cells(first.cells).items() if key.startswith("none ")]
+    if "leaks" not in none_verdicts:
+        assert claims == {"inconclusive"}
+    assert "PSNR 6-9 dB" not in text and "reconstructions reach PSNR" in text
     # provenance
     assert "Command: `shieldsplit reproduce latent --data breastmnist --data-root " \
            f"{shared_data_root} --budget quick --seed 0" in text
@@ -482,6 +499,9 @@ def test_pgsl_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Prese
     assert result.plots[0].read_bytes()[:8] == PNG_MAGIC
 
     assert "| DLG | [8] (Laplace noise) + |" in t1 and "| 2.543 |" in t1
+    assert "| verdict |" in t1 and "ordering |" in t1
+    assert "PSNR about 8-9 dB" not in text and "minimum is at mu = 0.05" not in text
+    assert "MSE is lowest at mu = " in _section(text, "## Fig. 3")
 
     kwargs: dict[str, Any] = {"data": "breastmnist", "data_root": shared_data_root,
                               "out": tmp_path, "seed": 0, "progress": False}
@@ -499,3 +519,267 @@ def test_pgsl_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Prese
     resumed = reproduce("pgsl", **kwargs)
     assert (resumed.computed, resumed.reused) == (1, n_cells - 1)
     assert _no_seconds(_cells(result.cells)[key]) == _no_seconds(laplace)
+
+
+# ---------------------------------------------------------------- computed sentences
+# Pages built from hand-made cells with given numbers: every interpretive sentence must
+# follow those numbers (the old pages said "PSNR about 8-9 dB", "the minimum is at mu =
+# 0.05" and "claim reached: no" whatever the run measured).
+
+CHANCE, MAJORITY = 0.5, 0.731
+
+
+def _attack(attack: str, *, mse: float, psnr: float, balanced: float, verdict: str,
+            width: float = 0.05) -> Any:
+    from shieldsplit.auditor import AttackResult
+    from shieldsplit.functional.verdict import Evidence
+
+    ev = Evidence(images=8, balanced_accuracy=balanced, balanced_low=balanced - width,
+                  balanced_high=balanced + width, chance=CHANCE, majority=MAJORITY,
+                  predicted_classes=2)
+    return AttackResult(attack=attack, threat_model="t", observes="update", images=8, mse=mse,
+                        psnr=psnr, attacker_accuracy=balanced, balanced_accuracy=balanced,
+                        evidence=ev, verdict=verdict, seconds=1.0)
+
+
+def _run(defense: str, options: dict[str, Any], accuracy: float, leakage: dict[str, Any]) -> Any:
+    from shieldsplit.compare import DefenseRun
+
+    return DefenseRun(defense=defense, options=options, strength=None, strength_value=None,
+                      accuracy=accuracy, balanced_accuracy=accuracy, majority_rate=MAJORITY,
+                      f1=0.5, train_seconds=1.0, leakage=leakage)
+
+
+def _context(tmp_path: Path, cells: dict[str, Any], seeds: int) -> RunContext:
+    """A run context whose cells are all finished (nothing is computed, no data needed)."""
+    store = CellStore(tmp_path / "cells.json", fingerprint={"test": 1})
+    store.cells.update(json.loads(json.dumps(cells, default=str)))
+    opts = repro.ReproduceOptions(paper="pgsl", out=tmp_path, progress=False)
+    return RunContext(options=opts, preset=TINY.model_copy(update={"seeds": seeds}),
+                      data=None, store=store, stem="page")  # type: ignore[arg-type]
+
+
+def _headline_runs(none_verdict: str, latent_mse: list[float], latent_bal: list[float],
+                   ) -> dict[str, Any]:
+    import shieldsplit.reproduce.latent as latent
+
+    runs = {}
+    for s in (0, 1, 2):
+        for name, opts in latent.HEADLINE:
+            if name == "none":
+                res = _attack(latent.ATTACK, mse=0.01, psnr=20.0 + s, balanced=0.9,
+                              verdict=none_verdict)
+            elif name.startswith("latent"):
+                res = _attack(latent.ATTACK, mse=latent_mse[s], psnr=8.0, balanced=latent_bal[s],
+                              verdict="no leakage found")
+            else:  # the baselines: MSE 0.05 +- 0.001, balanced attacker accuracy 80%
+                res = _attack(latent.ATTACK, mse=0.05 + 0.001 * s, psnr=12.0,
+                              balanced=0.8 + 0.01 * s, verdict="leaks")
+            runs[latent._key(name, opts, s)] = _run(name, opts, 0.8, {latent.ATTACK: res})
+    return runs
+
+
+def _claims(text: list[str]) -> dict[str, str]:
+    rows = [line.split(" | ") for line in text if line.startswith(("| dpsgd |", "| bido |"))]
+    return {r[0][2:]: r[5].strip("*") for r in rows}
+
+
+def test_latent_claim_is_inconclusive_when_the_attack_fails_undefended(tmp_path: Path) -> None:
+    import shieldsplit.reproduce.latent as latent
+
+    # latent clearly better than both baselines on MSE and attacker accuracy ...
+    runs = _headline_runs("leaks", [0.09, 0.1, 0.11], [0.55, 0.56, 0.57])
+    ctx = _context(tmp_path, {}, seeds=3)
+    assert _claims(latent._headline(ctx, runs)) == {"dpsgd": "holds", "bido": "holds"}
+    # ... but the attack does not leak on the undefended run: nothing can be decided
+    runs = _headline_runs("inconclusive", [0.09, 0.1, 0.11], [0.55, 0.56, 0.57])
+    lines = latent._headline(ctx, runs)
+    assert _claims(lines) == {"dpsgd": "inconclusive", "bido": "inconclusive"}
+    assert "does not leak on the undefended run" in "\n".join(lines)
+    assert "| inconclusive 3/3 |" in "\n".join(lines)  # the undefended row's verdicts
+
+
+def test_latent_claim_within_the_seed_spread_or_flipped_is_inconclusive(
+        tmp_path: Path) -> None:
+    import shieldsplit.reproduce.latent as latent
+
+    ctx = _context(tmp_path, {}, seeds=3)
+    # MSE overlapping the baselines' (0.05 +- 0.001): inconclusive, whatever the mean says
+    runs = _headline_runs("leaks", [0.03, 0.06, 0.09], [0.55, 0.56, 0.57])
+    assert set(_claims(latent._headline(ctx, runs)).values()) == {"inconclusive"}
+    # clearly lower MSE than the baselines: the claim does not hold
+    runs = _headline_runs("leaks", [0.02, 0.021, 0.022], [0.55, 0.56, 0.57])
+    assert set(_claims(latent._headline(ctx, runs)).values()) == {"does not hold"}
+    # attacker accuracy far below chance is a flip, never counted as a drop
+    runs = _headline_runs("leaks", [0.09, 0.1, 0.11], [0.2, 0.21, 0.22])
+    lines = latent._headline(ctx, runs)
+    assert set(_claims(lines).values()) == {"inconclusive"}
+    assert "flipped" in "\n".join(lines)
+
+
+def test_latent_attack_note_states_the_measured_psnr_and_verdict() -> None:
+    import shieldsplit.reproduce.latent as latent
+
+    weak = [_attack(latent.ATTACK, mse=0.1, psnr=p, balanced=0.5, verdict="inconclusive")
+            for p in (5.04, 5.71)]
+    note = latent.attack_note("quick", weak, weak[:1])
+    assert "PSNR 5.0-5.7 dB" in note and "6-9 dB" not in note
+    assert "*inconclusive*" in note and "inconclusive in 1 of 1" in note
+    strong = [w.model_copy(update={"verdict": "leaks", "psnr": 24.0}) for w in weak]
+    note = latent.attack_note("quick", strong, strong[:1])
+    assert "PSNR 24.0-24.0 dB" in note and "is evidence" in note and "*inconclusive*" not in note
+
+
+def _t1_cells(undefended_verdict: str, dlg_mse: dict[str, list[float]]) -> dict[str, Any]:
+    import shieldsplit.reproduce.pgsl as pgsl
+
+    cells = {}
+    for label, name, opts in pgsl.T1_SETTINGS:
+        seeds = (0, 1, 2) if label in pgsl.T1_HEADLINE else (0,)
+        for s in seeds:
+            leak = {}
+            for attack in pgsl.T1_ATTACKS:
+                mse = dlg_mse[label][s] if attack in ("dlg", "idlg") else 0.05
+                verdict = undefended_verdict if label == "undefended split" else "leaks"
+                leak[attack] = _attack(attack, mse=mse, psnr=5.0 + mse, balanced=0.5,
+                                       verdict=verdict)
+            cells[pgsl._t1_key(label, s)] = _run(name, opts, 0.8, leak).model_dump(mode="json")
+    return cells
+
+
+def _orderings(lines: list[str]) -> dict[tuple[str, str], str]:
+    rows = [line.split(" | ") for line in lines
+            if line.startswith(("| DLG |", "| iDLG |")) and line.count("|") == 7]
+    return {(r[0][2:], r[1]): r[4].strip("*") for r in rows}
+
+
+def test_pgsl_ordering_follows_the_verdicts_and_the_seed_spread(tmp_path: Path) -> None:
+    import shieldsplit.reproduce.pgsl as pgsl
+
+    mse = {"undefended split": [0.10, 0.11, 0.12], "JSMA +": [0.5],
+           "[8] (Laplace noise) +": [0.115], "Ours (PGSL, SplitShield)": [0.2, 0.21, 0.22],
+           "Ours (PGSL image steps)": [0.01, 0.011, 0.012]}
+    # the paper: JSMA above undefended (clearly above here: holds), Laplace below (within
+    # the spread here), PGSL below (clearly above here for SplitShield: does not hold;
+    # clearly below for its image steps: holds)
+    lines, notes = pgsl.table1(_context(tmp_path / "a", _t1_cells("leaks", mse), seeds=3))
+    got = _orderings(lines)
+    assert got[("DLG", "JSMA +")] == "holds"
+    assert got[("DLG", "[8] (Laplace noise) +")] == "inconclusive"
+    assert got[("DLG", "Ours (PGSL image steps)")] == "holds"
+    assert got[("DLG", "Ours (PGSL, SplitShield)")] == "does not hold"
+    assert "Both leak on every undefended seed" in notes[0]
+    # the same numbers, but DLG and iDLG fail on the undefended split: nothing is decided
+    lines, notes = pgsl.table1(_context(tmp_path / "b", _t1_cells("inconclusive", mse), seeds=3))
+    assert set(_orderings(lines).values()) == {"inconclusive"}
+    assert "ordering rows read *inconclusive*" in notes[0]
+    # the PSNR range is the run's (5.01-5.5 dB here), not a fixed "about 8-9 dB"
+    assert "DLG PSNR 5.0-5.5 dB" in notes[0] and "8-9 dB" not in notes[0]
+    t1 = "\n".join(lines)
+    assert "| verdict |" in t1 and "balanced attacker accuracy" in t1 and "chance is 50.0%" in t1
+
+
+def test_pgsl_fig3_sentences_follow_the_sweep(tmp_path: Path) -> None:
+    import shieldsplit.reproduce.pgsl as pgsl
+
+    # as on the MNIST page: recovery makes the images worse and the minimum is inside
+    sweep = {"mse_attacked": 0.001, "attacked_accuracy": 0.5, "rows": [
+        {"mu": mu, "mse_recovered": m, "accuracy_on_recovered": 0.5}
+        for mu, m in ((0.05, 0.004), (0.15, 0.003), (0.25, 0.005))]}
+    lines, notes = pgsl.fig3(_context(tmp_path, {"fig3 mu sweep": sweep}, seeds=1), None)  # type: ignore[arg-type]
+    text = "\n".join([*lines, *notes])
+    assert "lowest at mu = 0.15" in text and "is not monotonic in mu" in text
+    assert "makes the images worse" in text
+    assert "grows with mu" not in text and "minimum is at mu = 0.05" not in text
+    sweep["rows"] = [{"mu": mu, "mse_recovered": m, "accuracy_on_recovered": 0.5}
+                     for mu, m in ((0.05, 0.0001), (0.15, 0.0002), (0.25, 0.0003))]
+    _, notes = pgsl.fig3(_context(tmp_path / "b", {"fig3 mu sweep": sweep}, seeds=1), None)  # type: ignore[arg-type]
+    assert "lowest at mu = 0.05 and rises monotonically" in notes[0]
+    assert "lowers MSE below the attacked images' (0.00100) at every mu" in notes[0]
+
+
+def test_pgsl_table2_notes_follow_the_accuracies() -> None:
+    import shieldsplit.reproduce.pgsl as pgsl
+
+    kw: dict[str, Any] = {"majority": 0.731, "rebuilt": 16, "paper_jsma": "46.3"}
+    notes = pgsl.table2_notes({"FGSM": 0.7, "BIM": 0.9}, {"DLG": 0.731, "iDLG": 0.8},
+                              plain=0.8, attacked_stream=0.5, **kw)
+    assert "on BIM (90.0%)" in notes[0] and "FGSM" not in notes[0]
+    assert "1 of 2 networks" in notes[1] and "(DLG)" in notes[1]
+    assert "scores 50.0%, -30.0 points" in notes[2]
+    notes = pgsl.table2_notes({"FGSM": 0.7}, {"DLG": 0.9}, plain=0.8, attacked_stream=0.79,
+                              **kw)
+    assert "No attacked-image row scores above" in notes[0] and "0 of 1" in notes[1]
+
+
+def test_frontier_page_reads_the_verdicts() -> None:
+    import sys
+
+    from shieldsplit.compare import CompareTable
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import frontier
+
+    def table(none_verdict: str, latent_bal: float) -> CompareTable:
+        def row(name: str, acc: float, mse: float, bal: float, verdict: str) -> Any:
+            return _run(name, {}, acc, {frontier.FEDAVG: _attack(
+                frontier.FEDAVG, mse=mse, psnr=6.0, balanced=bal, verdict=verdict)})
+        return CompareTable(created="now", dataset="d", model="m", cut=2, budget="quick",
+                            seed=0, epochs=1, attacks=[frontier.FEDAVG], victims=8, rows=[
+                                row("none", 0.8, 0.01, 0.9, none_verdict),
+                                row("dpsgd", 0.7, 0.05, 0.8, "leaks"),
+                                row("latent-fixed", 0.72, 0.09, latent_bal, "leaks")])
+
+    rows = frontier.matched(table("leaks", 0.6), "dpsgd", frontier.FEDAVG)
+    assert [label for _, label in rows] == ["inconclusive"]  # one seed: MSE spread unknown
+    rows = frontier.matched(table("leaks", 0.95), "dpsgd", frontier.FEDAVG)
+    assert [label for _, label in rows] == ["does not hold"]  # accuracy clearly up
+    rows = frontier.matched(table("inconclusive", 0.6), "dpsgd", frontier.FEDAVG)
+    assert [label for _, label in rows] == ["inconclusive"]
+    assert "does not leak on the undefended run" in rows[0][0]
+    text = "\n".join(frontier.reading(table("inconclusive", 0.6)))
+    assert "not shown to leak undefended" in text and "majority-class rate 73.1%" in text
+    assert "leaks undefended" in "\n".join(frontier.reading(table("leaks", 0.6)))
+
+
+def test_one_class_victims_are_marked_and_chance_is_stated() -> None:
+    from shieldsplit.reproduce.reading import balanced_cell, chance_sentence
+
+    two = _attack("a", mse=0.1, psnr=6.0, balanced=0.2, verdict="inconclusive")
+    assert two.flipped and balanced_cell([two]) == "20.0% **flipped**"
+    one = two.model_copy(update={"balanced_accuracy": 1.0, "evidence": two.evidence.model_copy(
+        update={"chance": 1.0, "balanced_low": 1.0, "balanced_high": 1.0})})
+    assert balanced_cell([one]) == "100.0% *one class*"
+    text = chance_sentence([two, one])
+    assert "chance is 50.0%" in text and "majority-class rate is 73.1%" in text
+    assert "1 of the 2 scored runs here are flipped" in text
+    assert "In 1 of the 2 runs the victims hold a single class" in text
+
+
+def test_frontier_page_renders_from_a_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            ) -> None:
+    import sys
+
+    from shieldsplit.compare import CompareTable
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import frontier
+
+    def row(name: str, acc: float, bal: float, verdict: str) -> Any:
+        return _run(name, {}, acc, {a: _attack(a, mse=0.1, psnr=6.0, balanced=bal,
+                                               verdict=verdict)
+                                    for a in (frontier.FEDAVG, frontier.BLACK_BOX)})
+
+    table = CompareTable(created="now", dataset="digits", model="m", cut=2, budget="quick",
+                         seed=0, epochs=1, attacks=[frontier.FEDAVG, frontier.BLACK_BOX],
+                         victims=8, rows=[row("none", 0.8, 0.9, "inconclusive"),
+                                          row("dpsgd", 0.7, 0.2, "inconclusive"),
+                                          row("latent-fixed", 0.72, 0.6, "inconclusive")])
+    monkeypatch.setattr(frontier.ss, "compare", lambda *a, **k: table)
+    monkeypatch.setattr(sys, "argv", ["frontier.py", "--data", "digits", "--limit", "120",
+                                      "--out", str(tmp_path)])
+    frontier.main()
+    text = (tmp_path / "frontier_digits.md").read_text()
+    assert "(8 victims)" in text and "is not shown to leak undefended" in text
+    assert "20.0% **flipped**" in text  # DP-SGD's attacker accuracy is below chance
+    assert "Of 2 matched pairs, the claim holds: 0, does not hold: 0, inconclusive: 2." in text

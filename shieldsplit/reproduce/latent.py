@@ -23,9 +23,20 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from ..compare import DefenseRun, match_by_accuracy, run_defense
+from ..auditor import AttackResult
+from ..compare import DefenseRun, MatchedPair, match_by_accuracy, run_defense
+from ..functional.stats import majority_rate
 from ..progress import progress_bar
 from . import RunContext, differences_section, fmt, mean_sd, register_experiment
+from .reading import (
+    balanced_cell,
+    chance_sentence,
+    control_leaks,
+    matched_claim,
+    psnr_range,
+    verdict_cell,
+    verdict_count_sentence,
+)
 
 ATTACK = "inverting-gradients-fedavg"
 
@@ -146,11 +157,9 @@ def run(ctx: RunContext) -> list[str]:
 
 def _differences(ctx: RunContext, rows: list[DefenseRun]) -> list[str]:
     """The most likely reasons our numbers differ, with the facts measured in this run."""
-    majority = float((ctx.data.y_test == ctx.data.y_test.mode().values).double().mean())
+    majority = majority_rate(ctx.data.y_test)
     dp = [r for r in rows if r.defense == "dpsgd"]
     stuck = [r for r in dp if abs(r.accuracy - majority) < 0.01]
-    att = {round(float(r.leakage[ATTACK].attacker_accuracy or 0), 3) for r in rows
-           if r.leakage[ATTACK].status == "ok"}
     out = [
         "**Data.** The paper used CIFAR-10 and BloodMNIST (8 classes, about 12,000 training "
         f"images); ours is {ctx.options.data} ({ctx.data.num_classes} classes, "
@@ -158,19 +167,23 @@ def _differences(ctx: RunContext, rows: list[DefenseRun]) -> list[str]:
         "**Training length and network.** The paper trains 150-400 epochs with its own "
         f"encoder (64-256 channels); ours {ctx.preset.epochs} epochs of the PGSL paper's "
         f"network at width {ctx.preset.width} on a CPU.",
-        "**Attack budget.** Inverting Gradients runs the auditor's quick budget (60 "
-        "iterations on the unrolled 5-step update); the paper ran it on GPUs and does not "
-        "state its iterations. Our reconstructions stay blurred (PSNR 6-9 dB for every "
-        "setting, the undefended one included), so the attack barely separates defences.",
-        f"**Attacker accuracy.** It is scored on one batch of 8 images: the values seen here "
-        f"({', '.join(f'{a:.1%}' for a in sorted(att))}) are a few images apart, and a "
-        "value equal for most settings means the reference classifier gives the blurred "
-        "reconstructions one class.",
+        attack_note(ctx.preset.audit, [r.leakage[ATTACK] for r in rows],
+                    [r.leakage[ATTACK] for r in rows if r.defense == "none"]),
         "**The federated observation of the latent defences** is the update of "
         "cross-entropy training of the defended model (noise in the forward pass); the "
         "client's own minimax game with the decoder is not part of the simulated local "
         "training (see docs/defenses.md).",
     ]
+    learned_nothing = [r for r in rows if r.balanced_accuracy is not None
+                       and abs(r.balanced_accuracy - 1 / ctx.data.num_classes) < 0.01]
+    if learned_nothing:
+        out.append(
+            f"**Settings that learned nothing.** {len(learned_nothing)} of the {len(rows)} "
+            "settings have a balanced client accuracy within 1 point of chance "
+            f"({1 / ctx.data.num_classes:.1%}): they predict one class (client accuracy "
+            + ", ".join(sorted({f"{r.accuracy:.1%}" for r in learned_nothing}))
+            + "). Comparisons at matched accuracy between such runs compare classifiers "
+            "that learned nothing.")
     if stuck:
         out.append(
             f"**DP-SGD did not learn** in {len(stuck)} of its {len(dp)} settings: their "
@@ -178,6 +191,41 @@ def _differences(ctx: RunContext, rows: list[DefenseRun]) -> list[str]:
             "paper trains DP-SGD for 150-200 epochs with SGD; so the matched-accuracy "
             "comparison with DP-SGD compares against a one-class classifier.")
     return out
+
+
+def attack_note(budget: str, results: Sequence[AttackResult],
+                undefended: Sequence[AttackResult]) -> str:
+    """The page's note on the attack's strength and its attacker accuracy, computed.
+
+    Args:
+        budget: the audit budget.
+        results: the attack on every setting of the sweep.
+        undefended: the attack on the undefended run(s).
+
+    Returns:
+        One bullet's text.
+
+    Example:
+        >>> from shieldsplit.auditor import AttackResult
+        >>> r = AttackResult(attack="ig", threat_model="t", observes="update", images=8,
+        ...                  seconds=1.0, psnr=5.8, verdict="inconclusive")
+        >>> note = attack_note("quick", [r, r.model_copy(update={"psnr": 8.3})], [r])
+        >>> "PSNR 5.8-8.3 dB" in note, "*inconclusive*" in note
+        (True, True)
+    """
+    rng = psnr_range(results)
+    psnr = f"PSNR {rng[0]:.1f}-{rng[1]:.1f} dB" if rng else "no finished reconstruction"
+    leak = control_leaks(undefended)
+    return (
+        f"**Attack budget.** Inverting Gradients runs the auditor's `{budget}` budget on the "
+        "unrolled 5-step update; the paper ran it on GPUs and does not state its "
+        f"iterations. Over the sweep its reconstructions reach {psnr}; "
+        + verdict_count_sentence("verdicts", results) + "; "
+        + verdict_count_sentence("on the undefended run", undefended) + ". "
+        + ("The attack leaks on the undefended run, so a defence's verdict of *no leakage "
+           "found* is evidence." if leak else
+           "The attack is not shown to leak on the undefended run, so differences between "
+           "defences are not evidence and the matched-accuracy claim is *inconclusive*."))
 
 
 def _fig4_table(rows: list[DefenseRun]) -> list[str]:
@@ -191,17 +239,22 @@ def _fig4_table(rows: list[DefenseRun]) -> list[str]:
         "perturbation matches BiDO's accuracy with higher MSE, and fixed and learned noise "
         "score alike.",
         "",
-        "| setting | client accuracy | macro F1 | epsilon | MSE | PSNR (dB) | SSIM "
-        "| attacker accuracy |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| setting | client accuracy | balanced | macro F1 | epsilon | MSE | PSNR (dB) | SSIM "
+        "| balanced attacker accuracy | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         a = r.leakage[ATTACK]
         lines.append(
-            f"| {_label(r)} | {r.accuracy:.1%} | {r.f1:.3f} | {fmt(r.epsilon, '.2f')} "
+            f"| {_label(r)} | {r.accuracy:.1%} | {fmt(r.balanced_accuracy, '.1%')} "
+            f"| {r.f1:.3f} | {fmt(r.epsilon, '.2f')} "
             f"| {fmt(a.mse, '.4f')} | {fmt(a.psnr, '.2f')} | {fmt(a.ssim, '.3f')} "
-            f"| {fmt(a.attacker_accuracy, '.1%')} |")
-    return [*lines, ""]
+            f"| {balanced_cell([a])} | {verdict_cell([a])} |")
+    majority = next((r.majority_rate for r in rows if r.majority_rate is not None), None)
+    clients = (f"Client accuracy beside its balanced accuracy; the test split's majority-class "
+               f"rate is {majority:.1%} (what always predicting the most common class "
+               "scores). " if majority is not None else "")
+    return [*lines, "", clients + chance_sentence([r.leakage[ATTACK] for r in rows]), ""]
 
 
 def _psnr_tables(rows: list[DefenseRun]) -> list[str]:
@@ -238,30 +291,37 @@ def _headline(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
     lines = [
         f"## Headline cells: {len(ctx.seeds)} seeds (mean ± sd)",
         "",
-        "| setting | client accuracy | MSE | PSNR (dB) | attacker accuracy |",
-        "| --- | --- | --- | --- | --- |",
+        "| setting | client accuracy | MSE | PSNR (dB) | balanced attacker accuracy "
+        "| verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for n, o in HEADLINE:
         rs = [runs[_key(n, o, s)] for s in ctx.seeds]
-        ok = [r.leakage[ATTACK] for r in rs if r.leakage[ATTACK].status == "ok"]
+        res = [r.leakage[ATTACK] for r in rs]
+        ok = [a for a in res if a.status == "ok"]
         lines.append(
             f"| {_label(rs[0])} | {mean_sd([r.accuracy for r in rs], '.1%')} "
             f"| {mean_sd([float(a.mse or 0) for a in ok], '.4f')} "
             f"| {mean_sd([float(a.psnr or 0) for a in ok], '.2f')} "
-            f"| {mean_sd([float(a.attacker_accuracy or 0) for a in ok], '.1%')} |")
+            f"| {balanced_cell(res)} | {verdict_cell(res)} |")
     lines += [
         "",
         "### The paper's claim at matched accuracy",
         "",
         "For every seed and baseline, the latent run (fixed or learned) nearest in client "
         "accuracy. The paper: at least 12.4% higher MSE and 12.5% lower attacker accuracy "
-        "than DP-SGD and BiDO at about 90% client accuracy.",
+        "than DP-SGD and BiDO at about 90% client accuracy. Attacker accuracy is balanced "
+        "accuracy. The claim is *inconclusive* when the attack does not leak on the "
+        "undefended run of every seed (its verdict is not *leaks*), or when latent's and "
+        "the baseline's mean ± sd intervals over seeds overlap; it *does not hold* when "
+        "a comparison goes clearly the other way.",
         "",
-        "| baseline | seeds | mean MSE gain of latent | mean attacker-accuracy drop "
-        "| mean accuracy gap (latent - baseline) | claim reached |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| baseline | seeds | mean MSE gain of latent | mean balanced attacker-accuracy drop "
+        "| mean accuracy gap (latent - baseline) | claim | why |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     opts = dict(HEADLINE)
+    control = [runs[_key("none", {}, s)].leakage[ATTACK] for s in ctx.seeds]
     for base in ("dpsgd", "bido"):
         pairs = [
             p for s in ctx.seeds
@@ -269,16 +329,35 @@ def _headline(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
                 [runs[_key(n, opts[n], s)] for n in ("latent-fixed", "latent-learned")],
                 [runs[_key(base, opts[base], s)]], ATTACK)
         ]
-        if not pairs:
-            lines.append(f"| {base} | 0 | - | - | - | not measured |")
-            continue
-        gain = statistics.mean(p.mse_gain for p in pairs)
-        drop = statistics.mean(p.attacker_accuracy_drop for p in pairs)
-        gap = statistics.mean(p.candidate.accuracy - p.baseline.accuracy for p in pairs)
-        reached = gain >= HEADLINE_MSE_GAIN and drop >= HEADLINE_ATTACKER_DROP
-        lines.append(f"| {base} | {len(pairs)} | {gain:+.1%} | {drop:+.1%} | "
-                     f"{100 * gap:+.1f} pts | {'yes' if reached else '**no**'} |")
+        lines.append(claim_row(base, pairs, control))
     return [*lines, ""]
+
+
+def claim_row(base: str, pairs: Sequence[MatchedPair], control: Sequence[AttackResult]) -> str:
+    """One row of the matched-accuracy table, its claim decided from the numbers.
+
+    Args:
+        base: the baseline's name.
+        pairs: the matched pairs (one per seed).
+        control: the attack on the undefended run of each seed.
+
+    Returns:
+        A Markdown table row.
+
+    Example:
+        >>> claim_row("dpsgd", [], [])
+        '| dpsgd | 0 | - | - | - | inconclusive | the attack does not leak on the undefended run |'
+    """
+    label, why = matched_claim(pairs, control, mse_gain=HEADLINE_MSE_GAIN,
+                               accuracy_drop=HEADLINE_ATTACKER_DROP)
+    if not pairs:
+        return f"| {base} | 0 | - | - | - | {label} | {why} |"
+    gain = statistics.mean(p.mse_gain for p in pairs)
+    drop = statistics.mean(p.attacker_accuracy_drop for p in pairs)
+    gap = statistics.mean(p.candidate.accuracy - p.baseline.accuracy for p in pairs)
+    shown = f"**{label}**" if label == "does not hold" else label
+    return (f"| {base} | {len(pairs)} | {gain:+.1%} | {drop:+.1%} | {100 * gap:+.1f} pts "
+            f"| {shown} | {why} |")
 
 
 def _fig5(rows: list[DefenseRun]) -> list[str]:
@@ -289,15 +368,16 @@ def _fig5(rows: list[DefenseRun]) -> list[str]:
         "",
         "The auditor's reference classifier (trained without defence on the auxiliary "
         "images) labels each reconstruction; the paper reports this accuracy falling to 0% "
-        "as MSE rises from 0.89 to 1.0 on BloodMNIST (its values are in a plot).",
+        "as MSE rises from 0.89 to 1.0 on BloodMNIST (its values are in a plot). Ours is "
+        "balanced accuracy: below chance is a flip, not protection.",
         "",
-        "| setting | MSE | attacker accuracy |",
-        "| --- | --- | --- |",
+        "| setting | MSE | balanced attacker accuracy | verdict |",
+        "| --- | --- | --- | --- |",
     ]
     for r in ok:
         a = r.leakage[ATTACK]
-        lines.append(f"| {_label(r)} | {fmt(a.mse, '.4f')} | "
-                     f"{fmt(a.attacker_accuracy, '.1%')} |")
+        lines.append(f"| {_label(r)} | {fmt(a.mse, '.4f')} | {balanced_cell([a])} "
+                     f"| {verdict_cell([a])} |")
     return [*lines, ""]
 
 
@@ -308,8 +388,8 @@ def _plots(ctx: RunContext, rows: list[DefenseRun]) -> None:
     for name, x_of, y_of, xlabel, ylabel in (
         ("fig4", lambda r: r.accuracy, lambda r: r.leakage[ATTACK].mse,
          "client test accuracy", "MSE of reconstructions (higher = less leakage)"),
-        ("fig5", lambda r: r.leakage[ATTACK].mse, lambda r: r.leakage[ATTACK].attacker_accuracy,
-         "MSE of reconstructions", "accuracy of an undefended classifier on them"),
+        ("fig5", lambda r: r.leakage[ATTACK].mse, lambda r: r.leakage[ATTACK].balanced_accuracy,
+         "MSE of reconstructions", "balanced accuracy of an undefended classifier on them"),
     ):
         fig, ax = plt.subplots(figsize=(6, 4))
         for method, marker in (("none", "*"), ("dpsgd", "o"), ("bido", "s"),
@@ -325,3 +405,5 @@ def _plots(ctx: RunContext, rows: list[DefenseRun]) -> None:
 
 
 register_experiment("latent", run)
+
+__all__ = ["attack_note", "claim_row", "setting_label", "settings"]
