@@ -86,6 +86,7 @@ from .errors import (
 from .functional.stats import (
     align_labels,
     balanced_accuracy,
+    interleave_classes,
     lineup_identified,
     majority_rate,
     match_order,
@@ -642,7 +643,11 @@ def audit(
             fix="pass more data or a smaller victims= count",
         )
     perm = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(seed))
-    vx, vy = x_all[perm[:n_victims]], y_all[perm[:n_victims]].long()
+    chosen = perm[:n_victims]
+    # classes in turn: the federated attacks rebuild the first victims, which should not
+    # all be of the majority class (balanced accuracy would then be blind)
+    chosen = chosen[interleave_classes(y_all[chosen])]
+    vx, vy = x_all[chosen], y_all[chosen].long()
     ax, ay = x_all[perm[n_victims:]], y_all[perm[n_victims:]].long()
 
     shield = model if isinstance(model, Defense) else None

@@ -26,6 +26,7 @@ from shieldsplit.functional import (
     bootstrap_interval,
     decide,
     evidence,
+    interleave_classes,
     lineup_identified,
     majority_rate,
     match_order,
@@ -143,6 +144,16 @@ def test_align_labels_counts_the_multiset_overlap() -> None:
         overlap = sum(min(int((inferred == c).sum()), int((true == c).sum())) for c in range(3))
         assert int((aligned == true).sum()) == overlap
         assert sorted(aligned.tolist()) == sorted(inferred.tolist())
+
+
+def test_interleave_classes_balances_every_prefix() -> None:
+    g = torch.Generator().manual_seed(5)
+    labels = (torch.rand(100, generator=g) < 0.27).long()  # imbalanced, as BreastMNIST
+    order = interleave_classes(labels)
+    assert sorted(order.tolist()) == list(range(100))
+    first = labels[order[:8]]
+    assert int(first.sum()) == 4  # both classes present in the first 8
+    assert interleave_classes(labels).tolist() == order.tolist()
 
 
 def test_baselines_and_lineup_against_loops() -> None:

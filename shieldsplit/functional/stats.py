@@ -293,6 +293,32 @@ def align_labels(inferred: Tensor, true: Tensor) -> Tensor:
     return torch.tensor([v if v is not None else next(rest) for v in out], dtype=torch.long)
 
 
+def interleave_classes(labels: Tensor) -> Tensor:
+    """An order of ``labels`` that takes the classes in turn (round-robin, first-come order
+    within a class), so that every prefix is as class-balanced as the data allow.
+
+    The auditor's federated attacks rebuild only the first victims; in this order a few
+    victims of an imbalanced data set are not all of the majority class (which would make
+    chance 100% and balanced accuracy blind).
+
+    Args:
+        labels: ``(n,)`` integer labels.
+
+    Returns:
+        ``(n,)`` a permutation of ``range(n)``.
+
+    Example:
+        >>> interleave_classes(torch.tensor([0, 0, 0, 1, 1, 2])).tolist()
+        [0, 3, 5, 1, 4, 2]
+    """
+    per_class = [torch.nonzero(labels == c).flatten().tolist()
+                 for c in torch.unique(labels, sorted=True).tolist()]
+    order: list[int] = []
+    for rank in range(max((len(idx) for idx in per_class), default=0)):
+        order += [idx[rank] for idx in per_class if rank < len(idx)]
+    return torch.tensor(order, dtype=torch.long)
+
+
 def no_attack_baselines(victims: Tensor, auxiliary: Tensor) -> dict[str, Tensor]:
     """Images an attacker can produce without observing the victim.
 
@@ -352,6 +378,7 @@ __all__ = [
     "balanced_accuracy",
     "balanced_accuracy_interval",
     "bootstrap_interval",
+    "interleave_classes",
     "lineup_identified",
     "majority_rate",
     "match_order",
