@@ -21,13 +21,14 @@ Example:
     >>> import torch
     >>> import shieldsplit as ss
     >>> from shieldsplit.defense import available_defenses, create_defense
+    >>> _ = torch.manual_seed(0)
     >>> net = ss.PGSLNet(num_classes=2, image_size=8, width=8, hidden=8)
     >>> plain = create_defense("none", net, cut=2, seed=0)
     >>> msg = plain.client(torch.rand(3, 1, 8, 8))
     >>> tuple(msg.activations.shape), plain.surfaces == frozenset({"split", "federated"})
     ((3, 8, 8, 8), True)
     >>> torch.testing.assert_close(plain.eval()(torch.ones(1, 1, 8, 8)),
-    ...                            net.eval()(torch.ones(1, 1, 8, 8)), rtol=1e-4, atol=1e-4)
+    ...                            net.eval()(torch.ones(1, 1, 8, 8)), rtol=1e-3, atol=1e-3)
     >>> "none" in available_defenses()
     True
 """
