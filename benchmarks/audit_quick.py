@@ -6,19 +6,24 @@ Bars (issue 3 and issue 10): the paper's network, 64 BreastMNIST images, under 3
 
 Usage:
     python benchmarks/audit_quick.py [--model pgsl|resnet18] [--trained] [--threads 2]
-        [--profile out/audit_quick.prof]
+        [--profile out/audit_quick.prof] [--page docs/results/audit_quick_breastmnist.md]
 
 ``--trained`` loads the victim that ``benchmarks/attack_strength.py`` trained and cached
 (``out/attack_strength/victim_{breastmnist,resnet}_seed0.pt``); without it the network
-is untrained. ``--profile`` writes cProfile statistics (open with ``pstats``). Needs
-../shared/data.
+is untrained. ``--profile`` writes cProfile statistics (open with ``pstats``). ``--page``
+writes the results page (command, date, machine and load, the report, the bar's verdict).
+Needs ../shared/data.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import os
+import shlex
+import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -35,6 +40,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", default=None)
+    parser.add_argument("--page", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ds = load_dataset("breastmnist", root=default_data_root(), seed=args.seed)
@@ -52,7 +58,7 @@ def main() -> None:
         cut = "layer1"
         cached = Path(f"out/attack_strength/victim_resnet_seed{args.seed}.pt")
     if args.trained:
-        net.load_state_dict(torch.load(cached))
+        net.load_state_dict(torch.load(cached, weights_only=True))
     profiler = cProfile.Profile() if args.profile else None
     start = time.time()
     if profiler is not None:
@@ -62,9 +68,56 @@ def main() -> None:
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
+    seconds = time.time() - start
+    load = os.getloadavg()
     print(report.summary())
     print(f"model {args.model} ({'trained' if args.trained else 'untrained'}), "
-          f"{args.threads} threads: total seconds {time.time() - start:.1f}")
+          f"{args.threads} threads: total seconds {seconds:.1f}")
+    if args.page is not None:
+        write_page(args, report, seconds, load, start)
+
+
+#: Wall-time bars per model (seconds on 2 cores).
+BARS = {"pgsl": 180.0, "resnet18": 300.0}
+
+
+def write_page(args: argparse.Namespace, report: ss.AuditReport, seconds: float,
+               load: tuple[float, float, float], start: float) -> None:
+    """The results page: every number and sentence from this run."""
+    from shieldsplit.demo import machine_info
+    from shieldsplit.io import atomic_write_text
+
+    m = machine_info()
+    bar = BARS[args.model]
+    verdict = "reached" if seconds <= bar else "**not reached**"
+    busy = load[0] > 0.5 * int(m["cpus"])
+    trained = ("trained (the victim of benchmarks/attack_strength.py)" if args.trained
+               else "untrained")
+    by_position = "; ".join(f"{v.position}: {v.verdict}" for v in report.verdicts)
+    lines = [
+        f"# A quick audit of the {'paper network' if args.model == 'pgsl' else 'ResNet-18'}: "
+        "time, scores and verdicts",
+        "",
+        f"Command: `python benchmarks/audit_quick.py "
+        f"{' '.join(shlex.quote(a) for a in sys.argv[1:])}`  ",
+        f"Date: {datetime.fromtimestamp(start, timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
+        f"{m['cpus']} cores, {args.threads} torch threads, GPU {m['gpu']}, torch "
+        f"{m['torch']}; load average at the end {load[0]:.2f} "
+        f"({'other work was running: the time is inflated' if busy else 'otherwise idle'}).  ",
+        f"Data: BreastMNIST training split, {report.victims} victims, {report.auxiliary} "
+        f"auxiliary images (seed {args.seed}).  ",
+        f"Model: {report.model}, {trained}, "
+        f"cut {report.cut}, budget quick, clean accuracy on the victims "
+        f"{report.clean_accuracy:.1%} (majority class {report.majority_rate:.1%}).",
+        "",
+        "```",
+        report.summary(),
+        "```",
+        "",
+        f"Wall time {seconds:.0f} s against the bar of {bar:.0f} s: {verdict}. "
+        f"Verdicts per attacker position: {by_position}.",
+    ]
+    atomic_write_text(args.page, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

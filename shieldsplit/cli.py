@@ -318,7 +318,8 @@ def demo(
         console.print(leakage_table(report.plain_audit, report.shield_audit))
         for who, audited in (("plain", report.plain_audit), ("SplitShield", report.shield_audit)):
             for v in audited.verdicts:
-                console.print(f"{who}: [{v.verdict}] {v.sentence}", soft_wrap=True)
+                console.print(f"{who}: [{v.verdict}] {v.sentence}", soft_wrap=True,
+                              markup=False)
     written = write_outputs([(json_out, lambda p: atomic_write_text(
         p, report.model_dump_json(indent=2)), "report")])
     if not written:
