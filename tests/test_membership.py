@@ -1,0 +1,187 @@
+"""Membership inference: the pure scores and metrics against numpy/scipy/scikit-learn
+references and hand-computed cases; the attacks, the sets and the audit on tiny models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import norm
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from shieldsplit.errors import ConfigError, InputShapeError
+from shieldsplit.functional.membership import (
+    auc_interval,
+    count_at_fpr,
+    dp_tpr_bound,
+    lira_offline,
+    lira_online,
+    logit_confidence,
+    loss_score,
+    membership_advantage,
+    membership_auc,
+    min_nonmembers,
+    rmia_score,
+    roc_points,
+    tpr_at_fpr,
+)
+
+# ------------------------------------------------------------------ metrics
+
+scores_st = st.lists(st.integers(-20, 20), min_size=4, max_size=40)
+
+
+@settings(max_examples=40, deadline=None)
+@given(scores_st, st.integers(0, 2**31 - 1))
+def test_auc_and_roc_match_sklearn(raw: list[int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    s = np.asarray(raw, float)
+    m = rng.permutation(np.r_[np.ones(len(s) // 2), np.zeros(len(s) - len(s) // 2)]).astype(int)
+    assert membership_auc(s, m) == pytest.approx(roc_auc_score(m, s))
+    fpr, tpr = roc_points(s, m)
+    ref_fpr, ref_tpr, _ = roc_curve(m, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, ref_fpr)
+    np.testing.assert_allclose(tpr, ref_tpr)
+    # the advantage is the best threshold's TPR - FPR, brute force over every cut
+    best = max(((s >= t) & (m == 1)).sum() / m.sum() - ((s >= t) & (m == 0)).sum() / (m == 0).sum()
+               for t in np.r_[s, np.inf])
+    assert membership_advantage(s, m) == pytest.approx(max(best, 0.0))
+
+
+def test_advantage_is_twice_balanced_accuracy_minus_one() -> None:
+    s, m = np.array([5.0, 4, 3, 2, 1, 0]), np.array([1, 0, 1, 1, 0, 0])
+    # threshold 2: TPR 1, FPR 1/3 -> balanced accuracy (1 + 2/3) / 2
+    assert membership_advantage(s, m) == pytest.approx(2 * (1 + 2 / 3) / 2 - 1)
+
+
+def test_auc_interval_covers_and_matches_rank_auc() -> None:
+    rng = np.random.default_rng(0)
+    s = np.r_[rng.normal(1.0, 1, 200), rng.normal(0.0, 1, 200)]
+    m = np.r_[np.ones(200), np.zeros(200)].astype(int)
+    lo, hi = auc_interval(s, m, seed=1)
+    auc = roc_auc_score(m, s)
+    assert lo < auc < hi
+    assert lo > 0.65 and hi < 0.85          # true AUC is Phi(1/sqrt 2) = 0.760
+    assert auc_interval(s, m, seed=1) == (lo, hi)
+    # no signal: the interval contains 0.5
+    lo0, hi0 = auc_interval(rng.normal(size=400), m, seed=1)
+    assert lo0 < 0.5 < hi0
+
+
+def test_auc_interval_with_ties_equals_sklearn_on_identity_resample() -> None:
+    s, m = np.array([1.0, 1.0, 0.0, 1.0]), np.array([1, 0, 0, 1])
+    lo, hi = auc_interval(s, m, resamples=1, level=0.5)
+    # one resample is random, but a tie-handling rank AUC never leaves [0, 1]
+    assert 0.0 <= lo <= hi <= 1.0
+    assert membership_auc(s, m) == pytest.approx(roc_auc_score(m, s)) == pytest.approx(0.75)
+
+
+def test_min_nonmembers() -> None:
+    assert (min_nonmembers(0.001), min_nonmembers(0.01), min_nonmembers(0.05)) == (1000, 100, 20)
+    for bad in (0.0, 1.0, -0.1, float("nan"), "1%"):
+        with pytest.raises(ConfigError):
+            min_nonmembers(bad)  # type: ignore[arg-type]
+
+
+def test_tpr_at_fpr_hand_computed_and_unresolvable() -> None:
+    non = np.arange(100.0)                 # 100 non-members: 1% is resolvable, 0.1% is not
+    mem = np.array([150.0, 99.5, 98.5, 10.0])
+    s, m = np.r_[mem, non], np.r_[np.ones(4), np.zeros(100)].astype(int)
+    # FPR <= 1% allows the threshold just above 98 (one false positive: 99): 150, 99.5, 98.5
+    assert tpr_at_fpr(s, m, 0.01) == pytest.approx(3 / 4)
+    assert count_at_fpr(s, m, 0.01) == (3, 1)
+    assert tpr_at_fpr(s, m, 0.001) is None
+    assert tpr_at_fpr(s, m, 0.02) == pytest.approx(3 / 4)
+    # numpy reference: the best TPR among ROC points with FPR <= f
+    fpr, tpr, _ = roc_curve(m, s)
+    assert tpr_at_fpr(s, m, 0.05) == pytest.approx(tpr[fpr <= 0.05].max())
+
+
+@pytest.mark.parametrize("scores, labels", [
+    ([0.1, 0.2], [1, 1]),                  # one class only
+    ([0.1, 0.2], [1, 0, 1]),               # lengths differ
+    ([0.1, float("nan")], [1, 0]),         # not finite
+    ([0.1, 0.2], [2, 0]),                  # not 0/1
+])
+def test_metrics_refuse_bad_input(scores: list[float], labels: list[int]) -> None:
+    with pytest.raises(InputShapeError):
+        membership_auc(scores, labels)
+
+
+# ------------------------------------------------------------------ scores
+
+def test_loss_and_logit_scores() -> None:
+    p = np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]])
+    y = np.array([0, 2])
+    np.testing.assert_allclose(loss_score(p, y), [math.log(0.7), math.log(0.5)])
+    np.testing.assert_allclose(logit_confidence(p, y), [math.log(0.7 / 0.3), 0.0])
+    # a models axis broadcasts
+    np.testing.assert_allclose(logit_confidence(np.stack([p, p]), y)[1],
+                               logit_confidence(p, y))
+    with pytest.raises(InputShapeError):
+        loss_score(p, np.array([0, 3]))
+    with pytest.raises(InputShapeError):
+        loss_score(p, np.array([0.0, 1.0]))
+
+
+def test_lira_online_matches_scipy_per_example() -> None:
+    rng = np.random.default_rng(0)
+    r_in, r_out, c = rng.normal(2, 1, (8, 5)), rng.normal(0, 1, (8, 5)), rng.normal(1, 1, 5)
+    ref = [norm.logpdf(c[i], r_in[:, i].mean(), r_in[:, i].std(ddof=1))
+           - norm.logpdf(c[i], r_out[:, i].mean(), r_out[:, i].std(ddof=1)) for i in range(5)]
+    np.testing.assert_allclose(lira_online(c, r_in, r_out), ref)
+    # a pooled deviation: the same for every example
+    pooled = np.sqrt(r_out.var(axis=0, ddof=1).mean())
+    np.testing.assert_allclose(lira_offline(c, r_out, global_std=True),
+                               norm.logcdf(c, r_out.mean(0), pooled))
+    np.testing.assert_allclose(lira_offline(c, r_out),
+                               norm.logcdf(c, r_out.mean(0), r_out.std(0, ddof=1)))
+    with pytest.raises(InputShapeError):
+        lira_online(c, r_in[:, :3], r_out)
+
+
+def test_rmia_matches_brute_force_pairwise_ratios() -> None:
+    rng = np.random.default_rng(0)
+    tx, tz = rng.uniform(0.05, 1, 7), rng.uniform(0.05, 1, 11)
+    rx, rz = rng.uniform(0.05, 1, (3, 7)), rng.uniform(0.05, 1, (3, 11))
+    for a, gamma in ((0.3, 1.0), (None, 1.0), (1.0, 2.0), (0.0, 1.5)):
+        def px(ref: np.ndarray, a: float | None = a) -> np.ndarray:
+            mean = ref.mean(0)
+            return mean if a is None else ((1 + a) * mean + (1 - a)) / 2
+        lr = (tx / px(rx))[:, None] / (tz / px(rz))[None, :]
+        expected = (lr > gamma).mean(axis=1)
+        np.testing.assert_allclose(rmia_score(tx, rx, tz, rz, a=a, gamma=gamma), expected)
+    with pytest.raises(ConfigError):
+        rmia_score(tx, rx, tz, rz, gamma=0.5)
+    with pytest.raises(ConfigError):
+        rmia_score(tx, rx, tz, rz, a=1.5)
+    with pytest.raises(InputShapeError):
+        rmia_score(tx, rx[:2], tz, rz)
+
+
+def test_rmia_offline_a1_equals_online_mean() -> None:
+    tx, rx, tz, rz = [0.9, 0.3], [[0.6, 0.5]], [0.5, 0.7, 0.2], [[0.5, 0.5, 0.5]]
+    np.testing.assert_allclose(rmia_score(tx, rx, tz, rz, a=1.0),
+                               rmia_score(tx, rx, tz, rz, a=None))
+
+
+# ------------------------------------------------------------------ DP bound
+
+def test_dp_bound_hand_computed_and_symmetric() -> None:
+    f = np.array([0.0, 0.001, 0.01, 0.5, 1.0])
+    e = math.e
+    expected = np.minimum.reduce([np.ones(5), e * f + 1e-5, 1 - (1 - 1e-5 - f) / e])
+    np.testing.assert_allclose(dp_tpr_bound(f, epsilon=1.0, delta=1e-5), np.clip(expected, 0, 1))
+    # epsilon 0, delta 0: no test beats chance
+    np.testing.assert_allclose(dp_tpr_bound(f, epsilon=0.0), f)
+    # symmetry: the bound on TPR at FPR f, read for the complementary test, bounds 1 - f
+    g = np.linspace(0, 1, 21)
+    b = dp_tpr_bound(g, epsilon=2.0, delta=0.01)
+    np.testing.assert_allclose(1 - dp_tpr_bound(1 - b, 2.0, 0.01)[b < 1], (g)[b < 1], atol=1e-9)
+    with pytest.raises(ConfigError):
+        dp_tpr_bound([1.5], epsilon=1.0)
+    with pytest.raises(ConfigError):
+        dp_tpr_bound([0.1], epsilon=-1.0)
