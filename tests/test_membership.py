@@ -13,9 +13,12 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from shieldsplit.errors import ConfigError, InputShapeError
+from shieldsplit.functional import wilson_interval
 from shieldsplit.functional.membership import (
+    MembershipEvidence,
     auc_interval,
     count_at_fpr,
+    decide_membership,
     dp_tpr_bound,
     lira_offline,
     lira_online,
@@ -23,6 +26,7 @@ from shieldsplit.functional.membership import (
     loss_score,
     membership_advantage,
     membership_auc,
+    membership_evidence,
     min_nonmembers,
     rmia_score,
     roc_points,
@@ -185,3 +189,67 @@ def test_dp_bound_hand_computed_and_symmetric() -> None:
         dp_tpr_bound([1.5], epsilon=1.0)
     with pytest.raises(ConfigError):
         dp_tpr_bound([0.1], epsilon=-1.0)
+
+
+# ------------------------------------------------------------------ evidence and the rule
+
+def _ev(**kw: object) -> MembershipEvidence:
+    return MembershipEvidence(members=100, nonmembers=100, **kw)  # type: ignore[arg-type]
+
+
+LEAKY = _ev(auc=0.8, auc_low=0.7, auc_high=0.9)
+NULL = _ev(auc=0.5, auc_low=0.42, auc_high=0.58)
+
+
+def test_evidence_auc_leak_and_tpr_leak_from_counts() -> None:
+    rng = np.random.default_rng(0)
+    m = np.r_[np.ones(300), np.zeros(300)].astype(int)
+    # a few members far above every non-member: AUC barely moves, TPR at 1% FPR does
+    s = np.r_[np.full(30, 10.0), rng.normal(size=270), rng.normal(size=300)]
+    ev = membership_evidence(s, m, seed=0)
+    tp, fp = count_at_fpr(s, m, 0.01)
+    assert ev.tpr_low == pytest.approx(wilson_interval(tp, 300)[0])
+    assert ev.fpr_high == pytest.approx(wilson_interval(fp, 300)[1])
+    assert ev.tpr_leak and ev.leaks
+    assert ev.auc == pytest.approx(roc_auc_score(m, s))
+    null = membership_evidence(rng.normal(size=600), m, seed=0)
+    assert not null.leaks and not null.inverted
+    assert null.auc_low is not None and null.auc_low < 0.5 < (null.auc_high or 0)
+    few = membership_evidence(s[:60:2].tolist() + s[300:360:2].tolist(),
+                              [1] * 30 + [0] * 30)
+    assert few.tpr_low_fpr is None and few.tpr_low is None and not few.tpr_leak
+
+
+def test_rule_not_finished() -> None:
+    d = decide_membership(_ev(status="failed"), LEAKY)
+    assert d.verdict == "inconclusive" and "did not finish" in d.reason
+
+
+def test_rule_leaks_by_auc_and_by_tpr() -> None:
+    assert decide_membership(LEAKY, None).verdict == "leaks"
+    by_tpr = _ev(auc=0.52, auc_low=0.45, auc_high=0.6, tpr_low_fpr=0.2, tpr_low=0.12,
+                 fpr_high=0.05)
+    d = decide_membership(by_tpr, None)
+    assert d.verdict == "leaks" and "1% FPR" in d.reason and "AUC" not in d.reason
+    not_enough = by_tpr.model_copy(update={"tpr_low": 0.04})
+    assert decide_membership(not_enough, None).verdict == "inconclusive"
+
+
+def test_rule_inverted_is_inconclusive_even_with_a_leaky_control() -> None:
+    d = decide_membership(_ev(auc=0.3, auc_low=0.2, auc_high=0.4), LEAKY)
+    assert d.verdict == "inconclusive" and "inverted" in d.reason
+
+
+def test_rule_no_control() -> None:
+    d = decide_membership(NULL, None)
+    assert d.verdict == "inconclusive" and "no positive control" in d.reason
+
+
+def test_rule_control_did_not_leak() -> None:
+    d = decide_membership(NULL, NULL)
+    assert d.verdict == "inconclusive" and "not shown" in d.reason
+
+
+def test_rule_no_leakage_found() -> None:
+    d = decide_membership(NULL, LEAKY, control_name="the copy")
+    assert d.verdict == "no leakage found" and "the copy" in d.reason

@@ -39,15 +39,18 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
+from pydantic import BaseModel, ConfigDict
 from scipy.stats import norm, rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..errors import ConfigError, InputShapeError
 from ..validate import check_number
-from .stats import BOOTSTRAP_RESAMPLES
+from .stats import BOOTSTRAP_RESAMPLES, wilson_interval
+from .verdict import Decision
 
 #: Probabilities are clipped to ``[EPS, 1 - EPS]`` before logarithms.
 EPS = 1e-12
@@ -452,8 +455,162 @@ def dp_tpr_bound(fpr: ArrayLike, epsilon: float, delta: float = 0.0) -> np.ndarr
     return np.clip(np.minimum(one, other), 0.0, 1.0)
 
 
+# ------------------------------------------------------------------ evidence and verdict
+
+#: The FPR at which a low-FPR leak is tested (1%: resolvable from 100 non-members).
+LEAK_FPR = 0.01
+
+
+class MembershipEvidence(BaseModel):
+    """What one membership attack showed, reduced to the numbers the rule reads.
+
+    Attributes:
+        status: ``ok`` when the attack finished.
+        members: members scored.
+        nonmembers: non-members scored.
+        auc: the ROC AUC.
+        auc_low: its 95% stratified-bootstrap lower bound.
+        auc_high: its 95% stratified-bootstrap upper bound.
+        tpr_low_fpr: the TPR at :data:`LEAK_FPR`, None if not resolvable.
+        tpr_low: Wilson lower bound of that TPR (its true positives among the members).
+        fpr_high: Wilson upper bound of the FPR the same threshold reached (its false
+            positives among the non-members).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "cancelled", "failed"] = "ok"
+    members: int = 0
+    nonmembers: int = 0
+    auc: float | None = None
+    auc_low: float | None = None
+    auc_high: float | None = None
+    tpr_low_fpr: float | None = None
+    tpr_low: float | None = None
+    fpr_high: float | None = None
+
+    @property
+    def auc_leak(self) -> bool:
+        """The AUC's lower bound is above chance (0.5)."""
+        return self.auc_low is not None and self.auc_low > 0.5
+
+    @property
+    def tpr_leak(self) -> bool:
+        """At the 1%-FPR threshold, the TPR's lower bound beats the FPR's upper bound."""
+        return (self.tpr_low is not None and self.fpr_high is not None
+                and self.tpr_low > self.fpr_high)
+
+    @property
+    def leaks(self) -> bool:
+        """Either test shows membership leakage."""
+        return self.auc_leak or self.tpr_leak
+
+    @property
+    def inverted(self) -> bool:
+        """The AUC's upper bound is below 0.5: the score ranks members *below* non-members."""
+        return self.auc_high is not None and self.auc_high < 0.5
+
+
+def membership_evidence(scores: ArrayLike, is_member: ArrayLike, *, seed: int = 0,
+                        ) -> MembershipEvidence:
+    """Reduce one attack's scores to :class:`MembershipEvidence` (95% intervals).
+
+    Args:
+        scores: ``(n,)`` higher means "member".
+        is_member: ``(n,)`` 0/1.
+        seed: seeds the bootstrap.
+
+    Returns:
+        The evidence; the TPR fields are None when fewer than 100 non-members leave 1% FPR
+        unresolvable.
+
+    Example:
+        >>> ev = membership_evidence(np.r_[np.ones(50), np.zeros(50)], np.r_[np.ones(50),
+        ...                          np.zeros(50)])
+        >>> ev.auc, ev.auc_leak, ev.tpr_low_fpr
+        (1.0, True, None)
+    """
+    s, m = _scores_labels(scores, is_member)
+    n1, n0 = int(m.sum()), int(len(m) - m.sum())
+    lo, hi = auc_interval(s, m, seed=seed)
+    out = MembershipEvidence(members=n1, nonmembers=n0, auc=membership_auc(s, m),
+                             auc_low=lo, auc_high=hi, tpr_low_fpr=tpr_at_fpr(s, m, LEAK_FPR))
+    if out.tpr_low_fpr is not None:
+        tp, fp = count_at_fpr(s, m, LEAK_FPR)
+        out.tpr_low, out.fpr_high = wilson_interval(tp, n1)[0], wilson_interval(fp, n0)[1]
+    return out
+
+
+def decide_membership(target: MembershipEvidence, control: MembershipEvidence | None, *,
+                      control_name: str = "the overfitted control") -> Decision:
+    """The decision rule of docs/audit.md, for one membership attack.
+
+    1. the attack did not finish → inconclusive;
+    2. it leaks (:attr:`MembershipEvidence.leaks`: the AUC's 95% lower bound above 0.5,
+       or, at the threshold of 1% FPR, the Wilson lower bound of the TPR above the Wilson
+       upper bound of the FPR) → **leaks**;
+    3. its AUC is significantly below 0.5 (inverted scores) → inconclusive;
+    4. no control was run → inconclusive;
+    5. the same attack did not leak on the control → inconclusive;
+    6. otherwise → **no leakage found**.
+
+    Args:
+        target: the attack's evidence on the audited model.
+        control: the same attack, same budget, on the positive control (None: not run).
+        control_name: how the reason names the control.
+
+    Returns:
+        The verdict and its reason.
+
+    Example:
+        >>> strong = MembershipEvidence(auc=0.9, auc_low=0.8, auc_high=0.95)
+        >>> weak = MembershipEvidence(auc=0.5, auc_low=0.4, auc_high=0.6)
+        >>> [decide_membership(t, c).verdict for t, c in ((strong, None), (weak, strong),
+        ...                                                (weak, weak))]
+        ['leaks', 'no leakage found', 'inconclusive']
+    """
+    if target.status != "ok":
+        return Decision(verdict="inconclusive",
+                        reason=f"the attack did not finish ({target.status})")
+    if target.leaks:
+        shown = [f"AUC {target.auc:.3f} (95% lower bound {target.auc_low:.3f} > 0.5)"
+                 if target.auc_leak else "",
+                 f"TPR {target.tpr_low_fpr:.1%} at 1% FPR (lower bound {target.tpr_low:.1%} > "
+                 f"the FPR's upper bound {target.fpr_high:.1%})" if target.tpr_leak else ""]
+        return Decision(verdict="leaks", reason="leaks membership: " + "; ".join(
+            t for t in shown if t))
+    if target.inverted:
+        return Decision(verdict="inconclusive",
+                        reason=f"the scores rank members below non-members (AUC upper bound "
+                               f"{target.auc_high:.3f} < 0.5): the signal is there, inverted")
+    if control is None:
+        return Decision(verdict="inconclusive",
+                        reason="the attack found nothing and no positive control was run")
+    if not control.leaks:
+        return Decision(verdict="inconclusive",
+                        reason=f"the attack did not leak on {control_name} either: at this "
+                               "budget it is not shown to detect members")
+    return Decision(verdict="no leakage found",
+                    reason=f"the same attack at the same budget leaked on {control_name}")
+
+
 __all__ = [
-    "EPS", "auc_interval", "count_at_fpr", "dp_tpr_bound", "lira_offline", "lira_online",
-    "logit_confidence", "loss_score", "membership_advantage", "membership_auc",
-    "min_nonmembers", "rmia_score", "roc_points", "tpr_at_fpr",
+    "EPS",
+    "LEAK_FPR",
+    "MembershipEvidence",
+    "auc_interval",
+    "count_at_fpr",
+    "decide_membership",
+    "dp_tpr_bound",
+    "lira_offline",
+    "lira_online",
+    "logit_confidence",
+    "loss_score",
+    "membership_advantage",
+    "membership_auc",
+    "membership_evidence",
+    "min_nonmembers",
+    "rmia_score",
+    "roc_points",
+    "tpr_at_fpr",
 ]
