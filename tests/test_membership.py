@@ -7,12 +7,27 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score, roc_curve
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
-from shieldsplit.errors import ConfigError, InputShapeError
+from shieldsplit.attacks.membership import (
+    MembershipAttack,
+    Recipe,
+    available_membership_attacks,
+    clear_reference_cache,
+    create_membership_attack,
+    probabilities,
+    reference_models,
+    register_membership_attack,
+    unregister_membership_attack,
+)
+from shieldsplit.defense import Defense, create_defense
+from shieldsplit.errors import ConfigError, InputShapeError, LabelError, MembershipSetError
 from shieldsplit.functional import wilson_interval
 from shieldsplit.functional.membership import (
     MembershipEvidence,
@@ -32,6 +47,13 @@ from shieldsplit.functional.membership import (
     roc_points,
     tpr_at_fpr,
 )
+from shieldsplit.membership import (
+    MembershipReport,
+    check_disjoint,
+    membership_audit,
+    membership_sets,
+)
+from shieldsplit.training import fit_plain
 
 # ------------------------------------------------------------------ metrics
 
@@ -253,3 +275,177 @@ def test_rule_control_did_not_leak() -> None:
 def test_rule_no_leakage_found() -> None:
     d = decide_membership(NULL, LEAKY, control_name="the copy")
     assert d.verdict == "no leakage found" and "the copy" in d.reason
+
+
+# ------------------------------------------------------------------ sets, attacks, audit
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    perm = torch.randperm(len(d.target), generator=torch.Generator().manual_seed(0))
+    x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)[perm]
+    return x, torch.tensor(d.target)[perm]
+
+
+def tiny_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8 * 64, 10))
+
+
+def trained(data: tuple[torch.Tensor, torch.Tensor], epochs: int, batch_size: int = 32,
+            ) -> nn.Module:
+    net = tiny_net()
+    fit_plain(net, DataLoader(TensorDataset(*data), batch_size=batch_size, shuffle=True),
+              epochs=epochs, seed=0, progress=False)
+    return net
+
+
+def test_sets_are_balanced_disjoint_and_seeded(digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = digits
+    a = membership_sets((x[:150], y[:150]), (x[150:250], y[150:250]), seed=3)
+    b = membership_sets((x[:150], y[:150]), (x[150:250], y[150:250]), seed=3)
+    c = membership_sets((x[:150], y[:150]), (x[150:250], y[150:250]), seed=4)
+    assert len(a.members[0]) == len(a.nonmembers[0]) == 100
+    assert torch.equal(a.members[0], b.members[0]) and not torch.equal(a.members[0],
+                                                                       c.members[0])
+    check_disjoint(a.members[0], a.nonmembers[0], what="sets")
+    assert len(membership_sets((x[:150], y[:150]), (x[150:250], y[150:250]),
+                               size=40).members[0]) == 40
+
+
+def test_sets_refuse_overlap_size_fpr_and_labels(digits: tuple[torch.Tensor, torch.Tensor],
+                                                 ) -> None:
+    x, y = digits
+    with pytest.raises(MembershipSetError, match="3 shared image"):
+        membership_sets((x[:50], y[:50]), (x[47:97], y[47:97]))
+    with pytest.raises(MembershipSetError, match="at most 50"):
+        membership_sets((x[:50], y[:50]), (x[50:100], y[50:100]), size=60)
+    with pytest.raises(MembershipSetError, match="at least 1000 non-members") as err:
+        membership_sets((x[:200], y[:200]), (x[200:400], y[200:400]), fprs=(0.01, 0.001))
+    assert err.value.what == "nonmembers"
+    membership_sets((x[:200], y[:200]), (x[200:400], y[200:400]), fprs=(0.01,))
+    two_class = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    with pytest.raises(LabelError):
+        membership_sets((x[:20], y[:20]), (x[20:40], y[20:40]), model=two_class)
+
+
+def test_registry_and_attack_input(digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    assert available_membership_attacks() == ["lira", "loss-threshold", "rmia"]
+    with pytest.raises(ConfigError):
+        create_membership_attack("lira", reference_models=1)
+    with pytest.raises(ConfigError, match="one of"):
+        create_membership_attack("shadow")
+    x, y = digits
+    net = tiny_net()
+    q = probabilities(net)
+    rmia = create_membership_attack("rmia", reference_models=2)
+    with pytest.raises(ConfigError, match="2 reference models"):
+        rmia.score(q, (x[:4], y[:4]), (x[4:8], y[4:8]), references=[q], population=(x, y))
+    with pytest.raises(ConfigError, match="population"):
+        rmia.score(q, (x[:4], y[:4]), (x[4:8], y[4:8]), references=[q, q])
+
+    class Constant(MembershipAttack):
+        name = "constant"
+
+        def _scores(self, target, refs, xs, ys, population):  # type: ignore[no-untyped-def]
+            return np.zeros(len(xs))
+
+    register_membership_attack("constant", Constant)
+    try:
+        out = create_membership_attack("constant").score(q, (x[:3], y[:3]), (x[3:5], y[3:5]))
+        assert out.members.shape == (3,) and out.nonmembers.shape == (2,)
+    finally:
+        unregister_membership_attack("constant")
+    assert "constant" not in available_membership_attacks()
+
+
+def test_reference_models_are_cached_by_seed_and_recipe(
+        digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = digits
+    aux = (x[:80], y[:80])
+    clear_reference_cache()
+    recipe = Recipe(epochs=1, batch_size=32)
+    first = reference_models(tiny_net(), recipe, aux, count=2, seed=0)
+    # a trained model of the same architecture shares them; another seed or recipe does not
+    again = reference_models(trained(aux, 1), recipe, aux, count=2, seed=0)
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    assert reference_models(tiny_net(), recipe, aux, count=1, seed=1)[0] is not first[0]
+    other = reference_models(tiny_net(), Recipe(epochs=2, batch_size=32), aux, count=1, seed=0)
+    assert other[0] is not first[0]
+    # the two models of a pair train on complementary halves: different weights
+    w0, w1 = (next(m.parameters()) for m in first)
+    assert not torch.equal(w0, w1)
+
+
+def test_efficacy_overfitted_leaks_and_unseen_does_not(
+        digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = digits
+    # digits generalise well: 100 members, 60 epochs of batch 16 make the model memorise
+    mem, non, aux = (x[:100], y[:100]), (x[200:300], y[200:300]), (x[400:700], y[400:700])
+    options = {"members": mem, "nonmembers": non, "auxiliary": aux, "epochs": 60,
+               "batch_size": 16, "reference_count": 1, "control_epochs": 60, "seed": 0}
+    overfit = trained(mem, 60, 16)
+    before = {k: v.clone() for k, v in overfit.state_dict().items()}
+    overfit.train()
+    leaky = membership_audit(overfit, **options)  # type: ignore[arg-type]
+    # the model is only queried: same weights, same mode
+    assert overfit.training
+    assert all(torch.equal(before[k], v) for k, v in overfit.state_dict().items())
+    assert leaky.verdict == "leaks"
+    assert min(r.auc_low for r in leaky.results) > 0.5
+    assert max(r.auc_low for r in leaky.results) > 0.6
+    assert leaky.control is not None and all(c.evidence.leaks for c in leaky.control)
+
+    unseen = membership_audit(trained((x[700:800], y[700:800]), 60, 16), **options)  # type: ignore[arg-type]
+    for r in unseen.results:
+        assert r.auc_low < 0.5 < r.auc_high, r
+    # the same attacks leaked on the overfitted control: "no leakage found", not "safe"
+    assert unseen.verdict == "no leakage found"
+    assert {r.verdict for r in unseen.results} == {"no leakage found"}
+    # 100 non-members resolve 1% but not 0.1% FPR, and the report says so
+    assert unseen.results[0].tpr["0.1%"] is None and unseen.results[0].tpr["1%"] is not None
+    assert unseen.notes == ["TPR at 0.1% FPR is not resolvable: 100 non-members, 1000 needed"]
+    assert "not resolvable" in unseen.summary()
+    fpr, tpr = unseen.results[1].roc_fpr, unseen.results[1].roc_tpr
+    assert fpr[0] == 0.0 and fpr[-1] == tpr[-1] == 1.0 and fpr == sorted(fpr)
+    assert MembershipReport.model_validate_json(unseen.model_dump_json()) == unseen
+
+
+def test_audit_of_a_defense_trains_references_with_its_recipe(
+        digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = digits
+    defense = create_defense("none", tiny_net(), cut=1, seed=0)
+    defense.fit(DataLoader(TensorDataset(x[:100], y[:100]), batch_size=32), epochs=1,
+                seed=0, progress=False)
+    clear_reference_cache()
+    report = membership_audit(defense, members=(x[:100], y[:100]),
+                              nonmembers=(x[100:200], y[100:200]),
+                              auxiliary=(x[200:300], y[200:300]), epochs=1, attacks=["rmia"],
+                              reference_count=1, control=None, seed=0)
+    assert report.recipe.defense == "none" and report.recipe.cut == 1
+    assert report.control is None and report.verdict in ("leaks", "inconclusive")
+    assert report.epsilon is None and report.dp_tpr_bound is None
+    from shieldsplit.attacks import membership as attacks_membership
+
+    refs = list(attacks_membership._CACHE.values())
+    assert len(refs) == 1 and isinstance(refs[0], Defense)
+
+
+def test_audit_refuses_bad_input(digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = digits
+    net = tiny_net()
+    ok = {"members": (x[:50], y[:50]), "nonmembers": (x[50:100], y[50:100]),
+          "auxiliary": (x[100:200], y[100:200]), "epochs": 1}
+    with pytest.raises(MembershipSetError, match="auxiliary"):
+        membership_audit(net, **{**ok, "auxiliary": (x[90:200], y[90:200])})  # type: ignore[arg-type]
+    with pytest.raises(MembershipSetError, match="at least 100"):
+        membership_audit(net, **ok, fprs=(0.01,))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        membership_audit(net, **ok, budget="huge")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        membership_audit(net, **ok, attacks=["shadow"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        membership_audit(net, **ok, control="twin")  # type: ignore[arg-type]
