@@ -50,7 +50,7 @@ from .attacks.membership import (
     probabilities,
     reference_models,
     template_of,
-    train_recipe,
+    train_cached,
 )
 from .datacontract import as_tensors, check_model
 from .defense import Defense
@@ -356,9 +356,10 @@ def overfitted_control(template: nn.Module, members: Labelled, *, epochs: int,
         seed: seeds the initialisation and the shuffling.
 
     Returns:
-        The trained control, in eval mode.
+        The trained control, in eval mode (cached like the reference models: every
+        defence of a ``compare`` shares it).
     """
-    return train_recipe(template, Recipe(epochs=epochs, batch_size=batch_size), members,
+    return train_cached(template, Recipe(epochs=epochs, batch_size=batch_size), members,
                         seed=seed)
 
 

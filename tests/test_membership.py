@@ -449,3 +449,20 @@ def test_audit_refuses_bad_input(digits: tuple[torch.Tensor, torch.Tensor]) -> N
         membership_audit(net, **ok, attacks=["shadow"])  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         membership_audit(net, **ok, control="twin")  # type: ignore[arg-type]
+
+
+def test_lira_through_the_audit_and_the_dp_bound_of_dpsgd(
+        digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = digits
+    defense = create_defense("dpsgd", tiny_net(), cut=1, seed=0, noise_multiplier=1.0)
+    defense.fit((x[:100], y[:100]), epochs=1, seed=0, progress=False)
+    eps, delta = defense.privacy()["epsilon"], defense.privacy()["delta"]
+    report = membership_audit(defense, members=(x[:100], y[:100]),
+                              nonmembers=(x[100:200], y[100:200]),
+                              auxiliary=(x[200:300], y[200:300]), epochs=1,
+                              attacks=["lira"], reference_count=2, control=None, seed=0)
+    assert [r.attack for r in report.results] == ["lira"]
+    assert report.results[0].reference_models == 2
+    assert report.epsilon == pytest.approx(eps) and eps > 0
+    assert report.dp_tpr_bound is not None
+    assert report.dp_tpr_bound["1%"] == pytest.approx(float(dp_tpr_bound([0.01], eps, delta)[0]))

@@ -20,9 +20,9 @@ Registered attacks:
 - ``lira``: offline LiRA, a per-example Gaussian over the reference models' scaled
   confidences (a pooled variance below 64 models); needs at least 2 reference models.
 
-Reference models are cached in memory by (recipe, auxiliary data, seed, index), so a
-``compare`` over defences, or a control with the same recipe, does not train them twice
-(:func:`clear_reference_cache` empties it).
+Reference models (and the audit's overfitted control) are cached in memory by (recipe,
+architecture, training images, seed), so a ``compare`` over defences does not train them
+twice (:func:`clear_reference_cache` empties the cache).
 
 Example:
     >>> import torch
@@ -229,12 +229,36 @@ def train_recipe(template: nn.Module, recipe: Recipe, data: Labelled, *, seed: i
     return defense.eval()
 
 
-_CACHE: dict[tuple[str, str, str, int, int], nn.Module] = {}
+_CACHE: dict[tuple[str, str, str, int], nn.Module] = {}
 
 
 def clear_reference_cache() -> None:
-    """Forget every cached reference model."""
+    """Forget every cached reference model (and overfitted control)."""
     _CACHE.clear()
+
+
+def train_cached(template: nn.Module, recipe: Recipe, data: Labelled, *, seed: int,
+                 ) -> nn.Module:
+    """:func:`train_recipe`, cached in memory by (recipe, architecture, data, seed).
+
+    The template counts by its architecture (its re-initialised state), so a trained
+    model and its untrained copy share cached models.
+
+    Args:
+        template: the undefended architecture.
+        recipe: the recipe.
+        data: labelled images.
+        seed: the training seed.
+
+    Returns:
+        The trained model (the cached object itself: query it, do not train it).
+    """
+    key = (recipe.key(), fingerprint(fresh_copy(template, 0)), fingerprint(*data), seed)
+    if key not in _CACHE:
+        logger.info("training a %s model on %d images", recipe.defense or "plain",
+                    len(data[0]))
+        _CACHE[key] = train_recipe(template, recipe, data, seed=seed)
+    return _CACHE[key]
 
 
 def reference_models(template: nn.Module, recipe: Recipe, auxiliary: Labelled, *, count: int,
@@ -243,9 +267,7 @@ def reference_models(template: nn.Module, recipe: Recipe, auxiliary: Labelled, *
 
     Models ``2j`` and ``2j + 1`` train on complementary halves of the ``j``-th seeded
     permutation (Carlini et al.'s pairing), so every auxiliary image is IN for half of an
-    even number of models. Cached in memory by (recipe, template, auxiliary data, seed,
-    index); the template counts by its architecture (its re-initialised state), so a
-    trained model and its untrained copy share reference models.
+    even number of models. Cached by :func:`train_cached`.
 
     Args:
         template: the undefended architecture.
@@ -260,19 +282,12 @@ def reference_models(template: nn.Module, recipe: Recipe, auxiliary: Labelled, *
     check_int("reference models", count, low=1, fix="pass 1, 2 or 4 reference models")
     seed = check_seed(seed)
     ax, ay = auxiliary
-    # the architecture, not the weights: every reference model starts re-initialised
-    base = (recipe.key(), fingerprint(fresh_copy(template, 0)), fingerprint(ax, ay), seed)
     out = []
     for i in range(count):
-        key = (*base, i)
-        if key not in _CACHE:
-            perm = torch.from_numpy(np.random.default_rng([seed, i // 2]).permutation(len(ax)))
-            half = perm[: len(ax) // 2] if i % 2 == 0 else perm[len(ax) // 2:]
-            logger.info("training reference model %d/%d (%s) on %d images", i + 1, count,
-                        recipe.defense or "plain", len(half))
-            _CACHE[key] = train_recipe(template, recipe, (ax[half], ay[half]),
-                                       seed=(seed + 7919 * (i + 1)) % 2**32)
-        out.append(_CACHE[key])
+        perm = torch.from_numpy(np.random.default_rng([seed, i // 2]).permutation(len(ax)))
+        half = perm[: len(ax) // 2] if i % 2 == 0 else perm[len(ax) // 2:]
+        out.append(train_cached(template, recipe, (ax[half], ay[half]),
+                                seed=(seed + 7919 * (i + 1)) % 2**32))
     return out
 
 
@@ -463,5 +478,5 @@ __all__ = [
     "Recipe", "available_membership_attacks", "clear_reference_cache",
     "create_membership_attack", "fingerprint", "fresh_copy", "membership_attack_class",
     "probabilities", "reference_models", "register_membership_attack", "template_of",
-    "train_recipe", "unregister_membership_attack",
+    "train_cached", "train_recipe", "unregister_membership_attack",
 ]
