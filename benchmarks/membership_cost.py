@@ -38,7 +38,7 @@ from shieldsplit.attacks.membership import clear_reference_cache
 from shieldsplit.data import load_dataset
 from shieldsplit.demo import machine_info
 from shieldsplit.io import atomic_write_text
-from shieldsplit.membership import membership_audit
+from shieldsplit.membership import membership_audit, without_shared
 from shieldsplit.models import PGSLNet
 from shieldsplit.training import fit_plain
 
@@ -62,8 +62,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     ds = load_dataset(args.data, root=args.data_root, seed=args.seed)
-    held_x = torch.cat([ds.x_val, ds.x_test])
-    held_y = torch.cat([ds.y_val, ds.y_test])
+    # the held-out splits may repeat training images (BreastMNIST does): drop those
+    held_all = (torch.cat([ds.x_val, ds.x_test]), torch.cat([ds.y_val, ds.y_test]))
+    held_x, held_y = without_shared(held_all, ds.x_train)
+    dropped = len(held_all[0]) - len(held_x)
     n = min(len(ds.x_train) // 2, len(held_x))
     members = (ds.x_train[:n], ds.y_train[:n])
     nonmembers = (held_x[:n], held_y[:n])
@@ -109,7 +111,8 @@ def main() -> None:
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     result = {"command": command, "date": date, "machine": machine, "members": n,
-              "auxiliary": len(auxiliary[0]), "target_train_seconds": train_seconds,
+              "auxiliary": len(auxiliary[0]), "dropped_duplicates": dropped,
+              "target_train_seconds": train_seconds,
               "seconds": {str(k): v for k, v in med.items()},
               "auc": {str(k): v for k, v in aucs.items()}}
 
@@ -122,7 +125,8 @@ def main() -> None:
         f"{machine['torch_threads']}, GPU: {machine['gpu']}, torch {machine['torch']}, "
         f"Python {machine['python']}.  ",
         f"Data: {args.data}, {n} members (training images the target saw), {n} non-members "
-        f"(validation + test images), {len(auxiliary[0])} auxiliary images (the rest of the "
+        f"(validation + test images; {dropped} dropped as copies of a training image), "
+        f"{len(auxiliary[0])} auxiliary images (the rest of the "
         f"training split; each reference model trains on half). Target: PGSLNet width "
         f"{args.width}, hidden {args.hidden}, {args.epochs} epochs of plain training "
         f"({train_seconds:.1f} s). Overfitted control: {args.control_epochs} epochs on the "

@@ -47,6 +47,7 @@ from .attacks.membership import (
     available_membership_attacks,
     create_membership_attack,
     membership_attack_class,
+    memoized,
     probabilities,
     reference_models,
     template_of,
@@ -140,6 +141,30 @@ def check_disjoint(a: Tensor, b: Tensor, *, what: str) -> None:
             what=what, expected=f"{what} disjoint (no image in both)",
             received=f"{len(shared)} shared image(s), e.g. index {shared[:5]} of the first",
             fix="draw them from disjoint parts of the data (and drop duplicate images)")
+
+
+def without_shared(data: Labelled, other: Tensor) -> Labelled:
+    """``data`` without the images that also occur (bit for bit) in ``other``.
+
+    Public data sets hold duplicates across their splits (BreastMNIST has an image in
+    both its training and its held-out splits), which :func:`check_disjoint` refuses.
+
+    Args:
+        data: labelled images ``(x, y)``.
+        other: ``(m, C, H, W)`` images.
+
+    Returns:
+        The labelled images of ``data`` that ``other`` does not hold, in order.
+
+    Example:
+        >>> x = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)])
+        >>> kept = without_shared((x, torch.tensor([0, 1])), x[:1])
+        >>> kept[1].tolist()
+        [1]
+    """
+    seen = set(_row_hashes(other))
+    keep = torch.tensor([h not in seen for h in _row_hashes(data[0])], dtype=torch.bool)
+    return data[0][keep], data[1][keep]
 
 
 def membership_sets(members: Any, nonmembers: Any, *, size: int | None = None,
@@ -319,8 +344,8 @@ def _score_model(model: nn.Module, template: nn.Module, recipe: Recipe, sets: Me
     trained = (reference_models(template, recipe, auxiliary, count=needed, seed=seed)
                if needed else [])
     ref_seconds = time.perf_counter() - start
-    queries = [probabilities(m) for m in trained]
-    target = probabilities(model)
+    queries = [memoized(probabilities(m)) for m in trained]
+    target = memoized(probabilities(model))
     results = []
     for name in names:
         t0 = time.perf_counter()
@@ -505,5 +530,5 @@ def membership_audit(
 __all__ = [
     "BUDGET_ATTACKS", "CONTROL_EPOCHS", "DEFAULT_FPRS", "REFERENCE_MODELS", "MembershipReport",
     "MembershipResult", "MembershipSets", "check_disjoint", "fpr_label", "membership_audit",
-    "membership_sets", "overfitted_control",
+    "membership_sets", "overfitted_control", "without_shared",
 ]

@@ -106,6 +106,28 @@ def probabilities(model: nn.Module) -> ProbsFn:
     return batched
 
 
+def memoized(query: ProbsFn) -> ProbsFn:
+    """``query`` answering again from memory for the same images (compared by value):
+    several attacks of one audit query each model on the same images.
+
+    Example:
+        >>> calls = []
+        >>> q = memoized(lambda x: calls.append(1) or x)
+        >>> _ = q(torch.zeros(2)), q(torch.zeros(2)), q(torch.ones(2))
+        >>> len(calls)
+        2
+    """
+    answers: dict[str, Tensor] = {}
+
+    def cached(x: Tensor) -> Tensor:
+        key = fingerprint(x)
+        if key not in answers:
+            answers[key] = query(x)
+        return answers[key]
+
+    return cached
+
+
 # ------------------------------------------------------------------ recipes and references
 
 class Recipe(BaseModel):
@@ -477,6 +499,7 @@ __all__ = [
     "RMIA", "LiRA", "LossThreshold", "MembershipAttack", "MembershipScores", "ProbsFn",
     "Recipe", "available_membership_attacks", "clear_reference_cache",
     "create_membership_attack", "fingerprint", "fresh_copy", "membership_attack_class",
+    "memoized",
     "probabilities", "reference_models", "register_membership_attack", "template_of",
     "train_cached", "train_recipe", "unregister_membership_attack",
 ]
