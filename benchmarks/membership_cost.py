@@ -86,7 +86,8 @@ def main() -> None:
     train_seconds = (time.perf_counter() - start) / 2
 
     runs: dict[int, dict[str, list[float]]] = {
-        k: {"cold": [], "cold_ref": [], "warm": [], "warm_ref": []} for k in COUNTS}
+        k: {"cold": [], "cold_ref": [], "cold_cpu": [], "warm": [], "warm_ref": []}
+        for k in COUNTS}
     aucs: dict[int, dict[str, float]] = {}
     for _ in range(args.rounds):
         for k in COUNTS:
@@ -97,7 +98,9 @@ def main() -> None:
                 "epochs": args.epochs, "batch_size": args.batch_size, "attacks": attacks,
                 "reference_count": k, "control_epochs": args.control_epochs,
                 "seed": args.seed}
+            cpu = time.process_time()
             cold = membership_audit(first, **common)
+            runs[k]["cold_cpu"].append(time.process_time() - cpu)
             warm = membership_audit(second, **common)
             runs[k]["cold"].append(cold.seconds)
             runs[k]["cold_ref"].append(cold.reference_seconds)
@@ -132,15 +135,15 @@ def main() -> None:
         f"({train_seconds:.1f} s). Overfitted control: {args.control_epochs} epochs on the "
         f"members. Median of {args.rounds} round(s).",
         "",
-        "| reference models | attacks | cold s | of which reference training | warm s "
-        "(same recipe, cache hit) | AUC per attack | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| reference models | attacks | cold s | of which reference training | cold CPU s "
+        "(this process) | warm s (same recipe, cache hit) | AUC per attack | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for k in COUNTS:
         a = aucs[k]
         names = [x for x in a if x != "verdict"]
         md.append(f"| {k} | {', '.join(names)} | {med[k]['cold']:.1f} | "
-                  f"{med[k]['cold_ref']:.1f} | {med[k]['warm']:.1f} | "
+                  f"{med[k]['cold_ref']:.1f} | {med[k]['cold_cpu']:.1f} | {med[k]['warm']:.1f} | "
                   + ", ".join(f"{x} {a[x]:.3f}" for x in names) + f" | {a['verdict']} |")
     md += [
         "",
@@ -148,6 +151,19 @@ def main() -> None:
         "target and control recipes together). A cached audit of a second model with the "
         f"same recipe took {med[2]['warm']:.1f} s at 2 reference models against "
         f"{med[2]['cold']:.1f} s cold ({med[2]['warm'] / max(med[2]['cold'], 1e-9):.0%}).",
+    ]
+    walls = [med[k]["cold"] for k in COUNTS]
+    cpus = [med[k]["cold_cpu"] for k in COUNTS]
+    if walls != sorted(walls):
+        md.append("Wall times here do not grow with the reference count, so other load on the "
+                  "shared cores moved them; the CPU seconds of this process "
+                  + ("do grow (" if cpus == sorted(cpus) else "do not either (")
+                  + ", ".join(f"{c:.1f}" for c in cpus) + ").")
+    md += [
+        "",
+        "Cold: reference models (target recipe and control recipe) and the overfitted "
+        "control are trained; warm: all of them come from the cache. The whole audit of "
+        "the target is queries, scores and bootstrap intervals besides that.",
         "",
         "Raw numbers: `membership_cost.json`.",
     ]
