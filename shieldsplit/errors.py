@@ -95,6 +95,13 @@ class ConfigError(ShieldSplitError):
     label = "Invalid configuration"
 
 
+class MembershipSetError(ShieldSplitError):
+    """Member and non-member sets that cannot support the requested membership test
+    (overlapping, too few non-members for an FPR, unbalanced beyond what is available)."""
+
+    label = "Invalid membership sets"
+
+
 class OutputPathError(ShieldSplitError):
     """An output file cannot be written where asked (missing, unwritable or a folder)."""
 
@@ -114,6 +121,7 @@ __all__ = [
     "InputShapeError",
     "InvalidCutError",
     "LabelError",
+    "MembershipSetError",
     "NonFiniteInputError",
     "OutputPathError",
     "ShieldSplitError",
