@@ -101,6 +101,7 @@ from .functional.verdict import (
     position_verdict,
 )
 from .io import atomic_write_text
+from .membership import MembershipReport, membership_audit
 from .metrics import distance_correlation, label_recovery_rate, mse, psnr, ssim
 from .progress import progress_bar
 from .training import accuracy, fit_plain
@@ -345,6 +346,8 @@ class AuditReport(BaseModel):
         control: what the positive control was, in words.
         control_accuracy: the control model's accuracy on the victims, when it is a model.
         baselines: the no-attack guesses, scored over every victim.
+        membership: membership inference (when ``heldout`` images were given; see
+            docs/membership.md), with its own verdict, control and ROC.
         results: one entry per attack.
         ranking: attack names from most to least leakage (by PSNR).
         complete: False when the audit was cancelled.
@@ -373,6 +376,7 @@ class AuditReport(BaseModel):
     control: str | None = None
     control_accuracy: float | None = None
     baselines: list[BaselineScore] = Field(default_factory=list)
+    membership: MembershipReport | None = None
     results: list[AttackResult] = Field(default_factory=list)
     ranking: list[str] = Field(default_factory=list)
     complete: bool = True
@@ -577,6 +581,7 @@ def audit(
     victims: int | None = None,
     control: Any = "auto",
     control_epochs: int | None = None,
+    heldout: Any = None,
     progress: bool = True,
 ) -> AuditReport:
     """Attack ``model`` with every applicable attack, score what leaks, and give verdicts.
@@ -604,7 +609,11 @@ def audit(
             verdict that needs one is *inconclusive*).
         control_epochs: training epochs of the undefended twin (default
             :data:`CONTROL_EPOCHS` by budget; pass your defence's own epochs to compare
-            like with like).
+            like with like). Membership inference's reference models repeat them too.
+        heldout: labelled images from the same distribution that the model did NOT
+            train on (any form of docs/data.md). When given, the audit also runs
+            membership inference (docs/membership.md): the victims are the members,
+            these the non-members, with its own verdict and overfitted control.
         progress: show progress bars.
 
     Returns:
@@ -706,6 +715,8 @@ def audit(
             report.complete = False
             logger.warning("audit cancelled while running its controls; the report is partial")
     _decide_all(report)
+    if heldout is not None and report.complete:
+        _membership(report, model, setting, heldout, control, control_epochs)
     scored = [r for r in report.results if r.psnr is not None]
     report.ranking = [r.attack for r in sorted(scored, key=lambda r: -(r.psnr or 0.0))]
     return report
@@ -1056,6 +1067,31 @@ def _position_sentence(position: str, rs: list[AttackResult]) -> PositionVerdict
         why = "; ".join(f"{r.attack}: {r.reason}" for r in rs if r.verdict == "inconclusive")
         text = f"{who}: inconclusive ({why})"
     return PositionVerdict(position=position, verdict=verdict, sentence=text, attacks=names)
+
+
+# --------------------------------------------------------------------------- membership
+def _membership(report: AuditReport, model: nn.Module, s: _Setting, heldout: Any,
+                control: Any, control_epochs: int | None) -> None:
+    """Membership inference on the victims (members) against ``heldout`` (non-members)."""
+    hx, hy = as_tensors(heldout, model=model)
+    m = membership_audit(
+        model, members=(s.vx, s.vy), nonmembers=(hx, hy), auxiliary=(s.ax, s.ay),
+        epochs=control_epochs or CONTROL_EPOCHS[s.budget], budget=s.budget, seed=s.seed,
+        control=None if control is None else "auto",
+    )
+    report.membership = m
+    best = m.best()
+    tpr = best.tpr.get("1%")
+    can = "can" if m.verdict == "leaks" else "cannot, at this strength,"
+    text = (f"Anyone who can query the model's scores {can} "
+            f"tell its training images from others: {best.attack} AUC {best.auc:.2f} "
+            f"[{best.auc_low:.2f}, {best.auc_high:.2f}], TPR "
+            + (f"{tpr:.1%}" if tpr is not None else "not resolvable")
+            + f" at 1% FPR ({m.members} members, {m.nonmembers} non-members)")
+    if m.verdict == "inconclusive":
+        text = f"Membership inference: inconclusive ({m.reason})"
+    report.verdicts.append(PositionVerdict(position="membership", verdict=m.verdict,
+                                           sentence=text, attacks=[r.attack for r in m.results]))
 
 
 # --------------------------------------------------------------------------- HTML

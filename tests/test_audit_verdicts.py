@@ -266,3 +266,31 @@ def test_a_defence_records_its_twin() -> None:
         assert twin.name == "none" and twin.cut == d.cut
         assert sum(p.numel() for p in twin.parameters()) == sum(
             p.numel() for p in net.parameters())
+
+
+def test_heldout_images_add_membership_inference(monkeypatch: pytest.MonkeyPatch,
+                                                 digits: tuple[Tensor, Tensor],
+                                                 tmp_path: Any) -> None:
+    from shieldsplit.training import fit_plain
+
+    fast(monkeypatch, **{"split-black-box": {"epochs": 1}})
+    x, y = digits
+    model = tiny()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[:100], y[:100]),
+                                         batch_size=16, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    fit_plain(model, loader, epochs=30, seed=0, progress=False)  # memorises its 100 images
+    report = audit(model, data=(x[:100], y[:100]), cut=2, attacks=["split-black-box"],
+                   control=None, control_epochs=30, heldout=(x[200:260], y[200:260]),
+                   **{**KW, "victims": 60})
+    assert report.membership is not None
+    line = next(v for v in report.verdicts if v.position == "membership")
+    assert line.verdict == report.membership.verdict
+    assert "AUC" in line.sentence or "inconclusive" in line.sentence
+    report.to_json(tmp_path / "m.json")
+    again = AuditReport.model_validate_json((tmp_path / "m.json").read_text())
+    assert again.membership is not None and again.membership.verdict == line.verdict
+    # without held-out images there is no membership part
+    plain = audit(model, data=(x[:100], y[:100]), cut=2, attacks=["split-black-box"],
+                  control=None, **KW)
+    assert plain.membership is None
