@@ -90,7 +90,9 @@ def write_page(args: argparse.Namespace, report: ss.AuditReport, seconds: float,
     m = machine_info()
     bar = BARS[args.model]
     verdict = "reached" if seconds <= bar else "**not reached**"
-    busy = load[0] > 0.5 * int(m["cpus"])
+    busy = load[0] > args.threads + 0.5  # the audit's own threads count in the load
+    busy_text = ("other work was running: the time is inflated" if busy
+                 else "no other work: the load is the audit own threads")
     trained = ("trained (the victim of benchmarks/attack_strength.py)" if args.trained
                else "untrained")
     by_position = "; ".join(f"{v.position}: {v.verdict}" for v in report.verdicts)
@@ -103,7 +105,7 @@ def write_page(args: argparse.Namespace, report: ss.AuditReport, seconds: float,
         f"Date: {datetime.fromtimestamp(start, timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
         f"{m['cpus']} cores, {args.threads} torch threads, GPU {m['gpu']}, torch "
         f"{m['torch']}; load average at the end {load[0]:.2f} "
-        f"({'other work was running: the time is inflated' if busy else 'otherwise idle'}).  ",
+        f"({busy_text}).  ",
         f"Data: BreastMNIST training split, {report.victims} victims, {report.auxiliary} "
         f"auxiliary images (seed {args.seed}).  ",
         f"Model: {report.model}, {trained}, "
