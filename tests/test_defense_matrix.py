@@ -240,13 +240,17 @@ def test_no_hooks_left_and_no_mutation(
     name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     fast_attacks(monkeypatch)
-    net = tiny_net().eval()
+    net = tiny_net().train()
+    for m in net.modules():  # BatchNorm frozen by the user inside a model in train mode
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    modes = [m.training for m in net.modules()]
     state = snapshot(net)
     types = [type(m) for m in net.modules()]
     net_hooks = hooks(net)
 
     def user_model_unchanged() -> None:
-        assert same_state(state, snapshot(net)) and not net.training
+        assert same_state(state, snapshot(net)) and [m.training for m in net.modules()] == modes
         assert [type(m) for m in net.modules()] == types and hooks(net) == net_hooks
 
     defense = build(name, net)
@@ -257,14 +261,15 @@ def test_no_hooks_left_and_no_mutation(
     user_model_unchanged()
 
     trained = snapshot(defense)
-    was_training = defense.training
+    defense_modes = [m.training for m in defense.modules()]
     x, y = data()
     attack = "split-black-box" if "split" in defense.surfaces else "idlg"
     report = shieldsplit.audit(defense, data=(x, y), budget="quick", seed=0, victims=8,
                                attacks=[attack], progress=False)
     assert [r.status for r in report.results] == ["ok"], [r.error for r in report.results]
     assert hooks(defense) <= start
-    assert same_state(trained, snapshot(defense)) and defense.training == was_training
+    assert same_state(trained, snapshot(defense))
+    assert [m.training for m in defense.modules()] == defense_modes  # every submodule's mode
     user_model_unchanged()
 
     defense.save(tmp_path / "d.pt")
