@@ -50,7 +50,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from ..errors import ConfigError, InputShapeError
 from ..validate import check_number
 from .stats import BOOTSTRAP_RESAMPLES, wilson_interval
-from .verdict import Decision
+from .verdict import Decision, decide
 
 #: Probabilities are clipped to ``[EPS, 1 - EPS]`` before logarithms.
 EPS = 1e-12
@@ -510,6 +510,28 @@ class MembershipEvidence(BaseModel):
         """The AUC's upper bound is below 0.5: the score ranks members *below* non-members."""
         return self.auc_high is not None and self.auc_high < 0.5
 
+    def leak_reason(self) -> str:
+        """The tests that showed leakage, with their numbers."""
+        shown = [f"AUC {self.auc:.3f} (95% lower bound {self.auc_low:.3f} > 0.5)"
+                 if self.auc_leak else "",
+                 f"TPR {self.tpr_low_fpr:.1%} at 1% FPR (lower bound {self.tpr_low:.1%} > "
+                 f"the FPR's upper bound {self.fpr_high:.1%})" if self.tpr_leak else ""]
+        return "leaks membership: " + "; ".join(t for t in shown if t)
+
+    def reversed_reason(self) -> str | None:
+        """Inverted scores, in words, or None."""
+        if not self.inverted:
+            return None
+        return (f"the scores rank members below non-members (AUC upper bound "
+                f"{self.auc_high:.3f} < 0.5): the signal is there, inverted")
+
+    def control_gap(self, control_name: str) -> str | None:
+        """As a control it vouches when it finished and leaked."""
+        if self.status == "ok" and self.leaks:
+            return None
+        return (f"the attack did not leak on {control_name} either: at this budget it is "
+                "not shown to detect members")
+
 
 def membership_evidence(scores: ArrayLike, is_member: ArrayLike, *, seed: int = 0,
                         ) -> MembershipEvidence:
@@ -569,29 +591,7 @@ def decide_membership(target: MembershipEvidence, control: MembershipEvidence | 
         ...                                                (weak, weak))]
         ['leaks', 'no leakage found', 'inconclusive']
     """
-    if target.status != "ok":
-        return Decision(verdict="inconclusive",
-                        reason=f"the attack did not finish ({target.status})")
-    if target.leaks:
-        shown = [f"AUC {target.auc:.3f} (95% lower bound {target.auc_low:.3f} > 0.5)"
-                 if target.auc_leak else "",
-                 f"TPR {target.tpr_low_fpr:.1%} at 1% FPR (lower bound {target.tpr_low:.1%} > "
-                 f"the FPR's upper bound {target.fpr_high:.1%})" if target.tpr_leak else ""]
-        return Decision(verdict="leaks", reason="leaks membership: " + "; ".join(
-            t for t in shown if t))
-    if target.inverted:
-        return Decision(verdict="inconclusive",
-                        reason=f"the scores rank members below non-members (AUC upper bound "
-                               f"{target.auc_high:.3f} < 0.5): the signal is there, inverted")
-    if control is None:
-        return Decision(verdict="inconclusive",
-                        reason="the attack found nothing and no positive control was run")
-    if not control.leaks:
-        return Decision(verdict="inconclusive",
-                        reason=f"the attack did not leak on {control_name} either: at this "
-                               "budget it is not shown to detect members")
-    return Decision(verdict="no leakage found",
-                    reason=f"the same attack at the same budget leaked on {control_name}")
+    return decide(target, control, control_name=control_name)
 
 
 __all__ = [

@@ -55,7 +55,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -143,6 +143,28 @@ class Evidence(BaseModel):
         return (self.balanced_high is not None and self.chance is not None
                 and self.predicted_classes >= 2 and self.balanced_high < self.chance)
 
+    def leak_reason(self) -> str:
+        """The kinds of leakage shown, in words."""
+        kinds = [name for name, hit in (("images", self.image_leak),
+                                        ("class", self.class_leak),
+                                        ("labels", self.label_leak)) if hit]
+        return "leaks " + ", ".join(kinds)
+
+    def reversed_reason(self) -> str | None:
+        """The flip, in words, or None."""
+        if not self.flipped:
+            return None
+        return ("reconstructions are classified below chance (a systematic flip): the class "
+                "is there, inverted, which is not protection")
+
+    def control_gap(self, control_name: str) -> str | None:
+        """As a control it vouches only if it rebuilt images (labels or class do not)."""
+        if self.leaks and self.image_leak:
+            return None
+        shown = "leaked only the class or labels" if self.leaks else "did not leak either"
+        return (f"the attack {shown} on {control_name}: at this budget it is not shown to "
+                "rebuild images")
+
 
 class Decision(BaseModel):
     """A verdict and the reason, in words.
@@ -216,9 +238,39 @@ def evidence(
     return out
 
 
-def decide(target: Evidence, control: Evidence | None, *, control_name: str = "the control",
-           ) -> Decision:
+class LeakageEvidence(Protocol):
+    """What :func:`decide` reads of any evidence (reconstruction :class:`Evidence`, or
+    :class:`~shieldsplit.functional.membership.MembershipEvidence`)."""
+
+    @property
+    def status(self) -> str:
+        """``ok`` when the attack finished."""
+        ...
+
+    @property
+    def leaks(self) -> bool:
+        """Whether it shows leakage."""
+        ...
+
+    def leak_reason(self) -> str:
+        """Why it leaks, in words."""
+        ...
+
+    def reversed_reason(self) -> str | None:
+        """Why the signal is there but inverted (never protection), or None."""
+        ...
+
+    def control_gap(self, control_name: str) -> str | None:
+        """As a positive control: None when it vouches for the attack, else why not."""
+        ...
+
+
+def decide(target: LeakageEvidence, control: LeakageEvidence | None, *,
+           control_name: str = "the control") -> Decision:
     """The decision rule for one attack (see the module docstring for the branches).
+
+    One rule for every kind of evidence: what "leaks", "reversed" and "vouches as a
+    control" mean is the evidence's own (:class:`LeakageEvidence`).
 
     Args:
         target: the attack's evidence on the audited model.
@@ -232,22 +284,16 @@ def decide(target: Evidence, control: Evidence | None, *, control_name: str = "t
         return Decision(verdict="inconclusive",
                         reason=f"the attack did not finish ({target.status})")
     if target.leaks:
-        kinds = [name for name, hit in (("images", target.image_leak),
-                                        ("class", target.class_leak),
-                                        ("labels", target.label_leak)) if hit]
-        return Decision(verdict="leaks", reason="leaks " + ", ".join(kinds))
-    if target.flipped:
-        return Decision(verdict="inconclusive",
-                        reason="reconstructions are classified below chance (a systematic "
-                               "flip): the class is there, inverted, which is not protection")
+        return Decision(verdict="leaks", reason=target.leak_reason())
+    reversed_reason = target.reversed_reason()
+    if reversed_reason is not None:
+        return Decision(verdict="inconclusive", reason=reversed_reason)
     if control is None:
         return Decision(verdict="inconclusive",
                         reason="the attack found nothing and no positive control was run")
-    if not (control.leaks and control.image_leak):
-        shown = "leaked only the class or labels" if control.leaks else "did not leak either"
-        return Decision(verdict="inconclusive",
-                        reason=f"the attack {shown} on {control_name}: at this budget it is "
-                               "not shown to rebuild images")
+    gap = control.control_gap(control_name)
+    if gap is not None:
+        return Decision(verdict="inconclusive", reason=gap)
     return Decision(verdict="no leakage found",
                     reason=f"the same attack at the same budget leaked on {control_name}")
 
@@ -270,4 +316,5 @@ def position_verdict(decisions: Sequence[Decision]) -> VerdictLabel:
     return "inconclusive"
 
 
-__all__ = ["Decision", "Evidence", "VerdictLabel", "decide", "evidence", "position_verdict"]
+__all__ = ["Decision", "Evidence", "LeakageEvidence", "VerdictLabel", "decide", "evidence",
+           "position_verdict"]
