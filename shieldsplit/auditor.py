@@ -751,7 +751,7 @@ def _check_control_report(control: Any, *, seed: int, budget: str, victims: int)
 
 
 def _architecture(model: nn.Module) -> str:
-    template = model.__dict__.get("_template")  # a defence's copy of the user's model
+    template = model.template() if isinstance(model, Defense) else None
     return type(template if template is not None else model).__name__
 
 
@@ -994,13 +994,8 @@ def _twin_target(
         twin.fit(loader, epochs=n_epochs, seed=s.seed, progress=s.progress)
     twin.eval()
     return (_defense_target(twin, s.vx), "undefended twin",
-            f"undefended twin ({type(_template_of(shield)).__name__} at cut {twin.cut}, "
+            f"undefended twin ({_architecture(shield)} at cut {twin.cut}, "
             f"trained {n_epochs} epochs on the audit's {len(x_all)} images)")
-
-
-def _template_of(shield: Defense) -> nn.Module:
-    template = shield.__dict__.get("_template")
-    return template if isinstance(template, nn.Module) else shield
 
 
 def _control_from(r: AttackResult, kind: Any, description: str) -> ControlResult:

@@ -215,12 +215,21 @@ class Defense(nn.Module, abc.ABC):
             NotImplementedError: if the defence did not record the model it wraps (a
                 custom defence: pass your trained undefended model as ``audit(control=)``).
         """
-        template = self.__dict__.get("_template")
-        if not isinstance(template, nn.Module):
+        template = self.template()
+        if template is None:
             raise NotImplementedError(f"{type(self).__name__} does not record the model it wraps")
         cut = self.__dict__.get("_template_cut", self.cut)
         return create_defense("none", copy.deepcopy(template), cut=cut,
                               seed=int(getattr(self, "seed", 0)))
+
+    def template(self) -> nn.Module | None:
+        """The undefended model this defence wraps, as it was given (None if not recorded).
+
+        Returns:
+            The recorded copy (do not modify it), or None.
+        """
+        template = self.__dict__.get("_template")
+        return template if isinstance(template, nn.Module) else None
 
     def record_template(self, model: nn.Module, cut: int | str | None = None) -> None:
         """Keep a copy of the undefended model this defence wraps (for :meth:`undefended_twin`).

@@ -219,8 +219,8 @@ def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
 def template_of(model: nn.Module) -> nn.Module:
     """The undefended architecture of the target (a Defense's recorded template)."""
     if isinstance(model, Defense):
-        template = model.__dict__.get("_template")
-        if not isinstance(template, nn.Module):
+        template = model.template()
+        if template is None:
             raise ConfigError.build(
                 what="model", expected="a defence that records the model it wraps",
                 received=type(model).__name__,
