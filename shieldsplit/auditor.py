@@ -694,9 +694,9 @@ def audit(
         report.reference_accuracy = accuracy(reference, [(vx, vy)])
         report.reference_balanced_accuracy = balanced_accuracy(reference(vx).argmax(-1), vy)
     setting = _Setting(vx=vx, vy=vy, ax=ax, ay=ay, num_classes=num_classes,
-                       reference=reference, baseline_psnr=torch.zeros(0), budget=budget,
-                       seed=seed, progress=progress)
-    setting.baseline_psnr = _score_baselines(report, setting)
+                       reference=reference,
+                       baseline_psnr=_score_baselines(report, vx, vy, ax, reference),
+                       budget=budget, seed=seed, progress=progress)
 
     with progress_bar(names, total=len(names), description="audit", enabled=progress) as todo:
         for name in todo:
@@ -761,19 +761,20 @@ def _machine() -> dict[str, str]:
     return machine_info()
 
 
-def _score_baselines(report: AuditReport, s: _Setting) -> Tensor:
+def _score_baselines(report: AuditReport, vx: Tensor, vy: Tensor, ax: Tensor,
+                     reference: nn.Module) -> Tensor:
     """Score the no-attack guesses over every victim; return the best one's PSNR per victim."""
-    best = torch.full((len(s.vx),), -float("inf"))
-    for name, guess in no_attack_baselines(s.vx, s.ax).items():
-        p = psnr(guess, s.vx).clamp(max=100)
+    best = torch.full((len(vx),), -float("inf"))
+    for name, guess in no_attack_baselines(vx, ax).items():
+        p = psnr(guess, vx).clamp(max=100)
         best = torch.maximum(best, p)
         with torch.no_grad():
-            pred = s.reference(guess).argmax(-1)
+            pred = reference(guess).argmax(-1)
         report.baselines.append(BaselineScore(
-            name=name, mse=float(mse(guess, s.vx).mean()), psnr=float(p.mean()),
-            ssim=float(ssim(guess, s.vx).mean()),
-            attacker_accuracy=float((pred == s.vy).double().mean()),
-            balanced_accuracy=balanced_accuracy(pred, s.vy)))
+            name=name, mse=float(mse(guess, vx).mean()), psnr=float(p.mean()),
+            ssim=float(ssim(guess, vx).mean()),
+            attacker_accuracy=float((pred == vy).double().mean()),
+            balanced_accuracy=balanced_accuracy(pred, vy)))
     return best
 
 
