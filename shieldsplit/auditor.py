@@ -1054,11 +1054,10 @@ def _position_sentence(position: str, rs: list[AttackResult]) -> PositionVerdict
     elif verdict == "no leakage found":
         best = max(rs, key=lambda r: r.psnr or 0.0)
         ctrl = best.control
-        text = (f"{who}: no leakage found at this strength ({best.attack} {best.psnr:.1f} dB "
-                f"against {ctrl.psnr:.1f} dB on {ctrl.description}"
-                if ctrl is not None and ctrl.psnr is not None and best.psnr is not None
-                else f"{who}: no leakage found at this strength")
-        text += ")" if ctrl is not None and ctrl.psnr is not None else ""
+        text = f"{who}: no leakage found at this strength"
+        if ctrl is not None and ctrl.psnr is not None and best.psnr is not None:
+            text += (f" ({best.attack} {best.psnr:.1f} dB against {ctrl.psnr:.1f} dB on "
+                     f"{ctrl.description})")
     else:
         why = "; ".join(f"{r.attack}: {r.reason}" for r in rs if r.verdict == "inconclusive")
         text = f"{who}: inconclusive ({why})"
