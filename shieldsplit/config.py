@@ -40,17 +40,17 @@ class SaliencyConfig(_Strict):
         method: the Captum attribution method.
         concat: concatenate the (down-sampled) map to the client's input tensor
             as one extra channel (paper Sec. IV-B: ``4ch + 1`` channels).
-        target: the class ``y`` of eq. 1. ``"predicted"`` (default) uses the client
-            probe's prediction in training and inference alike; ``"label"`` uses the
-            true label when one is given (the paper's eq. 1), which lets the map and
-            the perturbation carry the training label into the network: a shortcut
-            that is absent at inference (see docs/pgsl.md).
+        target: the class ``y`` of eq. 1. ``"label"`` (default, the paper's eq. 1)
+            uses the true label when one is given (training) and the client probe's
+            prediction when none is (inference); ``"predicted"`` uses the probe's
+            prediction in training too, so training and inference compute the map
+            the same way (see docs/pgsl.md for the measured difference).
     """
 
     enabled: bool = True
     method: Literal["saliency", "input_x_gradient"] = "saliency"
     concat: bool = True
-    target: Literal["predicted", "label"] = "predicted"
+    target: Literal["label", "predicted"] = "label"
 
 
 class PerturbConfig(_Strict):

@@ -6,8 +6,11 @@ initialised to zero, so the fused stream starts as the attacked stream and
 learns how much of the recovered map to mix in.
 
 Decision fusion (eqs. 9-11): ``S_awa = gamma * S_r + rho * S_f + (1 - gamma - rho) * S_a``
-with each stream's initial weight rescaled by that stream's ``S^max``, the
-largest per-class mean score.
+with each stream's initial weight rescaled by that stream's ``S^max``: the
+largest, over class labels ``L``, of the stream's mean score for ``L`` on the
+samples whose true label is ``L`` (its confidence in the true class). A stream
+that guesses, or collapses onto one class, scores low on the classes it gets
+wrong, and its weight falls.
 
 Example:
     >>> import torch
@@ -55,20 +58,53 @@ class ConvSumFusion(nn.Module):
         return self.conv(torch.cat([u, v], dim=1)) + u
 
 
-def max_mean_score(probs: Tensor) -> Tensor:
-    """``S^max``: the largest per-class mean score of one stream.
+def class_score_sums(probs: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Per class ``L``: the sum of ``p(L | x)`` over the samples labelled ``L``, and their count.
+
+    Sums add up over batches, so ``S^max`` of a whole epoch needs no stored scores.
 
     Args:
-        probs: ``(N, K)`` class probabilities.
+        probs: ``(N, K)`` class probabilities of one stream.
+        labels: ``(N,)`` true labels in ``[0, K)``.
+        num_classes: ``K``.
 
     Returns:
-        A scalar tensor.
+        ``(sums, counts)``, each of shape ``(K,)`` (float).
 
     Example:
-        >>> max_mean_score(torch.tensor([[0.2, 0.8], [0.6, 0.4]]))
-        tensor(0.6000)
+        >>> p = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+        >>> sums, counts = class_score_sums(p, torch.tensor([0, 0, 1]), 2)
+        >>> sums.tolist(), counts.tolist()
+        ([1.5, 0.699999988079071], [2.0, 1.0])
     """
-    return probs.mean(dim=0).max()
+    true = probs.gather(1, labels.long().view(-1, 1)).squeeze(1)
+    sums = torch.zeros(num_classes, dtype=probs.dtype, device=probs.device)
+    counts = torch.zeros(num_classes, dtype=probs.dtype, device=probs.device)
+    sums.index_add_(0, labels.long(), true)
+    counts.index_add_(0, labels.long(), torch.ones_like(true))
+    return sums, counts
+
+
+def max_class_score(sums: Tensor, counts: Tensor) -> Tensor:
+    """``S^max = max_L S(L)``, with ``S(L)`` the mean true-class score of class ``L``.
+
+    Classes with no sample do not count.
+
+    Args:
+        sums: ``(K,)`` from :func:`class_score_sums` (summed over batches).
+        counts: ``(K,)`` the matching sample counts.
+
+    Returns:
+        A scalar tensor (0 when no class has a sample).
+
+    Example:
+        >>> max_class_score(torch.tensor([1.5, 0.7, 0.0]), torch.tensor([2.0, 1.0, 0.0]))
+        tensor(0.7500)
+    """
+    present = counts > 0
+    if not bool(present.any()):
+        return torch.zeros((), dtype=sums.dtype, device=sums.device)
+    return (sums[present] / counts[present]).max()
 
 
 def adaptive_weights(s_max: Tensor, initial: Tensor) -> Tensor:
@@ -83,7 +119,10 @@ def adaptive_weights(s_max: Tensor, initial: Tensor) -> Tensor:
         Weights that sum to 1.
     """
     raw = initial * s_max
-    return raw / raw.sum()
+    total = raw.sum()
+    if float(total) <= 0:  # no stream has any confidence yet: keep the initial weights
+        return initial / initial.sum()
+    return raw / total
 
 
 def weighted_average(scores: Tensor, weights: Tensor) -> Tensor:
@@ -104,4 +143,7 @@ def weighted_average(scores: Tensor, weights: Tensor) -> Tensor:
     return torch.einsum("s,snk->nk", weights.to(scores.dtype), scores)
 
 
-__all__ = ["ConvSumFusion", "adaptive_weights", "max_mean_score", "weighted_average"]
+__all__ = [
+    "ConvSumFusion", "adaptive_weights", "class_score_sums", "max_class_score",
+    "weighted_average",
+]

@@ -68,6 +68,38 @@ def budget_count(numel: int, pixel_budget: float) -> int:
     return max(1, round(numel * pixel_budget))
 
 
+def raise_top(
+    x: Tensor, scores: Tensor, k: int, strength: float, clip: tuple[float, float] | None
+) -> Tensor:
+    """The kernel of :func:`jsma_perturb`, unchecked: raise each image's ``k``
+    top-scoring elements (score > 0) by ``strength``, then clip them to ``clip``.
+
+    It compiles with :func:`torch.jit.script` (used by :meth:`SplitShield.export`).
+
+    Args:
+        x: images ``(B, ...)``.
+        scores: non-negative scores shaped like ``x``.
+        k: elements per image to raise, ``1 <= k <= x[0].numel()``.
+        strength: amount added.
+        clip: ``(low, high)`` for the raised elements, or None.
+
+    Returns:
+        The perturbed batch.
+
+    Example:
+        >>> raise_top(torch.zeros(1, 3), torch.tensor([[0.0, 2.0, 1.0]]), 1, 0.5, None)
+        tensor([[0.0000, 0.5000, 0.0000]])
+    """
+    flat = scores.reshape(scores.shape[0], -1)
+    top = flat.topk(k, dim=1)
+    chosen = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top.indices, top.values > 0)
+    chosen = chosen.reshape(x.shape)
+    raised = x + strength
+    if clip is not None:
+        raised = raised.clamp(clip[0], clip[1])
+    return torch.where(chosen, raised, x)  # only the chosen elements move
+
+
 def jsma_perturb(
     x: Tensor,
     scores: Tensor,
@@ -97,17 +129,10 @@ def jsma_perturb(
             what="scores", expected=f"shape {tuple(x.shape)}", received=tuple(scores.shape),
             fix="pass one saliency value per input element",
         )
-    flat = scores.reshape(scores.shape[0], -1)
-    k = budget_count(flat.shape[1], pixel_budget)
-    top = flat.topk(k, dim=1)
-    chosen = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top.indices, top.values > 0)
-    chosen = chosen.reshape(x.shape)
-    raised = x + strength
-    if clip is not None:
-        raised = raised.clamp(*clip)
-    adversarial = torch.where(chosen, raised, x)  # only the chosen elements move
+    k = budget_count(scores[0].numel() if scores.shape[0] else 0, pixel_budget)
+    adversarial = raise_top(x, scores, k, strength, clip)
     mask = adversarial != x
     return Perturbation(adversarial=adversarial, delta=adversarial - x, mask=mask)
 
 
-__all__ = ["Perturbation", "budget_count", "jsma_perturb"]
+__all__ = ["Perturbation", "budget_count", "jsma_perturb", "raise_top"]

@@ -40,6 +40,13 @@ import torch
 from torch import Tensor, nn
 
 from shieldsplit.errors import ConfigError, InputShapeError, NonFiniteInputError
+from shieldsplit.functional.rpca import (
+    apg_kernel,
+    recover_kernel,
+    soft_threshold_kernel,
+    svt_gram_kernel,
+    svt_svd_kernel,
+)
 from shieldsplit.validate import check_int, check_number
 
 __all__ = [
@@ -59,7 +66,6 @@ MatrixMode = Literal["channels_x_pixels", "rows_x_cols"]
 
 _SVT_METHODS: tuple[str, ...] = ("gram", "svd")
 _MATRIX_MODES: tuple[str, ...] = ("channels_x_pixels", "rows_x_cols")
-_EPS = 1e-12
 
 
 # --------------------------------------------------------------------------- validation
@@ -144,16 +150,13 @@ def soft_threshold(x: Tensor, tau: float | Tensor) -> Tensor:
         tensor([-2.,  0.,  1.])
     """
     _check_tau(tau)
-    if isinstance(tau, Tensor):
-        tau = tau.to(device=x.device, dtype=x.dtype)
-    return torch.sign(x) * torch.clamp(x.abs() - tau, min=0)
+    return soft_threshold_kernel(x, tau)
 
 
-def _tau_for_batch(tau: float | Tensor, batch_shape: torch.Size, like: Tensor) -> float | Tensor:
-    """Turn a per-matrix threshold into one that broadcasts against ``(..., k)``."""
+def _check_tau_broadcast(tau: float | Tensor, batch_shape: torch.Size) -> None:
+    """A tensor threshold must give one value per matrix of the batch."""
     if not isinstance(tau, Tensor):
-        return float(tau)
-    tau = tau.to(device=like.device, dtype=like.dtype)
+        return
     try:
         torch.broadcast_shapes(tau.shape, batch_shape)
     except RuntimeError as exc:
@@ -163,7 +166,6 @@ def _tau_for_batch(tau: float | Tensor, batch_shape: torch.Size, like: Tensor) -
             received=f"shape {tuple(tau.shape)}",
             fix="pass one threshold per matrix (shape equal to the leading dimensions)",
         ) from exc
-    return tau.unsqueeze(-1)
 
 
 def singular_value_threshold(
@@ -218,9 +220,10 @@ def singular_value_threshold(
             received=repr(method),
             fix='pass method="gram" or method="svd"',
         )
+    _check_tau_broadcast(tau, m.shape[:-2])
     if method == "svd":
-        return _svt_svd(m, tau)
-    return _svt_gram(m, tau)
+        return svt_svd_kernel(m, tau)
+    return svt_gram_kernel(m, tau)
 
 
 def _check_matrix_batch_shape(m: object) -> None:
@@ -236,33 +239,6 @@ def _check_matrix_batch_shape(m: object) -> None:
             received=received,
             fix="pass a batch of matrices whose last two dimensions are the matrix",
         )
-
-
-def _svt_svd(m: Tensor, tau: float | Tensor) -> Tensor:
-    work = m if m.dtype in (torch.float32, torch.float64) else m.float()
-    u, s, vh = torch.linalg.svd(work, full_matrices=False)
-    t = _tau_for_batch(tau, work.shape[:-2], s)
-    s_shrunk = torch.clamp(s - t, min=0)
-    return ((u * s_shrunk.unsqueeze(-2)) @ vh).to(m.dtype)
-
-
-def _svt_gram(m: Tensor, tau: float | Tensor) -> Tensor:
-    rows, cols = m.shape[-2], m.shape[-1]
-    wide = rows <= cols
-    m64 = m.to(torch.float64)
-    gram = m64 @ m64.mT if wide else m64.mT @ m64
-    eigvals, eigvecs = torch.linalg.eigh(gram)
-    sigma = torch.sqrt(torch.clamp(eigvals, min=0))
-    t = _tau_for_batch(tau, m.shape[:-2], sigma)
-    # sigma <= tau (sigma = 0 included) gives factor 0; the clamp keeps the division finite.
-    factor = torch.clamp(1 - t / torch.clamp(sigma, min=torch.finfo(sigma.dtype).tiny), min=0)
-    proj = (eigvecs * factor.unsqueeze(-2)) @ eigvecs.mT  # U diag(factor) U^T, k x k
-    if m.dtype == torch.float64:
-        return proj @ m if wide else m @ proj
-    work = m if m.dtype == torch.float32 else m.float()
-    proj32 = proj.to(work.dtype)
-    out = proj32 @ work if wide else work @ proj32
-    return out.to(m.dtype)
 
 
 # --------------------------------------------------------------------------- APG solver
@@ -486,34 +462,9 @@ def rpca_apg(
     else:
         low, sparse = _check_init(init, d)
 
-    low_prev, sparse_prev = low, sparse
-    t_prev = t = 1.0
-    mu_k = mu
-    residual = math.inf
-    converged = False
-    iterations = 0
-    for k in range(1, max_iter + 1):
-        beta = (t_prev - 1.0) / t
-        y_low = low + beta * (low - low_prev) if beta else low
-        y_sparse = sparse + beta * (sparse - sparse_prev) if beta else sparse
-        half_grad = 0.5 * (y_low + y_sparse - d)
-        low_next = singular_value_threshold(y_low - half_grad, mu_k / 2, method=svt_method)
-        sparse_next = soft_threshold(y_sparse - half_grad, lam * mu_k / 2)
-
-        change = torch.sqrt(
-            (low_next - low).pow(2).sum() + (sparse_next - sparse).pow(2).sum()
-        ).item()
-        size = torch.sqrt(low.pow(2).sum() + sparse.pow(2).sum()).item()
-        residual = change / max(size, _EPS)
-
-        low_prev, sparse_prev, low, sparse = low, sparse, low_next, sparse_next
-        t_prev, t = t, (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        iterations = k
-        at_target = mu_k == target
-        mu_k = max(eta * mu_k, target)
-        if at_target and residual < tol:
-            converged = True
-            break
+    low, sparse, iterations, converged, residual = apg_kernel(
+        d, low, sparse, mu, lam, max_iter, tol, target, float(eta), svt_method == "svd"
+    )
 
     logger.debug(
         "rpca_apg: %d iterations, converged=%s, residual=%.3e, batch shape %s",
@@ -624,11 +575,9 @@ def recover(
             fix="pass a batch with C >= 1",
         )
     _check_matrix_batch(x, "x")
-    b, c, h, w = x.shape
-    d = x.reshape(b, c, h * w) if matrix == "channels_x_pixels" else x
-    init = (d, torch.zeros_like(d)) if start == "data" else None
-    result = rpca_apg(d, mu=mu, lam=lam, max_iter=max_iter, tol=tol, init=init)
-    return result.low_rank.reshape(b, c, h, w)
+    mu, lam, max_iter, tol = _check_solver_settings(mu, lam, max_iter, tol)
+    return recover_kernel(x, mu, lam, max_iter, tol, matrix == "channels_x_pixels",
+                          start == "data")
 
 
 class ProximalRecovery(nn.Module):
@@ -688,6 +637,9 @@ class ProximalRecovery(nn.Module):
             InputShapeError: if ``x`` is not a floating 4-D tensor.
             NonFiniteInputError: if ``x`` contains NaN or infinity.
         """
+        if torch.jit.is_scripting():  # compiled (SplitShield.export): settings checked at init
+            return recover_kernel(x.detach(), self.mu, self.lam, self.max_iter, self.tol,
+                                  self.matrix == "channels_x_pixels", self.start == "data")
         return recover(
             x,
             mu=self.mu,

@@ -80,4 +80,23 @@ def jsma_saliency(grad_target: Tensor, grad_others: Tensor | None = None) -> Ten
     return torch.where(selected, -grad_target * others, torch.zeros_like(grad_target))
 
 
-__all__ = ["METHODS", "class_gradient", "jsma_saliency"]
+def normalised_heat(scores: Tensor) -> Tensor:
+    """The one-channel map PGSL sends along: scores summed over channels, each image
+    scaled so its largest value is 1 (an all-zero map stays zero).
+
+    Args:
+        scores: ``(B, C, H, W)`` non-negative saliency scores.
+
+    Returns:
+        ``(B, 1, H, W)`` in ``[0, 1]``.
+
+    Example:
+        >>> normalised_heat(torch.tensor([[[[1.0, 3.0]], [[1.0, 1.0]]]]))
+        tensor([[[[0.5000, 1.0000]]]])
+    """
+    heat = scores.sum(dim=1, keepdim=True)
+    peak = heat.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return heat / peak
+
+
+__all__ = ["METHODS", "class_gradient", "jsma_saliency", "normalised_heat"]

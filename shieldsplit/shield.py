@@ -56,14 +56,21 @@ from .errors import (
     StateError,
     UnsupportedModelError,
 )
-from .fusion import ConvSumFusion, adaptive_weights, weighted_average
+from .exported import ExportedShield
+from .fusion import (
+    ConvSumFusion,
+    adaptive_weights,
+    class_score_sums,
+    max_class_score,
+    weighted_average,
+)
 from .io import atomic_torch_save, safe_torch_load
-from .perturb import jsma_perturb
+from .perturb import budget_count, jsma_perturb
 from .progress import progress_bar
 from .recovery import ProximalRecovery
-from .saliency import class_gradient, jsma_saliency
+from .saliency import class_gradient, jsma_saliency, normalised_heat
 from .training import BestState, make_optimizer
-from .unshuffle import SubPixelUpsample, pad_to_multiple, unshuffle
+from .unshuffle import SubPixelUpsample, assemble
 from .validate import check_batch, check_loader, check_seed
 from .wire import ClientMessage, ServerGradient, StreamScores
 
@@ -378,31 +385,30 @@ class SplitShield(Defense):
     def _assemble(self, images: Tensor, saliency: Tensor | None) -> Tensor:
         """Step (c): unshuffle the images and concatenate the saliency channel."""
         cfg = self.config
-        t = images
-        if cfg.unshuffle.enabled:
-            t = unshuffle(t, cfg.unshuffle.factor, cfg.unshuffle.pad)
-        if cfg.saliency.enabled and cfg.saliency.concat:
-            m = saliency if saliency is not None else torch.zeros_like(images[:, :1])
-            if cfg.unshuffle.enabled:
-                f = cfg.unshuffle.factor
-                m = F.avg_pool2d(pad_to_multiple(m, f, cfg.unshuffle.pad), f)
-            t = torch.cat([t, m], dim=1)
-        return t
+        return assemble(images, saliency, cfg.unshuffle.factor if cfg.unshuffle.enabled else 0,
+                        cfg.unshuffle.pad, cfg.saliency.enabled and cfg.saliency.concat)
+
+    def _probe_features(self, images: Tensor) -> Tensor:
+        """What the client's probe reads: the client part on the clean images, with the
+        saliency channel zeroed (the map does not exist yet when the probe is asked).
+        The probe is trained and queried on exactly this input."""
+        return self.head(self._assemble(images, None))
 
     def _saliency(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
         """Step (a): JSMA scores and the normalised one-channel map.
 
         The saliency is taken through the client's own part and its local probe,
         so no activation of the clean image ever leaves the client. Its target is the
-        probe's prediction (``saliency.target="predicted"``, the default) or the true
-        label when one is given (``"label"``).
+        true label when one is given (``saliency.target="label"``, the default: the
+        paper's eq. 1) and the probe's prediction otherwise, as at inference
+        (``"predicted"`` uses the prediction always).
         """
         probe = self.probe
         if probe is None:  # config validation guarantees it exists here
             raise StateError.build(what="probe", expected="saliency on", received="off", fix="-")
 
         def local_proba(images: Tensor) -> Tensor:
-            return probe(self.head(self._assemble(images, None))).softmax(dim=-1)
+            return probe(self._probe_features(images)).softmax(dim=-1)
 
         with _frozen_buffers(self.head):
             if y is None or self.config.saliency.target == "predicted":
@@ -410,9 +416,7 @@ class SplitShield(Defense):
                     y = local_proba(x).argmax(dim=-1)
             grad = class_gradient(local_proba, x, y, method=self.config.saliency.method)
         scores = jsma_saliency(grad)
-        heat = scores.sum(dim=1, keepdim=True)
-        peak = heat.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        return scores, heat / peak
+        return scores, normalised_heat(scores)
 
     def _client_forward(self, x: Tensor, y: Tensor | None) -> ClientMessage:
         cfg = self.config
@@ -709,7 +713,9 @@ class SplitShield(Defense):
         client_opt.zero_grad(set_to_none=True)
         msg.activations.backward(reply.grad)
         if self.probe is not None:
-            F.cross_entropy(self.probe(msg.activations.detach()), y).backward()
+            with torch.no_grad(), _frozen_buffers(self.head):
+                features = self._probe_features(x)
+            F.cross_entropy(self.probe(features), y).backward()
         client_opt.step()
         return {k: v.detach() for k, v in logits.items()}
 
@@ -731,7 +737,7 @@ class SplitShield(Defense):
             self.train()
             sums = {s: 0.0 for s in self.streams}
             correct = {s: 0 for s in self.streams}
-            score_sum: dict[str, Tensor] = {}
+            class_sums: dict[str, tuple[Tensor, Tensor]] = {}
             seen = 0
             with progress_bar(
                 train_loader, total=total, description=f"PGSL epoch {epoch}/{epochs}",
@@ -747,13 +753,16 @@ class SplitShield(Defense):
                     for s, v in logits.items():
                         sums[s] += float(F.cross_entropy(v, y_dev)) * n
                         correct[s] += int((v.argmax(-1) == y_dev).sum())
-                        score_sum[s] = score_sum.get(s, 0) + v.softmax(-1).sum(0)
+                        got = class_score_sums(v.softmax(-1), y_dev, self.num_classes)
+                        if s in class_sums:
+                            got = (class_sums[s][0] + got[0], class_sums[s][1] + got[1])
+                        class_sums[s] = got
             if seen == 0:
                 raise EmptyDataError.build(
                     what="train_loader", expected="at least one batch", received="no batch",
                     fix="check the data set and the loader's batch_size/drop_last",
                 )
-            self._calibrate({s: v / seen for s, v in score_sum.items()})
+            self._calibrate({s: max_class_score(*v) for s, v in class_sums.items()})
             val = self.evaluate(val_loader) if val_loader is not None else None
             record = EpochRecord(
                 epoch=epoch,
@@ -773,16 +782,21 @@ class SplitShield(Defense):
             seed=seed, cut=self.cut, config=self.config, epochs=records, best_epoch=best.epoch
         )
 
-    def _calibrate(self, mean_scores: dict[str, Tensor]) -> None:
-        """Eqs. 10-11: S^max per stream from mean class scores, then the weights."""
+    def _calibrate(self, s_max: dict[str, Tensor]) -> None:
+        """Eqs. 10-11: the initial weights rescaled by each stream's ``S^max``.
+
+        Args:
+            s_max: per stream, its largest mean true-class score over the class
+                labels (:func:`~shieldsplit.fusion.max_class_score`).
+        """
         if not self.config.decision.enabled:
             return
         initial = dict(zip(("recovered", "fused", "attacked"), self.config.decision.weights,
                            strict=True))
-        s_max = torch.stack([mean_scores[s].max() for s in self.streams])
-        w0 = torch.tensor([initial[s] for s in self.streams], device=s_max.device)
+        scores = torch.stack([s_max[s].reshape(()) for s in self.streams])
+        w0 = torch.tensor([initial[s] for s in self.streams], device=scores.device)
         with torch.no_grad():
-            self._weights().copy_(adaptive_weights(s_max, w0))
+            self._weights().copy_(adaptive_weights(scores, w0))
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
@@ -848,6 +862,63 @@ class SplitShield(Defense):
             )
         model.train(self.training)
         return model
+
+    def export(self, *, input_shape: tuple[int, int, int] | None = None) -> ExportedShield:
+        """The whole defended inference path as one module: client steps, server streams
+        and the decision fusion, for a single process (an edge device, a model server).
+
+        Its output equals :meth:`predict_proba`; it compiles with
+        :func:`torch.jit.script` (see :mod:`shieldsplit.exported` for why TorchScript
+        and not ``torch.export``, and why it needs autograd on when called).
+
+        Args:
+            input_shape: ``(C, H, W)`` of the images it will take; defaults to the
+                shield's own ``input_shape``.
+
+        Returns:
+            A new :class:`~shieldsplit.exported.ExportedShield` in eval mode, with
+            copies of every part: the shield is unchanged.
+
+        Raises:
+            ConfigError: if no input shape is known.
+
+        Example:
+            >>> from shieldsplit.models import PGSLNet
+            >>> shield = SplitShield(PGSLNet(num_classes=2, image_size=8, width=4, hidden=8),
+            ...                      cut=2, input_shape=(1, 8, 8))
+            >>> scripted = torch.jit.script(shield.export())  # doctest: +SKIP
+        """
+        shape = input_shape or self.input_shape
+        if shape is None or len(shape) != 3:
+            raise ConfigError.build(
+                what="input_shape", expected="(C, H, W) of the images the export will take",
+                received=repr(shape), fix="pass shield.export(input_shape=(1, 28, 28))",
+            )
+        cfg = self.config
+        example = torch.zeros(1, *shape, device=_device_of(self))
+        self._check_inputs(example)
+        part = copy.deepcopy
+        p = cfg.perturb
+        return ExportedShield(
+            head=part(self.head),
+            probe=part(self.probe) if self.probe is not None else None,
+            upsample=part(self.upsample) if self.upsample is not None else None,
+            recovery=part(self.recovery) if self.recovery is not None else None,
+            fusion=part(self.fusion) if self.fusion is not None else None,
+            tails={name: part(tail) for name, tail in self.tails.items()},
+            streams=self.streams,
+            weights=self._weights().detach().clone() if cfg.decision.enabled else None,
+            input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
+            target_size=self._target_size(example),
+            unshuffle_factor=cfg.unshuffle.factor if cfg.unshuffle.enabled else 0,
+            pad=cfg.unshuffle.pad,
+            concat=cfg.saliency.enabled and cfg.saliency.concat,
+            input_x_gradient=cfg.saliency.method == "input_x_gradient",
+            pixel_count=(budget_count(example[0].numel(), p.pixel_budget)
+                         if cfg.saliency.enabled and p.enabled else 0),
+            strength=p.strength,
+            clip=p.clip,
+        ).to(_device_of(self))
 
     def options(self) -> dict[str, Any]:
         """The shield's PGSL configuration as JSON (what a compare row records).

@@ -20,22 +20,19 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def pad_to_multiple(
-    x: Tensor, factor: int, mode: Literal["replicate", "zeros"] = "replicate"
-) -> Tensor:
+def pad_to_multiple(x: Tensor, factor: int, mode: str = "replicate") -> Tensor:
     """Pad height and width (bottom/right) up to a multiple of ``factor``.
 
     Args:
         x: a ``(B, C, H, W)`` batch.
         factor: the multiple.
-        mode: ``"replicate"`` repeats the edge pixels, ``"zeros"`` adds zeros.
+        mode: ``"replicate"`` repeats the edge pixels, ``"zeros"`` adds zeros
+            (a plain ``str``, so the function compiles with :func:`torch.jit.script`).
 
     Returns:
         ``x`` itself when no padding is needed, else a padded copy.
@@ -48,9 +45,7 @@ def pad_to_multiple(
     return F.pad(x, (0, pw, 0, ph), mode="replicate")
 
 
-def unshuffle(
-    x: Tensor, factor: int = 2, pad: Literal["replicate", "zeros"] = "replicate"
-) -> Tensor:
+def unshuffle(x: Tensor, factor: int = 2, pad: str = "replicate") -> Tensor:
     """Pixel-unshuffle ``(B, C, H, W) -> (B, C*f*f, ceil(H/f), ceil(W/f))``.
 
     Args:
@@ -62,6 +57,33 @@ def unshuffle(
         The down-sampled tensor (lossless: :func:`reshuffle` inverts it up to padding).
     """
     return F.pixel_unshuffle(pad_to_multiple(x, factor, pad), factor)
+
+
+def assemble(images: Tensor, saliency: Tensor | None, factor: int, pad: str,
+             concat: bool) -> Tensor:
+    """PGSL step (c), the client's input tensor: unshuffle, then the saliency channel.
+
+    Args:
+        images: ``(B, C, H, W)`` (attacked) images.
+        saliency: the one-channel map ``(B, 1, H, W)``, or None for zeros.
+        factor: the unshuffle factor; 0 leaves the images as they are.
+        pad: padding mode for sizes that are not multiples of ``factor``.
+        concat: append the map (average-pooled to the unshuffled size) as a channel.
+
+    Returns:
+        ``(B, C*f*f + 1, H/f, W/f)`` with both steps, fewer channels without.
+
+    Example:
+        >>> assemble(torch.rand(2, 1, 4, 4), None, 2, "replicate", True).shape
+        torch.Size([2, 5, 2, 2])
+    """
+    t = unshuffle(images, factor, pad) if factor > 0 else images
+    if concat:
+        m = saliency if saliency is not None else torch.zeros_like(images[:, :1])
+        if factor > 0:
+            m = F.avg_pool2d(pad_to_multiple(m, factor, pad), factor)
+        t = torch.cat([t, m], dim=1)
+    return t
 
 
 def reshuffle(x: Tensor, factor: int = 2) -> Tensor:
@@ -117,7 +139,7 @@ class SubPixelUpsample(nn.Module):
             ``(B, C, h*f, w*f)`` activations, or ``(B, C, *size)``.
         """
         y = F.pixel_shuffle(self.conv(x), self.factor)
-        if size is not None and tuple(y.shape[-2:]) != tuple(size):
+        if size is not None and (y.shape[-2] != size[0] or y.shape[-1] != size[1]):
             y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
         return y
 
@@ -125,4 +147,4 @@ class SubPixelUpsample(nn.Module):
         return f"factor={self.factor}"
 
 
-__all__ = ["SubPixelUpsample", "pad_to_multiple", "reshuffle", "unshuffle"]
+__all__ = ["SubPixelUpsample", "assemble", "pad_to_multiple", "reshuffle", "unshuffle"]

@@ -23,7 +23,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from shieldsplit import PGSLConfig, PGSLNet, SplitShield
 from shieldsplit.errors import ConfigError, InputShapeError, ShieldSplitError
-from shieldsplit.fusion import ConvSumFusion, adaptive_weights, max_mean_score, weighted_average
+from shieldsplit.fusion import (
+    ConvSumFusion,
+    adaptive_weights,
+    class_score_sums,
+    max_class_score,
+    weighted_average,
+)
 from shieldsplit.perturb import budget_count, jsma_perturb
 from shieldsplit.saliency import class_gradient, jsma_saliency
 from shieldsplit.unshuffle import SubPixelUpsample, pad_to_multiple, reshuffle, unshuffle
@@ -359,7 +365,7 @@ def test_adaptive_weights_paper_example() -> None:
 @given(
     streams=st.integers(1, 3), n=st.integers(1, 6), k=st.integers(2, 5), seed=st.integers(0, 2**16)
 )
-def test_weighted_average_and_max_mean_score(streams: int, n: int, k: int, seed: int) -> None:
+def test_weighted_average_and_max_class_score(streams: int, n: int, k: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     logits = rng.normal(size=(streams, n, k))
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
@@ -372,9 +378,17 @@ def test_weighted_average_and_max_mean_score(streams: int, n: int, k: int, seed:
     # float32 scores with float64 weights keep the scores' dtype
     got32 = weighted_average(torch.from_numpy(probs).float(), torch.from_numpy(w))
     assert got32.dtype == torch.float32
+    labels = rng.integers(0, k, size=n)
     for s in range(streams):
-        mms = max_mean_score(torch.from_numpy(probs[s]))
-        assert float(mms) == pytest.approx(probs[s].mean(axis=0).max(), rel=1e-12)
+        sums, counts = class_score_sums(torch.from_numpy(probs[s]), torch.from_numpy(labels), k)
+        ref_means = [probs[s][labels == c, c].mean() for c in range(k) if (labels == c).any()]
+        assert float(max_class_score(sums, counts)) == pytest.approx(max(ref_means), rel=1e-12)
+        # batches add up: two halves give the same S^max as the whole
+        p_s, lab = torch.from_numpy(probs[s]), torch.from_numpy(labels)
+        a = class_score_sums(p_s[: n // 2], lab[: n // 2], k)
+        b = class_score_sums(p_s[n // 2 :], lab[n // 2 :], k)
+        whole = max_class_score(sums, counts)
+        torch.testing.assert_close(max_class_score(a[0] + b[0], a[1] + b[1]), whole)
 
 
 def test_shield_calibration_follows_eqs_10_11() -> None:
@@ -382,14 +396,39 @@ def test_shield_calibration_follows_eqs_10_11() -> None:
         PGSLNet(num_classes=3, image_size=8, width=4, hidden=8), cut=2, input_shape=(1, 8, 8)
     )
     torch.testing.assert_close(shield.stream_weights, torch.tensor([0.5, 0.3, 0.2]))
-    means = {
-        "recovered": torch.tensor([0.1, 0.8, 0.1]),
-        "fused": torch.tensor([0.5, 0.3, 0.2]),
-        "attacked": torch.tensor([0.34, 0.33, 0.33]),
+    s_max = {
+        "recovered": torch.tensor(0.8), "fused": torch.tensor(0.5), "attacked": torch.tensor(0.34),
     }
-    shield._calibrate(means)
+    shield._calibrate(s_max)
     ref = _np_adaptive(np.array([0.8, 0.5, 0.34]), np.array([0.5, 0.3, 0.2]))
     np.testing.assert_allclose(shield.stream_weights.numpy(), ref, rtol=1e-6)
+
+
+def _useless_attacked_stream_weights(seed: int) -> dict[str, float]:
+    """Train a shield whose attacked stream is frozen to constant (uniform) scores."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = PGSLNet(num_classes=3, image_size=8, width=8, hidden=16)
+    shield = SplitShield(net, cut=2, config=PGSLConfig(train={"lr": 3e-2}),
+                         input_shape=(1, 8, 8), seed=seed)
+    last = [m for m in shield.tails["attacked"].modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()  # type: ignore[union-attr]
+    for p in shield.tails["attacked"].parameters():
+        p.requires_grad_(False)
+    train = DataLoader(TensorDataset(*stripes(48, seed=seed)), batch_size=8, shuffle=True)
+    history = shield.fit(train, epochs=3, seed=seed, progress=False)
+    return history.epochs[-1].stream_weights
+
+
+def test_a_useless_stream_loses_weight() -> None:
+    """Eqs. 10-11 on the true class: a stream that only guesses (1/3 per class) falls
+    well below its initial 0.2, and the streams that learned gain what it loses."""
+    w = _useless_attacked_stream_weights(seed=0)
+    assert w["attacked"] < 0.2 * 0.6, w
+    assert w["recovered"] > 0.5 and w["fused"] > 0.3, w
+    assert sum(w.values()) == pytest.approx(1.0)
 
 
 # --------------------------------------------------------------------------- paper-level check
