@@ -27,7 +27,7 @@ import shieldsplit as ss
 from shieldsplit.data import load_dataset, make_loaders
 from shieldsplit.demo import machine_info
 from shieldsplit.io import atomic_write_text
-from shieldsplit.reproduce.pgsl import mu_sweep
+from shieldsplit.reproduce.pgsl import map_subtraction_sentence, mu_sweep
 from shieldsplit.training import accuracy, fit_plain
 
 
@@ -100,6 +100,7 @@ def main() -> None:
         f"the best is mu = {best['mu']:.2f} with {best['mse_recovered']:.5f} against "
         f"{mse_attacked:.5f} for the attacked images."
     )
+    verdict += " " + map_subtraction_sentence(sweep, best["mse_recovered"])
     trend = "rises" if rows[-1]["mse_recovered"] > rows[0]["mse_recovered"] else "falls"
     paper = (
         "The paper (Fig. 3, on MIAS and MNIST; its values did not survive the text "
