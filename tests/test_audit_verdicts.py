@@ -76,6 +76,24 @@ def test_efficacy_strong_defence_lowers_the_decoder_and_the_verdicts_follow(
     assert (report_weak.results[0].psnr or 0) > (r.psnr or 0) + 3.0
 
 
+def test_efficacy_pgsl_raises_the_decoders_mse_over_a_plain_split(
+    monkeypatch: pytest.MonkeyPatch, digits: tuple[Tensor, Tensor]
+) -> None:
+    """PGSL against its undefended twin (the plain split of the same network, trained
+    alike): the black-box decoder rebuilds the shield's victims measurably worse.
+    Measured on this setting: 4.4 dB (seed 0) and 5.1 dB (seed 1). Stated margin: 2 dB."""
+    fast(monkeypatch, **{"split-black-box": {"epochs": 15}})
+    x, y = digits
+    shield = create_defense("pgsl", tiny(), cut=2, seed=0)
+    shield.fit((x, y), epochs=2, seed=0, progress=False)
+    report = audit(shield, data=(x, y), attacks=["split-black-box"], control_epochs=2, **KW)
+    r = report.results[0]
+    assert r.control is not None and r.control.kind == "undefended twin"
+    assert r.control.evidence is not None and r.control.evidence.image_leak, report.summary()
+    assert r.reduction_db is not None and r.reduction_db > 2.0, report.summary()
+    assert r.psnr is not None and r.control.psnr is not None and r.psnr < r.control.psnr
+
+
 def test_failed_attack_on_the_control_is_inconclusive(
     monkeypatch: pytest.MonkeyPatch, digits: tuple[Tensor, Tensor]
 ) -> None:

@@ -365,3 +365,16 @@ def test_train_protocol_runs_algorithm_1_for_learned_noise() -> None:
     fixed = ss.create_defense("latent-fixed", net, cut=2, seed=0)
     fixed.train_protocol(loader, epochs=1, seed=0, progress=False)  # no pre-training
     assert fixed.built
+
+
+def test_efficacy_minimax_lowers_the_decoders_correlation() -> None:
+    """Eq. 3's correlation term works: with lam = 1 the decoder's Pearson r on the
+    training images ends far below the same run with lam = 0 (measured: about 0.1
+    against 0.45 on this task), at the same accuracy. Stated margin: 0.2."""
+    ends = {}
+    for lam in (0.0, 1.0):
+        history = _lp("learned", lam=lam).fit(_loader(n=64, seed=1), epochs=6, seed=1,
+                                              progress=False)
+        ends[lam] = (history.epochs[-1].train_correlation, history.epochs[-1].train_accuracy)
+    assert ends[1.0][0] < ends[0.0][0] - 0.2, ends
+    assert ends[1.0][1] >= ends[0.0][1] - 0.05, ends
