@@ -57,6 +57,7 @@ from torch import Tensor, nn
 
 from .errors import ConfigError, InputShapeError, LabelError, UnsupportedModelError
 from .registry import Registry
+from .training import eval_mode
 from .validate import check_batch, check_int, check_labels, check_number
 
 logger = logging.getLogger(__name__)
@@ -191,17 +192,13 @@ def _attack_mode(model: Any) -> Iterator[nn.Module]:
             what="model", expected="a torch.nn.Module classifier returning logits",
             received=type(model).__name__, fix="pass the classifier module itself",
         )
-    modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
-        model.eval()
         for p, _ in flags:
             p.requires_grad_(False)
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             yield model
     finally:
-        for m, mode in modes:
-            m.training = mode
         for p, flag in flags:
             p.requires_grad_(flag)
 

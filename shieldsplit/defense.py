@@ -36,10 +36,9 @@ Example:
 from __future__ import annotations
 
 import abc
-import contextlib
 import copy
 import importlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -50,10 +49,10 @@ from torch import Tensor, nn
 
 from .cutting import split_model
 from .datacontract import as_loader, check_model
-from .errors import ConfigError, DataFileError, ShieldSplitError, UnsupportedModelError
+from .errors import ConfigError, DataFileError, UnsupportedModelError
 from .io import atomic_torch_save, safe_torch_load
 from .registry import Registry
-from .training import PlainHistory, fit_plain
+from .training import PlainHistory, eval_mode, fit_plain, restored_on_error
 from .validate import check_batch, check_loader, check_seed
 from .wire import ClientMessage
 
@@ -196,11 +195,8 @@ class Defense(nn.Module, abc.ABC):
                 contract of docs/data.md.
         """
         check_batch(x, in_channels=getattr(self, "in_channels", None), unit_range=True)
-        was = self.training
-        try:
-            return F.softmax(self.eval()(x), dim=-1)
-        finally:
-            self.train(was)
+        with eval_mode(self):
+            return F.softmax(self(x), dim=-1)
 
     def undefended_twin(self) -> Defense:
         """The audit's positive control: the same architecture at the same cut, undefended.
@@ -353,28 +349,6 @@ def create_defense(name: str, model: nn.Module, **options: Any) -> Defense:
             what=f"options of {name!r}", expected="the defence's keyword options",
             received=sorted(options), fix=f"check the signature ({exc})",
         ) from exc
-
-
-@contextlib.contextmanager
-def restored_on_error(module: nn.Module) -> Iterator[None]:
-    """Restore ``module``'s weights and train/eval modes if the block raises a
-    :class:`~shieldsplit.errors.ShieldSplitError` (bad input loses nothing).
-
-    Args:
-        module: the module being trained.
-
-    Yields:
-        Nothing.
-    """
-    snapshot = copy.deepcopy(module.state_dict())
-    modes = [(m, m.training) for m in module.modules()]
-    try:
-        yield
-    except ShieldSplitError:
-        module.load_state_dict(snapshot)
-        for m, mode in modes:
-            m.training = mode
-        raise
 
 
 # ------------------------------------------------------------ cut defences

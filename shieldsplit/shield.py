@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,7 +51,6 @@ from .errors import (
     DataFileError,
     EmptyDataError,
     InputShapeError,
-    ShieldSplitError,
     StateError,
     UnsupportedModelError,
 )
@@ -66,10 +64,9 @@ from .fusion import (
 )
 from .io import atomic_torch_save, safe_torch_load
 from .perturb import budget_count, jsma_perturb
-from .progress import progress_bar
 from .recovery import ProximalRecovery
 from .saliency import class_gradient, jsma_saliency, normalised_heat
-from .training import BestState, make_optimizer
+from .training import History, eval_mode, fit_epochs, make_optimizer, restored_on_error
 from .unshuffle import SubPixelUpsample, assemble
 from .validate import check_batch, check_loader, check_seed
 from .wire import ClientMessage, ServerGradient, StreamScores
@@ -103,7 +100,7 @@ class EpochRecord(BaseModel):
     seconds: float
 
 
-class FitHistory(BaseModel):
+class FitHistory(History):
     """What :meth:`SplitShield.fit` returns.
 
     Attributes:
@@ -114,20 +111,9 @@ class FitHistory(BaseModel):
         best_epoch: the epoch whose weights were kept (``restore_best``), else None.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int
     cut: int | str
     config: PGSLConfig
     epochs: list[EpochRecord]
-    best_epoch: int | None = None
-
-    def without_timing(self) -> dict[str, Any]:
-        """The history without wall times: equal for equal seeds."""
-        data = self.model_dump()
-        for record in data["epochs"]:
-            record.pop("seconds")
-        return data
 
 
 class _Probe(nn.Module):
@@ -558,12 +544,8 @@ class SplitShield(Defense):
         Returns:
             Per-stream softmax scores.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             logits = self.server_streams(self.client(x))
-        finally:
-            self.train(was_training)
         probs = {k: v.softmax(dim=-1) for k, v in logits.items()}
         return StreamScores(
             fused=probs["fused"], recovered=probs.get("recovered"), attacked=probs.get("attacked")
@@ -648,16 +630,8 @@ class SplitShield(Defense):
         if val_loader is not None:
             check_loader(val_loader, "val_loader")
             val_loader = self._contract(val_loader, seed=seed, shuffle=False, what="val_loader")
-        snapshot = copy.deepcopy(self.state_dict())
-        was_training = self.training
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                return self._fit(train_loader, epochs, val_loader, seed, progress, restore_best)
-        except ShieldSplitError:
-            self.load_state_dict(snapshot)
-            self.train(was_training)
-            raise
+        with restored_on_error(self):
+            return self._fit(train_loader, epochs, val_loader, seed, progress, restore_best)
 
     def _contract(self, data: Any, *, seed: int, shuffle: bool,
                   what: str) -> Iterable[tuple[Tensor, Tensor]]:
@@ -729,58 +703,53 @@ class SplitShield(Defense):
         restore_best: bool = False,
     ) -> FitHistory:
         client_opt, server_opt, scheds = self._optimizers()
-        records = []
-        best = BestState(self)
-        total = _safe_len(train_loader)
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            self.train()
-            sums = {s: 0.0 for s in self.streams}
-            correct = {s: 0 for s in self.streams}
-            class_sums: dict[str, tuple[Tensor, Tensor]] = {}
-            seen = 0
-            with progress_bar(
-                train_loader, total=total, description=f"PGSL epoch {epoch}/{epochs}",
-                enabled=progress,
-            ) as batches:
-                for x, y in batches:
-                    logits = self.train_step(x, y, client_opt, server_opt)
-                    for sched in scheds:
-                        sched.step()
-                    n = int(y.shape[0])
-                    seen += n
-                    y_dev = y.to(_device_of(self))
-                    for s, v in logits.items():
-                        sums[s] += float(F.cross_entropy(v, y_dev)) * n
-                        correct[s] += int((v.argmax(-1) == y_dev).sum())
-                        got = class_score_sums(v.softmax(-1), y_dev, self.num_classes)
-                        if s in class_sums:
-                            got = (class_sums[s][0] + got[0], class_sums[s][1] + got[1])
-                        class_sums[s] = got
-            if seen == 0:
-                raise EmptyDataError.build(
-                    what="train_loader", expected="at least one batch", received="no batch",
-                    fix="check the data set and the loader's batch_size/drop_last",
-                )
+        sums: dict[str, float] = {}
+        correct: dict[str, int] = {}
+        class_sums: dict[str, tuple[Tensor, Tensor]] = {}
+        seen = [0]
+
+        def step(x: Tensor, y: Tensor) -> int:
+            logits = self.train_step(x, y, client_opt, server_opt)
+            for sched in scheds:
+                sched.step()
+            n = int(y.shape[0])
+            seen[0] += n
+            y_dev = y.to(_device_of(self))
+            for s, v in logits.items():
+                sums[s] = sums.get(s, 0.0) + float(F.cross_entropy(v, y_dev)) * n
+                correct[s] = correct.get(s, 0) + int((v.argmax(-1) == y_dev).sum())
+                got = class_score_sums(v.softmax(-1), y_dev, self.num_classes)
+                if s in class_sums:
+                    got = (class_sums[s][0] + got[0], class_sums[s][1] + got[1])
+                class_sums[s] = got
+            return n
+
+        def end_epoch(epoch: int, seconds: float) -> EpochRecord:
             self._calibrate({s: max_class_score(*v) for s, v in class_sums.items()})
             val = self.evaluate(val_loader) if val_loader is not None else None
+            n = seen[0]
             record = EpochRecord(
                 epoch=epoch,
-                train_loss={s: sums[s] / seen for s in self.streams},
-                train_accuracy={s: correct[s] / seen for s in self.streams},
+                train_loss={s: sums[s] / n for s in self.streams},
+                train_accuracy={s: correct[s] / n for s in self.streams},
                 val_accuracy=val,
                 stream_weights=dict(zip(self.streams, self._weights().tolist(), strict=True)),
-                seconds=time.perf_counter() - start,
+                seconds=seconds,
             )
             logger.info("epoch %d: %s", epoch, record.model_dump(exclude={"epoch"}))
-            records.append(record)
-            if restore_best and val is not None:
-                best.update(val["decision"], epoch=epoch)
-        best.restore()
-        self.eval()
-        return FitHistory(
-            seed=seed, cut=self.cut, config=self.config, epochs=records, best_epoch=best.epoch
+            sums.clear()
+            correct.clear()
+            class_sums.clear()
+            seen[0] = 0
+            return record
+
+        records, kept = fit_epochs(
+            self, train_loader, epochs=epochs, step=step, end_epoch=end_epoch,
+            score=lambda r: r.val_accuracy["decision"] if r.val_accuracy else None, seed=seed,
+            description="PGSL epoch", progress=progress, restore_best=restore_best,
         )
+        return FitHistory(seed=seed, cut=self.cut, config=self.config, epochs=records,
+                          best_epoch=kept)
 
     def _calibrate(self, s_max: dict[str, Tensor]) -> None:
         """Eqs. 10-11: the initial weights rescaled by each stream's ``S^max``.
@@ -1029,13 +998,6 @@ def _device_of(module: nn.Module) -> torch.device:
     for p in module.parameters():
         return p.device
     return torch.device("cpu")
-
-
-def _safe_len(loader: Any) -> int | None:
-    try:
-        return len(loader)
-    except TypeError:
-        return None
 
 
 register_defense(SplitShield.name, SplitShield)

@@ -1,4 +1,12 @@
-"""Plain (undefended) training with the same optimiser as PGSL, for side-by-side baselines.
+"""The one training loop and its shared mechanisms, and plain (undefended) training.
+
+* :func:`fit_epochs`: the epoch loop every trainer uses (seeding, progress, the
+  empty-loader check, best-epoch selection on validation data, eval mode at the end);
+  :func:`fit_plain`, :meth:`SplitShield.fit`, :meth:`LatentPerturb.fit` and
+  :class:`DPSGD` (through :func:`fit_plain`) give it their step and their record.
+* :func:`restored_on_error`: the one roll-back (bad input loses nothing).
+* :func:`train_mode` / :func:`eval_mode`: the one mode guard.
+* :class:`History`: the base of every training history.
 
 Example:
     >>> import torch
@@ -13,9 +21,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import time
-from collections.abc import Callable, Iterable, Sized
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sized
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from .config import TrainConfig
-from .errors import ConfigError, EmptyDataError
+from .errors import ConfigError, EmptyDataError, ShieldSplitError
 from .progress import progress_bar
 
 
@@ -47,7 +57,28 @@ class PlainEpoch(BaseModel):
     seconds: float
 
 
-class PlainHistory(BaseModel):
+class History(BaseModel):
+    """The base of every training history (subclasses add ``epochs``, their records).
+
+    Attributes:
+        seed: the seed of the run.
+        best_epoch: the epoch whose weights were kept (``restore_best``), else None.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int
+    best_epoch: int | None = None
+
+    def without_timing(self) -> dict[str, Any]:
+        """The history without wall times: equal for equal seeds."""
+        data = self.model_dump()
+        for record in data.get("epochs", []):
+            record.pop("seconds", None)
+        return data
+
+
+class PlainHistory(History):
     """What :func:`fit_plain` returns.
 
     Attributes:
@@ -56,11 +87,178 @@ class PlainHistory(BaseModel):
         best_epoch: the epoch whose weights were kept (``restore_best``), else None.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int
     epochs: list[PlainEpoch]
-    best_epoch: int | None = None
+
+
+@contextlib.contextmanager
+def train_mode(module: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """The one mode guard: ``module`` in train or eval mode for the block, and every
+    submodule's own mode restored after (even when the block raises).
+
+    Args:
+        module: any module.
+        training: the mode inside the block.
+
+    Yields:
+        The module.
+
+    Example:
+        >>> m = nn.Sequential(nn.Dropout(), nn.Dropout()).train()
+        >>> m[1].eval() and None
+        >>> with eval_mode(m):
+        ...     m.training, m[0].training
+        (False, False)
+        >>> m.training, m[0].training, m[1].training
+        (True, True, False)
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    module.train(training)
+    try:
+        yield module
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def eval_mode(module: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+    """:func:`train_mode` with ``training=False``.
+
+    Args:
+        module: any module.
+
+    Returns:
+        The context manager.
+    """
+    return train_mode(module, False)
+
+
+@contextlib.contextmanager
+def restored_on_error(module: nn.Module, *, errors: tuple[type[BaseException], ...] = (
+        ShieldSplitError,), undo: Callable[[], None] | None = None) -> Iterator[None]:
+    """The one roll-back: if the block raises one of ``errors``, ``module``'s weights,
+    buffers and train/eval modes are restored (bad input loses nothing).
+
+    Args:
+        module: the module being trained.
+        errors: the exceptions that roll back (default: shieldsplit's typed errors).
+        undo: also called on roll-back, before the weights are restored (for
+            example to drop submodules the block built lazily).
+
+    Yields:
+        Nothing.
+
+    Example:
+        >>> m = nn.Linear(1, 1)
+        >>> before = m.weight.detach().clone()
+        >>> try:
+        ...     with restored_on_error(m, errors=(ValueError,)):
+        ...         _ = m.weight.data.fill_(3.0)
+        ...         raise ValueError("bad batch")
+        ... except ValueError:
+        ...     pass
+        >>> bool((m.weight == before).all())
+        True
+    """
+    snapshot = copy.deepcopy(module.state_dict())
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield
+    except errors:
+        if undo is not None:
+            undo()
+        module.load_state_dict(snapshot)
+        for m, mode in modes:
+            m.training = mode
+        raise
+
+
+Record = TypeVar("Record")
+
+
+def fit_epochs(
+    module: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    epochs: int,
+    step: Callable[[Tensor, Tensor], int],
+    end_epoch: Callable[[int, float], Record],
+    score: Callable[[Record], float | None],
+    seed: int,
+    description: str,
+    progress: bool = True,
+    restore_best: bool = False,
+) -> tuple[list[Record], int | None]:
+    """The one training loop: ``epochs`` passes of ``step`` over ``batches``.
+
+    Each epoch puts ``module`` in train mode, runs ``step(x, y)`` on every batch
+    (it trains and returns how many samples it used), raises a typed error when the
+    loader yields nothing, and asks ``end_epoch(epoch, seconds)`` for the epoch's
+    record. With ``restore_best`` the weights of the epoch of best ``score(record)``
+    (a validation score, higher is better; None skips) are loaded back at the end.
+    The loop runs under ``seed`` (``torch.random.fork_rng``: the global generator is
+    left as it was) and leaves ``module`` in eval mode.
+
+    Args:
+        module: what is trained (its state is what best-epoch selection keeps).
+        batches: re-iterable ``(images, labels)`` batches.
+        epochs: passes, ``>= 1``.
+        step: one training step on a batch; returns the batch's sample count.
+        end_epoch: builds the epoch's record from its number and wall time.
+        score: the record's validation score, or None.
+        seed: seeds dropout, shuffling and lazy initialisation inside the loop.
+        description: the progress bar's label (``"{description} {epoch}/{epochs}"``).
+        progress: show a progress bar.
+        restore_best: keep the best-scoring epoch's weights.
+
+    Returns:
+        The records, and the kept epoch (None without ``restore_best`` or scores).
+
+    Raises:
+        ConfigError: if ``epochs < 1``.
+        EmptyDataError: if ``batches`` yields nothing.
+
+    Example:
+        >>> lin = nn.Linear(2, 2)
+        >>> opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+        >>> def step(x, y):
+        ...     opt.zero_grad(); F.cross_entropy(lin(x), y).backward(); opt.step()
+        ...     return len(y)
+        >>> data = [(torch.rand(4, 2), torch.tensor([0, 1, 0, 1]))]
+        >>> records, kept = fit_epochs(lin, data, epochs=2, step=step,
+        ...                            end_epoch=lambda e, s: e, score=lambda r: None,
+        ...                            seed=0, description="demo", progress=False)
+        >>> records, kept, lin.training
+        ([1, 2], None, False)
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError.build(
+            what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
+        )
+    records: list[Record] = []
+    best = BestState(module)
+    total = len(batches) if isinstance(batches, Sized) else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            module.train()
+            seen = 0
+            with progress_bar(batches, total=total, description=f"{description} {epoch}/{epochs}",
+                              enabled=progress) as bar:
+                for x, y in bar:
+                    seen += step(x, y)
+            if seen == 0:
+                raise EmptyDataError.build(
+                    what="train_loader", expected="at least one batch", received="no batch",
+                    fix="check the data set and the loader's batch_size/drop_last",
+                )
+            records.append(end_epoch(epoch, time.perf_counter() - start))
+            value = score(records[-1]) if restore_best else None
+            if value is not None:
+                best.update(value, epoch=epoch)
+    best.restore()
+    module.eval()
+    return records, best.epoch
 
 
 class BestState:
@@ -131,15 +329,11 @@ def accuracy(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]]) -> float
     Raises:
         EmptyDataError: if the loader yields nothing.
     """
-    was_training = model.training
-    model.eval()
     correct = seen = 0
-    try:
+    with eval_mode(model):
         for x, y in loader:
             correct += int((model(x).argmax(-1) == y).sum())
             seen += int(y.shape[0])
-    finally:
-        model.train(was_training)
     if seen == 0:
         raise EmptyDataError.build(
             what="loader", expected="at least one batch", received="no batch",
@@ -204,58 +398,48 @@ def fit_plain(
         ConfigError: if ``epochs < 1``.
         EmptyDataError: if the loader yields nothing.
     """
-    if not isinstance(epochs, int) or epochs < 1:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError.build(
             what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
         )
     opt, sched = optimizer if optimizer is not None else make_optimizer(
         model.parameters(), config or TrainConfig())
     compute = loss_fn if loss_fn is not None else cross_entropy_loss
-    records = []
-    best = BestState(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            model.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            total = len(train_loader) if isinstance(train_loader, Sized) else None
-            with progress_bar(
-                train_loader, total=total, description=f"plain epoch {epoch}/{epochs}",
-                enabled=progress,
-            ) as batches:
-                for x, y in batches:
-                    opt.zero_grad(set_to_none=True)
-                    loss, logits = compute(model, x, y)
-                    loss.backward()
-                    opt.step()
-                    if sched is not None:
-                        sched.step()
-                    loss_sum += float(loss.detach()) * int(y.shape[0])
-                    correct += int((logits.argmax(-1) == y).sum())
-                    seen += int(y.shape[0])
-            if seen == 0:
-                raise EmptyDataError.build(
-                    what="train_loader", expected="at least one batch", received="no batch",
-                    fix="check the data set",
-                )
-            records.append(
-                PlainEpoch(
-                    epoch=epoch,
-                    train_loss=loss_sum / seen,
-                    train_accuracy=correct / seen,
-                    val_accuracy=accuracy(model, val_loader) if val_loader is not None else None,
-                    seconds=time.perf_counter() - start,
-                )
-            )
-            if restore_best and records[-1].val_accuracy is not None:
-                best.update(records[-1].val_accuracy, epoch=epoch)
-    best.restore()
-    model.eval()
-    return PlainHistory(seed=seed, epochs=records, best_epoch=best.epoch)
+    sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
+
+    def step(x: Tensor, y: Tensor) -> int:
+        opt.zero_grad(set_to_none=True)
+        loss, logits = compute(model, x, y)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        n = int(y.shape[0])
+        sums["loss"] += float(loss.detach()) * n
+        sums["correct"] += int((logits.argmax(-1) == y).sum())
+        sums["seen"] += n
+        return n
+
+    def end_epoch(epoch: int, seconds: float) -> PlainEpoch:
+        record = PlainEpoch(
+            epoch=epoch, train_loss=sums["loss"] / sums["seen"],
+            train_accuracy=sums["correct"] / sums["seen"],
+            val_accuracy=accuracy(model, val_loader) if val_loader is not None else None,
+            seconds=seconds,
+        )
+        sums.update(loss=0.0, correct=0.0, seen=0.0)
+        return record
+
+    records, kept = fit_epochs(
+        model, train_loader, epochs=epochs, step=step, end_epoch=end_epoch,
+        score=lambda r: r.val_accuracy, seed=seed, description="plain epoch", progress=progress,
+        restore_best=restore_best,
+    )
+    return PlainHistory(seed=seed, epochs=records, best_epoch=kept)
 
 
 __all__ = [
-    "LossFn", "PlainEpoch", "PlainHistory", "accuracy", "cross_entropy_loss", "fit_plain",
-    "make_optimizer",
+    "BestState", "History", "LossFn", "PlainEpoch", "PlainHistory", "accuracy",
+    "cross_entropy_loss", "eval_mode", "fit_epochs", "fit_plain", "make_optimizer",
+    "restored_on_error", "train_mode",
 ]

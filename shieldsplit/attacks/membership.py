@@ -55,7 +55,7 @@ from ..defense import Defense, create_defense
 from ..errors import ConfigError
 from ..functional.membership import lira_offline, logit_confidence, loss_score, rmia_score
 from ..registry import Registry
-from ..training import fit_plain
+from ..training import eval_mode, fit_plain
 from ..validate import check_int, check_seed
 
 logger = logging.getLogger(__name__)
@@ -94,11 +94,8 @@ def probabilities(model: nn.Module) -> ProbsFn:
     else:
         @torch.no_grad()
         def query(x: Tensor) -> Tensor:
-            was = model.training
-            try:
-                return F.softmax(model.eval()(x), dim=-1)
-            finally:
-                model.train(was)
+            with eval_mode(model):
+                return F.softmax(model(x), dim=-1)
 
     def batched(x: Tensor) -> Tensor:
         return torch.cat([query(x[i:i + QUERY_BATCH]) for i in range(0, len(x), QUERY_BATCH)])

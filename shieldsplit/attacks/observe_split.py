@@ -22,8 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -31,27 +29,9 @@ from torch import Tensor, nn
 
 from ..defense import Defense
 from ..errors import UnsupportedModelError
+from ..training import eval_mode
 from ..validate import check_batch
 from .base import Observation
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Put ``module`` in eval mode for the block and restore every submodule's mode after.
-
-    Args:
-        module: any module.
-
-    Yields:
-        The module, in eval mode.
-    """
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def check_images(x: Any, what: str = "x") -> Tensor:

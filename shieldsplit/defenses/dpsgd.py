@@ -80,7 +80,7 @@ from .._logsafe import keep_root_logger
 from ..datacontract import check_model
 from ..defense import CutDefense, register_defense
 from ..errors import ConfigError, EmptyDataError, UnsupportedModelError
-from ..training import PlainHistory, fit_plain
+from ..training import PlainHistory, fit_plain, restored_on_error
 from ..validate import check_batch, check_int, check_number, check_seed
 from ..wire import ClientMessage
 
@@ -613,17 +613,12 @@ class DPSGD(CutDefense):
             raise ConfigError.build(
                 what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
             )
-        # Snapshot every weight and buffer: a fit that raises is rolled back to it.
-        snapshot = {k: v.detach().clone() for k, v in self.state_dict().items()}
-        was_training = self.training
+        # A fit that raises anything (Opacus's own errors too) is rolled back.
         self._empty_batches_ok = True
         try:
-            return self._fit(loader, epochs=epochs, val_loader=val_loader, seed=seed,
-                             progress=progress, restore_best=restore_best)
-        except BaseException:
-            self.load_state_dict(snapshot)
-            self.train(was_training)
-            raise
+            with restored_on_error(self, errors=(BaseException,)):
+                return self._fit(loader, epochs=epochs, val_loader=val_loader, seed=seed,
+                                 progress=progress, restore_best=restore_best)
         finally:
             self._empty_batches_ok = False
 

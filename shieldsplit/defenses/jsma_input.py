@@ -40,6 +40,7 @@ from ..errors import ConfigError
 from ..perturb import jsma_perturb
 from ..recovery import recover as rpca_recover
 from ..saliency import class_gradient, jsma_saliency
+from ..training import eval_mode
 from ..validate import check_batch, check_int, check_number
 from ..wire import ClientMessage
 
@@ -111,18 +112,14 @@ class JsmaInput(CutDefense):
             predicted class as the target), then recovered if ``recover`` is set.
         """
         net = self.network()
-        modes = [(m, m.training) for m in net.modules()]
-        net.eval()  # saliency without touching BatchNorm statistics or dropout masks
-        try:
+        # saliency without touching BatchNorm statistics or dropout masks
+        with eval_mode(net):
             def proba(images: Tensor) -> Tensor:
                 return net(images).softmax(dim=-1)
 
             with torch.no_grad():
                 target = proba(x).argmax(dim=-1)
             grad = class_gradient(proba, x, target)
-        finally:
-            for m, mode in modes:
-                m.training = mode
         out = jsma_perturb(x, jsma_saliency(grad), pixel_budget=self.pixel_budget,
                            strength=self.jsma_strength, clip=(0.0, 1.0)).adversarial
         if self.recover:

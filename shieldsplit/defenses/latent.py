@@ -36,8 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -45,21 +44,24 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import Tensor, nn
 
-from ..attacks.observe_split import eval_mode
 from ..config import TrainConfig
 from ..cutting import split_model
 from ..datacontract import as_loader, check_model
 from ..defense import Defense, Surface, register_defense
 from ..errors import (
     ConfigError,
-    EmptyDataError,
     InputShapeError,
-    ShieldSplitError,
     StateError,
     UnsupportedModelError,
 )
-from ..progress import progress_bar
-from ..training import BestState, accuracy, make_optimizer
+from ..training import (
+    History,
+    accuracy,
+    eval_mode,
+    fit_epochs,
+    make_optimizer,
+    restored_on_error,
+)
 from ..validate import check_batch, check_loader, check_seed
 from ..wire import ClientMessage
 
@@ -338,7 +340,7 @@ class LatentEpoch(BaseModel):
     seconds: float
 
 
-class LatentHistory(BaseModel):
+class LatentHistory(History):
     """What :meth:`LatentPerturb.fit` and :meth:`LatentPerturb.pretrain_noise` return.
 
     Attributes:
@@ -350,21 +352,10 @@ class LatentHistory(BaseModel):
         best_epoch: the epoch whose weights were kept (``restore_best``), else None.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int
     phase: Literal["pretrain", "fit"]
     noise: NoiseKind
     noise_frozen: bool
     epochs: list[LatentEpoch]
-    best_epoch: int | None = None
-
-    def without_timing(self) -> dict[str, Any]:
-        """The history without wall times: equal for equal seeds."""
-        data = self.model_dump()
-        for record in data["epochs"]:
-            record.pop("seconds")
-        return data
 
 
 # ------------------------------------------------------------------ defence
@@ -860,19 +851,14 @@ class LatentPerturb(Defense):
             val_loader = as_loader(val_loader, seed=seed, shuffle=False,
                                    num_classes=self.num_classes, what="val_loader")
         was_built = self.built
-        snapshot = copy.deepcopy(self.state_dict())
-        was_training = self.training
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                return self._run(train_loader, epochs, val_loader, seed, progress,
-                                 restore_best, phase)
-        except ShieldSplitError:
+
+        def unbuild() -> None:  # a first batch that failed leaves the defence lazy again
             if not was_built and self.built:
                 self._unbuild()
-            self.load_state_dict(snapshot)
-            self.train(was_training)
-            raise
+
+        with restored_on_error(self, undo=unbuild):
+            return self._run(train_loader, epochs, val_loader, seed, progress, restore_best,
+                             phase)
 
     def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, list[Any]]:
         noise, decoder = self._modules_built()
@@ -904,69 +890,63 @@ class LatentPerturb(Defense):
         phase: Literal["pretrain", "fit"],
     ) -> LatentHistory:
         lam = self.config.lam
-        optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer, list[Any]] | None = None
-        records: list[LatentEpoch] = []
-        best = BestState(self)
-        total = len(train_loader) if isinstance(train_loader, Sized) else None
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            sums = {"loss": 0.0, "ce": 0.0, "r": 0.0}
-            correct = seen = 0
-            with progress_bar(
-                train_loader, total=total, description=f"latent {phase} {epoch}/{epochs}",
-                enabled=progress,
-            ) as batches:
-                for x_raw, y_raw in batches:
-                    x, y = self._prepare(x_raw, y_raw)
-                    if y is None:  # _prepare returns the labels it was given
-                        raise StateError.build(what="y", expected="labels", received=None,
-                                               fix="report this bug")
-                    if optimizers is None:
-                        optimizers = self._optimizers()
-                    main_opt, dec_opt, scheds = optimizers
-                    noise, decoder = self._modules_built()
-                    self.train()
-                    z = noise(self.encoder(x))
-                    # (1) the decoder maximises r(x, decoder(z')) on the detached latent
-                    dec_opt.zero_grad(set_to_none=True)
-                    (-pearson_correlation(x, decoder(z.detach())).mean()).backward()
-                    dec_opt.step()
-                    # (2) encoder, predictor (and noise) minimise CE + lam * r
-                    main_opt.zero_grad(set_to_none=True)
-                    logits = self.predictor(z)
-                    ce = F.cross_entropy(logits, y)
-                    r = pearson_correlation(x, decoder(z)).mean()
-                    loss = ce + lam * r
-                    loss.backward()
-                    main_opt.step()
-                    for sched in scheds:
-                        sched.step()
-                    n = int(y.shape[0])
-                    seen += n
-                    sums["loss"] += float(loss.detach()) * n
-                    sums["ce"] += float(ce.detach()) * n
-                    sums["r"] += float(r.detach()) * n
-                    correct += int((logits.detach().argmax(-1) == y).sum())
-            if seen == 0:
-                raise EmptyDataError.build(
-                    what="train_loader", expected="at least one batch", received="no batch",
-                    fix="check the data set and the loader's batch_size/drop_last",
-                )
+        optimizers: list[tuple[torch.optim.Optimizer, torch.optim.Optimizer, list[Any]]] = []
+        sums = {"loss": 0.0, "ce": 0.0, "r": 0.0, "correct": 0.0, "seen": 0.0}
+
+        def step(x_raw: Tensor, y_raw: Tensor) -> int:
+            x, y = self._prepare(x_raw, y_raw)
+            if y is None:  # _prepare returns the labels it was given
+                raise StateError.build(what="y", expected="labels", received=None,
+                                       fix="report this bug")
+            if not optimizers:  # the first batch built the decoder and the noise
+                optimizers.append(self._optimizers())
+            main_opt, dec_opt, scheds = optimizers[0]
+            noise, decoder = self._modules_built()
+            self.train()
+            z = noise(self.encoder(x))
+            # (1) the decoder maximises r(x, decoder(z')) on the detached latent
+            dec_opt.zero_grad(set_to_none=True)
+            (-pearson_correlation(x, decoder(z.detach())).mean()).backward()
+            dec_opt.step()
+            # (2) encoder, predictor (and noise) minimise CE + lam * r
+            main_opt.zero_grad(set_to_none=True)
+            logits = self.predictor(z)
+            ce = F.cross_entropy(logits, y)
+            r = pearson_correlation(x, decoder(z)).mean()
+            loss = ce + lam * r
+            loss.backward()
+            main_opt.step()
+            for sched in scheds:
+                sched.step()
+            n = int(y.shape[0])
+            sums["seen"] += n
+            sums["loss"] += float(loss.detach()) * n
+            sums["ce"] += float(ce.detach()) * n
+            sums["r"] += float(r.detach()) * n
+            sums["correct"] += int((logits.detach().argmax(-1) == y).sum())
+            return n
+
+        def end_epoch(epoch: int, seconds: float) -> LatentEpoch:
             noise, _ = self._modules_built()
-            records.append(LatentEpoch(
-                epoch=epoch, train_loss=sums["loss"] / seen, train_cross_entropy=sums["ce"] / seen,
-                train_correlation=sums["r"] / seen, train_accuracy=correct / seen,
+            n = sums["seen"]
+            record = LatentEpoch(
+                epoch=epoch, train_loss=sums["loss"] / n, train_cross_entropy=sums["ce"] / n,
+                train_correlation=sums["r"] / n, train_accuracy=sums["correct"] / n,
                 val_accuracy=accuracy(self, val_loader) if val_loader is not None else None,
                 noise_mean=float(noise.mean.detach().float().mean()),
                 noise_std=float(noise.std.detach().float().mean()),
-                seconds=time.perf_counter() - start,
-            ))
-            if restore_best and records[-1].val_accuracy is not None:
-                best.update(records[-1].val_accuracy, epoch=epoch)
-        best.restore()
-        self.eval()
+                seconds=seconds,
+            )
+            sums.update(loss=0.0, ce=0.0, r=0.0, correct=0.0, seen=0.0)
+            return record
+
+        records, kept = fit_epochs(
+            self, train_loader, epochs=epochs, step=step, end_epoch=end_epoch,
+            score=lambda r: r.val_accuracy, seed=seed, description=f"latent {phase}",
+            progress=progress, restore_best=restore_best,
+        )
         return LatentHistory(seed=seed, phase=phase, noise=self.config.noise,
-                             noise_frozen=self.frozen, epochs=records, best_epoch=best.epoch)
+                             noise_frozen=self.frozen, epochs=records, best_epoch=kept)
 
 
 # ------------------------------------------------------------------ helpers
