@@ -50,7 +50,6 @@ import copy
 import html
 import io
 import logging
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,7 +72,7 @@ from .attacks.base import (
     available_attacks,
 )
 from .attacks.observe import observe_gradient, observe_update
-from .attacks.observe_split import eval_mode, observe_activations
+from .attacks.observe_split import observe_activations
 from .cutting import list_cut_points, split_model
 from .datacontract import as_tensors
 from .defense import Defense
@@ -104,7 +103,8 @@ from .io import atomic_write_text
 from .membership import MembershipReport, membership_audit
 from .metrics import distance_correlation, label_recovery_rate, mse, psnr, ssim
 from .progress import progress_bar
-from .training import accuracy, fit_plain
+from .provenance import library_versions, machine_info
+from .training import accuracy, eval_mode, fit_plain
 from .validate import check_int
 
 logger = logging.getLogger(__name__)
@@ -466,23 +466,6 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 # --------------------------------------------------------------------------- data handling
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries a report's numbers depend on.
-
-    Returns:
-        ``{package: version}`` (``not installed`` where absent).
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("shieldsplit", "torch", "captum", "opacus", "numpy", "torchmetrics", "pydantic"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def _reference_classifier(
     x: Tensor, y: Tensor, num_classes: int, *, epochs: int, seed: int
 ) -> nn.Module:
@@ -684,7 +667,7 @@ def audit(
         defense=shield.name if shield is not None else "none",
         cut=target.cut, budget=budget, seed=seed, victims=n_victims, auxiliary=len(ax),
         clean_accuracy=_clean_accuracy(model, vx, vy), majority_rate=majority_rate(vy),
-        chance=1.0 / len(torch.unique(vy)), versions=library_versions(), machine=_machine(),
+        chance=1.0 / len(torch.unique(vy)), versions=library_versions(), machine=machine_info(),
     )
     if target.wire.activations is not None:
         report.distance_correlation = distance_correlation(vx, target.wire.activations)
@@ -753,12 +736,6 @@ def _check_control_report(control: Any, *, seed: int, budget: str, victims: int)
 def _architecture(model: nn.Module) -> str:
     template = model.template() if isinstance(model, Defense) else None
     return type(template if template is not None else model).__name__
-
-
-def _machine() -> dict[str, str]:
-    from .demo import machine_info
-
-    return machine_info()
 
 
 def _score_baselines(report: AuditReport, vx: Tensor, vy: Tensor, ax: Tensor,

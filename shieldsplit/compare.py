@@ -494,7 +494,7 @@ def compare(
     if "none" not in [n for n, _ in specs]:
         specs.insert(0, ("none", {}))
     specs.sort(key=lambda spec: spec[0] != "none")  # the control first
-    from .demo import machine_info
+    from .provenance import machine_info
 
     table = CompareTable(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

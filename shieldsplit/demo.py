@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +24,7 @@ from .auditor import AuditReport, audit
 from .config import PGSLConfig
 from .data import default_data_root, load_dataset, make_loaders
 from .models import PGSLNet
+from .provenance import machine_info
 from .shield import FitHistory, SplitShield
 from .training import PlainHistory, accuracy, fit_plain
 
@@ -106,22 +105,6 @@ class DemoReport(BaseModel):
     seconds: dict[str, float]
     machine: dict[str, str]
     date: str
-
-
-def machine_info() -> dict[str, str]:
-    """Where a measurement ran.
-
-    Returns:
-        CPU count, torch threads, platform, Python and torch versions.
-    """
-    return {
-        "cpus": str(os.cpu_count()),
-        "torch_threads": str(torch.get_num_threads()),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-    }
 
 
 def run_demo(options: DemoOptions | None = None) -> DemoReport:

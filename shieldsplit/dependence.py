@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError, InputShapeError
-from .metrics import _centred_distances
+from .metrics import centred_distances
 
 #: Floor under the square roots, so that gradients stay finite at zero dependence.
 _EPS = 1e-12
@@ -74,8 +74,8 @@ def distance_correlation_loss(x: Tensor, z: Tensor, *, squared: bool = False) ->
         (True, True)
     """
     xf, zf = _paired(x, z)
-    a = _centred_distances(xf)
-    b = _centred_distances(zf)
+    a = centred_distances(xf)
+    b = centred_distances(zf)
     dcov2 = (a * b).mean()
     dvar2 = (a * a).mean() * (b * b).mean()
     dcor2 = (dcov2 / dvar2.clamp_min(_EPS).sqrt()).clamp(0.0, 1.0)

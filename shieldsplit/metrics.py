@@ -108,7 +108,22 @@ def label_recovery_rate(inferred: Tensor, true: Tensor) -> float:
     return float((inferred.cpu() == true.cpu()).double().mean())
 
 
-def _centred_distances(x: Tensor) -> Tensor:
+def centred_distances(x: Tensor) -> Tensor:
+    """The double-centred Euclidean distance matrix of ``(N, D)`` samples (Szekely et
+    al. 2007): ``d_ij - mean_i d_ij - mean_j d_ij + mean d``, the building block of
+    distance covariance and correlation (used by NoPeek's loss and its metric).
+
+    Args:
+        x: ``(N, D)`` samples.
+
+    Returns:
+        ``(N, N)``; every row and every column sums to zero.
+
+    Example:
+        >>> a = centred_distances(torch.tensor([[0.0], [1.0], [3.0]]))
+        >>> [round(v, 4) for v in a.sum(dim=0).tolist()]
+        [0.0, 0.0, 0.0]
+    """
     d = torch.cdist(x, x)
     return d - d.mean(dim=0, keepdim=True) - d.mean(dim=1, keepdim=True) + d.mean()
 
@@ -137,8 +152,8 @@ def distance_correlation(x: Tensor, z: Tensor) -> float:
             what="x, z", expected="two batches with the same number (>= 2) of samples",
             received=f"{x.shape[0]} and {z.shape[0]}", fix="pass matching batches",
         )
-    a = _centred_distances(x.flatten(1).double())
-    b = _centred_distances(z.flatten(1).double())
+    a = centred_distances(x.flatten(1).double())
+    b = centred_distances(z.flatten(1).double())
     dcov = (a * b).mean()
     denom = ((a * a).mean() * (b * b).mean()).sqrt()
     if float(denom) == 0.0:
@@ -146,4 +161,6 @@ def distance_correlation(x: Tensor, z: Tensor) -> float:
     return float((dcov / denom).clamp_min(0).sqrt())
 
 
-__all__ = ["distance_correlation", "label_recovery_rate", "mse", "psnr", "ssim"]
+__all__ = [
+    "centred_distances", "distance_correlation", "label_recovery_rate", "mse", "psnr", "ssim",
+]

@@ -374,11 +374,27 @@ class SplitShield(Defense):
         return assemble(images, saliency, cfg.unshuffle.factor if cfg.unshuffle.enabled else 0,
                         cfg.unshuffle.pad, cfg.saliency.enabled and cfg.saliency.concat)
 
+    def client_features(self, images: Tensor, saliency: Tensor | None = None) -> Tensor:
+        """The client's layers on ``images`` after step (c): what leaves the client for
+        given (already attacked) images and saliency map, with gradients.
+
+        A white-box attacker who knows the client's weights inverts this map
+        (``split-white-box``, ``adaptive-split``).
+
+        Args:
+            images: ``(B, C, H, W)`` images.
+            saliency: the one-channel map ``(B, 1, H, W)``; None sends zeros.
+
+        Returns:
+            The activations at the cut.
+        """
+        return self.head(self._assemble(images, saliency))
+
     def _probe_features(self, images: Tensor) -> Tensor:
         """What the client's probe reads: the client part on the clean images, with the
         saliency channel zeroed (the map does not exist yet when the probe is asked).
         The probe is trained and queried on exactly this input."""
-        return self.head(self._assemble(images, None))
+        return self.client_features(images, None)
 
     def _saliency(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
         """Step (a): JSMA scores and the normalised one-channel map.
@@ -415,7 +431,7 @@ class SplitShield(Defense):
                 images = jsma_perturb(
                     x, scores, pixel_budget=p.pixel_budget, strength=p.strength, clip=p.clip
                 ).adversarial
-        activations = self.head(self._assemble(images, heat))
+        activations = self.client_features(images, heat)
         return ClientMessage(
             activations=activations, target_size=self._target_size(x), labels=y
         )

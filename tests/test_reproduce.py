@@ -26,7 +26,7 @@ import torch
 from typer.testing import CliRunner
 
 import shieldsplit.auditor as auditor
-import shieldsplit.reproduce as repro
+import shieldsplit.reproduce.core as repro
 from shieldsplit.adapters.medmnist import OFFICIAL_MD5
 from shieldsplit.cli import app
 from shieldsplit.data import load_dataset

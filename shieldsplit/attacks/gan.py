@@ -63,13 +63,13 @@ from .observe_split import eval_mode
 from .split import (
     SEARCH_ITERATIONS,
     SEARCH_RESTARTS,
-    _check_context,
-    _Fit,
-    _positive_float,
-    _positive_int,
+    FitToSize,
     check_activation_observation,
     check_auxiliary,
+    check_context,
     client_map,
+    optional_positive_int,
+    positive_float,
     require_prepared,
 )
 
@@ -97,7 +97,7 @@ class Generator(nn.Module):
             nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1),
             nn.BatchNorm2d(width), nn.ReLU(),
             nn.ConvTranspose2d(width, c, 4, stride=2, padding=1),
-            _Fit((h, w)), nn.Sigmoid(),
+            FitToSize((h, w)), nn.Sigmoid(),
         )
 
     def forward(self, z: Tensor) -> Tensor:
@@ -201,14 +201,14 @@ class DCGANPrior(Attack):
         progress: bool = True,
     ) -> None:
         super().__init__(seed=seed)
-        self.epochs = _positive_int(epochs, "epochs")
-        self.iterations = _positive_int(iterations, "iterations")
-        self.restarts = _positive_int(restarts, "restarts")
-        self.latent_dim = _positive_int(latent_dim, "latent_dim") or 32
-        self.width = _positive_int(width, "width") or 32
-        self.batch_size = _positive_int(batch_size, "batch_size") or 64
-        self.lr = _positive_float(lr, "lr")
-        self.latent_weight = _positive_float(latent_weight, "latent_weight", allow_zero=True)
+        self.epochs = optional_positive_int(epochs, "epochs")
+        self.iterations = optional_positive_int(iterations, "iterations")
+        self.restarts = optional_positive_int(restarts, "restarts")
+        self.latent_dim = optional_positive_int(latent_dim, "latent_dim") or 32
+        self.width = optional_positive_int(width, "width") or 32
+        self.batch_size = optional_positive_int(batch_size, "batch_size") or 64
+        self.lr = positive_float(lr, "lr")
+        self.latent_weight = positive_float(latent_weight, "latent_weight", allow_zero=True)
         self.progress = bool(progress)
         self.generator_net: Generator | None = None
         self.gan_losses: list[tuple[float, float]] = []
@@ -226,7 +226,7 @@ class DCGANPrior(Attack):
             ConfigError: no model in the context, or a bad budget.
             InputShapeError: auxiliary images of the wrong shape.
         """
-        context = _check_context(context)
+        context = check_context(context)
         images = check_auxiliary(context, self.min_auxiliary, self.name)
         if not isinstance(context.model, nn.Module):
             raise ConfigError.build(

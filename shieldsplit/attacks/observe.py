@@ -216,7 +216,27 @@ def _positive_int(name: str, value: Any) -> int:
     return check_int(name, value, low=1, fix=f"pass {name}>=1")
 
 
-def _prepare(model: nn.Module, x: Tensor, y: Tensor) -> tuple[nn.Module, dict, dict, Tensor]:
+def functional_victim(model: nn.Module, x: Tensor,
+                      y: Tensor) -> tuple[nn.Module, dict, dict, Tensor]:
+    """Check a victim batch against ``model`` and set up a functional copy to train.
+
+    The shared first step of every simulated client update (:func:`observe_gradient`,
+    :func:`observe_update`, and DP-SGD's observation of its own clipped update).
+
+    Args:
+        model: the client's classifier (not modified).
+        x: victim images.
+        y: their labels.
+
+    Returns:
+        ``(functional copy, trainable parameters, frozen state, x on the model's device
+        and dtype)``.
+
+    Raises:
+        InputShapeError: if the model cannot take ``x``.
+        ConfigError: if the model does not return ``(B, classes)`` logits.
+        LabelError: if a label is out of the model's range.
+    """
     _check_inputs(model, x, y)
     clone = functional_copy(model)
     params, frozen = trainable_parameters(model), frozen_state(model)
@@ -261,7 +281,7 @@ def observe_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Observation:
         NonFiniteInputError: if ``x`` holds NaN or infinity.
         LabelError: if ``y`` has the wrong dtype, shape or range.
     """
-    clone, params, frozen, x = _prepare(model, x, y)
+    clone, params, frozen, x = functional_victim(model, x, y)
     y = y.to(x.device)
     grads = loss_gradients(clone, params, frozen, x, y)
     return Observation(
@@ -325,7 +345,7 @@ def observe_update(
             what="seed", expected="None or an int", received=repr(seed),
             fix="pass seed=None (in order) or seed=0 (reshuffle each epoch)",
         )
-    clone, params, frozen, x = _prepare(model, x, y)
+    clone, params, frozen, x = functional_victim(model, x, y)
     y = y.to(x.device)
     schedule = minibatch_schedule(
         int(x.shape[0]), local_epochs=local_epochs, local_batch_size=local_batch_size,
@@ -346,6 +366,7 @@ __all__ = [
     "fedavg_update",
     "frozen_state",
     "functional_copy",
+    "functional_victim",
     "loss_gradients",
     "minibatch_schedule",
     "observe_gradient",

@@ -89,19 +89,55 @@ _CHUNK = 256
 # ----------------------------------------------------------------- shared checks
 
 
-def _positive_int(value: Any, what: str, default: int | None = None) -> int | None:
-    """An int >= 1, or ``default`` for None (the budget's default)."""
+def optional_positive_int(value: Any, what: str, default: int | None = None) -> int | None:
+    """An attack option that is an int >= 1, or ``default`` for None (the budget's default).
+
+    Args:
+        value: the option as given.
+        what: its name in the error.
+        default: what None means.
+
+    Returns:
+        The checked value.
+
+    Raises:
+        ConfigError: if ``value`` is not an int >= 1 or None.
+    """
     if value is None:
         return default
     return check_int(what, value, low=1, fix=f"pass {what}=1 or more, or None for the default")
 
 
-def _positive_float(value: Any, what: str, *, allow_zero: bool = False) -> float:
+def positive_float(value: Any, what: str, *, allow_zero: bool = False) -> float:
+    """An attack option that is a number > 0 (>= 0 with ``allow_zero``).
+
+    Args:
+        value: the option as given.
+        what: its name in the error.
+        allow_zero: accept 0.
+
+    Returns:
+        The checked value.
+
+    Raises:
+        ConfigError: if it is out of range.
+    """
     return check_number(what, value, low=0.0, low_open=not allow_zero,
                         fix=f"pass a {'non-negative' if allow_zero else 'positive'} {what}")
 
 
-def _check_context(context: Any) -> AttackContext:
+def check_context(context: Any) -> AttackContext:
+    """Check what a split attack was given to work with.
+
+    Args:
+        context: the candidate :class:`AttackContext`.
+
+    Returns:
+        It, checked.
+
+    Raises:
+        ConfigError: if it is not an AttackContext or its budget is unknown.
+    """
     if not isinstance(context, AttackContext):
         raise ConfigError.build(
             what="context", expected="a shieldsplit.attacks.AttackContext",
@@ -258,7 +294,7 @@ def client_map(model: nn.Module) -> tuple[Callable[[Tensor, Tensor | None], Tens
     if isinstance(model, SplitShield):
         cfg = model.config
         needs_map = cfg.saliency.enabled and cfg.saliency.concat
-        return (lambda x, m: model.head(model._assemble(x, m))), needs_map
+        return model.client_features, needs_map
     if isinstance(model, Defense):  # the client network; the wire noise is unknown
         part = model.client_part
         return (lambda x, m: part(x)), False
@@ -295,7 +331,7 @@ class _Standardize(nn.Module):
         return (a - self.mean) / self.std
 
 
-class _Fit(nn.Module):
+class FitToSize(nn.Module):
     """Crop (when the map is the padded image) or resize to the image size."""
 
     def __init__(self, size: tuple[int, int]) -> None:
@@ -357,7 +393,7 @@ def build_decoder(
         f = unshuffle_factor
         layers += _block(width, width)
         layers += [nn.Conv2d(width, width * f * f, 3, padding=1), nn.PixelShuffle(f),
-                   _Fit((h_img, w_img)), nn.BatchNorm2d(width), nn.ReLU()]
+                   FitToSize((h_img, w_img)), nn.BatchNorm2d(width), nn.ReLU()]
         layers += _block(width, width)
         layers += [nn.Conv2d(width, c, 3, padding=1), nn.Sigmoid()]
         return nn.Sequential(*layers)
@@ -366,7 +402,7 @@ def build_decoder(
                    nn.BatchNorm2d(width), nn.ReLU()]
         h, w = h * 2, w * 2
     if (h, w) != (h_img, w_img):
-        layers.append(_Fit((h_img, w_img)))
+        layers.append(FitToSize((h_img, w_img)))
     layers += _block(width, width)
     layers += [nn.Conv2d(width, c, 3, padding=1), nn.Sigmoid()]
     return nn.Sequential(*layers)
@@ -521,10 +557,10 @@ class BlackBoxDecoder(Attack):
         progress: bool = True,
     ) -> None:
         super().__init__(seed=seed)
-        self.epochs = _positive_int(epochs, "epochs")
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.lr = _positive_float(lr, "lr")
-        self.width = _positive_int(width, "width")
+        self.epochs = optional_positive_int(epochs, "epochs")
+        self.batch_size = optional_positive_int(batch_size, "batch_size")
+        self.lr = positive_float(lr, "lr")
+        self.width = optional_positive_int(width, "width")
         self.progress = bool(progress)
         self.decoder: nn.Module | None = None
         self.act_shape: tuple[int, ...] | None = None
@@ -568,7 +604,7 @@ class BlackBoxDecoder(Attack):
             ConfigError: no client in the context, or a bad budget.
             InputShapeError: auxiliary images of the wrong shape.
         """
-        context = _check_context(context)
+        context = check_context(context)
         images = check_auxiliary(context, self.min_auxiliary, self.name)
         acts = self._pairs(context, images)
         epochs = self.epochs or DECODER_EPOCHS[context.budget]
@@ -656,10 +692,10 @@ class WhiteBoxInversion(Attack):
         progress: bool = True,
     ) -> None:
         super().__init__(seed=seed)
-        self.iterations = _positive_int(iterations, "iterations")
-        self.restarts = _positive_int(restarts, "restarts")
-        self.lr = _positive_float(lr, "lr")
-        self.tv_weight = _positive_float(tv_weight, "tv_weight", allow_zero=True)
+        self.iterations = optional_positive_int(iterations, "iterations")
+        self.restarts = optional_positive_int(restarts, "restarts")
+        self.lr = positive_float(lr, "lr")
+        self.tv_weight = positive_float(tv_weight, "tv_weight", allow_zero=True)
         if parametrization not in ("sigmoid", "clamp"):
             raise ConfigError.build(
                 what="parametrization", expected="'sigmoid' or 'clamp'",
@@ -674,7 +710,7 @@ class WhiteBoxInversion(Attack):
         Raises:
             ConfigError: if ``context.model`` is not a module.
         """
-        context = _check_context(context)
+        context = check_context(context)
         if not isinstance(context.model, nn.Module):
             raise ConfigError.build(
                 what="context.model", expected="the client part whose weights the attacker knows",

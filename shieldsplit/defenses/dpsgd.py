@@ -415,7 +415,7 @@ class DPSGD(CutDefense):
             ('update', 2, 2)
         """
         from ..attacks.base import Observation
-        from ..attacks.observe import _prepare, minibatch_schedule
+        from ..attacks.observe import functional_victim, minibatch_schedule
 
         if kind not in ("gradient", "update"):
             raise ConfigError.build(
@@ -440,7 +440,7 @@ class DPSGD(CutDefense):
                                          low=1, fix="pass local_batch_size>=1")
             lr = _check_positive("lr", local.get("lr", 0.1), example="0.1")
         model = copy.deepcopy(self.federated_model()).eval()
-        clone, params, frozen, x = _prepare(model, x, y)
+        clone, params, frozen, x = functional_victim(model, x, y)
         y = y.to(x.device)
         device = next(iter(params.values())).device
         generator = torch.Generator(device=device).manual_seed(

@@ -27,7 +27,7 @@ from ..auditor import AttackResult
 from ..compare import DefenseRun, MatchedPair, match_by_accuracy, run_defense
 from ..functional.stats import majority_rate
 from ..progress import progress_bar
-from . import RunContext, differences_section, fmt, mean_sd, register_experiment
+from .core import RunContext, differences_section, fmt, mean_sd, register_experiment
 from .reading import (
     balanced_cell,
     chance_sentence,

@@ -49,7 +49,7 @@ from ..progress import progress_bar
 from ..recovery import recover
 from ..saliency import class_gradient, jsma_saliency, normalised_heat
 from ..training import accuracy, fit_plain
-from . import RunContext, differences_section, mean_sd, register_experiment
+from .core import RunContext, differences_section, mean_sd, register_experiment
 from .reading import (
     ClaimLabel,
     Part,

@@ -1,0 +1,338 @@
+"""The machinery of ``shieldsplit reproduce``: presets, the run context, the experiment
+registry and :func:`reproduce`; the papers' experiments live in :mod:`.pgsl` and
+:mod:`.latent` and register themselves when :mod:`shieldsplit.reproduce` is imported.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import matplotlib
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__
+from ..auditor import AuditReport
+from ..config import PGSLConfig
+from ..data import ImageDataset, load_dataset
+from ..errors import ConfigError
+from ..io import atomic_write_bytes, atomic_write_text
+from ..models import PGSLNet
+from ..provenance import machine_info
+from ..registry import Registry
+from .cells import CellStore
+
+matplotlib.use("Agg")
+logger = logging.getLogger(__name__)
+
+PaperData = Literal["breastmnist", "pneumoniamnist", "mnist"]
+ReproBudget = Literal["quick", "full"]
+
+
+class Preset(BaseModel):
+    """How much compute a budget spends (fixed in advance, never tuned on test data).
+
+    Attributes:
+        limit: cap on each split's size (None: the whole split).
+        epochs: training epochs of every model.
+        width: conv channels of the PGSL paper's network (the paper: 64).
+        hidden: its first FC layer's width (the paper: 128).
+        audit: the auditor's budget.
+        victims: victim images of the split-learning attacks.
+        seeds: seeds of the headline cells (mean and spread are reported).
+        rebuild: images rebuilt per split for Table II's reconstruction rows.
+        sweep: ``full`` sweeps every setting, ``short`` a few.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limit: int | None = Field(ge=16)
+    epochs: int = Field(ge=1)
+    width: int = Field(ge=1)
+    hidden: int = Field(ge=1)
+    audit: Literal["quick", "standard", "thorough"]
+    victims: int = Field(ge=1)
+    seeds: int = Field(ge=1)
+    rebuild: int = Field(ge=1)
+    sweep: Literal["short", "full"]
+
+
+#: ``quick`` (two seeds, short sweeps) finishes in under 15 minutes on 2 cores; ``full``
+#: makes the committed results (about half an hour per paper, three headline seeds). Both
+#: use the auditor's ``quick`` attack budget: its ``standard`` budget runs Inverting
+#: Gradients for thousands of iterations per cell, days for the dozens of cells on a CPU.
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(limit=160, epochs=3, width=8, hidden=32, audit="quick", victims=16,
+                    seeds=2, rebuild=16, sweep="short"),
+    "full": Preset(limit=600, epochs=10, width=16, hidden=64, audit="quick", victims=64,
+                   seeds=3, rebuild=48, sweep="full"),
+}
+
+
+class ReproduceOptions(BaseModel):
+    """Options of :func:`reproduce` (and of ``shieldsplit reproduce``).
+
+    Attributes:
+        paper: a registered paper: ``pgsl`` (Khowaja et al. 2022) or ``latent``
+            (Jiang et al. 2025).
+        data: the real data set (BreastMNIST stands in for MIAS and BloodMNIST).
+        data_root: the folder with the verified data files.
+        budget: ``quick`` or ``full``.
+        out: where the page, plots and cells go.
+        seed: the first seed (headline cells use ``seed, seed + 1, ...``).
+        fresh: discard finished cells of an earlier run instead of resuming.
+        progress: show progress bars.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    paper: str
+    data: PaperData = "breastmnist"
+    data_root: Path | None = None
+    budget: ReproBudget = "quick"
+    out: Path = Path("docs/results")
+    seed: int = 0
+    fresh: bool = False
+    progress: bool = True
+
+
+@dataclass
+class RunContext:
+    """What an experiment needs: the options, the data, the cell store and the page."""
+
+    options: ReproduceOptions
+    preset: Preset
+    data: ImageDataset
+    store: CellStore
+    stem: str
+    plots: list[Path] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The headline seeds."""
+        return [self.options.seed + i for i in range(self.preset.seeds)]
+
+    def network(self, seed: int) -> PGSLNet:
+        """The PGSL paper's network at the preset's width, initialised from ``seed``."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return PGSLNet(in_channels=self.data.in_channels, num_classes=self.data.num_classes,
+                           image_size=self.data.image_size[0], width=self.preset.width,
+                           hidden=self.preset.hidden)
+
+    def save_plot(self, name: str, fig: Any) -> Path:
+        """Write a matplotlib figure as ``<stem>_<name>.png`` atomically and close it."""
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        path = self.options.out / f"{self.stem}_{name}.png"
+        atomic_write_bytes(path, buf.getvalue())
+        self.plots.append(path)
+        return path
+
+
+def mean_sd(values: Sequence[float], fmt: str) -> str:
+    """``mean ± sd`` of ``values`` formatted with ``fmt`` (one value alone; ``-`` if none).
+
+    Example:
+        >>> mean_sd([0.5, 0.7], ".2f"), mean_sd([0.5], ".1%"), mean_sd([], ".2f")
+        ('0.60 ± 0.14', '50.0%', '-')
+    """
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def differences_section(reasons: Sequence[str]) -> list[str]:
+    """The page's closing section: why our numbers differ from the paper's, one bullet each."""
+    return ["## Where and why our numbers differ from the paper's", "",
+            *(f"- {r}" for r in reasons), ""]
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``, or ``-`` when it is missing."""
+    return "-" if value is None else format(value, spec)
+
+
+Experiment = Callable[[RunContext], list[str]]
+_EXPERIMENTS: Registry[Experiment] = Registry(
+    "paper", unregister_hint="unregister_experiment() the old one",
+    lookup_hint="pick a registered paper or register yours with register_experiment",
+)
+
+
+def register_experiment(paper: str, run: Experiment) -> None:
+    """Make ``reproduce(paper)`` run ``run(context) -> Markdown lines``.
+
+    Raises:
+        ConfigError: if the name is empty or taken by another function.
+    """
+    _EXPERIMENTS.register(paper, run)
+
+
+def unregister_experiment(paper: str) -> None:
+    """Forget ``paper`` (a no-op for an unknown name)."""
+    _EXPERIMENTS.unregister(paper)
+
+
+def available_papers() -> list[str]:
+    """The papers :func:`reproduce` knows."""
+    return _EXPERIMENTS.names()
+
+
+class ReproduceResult(BaseModel):
+    """What a reproduction wrote.
+
+    Attributes:
+        page: the Markdown page.
+        cells: the JSON file of finished cells.
+        plots: the PNG plots.
+        computed: cells computed in this run.
+        reused: cells read back from an earlier run.
+        seconds: wall time of this run.
+        markdown: the page's text.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    page: Path
+    cells: Path
+    plots: list[Path]
+    computed: int
+    reused: int
+    seconds: float
+    markdown: str
+
+
+def reproduce(
+    paper: str,
+    *,
+    data: PaperData = "breastmnist",
+    data_root: str | Path | None = None,
+    budget: ReproBudget = "quick",
+    out: str | Path = "docs/results",
+    seed: int = 0,
+    fresh: bool = False,
+    progress: bool = True,
+) -> ReproduceResult:
+    """Re-measure one paper's tables and figures on real data.
+
+    Args:
+        paper: ``"pgsl"`` or ``"latent"``.
+        data: ``breastmnist``, ``pneumoniamnist`` or ``mnist`` (the MNIST test set, split).
+        data_root: the folder with the verified files (``../shared/data``).
+        budget: ``quick`` (minutes) or ``full`` (the committed results).
+        out: output folder.
+        seed: the first seed.
+        fresh: discard finished cells instead of resuming.
+        progress: show progress bars.
+
+    Returns:
+        Where everything was written, and the page's text.
+
+    Raises:
+        ConfigError: for an unknown paper, data set or budget, or a cell file of other
+            settings in ``out``.
+        DataFileError: for a missing or corrupted data file (named, with its MD5 and the fix).
+        KeyboardInterrupt: on Ctrl-C, after every finished cell has been saved.
+    """
+    experiment = _EXPERIMENTS.get(paper)
+    try:
+        opts = ReproduceOptions(paper=paper, data=data, data_root=data_root, budget=budget,
+                                out=Path(out), seed=seed, fresh=fresh, progress=progress)
+    except ValueError as exc:
+        raise ConfigError.build(what="reproduce options",
+                                expected="data breastmnist|pneumoniamnist|mnist, budget quick|full",
+                                received=f"data={data!r}, budget={budget!r}",
+                                fix=f"check the options ({exc})") from exc
+    preset = PRESETS[opts.budget]
+    start = time.perf_counter()
+    ds = load_dataset(opts.data, root=opts.data_root, seed=opts.seed, limit=preset.limit)
+    stem = f"reproduce_{opts.paper}_{opts.data}_{opts.budget}"
+    opts.out.mkdir(parents=True, exist_ok=True)
+    store = CellStore(opts.out / f"{stem}.cells.json", fresh=opts.fresh, fingerprint={
+        "paper": opts.paper, "data": opts.data, "budget": opts.budget, "seed": opts.seed,
+        "preset": preset.model_dump(), "shieldsplit": __version__,
+        # the defaults every SplitShield cell runs with: a changed default must not resume
+        "pgsl_config": PGSLConfig().model_dump(mode="json"),
+        # cells audited before verdicts and controls (schema 1) must not resume either
+        "audit_schema": AuditReport.model_fields["schema_version"].default})
+    ctx = RunContext(options=opts, preset=preset, data=ds, store=store, stem=stem)
+    before = len(store)
+    try:
+        body = experiment(ctx)
+    except KeyboardInterrupt:
+        logger.warning("interrupted: %d finished cells kept in %s; re-run to resume",
+                       len(store), store.path)
+        raise
+    finally:  # an interrupted run's time counts too: its cells are kept
+        seconds = time.perf_counter() - start
+        store.record_run(finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         seconds=seconds, computed=len(store) - before)
+    head = header(ctx, seconds)
+    text = "\n".join(head + body) + "\n"
+    page = opts.out / f"{stem}.md"
+    atomic_write_text(page, text)
+    return ReproduceResult(page=page, cells=store.path, plots=ctx.plots,
+                           computed=len(store) - before, reused=store.reused, seconds=seconds,
+                           markdown=text)
+
+
+def header(ctx: RunContext, seconds: float) -> list[str]:
+    """The page's provenance: command, date, machine, data, budget, seeds."""
+    o, p = ctx.options, ctx.preset
+    root = f" --data-root {o.data_root}" if o.data_root is not None else ""
+    cmd = (f"shieldsplit reproduce {o.paper} --data {o.data}{root} "
+           f"--budget {o.budget} --seed {o.seed} --out {o.out}")
+    machine = machine_info()
+    title = {"pgsl": "PGSL (Khowaja et al., IEEE TNSE 2022)",
+             "latent": "Learnable latent perturbation (Jiang et al., arXiv:2503.16542, 2025)"}
+    return [
+        f"# Reproduction: {title.get(o.paper, o.paper)} on {o.data}",
+        "",
+        f"Command: `{cmd}`  ",
+        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Duration: "
+        f"{ctx.store.total_seconds / 60:.1f} min of wall time over "
+        f"{len(ctx.store.runs)} run(s) that computed the {len(ctx.store)} cells; this run "
+        f"{seconds / 60:.1f} min ({ctx.store.reused} cells read back).  ",
+        f"Machine: {machine.get('cpus', os.cpu_count())} cores, no GPU, torch "
+        f"{machine.get('torch')}, Python {sys.version.split()[0]}, shieldsplit {__version__}.  ",
+        f"Data: {ctx.data.summary().splitlines()[0]} (official files, MD5-checked; "
+        f"each split capped at {p.limit} images).  ",
+        f"Budget `{o.budget}`: {p.epochs} epochs, PGSLNet width {p.width} / hidden {p.hidden} "
+        f"(the paper: 64 / 128), audit budget `{p.audit}`, {p.victims} split-attack victims; "
+        f"seeds {ctx.seeds} for the headline cells (mean ± sd), seed {o.seed} elsewhere.  ",
+        f"Cells: `{ctx.store.path.name}` (finished cells; a re-run resumes from it).",
+        "",
+    ]
+
+
+__all__ = [
+    "PRESETS",
+    "CellStore",
+    "Preset",
+    "ReproduceOptions",
+    "ReproduceResult",
+    "RunContext",
+    "available_papers",
+    "differences_section",
+    "fmt",
+    "mean_sd",
+    "register_experiment",
+    "reproduce",
+    "unregister_experiment",
+]
