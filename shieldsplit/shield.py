@@ -68,7 +68,7 @@ from .recovery import ProximalRecovery
 from .saliency import class_gradient, jsma_saliency, normalised_heat
 from .training import History, eval_mode, fit_epochs, make_optimizer, restored_on_error
 from .unshuffle import SubPixelUpsample, assemble
-from .validate import check_batch, check_loader, check_seed
+from .validate import check_batch, check_int, check_loader, check_seed
 from .wire import ClientMessage, ServerGradient, StreamScores
 
 logger = logging.getLogger(__name__)
@@ -636,10 +636,7 @@ class SplitShield(Defense):
             InputShapeError, NonFiniteInputError, LabelError: on a bad batch;
                 the shield's weights are restored to what they were before the call.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ConfigError.build(
-                what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
-            )
+        epochs = check_int("epochs", epochs, low=1, fix="pass epochs=1 or more")
         seed = check_seed(seed)
         check_loader(train_loader, "train_loader")
         train_loader = self._contract(train_loader, seed=seed, shuffle=True, what="train_loader")

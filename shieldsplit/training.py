@@ -33,8 +33,9 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from .config import TrainConfig
-from .errors import ConfigError, EmptyDataError, ShieldSplitError
+from .errors import EmptyDataError, ShieldSplitError
 from .progress import progress_bar
+from .validate import check_int
 
 
 class PlainEpoch(BaseModel):
@@ -230,10 +231,7 @@ def fit_epochs(
         >>> records, kept, lin.training
         ([1, 2], None, False)
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError.build(
-            what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
-        )
+    epochs = check_int("epochs", epochs, low=1, fix="pass epochs=1 or more")
     records: list[Record] = []
     best = BestState(module)
     total = len(batches) if isinstance(batches, Sized) else None
@@ -398,10 +396,7 @@ def fit_plain(
         ConfigError: if ``epochs < 1``.
         EmptyDataError: if the loader yields nothing.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError.build(
-            what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
-        )
+    epochs = check_int("epochs", epochs, low=1, fix="pass epochs=1 or more")
     opt, sched = optimizer if optimizer is not None else make_optimizer(
         model.parameters(), config or TrainConfig())
     compute = loss_fn if loss_fn is not None else cross_entropy_loss

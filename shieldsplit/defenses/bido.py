@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 
 from ..defense import CutDefense, register_defense
 from ..dependence import hsic
-from ..errors import ConfigError
+from ..validate import check_number
 
 #: Gaussian bandwidth for one-hot labels: different classes lie sqrt(2) apart, so their
 #: kernel value is exp(-1); a median heuristic would be 0 or sqrt(2) depending on the
@@ -34,14 +33,8 @@ LABEL_SIGMA = 1.0
 
 
 def _check_weight(name: str, value: Any) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
-        0.0 <= float(value) < math.inf
-    ):
-        raise ConfigError.build(
-            what=name, expected="a finite weight >= 0", received=value,
-            fix=f"pass {name}=0 or a positive number",
-        )
-    return float(value)
+    return check_number(name, value, low=0.0, low_open=False,
+                        fix=f"pass {name}=0 or a positive number")
 
 
 class BiDO(CutDefense):

@@ -293,12 +293,8 @@ class DPSGD(CutDefense):
                                            allow_zero=True)
         max_grad_norm = _check_positive("max_grad_norm", max_grad_norm, example="1.0")
         lr = _check_positive("lr", lr, example="1e-3")
-        if (not isinstance(delta, (int, float)) or isinstance(delta, bool)
-                or not 0.0 < delta < 1.0):
-            raise ConfigError.build(
-                what="delta", expected="a probability 0 < delta < 1 (well below 1/n)",
-                received=repr(delta), fix="pass e.g. delta=1e-5",
-            )
+        delta = check_number("delta", delta, low=0.0, low_open=True, high=1.0, high_open=True,
+                             fix="pass e.g. delta=1e-5 (well below 1/n)")
         for flag, value in (("poisson_sampling", poisson_sampling), ("secure_mode", secure_mode)):
             if not isinstance(value, bool):
                 raise ConfigError.build(

@@ -16,14 +16,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..defense import CutDefense, register_defense
-from ..errors import ConfigError
+from ..validate import check_number
 
 
 def laplace_noise_like(a: Tensor, scale: float) -> Tensor:
@@ -90,13 +89,8 @@ class LaplaceNoise(CutDefense):
     def __init__(
         self, model: nn.Module, *, cut: int | str = 2, seed: int = 0, scale: float = 0.5
     ) -> None:
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not (
-            0.0 < float(scale) < math.inf
-        ):
-            raise ConfigError.build(
-                what="scale", expected="a finite Laplace scale > 0", received=scale,
-                fix="pass scale=0.5, or use the 'none' defence for no noise",
-            )
+        scale = check_number("scale", scale, low=0.0, low_open=True,
+                             fix="pass scale=0.5, or use the 'none' defence for no noise")
         super().__init__(model, cut=cut, seed=seed)
         self.scale = float(scale)
 

@@ -62,7 +62,7 @@ from ..training import (
     make_optimizer,
     restored_on_error,
 )
-from ..validate import check_batch, check_loader, check_seed
+from ..validate import check_batch, check_int, check_loader, check_seed
 from ..wire import ClientMessage
 
 NoiseKind = Literal["fixed", "learned"]
@@ -837,10 +837,7 @@ class LatentPerturb(Defense):
         restore_best: bool,
         phase: Literal["pretrain", "fit"],
     ) -> LatentHistory:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ConfigError.build(
-                what="epochs", expected="an int >= 1", received=epochs, fix="pass epochs=1 or more"
-            )
+        epochs = check_int("epochs", epochs, low=1, fix="pass epochs=1 or more")
         seed = check_seed(seed)
         check_loader(train_loader, "train_loader")
         # the data contract of docs/data.md; no probe here: the first batch builds the

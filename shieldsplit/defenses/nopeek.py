@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..defense import CutDefense, register_defense
 from ..dependence import distance_correlation_loss
-from ..errors import ConfigError
+from ..validate import check_number
 
 
 class NoPeek(CutDefense):
@@ -69,13 +69,8 @@ class NoPeek(CutDefense):
     def __init__(
         self, model: nn.Module, *, cut: int | str = 2, seed: int = 0, alpha: float = 0.1
     ) -> None:
-        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not (
-            0.0 <= float(alpha) < float("inf")
-        ):
-            raise ConfigError.build(
-                what="alpha", expected="a finite weight >= 0", received=alpha,
-                fix="pass alpha=0.1 (or 0 for no defence)",
-            )
+        alpha = check_number("alpha", alpha, low=0.0, low_open=False,
+                             fix="pass alpha=0.1 (or 0 for no defence)")
         super().__init__(model, cut=cut, seed=seed)
         self.alpha = float(alpha)
 
