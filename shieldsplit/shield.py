@@ -401,9 +401,8 @@ class SplitShield(Defense):
 
         The saliency is taken through the client's own part and its local probe,
         so no activation of the clean image ever leaves the client. Its target is the
-        true label when one is given (``saliency.target="label"``, the default: the
-        paper's eq. 1) and the probe's prediction otherwise, as at inference
-        (``"predicted"`` uses the prediction always).
+        probe's prediction (``saliency.target="predicted"``, the default), or, with
+        ``"label"`` (the paper's eq. 1), the true label when one is given.
         """
         probe = self.probe
         if probe is None:  # config validation guarantees it exists here
