@@ -16,37 +16,7 @@ from __future__ import annotations
 
 from . import latent as _latent  # registers "latent"
 from . import pgsl as _pgsl  # registers "pgsl"
-from .cells import CellStore
-from .core import (
-    PRESETS,
-    Preset,
-    ReproBudget,
-    ReproduceOptions,
-    ReproduceResult,
-    RunContext,
-    available_papers,
-    differences_section,
-    fmt,
-    mean_sd,
-    register_experiment,
-    reproduce,
-    unregister_experiment,
-)
+from .core import *  # noqa: F403  (the public names of the machinery)
+from .core import __all__ as __all__
 
-__all__ = [
-    "PRESETS",
-    "CellStore",
-    "Preset",
-    "ReproBudget",
-    "ReproduceOptions",
-    "ReproduceResult",
-    "RunContext",
-    "available_papers",
-    "differences_section",
-    "fmt",
-    "mean_sd",
-    "register_experiment",
-    "reproduce",
-    "unregister_experiment",
-]
 del _latent, _pgsl

@@ -325,6 +325,7 @@ __all__ = [
     "PRESETS",
     "CellStore",
     "Preset",
+    "ReproBudget",
     "ReproduceOptions",
     "ReproduceResult",
     "RunContext",
