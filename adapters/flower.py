@@ -31,8 +31,8 @@ import html
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +178,8 @@ class RoundRecord(BaseModel):
         clients: partition ids that trained this round.
         lost: clients whose training reply was an error (named by partition id when
             known, else ``node <id>``); FedAvg averaged the others.
+        rejected: replies refused by :func:`check_reply` (malformed or oversized), with
+            the typed error's message; the round went on without them.
         seconds: wall time of the round.
     """
 
@@ -190,6 +192,7 @@ class RoundRecord(BaseModel):
     examples: int = 0
     clients: list[int] = Field(default_factory=list)
     lost: list[str] = Field(default_factory=list)
+    rejected: list[str] = Field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -314,6 +317,10 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 # ------------------------------------------------------------------ the client
+#: one client's data: ``((x_train, y_train), (x_eval, y_eval))``
+Shard = tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
 @dataclass
 class ClientSpec:
     """Everything a client needs to train and evaluate one defence on its shard.
@@ -331,26 +338,34 @@ class ClientSpec:
     model: nn.Module
     defense: str
     options: dict[str, Any]
-    shards: dict[int, tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]]
+    shards: dict[int, Shard] = field(default_factory=dict)
     local_epochs: int = 1
     batch_size: int = 32
     seed: int = 0
+    source: Callable[[int, int], Shard] | None = None
 
     def build(self) -> Defense:
         """A fresh defence around (a copy of) the model, with the run's initial weights."""
         return build_defense(self.model, self.defense, self.options)
 
-    def shard(self, partition_id: int) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-        """The shard of one client.
+    def shard(self, partition_id: int, num_partitions: int | None = None) -> Shard:
+        """The shard of one client (loaded through ``source`` on a SuperNode).
+
+        Args:
+            partition_id: the client's partition id.
+            num_partitions: the number of partitions (for ``source``).
 
         Raises:
             ConfigError: for a partition id this spec does not hold.
         """
+        if partition_id not in self.shards and self.source is not None \
+                and num_partitions is not None and 0 <= partition_id < num_partitions:
+            self.shards[partition_id] = self.source(partition_id, num_partitions)
         if partition_id not in self.shards:
             raise ConfigError.build(
                 what="partition-id", expected=f"one of {sorted(self.shards)}",
                 received=partition_id, fix="start the SuperNode with --node-config "
-                f"'partition-id=<0..{len(self.shards) - 1}>'")
+                "'partition-id=<id> num-partitions=<clients>'")
         return self.shards[partition_id]
 
     def round_seed(self, server_round: int, partition_id: int) -> int:
@@ -441,7 +456,32 @@ def _eval_counts(defense: Defense, x: Tensor, y: Tensor) -> tuple[float, np.ndar
     return loss, confusion
 
 
-def client_app(spec: ClientSpec) -> ClientApp:
+def _config_value(content: RecordDict, key: str) -> Any:
+    record = content.get("config") if "config" in content else None
+    if not isinstance(record, ConfigRecord) or key not in record:
+        raise _malformed("config", f"a ConfigRecord with {key!r}", type(record).__name__)
+    return record[key]
+
+
+def _last_loss(history: BaseModel) -> float:
+    epochs = getattr(history, "epochs", None)
+    return float(epochs[-1].train_loss) if epochs else float("nan")
+
+
+SpecSource = ClientSpec | Callable[[Context], ClientSpec]
+
+
+def _spec(spec: SpecSource, context: Context) -> ClientSpec:
+    return spec if isinstance(spec, ClientSpec) else spec(context)
+
+
+def _node(context: Context) -> tuple[int, int | None]:
+    cfg = context.node_config
+    num = cfg.get("num-partitions")
+    return int(cfg.get("partition-id", 0)), None if num is None else int(num)
+
+
+def client_app(spec: SpecSource) -> ClientApp:
     """The Flower ``ClientApp`` of one defence (simulation and deployment alike).
 
     ``train``: load the global arrays and the client's own accountant state, run the
@@ -452,7 +492,8 @@ def client_app(spec: ClientSpec) -> ClientApp:
     node config (``partition-id``), as Flower's simulation engine sets it.
 
     Args:
-        spec: the defence, the model and the shards.
+        spec: the defence, the model and the shards, or a function of the run's
+            ``Context`` that builds them (a deployed app, :func:`spec_from_config`).
 
     Returns:
         The app.
@@ -462,24 +503,25 @@ def client_app(spec: ClientSpec) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
-        pid = int(context.node_config.get("partition-id", 0))
-        (x, y), _ = spec.shard(pid)
-        defense = spec.build()
-        load_shared(defense, msg.content["arrays"])
+        run = _spec(spec, context)
+        pid, num = _node(context)
+        (x, y), _ = run.shard(pid, num)
+        defense = run.build()
+        load_shared(defense, arrays_of(msg.content))
         if LOCAL_STATE_KEY in context.state:
-            defense.load_state_dict(from_record(context.state[LOCAL_STATE_KEY]),
+            defense.load_state_dict(from_record(arrays_of(context.state, LOCAL_STATE_KEY)),
                                     strict=False)
-        rnd = int(msg.content["config"]["server-round"])
-        seed = spec.round_seed(rnd, pid)
-        loader = DataLoader(TensorDataset(x, y), batch_size=spec.batch_size, shuffle=True,
+        rnd = int(_config_value(msg.content, "server-round"))
+        seed = run.round_seed(rnd, pid)
+        loader = DataLoader(TensorDataset(x, y), batch_size=run.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(seed))
-        history = defense.fit(loader, epochs=spec.local_epochs, seed=seed, progress=False)
+        history = defense.fit(loader, epochs=run.local_epochs, seed=seed, progress=False)
         local = _local_records(defense)
         if local:
             context.state[LOCAL_STATE_KEY] = to_record(local)
-        metrics: dict[str, Any] = {
+        metrics: dict[str, int | float | list[int] | list[float]] = {
             "num-examples": len(x), "partition-id": pid,
-            "train-loss": float(history.epochs[-1].train_loss),
+            "train-loss": _last_loss(history),
         }
         privacy = defense.privacy()
         if "epsilon" in privacy:
@@ -491,12 +533,14 @@ def client_app(spec: ClientSpec) -> ClientApp:
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
-        pid = int(context.node_config.get("partition-id", 0))
-        _, (x, y) = spec.shard(pid)
-        defense = spec.build()
-        load_shared(defense, msg.content["arrays"])
+        run = _spec(spec, context)
+        pid, num = _node(context)
+        _, (x, y) = run.shard(pid, num)
+        defense = run.build()
+        load_shared(defense, arrays_of(msg.content))
         loss, confusion = _eval_counts(defense, x, y)
-        metrics = {"num-examples": len(x), "partition-id": pid, "loss-sum": loss,
+        metrics: dict[str, int | float | list[int] | list[float]] = {
+            "num-examples": len(x), "partition-id": pid, "loss-sum": loss,
                    "confusion": [int(v) for v in confusion.ravel()]}
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
@@ -515,10 +559,10 @@ def aggregate_evaluation(records: list[RecordDict], weight_key: str) -> MetricRe
     """
     total, loss, confusion = 0, 0.0, None
     for record in records:
-        metrics = next(iter(record.metric_records.values()))
-        total += int(metrics[weight_key])  # type: ignore[call-overload]
-        loss += float(metrics["loss-sum"])  # type: ignore[arg-type]
-        c = np.asarray(metrics["confusion"], dtype=np.int64)
+        metrics = metrics_of(record)
+        total += int(metric(metrics, weight_key))
+        loss += metric(metrics, "loss-sum")
+        c = np.asarray(metrics.get("confusion"), dtype=np.int64)
         confusion = c if confusion is None else confusion + c
     if confusion is None or total == 0:
         return MetricRecord({weight_key: 0})
@@ -534,6 +578,84 @@ def _node_of(msg: Message) -> int:
     return int(msg.metadata.src_node_id)
 
 
+def _malformed(what: str, expected: str, received: Any) -> ConfigError:
+    return ConfigError.build(what=what, expected=expected, received=received,
+                             fix="send the records shieldsplit's ClientApp sends")
+
+
+def arrays_of(content: RecordDict, key: str = "arrays") -> ArrayRecord:
+    """The ``ArrayRecord`` under ``key`` of a message, or a typed error (a malformed message).
+
+    Raises:
+        ConfigError: if it is missing or not an ``ArrayRecord``.
+    """
+    record = content.get(key) if key in content else None
+    if not isinstance(record, ArrayRecord):
+        raise _malformed(key, "an ArrayRecord", type(record).__name__)
+    return record
+
+
+def metrics_of(content: RecordDict) -> MetricRecord:
+    """The (only) ``MetricRecord`` of a message, or a typed error.
+
+    Raises:
+        ConfigError: if the message holds none.
+    """
+    record = next(iter(content.metric_records.values()), None)
+    if record is None:
+        raise _malformed("metrics", "a MetricRecord", "none")
+    return record
+
+
+def check_reply(content: RecordDict, sent: ArrayRecord | None = None) -> None:
+    """Check a client's reply before anything reads it (the server's gate).
+
+    A training reply (``sent`` given) must hold exactly the arrays that were sent (same
+    names, shapes and dtypes, so never more bytes) with finite values, and a metric
+    record with numeric ``num-examples`` (positive) and ``partition-id``.
+
+    Args:
+        content: the reply's records.
+        sent: the arrays the server sent this round, for a training reply.
+
+    Raises:
+        ConfigError: naming what is malformed or oversized.
+    """
+    m = metrics_of(content)
+    for key in ("num-examples", "partition-id"):
+        metric(m, key)
+    if metric(m, "num-examples") <= 0:
+        raise _malformed("num-examples", "a positive count", m.get("num-examples"))
+    if sent is None:
+        return
+    got = arrays_of(content)
+    if set(got) != set(sent):
+        raise _malformed("arrays", f"the {len(sent)} arrays sent",
+                         f"{len(got)} arrays, names differing in "
+                         f"{sorted(set(got) ^ set(sent))[:3]}")
+    for key, array in got.items():
+        ref = sent[key]
+        if tuple(array.shape) != tuple(ref.shape) or array.dtype != ref.dtype \
+                or len(array.data) > 2 * len(ref.data) + 1024:
+            raise _malformed("arrays", f"{key!r} of shape {tuple(ref.shape)}, {ref.dtype}",
+                             f"shape {tuple(array.shape)}, {array.dtype}, "
+                             f"{len(array.data)} bytes")
+        if not np.isfinite(array.numpy()).all():
+            raise _malformed("arrays", f"finite values in {key!r}", "NaN or infinity")
+
+
+def metric(record: MetricRecord, key: str) -> float:
+    """A scalar metric, or a typed error.
+
+    Raises:
+        ConfigError: if it is missing or not a number.
+    """
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _malformed(key, "a number", repr(value))
+    return float(value)
+
+
 class RecordingStrategy(Strategy):
     """Wraps a Flower strategy and keeps a typed record of every round.
 
@@ -546,13 +668,16 @@ class RecordingStrategy(Strategy):
         inner: the strategy that aggregates (e.g. ``FedAvg``).
         result: the result to fill in (its ``history`` and ``client_rounds``).
         progress: write one progress line per round to stderr.
+        on_round: called with the result after every round (e.g. to save it, so that an
+            interrupted run keeps its finished rounds).
     """
 
-    def __init__(self, inner: Strategy, result: FederatedResult, *,
-                 progress: bool = False) -> None:
+    def __init__(self, inner: Strategy, result: FederatedResult, *, progress: bool = False,
+                 on_round: Callable[[FederatedResult], None] | None = None) -> None:
         self.inner = inner
         self.result = result
         self.progress = progress
+        self.on_round = on_round
         self.sent: dict[int, ArrayRecord] = {}
         self.nodes: dict[int, int] = {}
         self._start = time.perf_counter()
@@ -569,16 +694,27 @@ class RecordingStrategy(Strategy):
         self.sent[server_round] = arrays
         return self.inner.configure_train(server_round, arrays, config, grid)
 
-    def _sorted(self, replies: Iterable[Message]) -> tuple[list[Message], list[Message]]:
-        good, bad = [], []
+    def _sorted(self, replies: Iterable[Message], *, sent: ArrayRecord | None = None
+                ) -> tuple[list[Message], list[Message], list[str]]:
+        """Valid replies (sorted by client), error replies, and the rejected ones' reasons."""
+        good: list[Message] = []
+        bad: list[Message] = []
+        rejected: list[str] = []
         for msg in replies:
-            (bad if msg.has_error() else good).append(msg)
-        for msg in good:
-            metrics = next(iter(msg.content.metric_records.values()), None)
-            if metrics is not None and "partition-id" in metrics:
-                self.nodes[_node_of(msg)] = int(metrics["partition-id"])  # type: ignore[call-overload]
+            if msg.has_error():
+                bad.append(msg)
+                continue
+            try:
+                check_reply(msg.content, sent)
+            except ShieldSplitError as exc:
+                name = self._lost_names([msg])[0]
+                logger.warning("rejected the reply of %s: %s", name, exc)
+                rejected.append(f"{name}: {exc}")
+                continue
+            self.nodes[_node_of(msg)] = int(metric(metrics_of(msg.content), "partition-id"))
+            good.append(msg)
         good.sort(key=lambda m: self.nodes.get(_node_of(m), _node_of(m)))
-        return good, bad
+        return good, bad, rejected
 
     def _lost_names(self, bad: list[Message]) -> list[str]:
         return [f"client {self.nodes[_node_of(m)]}" if _node_of(m) in self.nodes
@@ -587,23 +723,24 @@ class RecordingStrategy(Strategy):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Record every client's report, then aggregate with the inner strategy."""
-        good, bad = self._sorted(replies)
-        record = RoundRecord(round=server_round, lost=self._lost_names(bad))
+        good, bad, rejected = self._sorted(replies, sent=self.sent.get(server_round))
+        record = RoundRecord(round=server_round, lost=self._lost_names(bad), rejected=rejected)
         for msg in good:
-            m = next(iter(msg.content.metric_records.values()))
-            pid = int(m["partition-id"])  # type: ignore[call-overload]
+            m = metrics_of(msg.content)
+            pid = int(metric(m, "partition-id"))
             record.clients.append(pid)
             self.result.client_rounds.append(ClientRound(
-                round=server_round, client=pid, examples=int(m["num-examples"]),  # type: ignore[call-overload]
-                train_loss=float(m["train-loss"]),  # type: ignore[arg-type]
-                epsilon=float(m["epsilon"]) if "epsilon" in m else None,  # type: ignore[arg-type]
-                delta=float(m["delta"]) if "delta" in m else None))  # type: ignore[arg-type]
+                round=server_round, client=pid, examples=int(metric(m, "num-examples")),
+                train_loss=metric(m, "train-loss"),
+                epsilon=metric(m, "epsilon") if "epsilon" in m else None,
+                delta=metric(m, "delta") if "delta" in m else None))
         for msg in bad:
             logger.warning("round %d: lost %s (%s)", server_round,
                            self._lost_names([msg])[0], msg.error.reason)
         self.result.history.append(record)
         self.audit_round(server_round, good)
-        # the inner strategy sees the sorted valid replies and the errors after them
+        # the inner strategy sees the sorted valid replies and the errors after them (a
+        # rejected reply is left out, as if lost)
         return self.inner.aggregate_train(server_round, [*good, *bad])
 
     def audit_round(self, server_round: int, replies: list[Message]) -> None:
@@ -617,23 +754,25 @@ class RecordingStrategy(Strategy):
     def aggregate_evaluate(self, server_round: int,
                            replies: Iterable[Message]) -> MetricRecord | None:
         """Aggregate (sorted) and record the round's accuracy, macro F1 and loss."""
-        good, bad = self._sorted(replies)
+        good, bad, _ = self._sorted(replies)
         metrics = self.inner.aggregate_evaluate(server_round, [*good, *bad])
         record = next((r for r in self.result.history if r.round == server_round), None)
         if record is None:
             record = RoundRecord(round=server_round)
             self.result.history.append(record)
         if metrics is not None and "accuracy" in metrics:
-            record.accuracy = float(metrics["accuracy"])  # type: ignore[arg-type]
-            record.macro_f1 = float(metrics["macro-f1"])  # type: ignore[arg-type]
-            record.loss = float(metrics["loss"])  # type: ignore[arg-type]
-            record.examples = int(metrics["num-examples"])  # type: ignore[call-overload]
+            record.accuracy = metric(metrics, "accuracy")
+            record.macro_f1 = metric(metrics, "macro-f1")
+            record.loss = metric(metrics, "loss")
+            record.examples = int(metric(metrics, "num-examples"))
         record.seconds = time.perf_counter() - self._round_start
         if self.progress:
             sys.stderr.write(progress_line(
                 "federated rounds", server_round, self.result.rounds,
                 time.perf_counter() - self._start,
                 finished=server_round == self.result.rounds) + "\n")
+        if self.on_round is not None:
+            self.on_round(self.result)
         return metrics
 
 
@@ -685,20 +824,21 @@ class AuditingStrategy(RecordingStrategy):
         result: the result to fill in.
         setting: the audit's data and budget.
         progress: one line per round on stderr.
+        on_round: called with the result after every round.
     """
 
     def __init__(self, inner: Strategy, result: FederatedResult, setting: AuditSetting, *,
-                 progress: bool = False) -> None:
-        super().__init__(inner, result, progress=progress)
+                 progress: bool = False,
+                 on_round: Callable[[FederatedResult], None] | None = None) -> None:
+        super().__init__(inner, result, progress=progress, on_round=on_round)
         self.setting = setting
 
     def audit_round(self, server_round: int, replies: list[Message]) -> None:
         """Attack every valid reply of the round and append the leakage rows."""
         sent = from_record(self.sent[server_round])
         for msg in replies:
-            m = next(iter(msg.content.metric_records.values()))
-            pid = int(m["partition-id"])  # type: ignore[call-overload]
-            received = from_record(next(iter(msg.content.array_records.values())))
+            pid = int(metric(metrics_of(msg.content), "partition-id"))
+            received = from_record(arrays_of(msg.content))
             try:
                 self.result.leakage.extend(self._audit_client(server_round, pid, sent,
                                                               received))
@@ -838,8 +978,8 @@ def _label_evidence(upd: _Update, y: Tensor) -> tuple[Evidence, float]:
 # ------------------------------------------------------------------ server app
 def server_app(spec: ClientSpec, *, rounds: int, result: FederatedResult,
                audit: AuditSetting | None = None, progress: bool = False,
-               timeout: float = 3600.0,
-               errors: list[BaseException] | None = None) -> ServerApp:
+               timeout: float = 3600.0, errors: list[BaseException] | None = None,
+               on_round: Callable[[FederatedResult], None] | None = None) -> ServerApp:
     """The Flower ``ServerApp``: FedAvg (wrapped in :class:`AuditingStrategy` with an audit).
 
     The result is filled in round by round, so an interrupted run keeps its finished
@@ -854,6 +994,7 @@ def server_app(spec: ClientSpec, *, rounds: int, result: FederatedResult,
         timeout: seconds FedAvg waits for the replies of a round.
         errors: where an exception of the server's main is kept for the caller (the
             engine only logs it).
+        on_round: called with the result after every round.
 
     Returns:
         The app.
@@ -865,8 +1006,9 @@ def server_app(spec: ClientSpec, *, rounds: int, result: FederatedResult,
         n = result.clients
         inner = FedAvg(min_train_nodes=n, min_evaluate_nodes=n, min_available_nodes=n,
                        evaluate_metrics_aggr_fn=aggregate_evaluation)
-        strategy = (AuditingStrategy(inner, result, audit, progress=progress)
-                    if audit is not None else RecordingStrategy(inner, result, progress=progress))
+        strategy = (AuditingStrategy(inner, result, audit, progress=progress, on_round=on_round)
+                    if audit is not None
+                    else RecordingStrategy(inner, result, progress=progress, on_round=on_round))
         try:
             initial = to_record(shared_state(spec.build()))
             strategy.start(grid=grid, initial_arrays=initial, num_rounds=rounds,
@@ -1039,8 +1181,119 @@ def simulate(
     return result
 
 
+# ------------------------------------------------------------------ deployment
+#: the run-config keys of a deployed app (``[tool.flwr.app.config]``) and their defaults
+RUN_CONFIG_DEFAULTS: dict[str, Any] = {
+    "defense": "none", "model": "small-convnet", "data": "digits", "limit": 0,
+    "partition": "iid", "seed": 0, "local-epochs": 1, "batch-size": 32, "cut": 2,
+    "num-clients": 2, "num-server-rounds": 2, "out": "",
+}
+
+
+def _config(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(run_config) - set(RUN_CONFIG_DEFAULTS))
+    if unknown:
+        raise ConfigError.build(what="run config",
+                                expected=f"keys of {sorted(RUN_CONFIG_DEFAULTS)}",
+                                received=unknown, fix="drop or rename the unknown keys")
+    return {**RUN_CONFIG_DEFAULTS, **dict(run_config)}
+
+
+def spec_from_config(run_config: Mapping[str, Any]) -> ClientSpec:
+    """The :class:`ClientSpec` of a deployed app, from its run config.
+
+    Every SuperNode loads the named data set and keeps its own partition
+    (``partition-id`` of ``num-partitions`` in its ``--node-config``), a stand-in for a
+    site's own data. Keys: see :data:`RUN_CONFIG_DEFAULTS` (``limit`` 0: no cap).
+
+    Args:
+        run_config: the run config (``context.run_config``).
+
+    Returns:
+        The spec (shards loaded on first use).
+
+    Raises:
+        ConfigError: for an unknown key or value.
+    """
+    from shieldsplit.data import default_data_root, load_dataset
+    from shieldsplit.models import create_model
+
+    cfg = _config(run_config)
+    seed, data, limit = int(cfg["seed"]), str(cfg["data"]), int(cfg["limit"]) or None
+    ds = load_dataset(data, root=None if data == "digits" else default_data_root(), seed=seed,
+                      limit=limit)
+    torch.manual_seed(seed)
+    model = create_model(str(cfg["model"]), in_channels=ds.in_channels,
+                         num_classes=ds.num_classes, image_size=ds.image_size[0])
+    cut = int(cfg["cut"]) if str(cfg["cut"]).isdigit() else str(cfg["cut"])
+    options: dict[str, Any] = {"cut": cut, "seed": seed}
+    if str(cfg["defense"]).startswith("latent"):
+        options["input_shape"] = tuple(int(v) for v in ds.x_train.shape[1:])
+
+    def source(pid: int, num: int) -> Shard:
+        return make_shards(ds.x_train, ds.y_train, clients=num, partition=str(cfg["partition"]),
+                           seed=seed)[pid]
+
+    return ClientSpec(model=model, defense=str(cfg["defense"]), options=options,
+                      local_epochs=int(cfg["local-epochs"]), batch_size=int(cfg["batch-size"]),
+                      seed=seed, source=source)
+
+
+def deployment_client_app() -> ClientApp:
+    """The ``ClientApp`` of a deployed run (``flwr run``): its spec comes from the run config.
+
+    Returns:
+        The app (name it in ``[tool.flwr.app.components] clientapp``).
+    """
+    cache: dict[int, ClientSpec] = {}
+
+    def spec(context: Context) -> ClientSpec:
+        if context.run_id not in cache:
+            cache[context.run_id] = spec_from_config(context.run_config)
+        return cache[context.run_id]
+
+    return client_app(spec)
+
+
+def deployment_server_app() -> ServerApp:
+    """The ``ServerApp`` of a deployed run: FedAvg over ``num-clients`` SuperNodes.
+
+    With ``out`` in the run config the :class:`FederatedResult` is written there as JSON
+    (atomically) after every round.
+
+    Returns:
+        The app (name it in ``[tool.flwr.app.components] serverapp``).
+    """
+    import flwr
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = _config(context.run_config)
+        spec = spec_from_config(cfg)
+        clients, rounds = int(cfg["num-clients"]), int(cfg["num-server-rounds"])
+        out = str(cfg["out"])
+        result = FederatedResult(
+            defense=spec.defense, clients=clients, rounds=rounds,
+            partition=str(cfg["partition"]), partition_sizes=[],
+            local_epochs=spec.local_epochs, batch_size=spec.batch_size, seed=spec.seed,
+            engine="flower deployment engine (SuperLink, SuperNodes)",
+            flwr_version=str(getattr(flwr, "__version__", "")),
+            delta=spec.build().privacy().get("delta"))
+        inner = FedAvg(min_train_nodes=clients, min_evaluate_nodes=clients,
+                       min_available_nodes=clients,
+                       evaluate_metrics_aggr_fn=aggregate_evaluation)
+        strategy = RecordingStrategy(inner, result,
+                                     on_round=(lambda r: r.save_json(out)) if out else None)
+        strategy.start(grid=grid, initial_arrays=to_record(shared_state(spec.build())),
+                       num_rounds=rounds)
+
+    return app
+
+
 # ------------------------------------------------------------------ HTML
-def _svg_lines(series: dict[str, Sequence[float]], *, title: str) -> str:
+def _svg_lines(series: Mapping[str, Sequence[float]], *, title: str) -> str:
     """A small inline SVG line plot (no matplotlib needed)."""
     points = [v for s in series.values() for v in s]
     if not points:
@@ -1129,6 +1382,7 @@ def render_html(result: FederatedResult) -> str:
 __all__ = [
     "LABEL_ATTACK",
     "LOCAL_STATE_KEY",
+    "RUN_CONFIG_DEFAULTS",
     "UPDATE_ATTACK",
     "AuditSetting",
     "AuditingStrategy",
@@ -1138,18 +1392,26 @@ __all__ = [
     "LeakageRow",
     "RecordingStrategy",
     "RoundRecord",
+    "Shard",
     "aggregate_evaluation",
+    "arrays_of",
     "build_defense",
+    "check_reply",
     "client_app",
+    "deployment_client_app",
+    "deployment_server_app",
     "federated_update",
     "from_record",
     "load_shared",
     "macro_f1",
     "make_shards",
+    "metric",
+    "metrics_of",
     "nearest_mean_labels",
     "render_html",
     "server_app",
     "shared_state",
     "simulate",
+    "spec_from_config",
     "to_record",
 ]
