@@ -288,11 +288,13 @@ class FederatedResult(BaseModel):
 
     def table(self) -> str:
         """A plain-text table: one line per round, then the audit's verdicts."""
-        lines = [f"{'round':>5} {'accuracy':>9} {'macro F1':>9} {'loss':>8}  lost"]
+        lines = [f"{'round':>5} {'accuracy':>9} {'macro F1':>9} {'loss':>8}  lost / rejected"]
         for h in self.history:
+            refused = [r.split(":")[0] + " (rejected)" for r in h.rejected]
             lines.append(f"{h.round:>5} {_fmt(h.accuracy, '.4f'):>9} "
                          f"{_fmt(h.macro_f1, '.4f'):>9} {_fmt(h.loss, '.4f'):>8}  "
-                         f"{', '.join(h.lost) or '-'}")
+                         f"{', '.join([*h.lost, *refused]) or '-'}")
+        lines += [f"round {h.round}: rejected {r}" for h in self.history for r in h.rejected]
         for client, eps in self.epsilons().items():
             lines.append(f"client {client}: epsilon per round "
                          f"{', '.join(f'{e:.3g}' for e in eps)} (delta {self.delta:g})")
@@ -704,6 +706,9 @@ class RecordingStrategy(Strategy):
             if msg.has_error():
                 bad.append(msg)
                 continue
+            with contextlib.suppress(ShieldSplitError):  # name the client if it can be read
+                self.nodes[_node_of(msg)] = int(metric(metrics_of(msg.content),
+                                                       "partition-id"))
             try:
                 check_reply(msg.content, sent)
             except ShieldSplitError as exc:
@@ -711,7 +716,6 @@ class RecordingStrategy(Strategy):
                 logger.warning("rejected the reply of %s: %s", name, exc)
                 rejected.append(f"{name}: {exc}")
                 continue
-            self.nodes[_node_of(msg)] = int(metric(metrics_of(msg.content), "partition-id"))
             good.append(msg)
         good.sort(key=lambda m: self.nodes.get(_node_of(m), _node_of(m)))
         return good, bad, rejected
@@ -1171,6 +1175,11 @@ def simulate(
                            num_supernodes=clients, backend_config=backend)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         result.complete, result.error = False, "interrupted (Ctrl-C)"
+    except Exception as exc:  # the engine re-raises the server's error: keep what finished
+        if isinstance(exc, ShieldSplitError):
+            raise
+        logger.warning("the simulation stopped: %s: %s", type(exc).__name__, exc)
+        result.complete, result.error = False, f"{type(exc).__name__}: {exc}"
     if failure:
         result.complete, result.error = False, f"{type(failure[0]).__name__}: {failure[0]}"
         if isinstance(failure[0], ShieldSplitError):
@@ -1335,7 +1344,8 @@ def render_html(result: FederatedResult) -> str:
     rows = "".join(
         f"<tr><td>{h.round}</td><td>{_fmt(h.accuracy, '.4f')}</td>"
         f"<td>{_fmt(h.macro_f1, '.4f')}</td><td>{_fmt(h.loss, '.4f')}</td>"
-        f"<td>{esc(', '.join(h.lost) or '-')}</td></tr>" for h in result.history)
+        f"<td>{esc(', '.join(h.lost) or '-')}</td><td>{esc('; '.join(h.rejected) or '-')}</td>"
+        "</tr>" for h in result.history)
     acc = {"accuracy": [h.accuracy for h in result.history if h.accuracy is not None],
            "macro F1": [h.macro_f1 for h in result.history if h.macro_f1 is not None]}
     eps = result.epsilons()
@@ -1360,7 +1370,8 @@ def render_html(result: FederatedResult) -> str:
         f"flwr {esc(result.flwr_version)}.</p>",
         "" if result.complete else f"<p><b>Stopped early:</b> {esc(str(result.error))}</p>",
         "<h2>Accuracy per round</h2><table border='1'><tr><th>round</th><th>accuracy</th>"
-        f"<th>macro F1</th><th>loss</th><th>lost clients</th></tr>{rows}</table>",
+        f"<th>macro F1</th><th>loss</th><th>lost clients</th><th>rejected replies</th></tr>"
+        f"{rows}</table>",
         _svg_lines(acc, title="accuracy and macro F1 per round"),
     ]
     if eps:

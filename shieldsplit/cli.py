@@ -604,6 +604,9 @@ def federate(
         if small is not None:
             limit = cap(limit, small.limit)
         ds = _load_data(data, data_root, seed, limit)
+        import torch
+
+        torch.manual_seed(seed)  # the model's initial weights: same seed, same report
         net = _model_for(model, ds, None, defended_ok=False)
         result = ssfl.simulate(
             net, data=ds, defense=defense, clients=clients, rounds=rounds, partition=partition,

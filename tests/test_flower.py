@@ -366,3 +366,55 @@ def test_flwr_run_trains_across_real_superlink_and_supernode_processes(
     assert result.engine.startswith("flower deployment engine")
     assert result.history[0].clients == [0, 1] and result.history[0].accuracy is not None
     assert json.loads(out.read_text())["client_rounds"][0]["examples"] > 0
+
+
+# ------------------------------------------------------------------ faults
+def test_a_crashed_client_and_a_malformed_reply_do_not_stop_the_run() -> None:
+    """Round 1: client 2 replies with arrays of the wrong shape (rejected, typed error);
+    round 2: client 1 crashes mid-round (an error reply: lost). Both rounds complete."""
+    from flwr.app import Array, ArrayRecord, Context, Message
+    from flwr.clientapp import ClientApp
+    from flwr.simulation import run_simulation
+
+    from shieldsplit.data import load_dataset
+    from shieldsplit.models import SmallConvNet
+
+    ds = load_dataset("digits", seed=0, limit=90)
+    torch.manual_seed(0)
+    net = SmallConvNet(num_classes=10, image_size=8, width=4)
+    spec = flower.ClientSpec(
+        model=net, defense="none", options={"cut": 1, "seed": 0},
+        shards=flower.make_shards(ds.x_train, ds.y_train, clients=3, partition="iid", seed=0),
+        batch_size=16)
+    real = flower.client_app(spec)
+    faulty = ClientApp()
+
+    @faulty.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        rnd = int(msg.content["config"]["server-round"])
+        if (pid, rnd) == (1, 2):
+            raise RuntimeError("client 1 killed mid-round")
+        reply = real(msg, context)
+        if (pid, rnd) == (2, 1):
+            reply.content["arrays"] = ArrayRecord({"x": Array(np.zeros(10**5, np.float32))})
+        return reply
+
+    @faulty.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return real(msg, context)
+
+    result = flower.FederatedResult(defense="none", clients=3, rounds=2, partition="iid",
+                                    partition_sizes=[], local_epochs=1, batch_size=16, seed=0)
+    errors: list[BaseException] = []
+    server = flower.server_app(spec, rounds=2, result=result, errors=errors)
+    run_simulation(server_app=server, client_app=faulty, num_supernodes=3,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"num_cpus": 1, "include_dashboard": False}})
+    assert errors == []
+    first, second = result.history
+    assert first.clients == [0, 1] and first.lost == []
+    assert len(first.rejected) == 1 and first.rejected[0].startswith("client 2: ")
+    assert "Invalid configuration" in first.rejected[0]
+    assert second.clients == [0, 2] and second.lost == ["client 1"]
+    assert first.accuracy is not None and second.accuracy is not None
