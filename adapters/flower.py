@@ -20,7 +20,7 @@ Importing this module imports ``flwr`` (install ``shieldsplit[flower]``);
 Example:
     >>> from shieldsplit.adapters.flower import macro_f1
     >>> round(macro_f1([[2, 1], [0, 3]]), 4)
-    0.7333
+    0.8286
 """
 
 from __future__ import annotations
@@ -407,6 +407,17 @@ def shared_state(defense: Defense) -> dict[str, Tensor]:
 
     Returns:
         ``name -> tensor`` (detached, on the CPU), in state-dict order.
+
+    Example:
+        >>> from shieldsplit.models import SmallConvNet
+        >>> dp = build_defense(SmallConvNet(num_classes=2, image_size=8, width=4), "dpsgd",
+        ...                    {"cut": 1})
+        >>> state = shared_state(dp)
+        >>> "rdp" in state, "head.0.weight" in state
+        (False, True)
+        >>> back = from_record(to_record(state))
+        >>> all(torch.equal(back[k], v) for k, v in state.items())
+        True
     """
     private = defense.client_only_state()
     return {k: v.detach().cpu() for k, v in defense.state_dict().items()
@@ -622,6 +633,16 @@ def check_reply(content: RecordDict, sent: ArrayRecord | None = None) -> None:
 
     Raises:
         ConfigError: naming what is malformed or oversized.
+
+    Example:
+        >>> sent = ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))})
+        >>> reply = RecordDict({"arrays": ArrayRecord({"w": Array(np.zeros(9, np.float32))}),
+        ...                     "metrics": MetricRecord({"num-examples": 4,
+        ...                                              "partition-id": 0})})
+        >>> check_reply(reply, sent)
+        Traceback (most recent call last):
+        ...
+        shieldsplit.errors.ConfigError: Invalid configuration: expected 'w' of shape (3,), ...
     """
     m = metrics_of(content)
     for key in ("num-examples", "partition-id"):
@@ -871,7 +892,7 @@ class AuditingStrategy(RecordingStrategy):
         rows.append(self._invert(rnd, pid, target, control, x, y))
         return rows
 
-    def _twin_update(self, rnd: int, pid: int, x: Tensor, y: Tensor) -> _Update:
+    def _twin_update(self, rnd: int, pid: int, x: Tensor, y: Tensor) -> ClientUpdate:
         """The update an undefended client (the twin, from its initial weights) sends after
         the same local protocol on the same data: the positive control."""
         s = self.setting
@@ -884,7 +905,7 @@ class AuditingStrategy(RecordingStrategy):
         after.fit(loader, epochs=s.spec.local_epochs, seed=seed, progress=False)
         return federated_update(twin, before, shared_state(after))
 
-    def _labels(self, rnd: int, pid: int, target: _Update, control: _Update,
+    def _labels(self, rnd: int, pid: int, target: ClientUpdate, control: ClientUpdate,
                 y: Tensor) -> LeakageRow:
         start = time.perf_counter()
         t_ev, t_rate = _label_evidence(target, y)
@@ -895,7 +916,7 @@ class AuditingStrategy(RecordingStrategy):
                           verdict=decision.verdict, reason=decision.reason,
                           seconds=time.perf_counter() - start)
 
-    def _invert(self, rnd: int, pid: int, target: _Update, control: _Update, x: Tensor,
+    def _invert(self, rnd: int, pid: int, target: ClientUpdate, control: ClientUpdate, x: Tensor,
                 y: Tensor) -> LeakageRow:
         start = time.perf_counter()
         t_ev, t_psnr, base = self._inversion_evidence(target, x, y)
@@ -907,7 +928,7 @@ class AuditingStrategy(RecordingStrategy):
                           verdict=decision.verdict, reason=decision.reason,
                           seconds=time.perf_counter() - start)
 
-    def _inversion_evidence(self, upd: _Update, x: Tensor, y: Tensor
+    def _inversion_evidence(self, upd: ClientUpdate, x: Tensor, y: Tensor
                             ) -> tuple[Evidence, float, float]:
         s = self.setting
         ax, ay = s.auxiliary
@@ -933,8 +954,14 @@ class AuditingStrategy(RecordingStrategy):
 
 
 @dataclass
-class _Update:
-    """One client's update as an attacker holds it."""
+class ClientUpdate:
+    """One client's update as an attacker holds it.
+
+    Attributes:
+        model: the federated model at the weights the server sent (eval mode).
+        update: parameter name (of ``model``) -> weights received minus weights sent.
+        num_classes: the classifier's classes.
+    """
 
     model: nn.Module
     update: dict[str, Tensor]
@@ -942,7 +969,7 @@ class _Update:
 
 
 def federated_update(defense: Defense, sent: dict[str, Tensor],
-                     received: dict[str, Tensor]) -> _Update:
+                     received: dict[str, Tensor]) -> ClientUpdate:
     """The FedAvg update ``received - sent`` named as the federated model's parameters.
 
     Args:
@@ -961,11 +988,11 @@ def federated_update(defense: Defense, sent: dict[str, Tensor],
         key = names.get(id(p))
         if p.requires_grad and key is not None and key in received:
             update[n] = (received[key] - sent[key]).to(p.dtype)
-    return _Update(model=copy.deepcopy(fl).eval(), update=update,
+    return ClientUpdate(model=copy.deepcopy(fl).eval(), update=update,
                    num_classes=int(defense.num_classes))
 
 
-def _label_evidence(upd: _Update, y: Tensor) -> tuple[Evidence, float]:
+def _label_evidence(upd: ClientUpdate, y: Tensor) -> tuple[Evidence, float]:
     last = [n for n, m in upd.model.named_modules() if isinstance(m, nn.Linear)]
     weight = f"{last[-1]}.weight" if last else ""
     if weight not in upd.update:
@@ -1053,6 +1080,12 @@ def make_shards(x: Tensor, y: Tensor, *, clients: int, partition: str, seed: int
 
     Returns:
         partition id -> ``((x_train, y_train), (x_eval, y_eval))``.
+
+    Example:
+        >>> x, y = torch.rand(20, 1, 8, 8), torch.arange(20) % 2
+        >>> shards = make_shards(x, y, clients=2, partition="iid", seed=0)
+        >>> [(len(tr[1]), len(ev[1])) for tr, ev in shards.values()]
+        [(8, 2), (8, 2)]
     """
     parts = partition_indices(y.numpy(), clients=clients, spec=partition, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
@@ -1399,6 +1432,7 @@ __all__ = [
     "AuditingStrategy",
     "ClientRound",
     "ClientSpec",
+    "ClientUpdate",
     "FederatedResult",
     "LeakageRow",
     "RecordingStrategy",
