@@ -1010,7 +1010,8 @@ def _label_evidence(upd: ClientUpdate, y: Tensor) -> tuple[Evidence, float]:
 def server_app(spec: ClientSpec, *, rounds: int, result: FederatedResult,
                audit: AuditSetting | None = None, progress: bool = False,
                timeout: float = 3600.0, errors: list[BaseException] | None = None,
-               on_round: Callable[[FederatedResult], None] | None = None) -> ServerApp:
+               on_round: Callable[[FederatedResult], None] | None = None,
+               strategy: Strategy | None = None) -> ServerApp:
     """The Flower ``ServerApp``: FedAvg (wrapped in :class:`AuditingStrategy` with an audit).
 
     The result is filled in round by round, so an interrupted run keeps its finished
@@ -1026,6 +1027,9 @@ def server_app(spec: ClientSpec, *, rounds: int, result: FederatedResult,
         errors: where an exception of the server's main is kept for the caller (the
             engine only logs it).
         on_round: called with the result after every round.
+        strategy: the Flower strategy that aggregates (default: ``FedAvg`` over all
+            ``result.clients`` clients with :func:`aggregate_evaluation`); it must send
+            the config's ``server-round`` and read ``num-examples``, as Flower's do.
 
     Returns:
         The app.
@@ -1035,15 +1039,16 @@ def server_app(spec: ClientSpec, *, rounds: int, result: FederatedResult,
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         n = result.clients
-        inner = FedAvg(min_train_nodes=n, min_evaluate_nodes=n, min_available_nodes=n,
-                       evaluate_metrics_aggr_fn=aggregate_evaluation)
-        strategy = (AuditingStrategy(inner, result, audit, progress=progress, on_round=on_round)
+        inner = strategy or FedAvg(min_train_nodes=n, min_evaluate_nodes=n,
+                                   min_available_nodes=n,
+                                   evaluate_metrics_aggr_fn=aggregate_evaluation)
+        wrapper = (AuditingStrategy(inner, result, audit, progress=progress, on_round=on_round)
                     if audit is not None
                     else RecordingStrategy(inner, result, progress=progress, on_round=on_round))
         try:
             initial = to_record(shared_state(spec.build()))
-            strategy.start(grid=grid, initial_arrays=initial, num_rounds=rounds,
-                           timeout=timeout)
+            wrapper.start(grid=grid, initial_arrays=initial, num_rounds=rounds,
+                          timeout=timeout)
         except BaseException as exc:
             if errors is not None:
                 errors.append(exc)
