@@ -109,7 +109,12 @@ def main() -> None:
         for row in result.leakage:
             verdicts.setdefault(row.attack, {}).setdefault(row.verdict, 0)
             verdicts[row.attack][row.verdict] += 1
+        ey = torch.cat([shards[p][1][1] for p in sorted(shards)])
+        share = float(torch.bincount(ey).max()) / len(ey)
         rows.append({"defense": name, "result": json.loads(result.model_dump_json()),
+                     "majority_share": share,
+                     # always predicting the majority class: F1 2p/(1+p) on it, 0 elsewhere
+                     "majority_macro_f1": (2 * share / (1 + share)) / int(ds.num_classes),
                      "central_accuracy": cen, "federated_accuracy": last.accuracy,
                      "macro_f1": last.macro_f1, "examples": last.examples,
                      "verdicts": verdicts, "seconds": time.perf_counter() - t0})
@@ -151,6 +156,15 @@ def main() -> None:
                      f"{r['central_accuracy']:.3f} | "
                      f"{compare_sentence(fed, r['central_accuracy'], r['examples'])} | "
                      f"{eps_text} | {verdict_text} |")
+    stuck = [r["defense"] for r in rows
+             if (r["macro_f1"] or 0.0) <= r["majority_macro_f1"] + 1e-9]
+    if stuck:
+        lines += ["", f"{', '.join(stuck)}: the federated model's macro F1 is no better than "
+                  "always predicting the majority class "
+                  f"({rows[0]['majority_macro_f1']:.3f}; majority share "
+                  f"{rows[0]['majority_share']:.3f}): at this number of rounds it has not "
+                  "learned to separate the classes, so its accuracy says nothing about the "
+                  "defence."]
     dp = [r for r in rows if r["defense"] == "dpsgd"]
     if dp:
         delta = dp[0]["result"]["delta"]
