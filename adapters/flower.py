@@ -55,8 +55,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from shieldsplit.attacks.base import AttackContext, Observation, create_attack
-from shieldsplit.attacks.gradient import infer_labels_idlg
 from shieldsplit.datacontract import as_tensors, check_model
 from shieldsplit.defense import Defense, create_defense
 from shieldsplit.errors import ConfigError, ShieldSplitError, UnsupportedModelError
@@ -71,7 +69,6 @@ from shieldsplit.functional.stats import (
 )
 from shieldsplit.functional.verdict import Evidence, decide, evidence
 from shieldsplit.io import atomic_write_text
-from shieldsplit.metrics import psnr
 from shieldsplit.progress import progress_line
 from shieldsplit.validate import check_int, check_seed
 
@@ -930,6 +927,11 @@ class AuditingStrategy(RecordingStrategy):
 
     def _inversion_evidence(self, upd: ClientUpdate, x: Tensor, y: Tensor
                             ) -> tuple[Evidence, float, float]:
+        # the attack modules and metrics load only when an audit runs (a ClientApp never
+        # needs them, and every deployed ClientApp process imports this module)
+        from shieldsplit.attacks.base import AttackContext, Observation, create_attack
+        from shieldsplit.metrics import psnr
+
         s = self.setting
         ax, ay = s.auxiliary
         obs = Observation(kind="update", batch_size=len(x),
@@ -993,6 +995,8 @@ def federated_update(defense: Defense, sent: dict[str, Tensor],
 
 
 def _label_evidence(upd: ClientUpdate, y: Tensor) -> tuple[Evidence, float]:
+    from shieldsplit.attacks.gradient import infer_labels_idlg
+
     last = [n for n, m in upd.model.named_modules() if isinstance(m, nn.Linear)]
     weight = f"{last[-1]}.weight" if last else ""
     if weight not in upd.update:
