@@ -554,6 +554,76 @@ def compare(
         raise typer.Exit(code=1)
 
 
+#: The defences ``federate`` trains (those with a federated form, see docs/federated.md).
+FEDERATED_DEFENSES = ("none", "dpsgd", "latent-fixed", "latent-learned", "nopeek", "laplace",
+                      "bido", "jsma-input")
+
+
+@app.command()
+def federate(
+    defense: Annotated[str, typer.Option(help="a defence with a federated form")] = "none",
+    clients: Annotated[int, typer.Option(min=1, help="clients (virtual SuperNodes)")] = 4,
+    rounds: Annotated[int, typer.Option(min=1, help="server rounds")] = 5,
+    model: Annotated[str, typer.Option(help="'package.module:factory' or a built-in name")]
+    = "small-convnet",
+    data: Annotated[str, typer.Option(help="digits | breastmnist | pneumoniamnist | mnist")]
+    = "digits",
+    data_root: Annotated[Path | None, typer.Option(help="folder holding the data files")] = None,
+    partition: Annotated[str, typer.Option(help="iid | dirichlet:ALPHA (label skew)")] = "iid",
+    local_epochs: Annotated[int, typer.Option(min=1, help="local epochs per round")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    cut: Annotated[str, typer.Option(help="block index or submodule name")] = "2",
+    audit: Annotated[str | None, typer.Option(
+        help="run the live audit on the real updates at this budget: quick | standard | "
+        "thorough")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="cap each split's size")] = None,
+    seed: int = 0,
+    out: Annotated[Path | None, typer.Option(help="write the HTML report here")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON here")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress lines, no Flower INFO logs")] = False,
+) -> None:
+    """Train a defence with federated averaging on Flower's simulation engine (Ray), with
+    per-round accuracy, each client's epsilon (DP-SGD) and, with --audit, the leakage of
+    the updates the server really received."""
+    try:
+        check_outputs(out=out, json=json_out)
+        check_choice("--defense", defense, list(FEDERATED_DEFENSES))
+        if audit is not None:
+            check_choice("--audit", audit, _budgets())
+        from .functional.partition import parse_partition
+
+        parse_partition(partition)
+        try:
+            from .adapters import flower as ssfl
+        except ImportError as exc:
+            raise ConfigError.build(
+                what="flwr", expected="Flower installed (pip install 'shieldsplit[flower]')",
+                received=f"{type(exc).__name__}: {exc}",
+                fix="pip install 'shieldsplit[flower]'") from exc
+        small = smoke()
+        if small is not None:
+            limit = cap(limit, small.limit)
+        ds = _load_data(data, data_root, seed, limit)
+        import torch
+
+        torch.manual_seed(seed)  # the model's initial weights: same seed, same report
+        net = _model_for(model, ds, None, defended_ok=False)
+        result = ssfl.simulate(
+            net, data=ds, defense=defense, clients=clients, rounds=rounds, partition=partition,
+            local_epochs=local_epochs, batch_size=batch_size, audit=audit, seed=seed,
+            cut=int(cut) if cut.isdigit() else cut, progress=not quiet,
+        )
+    except ShieldSplitError as exc:
+        fail(exc)
+    console.print(result.table(), markup=False, highlight=False, soft_wrap=True)
+    written = write_outputs([(json_out, result.save_json, "JSON report"),
+                             (out, result.save_html, "HTML report")])
+    if not result.complete:
+        raise typer.Exit(code=130)
+    if not written:
+        raise typer.Exit(code=1)
+
+
 #: Where ``shieldsplit reproduce`` writes by default: a folder in the current directory,
 #: never the checkout's committed ``docs/results``.
 REPRODUCE_OUT = Path("shieldsplit-results")

@@ -238,6 +238,18 @@ class Defense(nn.Module, abc.ABC):
         if cut is not None:
             self.__dict__["_template_cut"] = cut
 
+    def client_only_state(self) -> frozenset[str]:
+        """State-dict keys that never leave the client in federated learning (none here).
+
+        A federated client sends every other floating-point entry of its state dict to
+        be averaged; these stay in the client's own state across rounds (DP-SGD's
+        privacy accountant, say).
+
+        Returns:
+            The keys.
+        """
+        return frozenset()
+
     def privacy(self) -> dict[str, float]:
         """Formal guarantees, e.g. ``{"epsilon": ..., "delta": ...}`` for DP-SGD (else empty)."""
         return {}

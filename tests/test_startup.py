@@ -16,7 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-HEAVY = ("opacus", "matplotlib", "medmnist", "torchvision", "captum")
+HEAVY = ("opacus", "matplotlib", "medmnist", "torchvision", "captum", "flwr", "ray")
 
 
 def run_python(code: str, cwd: Path | None = None) -> str:

@@ -328,6 +328,10 @@ class DPSGD(CutDefense):
                 "delta": self.delta, "lr": self.lr, "poisson_sampling": self.poisson_sampling,
                 "secure_mode": self.secure_mode}
 
+    def client_only_state(self) -> frozenset[str]:
+        """The privacy accountant (``rdp`` curve, ``fits`` count) stays on its client."""
+        return frozenset({"rdp", "fits"})
+
     def privacy(self) -> dict[str, float]:
         """The ``(epsilon, delta)`` spent by all fits so far (epsilon 0.0 before any fit)."""
         return {"epsilon": self._epsilon(), "delta": self.delta}

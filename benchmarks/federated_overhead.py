@@ -1,0 +1,149 @@
+"""Time per round of a Flower simulation against the same local training in a plain loop.
+
+Both sides run the same work: every round each client rebuilds the defence, loads the
+global weights (:func:`shieldsplit.adapters.flower.load_shared`), trains ``--local-epochs``
+on its shard with the defence's ``fit`` and the same seed, the weights are averaged by
+examples, and every client evaluates the new model on its held-out shard. The plain loop
+does it in this process; the Flower side is :func:`~shieldsplit.adapters.flower.simulate`
+(ClientApp/ServerApp on the Ray backend, one worker). Measured side by side in one run.
+Round 1 of the simulation includes the Ray worker's start (imports); the page gives it
+apart and the median of the later rounds. Ray's own start-up before round 1 is the
+simulation's total minus the sum of its rounds.
+
+Split learning across processes (issue 12 item 4) is not built, so its per-batch row is
+not measured here.
+
+Usage:
+    python benchmarks/federated_overhead.py [--data digits] [--clients 2] [--rounds 3]
+        [--defense none] [--limit 300] [--out docs/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from shieldsplit.adapters import flower as ssfl
+from shieldsplit.data import default_data_root, load_dataset
+from shieldsplit.demo import machine_info
+from shieldsplit.io import atomic_write_text
+from shieldsplit.models import SmallConvNet
+
+
+def _machine(record: dict[str, Any]) -> str:
+    m = record["machine"]
+    return f"{m['platform']}, Python {m['python']}, torch {m['torch']}, GPU {m['gpu']}"
+
+
+def plain_rounds(spec: ssfl.ClientSpec, rounds: int) -> list[float]:
+    """The simulation's work in a plain loop; seconds per round."""
+    global_state = ssfl.shared_state(spec.build())
+    seconds = []
+    for rnd in range(1, rounds + 1):
+        start = time.perf_counter()
+        states, weights = [], []
+        for pid in sorted(spec.shards):
+            (x, y), _ = spec.shard(pid)
+            defense = spec.build()
+            ssfl.load_shared(defense, ssfl.to_record(global_state))
+            seed = spec.round_seed(rnd, pid)
+            loader = DataLoader(TensorDataset(x, y), batch_size=spec.batch_size, shuffle=True,
+                                generator=torch.Generator().manual_seed(seed))
+            defense.fit(loader, epochs=spec.local_epochs, seed=seed, progress=False)
+            states.append(ssfl.shared_state(defense))
+            weights.append(len(x))
+        total = float(sum(weights))
+        global_state = {k: sum(s[k] * (w / total) for s, w in zip(states, weights, strict=True))
+                        for k in global_state}
+        for pid in sorted(spec.shards):
+            _, (x, y) = spec.shard(pid)
+            defense = spec.build()
+            ssfl.load_shared(defense, ssfl.to_record(global_state))
+            with torch.no_grad():
+                defense.eval()(x).argmax(-1)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--data-root", type=Path, default=None)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--defense", default="none")
+    parser.add_argument("--limit", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    ds = load_dataset(args.data, root=None if args.data == "digits" else
+                      (args.data_root or default_data_root()), seed=args.seed, limit=args.limit)
+    torch.manual_seed(args.seed)
+    net = SmallConvNet(in_channels=ds.in_channels, num_classes=ds.num_classes,
+                       image_size=ds.image_size[0])
+    options: dict[str, Any] = {"cut": 1, "seed": args.seed}
+    spec = ssfl.ClientSpec(
+        model=net, defense=args.defense, options=options,
+        shards=ssfl.make_shards(ds.x_train, ds.y_train, clients=args.clients,
+                                partition="iid", seed=args.seed),
+        batch_size=args.batch_size, seed=args.seed)
+    plain = plain_rounds(spec, args.rounds)
+    start = time.perf_counter()
+    result = ssfl.simulate(net, data=(ds.x_train, ds.y_train), defense=args.defense,
+                           clients=args.clients, rounds=args.rounds, partition="iid",
+                           batch_size=args.batch_size, cut=1, seed=args.seed, progress=False)
+    total = time.perf_counter() - start
+    flwr = [h.seconds for h in result.history]
+    later_flwr = statistics.median(flwr[1:]) if len(flwr) > 1 else flwr[0]
+    later_plain = statistics.median(plain[1:]) if len(plain) > 1 else plain[0]
+    ratio = later_flwr / later_plain
+    startup = total - sum(flwr)
+    record = {
+        "command": "python benchmarks/federated_overhead.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if k not in ("out", "data_root") and v is not None),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(), "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()), "flwr": result.flwr_version,
+        "data": ds.source, "clients": args.clients, "rounds": args.rounds,
+        "defense": args.defense, "plain_round_s": plain, "flower_round_s": flwr,
+        "flower_total_s": total, "ray_startup_s": startup, "ratio_later_rounds": ratio,
+    }
+    verdict = ("a Flower round costs about as much as the plain loop's" if ratio < 1.25 else
+               f"a Flower round costs {ratio:.1f} times the plain loop's")
+    page = "\n".join([
+        "# Federated overhead: a Flower simulation round against a plain loop", "",
+        f"Command: `{record['command']}`  ", f"Date: {record['date']}  ",
+        f"Machine: {_machine(record)} ({record['cpu_count']} cores; load average at the "
+        f"end {record['load_average'][0]:.1f}: other jobs shared the cores)  ",
+        f"Data: {ds.source}; {args.clients} clients (IID), defence `{args.defense}`, "
+        f"SmallConvNet, batch {args.batch_size}, 1 local epoch; flwr {result.flwr_version}.",
+        "", "| round | plain loop (s) | Flower simulation (s) |", "| --- | --- | --- |",
+        *[f"| {i + 1} | {p:.2f} | {f:.2f} |" for i, (p, f) in enumerate(zip(plain, flwr,
+                                                                            strict=True))],
+        "", f"Ray's start-up before round 1: {startup:.1f} s; the whole simulation: "
+        f"{total:.1f} s.", "",
+        f"Median of rounds 2 to {args.rounds}: plain {later_plain:.2f} s, Flower "
+        f"{later_flwr:.2f} s: {verdict} (ratio {ratio:.2f}). Round 1 of the simulation also "
+        "starts the Ray worker and imports torch and shieldsplit in it.", "",
+        "Split learning across processes (client and server of SplitShield in two processes) "
+        "is not built yet, so its per-batch comparison is not measured.", ""])
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "federated_overhead.json", json.dumps(record, indent=2))
+    atomic_write_text(args.out / "federated_overhead.md", page)
+    print(page)
+
+
+if __name__ == "__main__":
+    main()

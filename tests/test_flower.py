@@ -1,0 +1,420 @@
+"""shieldsplit on Flower (issue 12): partitions, federated training, DP accounting, the
+live audit, ``shieldsplit federate``, and a run across real Flower processes.
+
+One simulation (the command line on digits: DP-SGD, 2 clients, 2 rounds, with the live
+audit) is shared by the tests that read its result; Ray's start-up is the slow part.
+The deployment test starts a SuperLink and two SuperNodes on 127.0.0.1 (insecure) and
+submits the Flower App of examples/flower_app with ``flwr run``, as docs/federated.md
+says; the processes are stopped (their process groups killed) however the test ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import f1_score
+from typer.testing import CliRunner
+
+from shieldsplit.errors import ConfigError, EmptyDataError, UnsupportedModelError
+from shieldsplit.functional.partition import parse_partition, partition_indices
+
+flower = pytest.importorskip("shieldsplit.adapters.flower", reason="needs shieldsplit[flower]")
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "examples" / "flower_app"
+
+labels_st = st.lists(st.integers(0, 4), min_size=1, max_size=200).map(np.array)
+
+
+# ------------------------------------------------------------------ partitions
+@given(labels=labels_st, clients=st.integers(1, 8), seed=st.integers(0, 2**31 - 1),
+       spec=st.sampled_from(["iid", "dirichlet:0.3", "dirichlet:1", "dirichlet:100"]))
+@settings(max_examples=60, deadline=None)
+def test_every_index_lands_in_exactly_one_nonempty_client(labels: np.ndarray, clients: int,
+                                                          seed: int, spec: str) -> None:
+    if clients > len(labels):
+        with pytest.raises(EmptyDataError):
+            partition_indices(labels, clients=clients, spec=spec, seed=seed)
+        return
+    try:
+        parts = partition_indices(labels, clients=clients, spec=spec, seed=seed)
+    except ConfigError as exc:  # a Dirichlet draw that keeps starving a client: said so
+        assert exc.what == "partition" and spec != "iid"
+        return
+    assert len(parts) == clients and min(len(p) for p in parts) >= 1
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(labels)))
+    again = partition_indices(labels, clients=clients, spec=spec, seed=seed)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+
+
+def test_iid_sizes_differ_by_at_most_one_and_the_seed_matters() -> None:
+    labels = np.arange(103) % 3
+    parts = partition_indices(labels, clients=4, spec="iid", seed=0)
+    assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+    other = partition_indices(labels, clients=4, spec="iid", seed=1)
+    assert not all(np.array_equal(a, b) for a, b in zip(parts, other, strict=True))
+
+
+def test_small_alpha_skews_the_labels_and_large_alpha_does_not() -> None:
+    labels = np.repeat(np.arange(5), 200)
+
+    def mean_majority(spec: str) -> float:
+        parts = partition_indices(labels, clients=5, spec=spec, seed=3)
+        return float(np.mean([np.bincount(labels[p]).max() / len(p) for p in parts]))
+
+    assert mean_majority("dirichlet:0.1") > 0.6 > 0.3 > mean_majority("dirichlet:1000")
+
+
+@pytest.mark.parametrize("spec", ["dirichlet:0", "dirichlet:-1", "dirichlet:nan",
+                                  "dirichlet:inf", "dirichlet", "dirichlet:x", "zipf:1", "",
+                                  None, 0.5])
+def test_bad_specs_raise_a_typed_error(spec: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_partition(spec)
+    assert info.value.what == "partition"
+
+
+def test_bad_clients_labels_and_seed_raise_typed_errors() -> None:
+    labels = np.array([0, 1, 0])
+    with pytest.raises(EmptyDataError):
+        partition_indices(labels, clients=4, spec="iid")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError):
+            partition_indices(labels, clients=bad, spec="iid")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        partition_indices(np.array([0.5, 1.0]), clients=1)
+    with pytest.raises(ConfigError):
+        partition_indices(labels, clients=1, seed=-1)
+
+
+# ------------------------------------------------------------------ pure helpers
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=60))
+@settings(max_examples=60, deadline=None)
+def test_macro_f1_matches_scikit_learn(pairs: list[tuple[int, int]]) -> None:
+    true, pred = (np.array(v) for v in zip(*pairs, strict=True))
+    confusion = np.zeros((4, 4), dtype=np.int64)
+    np.add.at(confusion, (true, pred), 1)
+    expected = f1_score(true, pred, average="macro", zero_division=0)
+    assert flower.macro_f1(confusion) == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_arrays_cross_without_pickle_and_the_accountant_stays_home() -> None:
+    from shieldsplit.models import SmallConvNet
+
+    net = SmallConvNet(num_classes=3, image_size=8, width=4)
+    dp = flower.build_defense(net, "dpsgd", {"cut": 1, "seed": 0})
+    shared = flower.shared_state(dp)
+    assert "rdp" not in shared and "fits" not in shared and shared
+    record = flower.to_record(shared)
+    back = flower.from_record(record)
+    assert all(torch.equal(back[k], v) for k, v in shared.items())
+    assert all(array.stype == "numpy.ndarray" for array in record.values())
+
+
+def test_split_learning_only_defences_are_refused() -> None:
+    from shieldsplit.models import PGSLNet
+
+    with pytest.raises(UnsupportedModelError) as info:
+        flower.build_defense(PGSLNet(num_classes=2, image_size=8, width=8, hidden=8), "pgsl",
+                             {"cut": 2, "seed": 0})
+    assert "federated" in str(info.value)
+
+
+def test_malformed_or_oversized_replies_are_refused_with_a_typed_error() -> None:
+    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+
+    sent = ArrayRecord({"w": Array(np.zeros((2, 3), dtype=np.float32))})
+
+    def reply(w: np.ndarray, **metrics: float) -> RecordDict:
+        return RecordDict({"arrays": ArrayRecord({"w": Array(w)}),
+                           "metrics": MetricRecord({"num-examples": 4, "partition-id": 0,
+                                                    **metrics})})
+
+    flower.check_reply(reply(np.ones((2, 3), dtype=np.float32)), sent)
+    for bad in (np.ones((200, 3), dtype=np.float32), np.ones((2, 3), dtype=np.float64),
+                np.full((2, 3), np.nan, dtype=np.float32)):
+        with pytest.raises(ConfigError):
+            flower.check_reply(reply(bad), sent)
+    with pytest.raises(ConfigError):
+        flower.check_reply(reply(np.ones((2, 3), dtype=np.float32), **{"num-examples": 0}),
+                           sent)
+    with pytest.raises(ConfigError):
+        flower.check_reply(RecordDict({"arrays": sent}), sent)
+
+
+# ------------------------------------------------------------------ one simulation
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """``shieldsplit federate`` on digits: DP-SGD, 2 clients, 2 rounds, live audit."""
+    from shieldsplit.cli import app
+
+    out = tmp_path_factory.mktemp("federate")
+    args = ["federate", "--defense", "dpsgd", "--clients", "2", "--rounds", "2",
+            "--data", "digits", "--limit", "150", "--partition", "iid",
+            "--batch-size", "16", "--cut", "1", "--audit", "quick", "--seed", "0",
+            "--json", str(out / "fl.json"), "--out", str(out / "fl.html")]
+    done = CliRunner().invoke(app, args)
+    return {"done": done, "json": out / "fl.json", "html": out / "fl.html"}
+
+
+def result_of(cli_run: dict[str, object]) -> Any:
+    return flower.FederatedResult.model_validate_json(Path(str(cli_run["json"])).read_text())
+
+
+def test_the_command_line_trains_on_flower_and_writes_both_reports(cli_run: dict) -> None:
+    done = cli_run["done"]
+    assert done.exit_code == 0, done.output
+    assert "federated rounds: done, 2/2" in done.stderr
+    assert "round  accuracy" in done.output and "epsilon per round" in done.output
+    page = Path(cli_run["html"]).read_text()
+    for heading in ("Accuracy per round", "Epsilon per client", "Leakage per round"):
+        assert heading in page
+    assert page.count("<svg") == 3
+
+
+def test_each_round_is_aggregated_over_every_client(cli_run: dict) -> None:
+    result = result_of(cli_run)
+    assert result.complete and [h.round for h in result.history] == [1, 2]
+    sizes = result.partition_sizes
+    assert len(sizes) == 2 and sum(sizes) > 0
+    for h in result.history:
+        assert h.clients == [0, 1] and h.lost == [] and h.rejected == []
+        assert h.accuracy is not None and h.macro_f1 is not None and h.loss is not None
+        # the held-out shards: every example of the 134 not kept by the server, less training
+        assert h.examples == 150 - 16 - sum(sizes)
+        assert math.isfinite(h.loss) and h.loss > 0
+    reports = {(c.round, c.client): c for c in result.client_rounds}
+    assert sorted(reports) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert [reports[(1, c)].examples for c in (0, 1)] == sizes
+
+
+def test_each_clients_epsilon_equals_opacus_accountant_over_its_steps(cli_run: dict) -> None:
+    from opacus.accountants import RDPAccountant
+
+    result = result_of(cli_run)
+    assert result.delta == 1e-5
+    eps = result.epsilons()
+    assert sorted(eps) == [0, 1]
+    for client, n in enumerate(result.partition_sizes):
+        batches = math.ceil(n / result.batch_size)
+        accountant = RDPAccountant()
+        expected = []
+        for _ in range(result.rounds):  # one local epoch a round, Poisson rate 1/batches
+            for _ in range(batches * result.local_epochs):
+                accountant.step(noise_multiplier=1.0, sample_rate=1.0 / batches)
+            expected.append(accountant.get_epsilon(delta=result.delta))
+        assert eps[client] == pytest.approx(expected, rel=1e-9)
+        assert eps[client][1] > eps[client][0]  # the state persisted across rounds
+
+
+def test_the_auditing_strategy_adds_a_leakage_table(cli_run: dict) -> None:
+    result = result_of(cli_run)
+    rows = {(r.round, r.client, r.attack): r for r in result.leakage}
+    assert sorted(rows) == sorted((rnd, c, a) for rnd in (1, 2) for c in (0, 1)
+                                  for a in (flower.LABEL_ATTACK, flower.UPDATE_ATTACK))
+    for (_, client, attack), row in rows.items():
+        assert row.verdict in ("leaks", "no leakage found", "inconclusive") and row.reason
+        assert row.images == result.partition_sizes[client]
+        if attack == flower.UPDATE_ATTACK:
+            assert row.status == "ok" and row.psnr is not None and row.control_psnr is not None
+        else:
+            assert row.label_recovery is not None and row.control_label_recovery is not None
+
+
+def test_a_bad_option_fails_before_any_work() -> None:
+    from shieldsplit.cli import app
+
+    for args in (["--defense", "pgsl"], ["--partition", "dirichlet:0"], ["--audit", "x"]):
+        done = CliRunner().invoke(app, ["federate", *args])
+        assert done.exit_code == 2 and done.stderr.startswith("error: "), done.output
+
+
+# ------------------------------------------------------------------ real processes
+ENTRY_POINTS = {
+    "flower-superlink": "flwr.superlink.cli:flower_superlink",
+    "flower-supernode": "flwr.supernode.cli:flower_supernode",
+    "flower-superexec": "flwr.supercore.cli:flower_superexec",
+    "flwr": "flwr.cli.app:app",
+    "flwr-clientapp": "flwr.supernode.cli:flwr_clientapp",
+    "flwr-serverapp": "flwr.superlink.cli:flwr_serverapp",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(port: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+            return
+        except urllib.error.HTTPError:  # it answers: it is up
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"nothing answered on 127.0.0.1:{port} in {seconds} s")
+
+
+class Federation:
+    """A SuperLink and SuperNodes on 127.0.0.1, each in its own process group."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        # Flower's commands, run by this interpreter (the one with shieldsplit installed)
+        bindir = root / "bin"
+        bindir.mkdir()
+        for name, target in ENTRY_POINTS.items():
+            module, func = target.split(":")
+            script = bindir / name
+            script.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import {func}\n"
+                              f"sys.exit({func}())\n")
+            script.chmod(0o755)
+        self.port = free_port()
+        home = root / "flwr_home"
+        home.mkdir()
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "localhost"\n\n[superlink.localhost]\n'
+            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n')
+        self.env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+                    "FLWR_HOME": str(home), "OMP_NUM_THREADS": "1"}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            with_group(proc, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with_group(proc, signal.SIGKILL)
+                proc.wait(timeout=15)
+
+
+def with_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[Federation]:
+    """The commands of docs/federated.md: a SuperLink and two SuperNodes, insecure."""
+    fed = Federation(tmp_path)
+    try:
+        fed.start("superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1",
+                  "--port", str(fed.port), "--disable-runtime-dependency-installation")
+        wait_http(fed.port, 120)
+        for pid in (0, 1):
+            fed.start(f"supernode{pid}", "flower-supernode", "--insecure", "--superlink",
+                      f"127.0.0.1:{fed.port}", "--port", str(free_port()),
+                      "--node-config", f"partition-id={pid} num-partitions=2")
+        yield fed
+    finally:
+        fed.stop()
+
+
+def test_flwr_run_trains_across_real_superlink_and_supernode_processes(
+        federation: Federation) -> None:
+    app = federation.root / "app"
+    shutil.copytree(APP, app)
+    out = federation.root / "result.json"
+    done = subprocess.run(
+        ["flwr", "run", str(app), "localhost", "--run-config",
+         f"out='{out}' num-server-rounds=1"],
+        env=federation.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    deadline = time.monotonic() + 240
+    result = None
+    while time.monotonic() < deadline:
+        if out.exists():
+            result = flower.FederatedResult.model_validate_json(out.read_text())
+            if result.history and result.history[-1].accuracy is not None:
+                break
+        time.sleep(0.5)
+    logs = "".join((federation.root / f"{n}.log").read_text(errors="replace")[-2000:]
+                   for n in ("superlink", "supernode0", "supernode1"))
+    assert result is not None and result.history, logs
+    assert result.engine.startswith("flower deployment engine")
+    assert result.history[0].clients == [0, 1] and result.history[0].accuracy is not None
+    assert json.loads(out.read_text())["client_rounds"][0]["examples"] > 0
+
+
+# ------------------------------------------------------------------ faults
+def test_a_crashed_client_and_a_malformed_reply_do_not_stop_the_run() -> None:
+    """Round 1: client 2 replies with arrays of the wrong shape (rejected, typed error);
+    round 2: client 1 crashes mid-round (an error reply: lost). Both rounds complete."""
+    from flwr.app import Array, ArrayRecord, Context, Message
+    from flwr.clientapp import ClientApp
+    from flwr.simulation import run_simulation
+
+    from shieldsplit.data import load_dataset
+    from shieldsplit.models import SmallConvNet
+
+    ds = load_dataset("digits", seed=0, limit=90)
+    torch.manual_seed(0)
+    net = SmallConvNet(num_classes=10, image_size=8, width=4)
+    spec = flower.ClientSpec(
+        model=net, defense="none", options={"cut": 1, "seed": 0},
+        shards=flower.make_shards(ds.x_train, ds.y_train, clients=3, partition="iid", seed=0),
+        batch_size=16)
+    real = flower.client_app(spec)
+    faulty = ClientApp()
+
+    @faulty.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        rnd = int(msg.content["config"]["server-round"])
+        if (pid, rnd) == (1, 2):
+            raise RuntimeError("client 1 killed mid-round")
+        reply = real(msg, context)
+        if (pid, rnd) == (2, 1):
+            reply.content["arrays"] = ArrayRecord({"x": Array(np.zeros(10**5, np.float32))})
+        return reply
+
+    @faulty.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return real(msg, context)
+
+    result = flower.FederatedResult(defense="none", clients=3, rounds=2, partition="iid",
+                                    partition_sizes=[], local_epochs=1, batch_size=16, seed=0)
+    errors: list[BaseException] = []
+    server = flower.server_app(spec, rounds=2, result=result, errors=errors)
+    run_simulation(server_app=server, client_app=faulty, num_supernodes=3,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"num_cpus": 1, "include_dashboard": False}})
+    assert errors == []
+    first, second = result.history
+    assert first.clients == [0, 1] and first.lost == []
+    assert len(first.rejected) == 1 and first.rejected[0].startswith("client 2: ")
+    assert "Invalid configuration" in first.rejected[0]
+    assert second.clients == [0, 2] and second.lost == ["client 1"]
+    assert first.accuracy is not None and second.accuracy is not None
