@@ -285,8 +285,15 @@ def main() -> None:
             store = old
         else:
             print(f"{store_path} holds another configuration: starting afresh")
+    argv = list(sys.argv)
+    if "--run-seeds" in argv:  # the page is the whole run's, made in resumable steps
+        i = argv.index("--run-seeds")
+        j = i + 1
+        while j < len(argv) and not argv[j].startswith("--"):
+            j += 1
+        del argv[i:j]
     store["command"] = ("nice -n 5 env OMP_NUM_THREADS=1 python "
-                        + " ".join(shlex.quote(a) for a in sys.argv))
+                        + " ".join(shlex.quote(a) for a in argv))
     store["machine"] = machine_info()
     wanted = [(d, s) for s in args.seeds for d in args.defenses]
     run_now = args.run_seeds if args.run_seeds is not None else args.seeds
