@@ -128,10 +128,14 @@ CONTROL_EPOCHS: dict[str, int] = {"quick": 10, "standard": 20, "thorough": 30}
 #: the gradient the way batch statistics do.
 FEDAVG: dict[str, Any] = {"local_epochs": 5, "local_batch_size": 8, "lr": 1e-3}
 
-#: Why an audit of data with no held-out images ran no membership inference.
+#: Why an audit ran no membership inference: no held-out images / not asked for.
 MEMBERSHIP_OFF = ("membership inference not run: the data holds no images the model did "
                   "not train on; pass heldout= (labelled images of the same distribution "
-                  "it never saw) or data= an ImageDataset (its validation and test splits)")
+                  "it never saw) or data= an ImageDataset with heldout='auto'")
+MEMBERSHIP_ASK = ("membership inference not run (it trains reference models and an "
+                  "overfitted control: several times the model's own training); pass "
+                  "heldout='auto' to use this ImageDataset's validation and test images "
+                  "as the non-members")
 
 POSITION_WORDS: dict[str, str] = {
     "split": "A split-learning server", "federated": "A federated-learning server",
@@ -590,7 +594,7 @@ def audit(
     victims: int | None = None,
     control: Any = "auto",
     control_epochs: int | None = None,
-    heldout: Any = "auto",
+    heldout: Any = None,
     batch_size: int = 32,
     progress: bool = True,
 ) -> AuditReport:
@@ -624,9 +628,10 @@ def audit(
             train on (any form of docs/data.md): the audit also runs membership inference
             (docs/membership.md), the victims being the members and these the
             non-members, with its own verdict and overfitted control. ``"auto"``: an
-            ImageDataset's validation and test images (less copies of training images);
-            for any other ``data`` membership is not run and ``membership_note`` says
-            how to run it. ``None``: not run.
+            ImageDataset's validation and test images (less copies of training images).
+            ``None`` (default; membership trains reference models and a control, several
+            times the model's own training, see docs/membership.md): not run, and
+            ``membership_note`` says how to run it.
         batch_size: the batch size the model was trained with (membership inference's
             reference models repeat it, as they repeat ``control_epochs``).
         progress: show progress bars.
@@ -736,8 +741,9 @@ def audit(
     held = heldout_of(data) if isinstance(heldout, str) else heldout
     if held is not None and report.complete:
         _membership(report, model, setting, held, control, control_epochs, batch_size)
-    elif heldout is not None:
-        report.membership_note = MEMBERSHIP_OFF
+    elif held is None:
+        report.membership_note = (MEMBERSHIP_ASK if heldout is None and heldout_of(data)
+                                  is not None else MEMBERSHIP_OFF)
     scored = [r for r in report.results if r.psnr is not None]
     report.ranking = [r.attack for r in sorted(scored, key=lambda r: -(r.psnr or 0.0))]
     return report

@@ -297,14 +297,14 @@ def test_heldout_images_add_membership_inference(monkeypatch: pytest.MonkeyPatch
     assert "heldout=" in plain.summary()
     page = plain.model_dump_json()
     assert "membership inference not run" in page
-    off = audit(model, data=(x[:100], y[:100]), cut=2, attacks=["split-black-box"],
-                control=None, heldout=None, **KW)
-    assert off.membership is None and off.membership_note is None
+    auto = audit(model, data=(x[:100], y[:100]), cut=2, attacks=["split-black-box"],
+                 control=None, heldout="auto", **KW)
+    assert auto.membership is None and auto.membership_note == plain.membership_note
     with pytest.raises(ss.errors.ConfigError, match="heldout"):
         audit(model, data=(x[:100], y[:100]), heldout="yes", **KW)
 
 
-def test_an_image_dataset_runs_membership_by_default(monkeypatch: pytest.MonkeyPatch,
+def test_an_image_dataset_runs_membership_with_heldout_auto(monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Any) -> None:
     from shieldsplit.membership import heldout_of
     from shieldsplit.training import fit_plain
@@ -317,7 +317,7 @@ def test_an_image_dataset_runs_membership_by_default(monkeypatch: pytest.MonkeyP
                                          generator=torch.Generator().manual_seed(0))
     fit_plain(model, loader, epochs=3, seed=0, progress=False)
     report = audit(model, data=ds, cut=2, attacks=["split-black-box"], control=None,
-                   control_epochs=3, **{**KW, "victims": 40})
+                   control_epochs=3, heldout="auto", **{**KW, "victims": 40})
     m = report.membership
     assert m is not None and report.membership_note is None
     # members are the victims, the non-members come from the validation and test splits
@@ -329,3 +329,7 @@ def test_an_image_dataset_runs_membership_by_default(monkeypatch: pytest.MonkeyP
     report.save_html(tmp_path / "a.html")
     page = (tmp_path / "a.html").read_text()
     assert "Membership inference" in page and "ROC (log-log)" in page
+    # off by default (its cost), and the report says how to switch it on
+    off = audit(model, data=ds, cut=2, attacks=["split-black-box"], control=None,
+                **{**KW, "victims": 40})
+    assert off.membership is None and "heldout='auto'" in (off.membership_note or "")
