@@ -113,10 +113,11 @@ def test_cli_compare_writes_html_and_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [
         "compare", "--defenses", "none,laplace", "--sweep", "laplace=0.5,1",
         "--attacks", "split-black-box", "--epochs", "1", "--limit", "100", "--victims", "8",
-        "--quiet", "--out", str(out), "--json", str(js)])
+        "--quiet", "--no-membership", "--out", str(out), "--json", str(js)])
     assert result.exit_code == 0, result.output
     rows = json.loads(js.read_text())["rows"]
     assert [r["defense"] for r in rows] == ["none", "laplace", "laplace"]
+    assert all(r["membership"] is None for r in rows)
     assert out.exists()
 
 
