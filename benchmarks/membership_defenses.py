@@ -212,14 +212,19 @@ def page(args: argparse.Namespace, cfg: dict[str, Any], store: dict[str, Any],
     return "\n".join(lines) + "\n"
 
 
+def _name(d: str) -> str:
+    return "none (undefended)" if d == "none" else d
+
+
 def sentences(summary: dict[str, dict[str, Any]], seeds: list[int]) -> list[str]:
     out = []
     if not summary:
         return ["No cell has finished yet."]
-    leak_all = [d for d, s in summary.items() if all(v == "leaks" for v in s["verdicts"])]
-    leak_any = [d for d, s in summary.items() if "leaks" in s["verdicts"]
-                and d not in leak_all]
-    safe = [d for d, s in summary.items() if s["verdicts"]
+    leak_all = [_name(d) for d, s in summary.items()
+                if all(v == "leaks" for v in s["verdicts"])]
+    leak_any = [_name(d) for d, s in summary.items() if "leaks" in s["verdicts"]
+                and _name(d) not in leak_all]
+    safe = [_name(d) for d, s in summary.items() if s["verdicts"]
             and all(v == "no leakage found" for v in s["verdicts"])]
     out.append(f"- Leaks in every seed run: {', '.join(leak_all) or 'none of the defences'}; "
                f"leaks in some seeds only: {', '.join(leak_any) or 'none'}; no leakage found "
