@@ -1104,13 +1104,13 @@ def _membership(report: AuditReport, model: nn.Module, s: _Setting, heldout: Any
     )
     report.membership = m
     best = m.best()
-    tpr = best.tpr.get("1%")
+    tprs = ", ".join(f"TPR {v:.1%} at {k} FPR" for k, v in best.tpr.items() if v is not None)
     can = "can" if m.verdict == "leaks" else "cannot, at this strength,"
     text = (f"Anyone who can query the model's scores {can} "
             f"tell its training images from others: {best.attack} AUC {best.auc:.2f} "
-            f"[{best.auc_low:.2f}, {best.auc_high:.2f}], TPR "
-            + (f"{tpr:.1%}" if tpr is not None else "not resolvable")
-            + f" at 1% FPR ({m.members} members, {m.nonmembers} non-members)")
+            f"[{best.auc_low:.2f}, {best.auc_high:.2f}], "
+            + (tprs or "TPR at 1% FPR not resolvable")
+            + f" ({m.members} members, {m.nonmembers} non-members)")
     if m.verdict == "inconclusive":
         text = f"Membership inference: inconclusive ({m.reason})"
     report.verdicts.append(PositionVerdict(position="membership", verdict=m.verdict,
