@@ -354,9 +354,9 @@ class AuditReport(BaseModel):
         control: what the positive control was, in words.
         control_accuracy: the control model's accuracy on the victims, when it is a model.
         baselines: the no-attack guesses, scored over every victim.
-        membership: membership inference (when there are held-out images: ``heldout``
-            or an ImageDataset's validation and test splits; see docs/membership.md),
-            with its own verdict, control and ROC.
+        membership: membership inference (when ``heldout`` images were given, or
+            ``heldout="auto"`` with an ImageDataset; see docs/membership.md), with its
+            own verdict, control and ROC.
         membership_note: why membership inference did not run, and how to run it.
         results: one entry per attack.
         ranking: attack names from most to least leakage (by PSNR).
