@@ -184,13 +184,14 @@ def page(args: argparse.Namespace, cfg: dict[str, Any], store: dict[str, Any],
                 tprs.append("n/r")
             else:
                 t = interval([float(v) for v in vals])
-                tprs.append(f"{t[0]:.1%} [{t[1]:.1%}, {t[2]:.1%}]")
+                tprs.append(f"{t[0]:.1%} " + (f"[{t[1]:.1%}, {t[2]:.1%}]" if len(vals) > 1
+                                               else "(1 seed)"))
         acc = interval([c["accuracy_nonmembers"] for c in cs])
         eps = [c["epsilon"] for c in cs if c["epsilon"] is not None]
         bounds = [c["dp_tpr_bound"]["1%"] for c in cs if c["dp_tpr_bound"]]
         # one seed: its bootstrap interval is the only interval there is
         sep = auc if len(cs) > 1 else (auc[0], best[0]["auc_low"], best[0]["auc_high"])
-        summary[d] = {"auc": sep, "verdicts": [c["verdict"] for c in cs],
+        summary[d] = {"auc": sep, "accuracy": acc[0], "verdicts": [c["verdict"] for c in cs],
                       "tpr1": [b["tpr"].get("1%") for b in best], "eps": eps,
                       "bounds": bounds, "names": [b["attack"] for b in best]}
         lines.append(
@@ -203,6 +204,12 @@ def page(args: argparse.Namespace, cfg: dict[str, Any], store: dict[str, Any],
             + " | " + (", ".join(f"{b:.1%}" for b in bounds) if bounds else "-") + " |")
     lines += ["", "## What the numbers say (computed from the cells)", ""]
     lines += sentences(summary, args.seeds)
+    majority = majority_rate(data["nonmembers"][1])
+    weak = [_name(d) for d, v in summary.items() if v["accuracy"] <= majority]
+    lines.append(f"- Mean accuracy on the non-members at or below the majority-class rate "
+                 f"({majority:.1%}): {', '.join(weak) or 'no defence'}"
+                 + (" (these models do no better than a constant guess at this size; "
+                    "their membership numbers describe a poor classifier)." if weak else "."))
     lines += ["", "Per attack, per seed (AUC, TPR at each FPR, verdict, the control's AUC): "
               f"`membership_{args.data}.json`. Verdict rule: docs/membership.md (leaks if "
               "the AUC's bootstrap lower bound is above 0.5 or the TPR at 1% FPR beats the "
@@ -226,9 +233,9 @@ def sentences(summary: dict[str, dict[str, Any]], seeds: list[int]) -> list[str]
                 and _name(d) not in leak_all]
     safe = [_name(d) for d, s in summary.items() if s["verdicts"]
             and all(v == "no leakage found" for v in s["verdicts"])]
-    out.append(f"- Leaks in every seed run: {', '.join(leak_all) or 'none of the defences'}; "
-               f"leaks in some seeds only: {', '.join(leak_any) or 'none'}; no leakage found "
-               f"in every seed run: {', '.join(safe) or 'none'}.")
+    out.append(f"- Leaks in every seed run: {', '.join(leak_all) or 'no defence'}; "
+               f"leaks in some seeds only: {', '.join(leak_any) or 'no defence'}; no leakage "
+               f"found in every seed run: {', '.join(safe) or 'no defence'}.")
     base = summary.get("none")
     if base is not None:
         b = base["auc"]
@@ -238,9 +245,9 @@ def sentences(summary: dict[str, dict[str, Any]], seeds: list[int]) -> list[str]
         out.append(f"- Against the undefended model (strongest-attack AUC {b[0]:.3f} "
                    f"[{b[1]:.3f}, {b[2]:.3f}]; intervals over seeds, or a single seed's "
                    f"bootstrap interval): AUC interval entirely below it: "
-                   f"{', '.join(lower) or 'none'}; entirely above it: "
-                   f"{', '.join(higher) or 'none'}; not separable from it with these seeds "
-                   f"(inconclusive): {', '.join(same) or 'none'}.")
+                   f"{', '.join(lower) or 'no defence'}; entirely above it: "
+                   f"{', '.join(higher) or 'no defence'}; not separable from it with these "
+                   f"seeds (inconclusive): {', '.join(same) or 'no defence'}.")
     dp = summary.get("dpsgd")
     if dp is not None and dp["eps"] and dp["bounds"]:
         pairs = [(t, bd) for t, bd in zip(dp["tpr1"], dp["bounds"], strict=False)
