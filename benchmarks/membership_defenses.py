@@ -76,9 +76,12 @@ def split(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
     if m + a > len(perm):
         sys.exit(f"members + auxiliary = {m + a} exceed the {len(perm)} training images")
     mi, ai = perm[:m], perm[m:m + a]
-    return {"ds": ds, "members": (ds.x_train[mi], ds.y_train[mi]),
-            "auxiliary": (ds.x_train[ai], ds.y_train[ai]), "nonmembers": held,
-            "dropped": len(held_all[0]) - len(held[0])}
+    members = (ds.x_train[mi], ds.y_train[mi])
+    # the training split repeats images (PneumoniaMNIST does): the attacker's copy of a
+    # member would make it a member of the reference models too
+    aux = without_shared((ds.x_train[ai], ds.y_train[ai]), members[0])
+    return {"ds": ds, "members": members, "auxiliary": aux, "nonmembers": held,
+            "dropped": len(held_all[0]) - len(held[0]), "aux_dropped": a - len(aux[0])}
 
 
 def run_cell(data: dict[str, Any], cfg: dict[str, Any], name: str, seed: int) -> dict[str, Any]:
@@ -146,8 +149,9 @@ def page(args: argparse.Namespace, cfg: dict[str, Any], store: dict[str, Any],
              f"Data: {args.data}, {cfg['members']} members (a seeded subset of the training "
              f"split; the target trains on them), {n_non} non-members (validation + test "
              f"images, {data['dropped']} dropped as copies of a training image), "
-             f"{cfg['auxiliary']} auxiliary images (other training images; each reference "
-             f"model trains on half). Target: PGSLNet width {cfg['width']}, hidden "
+             f"{len(data['auxiliary'][0])} auxiliary images (other training images, "
+             f"{data['aux_dropped']} dropped as copies of a member; each reference model "
+             f"trains on half). Target: PGSLNet width {cfg['width']}, hidden "
              f"{cfg['hidden']} (the paper's network at a smaller width, for the CPU), each "
              f"defence with its default options and its own `train_protocol`, "
              f"{cfg['epochs']} epochs, batch {cfg['batch_size']}. Audit: "
