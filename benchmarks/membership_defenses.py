@@ -118,13 +118,14 @@ def run_cell(data: dict[str, Any], cfg: dict[str, Any], name: str, seed: int) ->
 
 
 def interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval over seeds (the mean twice with one seed)."""
+    """Mean and 95% t-interval over seeds (the mean twice with one seed), clipped to
+    [0, 1] (every value here is a rate or an AUC)."""
     v = np.asarray(values, float)
     mean = float(v.mean())
     if len(v) < 2:
         return mean, mean, mean
     half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return mean, mean - half, mean + half
+    return mean, max(mean - half, 0.0), min(mean + half, 1.0)
 
 
 def strongest(cell: dict[str, Any]) -> dict[str, Any]:
@@ -257,8 +258,12 @@ def sentences(summary: dict[str, dict[str, Any]], seeds: list[int]) -> list[str]
         pairs = [(t, bd) for t, bd in zip(dp["tpr1"], dp["bounds"], strict=False)
                  if t is not None]
         within = sum(t <= bd for t, bd in pairs)
-        out.append(f"- DP-SGD: epsilon {', '.join(f'{e:.3g}' for e in dp['eps'])} allows a "
-                   f"TPR at 1% FPR of at most {', '.join(f'{bd:.1%}' for bd in dp['bounds'])}; "
+        vacuous = min(dp["bounds"]) >= 0.999
+        out.append(f"- DP-SGD: epsilon {', '.join(sorted({f'{e:.3g}' for e in dp['eps']}))} "
+                   f"allows a TPR at 1% FPR of at most "
+                   f"{', '.join(sorted({f'{bd:.1%}' for bd in dp['bounds']}))}"
+                   + (" (a vacuous bound: at this epsilon the guarantee constrains no attack)"
+                      if vacuous else "") + "; "
                    f"the strongest attack measured "
                    f"{', '.join(f'{t:.1%}' for t, _ in pairs) or 'nothing resolvable'}: "
                    f"{within} of {len(pairs)} seed(s) within the bound"

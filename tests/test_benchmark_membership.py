@@ -19,6 +19,7 @@ def test_interval_is_the_t_interval_of_the_seeds() -> None:
     half = stats.t.ppf(0.975, 2) * np.std(v, ddof=1) / np.sqrt(3)
     assert (mean, low, high) == pytest.approx((np.mean(v), np.mean(v) - half, np.mean(v) + half))
     assert interval([0.6]) == (0.6, 0.6, 0.6)
+    assert interval([0.0, 0.05, 0.0])[1] == 0.0  # a rate's interval stays in [0, 1]
 
 
 def test_sentences_separate_only_disjoint_intervals_and_check_the_dp_bound() -> None:
