@@ -45,10 +45,8 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import copy
 import html
-import io
 import logging
 import time
 from collections.abc import Sequence
@@ -100,8 +98,9 @@ from .functional.verdict import (
     position_verdict,
 )
 from .io import atomic_write_text
-from .membership import MembershipReport, membership_audit
+from .membership import MembershipReport, heldout_of, membership_audit
 from .metrics import distance_correlation, label_recovery_rate, mse, psnr, ssim
+from .plots import png_base64, roc_html
 from .progress import progress_bar
 from .provenance import library_versions, machine_info
 from .training import accuracy, eval_mode, fit_plain
@@ -128,6 +127,15 @@ CONTROL_EPOCHS: dict[str, int] = {"quick": 10, "standard": 20, "thorough": 30}
 #: 0.1 and 0.01 on BreastMNIST, since BatchNorm on running statistics does not rescale
 #: the gradient the way batch statistics do.
 FEDAVG: dict[str, Any] = {"local_epochs": 5, "local_batch_size": 8, "lr": 1e-3}
+
+#: Why an audit ran no membership inference: no held-out images / not asked for.
+MEMBERSHIP_OFF = ("membership inference not run: the data holds no images the model did "
+                  "not train on; pass heldout= (labelled images of the same distribution "
+                  "it never saw) or data= an ImageDataset with heldout='auto'")
+MEMBERSHIP_ASK = ("membership inference not run (it trains reference models and an "
+                  "overfitted control: several times the model's own training); pass "
+                  "heldout='auto' to use this ImageDataset's validation and test images "
+                  "as the non-members")
 
 POSITION_WORDS: dict[str, str] = {
     "split": "A split-learning server", "federated": "A federated-learning server",
@@ -346,8 +354,10 @@ class AuditReport(BaseModel):
         control: what the positive control was, in words.
         control_accuracy: the control model's accuracy on the victims, when it is a model.
         baselines: the no-attack guesses, scored over every victim.
-        membership: membership inference (when ``heldout`` images were given; see
-            docs/membership.md), with its own verdict, control and ROC.
+        membership: membership inference (when ``heldout`` images were given, or
+            ``heldout="auto"`` with an ImageDataset; see docs/membership.md), with its
+            own verdict, control and ROC.
+        membership_note: why membership inference did not run, and how to run it.
         results: one entry per attack.
         ranking: attack names from most to least leakage (by PSNR).
         complete: False when the audit was cancelled.
@@ -377,6 +387,7 @@ class AuditReport(BaseModel):
     control_accuracy: float | None = None
     baselines: list[BaselineScore] = Field(default_factory=list)
     membership: MembershipReport | None = None
+    membership_note: str | None = None
     results: list[AttackResult] = Field(default_factory=list)
     ranking: list[str] = Field(default_factory=list)
     complete: bool = True
@@ -398,6 +409,8 @@ class AuditReport(BaseModel):
         )
         lines = [head, "", "Verdicts:"]
         lines += [f"- [{v.verdict}] {v.sentence}" for v in self.verdicts] or ["- (none)"]
+        if self.membership_note:
+            lines.append(f"- ({self.membership_note})")
         lines += [
             "",
             f"clean accuracy {self.clean_accuracy:.1%} on {self.victims} victim images; "
@@ -565,6 +578,7 @@ def audit(
     control: Any = "auto",
     control_epochs: int | None = None,
     heldout: Any = None,
+    batch_size: int = 32,
     progress: bool = True,
 ) -> AuditReport:
     """Attack ``model`` with every applicable attack, score what leaks, and give verdicts.
@@ -594,9 +608,15 @@ def audit(
             :data:`CONTROL_EPOCHS` by budget; pass your defence's own epochs to compare
             like with like). Membership inference's reference models repeat them too.
         heldout: labelled images from the same distribution that the model did NOT
-            train on (any form of docs/data.md). When given, the audit also runs
-            membership inference (docs/membership.md): the victims are the members,
-            these the non-members, with its own verdict and overfitted control.
+            train on (any form of docs/data.md): the audit also runs membership inference
+            (docs/membership.md), the victims being the members and these the
+            non-members, with its own verdict and overfitted control. ``"auto"``: an
+            ImageDataset's validation and test images (less copies of training images).
+            ``None`` (default; membership trains reference models and a control, several
+            times the model's own training, see docs/membership.md): not run, and
+            ``membership_note`` says how to run it.
+        batch_size: the batch size the model was trained with (membership inference's
+            reference models repeat it, as they repeat ``control_epochs``).
         progress: show progress bars.
 
     Returns:
@@ -626,6 +646,9 @@ def audit(
     if control_epochs is not None:
         check_int("control_epochs", control_epochs, low=1, fix="pass your defence's epochs")
     control = _check_control(control)
+    if isinstance(heldout, str) and heldout != "auto":
+        raise ConfigError.build(what="heldout", expected="'auto', labelled images or None",
+                                received=repr(heldout)[:80], fix="pass heldout='auto'")
     x_all, y_all = as_tensors(data, model=model)  # the one data contract (docs/data.md)
     if len(x_all) < n_victims + 16:
         raise EmptyDataError.build(
@@ -698,8 +721,12 @@ def audit(
             report.complete = False
             logger.warning("audit cancelled while running its controls; the report is partial")
     _decide_all(report)
-    if heldout is not None and report.complete:
-        _membership(report, model, setting, heldout, control, control_epochs)
+    held = heldout_of(data) if isinstance(heldout, str) else heldout
+    if held is not None and report.complete:
+        _membership(report, model, setting, held, control, control_epochs, batch_size)
+    elif held is None:
+        report.membership_note = (MEMBERSHIP_ASK if heldout is None and heldout_of(data)
+                                  is not None else MEMBERSHIP_OFF)
     scored = [r for r in report.results if r.psnr is not None]
     report.ranking = [r.attack for r in sorted(scored, key=lambda r: -(r.psnr or 0.0))]
     return report
@@ -1043,23 +1070,24 @@ def _position_sentence(position: str, rs: list[AttackResult]) -> PositionVerdict
 
 # --------------------------------------------------------------------------- membership
 def _membership(report: AuditReport, model: nn.Module, s: _Setting, heldout: Any,
-                control: Any, control_epochs: int | None) -> None:
+                control: Any, control_epochs: int | None, batch_size: int) -> None:
     """Membership inference on the victims (members) against ``heldout`` (non-members)."""
     hx, hy = as_tensors(heldout, model=model)
     m = membership_audit(
         model, members=(s.vx, s.vy), nonmembers=(hx, hy), auxiliary=(s.ax, s.ay),
-        epochs=control_epochs or CONTROL_EPOCHS[s.budget], budget=s.budget, seed=s.seed,
+        epochs=control_epochs or CONTROL_EPOCHS[s.budget], batch_size=batch_size,
+        budget=s.budget, seed=s.seed,
         control=None if control is None else "auto",
     )
     report.membership = m
     best = m.best()
-    tpr = best.tpr.get("1%")
+    tprs = ", ".join(f"TPR {v:.1%} at {k} FPR" for k, v in best.tpr.items() if v is not None)
     can = "can" if m.verdict == "leaks" else "cannot, at this strength,"
     text = (f"Anyone who can query the model's scores {can} "
             f"tell its training images from others: {best.attack} AUC {best.auc:.2f} "
-            f"[{best.auc_low:.2f}, {best.auc_high:.2f}], TPR "
-            + (f"{tpr:.1%}" if tpr is not None else "not resolvable")
-            + f" at 1% FPR ({m.members} members, {m.nonmembers} non-members)")
+            f"[{best.auc_low:.2f}, {best.auc_high:.2f}], "
+            + (tprs or "TPR at 1% FPR not resolvable")
+            + f" ({m.members} members, {m.nonmembers} non-members)")
     if m.verdict == "inconclusive":
         text = f"Membership inference: inconclusive ({m.reason})"
     report.verdicts.append(PositionVerdict(position="membership", verdict=m.verdict,
@@ -1067,18 +1095,14 @@ def _membership(report: AuditReport, model: nn.Module, s: _Setting, heldout: Any
 
 
 # --------------------------------------------------------------------------- HTML
-def png_base64(fig: Any) -> str:
-    """A matplotlib figure as base64 PNG text, for embedding in a self-contained page.
-
-    Args:
-        fig: a matplotlib figure.
-
-    Returns:
-        The base64 text.
-    """
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+def _membership_html(report: AuditReport) -> str:
+    """The membership section: the summary and the ROC curves (log-log), or the note."""
+    m = report.membership
+    if m is None:
+        return (f"<h2>Membership inference</h2><p>{html.escape(report.membership_note)}</p>"
+                if report.membership_note else "")
+    return (f"<h2>Membership inference</h2><pre>{html.escape(m.summary())}</pre>"
+            + roc_html(m.curves(), title="membership inference"))
 
 
 def render_html(report: AuditReport, *, include_images: bool = False) -> str:
@@ -1170,7 +1194,8 @@ Control: {esc(report.control or 'none')}.</p>
 <th>PSNR</th><th>no-attack PSNR</th><th>SSIM</th><th>line-up</th>
 <th>balanced attacker accuracy [95% CI]</th><th>labels</th><th>control PSNR</th>
 <th>reduction (dB)</th><th>seconds</th><th>verdict</th></tr>{base_rows}{rows}</table>
-<p>Most leakage first: {esc(", ".join(report.ranking))}</p>{plot}{gallery}
+<p>Most leakage first: {esc(", ".join(report.ranking))}</p>{plot}{_membership_html(report)}
+{gallery}
 <h2>Report (JSON)</h2><pre>{esc(report.model_dump_json(indent=2))}</pre></body></html>"""
 
 

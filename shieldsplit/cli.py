@@ -508,6 +508,8 @@ def compare(
     victims: Annotated[int | None, typer.Option(min=1, help="victim images per audit")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="cap each split's size")] = None,
     seed: int = 0,
+    membership: Annotated[bool, typer.Option(
+        help="membership inference on every defence (reference models per defence)")] = True,
     out: Annotated[Path | None, typer.Option(help="write the HTML (plot + table) here")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON here")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars or progress lines")] = False,
@@ -541,7 +543,8 @@ def compare(
         table = run_compare(
             net, data=ds, defenses=names, sweeps=sweeps, attacks=attack_names,
             cut=where, epochs=epochs, batch_size=batch_size,
-            budget=budget, victims=victims, seed=seed, progress=not quiet,  # type: ignore[arg-type]
+            budget=budget, victims=victims, seed=seed, membership=membership,  # type: ignore[arg-type]
+            progress=not quiet,
         )
     except ShieldSplitError as exc:
         fail(exc)

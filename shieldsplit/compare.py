@@ -56,7 +56,6 @@ from .auditor import (
     audit,
     defense_attacks,
     library_versions,
-    png_base64,
 )
 from .data import ImageDataset, make_loaders
 from .datacontract import as_dataset
@@ -64,6 +63,8 @@ from .defense import available_defenses, create_defense
 from .errors import ConfigError
 from .functional.stats import majority_rate
 from .io import atomic_write_text
+from .membership import MembershipReport, fpr_label, heldout_of
+from .plots import RocCurve, png_base64, roc_html
 from .progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class DefenseRun(BaseModel):
         victims: victim images of its audit (0 when no attack applied).
         verdicts: its audit's verdicts per attacker position.
         control: what its audit's positive control was.
+        membership: its membership audit (victims as members, the held-out validation
+            and test images as non-members; None when not run).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -113,11 +116,35 @@ class DefenseRun(BaseModel):
     victims: int = 0
     verdicts: list[PositionVerdict] = Field(default_factory=list)
     control: str | None = None
+    membership: MembershipReport | None = None
+
+    def membership_cell(self, fpr: float = 0.01) -> str:
+        """``AUC / TPR at fpr / verdict`` of the strongest membership attack (by AUC),
+        with the TPR bound that a DP epsilon implies beside it.
+
+        Args:
+            fpr: the FPR of the TPR column (0.01 or 0.001).
+
+        Returns:
+            Text such as ``AUC 0.71 TPR 12.0%@1% LEAKS (bound 2.7%)``; ``-`` when not run.
+        """
+        m = self.membership
+        if m is None:
+            return "-"
+        best, key = m.best(), fpr_label(fpr)
+        tpr = best.tpr.get(key)
+        bound = (m.dp_tpr_bound or {}).get(key)
+        return (f"AUC {best.auc:.2f} TPR {'n/r' if tpr is None else f'{tpr:.1%}'}@{key} "
+                f"{_SHORT.get(m.verdict, m.verdict)}"
+                + ("" if bound is None else f" (bound {bound:.1%})"))
+
+
+_SHORT = {"leaks": "LEAKS", "no leakage found": "none found", "inconclusive": "inconcl."}
 
 
 def _verdict_cell(res: AttackResult) -> str:
     """``PSNR balanced-accuracy verdict`` of one attack, in 30 characters."""
-    short = {"leaks": "LEAKS", "no leakage found": "none found", "inconclusive": "inconcl."}
+    short = _SHORT
     bal = f"{res.balanced_accuracy:4.0%}" if res.balanced_accuracy is not None else "   -"
     flip = "!" if res.flipped else " "
     return f"{res.psnr or 0:5.1f} {bal}{flip} {short.get(res.verdict or '', res.status):>10s}"
@@ -168,11 +195,14 @@ class CompareTable(BaseModel):
         head = (f"shieldsplit compare: {self.model} on {self.dataset}, cut {self.cut}, "
                 f"{self.epochs} epochs, budget {self.budget}, seed {self.seed}"
                 + ("" if self.complete else "  [INCOMPLETE: cancelled]"))
-        cols = "".join(f" {a[:30]:>30s}" for a in self.attacks)
+        mia = any(r.membership is not None for r in self.rows)
+        cols = "".join(f" {a[:30]:>30s}" for a in self.attacks) + (
+            f"  {'membership (strongest attack)':s}" if mia else "")
         lines = [head, f"{'defence':28s} {'acc':>6s} {'bal.acc':>7s} {'F1':>6s} {'eps':>7s} "
                        f"{'sec':>7s}{cols}",
                  f"{'':28s} {'':>6s} {'':>7s} {'':>6s} {'':>7s} {'':>7s}"
-                 + "".join(f" {'PSNR bal.att.acc verdict':>30s}" for _ in self.attacks)]
+                 + "".join(f" {'PSNR bal.att.acc verdict':>30s}" for _ in self.attacks)
+                 + ("  AUC, TPR at 1% FPR, verdict (DP bound)" if mia else "")]
         for r in self.rows:
             cells = []
             for a in self.attacks:
@@ -184,12 +214,15 @@ class CompareTable(BaseModel):
             eps = "-" if r.epsilon is None else f"{r.epsilon:7.2f}"
             lines.append(f"{run_label(r):28s} {r.accuracy:6.1%} "
                          f"{_pct(r.balanced_accuracy):>7s} {r.f1:6.3f} {eps:>7s} "
-                         f"{r.train_seconds:7.1f}" + "".join(cells))
+                         f"{r.train_seconds:7.1f}" + "".join(cells)
+                         + (f"  {r.membership_cell()}" if mia else ""))
         majority = {r.majority_rate for r in self.rows if r.majority_rate is not None}
         if majority:
             lines.append(f"test majority-class rate {max(majority):.1%}; balanced accuracy "
                          "chance is 1/classes; ! = attacker accuracy below chance (flipped, "
                          "not protection)")
+        lines += [dp_sentence(r) for r in self.rows if r.membership is not None
+                  and r.membership.epsilon is not None]
         lines.append("Verdicts:")
         for r in self.rows:
             for v in r.verdicts:
@@ -325,6 +358,49 @@ def match_by_accuracy(
     return pairs
 
 
+def dp_sentence(r: DefenseRun) -> str:
+    """DP-SGD's epsilon beside the TPR it allows and the TPR measured, at each FPR.
+
+    Args:
+        r: a run whose membership report carries an epsilon.
+
+    Returns:
+        One sentence, computed from the run.
+    """
+    m = r.membership
+    if m is None or m.epsilon is None:
+        return f"{run_label(r)}: no DP guarantee"
+    best = m.best()
+    parts = []
+    for key, bound in (m.dp_tpr_bound or {}).items():
+        tpr = best.tpr.get(key)
+        seen = "not resolvable" if tpr is None else f"{tpr:.1%}"
+        parts.append(f"at {key} FPR epsilon allows TPR <= {bound:.1%}, {best.attack} "
+                     f"measured {seen}")
+    return (f"{run_label(r)}: epsilon {m.epsilon:.3g} (delta {m.delta or 0:.0e}): "
+            + "; ".join(parts))
+
+
+def membership_curves(table: CompareTable) -> list[RocCurve]:
+    """Each run's strongest membership attack as a ROC curve (a DP run with its bound).
+
+    Args:
+        table: a comparison.
+
+    Returns:
+        One curve per run with a membership audit.
+    """
+    out = []
+    for r in table.rows:
+        if r.membership is None:
+            continue
+        best = r.membership.best()
+        out.append(RocCurve(label=f"{run_label(r)}: {best.attack} (AUC {best.auc:.2f})",
+                            fpr=best.roc_fpr, tpr=best.roc_tpr, epsilon=r.membership.epsilon,
+                            delta=r.membership.delta))
+    return out
+
+
 def run_label(r: DefenseRun) -> str:
     """``name`` or ``name strength=value``: how a run is named in tables and plots."""
     if r.strength is None or r.strength_value is None:
@@ -349,8 +425,11 @@ def render_html(table: CompareTable) -> str:
         plt.close(fig)
     except (ImportError, ConfigError):
         plot = "<p>Install <code>shieldsplit[plots]</code> for the frontier plot.</p>"
+    mia = any(r.membership is not None for r in table.rows)
     head = "".join(f"<th>{html.escape(a)}<br>MSE / PSNR / SSIM / balanced att.acc [95% CI]"
-                   f" / verdict</th>" for a in table.attacks)
+                   f" / verdict</th>" for a in table.attacks) + (
+        "<th>membership (strongest attack)<br>AUC [95% CI] / TPR at 1% FPR / verdict"
+        "</th><th>TPR bound from epsilon at 1% FPR</th>" if mia else "")
     body = []
     for r in table.rows:
         cells = []
@@ -371,10 +450,12 @@ def render_html(table: CompareTable) -> str:
         body.append(f"<tr><td>{html.escape(run_label(r))}</td><td>{r.accuracy:.1%}</td>"
                     f"<td>{_pct(r.balanced_accuracy)}</td>"
                     f"<td>{r.f1:.3f}</td><td>{eps}</td><td>{r.train_seconds:.1f}</td>"
-                    + "".join(cells) + "</tr>")
+                    + "".join(cells) + (_membership_cells(r) if mia else "") + "</tr>")
     verdicts = "".join(
         f"<li>{html.escape(run_label(r))}: <b>{html.escape(v.verdict)}</b>: "
         f"{html.escape(v.sentence)}</li>" for r in table.rows for v in r.verdicts)
+    dp = "".join(f"<p>{html.escape(dp_sentence(r))}</p>" for r in table.rows
+                 if r.membership is not None and r.membership.epsilon is not None)
     title = html.escape(f"shieldsplit compare: {table.dataset}")
     meta = html.escape(
         f"{table.model}, cut {table.cut}, {table.epochs} epochs, budget {table.budget}, "
@@ -388,8 +469,23 @@ def render_html(table: CompareTable) -> str:
         f"<body><h1>{title}</h1><p>{meta}</p><h2>Verdicts</h2><ul>{verdicts}</ul>{plot}"
         "<table><tr><th>defence</th><th>accuracy</th><th>balanced accuracy</th>"
         "<th>macro F1</th><th>epsilon</th>"
-        f"<th>train s</th>{head}</tr>{''.join(body)}</table></body></html>"
+        f"<th>train s</th>{head}</tr>{''.join(body)}</table>{dp}"
+        f"{roc_html(membership_curves(table), title='membership inference per defence')}"
+        "</body></html>"
     )
+
+
+def _membership_cells(r: DefenseRun) -> str:
+    m = r.membership
+    if m is None:
+        return "<td>-</td><td>-</td>"
+    best = m.best()
+    tpr = best.tpr.get("1%")
+    bound = (m.dp_tpr_bound or {}).get("1%")
+    return (f"<td>{best.attack}: {best.auc:.3f} [{best.auc_low:.3f}, {best.auc_high:.3f}] / "
+            f"{'not resolvable' if tpr is None else f'{tpr:.1%}'} / "
+            f"<b>{html.escape(m.verdict)}</b></td>"
+            f"<td>{'-' if bound is None else f'{bound:.1%}'}</td>")
 
 
 def _specs(
@@ -451,6 +547,7 @@ def compare(
     budget: Budget = "quick",
     victims: int | None = None,
     seed: int = 0,
+    membership: bool = True,
     progress: bool = True,
 ) -> CompareTable:
     """Train each defence on the same split and audit each with the same attacks.
@@ -476,6 +573,11 @@ def compare(
         budget: the audit budget.
         victims: victim images per audit (default: the budget's).
         seed: seeds model copies, training, the victim split and the attacks.
+        membership: also run membership inference on every defence (its victims as
+            members, the validation and test images as non-members; reference models
+            trained with each defence's recipe, cached by seed and recipe, the
+            overfitted control shared by every defence). A column per defence, DP-SGD's
+            epsilon beside the TPR bound it implies, and the ROC curves in the HTML.
         progress: show progress bars.
 
     Returns:
@@ -520,7 +622,8 @@ def compare(
             for name, opts, value in todo:
                 row, report = _run(model, data, name, opts, value, attacks, cut, epochs,
                                    batch_size, budget, victims, seed, progress, table,
-                                   "auto" if name == "none" else control)
+                                   "auto" if name == "none" else control,
+                                   membership=membership)
                 if name == "none" and value is None:
                     control = report
                 table.rows.append(row)
@@ -534,14 +637,15 @@ def _run(
     model: nn.Module, data: ImageDataset, name: str, opts: dict[str, Any], value: float | None,
     attacks: Sequence[str], cut: int | str, epochs: int, batch_size: int, budget: Budget,
     victims: int | None, seed: int, progress: bool, table: CompareTable,
-    control: Any = "auto",
+    control: Any = "auto", *, membership: bool = True,
 ) -> tuple[DefenseRun, AuditReport | None]:
     options = dict(opts)
     if value is not None:
         strength = create_defense(name, model, cut=cut, seed=seed, **options).strength
         options[str(strength)] = value  # compare() checked that it has one
     run, report = _run_seeded(model, data, name, options, attacks, cut, epochs, batch_size,
-                              budget, victims, seed, progress, control)
+                              budget, victims, seed, progress, control,
+                              membership=membership)
     if run.victims:
         table.victims = run.victims
     return run, report
@@ -562,6 +666,7 @@ def run_defense(
     seed: int = 0,
     progress: bool = True,
     control: Any = "auto",
+    membership: bool = True,
 ) -> DefenseRun:
     """Train one defence with its own protocol, score its utility, audit it: one frontier point.
 
@@ -582,6 +687,7 @@ def run_defense(
         control: the audit's positive control (see :func:`shieldsplit.audit`): ``"auto"``
             trains the undefended twin for ``epochs``; pass the undefended run's
             :class:`~shieldsplit.auditor.AuditReport` to reuse it.
+        membership: also run membership inference (see :func:`compare`).
 
     Returns:
         The run.
@@ -602,26 +708,28 @@ def run_defense(
     """
     data = as_dataset(data, model=model, seed=seed)
     return _run_seeded(model, data, name, dict(options or {}), attacks, cut, epochs,
-                       batch_size, budget, victims, seed, progress, control)[0]
+                       batch_size, budget, victims, seed, progress, control,
+                       membership=membership)[0]
 
 
 def _run_seeded(
     model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any],
     attacks: Sequence[str], cut: int | str, epochs: int, batch_size: int, budget: Budget,
-    victims: int | None, seed: int, progress: bool, control: Any,
+    victims: int | None, seed: int, progress: bool, control: Any, *, membership: bool,
 ) -> tuple[DefenseRun, AuditReport | None]:
     # Noisy defences draw from torch's global generator: seed it here, so a run's numbers
     # depend on its seed only, not on what ran before it (a resumed sweep = an unbroken one).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _train_and_audit(model, data, name, options, attacks, cut, epochs, batch_size,
-                                budget, victims, seed, progress, control)
+                                budget, victims, seed, progress, control,
+                                membership=membership)
 
 
 def _train_and_audit(
     model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any],
     attacks: Sequence[str], cut: int | str, epochs: int, batch_size: int, budget: Budget,
-    victims: int | None, seed: int, progress: bool, control: Any,
+    victims: int | None, seed: int, progress: bool, control: Any, *, membership: bool,
 ) -> tuple[DefenseRun, AuditReport | None]:
     defense = create_defense(name, copy.deepcopy(model), cut=cut, seed=seed, **options)
     strength = defense.strength
@@ -642,7 +750,8 @@ def _train_and_audit(
     if runnable:
         report = audit(defense, data=(data.x_train, data.y_train), budget=budget, seed=seed,
                        attacks=runnable, victims=victims, progress=progress,
-                       control=control, control_epochs=epochs)
+                       control=control, control_epochs=epochs, batch_size=batch_size,
+                       heldout=heldout_of(data) if membership else None)
         audited = report.victims
         leakage = {r.attack: r for r in report.results}
         dcor = report.distance_correlation
@@ -664,11 +773,12 @@ def _train_and_audit(
         epsilon=None if eps is None else (float(eps) if math.isfinite(eps) else float("inf")),
         delta=privacy.get("delta"), train_seconds=train_seconds, leakage=leakage,
         distance_correlation=dcor, victims=audited,
+        membership=report.membership if report is not None else None,
     )
     return run, report
 
 
 __all__ = [
-    "DEFAULT_ATTACKS", "CompareTable", "DefenseRun", "MatchedPair", "compare",
-    "match_by_accuracy", "render_html", "run_defense", "run_label",
+    "DEFAULT_ATTACKS", "CompareTable", "DefenseRun", "MatchedPair", "compare", "dp_sentence",
+    "match_by_accuracy", "membership_curves", "render_html", "run_defense", "run_label",
 ]

@@ -53,6 +53,7 @@ from .attacks.membership import (
     template_of,
     train_cached,
 )
+from .data import ImageDataset
 from .datacontract import as_tensors, check_model
 from .defense import Defense
 from .errors import ConfigError, MembershipSetError
@@ -67,6 +68,7 @@ from .functional.membership import (
     tpr_at_fpr,
 )
 from .functional.verdict import VerdictLabel, position_verdict
+from .plots import RocCurve
 from .validate import check_int, check_seed
 
 logger = logging.getLogger(__name__)
@@ -165,6 +167,30 @@ def without_shared(data: Labelled, other: Tensor) -> Labelled:
     seen = set(_row_hashes(other))
     keep = torch.tensor([h not in seen for h in _row_hashes(data[0])], dtype=torch.bool)
     return data[0][keep], data[1][keep]
+
+
+def heldout_of(data: Any) -> Labelled | None:
+    """The natural non-members of ``data``: an ImageDataset's validation and test images
+    (less any copy of a training image); None for any other form, which holds no images
+    the model is known not to have trained on, or when every held-out image is a copy.
+
+    Args:
+        data: what was passed to :func:`shieldsplit.audit` as ``data``.
+
+    Returns:
+        Labelled held-out images, or None.
+
+    Example:
+        >>> from shieldsplit.data import load_dataset
+        >>> ds = load_dataset("digits", seed=0, limit=100)
+        >>> len(heldout_of(ds)[0]) > 0, heldout_of((ds.x_train, ds.y_train))
+        (True, None)
+    """
+    if not isinstance(data, ImageDataset):
+        return None
+    held = without_shared((torch.cat([data.x_val, data.x_test]),
+                           torch.cat([data.y_val, data.y_test])), data.x_train)
+    return held if len(held[0]) else None
 
 
 def membership_sets(members: Any, nonmembers: Any, *, size: int | None = None,
@@ -309,6 +335,20 @@ class MembershipReport(BaseModel):
     def best(self) -> MembershipResult:
         """The attack with the highest AUC."""
         return max(self.results, key=lambda r: r.auc)
+
+    def curves(self, *, prefix: str = "") -> list[RocCurve]:
+        """The ROC curve of each attack (the DP bound on the first), for :mod:`~shieldsplit.plots`.
+
+        Args:
+            prefix: put before each attack's name in the legend (e.g. the defence).
+
+        Returns:
+            One curve per attack.
+        """
+        return [RocCurve(label=f"{prefix}{r.attack} (AUC {r.auc:.2f})", fpr=r.roc_fpr,
+                         tpr=r.roc_tpr, epsilon=self.epsilon if i == 0 else None,
+                         delta=self.delta if i == 0 else None)
+                for i, r in enumerate(self.results)]
 
     def summary(self) -> str:
         """One line per attack, then the verdict.
@@ -529,6 +569,7 @@ def membership_audit(
 
 __all__ = [
     "BUDGET_ATTACKS", "CONTROL_EPOCHS", "DEFAULT_FPRS", "REFERENCE_MODELS", "MembershipReport",
-    "MembershipResult", "MembershipSets", "check_disjoint", "fpr_label", "membership_audit",
+    "MembershipResult", "MembershipSets", "check_disjoint", "fpr_label", "heldout_of",
+    "membership_audit",
     "membership_sets", "overfitted_control", "without_shared",
 ]

@@ -308,7 +308,46 @@ def test_heldout_images_add_membership_inference(monkeypatch: pytest.MonkeyPatch
     report.to_json(tmp_path / "m.json")
     again = AuditReport.model_validate_json((tmp_path / "m.json").read_text())
     assert again.membership is not None and again.membership.verdict == line.verdict
-    # without held-out images there is no membership part
+    # without held-out images there is no membership part, and the report says how to add it
     plain = audit(model, data=(x[:100], y[:100]), cut=2, attacks=["split-black-box"],
                   control=None, **KW)
-    assert plain.membership is None
+    assert plain.membership is None and "heldout=" in (plain.membership_note or "")
+    assert "heldout=" in plain.summary()
+    page = plain.model_dump_json()
+    assert "membership inference not run" in page
+    auto = audit(model, data=(x[:100], y[:100]), cut=2, attacks=["split-black-box"],
+                 control=None, heldout="auto", **KW)
+    assert auto.membership is None and auto.membership_note == plain.membership_note
+    with pytest.raises(ss.errors.ConfigError, match="heldout"):
+        audit(model, data=(x[:100], y[:100]), heldout="yes", **KW)
+
+
+def test_an_image_dataset_runs_membership_with_heldout_auto(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Any) -> None:
+    from shieldsplit.membership import heldout_of
+    from shieldsplit.training import fit_plain
+
+    fast(monkeypatch, **{"split-black-box": {"epochs": 1}})
+    ds = load_dataset("digits", seed=0, limit=200)
+    model = tiny()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ds.x_train, ds.y_train),
+                                         batch_size=32, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    fit_plain(model, loader, epochs=3, seed=0, progress=False)
+    report = audit(model, data=ds, cut=2, attacks=["split-black-box"], control=None,
+                   control_epochs=3, heldout="auto", **{**KW, "victims": 40})
+    m = report.membership
+    assert m is not None and report.membership_note is None
+    # members are the victims, the non-members come from the validation and test splits
+    held = heldout_of(ds)
+    assert held is not None and m.members == m.nonmembers == min(40, len(held[0]))
+    assert m.recipe.epochs == 3 and m.recipe.batch_size == 32
+    assert [v.position for v in report.verdicts][-1] == "membership"
+    assert all(len(r.roc_fpr) == len(r.roc_tpr) > 2 for r in m.results)  # ROC in the JSON
+    report.save_html(tmp_path / "a.html")
+    page = (tmp_path / "a.html").read_text()
+    assert "Membership inference" in page and "ROC (log-log)" in page
+    # off by default (its cost), and the report says how to switch it on
+    off = audit(model, data=ds, cut=2, attacks=["split-black-box"], control=None,
+                **{**KW, "victims": 40})
+    assert off.membership is None and "heldout='auto'" in (off.membership_note or "")

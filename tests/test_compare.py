@@ -16,7 +16,8 @@ from shieldsplit.compare import CompareTable, compare
 from shieldsplit.data import load_dataset
 from shieldsplit.errors import ConfigError, InputShapeError
 
-KW = dict(epochs=1, attacks=["split-black-box", "idlg"], victims=8, progress=False)
+KW = dict(epochs=1, attacks=["split-black-box", "idlg"], victims=8, progress=False,
+          membership=False)  # membership: its own test below (and the same-seed one)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,8 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> None:
 def strip(d: object) -> object:
     if isinstance(d, dict):
         return {k: strip(v) for k, v in d.items()
-                if k not in ("seconds", "train_seconds", "created", "machine")}
+                if k not in ("seconds", "train_seconds", "reference_seconds", "created",
+                             "machine")}
     if isinstance(d, list):
         return [strip(v) for v in d]
     return d
@@ -75,8 +77,10 @@ def test_table_rows_sweeps_and_not_applicable(digits, tmp_path: Path) -> None:
 
 
 def test_same_seed_same_table(digits) -> None:
-    a = compare(net(), data=digits, defenses=["none", "latent-fixed"], seed=3, **KW)
-    b = compare(net(), data=digits, defenses=["none", "latent-fixed"], seed=3, **KW)
+    kw = {**KW, "membership": True}
+    a = compare(net(), data=digits, defenses=["none", "latent-fixed"], seed=3, **kw)
+    b = compare(net(), data=digits, defenses=["none", "latent-fixed"], seed=3, **kw)
+    assert a.rows[1].membership is not None
     assert strip(a.model_dump()) == strip(b.model_dump())
 
 
@@ -109,10 +113,11 @@ def test_cli_compare_writes_html_and_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [
         "compare", "--defenses", "none,laplace", "--sweep", "laplace=0.5,1",
         "--attacks", "split-black-box", "--epochs", "1", "--limit", "100", "--victims", "8",
-        "--quiet", "--out", str(out), "--json", str(js)])
+        "--quiet", "--no-membership", "--out", str(out), "--json", str(js)])
     assert result.exit_code == 0, result.output
     rows = json.loads(js.read_text())["rows"]
     assert [r["defense"] for r in rows] == ["none", "laplace", "laplace"]
+    assert all(r["membership"] is None for r in rows)
     assert out.exists()
 
 
@@ -138,7 +143,7 @@ def test_compare_leaves_every_submodule_mode_and_weight_alone(digits) -> None:
     modes = {n: m.training for n, m in model.named_modules()}
     before = {k: v.clone() for k, v in model.state_dict().items()}
     table = compare(model, data=digits, defenses=["laplace"], seed=0,
-                    **{**KW, "attacks": ["split-black-box"]})
+                    **{**KW, "attacks": ["split-black-box"], "membership": True})
     assert [r.defense for r in table.rows] == ["none", "laplace"]  # the control runs first
     assert {n: m.training for n, m in model.named_modules()} == modes
     for k, v in model.state_dict().items():
@@ -147,3 +152,47 @@ def test_compare_leaves_every_submodule_mode_and_weight_alone(digits) -> None:
     laplace = table.rows[1].leakage["split-black-box"]
     assert laplace.control is not None and laplace.verdict is not None
     assert "Verdicts:" in table.summary()
+
+
+def test_membership_column_cached_references_and_the_dp_bound(digits, monkeypatch,
+                                                              tmp_path: Path) -> None:
+    import shieldsplit.attacks.membership as mia
+    from shieldsplit.functional.membership import dp_tpr_bound
+    from shieldsplit.plots import roc_html
+
+    mia.clear_reference_cache()
+    trained: list[str | None] = []
+    real = mia.train_recipe
+
+    def counting(template, recipe, data, *, seed):  # type: ignore[no-untyped-def]
+        trained.append(recipe.defense)
+        return real(template, recipe, data, seed=seed)
+
+    monkeypatch.setattr(mia, "train_recipe", counting)
+    table = compare(net(), data=digits, defenses=["dpsgd", "laplace"], seed=0,
+                    **{**KW, "attacks": ["split-black-box"], "membership": True})
+    assert [r.defense for r in table.rows] == ["none", "dpsgd", "laplace"]  # control first
+    for r in table.rows:
+        m = r.membership
+        assert m is not None and m.members == 8 and m.nonmembers == 8
+        assert m.recipe.defense == r.defense and m.recipe.batch_size == 64
+        assert r.membership_cell().startswith("AUC ")
+    # two reference models per defence recipe; the overfitted control and its two reference
+    # models are trained once per architecture for the whole comparison (cached by seed and
+    # recipe): laplace reuses the undefended run's, DP-SGD's GroupNorm network has its own
+    assert trained == ["none"] * 2 + [None] * 3 + ["dpsgd"] * 2 + [None] * 3 + ["laplace"] * 2
+    dp = table.rows[1]
+    assert dp.membership is not None and dp.membership.epsilon == dp.epsilon
+    bound = dp.membership.dp_tpr_bound
+    assert bound is not None and bound["1%"] == pytest.approx(
+        float(dp_tpr_bound([0.01], dp.epsilon, dp.delta or 0.0)[0]))
+    text = table.summary()
+    assert "membership" in text and f"epsilon {dp.epsilon:.3g}" in text
+    assert "allows TPR <=" in text and table.rows[2].membership_cell() in text
+    table.save_html(tmp_path / "m.html")
+    page = (tmp_path / "m.html").read_text()
+    assert page.count("ROC (log-log)") == 1 and "TPR bound from epsilon" in page
+    fallback = roc_html([c for c in __import__("shieldsplit.compare", fromlist=["x"])
+                         .membership_curves(table)], use_matplotlib=False)
+    assert "bound at epsilon" in fallback and fallback.count("<tr>") == 13
+    assert CompareTable.model_validate_json(table.model_dump_json()) == table

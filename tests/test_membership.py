@@ -466,3 +466,19 @@ def test_lira_through_the_audit_and_the_dp_bound_of_dpsgd(
     assert report.epsilon == pytest.approx(eps) and eps > 0
     assert report.dp_tpr_bound is not None
     assert report.dp_tpr_bound["1%"] == pytest.approx(float(dp_tpr_bound([0.01], eps, delta)[0]))
+
+
+def test_roc_table_reads_the_step_curve_and_the_dp_bound() -> None:
+    from shieldsplit.plots import RocCurve, roc_html, roc_points_table
+
+    curve = RocCurve(label="a", fpr=[0.0, 0.001, 0.05, 1.0], tpr=[0.02, 0.10, 0.40, 1.0],
+                     epsilon=1.0, delta=0.0)
+    page = roc_points_table([curve], points=5)  # FPR grid 1e-4, 1e-3, 1e-2, 1e-1, 1
+    cells = [row.split("</td><td>") for row in page.split("<tr>")[2:]]
+    tprs = [c[1] for c in cells]
+    assert tprs == ["2.0%", "10.0%", "10.0%", "40.0%", "100.0%"]  # the step, not a line
+    bounds = [float(c[2].split("%")[0]) / 100 for c in cells]
+    np.testing.assert_allclose(bounds, dp_tpr_bound(np.logspace(-4, 0, 5), 1.0, 0.0),
+                               atol=5e-4)
+    assert roc_html([curve], use_matplotlib=False).endswith(roc_points_table([curve]))
+    assert "<img" in roc_html([curve])  # matplotlib is a test dependency
