@@ -810,6 +810,8 @@ class InvertingGradients(_GradientAttack):
     feature_tolerance: ClassVar[float] = 1e-3
     #: problems (images x restarts) optimised together on the feature path
     feature_parallel: ClassVar[int] = 64
+    #: ``budget -> (iterations, restarts)`` of the feature paths; None: :attr:`budgets`
+    feature_budgets: ClassVar[dict[str, tuple[int, int]] | None] = None
 
     def __init__(
         self,
@@ -857,6 +859,19 @@ class InvertingGradients(_GradientAttack):
 
     def _label_source(self) -> str:
         return "given" if self.use_labels else "infer"
+
+    def feature_schedule(self) -> tuple[int, int]:
+        """The ``(iterations, restarts)`` of the feature paths (see ``features``):
+        :attr:`feature_budgets` when the class sets them, else :meth:`schedule`;
+        explicit ``iterations``/``restarts`` options win.
+
+        Returns:
+            ``(iterations, restarts)``.
+        """
+        if self.feature_budgets is None:
+            return self.schedule()
+        its, rs = self.feature_budgets[self._effective_budget()]
+        return (self.iterations or its, self.restarts or rs)
 
     def _matched_names(self, params: dict[str, Tensor]) -> list[str]:
         if self.layers is None:
@@ -1032,7 +1047,7 @@ class InvertingGradients(_GradientAttack):
         if hard:  # e.g. a defended gradient, or an image whose features all died
             recs = super().reconstruct_many([observations[i] for i in hard])
             out.update(zip(hard, recs, strict=True))
-        _, restarts = self.schedule()
+        _, restarts = self.feature_schedule()
         per_chunk = max(1, (self.max_parallel or self.feature_parallel) // restarts)
         for j in range(0, len(easy), per_chunk):
             idx = easy[j : j + per_chunk]
@@ -1057,7 +1072,7 @@ class InvertingGradients(_GradientAttack):
         affine = self._feature_affine(model, layer)
         sources = self._separated_features(obs, layer, affine)
         k, b = sources.shape[0], obs.batch_size
-        iterations, restarts = self.schedule()
+        iterations, restarts = self.feature_schedule()
         none = torch.zeros(b, 1, dtype=torch.int64)
         init = self._start(none, 1, p0, by_label=False)[:, 0]  # (B, 1, C, H, W)
         images = init[:, 0].clone()
@@ -1163,7 +1178,7 @@ class InvertingGradients(_GradientAttack):
         labels = torch.stack([
             self._labels(o, clone, params, frozen, use_given=use_given) for o in observations
         ])
-        iterations, restarts = self.schedule()
+        iterations, restarts = self.feature_schedule()
         n = len(observations)
         x = self._start(labels, restarts, p0)
         if feats is None:
@@ -1255,6 +1270,10 @@ class InvertingGradientsFedAvg(InvertingGradients):
     budgets: ClassVar[dict[str, tuple[int, int]]] = {
         "quick": (60, 1), "standard": (300, 2), "thorough": (1000, 4),
     }
+    #: the feature paths cost one backward pass per iteration, unrolled steps or not
+    feature_budgets: ClassVar[dict[str, tuple[int, int]] | None] = (
+        InvertingGradients.budgets
+    )
 
 
 class DLG(_GradientAttack):
