@@ -26,7 +26,12 @@ observed one.
   a wide enough ``nn.Linear`` with a bias (the PGSL paper's network), the
   layer's input is read exactly from its gradient and the images are fitted to
   it (the feature path, see ``features``): on trained ReLU/BatchNorm networks
-  whole-gradient matching converges far too slowly for a CPU budget.
+  whole-gradient matching converges far too slowly for a CPU budget. At batch > 1
+  and on FedAvg updates the layer's weight gradient is a sum of one rank-one term
+  per image; its rows are separated into per-image features
+  (:func:`~shieldsplit.functional.separation.separate_nonnegative_sources`, in the
+  spirit of the Cocktail Party Attack, Kariyappa et al. 2023) and one image is
+  fitted to each.
 - :class:`InvertingGradientsFedAvg` (``"inverting-gradients-fedavg"``): the same
   attack registered for FedAvg updates, with budgets sized for unrolled local steps.
 
@@ -1260,7 +1265,11 @@ class InvertingGradientsFedAvg(InvertingGradients):
     ``"update"`` observation (several local SGD steps, simulated differentiably on
     the candidate images) with budgets sized for it: each iteration unrolls all
     the client's local steps, so an iteration costs about ``local_epochs x
-    ceil(B / local_batch_size)`` gradient iterations. Same options.
+    ceil(B / local_batch_size)`` gradient iterations. On a model with a wide first
+    ``nn.Linear`` the update's block of that layer is separated into per-image
+    features instead (the features drift little over a few local steps at a small
+    learning rate), at the single-gradient budgets (:attr:`feature_budgets`). Same
+    options.
     """
 
     name = "inverting-gradients-fedavg"
