@@ -58,7 +58,7 @@ from shieldsplit.models import PGSLNet
 
 CACHE = Path("out/attack_strength")
 #: the auditor's FedAvg protocol (shieldsplit.auditor.FEDAVG)
-FEDAVG = {"local_epochs": 5, "local_batch_size": 8, "lr": 1e-3}
+FEDAVG: dict[str, Any] = {"local_epochs": 5, "local_batch_size": 8, "lr": 1e-3}
 #: data -> (data set, architecture, epochs, training images or None for all)
 VICTIMS: dict[str, tuple[str, str, int, int | None]] = {
     "breastmnist": ("breastmnist", "pgsl", 8, None),
