@@ -58,7 +58,7 @@ from shieldsplit.models import PGSLNet
 
 CACHE = Path("out/attack_strength")
 #: the auditor's FedAvg protocol (shieldsplit.auditor.FEDAVG)
-FEDAVG = {"local_epochs": 5, "local_batch_size": 8, "lr": 1e-3}
+FEDAVG: dict[str, Any] = {"local_epochs": 5, "local_batch_size": 8, "lr": 1e-3}
 #: data -> (data set, architecture, epochs, training images or None for all)
 VICTIMS: dict[str, tuple[str, str, int, int | None]] = {
     "breastmnist": ("breastmnist", "pgsl", 8, None),
@@ -298,8 +298,18 @@ def to_markdown(results: dict[str, dict[str, Any]], victims: dict[str, Any],
         "values (the paper's network: 50,176), its input is read exactly from its weight and "
         "bias gradients and the image is optimised to reproduce that feature map (one "
         "backward pass per iteration instead of a double backward through every layer); "
-        "`matched` above says which path ran. The ResNet-18's fc layer has 512 inputs for "
-        "2,352 pixel values, so it takes the gradient-matching path.",
+        "`matched` above says which path ran. At batch 8 and on the FedAvg update the "
+        "same layer's weight gradient (or update) is a sum of one rank-one term per image: "
+        "its rows, mapped back through the BatchNorm that feeds the layer to the "
+        "non-negative, sparse ReLU outputs, are separated into per-image feature "
+        "directions (`shieldsplit.functional.separate_nonnegative_sources`: FastICA, "
+        "then a non-negative refinement re-seeded from the pixels where one image "
+        "dominates, in the spirit of the Cocktail Party Attack, Kariyappa et al. 2023), "
+        "and one image is fitted to each direction (cosine loss; `k of 8` in `matched` "
+        "is how many images the gradient's rank revealed; the others keep the auxiliary "
+        "mean image). Reconstructions of a batch are paired with the originals by a "
+        "minimum-MSE assignment before scoring. The ResNet-18's fc layer has 512 inputs "
+        "for 2,352 pixel values, so it takes the gradient-matching path.",
         "",
         "`loss_over_initial` in the JSON (final matching loss / loss at the initial images) "
         "shows whether an attack converged.",

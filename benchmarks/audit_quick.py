@@ -60,6 +60,7 @@ def main() -> None:
     if args.trained:
         net.load_state_dict(torch.load(cached, weights_only=True))
     profiler = cProfile.Profile() if args.profile else None
+    cpu_start = time.process_time()
     start = time.time()
     if profiler is not None:
         profiler.enable()
@@ -69,12 +70,13 @@ def main() -> None:
         profiler.disable()
         profiler.dump_stats(args.profile)
     seconds = time.time() - start
+    cpu = time.process_time() - cpu_start
     load = os.getloadavg()
     print(report.summary())
     print(f"model {args.model} ({'trained' if args.trained else 'untrained'}), "
-          f"{args.threads} threads: total seconds {seconds:.1f}")
+          f"{args.threads} threads: total seconds {seconds:.1f} (CPU {cpu:.1f} s)")
     if args.page is not None:
-        write_page(args, report, seconds, load, start)
+        write_page(args, report, seconds, load, start, cpu)
 
 
 #: Wall-time bars per model (seconds on 2 cores).
@@ -82,7 +84,7 @@ BARS = {"pgsl": 180.0, "resnet18": 300.0}
 
 
 def write_page(args: argparse.Namespace, report: ss.AuditReport, seconds: float,
-               load: tuple[float, float, float], start: float) -> None:
+               load: tuple[float, float, float], start: float, cpu: float) -> None:
     """The results page: every number and sentence from this run."""
     from shieldsplit.demo import machine_info
     from shieldsplit.io import atomic_write_text
@@ -117,7 +119,10 @@ def write_page(args: argparse.Namespace, report: ss.AuditReport, seconds: float,
         "```",
         "",
         f"Wall time {seconds:.0f} s against the bar of {bar:.0f} s: {verdict}. "
-        f"Verdicts per attacker position: {by_position}.",
+        f"The process used {cpu:.0f} s of CPU time over its {args.threads} threads "
+        f"({cpu / max(seconds, 1e-9):.2f} cores busy on average"
+        + (", so other work held the rest of the machine)." if busy else ").")
+        + f" Verdicts per attacker position: {by_position}.",
     ]
     atomic_write_text(args.page, "\n".join(lines) + "\n")
 

@@ -26,7 +26,12 @@ observed one.
   a wide enough ``nn.Linear`` with a bias (the PGSL paper's network), the
   layer's input is read exactly from its gradient and the images are fitted to
   it (the feature path, see ``features``): on trained ReLU/BatchNorm networks
-  whole-gradient matching converges far too slowly for a CPU budget.
+  whole-gradient matching converges far too slowly for a CPU budget. At batch > 1
+  and on FedAvg updates the layer's weight gradient is a sum of one rank-one term
+  per image; its rows are separated into per-image features
+  (:func:`~shieldsplit.functional.separation.separate_nonnegative_sources`, in the
+  spirit of the Cocktail Party Attack, Kariyappa et al. 2023) and one image is
+  fitted to each.
 - :class:`InvertingGradientsFedAvg` (``"inverting-gradients-fedavg"``): the same
   attack registered for FedAvg updates, with budgets sized for unrolled local steps.
 
@@ -87,6 +92,7 @@ from ..errors import (
     StateError,
     UnsupportedModelError,
 )
+from ..functional.separation import separate_nonnegative_sources
 from ..progress import progress_bar
 from .base import (
     Attack,
@@ -809,6 +815,8 @@ class InvertingGradients(_GradientAttack):
     feature_tolerance: ClassVar[float] = 1e-3
     #: problems (images x restarts) optimised together on the feature path
     feature_parallel: ClassVar[int] = 64
+    #: ``budget -> (iterations, restarts)`` of the feature paths; None: :attr:`budgets`
+    feature_budgets: ClassVar[dict[str, tuple[int, int]] | None] = None
 
     def __init__(
         self,
@@ -857,6 +865,19 @@ class InvertingGradients(_GradientAttack):
     def _label_source(self) -> str:
         return "given" if self.use_labels else "infer"
 
+    def feature_schedule(self) -> tuple[int, int]:
+        """The ``(iterations, restarts)`` of the feature paths (see ``features``):
+        :attr:`feature_budgets` when the class sets them, else :meth:`schedule`;
+        explicit ``iterations``/``restarts`` options win.
+
+        Returns:
+            ``(iterations, restarts)``.
+        """
+        if self.feature_budgets is None:
+            return self.schedule()
+        its, rs = self.feature_budgets[self._effective_budget()]
+        return (self.iterations or its, self.restarts or rs)
+
     def _matched_names(self, params: dict[str, Tensor]) -> list[str]:
         if self.layers is None:
             return list(params)
@@ -869,8 +890,11 @@ class InvertingGradients(_GradientAttack):
             )
         return names
 
-    def _start(self, labels: Tensor, restarts: int, like: Tensor) -> Tensor:
-        """Initial images ``(N, R, B, C, H, W)``: see the ``init`` option."""
+    def _start(
+        self, labels: Tensor, restarts: int, like: Tensor, *, by_label: bool = True
+    ) -> Tensor:
+        """Initial images ``(N, R, B, C, H, W)``: see the ``init`` option
+        (``by_label=False``: the mean of all auxiliary images, labels unknown)."""
         n, b = labels.shape
         context = self.context
         aux = None if context is None else context.auxiliary_images
@@ -879,7 +903,7 @@ class InvertingGradients(_GradientAttack):
         aux = aux.detach().float().cpu()
         mean = aux.mean(dim=0)
         ay = context.auxiliary_labels
-        if ay is not None and len(ay) == len(aux):
+        if by_label and ay is not None and len(ay) == len(aux):
             ay = ay.detach().long().cpu()
             centres = torch.stack([
                 aux[ay == c].mean(dim=0) if bool((ay == c).any()) else mean
@@ -924,22 +948,102 @@ class InvertingGradients(_GradientAttack):
             return None
         return h
 
+    def _feature_affine(self, model: nn.Module, layer: str) -> tuple[Tensor, Tensor] | None:
+        """``(scale, shift)`` per input of ``layer`` when that input is an eval-mode
+        BatchNorm's output (flattened): ``h = scale * r + shift`` with ``r`` the
+        BatchNorm's input (after a ReLU: non-negative and sparse). None otherwise.
+
+        Checked, not assumed: the BatchNorm is the last one registered before
+        ``layer`` and its output, flattened, must equal ``layer``'s input on an
+        auxiliary (or random) image.
+        """
+        norm_name = None
+        for name, module in model.named_modules():
+            if name == layer:
+                break
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+                norm_name = name
+        if norm_name is None or self.context is None:
+            return None
+        norm = model.get_submodule(norm_name)
+        if not isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+            return None
+        if norm.training or norm.running_mean is None or norm.running_var is None:
+            return None
+        seen: dict[str, Tensor] = {}
+        hooks = [
+            norm.register_forward_hook(lambda m, i, o: seen.__setitem__("norm", o)),
+            model.get_submodule(layer).register_forward_hook(
+                lambda m, i, o: seen.__setitem__("layer", i[0])
+            ),
+        ]
+        p0 = next(model.parameters())
+        probe = torch.rand(1, *self.context.image_shape, generator=self.generator())
+        try:
+            with torch.no_grad():
+                model(probe.to(p0))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if "norm" not in seen or "layer" not in seen or seen["norm"].numel() != seen[
+            "layer"
+        ].numel() or not torch.allclose(seen["norm"].flatten(), seen["layer"].flatten()):
+            return None
+        with torch.no_grad():
+            weight = norm.weight if norm.weight is not None else torch.ones_like(
+                norm.running_var
+            )
+            bias = norm.bias if norm.bias is not None else torch.zeros_like(norm.running_var)
+            scale = weight.double() / (norm.running_var.double() + norm.eps).sqrt()
+            shift = bias.double() - norm.running_mean.double() * scale
+        per = seen["norm"][0].numel() // scale.numel()
+        scale, shift = scale.repeat_interleave(per), shift.repeat_interleave(per)
+        if bool((scale.abs() < 1e-8).any()):
+            return None
+        return scale, shift
+
+    def _separated_features(
+        self, obs: Observation, layer: str, affine: tuple[Tensor, Tensor] | None
+    ) -> Tensor:
+        """Per-image feature directions (in the BatchNorm's input domain when ``affine``)
+        separated from a batch's gradient or update of ``layer``: ``(K, F)``, ``K <= B``."""
+        g = self._observed(obs)
+        weight, bias = g[f"{layer}.weight"].double(), g[f"{layer}.bias"].double()
+        rows = bias != 0
+        mixtures = weight[rows]
+        if affine is not None:
+            scale, shift = (t.to(mixtures) for t in affine)
+            mixtures = (mixtures - bias[rows, None] * shift) / scale
+        if mixtures.shape[0] == 0 or not bool(mixtures.any()):
+            return mixtures.new_zeros(0, weight.shape[1])
+        return separate_nonnegative_sources(
+            mixtures, max_sources=min(obs.batch_size, mixtures.shape[0]), seed=self.seed
+        )
+
     def reconstruct_many(self, observations: Sequence[Observation]) -> list[Reconstruction]:
         """Rebuild several independent observations at once (see the base class).
 
         Batch-1 gradients of a model with an ``nn.Linear`` layer with a bias take
         the feature path (``features=True``): the layer's input is read exactly
         from its gradient (:func:`linear_input_from_gradient`) and the images are
-        optimised to reproduce it. ``meta['matched']`` says which path ran and
-        ``loss``/``initial_loss`` are that path's matching loss.
+        optimised to reproduce it. Larger batches and FedAvg updates take the
+        separated-feature path: the layer's weight gradient (or update) is a sum of
+        one rank-one term per image, its rows are separated into per-image
+        feature directions (:func:`~shieldsplit.functional.separation.separate_nonnegative_sources`,
+        ICA then a non-negative refinement, in the input domain of a BatchNorm that
+        feeds the layer), and one image is fitted to each direction (cosine loss).
+        ``meta['matched']`` says which path ran and ``loss``/``initial_loss`` are
+        that path's matching loss.
         """
         model = self._model()
         params = trainable_parameters(model)
         self._validate(observations, params)
         first = observations[0]
         layer = self._feature_layer(model, params) if self.features else None
-        if layer is None or first.kind != "gradient" or first.batch_size != 1:
+        if layer is None:
             return super().reconstruct_many(observations)
+        if first.kind != "gradient" or first.batch_size != 1:
+            return [self._reconstruct_separated(o, layer) for o in observations]
         found = [self._observed_features(o, layer) for o in observations]
         easy = [i for i, h in enumerate(found) if h is not None and h.numel()]
         hard = [i for i, h in enumerate(found) if h is None]
@@ -948,7 +1052,7 @@ class InvertingGradients(_GradientAttack):
         if hard:  # e.g. a defended gradient, or an image whose features all died
             recs = super().reconstruct_many([observations[i] for i in hard])
             out.update(zip(hard, recs, strict=True))
-        _, restarts = self.schedule()
+        _, restarts = self.feature_schedule()
         per_chunk = max(1, (self.max_parallel or self.feature_parallel) // restarts)
         for j in range(0, len(easy), per_chunk):
             idx = easy[j : j + per_chunk]
@@ -962,6 +1066,111 @@ class InvertingGradients(_GradientAttack):
             out.update(zip(dead, recs, strict=True))
         return [out[i] for i in range(len(observations))]
 
+    def _reconstruct_separated(self, obs: Observation, layer: str) -> Reconstruction:
+        """One batch (gradient or update): separate its per-image features, fit an image
+        to each; images whose feature was not found keep the auxiliary mean image."""
+        start = time.perf_counter()
+        model = self._model()
+        clone = functional_copy(model)
+        params, frozen = trainable_parameters(model), frozen_state(model)
+        p0 = next(iter(params.values()))
+        affine = self._feature_affine(model, layer)
+        sources = self._separated_features(obs, layer, affine)
+        k, b = sources.shape[0], obs.batch_size
+        iterations, restarts = self.feature_schedule()
+        none = torch.zeros(b, 1, dtype=torch.int64)
+        init = self._start(none, 1, p0, by_label=False)[:, 0]  # (B, 1, C, H, W)
+        images = init[:, 0].clone()
+        final = initial = None
+        if k:
+            x = self._start(none[:k], restarts, p0, by_label=False)
+            fitted, final, initial = self._fit_features(
+                clone, {**params, **frozen}, layer, x, sources.to(p0), iterations,
+                direction=affine if affine is not None else True,
+            )
+            images[:k] = fitted
+            final, initial = final.min(dim=1).values, initial.min(dim=1).values
+        with torch.no_grad():
+            labels = functional_call(clone, {**params, **frozen}, (images,)).argmax(dim=1)
+        return Reconstruction(
+            images=images.clamp(0, 1).cpu(), attack=self.name, labels=labels.cpu(),
+            seconds=time.perf_counter() - start,
+            meta={
+                "iterations": iterations if k else 0, "restarts": restarts,
+                "budget": self._effective_budget(),
+                "loss": None if final is None else float(final.mean()),
+                "initial_loss": None if initial is None else float(initial.mean()),
+                "source_losses": [] if final is None else final.tolist(),
+                "batched_with": 1, "labels_from": "model", "sources": k,
+                "matched": f"separated features of {layer!r} ({k} of {b})",
+            },
+        )
+
+    def _fit_features(
+        self,
+        clone: nn.Module,
+        weights: dict[str, Tensor],
+        layer: str,
+        x: Tensor,
+        targets: Tensor,
+        iterations: int,
+        *,
+        direction: tuple[Tensor, Tensor] | bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Fit images ``x`` ``(N, R, 1, C, H, W)`` so that ``layer``'s input matches
+        ``targets`` ``(N, F)``: relative squared distance, or (``direction``) one minus
+        the cosine, after undoing the BatchNorm affine when one is given. Returns the
+        best restart's images ``(N, C, H, W)``, the final and the initial losses ``(N, R)``."""
+        n, restarts = x.shape[:2]
+        captured: list[Tensor] = []
+        handle = clone.get_submodule(layer).register_forward_hook(
+            lambda m, i, o: captured.append(i[0])
+        )
+        affine = direction if isinstance(direction, tuple) else None
+        scale, shift = (
+            (affine[0].to(targets), affine[1].to(targets)) if affine is not None else (None, None)
+        )
+
+        def loss(xx: Tensor, target: Tensor) -> Tensor:
+            captured.clear()
+            functional_call(clone, weights, (xx,))
+            h = captured[-1].flatten()
+            if direction is False:
+                return (h - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)
+            if scale is not None and shift is not None:  # compare h - shift with scale * r
+                h, target = h - shift, target * scale
+            return 1 - (h @ target) / (h.norm() * target.norm()).clamp_min(1e-12)
+
+        value = vmap(loss, in_dims=(0, 0), randomness="different")
+        step = vmap(grad(loss), in_dims=(0, 0), randomness="different")
+        flat = x.reshape(n * restarts, *x.shape[2:]).clone().requires_grad_(True)
+        flat_targets = targets.repeat_interleave(restarts, dim=0)
+        opt = torch.optim.Adam([flat], lr=self.feature_lr)
+        milestones = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+        try:
+            with torch.no_grad():
+                initial = value(flat.detach(), flat_targets).reshape(n, restarts)
+            with _Interrupted(self.name) as guard, progress_bar(
+                range(iterations), total=iterations, description=f"{self.name} (features)",
+                enabled=self.progress,
+            ) as its:
+                for it in its:
+                    guard.iteration = it
+                    gx = step(flat.detach(), flat_targets)
+                    flat.grad = gx.sign() if self.signed else gx
+                    opt.step()
+                    sched.step()
+                    with torch.no_grad():
+                        flat.clamp_(0, 1)
+            with torch.no_grad():
+                final = value(flat.detach(), flat_targets).reshape(n, restarts)
+        finally:
+            handle.remove()
+        images = flat.detach().reshape(n, restarts, *x.shape[3:])
+        best = final.argmin(dim=1)
+        return images[torch.arange(n), best].clamp(0, 1), final, initial
+
     def _reconstruct_features(
         self, observations: list[Observation], layer: str, feats: Tensor | None
     ) -> list[Reconstruction]:
@@ -974,7 +1183,7 @@ class InvertingGradients(_GradientAttack):
         labels = torch.stack([
             self._labels(o, clone, params, frozen, use_given=use_given) for o in observations
         ])
-        iterations, restarts = self.schedule()
+        iterations, restarts = self.feature_schedule()
         n = len(observations)
         x = self._start(labels, restarts, p0)
         if feats is None:
@@ -988,47 +1197,11 @@ class InvertingGradients(_GradientAttack):
                 )
                 for i in range(n)
             ]
-        captured: list[Tensor] = []
-        handle = clone.get_submodule(layer).register_forward_hook(
-            lambda m, i, o: captured.append(i[0])
+        chosen, final, initial = self._fit_features(
+            clone, {**params, **frozen}, layer, x, feats.to(p0), iterations
         )
-        weights = {**params, **frozen}
-
-        def loss(xx: Tensor, target: Tensor) -> Tensor:
-            captured.clear()
-            functional_call(clone, weights, (xx,))
-            diff = captured[-1].flatten() - target
-            return diff.pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)
-
-        value = vmap(loss, in_dims=(0, 0), randomness="different")
-        step = vmap(grad(loss), in_dims=(0, 0), randomness="different")
-        flat = x.reshape(n * restarts, *x.shape[2:]).clone().requires_grad_(True)
-        targets = feats.to(p0).repeat_interleave(restarts, dim=0)
-        opt = torch.optim.Adam([flat], lr=self.feature_lr)
-        milestones = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
-        try:
-            with torch.no_grad():
-                initial = value(flat.detach(), targets).reshape(n, restarts)
-            with _Interrupted(self.name) as guard, progress_bar(
-                range(iterations), total=iterations, description=f"{self.name} (features)",
-                enabled=self.progress,
-            ) as its:
-                for it in its:
-                    guard.iteration = it
-                    gx = step(flat.detach(), targets)
-                    flat.grad = gx.sign() if self.signed else gx
-                    opt.step()
-                    sched.step()
-                    with torch.no_grad():
-                        flat.clamp_(0, 1)
-            with torch.no_grad():
-                final = value(flat.detach(), targets).reshape(n, restarts)
-        finally:
-            handle.remove()
-        images = flat.detach().reshape(n, restarts, *x.shape[2:])
+        chosen = chosen.unsqueeze(1).cpu()  # (N, B=1, C, H, W)
         best = final.argmin(dim=1)
-        chosen = images[torch.arange(n), best].clamp(0, 1).cpu()
         seconds = (time.perf_counter() - start) / n
         return [
             Reconstruction(
@@ -1092,7 +1265,11 @@ class InvertingGradientsFedAvg(InvertingGradients):
     ``"update"`` observation (several local SGD steps, simulated differentiably on
     the candidate images) with budgets sized for it: each iteration unrolls all
     the client's local steps, so an iteration costs about ``local_epochs x
-    ceil(B / local_batch_size)`` gradient iterations. Same options.
+    ceil(B / local_batch_size)`` gradient iterations. On a model with a wide first
+    ``nn.Linear`` the update's block of that layer is separated into per-image
+    features instead (the features drift little over a few local steps at a small
+    learning rate), at the single-gradient budgets (:attr:`feature_budgets`). Same
+    options.
     """
 
     name = "inverting-gradients-fedavg"
@@ -1102,6 +1279,10 @@ class InvertingGradientsFedAvg(InvertingGradients):
     budgets: ClassVar[dict[str, tuple[int, int]]] = {
         "quick": (60, 1), "standard": (300, 2), "thorough": (1000, 4),
     }
+    #: the feature paths cost one backward pass per iteration, unrolled steps or not
+    feature_budgets: ClassVar[dict[str, tuple[int, int]] | None] = (
+        InvertingGradients.budgets
+    )
 
 
 class DLG(_GradientAttack):

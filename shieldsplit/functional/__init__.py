@@ -1,5 +1,6 @@
 """Pure functions: the statistics and decision rules behind the auditor (no state, no I/O)."""
 
+from .separation import fast_ica, refine_nonnegative, separate_nonnegative_sources
 from .stats import (
     align_labels,
     balanced_accuracy,
@@ -32,6 +33,7 @@ __all__ = [
     "bootstrap_interval",
     "decide",
     "evidence",
+    "fast_ica",
     "interleave_classes",
     "lineup_identified",
     "majority_rate",
@@ -39,5 +41,7 @@ __all__ = [
     "no_attack_baselines",
     "pairwise_mse",
     "position_verdict",
+    "refine_nonnegative",
+    "separate_nonnegative_sources",
     "wilson_interval",
 ]
