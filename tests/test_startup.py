@@ -139,7 +139,7 @@ def test_the_core_works_without_the_optional_extras(tmp_path: Path) -> None:
         print(json.dumps({{"loaded": sorted(m for m in {OPTIONAL!r} if m in sys.modules),
                           "verdicts": len(report.verdicts)}}))
     """)
-    done = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
