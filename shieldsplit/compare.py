@@ -666,7 +666,7 @@ def run_defense(
     seed: int = 0,
     progress: bool = True,
     control: Any = "auto",
-    membership: bool = True,
+    membership: bool = False,
 ) -> DefenseRun:
     """Train one defence with its own protocol, score its utility, audit it: one frontier point.
 
@@ -687,7 +687,9 @@ def run_defense(
         control: the audit's positive control (see :func:`shieldsplit.audit`): ``"auto"``
             trains the undefended twin for ``epochs``; pass the undefended run's
             :class:`~shieldsplit.auditor.AuditReport` to reuse it.
-        membership: also run membership inference (see :func:`compare`).
+        membership: also run membership inference (see :func:`compare`); off by
+            default here, so the paper reproductions and the frontier, which report
+            reconstruction, do not pay for it.
 
     Returns:
         The run.
