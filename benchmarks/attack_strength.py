@@ -203,9 +203,10 @@ def to_markdown(results: dict[str, dict[str, Any]], victims: dict[str, Any],
             f"`{c}` ({', '.join(sorted(r['date'] for r in results.values() if r['command'] == c))})"
             for c in sorted({r["command"] for r in results.values()})),
         f"- Date of this page (UTC): {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-        f"- Machine: {machine['cpus']} CPU cores shared with other jobs (1-minute load "
-        f"average {os.getloadavg()[0]:.1f} when this page was written, so the seconds are "
-        f"inflated), 1 torch thread; GPU: {machine['gpu']}; torch {machine['torch']}",
+        f"- Machine: {machine['cpus']} CPU cores, 1 torch thread; GPU: {machine['gpu']}; torch "
+        f"{machine['torch']}. The cached pieces ran at the times above, possibly beside other "
+        "jobs, so their seconds are indicative only (1-minute load average when this page "
+        f"was written: {os.getloadavg()[0]:.1f})",
         "- Attacks at their default budget (`quick`), model in eval mode (as the auditor)",
         "- Images: test split, drawn with `torch.randperm(seed 0)`; auxiliary images "
         "(initialisation, baselines) = the training split",
