@@ -396,7 +396,6 @@ def fit_plain(
         ConfigError: if ``epochs < 1``.
         EmptyDataError: if the loader yields nothing.
     """
-    epochs = check_int("epochs", epochs, low=1, fix="pass epochs=1 or more")
     opt, sched = optimizer if optimizer is not None else make_optimizer(
         model.parameters(), config or TrainConfig())
     compute = loss_fn if loss_fn is not None else cross_entropy_loss

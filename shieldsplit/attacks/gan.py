@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, InputShapeError
 from ..progress import progress_bar
+from ..training import eval_mode
 from .base import (
     Attack,
     AttackContext,
@@ -59,7 +60,6 @@ from .base import (
     ThreatModel,
     register_attack,
 )
-from .observe_split import eval_mode
 from .split import (
     SEARCH_ITERATIONS,
     SEARCH_RESTARTS,
