@@ -64,6 +64,7 @@ from ..defense import Defense
 from ..errors import ConfigError, EmptyDataError, InputShapeError, StateError
 from ..progress import progress_bar
 from ..shield import SplitShield
+from ..training import eval_mode
 from ..validate import check_int, check_number
 from .base import (
     Attack,
@@ -74,7 +75,7 @@ from .base import (
     ThreatModel,
     register_attack,
 )
-from .observe_split import check_images, eval_mode, observe_activations
+from .observe_split import check_images, observe_activations
 
 #: Decoder training epochs per budget.
 DECODER_EPOCHS = {"quick": 10, "standard": 30, "thorough": 80}
