@@ -96,7 +96,7 @@ def load(data: str, seed: int) -> dict[str, Any]:
     CACHE.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if path.exists():
-        net.load_state_dict(torch.load(path))
+        net.load_state_dict(torch.load(path, weights_only=True))
         seconds = None
     else:
         from torch.utils.data import DataLoader, TensorDataset

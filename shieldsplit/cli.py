@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import logging
 import os
 import sys
@@ -485,6 +486,71 @@ def _parse_sweeps(specs: list[str]) -> dict[str, list[float]]:
     return sweeps
 
 
+def parse_options(specs: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["laplace.scale=0.2", "pgsl.recovery.mu=0.3"]`` -> validated keyword options per
+    defence (:func:`shieldsplit.defense.defense_options`). Values are read as JSON
+    (``0.2``, ``true``, ``[1, 28, 28]``), else kept as text.
+
+    Raises:
+        ConfigError: a malformed spec, a defence not in ``names``, or a field its
+            ``Config`` rejects.
+
+    Example:
+        >>> parse_options(["laplace.scale=0.2"], ["none", "laplace"])
+        {'laplace': {'scale': 0.2}}
+    """
+    from .defense import defense_options
+
+    fields: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        path, eq, text = spec.partition("=")
+        keys = [k.strip() for k in path.split(".")]
+        if not eq or len(keys) < 2 or not all(keys):
+            raise ConfigError.build(
+                what="--option", expected="NAME.FIELD=VALUE", received=repr(spec),
+                fix="e.g. --option laplace.scale=0.2 (see `shieldsplit options`)",
+            )
+        check_choice("--option", keys[0], names)
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        node = fields.setdefault(keys[0], {})
+        for key in keys[1:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return {name: defense_options(name, given) for name, given in fields.items()}
+
+
+@app.command()
+def options() -> None:
+    """List every registered defence's options: name, type and default (its ``Config``)."""
+    from .defense import available_defenses, defense_config
+
+    table = Table("defence", "option", "type", "default")
+    for name in available_defenses():
+        config = defense_config(name)
+        rows = _config_rows(config) or [("(none)", "", "")]
+        for i, (field, kind, default) in enumerate(rows):
+            table.add_row(name if i == 0 else "", field, kind, default)
+    console.print(table)
+
+
+def _config_rows(config: type[Any], prefix: str = "") -> list[tuple[str, str, str]]:
+    from pydantic import BaseModel
+
+    rows: list[tuple[str, str, str]] = []
+    for field, info in config.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            rows += _config_rows(kind, f"{prefix}{field}.")
+            continue
+        name = kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
+        rows.append((f"{prefix}{field}", str(name),
+                     repr(info.get_default(call_default_factory=True))))
+    return rows
+
+
 @app.command()
 def compare(
     model: Annotated[str, typer.Option(help="'package.module:factory' or a built-in name")]
@@ -498,6 +564,9 @@ def compare(
     sweep: Annotated[
         list[str] | None, typer.Option(help="NAME=V1,V2: sweep a defence's strength (repeat)")
     ] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        help="NAME.FIELD=VALUE: a defence's option (repeat; `shieldsplit options` lists "
+        "them)")] = None,
     attacks: Annotated[str | None, typer.Option(
         help="comma-separated audit attacks [default: inverting-gradients-fedavg,"
         "split-black-box]")] = None,
@@ -529,6 +598,7 @@ def compare(
         sweeps = _parse_sweeps(sweep or [])
         for name in sweeps:
             check_choice("--sweep", name, names)
+        given = parse_options(option or [], names)
         small = smoke()
         if small is not None:
             epochs, victims = small.epochs, cap(victims, small.victims)
@@ -541,7 +611,8 @@ def compare(
         where: int | str = int(cut) if cut.isdigit() else cut
         split_model(net, where)  # an impossible cut fails now, not after the first defence
         table = run_compare(
-            net, data=ds, defenses=names, sweeps=sweeps, attacks=attack_names,
+            net, data=ds, defenses=[(n, given.get(n, {})) for n in names], sweeps=sweeps,
+            attacks=attack_names,
             cut=where, epochs=epochs, batch_size=batch_size,
             budget=budget, victims=victims, seed=seed, membership=membership,  # type: ignore[arg-type]
             progress=not quiet,

@@ -66,12 +66,48 @@ from .io import atomic_write_text
 from .membership import MembershipReport, fpr_label, heldout_of
 from .plots import RocCurve, png_base64, roc_html
 from .progress import progress_bar
+from .validate import build_config
 
 logger = logging.getLogger(__name__)
 
 #: The two threat models of issue 4's frontier: the federated Inverting Gradients attack
 #: on a 5-local-epoch update of batch 8, and the split-learning black-box decoder.
 DEFAULT_ATTACKS = ("inverting-gradients-fedavg", "split-black-box")
+
+
+class RunSpec(BaseModel):
+    """How every defence of a comparison is trained and audited: the one source of the
+    options :func:`compare` and :func:`run_defense` share (and of what a result records).
+
+    Attributes:
+        attacks: audit attack names; those whose threat model does not apply to a
+            defence are reported as ``n/a``.
+        cut: the cut of every defence.
+        epochs: training epochs of every defence (and of the audit's undefended twin).
+        batch_size: training batch size.
+        budget: the audit budget.
+        victims: victim images per audit (None: the budget's).
+        seed: seeds the model copies, training, the victim split and the attacks.
+        membership: also run membership inference (see :func:`compare`).
+        progress: show progress bars.
+
+    Example:
+        >>> RunSpec(epochs=2, attacks=("split-black-box",)).budget
+        'quick'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    attacks: tuple[str, ...] = DEFAULT_ATTACKS
+    cut: int | str = 2
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    budget: Budget = "quick"
+    victims: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=0, ge=0)
+    membership: bool = True
+    progress: bool = True
+
 
 
 class DefenseRun(BaseModel):
@@ -591,6 +627,10 @@ def compare(
     Reference:
         Jiang, Firouzi, Chakrabarty 2025 (Fig. 4); Khowaja et al. 2022 (Table I).
     """
+    spec = build_config(RunSpec, dict(attacks=tuple(attacks), cut=cut, epochs=epochs,
+                         batch_size=batch_size, budget=budget, victims=victims, seed=seed,
+                         membership=membership, progress=progress),
+                        fix="see the options of shieldsplit.compare")
     data = as_dataset(data, model=model, seed=seed)  # the one data contract (docs/data.md)
     specs = _specs(defenses, sweeps)
     if "none" not in [n for n, _ in specs]:
@@ -620,35 +660,22 @@ def compare(
                           enabled=progress) as todo:
             control: AuditReport | None = None
             for name, opts, value in todo:
-                row, report = _run(model, data, name, opts, value, attacks, cut, epochs,
-                                   batch_size, budget, victims, seed, progress, table,
-                                   "auto" if name == "none" else control,
-                                   membership=membership)
+                options = dict(opts)
+                if value is not None:
+                    strength = create_defense(name, model, cut=cut, seed=seed,
+                                              **options).strength
+                    options[str(strength)] = value  # checked above: it has one
+                row, report = _run_seeded(model, data, name, options, spec,
+                                          "auto" if name == "none" else control)
                 if name == "none" and value is None:
                     control = report
+                if row.victims:
+                    table.victims = row.victims
                 table.rows.append(row)
     except KeyboardInterrupt:
         table.complete = False
         logger.warning("compare cancelled; the table is partial")
     return table
-
-
-def _run(
-    model: nn.Module, data: ImageDataset, name: str, opts: dict[str, Any], value: float | None,
-    attacks: Sequence[str], cut: int | str, epochs: int, batch_size: int, budget: Budget,
-    victims: int | None, seed: int, progress: bool, table: CompareTable,
-    control: Any = "auto", *, membership: bool = True,
-) -> tuple[DefenseRun, AuditReport | None]:
-    options = dict(opts)
-    if value is not None:
-        strength = create_defense(name, model, cut=cut, seed=seed, **options).strength
-        options[str(strength)] = value  # compare() checked that it has one
-    run, report = _run_seeded(model, data, name, options, attacks, cut, epochs, batch_size,
-                              budget, victims, seed, progress, control,
-                              membership=membership)
-    if run.victims:
-        table.victims = run.victims
-    return run, report
 
 
 def run_defense(
@@ -708,37 +735,36 @@ def run_defense(
         >>> run.defense, run.strength, run.strength_value, run.leakage["split-black-box"].status
         ('laplace', 'scale', 0.5, 'ok')
     """
+    spec = build_config(RunSpec, dict(attacks=tuple(attacks), cut=cut, epochs=epochs,
+                         batch_size=batch_size, budget=budget, victims=victims, seed=seed,
+                         membership=membership, progress=progress),
+                        fix="see the options of shieldsplit.compare")
     data = as_dataset(data, model=model, seed=seed)
-    return _run_seeded(model, data, name, dict(options or {}), attacks, cut, epochs,
-                       batch_size, budget, victims, seed, progress, control,
-                       membership=membership)[0]
+    return _run_seeded(model, data, name, dict(options or {}), spec, control)[0]
 
 
 def _run_seeded(
-    model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any],
-    attacks: Sequence[str], cut: int | str, epochs: int, batch_size: int, budget: Budget,
-    victims: int | None, seed: int, progress: bool, control: Any, *, membership: bool,
+    model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any], spec: RunSpec,
+    control: Any,
 ) -> tuple[DefenseRun, AuditReport | None]:
     # Noisy defences draw from torch's global generator: seed it here, so a run's numbers
     # depend on its seed only, not on what ran before it (a resumed sweep = an unbroken one).
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _train_and_audit(model, data, name, options, attacks, cut, epochs, batch_size,
-                                budget, victims, seed, progress, control,
-                                membership=membership)
+        torch.manual_seed(spec.seed)
+        return _train_and_audit(model, data, name, options, spec, control)
 
 
 def _train_and_audit(
-    model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any],
-    attacks: Sequence[str], cut: int | str, epochs: int, batch_size: int, budget: Budget,
-    victims: int | None, seed: int, progress: bool, control: Any, *, membership: bool,
+    model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any], spec: RunSpec,
+    control: Any,
 ) -> tuple[DefenseRun, AuditReport | None]:
-    defense = create_defense(name, copy.deepcopy(model), cut=cut, seed=seed, **options)
+    seed, attacks = spec.seed, spec.attacks
+    defense = create_defense(name, copy.deepcopy(model), cut=spec.cut, seed=seed, **options)
     strength = defense.strength
-    loaders = make_loaders(data, batch_size=batch_size, seed=seed)
+    loaders = make_loaders(data, batch_size=spec.batch_size, seed=seed)
     start = time.perf_counter()
-    defense.train_protocol(loaders.train, epochs=epochs, val_loader=loaders.val, seed=seed,
-                           progress=progress)
+    defense.train_protocol(loaders.train, epochs=spec.epochs, val_loader=loaders.val,
+                           seed=seed, progress=spec.progress)
     train_seconds = time.perf_counter() - start
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -750,10 +776,11 @@ def _train_and_audit(
     audited = 0
     report: AuditReport | None = None
     if runnable:
-        report = audit(defense, data=(data.x_train, data.y_train), budget=budget, seed=seed,
-                       attacks=runnable, victims=victims, progress=progress,
-                       control=control, control_epochs=epochs, batch_size=batch_size,
-                       heldout=heldout_of(data) if membership else None)
+        report = audit(defense, data=(data.x_train, data.y_train), budget=spec.budget,
+                       seed=seed, attacks=runnable, victims=spec.victims,
+                       progress=spec.progress, control=control, control_epochs=spec.epochs,
+                       batch_size=spec.batch_size,
+                       heldout=heldout_of(data) if spec.membership else None)
         audited = report.victims
         leakage = {r.attack: r for r in report.results}
         dcor = report.distance_correlation
@@ -781,6 +808,7 @@ def _train_and_audit(
 
 
 __all__ = [
-    "DEFAULT_ATTACKS", "CompareTable", "DefenseRun", "MatchedPair", "compare", "dp_sentence",
+    "DEFAULT_ATTACKS", "CompareTable", "DefenseRun", "MatchedPair", "RunSpec", "compare",
+    "dp_sentence",
     "match_by_accuracy", "membership_curves", "render_html", "run_defense", "run_label",
 ]

@@ -38,13 +38,13 @@ from __future__ import annotations
 import abc
 import copy
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from .cutting import split_model
@@ -53,7 +53,7 @@ from .errors import ConfigError, DataFileError, UnsupportedModelError
 from .io import atomic_torch_save, safe_torch_load
 from .registry import Registry
 from .training import PlainHistory, eval_mode, fit_plain, restored_on_error
-from .validate import check_batch, check_loader, check_seed
+from .validate import build_config, check_batch, check_loader, check_seed
 from .wire import ClientMessage
 
 if TYPE_CHECKING:
@@ -61,6 +61,12 @@ if TYPE_CHECKING:
 
 Surface = Literal["split", "federated"]
 CHECKPOINT_FORMAT = "shieldsplit.defense/1"
+
+
+class NoOptions(BaseModel):
+    """The options of a defence that has none besides ``cut`` and ``seed``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class Defense(nn.Module, abc.ABC):
@@ -73,13 +79,39 @@ class Defense(nn.Module, abc.ABC):
     Attributes:
         name: the registry name.
         surfaces: the threat models the defence is deployed under.
-        strength: the constructor option that sets the defence's strength (what
-            ``compare`` sweeps), or None.
+        strength: the option that sets the defence's strength (what ``compare``
+            sweeps), or None.
+        Config: the pydantic model (``extra="forbid"``) of the defence's own keyword
+            options besides ``cut`` and ``seed``: the single source of their names,
+            types, ranges and defaults. :meth:`configure` validates options with it,
+            :meth:`options` (what :meth:`save` records) dumps it, and the CLI's
+            ``--option NAME.FIELD=VALUE`` and ``shieldsplit options`` read it.
+        config: the validated options of this instance.
     """
 
     name: ClassVar[str] = ""
     surfaces: ClassVar[frozenset[Surface]] = frozenset({"split", "federated"})
     strength: ClassVar[str | None] = None
+    Config: ClassVar[type[BaseModel]] = NoOptions
+    #: None: the constructor takes :attr:`Config`'s fields as keywords; else the one
+    #: keyword that takes the whole config (SplitShield's ``config=``)
+    config_option: ClassVar[str | None] = None
+    config: BaseModel
+
+    @classmethod
+    def configure(cls, options: Mapping[str, Any]) -> Any:
+        """Validate keyword options into :attr:`Config`.
+
+        Args:
+            options: the defence's own options (not ``cut`` or ``seed``).
+
+        Returns:
+            The validated config.
+
+        Raises:
+            ConfigError: an unknown option, or one of the wrong type or out of range.
+        """
+        return build_config(cls.Config, options, fix=f"see {cls.__name__}.Config")
 
     cut: int | str
     num_classes: int
@@ -256,8 +288,10 @@ class Defense(nn.Module, abc.ABC):
 
     def options(self) -> dict[str, Any]:
         """The JSON-able constructor options besides ``cut`` and ``seed`` (what
-        :meth:`save` records so that :meth:`load` can rebuild the defence)."""
-        return {}
+        :meth:`save` records so that :meth:`load` can rebuild the defence): :attr:`config`
+        dumped, or empty where a subclass sets none."""
+        config = getattr(self, "config", None)
+        return {} if config is None else dict(config.model_dump(mode="json"))
 
     def save(self, path: str | Path) -> None:
         """Write the defence (name, cut, seed, options, weights) to ``path`` atomically.
@@ -337,6 +371,54 @@ def available_defenses() -> list[str]:
     return _REGISTRY.names()
 
 
+def defense_config(name: str) -> type[BaseModel]:
+    """The pydantic model of a registered defence's own options (its ``Config``).
+
+    Args:
+        name: a name from :func:`available_defenses`.
+
+    Returns:
+        The config class (:class:`NoOptions` for a factory that declares none).
+
+    Example:
+        >>> sorted(defense_config("laplace").model_fields)
+        ['scale']
+    """
+    _register_builtin_defenses()
+    config = getattr(_REGISTRY.get(name), "Config", None)
+    return config if isinstance(config, type) and issubclass(config, BaseModel) else NoOptions
+
+
+def defense_options(name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword options of :func:`create_defense` for the given fields of the
+    defence's ``Config``, validated first (the CLI's ``--option NAME.FIELD=VALUE``).
+
+    Only the given fields are passed, so the others keep their defaults. A factory
+    whose options travel as one config object (``config_option``: SplitShield's
+    ``config=``) gets them under that keyword.
+
+    Args:
+        name: a registered defence.
+        fields: ``field -> value`` (nested mappings for nested configs).
+
+    Returns:
+        The keyword options.
+
+    Raises:
+        ConfigError: an unknown field, or a value of the wrong type or out of range.
+
+    Example:
+        >>> defense_options("laplace", {"scale": 0.2})
+        {'scale': 0.2}
+        >>> defense_options("pgsl", {"recovery": {"mu": 0.3}})
+        {'config': {'recovery': {'mu': 0.3}}}
+    """
+    config_cls = defense_config(name)
+    build_config(config_cls, fields, fix=f"see `shieldsplit options` for {name!r}")
+    keyword = getattr(_REGISTRY.get(name), "config_option", None)
+    return {keyword: dict(fields)} if isinstance(keyword, str) else dict(fields)
+
+
 def create_defense(name: str, model: nn.Module, **options: Any) -> Defense:
     """Build a registered defence around ``model`` (which is copied, never modified).
 
@@ -374,16 +456,23 @@ class CutDefense(Defense):
         model: the classifier to defend; it is copied, never modified.
         cut: the number of compute blocks on the client, or a submodule name.
         seed: seeds the defence's own randomness (noise, layers it adds).
+        **options: the fields of the subclass's :attr:`~Defense.Config`.
 
     Raises:
+        ConfigError: an option the subclass's ``Config`` rejects (checked first).
         InvalidCutError: if ``cut`` does not exist (the message lists the valid ones).
         UnsupportedModelError: if ``model`` is not a traceable module.
     """
 
-    def __init__(self, model: nn.Module, *, cut: int | str = 2, seed: int = 0) -> None:
+    def __init__(
+        self, model: nn.Module, *, cut: int | str = 2, seed: int = 0, **options: Any
+    ) -> None:
+        config = self.configure(options)
         super().__init__()
-        parts = split_model(copy.deepcopy(check_model(model)), cut)
-        self.record_template(model)
+        self.config = config
+        network = self.adapt_model(check_model(model))
+        self.record_template(network)  # the twin and reference models share its architecture
+        parts = split_model(network, cut)
         self.cut = parts.cut
         self.seed = seed
         self.head = parts.head
@@ -391,6 +480,19 @@ class CutDefense(Defense):
         self.num_classes = self._probe_classes(model)
         first = next((m for m in parts.head.modules() if isinstance(m, nn.Conv2d)), None)
         self.in_channels: int | None = first.in_channels if first is not None else None
+
+    def adapt_model(self, model: nn.Module) -> nn.Module:
+        """The network this defence trains, a new copy of the user's model (never the
+        model itself) made before it is split: a plain deep copy here; DP-SGD's copy swaps
+        BatchNorm for GroupNorm. Its undefended twin has the same architecture.
+
+        Args:
+            model: the user's model (not modified).
+
+        Returns:
+            The network to split at ``cut``.
+        """
+        return copy.deepcopy(model)
 
     @staticmethod
     def _probe_classes(model: nn.Module) -> int:
@@ -521,9 +623,12 @@ __all__ = [
     "CutDefense",
     "Defense",
     "NoDefense",
+    "NoOptions",
     "Surface",
     "available_defenses",
     "create_defense",
+    "defense_config",
+    "defense_options",
     "register_defense",
     "unregister_defense",
 ]

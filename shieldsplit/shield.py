@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from .config import PGSLConfig
@@ -68,7 +68,7 @@ from .recovery import ProximalRecovery
 from .saliency import class_gradient, jsma_saliency, normalised_heat
 from .training import History, eval_mode, fit_epochs, make_optimizer, restored_on_error
 from .unshuffle import SubPixelUpsample, assemble
-from .validate import check_batch, check_int, check_loader, check_seed
+from .validate import build_config, check_batch, check_int, check_loader, check_seed
 from .wire import ClientMessage, ServerGradient, StreamScores
 
 logger = logging.getLogger(__name__)
@@ -190,6 +190,9 @@ class SplitShield(Defense):
 
     name: ClassVar[str] = "pgsl"
     surfaces: ClassVar[frozenset[Surface]] = frozenset({"split"})
+    Config = PGSLConfig
+    config_option = "config"
+    config: PGSLConfig
 
     def __init__(
         self,
@@ -992,14 +995,8 @@ def _as_config(config: Any) -> PGSLConfig:
     if isinstance(config, PGSLConfig):
         return config
     if isinstance(config, Mapping):
-        try:
-            return PGSLConfig.model_validate(dict(config))
-        except ValidationError as exc:
-            raise ConfigError.build(
-                what="config", expected="a valid PGSLConfig", received=exc.errors()[0]["msg"]
-                + f" at {'.'.join(map(str, exc.errors()[0]['loc']))}",
-                fix="check the field names and ranges in shieldsplit.config",
-            ) from exc
+        return build_config(PGSLConfig, config,
+                            fix="check the field names and ranges in shieldsplit.config")
     raise ConfigError.build(
         what="config", expected="a PGSLConfig, a dict of its fields or None",
         received=type(config).__name__, fix="pass config=PGSLConfig(...)",

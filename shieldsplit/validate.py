@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ValidationError
 from torch import Tensor
 
 from .errors import ConfigError, EmptyDataError, InputShapeError, LabelError, NonFiniteInputError
@@ -397,3 +399,64 @@ __all__ = [
     "UNIT_RANGE_SLACK", "as_labels", "check_batch", "check_int", "check_labels", "check_loader",
     "check_mean_std", "check_number", "check_pair", "check_seed", "check_unit_range", "denormalize",
 ]
+
+
+_Config = TypeVar("_Config", bound=BaseModel)
+
+
+def build_config(
+    cls: type[_Config],
+    options: Mapping[str, Any],
+    *,
+    fixes: Mapping[str, str] | None = None,
+    fix: str = "see the component's docstring for its options",
+) -> _Config:
+    """Validate ``options`` into the pydantic config ``cls``, or raise a typed error.
+
+    The one place where a component's pydantic validation failure becomes a
+    :class:`~shieldsplit.errors.ConfigError` naming the first bad option, what it
+    expected, what it received and how to fix it.
+
+    Args:
+        cls: the config model (``extra="forbid"``: an unknown option fails too).
+        options: the keyword options.
+        fixes: option name -> the fix sentence for it.
+        fix: the fix for options without one in ``fixes`` and without a default
+            (an option with a default gets "pass NAME=DEFAULT").
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: an unknown option, or one of the wrong type or out of range.
+
+    Example:
+        >>> from pydantic import BaseModel, ConfigDict, Field
+        >>> class Noise(BaseModel):
+        ...     model_config = ConfigDict(extra="forbid")
+        ...     scale: float = Field(default=0.5, gt=0)
+        >>> build_config(Noise, {"scale": 0.1}).scale
+        0.1
+        >>> try:
+        ...     build_config(Noise, {"scale": -1}, fixes={"scale": "pass scale=0.5"})
+        ... except ConfigError as exc:
+        ...     print(exc.what)
+        scale
+    """
+    try:
+        return cls.model_validate(dict(options))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(v) for v in err["loc"]) or "options"
+        top = str(err["loc"][0]) if err["loc"] else field
+        msg = str(err["msg"])
+        received = options.get(top, err.get("input")) if top in options else err.get("input")
+        known = cls.model_fields.get(top)
+        if top in (fixes or {}):
+            fix = (fixes or {})[top]
+        elif known is not None and not known.is_required():
+            fix = f"pass {top}={known.get_default(call_default_factory=True)!r} (its default)"
+        raise ConfigError.build(
+            what=field, expected=f"{field}: {msg[:1].lower()}{msg[1:]}",
+            received=repr(received), fix=fix,
+        ) from None

@@ -486,3 +486,22 @@ def test_auxiliary_init_starts_at_the_class_mean(net) -> None:
         InvertingGradients(init="zeros")
     with pytest.raises(ConfigError):
         InvertingGradients(layers="0.")
+
+
+def test_quick_budget_inverts_narrow_features_of_a_large_model(net, images, monkeypatch) -> None:
+    """The size rule: at the quick budget a model above ``quick_parameters`` whose
+    classifier is narrower than the image is attacked through that layer's exact
+    features (one backward pass per iteration); below it, or at another budget, the
+    whole gradient is matched."""
+    obs = observe_gradient(net, images[:1], torch.tensor([1]))
+    size = sum(p.numel() for p in net.parameters())
+    matched = {}
+    for limit, budget in ((size - 1, "quick"), (size, "quick"), (size - 1, "standard")):
+        monkeypatch.setattr(InvertingGradients, "quick_parameters", limit)
+        attack = InvertingGradients(seed=0, budget=budget, iterations=5, progress=False)
+        attack.prepare(_context(net))
+        assert attack.oversized() == (limit < size and budget == "quick")
+        matched[(limit, budget)] = attack.reconstruct(obs).meta["matched"]
+    layer = [n for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)][0]
+    assert matched == {(size - 1, "quick"): f"features of {layer!r}",
+                       (size, "quick"): "gradients", (size - 1, "standard"): "gradients"}

@@ -197,6 +197,47 @@ def test_compare_typos_fail_before_training(compare_spy: Spy, tmp_path: Path) ->
     assert compare_spy.calls == []
 
 
+def test_compare_option_reaches_the_defence_and_typos_fail_first(compare_spy: Spy) -> None:
+    class FakeTable:
+        complete = True
+
+        def summary(self) -> str:
+            return "frontier"
+
+        def to_json(self, path: Path) -> None:
+            raise AssertionError("no --json was asked for")
+
+        save_html = to_json
+
+    compare_spy.result = FakeTable()
+    result = runner.invoke(app, ["compare", "--defenses", "none,laplace,pgsl", "--option",
+                                 "laplace.scale=0.2", "--option", "pgsl.recovery.mu=0.3",
+                                 "--quiet"])
+    assert result.exit_code in (0, 1), result.output  # 1: no output file was asked for
+    assert "frontier" in result.output
+    (call,) = compare_spy.calls
+    assert dict(call[1]["defenses"]) == {
+        "none": {}, "laplace": {"scale": 0.2}, "pgsl": {"config": {"recovery": {"mu": 0.3}}}}
+    for spec, expected in {"laplace.scal=1": "scal", "laplace.scale=-1": "-1",
+                           "nopeek.alpha=1": "'nopeek'", "laplace=1": "NAME.FIELD=VALUE"}.items():
+        result = runner.invoke(app, ["compare", "--defenses", "none,laplace", "--option",
+                                     spec, "--quiet"])
+        assert result.exit_code == 2, (spec, result.output)
+        assert expected in one_error_line(result), spec
+    assert len(compare_spy.calls) == 1
+
+
+def test_options_lists_every_defence_with_its_config_fields() -> None:
+    from shieldsplit.defense import available_defenses, defense_config
+
+    result = runner.invoke(app, ["options"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for name in available_defenses():
+        assert name in result.output
+        for field in defense_config(name).model_fields:
+            assert field in result.output, (name, field)
+
+
 def test_reproduce_checks_options_and_defaults_outside_the_checkout(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import shieldsplit.reproduce as repro

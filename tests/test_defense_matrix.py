@@ -296,6 +296,33 @@ def test_interface(name: str) -> None:
         name == "pgsl")
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_options_come_from_one_config(name: str) -> None:
+    """Each defence's Config is the single source of its options: it forbids unknown
+    fields, validates what options() records, and a bad value is a typed error naming
+    the option."""
+    from shieldsplit.defense import defense_config, defense_options
+
+    config = defense_config(name)
+    assert config.model_config.get("extra") == "forbid"
+    defense = create_defense(name, tiny_net(), cut=2, seed=0, **FAST[name])
+    recorded = defense.options()
+    config_keys = set(config.model_fields)
+    if name == "pgsl":
+        config.model_validate(recorded["config"])
+    else:
+        assert set(recorded) <= config_keys, (recorded, config_keys)
+        config.model_validate({k: v for k, v in recorded.items() if k in config_keys})
+    with pytest.raises(ConfigError) as info:
+        defense_options(name, {"no_such_option": 1})
+    assert info.value.what == "no_such_option"
+    numbers = [f for f, i in config.model_fields.items() if i.annotation is float]
+    if numbers:
+        with pytest.raises(ConfigError) as info:
+            create_defense(name, tiny_net(), cut=2, **{numbers[0]: "high"})
+        assert info.value.what == numbers[0]
+
+
 def test_unknown_defence_lists_the_valid_names() -> None:
     with pytest.raises(ConfigError) as info:
         create_defense("no-such", tiny_net())

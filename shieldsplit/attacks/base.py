@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -124,6 +125,26 @@ class Reconstruction:
     labels: Tensor | None = None
     seconds: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def fingerprint(*tensors: Tensor | nn.Module) -> str:
+    """A short hash of tensors' values, or of a module's class and state (cache keys).
+
+    Example:
+        >>> fingerprint(torch.zeros(2)) == fingerprint(torch.zeros(2)) != fingerprint(torch.ones(2))
+        True
+    """
+    h = hashlib.sha1()
+    for t in tensors:
+        if isinstance(t, nn.Module):
+            h.update(type(t).__qualname__.encode())
+            for name, v in t.state_dict().items():
+                h.update(name.encode())
+                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class Attack(abc.ABC):
@@ -281,6 +302,7 @@ __all__ = [
     "attack_class",
     "available_attacks",
     "create_attack",
+    "fingerprint",
     "register_attack",
     "unregister_attack",
 ]

@@ -58,6 +58,7 @@ from .base import (
     ObservationKind,
     Reconstruction,
     ThreatModel,
+    fingerprint,
     register_attack,
 )
 from .split import (
@@ -162,6 +163,101 @@ def infer_labels(gradients: dict[str, Tensor], num_classes: int, batch_size: int
     return order[torch.arange(batch_size) % min(batch_size, num_classes)].long()
 
 
+#: trained generators by (images, options): an audit's control runs the same DCGAN on the
+#: same auxiliary images, so it is trained once (:func:`clear_dcgan_cache` empties it)
+_DCGAN_CACHE: dict[str, tuple[Generator, list[tuple[float, float]]]] = {}
+#: at most this many generators are kept (oldest first out)
+DCGAN_CACHE_SIZE = 4
+
+
+def clear_dcgan_cache() -> None:
+    """Forget every cached DCGAN generator."""
+    _DCGAN_CACHE.clear()
+
+
+def train_dcgan(
+    images: Tensor,
+    *,
+    latent_dim: int,
+    width: int,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    progress: bool = False,
+    description: str = "DCGAN",
+) -> tuple[Generator, list[tuple[float, float]]]:
+    """Train a DCGAN (Radford et al. 2016) on ``images``; cached by images and options.
+
+    The generator comes back in eval mode with frozen weights; the cached object itself
+    is returned, so use it, do not train it.
+
+    Args:
+        images: the training images ``(N, C, H, W)`` in [0, 1].
+        latent_dim: the latent code's size.
+        width: the networks' base width.
+        epochs: passes over ``images``.
+        batch_size: images per step.
+        seed: seeds the initialisation, the shuffling and the latent draws.
+        progress: show a progress bar.
+        description: the progress bar's label.
+
+    Returns:
+        The generator and the ``(discriminator, generator)`` loss of every epoch.
+
+    Example:
+        >>> imgs = torch.rand(8, 1, 8, 8)
+        >>> gen, losses = train_dcgan(imgs, latent_dim=4, width=4, epochs=1, batch_size=4,
+        ...                           seed=0)
+        >>> gen is train_dcgan(imgs, latent_dim=4, width=4, epochs=1, batch_size=4,
+        ...                    seed=0)[0], len(losses)
+        (True, 1)
+    """
+    key = f"{fingerprint(images)}-{latent_dim}-{width}-{epochs}-{batch_size}-{seed}"
+    if key in _DCGAN_CACHE:
+        return _DCGAN_CACHE[key]
+    shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
+    n, bs = int(images.shape[0]), batch_size
+    losses: list[tuple[float, float]] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen_net = Generator(latent_dim, shape, width)
+        disc = Discriminator(shape, width)
+        opt_g = torch.optim.Adam(gen_net.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        rng = torch.Generator().manual_seed(seed)
+        with progress_bar(range(epochs), total=epochs, description=description,
+                          enabled=progress) as bar:
+            for _ in bar:
+                perm = torch.randperm(n, generator=rng)
+                d_sum = g_sum = 0.0
+                for i in range(0, n - 1, bs):
+                    real = images[perm[i:i + bs]]
+                    m = int(real.shape[0])
+                    if m < 2:
+                        continue
+                    fake = gen_net(torch.randn(m, latent_dim, generator=rng))
+                    ones, zeros = torch.ones(m), torch.zeros(m)
+                    d_loss = (F.binary_cross_entropy_with_logits(disc(real), ones)
+                              + F.binary_cross_entropy_with_logits(disc(fake.detach()), zeros))
+                    opt_d.zero_grad(set_to_none=True)
+                    d_loss.backward()
+                    opt_d.step()
+                    g_loss = F.binary_cross_entropy_with_logits(disc(fake), ones)
+                    opt_g.zero_grad(set_to_none=True)
+                    g_loss.backward()
+                    opt_g.step()
+                    d_sum += float(d_loss.detach()) * m
+                    g_sum += float(g_loss.detach()) * m
+                losses.append((d_sum / n, g_sum / n))
+    gen_net.eval()
+    for p in gen_net.parameters():
+        p.requires_grad_(False)
+    while len(_DCGAN_CACHE) >= DCGAN_CACHE_SIZE:
+        _DCGAN_CACHE.pop(next(iter(_DCGAN_CACHE)))
+    _DCGAN_CACHE[key] = (gen_net, losses)
+    return gen_net, losses
+
+
 class DCGANPrior(Attack):
     """Latent search of a DCGAN trained on the auxiliary data.
 
@@ -236,43 +332,11 @@ class DCGANPrior(Attack):
                 received=type(context.model).__name__, fix="pass AttackContext(model=...)",
             )
         epochs = self.epochs or GAN_EPOCHS[context.budget]
-        shape = context.image_shape
-        n, bs = int(images.shape[0]), self.batch_size
-        losses: list[tuple[float, float]] = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            gen_net = Generator(self.latent_dim, shape, self.width)
-            disc = Discriminator(shape, self.width)
-            opt_g = torch.optim.Adam(gen_net.parameters(), lr=2e-4, betas=(0.5, 0.999))
-            opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
-            rng = torch.Generator().manual_seed(self.seed)
-            with progress_bar(range(epochs), total=epochs, description=f"{self.name}: DCGAN",
-                              enabled=self.progress) as bar:
-                for _ in bar:
-                    perm = torch.randperm(n, generator=rng)
-                    d_sum = g_sum = 0.0
-                    for i in range(0, n - 1, bs):
-                        real = images[perm[i:i + bs]]
-                        m = int(real.shape[0])
-                        if m < 2:
-                            continue
-                        fake = gen_net(torch.randn(m, self.latent_dim, generator=rng))
-                        ones, zeros = torch.ones(m), torch.zeros(m)
-                        d_loss = (F.binary_cross_entropy_with_logits(disc(real), ones)
-                                  + F.binary_cross_entropy_with_logits(disc(fake.detach()), zeros))
-                        opt_d.zero_grad(set_to_none=True)
-                        d_loss.backward()
-                        opt_d.step()
-                        g_loss = F.binary_cross_entropy_with_logits(disc(fake), ones)
-                        opt_g.zero_grad(set_to_none=True)
-                        g_loss.backward()
-                        opt_g.step()
-                        d_sum += float(d_loss.detach()) * m
-                        g_sum += float(g_loss.detach()) * m
-                    losses.append((d_sum / n, g_sum / n))
-        gen_net.eval()
-        for p in gen_net.parameters():
-            p.requires_grad_(False)
+        gen_net, losses = train_dcgan(
+            images, latent_dim=self.latent_dim, width=self.width, epochs=epochs,
+            batch_size=self.batch_size, seed=self.seed, progress=self.progress,
+            description=f"{self.name}: DCGAN",
+        )
         self.context = context
         self.generator_net = gen_net
         self.gan_losses = losses
@@ -437,4 +501,7 @@ class DCGANPrior(Attack):
 
 register_attack(DCGANPrior.name, DCGANPrior)
 
-__all__ = ["GAN_EPOCHS", "DCGANPrior", "Discriminator", "Generator", "infer_labels"]
+__all__ = [
+    "DCGAN_CACHE_SIZE", "GAN_EPOCHS", "DCGANPrior", "Discriminator", "Generator",
+    "clear_dcgan_cache", "infer_labels", "train_dcgan",
+]

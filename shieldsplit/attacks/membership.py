@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import abc
 import copy
-import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -57,6 +56,7 @@ from ..functional.membership import lira_offline, logit_confidence, loss_score, 
 from ..registry import Registry
 from ..training import eval_mode, fit_plain
 from ..validate import check_int, check_seed
+from .base import fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -168,26 +168,6 @@ class Recipe(BaseModel):
     def key(self) -> str:
         """A stable text key (the cache's)."""
         return self.model_dump_json()
-
-
-def fingerprint(*tensors: Tensor | nn.Module) -> str:
-    """A short hash of tensors' values, or of a module's class and state (cache keys).
-
-    Example:
-        >>> fingerprint(torch.zeros(2)) == fingerprint(torch.zeros(2)) != fingerprint(torch.ones(2))
-        True
-    """
-    h = hashlib.sha1()
-    for t in tensors:
-        if isinstance(t, nn.Module):
-            h.update(type(t).__qualname__.encode())
-            for name, v in t.state_dict().items():
-                h.update(name.encode())
-                h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        else:
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def fresh_copy(model: nn.Module, seed: int) -> nn.Module:

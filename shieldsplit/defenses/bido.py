@@ -17,14 +17,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
 
 from ..defense import CutDefense, register_defense
 from ..dependence import hsic
-from ..validate import check_number
 
 #: Gaussian bandwidth for one-hot labels: different classes lie sqrt(2) apart, so their
 #: kernel value is exp(-1); a median heuristic would be 0 or sqrt(2) depending on the
@@ -32,9 +32,18 @@ from ..validate import check_number
 LABEL_SIGMA = 1.0
 
 
-def _check_weight(name: str, value: Any) -> float:
-    return check_number(name, value, low=0.0, low_open=False,
-                        fix=f"pass {name}=0 or a positive number")
+class BiDOConfig(BaseModel):
+    """Options of :class:`BiDO`.
+
+    Attributes:
+        lambda_x: weight of the input-dependence penalty, >= 0 (the strength).
+        lambda_y: weight of the label-dependence reward, >= 0.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    lambda_x: float = Field(default=0.05, ge=0.0, allow_inf_nan=False)
+    lambda_y: float = Field(default=0.5, ge=0.0, allow_inf_nan=False)
 
 
 class BiDO(CutDefense):
@@ -54,8 +63,8 @@ class BiDO(CutDefense):
         model: the classifier to defend; it is copied, never modified.
         cut: the number of compute blocks on the client, or a submodule name.
         seed: seeds the defence's own randomness (kept for a uniform signature).
-        lambda_x: weight of the input-dependence penalty, >= 0 (the strength).
-        lambda_y: weight of the label-dependence reward, >= 0.
+        **options: :class:`BiDOConfig`'s ``lambda_x`` (input-dependence penalty,
+            the strength) and ``lambda_y`` (label-dependence reward).
 
     Raises:
         ConfigError: if ``lambda_x`` or ``lambda_y`` is negative or not finite.
@@ -80,20 +89,8 @@ class BiDO(CutDefense):
     name: ClassVar[str] = "bido"
     strength: ClassVar[str | None] = "lambda_x"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        cut: int | str = 2,
-        seed: int = 0,
-        lambda_x: float = 0.05,
-        lambda_y: float = 0.5,
-    ) -> None:
-        lx = _check_weight("lambda_x", lambda_x)
-        ly = _check_weight("lambda_y", lambda_y)
-        super().__init__(model, cut=cut, seed=seed)
-        self.lambda_x = lx
-        self.lambda_y = ly
+    Config = BiDOConfig
+    config: BiDOConfig
 
     def regularizer(self, x: Tensor, a: Tensor, y: Tensor) -> Tensor | None:
         """``lambda_x * HSIC(x, a) - lambda_y * HSIC(onehot(y), a)`` (None if both are 0).
@@ -107,19 +104,15 @@ class BiDO(CutDefense):
             The term, differentiable in the client part's weights.
         """
         out: Tensor | None = None
-        if self.lambda_x > 0.0:
-            out = self.lambda_x * hsic(x, a)
-        if self.lambda_y > 0.0:
+        if self.config.lambda_x > 0.0:
+            out = self.config.lambda_x * hsic(x, a)
+        if self.config.lambda_y > 0.0:
             onehot = F.one_hot(y.long(), num_classes=self.num_classes).to(a.dtype)
-            reward = self.lambda_y * hsic(onehot, a, sigma_x=LABEL_SIGMA)
+            reward = self.config.lambda_y * hsic(onehot, a, sigma_x=LABEL_SIGMA)
             out = -reward if out is None else out - reward
         return out
-
-    def options(self) -> dict[str, Any]:
-        """``{"lambda_x": ..., "lambda_y": ...}``: what :meth:`save` records."""
-        return {"lambda_x": self.lambda_x, "lambda_y": self.lambda_y}
 
 
 register_defense(BiDO.name, BiDO)
 
-__all__ = ["LABEL_SIGMA", "BiDO"]
+__all__ = ["LABEL_SIGMA", "BiDO", "BiDOConfig"]

@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils.data import DataLoader, IterableDataset
@@ -228,6 +228,35 @@ def _quiet_opacus() -> Iterator[None]:
         yield
 
 
+class DPSGDConfig(BaseModel):
+    """Options of :class:`DPSGD` (see its Args).
+
+    Attributes:
+        noise_multiplier: the noise std over ``max_grad_norm`` (>= 0; 0 clips without
+            noise, no formal guarantee).
+        max_grad_norm: the bound each example's gradient is clipped to (> 0).
+        delta: the delta of the ``(epsilon, delta)`` guarantee, in ``(0, 1)``.
+        lr: the learning rate of the private Adam optimiser (> 0).
+        poisson_sampling: draw batches by Poisson sampling (what the accountant assumes).
+        secure_mode: a cryptographically secure RNG (needs ``torchcsprng``).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    noise_multiplier: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    max_grad_norm: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+    delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
+    lr: float = Field(default=1e-3, gt=0.0, allow_inf_nan=False)
+    poisson_sampling: bool = True
+    secure_mode: bool = False
+
+    @model_validator(mode="after")
+    def _secure_rng_installed(self) -> DPSGDConfig:
+        if self.secure_mode and importlib.util.find_spec("torchcsprng") is None:
+            raise ValueError("secure_mode=True needs torchcsprng installed (it is missing)")
+        return self
+
+
 class DPSGD(CutDefense):
     """DP-SGD (Opacus) on the model split at ``cut``.
 
@@ -236,6 +265,7 @@ class DPSGD(CutDefense):
             copy become GroupNorm, with a warning), never modified.
         cut: the number of compute blocks on the client, or a submodule name.
         seed: the defence's seed (mixed into the noise and sampling seeds of :meth:`fit`).
+        **options: the fields of :class:`DPSGDConfig`:
         noise_multiplier: the noise std over ``max_grad_norm``; larger means a smaller
             epsilon. ``0`` clips without noise: no formal guarantee (``epsilon=inf``).
         max_grad_norm: the bound each example's gradient is clipped to.
@@ -272,48 +302,16 @@ class DPSGD(CutDefense):
 
     name: ClassVar[str] = "dpsgd"
     strength: ClassVar[str | None] = "noise_multiplier"
+    Config = DPSGDConfig
+    config: DPSGDConfig
 
     rdp: Tensor
     fits: Tensor
 
     def __init__(
-        self,
-        model: nn.Module,
-        *,
-        cut: int | str = 2,
-        seed: int = 0,
-        noise_multiplier: float = 1.0,
-        max_grad_norm: float = 1.0,
-        delta: float = 1e-5,
-        lr: float = 1e-3,
-        poisson_sampling: bool = True,
-        secure_mode: bool = False,
+        self, model: nn.Module, *, cut: int | str = 2, seed: int = 0, **options: Any
     ) -> None:
-        noise_multiplier = _check_positive("noise_multiplier", noise_multiplier, example="1.0",
-                                           allow_zero=True)
-        max_grad_norm = _check_positive("max_grad_norm", max_grad_norm, example="1.0")
-        lr = _check_positive("lr", lr, example="1e-3")
-        delta = check_number("delta", delta, low=0.0, low_open=True, high=1.0, high_open=True,
-                             fix="pass e.g. delta=1e-5 (well below 1/n)")
-        for flag, value in (("poisson_sampling", poisson_sampling), ("secure_mode", secure_mode)):
-            if not isinstance(value, bool):
-                raise ConfigError.build(
-                    what=flag, expected="a bool", received=repr(value),
-                    fix=f"pass {flag}=True or {flag}=False",
-                )
-        if secure_mode and importlib.util.find_spec("torchcsprng") is None:
-            raise ConfigError.build(
-                what="secure_mode", expected="torchcsprng installed for secure_mode=True",
-                received="torchcsprng missing",
-                fix="install torchcsprng or pass secure_mode=False",
-            )
-        super().__init__(make_dp_compatible(model), cut=cut, seed=seed)
-        self.noise_multiplier = noise_multiplier
-        self.max_grad_norm = max_grad_norm
-        self.delta = float(delta)
-        self.lr = lr
-        self.poisson_sampling = poisson_sampling
-        self.secure_mode = secure_mode
+        super().__init__(model, cut=cut, seed=seed, **options)
         # The accumulated Rényi-DP curve over RDP_ORDERS (composition adds curves).
         self.register_buffer("rdp", torch.zeros(len(RDP_ORDERS), dtype=torch.float64))
         # The number of completed fits (mixed into the noise seed of the next fit);
@@ -322,11 +320,16 @@ class DPSGD(CutDefense):
         # True only while fit() runs: Poisson sampling then yields empty batches.
         self._empty_batches_ok = False
 
-    def options(self) -> dict[str, Any]:
-        """The JSON-able constructor options besides ``cut`` and ``seed``."""
-        return {"noise_multiplier": self.noise_multiplier, "max_grad_norm": self.max_grad_norm,
-                "delta": self.delta, "lr": self.lr, "poisson_sampling": self.poisson_sampling,
-                "secure_mode": self.secure_mode}
+    def adapt_model(self, model: nn.Module) -> nn.Module:
+        """The copy made Opacus-compatible (:func:`make_dp_compatible`).
+
+        Args:
+            model: the user's model (not modified).
+
+        Returns:
+            A copy with BatchNorm swapped for GroupNorm where Opacus needs it.
+        """
+        return make_dp_compatible(model)
 
     def client_only_state(self) -> frozenset[str]:
         """The privacy accountant (``rdp`` curve, ``fits`` count) stays on its client."""
@@ -334,7 +337,7 @@ class DPSGD(CutDefense):
 
     def privacy(self) -> dict[str, float]:
         """The ``(epsilon, delta)`` spent by all fits so far (epsilon 0.0 before any fit)."""
-        return {"epsilon": self._epsilon(), "delta": self.delta}
+        return {"epsilon": self._epsilon(), "delta": self.config.delta}
 
     def _epsilon(self) -> float:
         rdp = self.rdp.detach().cpu().double().numpy()
@@ -342,7 +345,7 @@ class DPSGD(CutDefense):
             return 0.0
         with _quiet_opacus():
             eps, _ = rdp_analysis.get_privacy_spent(orders=list(RDP_ORDERS), rdp=rdp,
-                                                    delta=self.delta)
+                                                    delta=self.config.delta)
         return float(eps)
 
     def observe_federated(
@@ -445,8 +448,8 @@ class DPSGD(CutDefense):
         device = next(iter(params.values())).device
         generator = torch.Generator(device=device).manual_seed(
             int(self.seed if seed is None else seed))
-        dp_meta = {"noise_multiplier": self.noise_multiplier,
-                   "max_grad_norm": self.max_grad_norm}
+        dp_meta = {"noise_multiplier": self.config.noise_multiplier,
+                   "max_grad_norm": self.config.max_grad_norm}
         image_shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
         if kind == "gradient":
             grads = self._noisy_gradient(clone, params, frozen, x, y, generator)
@@ -481,8 +484,8 @@ class DPSGD(CutDefense):
             per_example = vmap(one)(x, y)
             norms = torch.stack([g.reshape(len(g), -1).norm(2, dim=-1)
                                  for g in per_example.values()], dim=1).norm(2, dim=1)
-            factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-            std = self.noise_multiplier * self.max_grad_norm
+            factor = (self.config.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+            std = self.config.noise_multiplier * self.config.max_grad_norm
             out = {}
             for name, g in per_example.items():
                 summed = torch.einsum("i,i...", factor.to(g.dtype), g)
@@ -539,8 +542,9 @@ class DPSGD(CutDefense):
                 fix="check the data set",
             )
         n = len(train_loader.dataset)  # type: ignore[arg-type]
-        if self.delta >= 1.0 / n:
-            message = (f"DP-SGD: delta={self.delta:g} is not below 1/n = {1.0 / n:g} for n={n} "
+        if self.config.delta >= 1.0 / n:
+            message = (f"DP-SGD: delta={self.config.delta:g} is not below 1/n = {1.0 / n:g} "
+                       f"for n={n} "
                        "training examples; such a delta allows leaking whole examples "
                        "(pass a delta well below 1/n, e.g. 0.1/n)")
             logger.warning(message)
@@ -639,20 +643,22 @@ class DPSGD(CutDefense):
         stream.manual_seed(int(torch.randint(2**62, (1,), generator=stream)) + int(self.seed)
                            + 1_000_003 * int(self.fits))
         noise_seed, sample_seed = (int(v) for v in torch.randint(2**62, (2,), generator=stream))
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.config.lr)
         private: GradSampleModule | None = None
         with _quiet_opacus():
-            engine = PrivacyEngine(accountant="rdp", secure_mode=self.secure_mode)
+            engine = PrivacyEngine(accountant="rdp", secure_mode=self.config.secure_mode)
             try:
                 private, private_opt, private_loader = engine.make_private(
                     module=self, optimizer=optimizer, data_loader=loader,
-                    noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm,
-                    poisson_sampling=self.poisson_sampling,
-                    noise_generator=None if self.secure_mode else
+                    noise_multiplier=self.config.noise_multiplier,
+                    max_grad_norm=self.config.max_grad_norm,
+                    poisson_sampling=self.config.poisson_sampling,
+                    noise_generator=None if self.config.secure_mode else
                     torch.Generator(device=device).manual_seed(noise_seed),
                 )
                 sampler = getattr(private_loader, "batch_sampler", None)
-                if self.poisson_sampling and not self.secure_mode and sampler is not None \
+                cfg = self.config
+                if cfg.poisson_sampling and not cfg.secure_mode and sampler is not None \
                         and hasattr(sampler, "generator"):
                     sampler.generator = torch.Generator().manual_seed(sample_seed)
                 plain = fit_plain(
@@ -673,14 +679,14 @@ class DPSGD(CutDefense):
             self.rdp += torch.as_tensor(curve, dtype=torch.float64, device=self.rdp.device)
         epsilon = self._epsilon()
         logger.info("DP-SGD fit: epsilon=%.4g at delta=%g after %d step(s)", epsilon,
-                    self.delta, sum(int(s) for _, _, s in history))
+                    self.config.delta, sum(int(s) for _, _, s in history))
         return DPHistory(
-            **plain.model_dump(), epsilon=epsilon, delta=self.delta,
-            noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm,
+            **plain.model_dump(), epsilon=epsilon, delta=self.config.delta,
+            noise_multiplier=self.config.noise_multiplier, max_grad_norm=self.config.max_grad_norm,
             sample_rate=1.0 / len(loader), steps=sum(int(s) for _, _, s in history),
         )
 
 
 register_defense(DPSGD.name, DPSGD)
 
-__all__ = ["DPSGD", "RDP_ORDERS", "DPHistory", "make_dp_compatible"]
+__all__ = ["DPSGD", "RDP_ORDERS", "DPHistory", "DPSGDConfig", "make_dp_compatible"]

@@ -32,17 +32,37 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from ..attacks.base import Observation
 from ..defense import CutDefense, register_defense
-from ..errors import ConfigError
 from ..perturb import jsma_perturb
 from ..recovery import recover as rpca_recover
 from ..saliency import class_gradient, jsma_saliency
 from ..training import eval_mode
-from ..validate import check_batch, check_int, check_number
+from ..validate import check_batch
 from ..wire import ClientMessage
+
+
+class JsmaInputConfig(BaseModel):
+    """Options of :class:`JsmaInput`.
+
+    Attributes:
+        pixel_budget: fraction of each image's elements the JSMA step raises, (0, 1].
+        strength: the step added to a chosen element (JSMA's theta), > 0.
+        recover: clean the perturbed images with robust PCA (PGSL step d) first.
+        mu: the proximal-gradient relaxation parameter (the paper: 0.55), > 0.
+        max_iter: APG iterations of the recovery, >= 1.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    pixel_budget: float = Field(default=0.02, gt=0.0, le=1.0)
+    strength: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+    recover: bool = False
+    mu: float = Field(default=0.55, gt=0.0, allow_inf_nan=False)
+    max_iter: int = Field(default=100, ge=1)
 
 
 class JsmaInput(CutDefense):
@@ -52,11 +72,8 @@ class JsmaInput(CutDefense):
         model: the classifier to defend; it is copied, never modified.
         cut: where the split-learning attacks observe it.
         seed: seeds the defence's randomness (kept for a uniform signature).
-        pixel_budget: fraction of each image's elements the JSMA step raises (0, 1].
-        strength: the step added to a chosen element (JSMA's theta), > 0.
-        recover: clean the perturbed images with robust PCA (PGSL step d) first.
-        mu: the proximal-gradient relaxation parameter (the paper: 0.55).
-        max_iter: APG iterations of the recovery.
+        **options: the fields of :class:`JsmaInputConfig` (``pixel_budget``,
+            ``strength``, ``recover``, ``mu``, ``max_iter``).
 
     Raises:
         ConfigError: for an option out of range.
@@ -72,30 +89,8 @@ class JsmaInput(CutDefense):
     name: ClassVar[str] = "jsma-input"
     strength: ClassVar[str | None] = "pixel_budget"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        cut: int | str = 2,
-        seed: int = 0,
-        pixel_budget: float = 0.02,
-        strength: float = 1.0,
-        recover: bool = False,
-        mu: float = 0.55,
-        max_iter: int = 100,
-    ) -> None:
-        self.pixel_budget = check_number("pixel_budget", pixel_budget, low=0.0, low_open=True,
-                                         high=1.0, fix="pass pixel_budget=0.02 (2% of pixels)")
-        self.jsma_strength = check_number("strength", strength, low=0.0, low_open=True,
-                                          fix="pass strength=1.0")
-        self.mu = check_number("mu", mu, low=0.0, low_open=True, fix="pass mu=0.55")
-        if not isinstance(recover, bool):
-            raise ConfigError.build(what="recover", expected="True or False",
-                                    received=repr(recover), fix="pass recover=True")
-        check_int("max_iter", max_iter, low=1, fix="pass max_iter=100")
-        super().__init__(model, cut=cut, seed=seed)
-        self.recover = recover
-        self.max_iter = max_iter
+    Config = JsmaInputConfig
+    config: JsmaInputConfig
 
     def network(self) -> nn.Module:
         """The plain classifier (client part, then server part) the client trains."""
@@ -120,10 +115,10 @@ class JsmaInput(CutDefense):
             with torch.no_grad():
                 target = proba(x).argmax(dim=-1)
             grad = class_gradient(proba, x, target)
-        out = jsma_perturb(x, jsma_saliency(grad), pixel_budget=self.pixel_budget,
-                           strength=self.jsma_strength, clip=(0.0, 1.0)).adversarial
-        if self.recover:
-            out = rpca_recover(out, mu=self.mu, max_iter=self.max_iter, tol=1e-6,
+        out = jsma_perturb(x, jsma_saliency(grad), pixel_budget=self.config.pixel_budget,
+                           strength=self.config.strength, clip=(0.0, 1.0)).adversarial
+        if self.config.recover:
+            out = rpca_recover(out, mu=self.config.mu, max_iter=self.config.max_iter, tol=1e-6,
                                matrix="rows_x_cols").clamp(0.0, 1.0)
         return out.detach()
 
@@ -160,12 +155,7 @@ class JsmaInput(CutDefense):
             return observe_gradient(model, images, y)
         return observe_update(model, images, y, seed=seed, **local)
 
-    def options(self) -> dict[str, Any]:
-        """The constructor options :meth:`save` records."""
-        return {"pixel_budget": self.pixel_budget, "strength": self.jsma_strength,
-                "recover": self.recover, "mu": self.mu, "max_iter": self.max_iter}
-
 
 register_defense(JsmaInput.name, JsmaInput)
 
-__all__ = ["JsmaInput"]
+__all__ = ["JsmaInput", "JsmaInputConfig"]

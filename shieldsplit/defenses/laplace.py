@@ -16,13 +16,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
 
 from ..defense import CutDefense, register_defense
-from ..validate import check_number
 
 
 def laplace_noise_like(a: Tensor, scale: float) -> Tensor:
@@ -49,6 +49,19 @@ def laplace_noise_like(a: Tensor, scale: float) -> Tensor:
     return -scale * u.sign() * torch.log1p(-u.abs())
 
 
+class LaplaceConfig(BaseModel):
+    """Options of :class:`LaplaceNoise`.
+
+    Attributes:
+        scale: the Laplace scale ``b`` > 0 (mean absolute noise per activation; the
+            ``"none"`` defence is the no-noise setting).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    scale: float = Field(default=0.5, gt=0.0, allow_inf_nan=False)
+
+
 class LaplaceNoise(CutDefense):
     """Split learning with Laplacian noise added to the activations on the wire.
 
@@ -62,7 +75,8 @@ class LaplaceNoise(CutDefense):
         model: the classifier to defend; it is copied, never modified.
         cut: the number of compute blocks on the client, or a submodule name.
         seed: seeds the defence's own randomness (kept for a uniform signature).
-        scale: the Laplace scale ``b`` > 0 (mean absolute noise per activation).
+        **options: :class:`LaplaceConfig`'s ``scale``, the Laplace scale ``b`` > 0
+            (mean absolute noise per activation).
 
     Raises:
         ConfigError: if ``scale`` is not a finite number > 0.
@@ -86,23 +100,14 @@ class LaplaceNoise(CutDefense):
     name: ClassVar[str] = "laplace"
     strength: ClassVar[str | None] = "scale"
 
-    def __init__(
-        self, model: nn.Module, *, cut: int | str = 2, seed: int = 0, scale: float = 0.5
-    ) -> None:
-        scale = check_number("scale", scale, low=0.0, low_open=True,
-                             fix="pass scale=0.5, or use the 'none' defence for no noise")
-        super().__init__(model, cut=cut, seed=seed)
-        self.scale = float(scale)
+    Config = LaplaceConfig
+    config: LaplaceConfig
 
     def transform(self, a: Tensor) -> Tensor:
         """``a`` plus fresh ``Laplace(0, scale)`` noise (in training and inference)."""
-        return a + laplace_noise_like(a.detach(), self.scale)
-
-    def options(self) -> dict[str, Any]:
-        """``{"scale": ...}``: what :meth:`save` records."""
-        return {"scale": self.scale}
+        return a + laplace_noise_like(a.detach(), self.config.scale)
 
 
 register_defense(LaplaceNoise.name, LaplaceNoise)
 
-__all__ = ["LaplaceNoise", "laplace_noise_like"]
+__all__ = ["LaplaceConfig", "LaplaceNoise", "laplace_noise_like"]

@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from ..config import TrainConfig
@@ -62,7 +62,7 @@ from ..training import (
     make_optimizer,
     restored_on_error,
 )
-from ..validate import check_batch, check_int, check_loader, check_seed
+from ..validate import build_config, check_batch, check_int, check_loader, check_seed
 from ..wire import ClientMessage
 
 NoiseKind = Literal["fixed", "learned"]
@@ -130,17 +130,8 @@ class LatentConfig(BaseModel):
 
 def _config(**options: Any) -> LatentConfig:
     """Build a :class:`LatentConfig`, turning pydantic's error into a ConfigError."""
-    try:
-        return LatentConfig(**options)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "options"
-        msg = str(err["msg"])
-        raise ConfigError.build(
-            what=field, expected=f"{field}: {msg[:1].lower()}{msg[1:]}",
-            received=repr(options.get(field, err.get("input"))),
-            fix=_FIXES.get(field, "see the LatentPerturb docstring"),
-        ) from None
+    return build_config(LatentConfig, options, fixes=_FIXES,
+                        fix="see the LatentPerturb docstring")
 
 
 # --------------------------------------------------------------------- maths
@@ -446,6 +437,8 @@ class LatentPerturb(Defense):
     name: ClassVar[str] = "latent"
     surfaces: ClassVar[frozenset[Surface]] = frozenset({"split", "federated"})
     strength: ClassVar[str | None] = "std"
+    Config = LatentConfig
+    config: LatentConfig
 
     noise_frozen: Tensor
     image_shape: Tensor
@@ -1001,6 +994,7 @@ def _factory(kind: NoiseKind) -> Any:
             )
         return LatentPerturb.from_model(model, cut=cut, seed=seed, noise=kind, **options)
 
+    build.Config = LatentConfig  # type: ignore[attr-defined]
     build.__name__ = build.__qualname__ = f"latent_{kind}"
     build.__doc__ = f"Build a LatentPerturb with {kind} noise (the 'latent-{kind}' factory)."
     return build

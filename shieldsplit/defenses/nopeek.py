@@ -18,13 +18,26 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from torch import Tensor, nn
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
 
 from ..defense import CutDefense, register_defense
 from ..dependence import distance_correlation_loss
-from ..validate import check_number
+
+
+class NoPeekConfig(BaseModel):
+    """Options of :class:`NoPeek`.
+
+    Attributes:
+        alpha: weight of the distance-correlation term, >= 0 (0 is the undefended
+            split; the paper sweeps the trade-off, larger leaks less).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    alpha: float = Field(default=0.1, ge=0.0, allow_inf_nan=False)
 
 
 class NoPeek(CutDefense):
@@ -39,8 +52,8 @@ class NoPeek(CutDefense):
         model: the classifier to defend; it is copied, never modified.
         cut: the number of compute blocks on the client, or a submodule name.
         seed: seeds the defence's own randomness (kept for a uniform signature).
-        alpha: weight of the distance-correlation term, >= 0 (0 is the undefended
-            split; the paper sweeps the trade-off, larger leaks less).
+        **options: :class:`NoPeekConfig`'s ``alpha``, the weight of the
+            distance-correlation term.
 
     Raises:
         ConfigError: if ``alpha`` is negative or not a finite number.
@@ -66,13 +79,8 @@ class NoPeek(CutDefense):
     name: ClassVar[str] = "nopeek"
     strength: ClassVar[str | None] = "alpha"
 
-    def __init__(
-        self, model: nn.Module, *, cut: int | str = 2, seed: int = 0, alpha: float = 0.1
-    ) -> None:
-        alpha = check_number("alpha", alpha, low=0.0, low_open=False,
-                             fix="pass alpha=0.1 (or 0 for no defence)")
-        super().__init__(model, cut=cut, seed=seed)
-        self.alpha = float(alpha)
+    Config = NoPeekConfig
+    config: NoPeekConfig
 
     def regularizer(self, x: Tensor, a: Tensor, y: Tensor) -> Tensor | None:
         """``alpha * dCor(x, a)`` on the batch (None when ``alpha`` is 0).
@@ -85,15 +93,11 @@ class NoPeek(CutDefense):
         Returns:
             The penalty, differentiable in the client part's weights.
         """
-        if self.alpha == 0.0:
+        if self.config.alpha == 0.0:
             return None
-        return self.alpha * distance_correlation_loss(x, a)
-
-    def options(self) -> dict[str, Any]:
-        """``{"alpha": ...}``: what :meth:`save` records."""
-        return {"alpha": self.alpha}
+        return self.config.alpha * distance_correlation_loss(x, a)
 
 
 register_defense(NoPeek.name, NoPeek)
 
-__all__ = ["NoPeek"]
+__all__ = ["NoPeek", "NoPeekConfig"]
