@@ -524,16 +524,21 @@ def parse_options(specs: Sequence[str], names: Sequence[str]) -> dict[str, dict[
 
 @app.command()
 def options() -> None:
-    """List every registered defence's options: name, type and default (its ``Config``)."""
+    """List every registered defence's and attack's options: name, type and default (each
+    one's ``Config``, the single source of its options)."""
+    from .attacks import attack_class, available_attacks
     from .defense import available_defenses, defense_config
 
-    table = Table("defence", "option", "type", "default")
-    for name in available_defenses():
-        config = defense_config(name)
-        rows = _config_rows(config) or [("(none)", "", "")]
-        for i, (field, kind, default) in enumerate(rows):
-            table.add_row(name if i == 0 else "", field, kind, default)
-    console.print(table)
+    for title, names, config_of in (
+        ("defence", available_defenses(), defense_config),
+        ("attack", available_attacks(), lambda n: attack_class(n).Config),
+    ):
+        table = Table(title, "option", "type", "default")
+        for name in names:
+            rows = _config_rows(config_of(name)) or [("(none)", "", "")]
+            for i, (field, kind, default) in enumerate(rows):
+                table.add_row(name if i == 0 else "", field, kind, default)
+        console.print(table)
 
 
 def _config_rows(config: type[Any], prefix: str = "") -> list[tuple[str, str, str]]:

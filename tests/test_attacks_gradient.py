@@ -502,6 +502,6 @@ def test_quick_budget_inverts_narrow_features_of_a_large_model(net, images, monk
         attack.prepare(_context(net))
         assert attack.oversized() == (limit < size and budget == "quick")
         matched[(limit, budget)] = attack.reconstruct(obs).meta["matched"]
-    layer = [n for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)][0]
+    layer = next(n for n, m in net.named_modules() if isinstance(m, torch.nn.Linear))
     assert matched == {(size - 1, "quick"): f"features of {layer!r}",
                        (size, "quick"): "gradients", (size - 1, "standard"): "gradients"}

@@ -227,14 +227,17 @@ def test_compare_option_reaches_the_defence_and_typos_fail_first(compare_spy: Sp
     assert len(compare_spy.calls) == 1
 
 
-def test_options_lists_every_defence_with_its_config_fields() -> None:
+def test_options_lists_every_defence_and_attack_with_its_config_fields() -> None:
+    from shieldsplit.attacks import attack_class, available_attacks
     from shieldsplit.defense import available_defenses, defense_config
 
     result = runner.invoke(app, ["options"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    for name in available_defenses():
+    configs = [(n, defense_config(n)) for n in available_defenses()] + [
+        (n, attack_class(n).Config) for n in available_attacks()]
+    for name, config in configs:
         assert name in result.output
-        for field in defense_config(name).model_fields:
+        for field in config.model_fields:
             assert field in result.output, (name, field)
 
 

@@ -82,3 +82,25 @@ def test_every_public_registry_lists_valid_names_on_a_typo(names, create) -> Non
     with pytest.raises(ConfigError) as info:
         create()
     assert str(names()) in str(info.value)
+
+
+def test_every_attack_validates_its_options_with_its_config() -> None:
+    """Each registered attack's Config forbids unknown options; a bad value is a typed
+    error naming the option, and the attack exposes every config field as an attribute."""
+    from shieldsplit.attacks import attack_class, available_attacks, create_attack
+    from shieldsplit.errors import ConfigError
+
+    for name in available_attacks():
+        config = attack_class(name).Config
+        assert config.model_config.get("extra") == "forbid", name
+        attack = create_attack(name, seed=0, progress=False)
+        for field in config.model_fields:
+            assert getattr(attack, field) == getattr(attack.config, field), (name, field)
+        with pytest.raises(ConfigError) as info:
+            create_attack(name, seed=0, no_such_option=1)
+        assert info.value.what == "no_such_option", name
+        floats = [f for f, i in config.model_fields.items() if i.annotation is float]
+        for field in floats[:1]:
+            with pytest.raises(ConfigError) as info:
+                create_attack(name, seed=0, **{field: "fast"})
+            assert info.value.what == field, name

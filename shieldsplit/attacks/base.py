@@ -33,10 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import Registry
+from ..validate import build_config, check_seed
 
 ThreatModel = Literal[
     "split_black_box",  # holds the cut activations + auxiliary data; trains an inverse
@@ -147,6 +149,12 @@ def fingerprint(*tensors: Tensor | nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+class NoAttackOptions(BaseModel):
+    """The options of an attack whose constructor validates its own (or that has none)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
 class Attack(abc.ABC):
     """Base class of every reconstruction attack.
 
@@ -181,6 +189,11 @@ class Attack(abc.ABC):
     adapts_to: ClassVar[tuple[str, ...]] = ()
     control_attack: ClassVar[str | None] = None
     quick_default: ClassVar[bool] = True
+    #: the pydantic model (``extra="forbid"``) of the attack's keyword options besides
+    #: ``seed`` and ``progress``; the constructor validates them with it and exposes each
+    #: field as a read-only attribute of the same name
+    Config: ClassVar[type[BaseModel]] = NoAttackOptions
+    config: BaseModel
 
     @classmethod
     def position(cls) -> Position:
@@ -188,10 +201,29 @@ class Attack(abc.ABC):
         cut) or ``"federated"`` (a federated server that sees gradients or updates)."""
         return "split" if cls.observes == "activations" else "federated"
 
-    def __init__(self, *, seed: int = 0, progress: bool = True) -> None:
-        self.seed = seed
+    def __init__(self, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
+        self.seed = check_seed(seed)
         self.progress = bool(progress)
         self.context: AttackContext | None = None
+        self.config = self.configure(options)
+        for option in type(self.config).model_fields:  # read-only views of the config
+            setattr(self, option, getattr(self.config, option))
+
+    @classmethod
+    def configure(cls, options: dict[str, Any]) -> Any:
+        """Validate keyword options into :attr:`Config` (the single source of an attack's
+        options: names, types, ranges and defaults).
+
+        Args:
+            options: the attack's own options (not ``seed`` or ``progress``).
+
+        Returns:
+            The validated config.
+
+        Raises:
+            ConfigError: an unknown option, or one of the wrong type or out of range.
+        """
+        return build_config(cls.Config, options, fix=f"see {cls.__name__}.Config")
 
     def prepare(self, context: AttackContext) -> None:
         """Learn what the attack needs before it sees the victim (default: remember the context).
@@ -294,6 +326,7 @@ __all__ = [
     "Attack",
     "AttackContext",
     "Budget",
+    "NoAttackOptions",
     "Observation",
     "ObservationKind",
     "Position",

@@ -42,10 +42,11 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from ..errors import ConfigError, InputShapeError
@@ -69,8 +70,6 @@ from .split import (
     check_auxiliary,
     check_context,
     client_map,
-    optional_positive_int,
-    positive_float,
     require_prepared,
 )
 
@@ -258,6 +257,32 @@ def train_dcgan(
     return gen_net, losses
 
 
+class DCGANPriorConfig(BaseModel):
+    """Options of :class:`DCGANPrior` (see its Args).
+
+    Attributes:
+        epochs: DCGAN training epochs; None: the budget's (:data:`GAN_EPOCHS`).
+        iterations: latent-search steps; None: the budget's.
+        restarts: latent-search restarts; None: the budget's.
+        latent_dim: the latent code's size.
+        width: the networks' base width.
+        batch_size: DCGAN training batch size.
+        lr: the latent search's step size.
+        latent_weight: weight of the latent code's norm penalty (>= 0).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    epochs: int | None = Field(default=None, ge=1)
+    iterations: int | None = Field(default=None, ge=1)
+    restarts: int | None = Field(default=None, ge=1)
+    latent_dim: int = Field(default=32, ge=1)
+    width: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
+    latent_weight: float = Field(default=1e-3, ge=0.0, allow_inf_nan=False)
+
+
 class DCGANPrior(Attack):
     """Latent search of a DCGAN trained on the auxiliary data.
 
@@ -282,30 +307,19 @@ class DCGANPrior(Attack):
     #: The fewest auxiliary images the GAN trains on.
     min_auxiliary = 32
 
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        epochs: int | None = None,
-        iterations: int | None = None,
-        restarts: int | None = None,
-        latent_dim: int = 32,
-        width: int = 32,
-        batch_size: int = 64,
-        lr: float = 0.05,
-        latent_weight: float = 1e-3,
-        progress: bool = True,
-    ) -> None:
-        super().__init__(seed=seed)
-        self.epochs = optional_positive_int(epochs, "epochs")
-        self.iterations = optional_positive_int(iterations, "iterations")
-        self.restarts = optional_positive_int(restarts, "restarts")
-        self.latent_dim = optional_positive_int(latent_dim, "latent_dim") or 32
-        self.width = optional_positive_int(width, "width") or 32
-        self.batch_size = optional_positive_int(batch_size, "batch_size") or 64
-        self.lr = positive_float(lr, "lr")
-        self.latent_weight = positive_float(latent_weight, "latent_weight", allow_zero=True)
-        self.progress = bool(progress)
+    Config = DCGANPriorConfig
+    config: DCGANPriorConfig
+    epochs: int | None
+    iterations: int | None
+    restarts: int | None
+    latent_dim: int
+    width: int
+    batch_size: int
+    lr: float
+    latent_weight: float
+
+    def __init__(self, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
+        super().__init__(seed=seed, progress=progress, **options)
         self.generator_net: Generator | None = None
         self.gan_losses: list[tuple[float, float]] = []
 
@@ -502,6 +516,7 @@ class DCGANPrior(Attack):
 register_attack(DCGANPrior.name, DCGANPrior)
 
 __all__ = [
-    "DCGAN_CACHE_SIZE", "GAN_EPOCHS", "DCGANPrior", "Discriminator", "Generator",
+    "DCGAN_CACHE_SIZE", "GAN_EPOCHS", "DCGANPrior", "DCGANPriorConfig", "Discriminator",
+    "Generator",
     "clear_dcgan_cache", "infer_labels", "train_dcgan",
 ]

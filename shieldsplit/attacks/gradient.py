@@ -78,9 +78,10 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
@@ -300,29 +301,43 @@ def _flat(tensors: dict[str, Tensor], names: list[str]) -> Tensor:
     return torch.cat([tensors[n].flatten() for n in names])
 
 
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError.build(
-            what=name, expected=f"an int >= {minimum}", received=repr(value),
-            fix=f"pass {name}>={minimum} (or None for the budget's default)",
-        )
-    return value
+class GradientAttackConfig(BaseModel):
+    """Options every gradient attack shares (see :class:`InvertingGradients`' Args).
+
+    Attributes:
+        budget: ``"quick"``, ``"standard"`` or ``"thorough"``; None: the context's.
+        iterations: overrides the budget's iterations.
+        restarts: overrides the budget's restarts.
+        max_parallel: at most this many problems (observations x restarts) in one
+            batched optimisation; None: the attack's own limit.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    budget: Budget | None = None
+    iterations: int | None = Field(default=None, ge=1)
+    restarts: int | None = Field(default=None, ge=1)
+    max_parallel: int | None = Field(default=None, ge=1)
 
 
-def _check_float(name: str, value: Any, *, minimum: float, strict: bool) -> float:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and math.isfinite(value)
-        and (value > minimum if strict else value >= minimum)
-    )
-    if not ok:
-        relation = ">" if strict else ">="
-        raise ConfigError.build(
-            what=name, expected=f"a finite float {relation} {minimum}", received=repr(value),
-            fix=f"pass {name} {relation} {minimum}",
-        )
-    return float(value)
+class InvertingGradientsConfig(GradientAttackConfig):
+    """Options of :class:`InvertingGradients` (see its Args)."""
+
+    lr: float = Field(default=0.1, gt=0.0, allow_inf_nan=False)
+    tv_weight: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    signed: bool = True
+    use_labels: bool = True
+    init: Literal["auxiliary", "uniform"] = "auxiliary"
+    layers: tuple[Annotated[str, Field(min_length=1)], ...] | None = Field(
+        default=None, min_length=1, strict=False)
+    features: bool = True
+    feature_lr: float = Field(default=0.03, gt=0.0, allow_inf_nan=False)
+
+
+class DLGConfig(GradientAttackConfig):
+    """Options of :class:`DLG` and :class:`IDLG` (see their Args)."""
+
+    lr: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
 
 
 class _Interrupted:
@@ -364,33 +379,12 @@ class _GradientAttack(Attack):
     #: one forward and backward pass (0.005 s per image in a batch of 32)
     quick_parameters: ClassVar[int] = 2_000_000
 
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        budget: Budget | None = None,
-        iterations: int | None = None,
-        restarts: int | None = None,
-        max_parallel: int | None = None,
-        progress: bool = True,
-    ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError.build(
-                what="seed", expected="an int >= 0", received=repr(seed), fix="pass seed=0"
-            )
-        super().__init__(seed=seed)
-        if budget is not None and budget not in _BUDGETS:
-            raise ConfigError.build(
-                what="budget", expected=f"one of {list(_BUDGETS)} or None", received=repr(budget),
-                fix='pass budget="standard"',
-            )
-        self.budget = budget
-        self.iterations = None if iterations is None else _check_int("iterations", iterations)
-        self.restarts = None if restarts is None else _check_int("restarts", restarts)
-        self.max_parallel = (
-            None if max_parallel is None else _check_int("max_parallel", max_parallel)
-        )
-        self.progress = bool(progress)
+    Config = GradientAttackConfig
+    config: GradientAttackConfig
+    budget: Budget | None
+    iterations: int | None
+    restarts: int | None
+    max_parallel: int | None
 
     # -- options ---------------------------------------------------------------------------
 
@@ -842,49 +836,16 @@ class InvertingGradients(_GradientAttack):
     #: ``budget -> (iterations, restarts)`` of the feature paths; None: :attr:`budgets`
     feature_budgets: ClassVar[dict[str, tuple[int, int]] | None] = None
 
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        budget: Budget | None = None,
-        iterations: int | None = None,
-        restarts: int | None = None,
-        lr: float = 0.1,
-        tv_weight: float = 0.0,
-        signed: bool = True,
-        use_labels: bool = True,
-        init: str = "auxiliary",
-        layers: Sequence[str] | None = None,
-        features: bool = True,
-        feature_lr: float = 0.03,
-        max_parallel: int | None = None,
-        progress: bool = True,
-    ) -> None:
-        super().__init__(
-            seed=seed, budget=budget, iterations=iterations, restarts=restarts,
-            max_parallel=max_parallel, progress=progress,
-        )
-        self.lr = _check_float("lr", lr, minimum=0.0, strict=True)
-        self.tv_weight = _check_float("tv_weight", tv_weight, minimum=0.0, strict=False)
-        self.signed = bool(signed)
-        self.use_labels = bool(use_labels)
-        if init not in ("auxiliary", "uniform"):
-            raise ConfigError.build(
-                what="init", expected="'auxiliary' or 'uniform'", received=repr(init),
-                fix="pass init='auxiliary'",
-            )
-        self.init = init
-        if layers is not None and (
-            isinstance(layers, str) or not layers
-            or not all(isinstance(v, str) and v for v in layers)
-        ):
-            raise ConfigError.build(
-                what="layers", expected="None or a non-empty list of parameter-name prefixes",
-                received=repr(layers), fix="pass layers=None (match every parameter)",
-            )
-        self.layers = None if layers is None else tuple(layers)
-        self.features = bool(features)
-        self.feature_lr = _check_float("feature_lr", feature_lr, minimum=0.0, strict=True)
+    Config = InvertingGradientsConfig
+    config: InvertingGradientsConfig
+    lr: float
+    tv_weight: float
+    signed: bool
+    use_labels: bool
+    init: str
+    layers: tuple[str, ...] | None
+    features: bool
+    feature_lr: float
 
     def _label_source(self) -> str:
         return "given" if self.use_labels else "infer"
@@ -1342,22 +1303,9 @@ class DLG(_GradientAttack):
     #: at the quick budget Inverting Gradients at batch 1 stands for DLG (see IDLG)
     quick_default: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        budget: Budget | None = None,
-        iterations: int | None = None,
-        restarts: int | None = None,
-        lr: float = 1.0,
-        max_parallel: int | None = None,
-        progress: bool = True,
-    ) -> None:
-        super().__init__(
-            seed=seed, budget=budget, iterations=iterations, restarts=restarts,
-            max_parallel=max_parallel, progress=progress,
-        )
-        self.lr = _check_float("lr", lr, minimum=0.0, strict=True)
+    Config = DLGConfig
+    config: DLGConfig
+    lr: float
 
     def _label_source(self) -> str:
         return "learn" if self.learn_labels else "infer"
@@ -1460,7 +1408,10 @@ register_attack("inverting-gradients-fedavg", InvertingGradientsFedAvg)
 __all__ = [
     "DLG",
     "IDLG",
+    "DLGConfig",
+    "GradientAttackConfig",
     "InvertingGradients",
+    "InvertingGradientsConfig",
     "InvertingGradientsFedAvg",
     "infer_labels_idlg",
     "linear_input_from_gradient",

@@ -54,10 +54,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from ..defense import Defense
@@ -65,7 +66,6 @@ from ..errors import ConfigError, EmptyDataError, InputShapeError, StateError
 from ..progress import progress_bar
 from ..shield import SplitShield
 from ..training import eval_mode
-from ..validate import check_int, check_number
 from .base import (
     Attack,
     AttackContext,
@@ -88,43 +88,6 @@ _CHUNK = 256
 
 
 # ----------------------------------------------------------------- shared checks
-
-
-def optional_positive_int(value: Any, what: str, default: int | None = None) -> int | None:
-    """An attack option that is an int >= 1, or ``default`` for None (the budget's default).
-
-    Args:
-        value: the option as given.
-        what: its name in the error.
-        default: what None means.
-
-    Returns:
-        The checked value.
-
-    Raises:
-        ConfigError: if ``value`` is not an int >= 1 or None.
-    """
-    if value is None:
-        return default
-    return check_int(what, value, low=1, fix=f"pass {what}=1 or more, or None for the default")
-
-
-def positive_float(value: Any, what: str, *, allow_zero: bool = False) -> float:
-    """An attack option that is a number > 0 (>= 0 with ``allow_zero``).
-
-    Args:
-        value: the option as given.
-        what: its name in the error.
-        allow_zero: accept 0.
-
-    Returns:
-        The checked value.
-
-    Raises:
-        ConfigError: if it is out of range.
-    """
-    return check_number(what, value, low=0.0, low_open=not allow_zero,
-                        fix=f"pass a {'non-negative' if allow_zero else 'positive'} {what}")
 
 
 def check_context(context: Any) -> AttackContext:
@@ -521,6 +484,44 @@ def decode(decoder: nn.Module, acts: Tensor) -> Tensor:
 # ----------------------------------------------------------------- the attacks
 
 
+class BlackBoxDecoderConfig(BaseModel):
+    """Options of :class:`BlackBoxDecoder` (see its Args).
+
+    Attributes:
+        epochs: decoder training epochs; None: the budget's.
+        batch_size: decoder training batch size.
+        lr: the decoder's Adam step size.
+        width: the decoder's base width.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    epochs: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=2e-3, gt=0.0, allow_inf_nan=False)
+    width: int = Field(default=32, ge=1)
+
+
+class WhiteBoxInversionConfig(BaseModel):
+    """Options of :class:`WhiteBoxInversion` (see its Args).
+
+    Attributes:
+        iterations: optimisation steps; None: the budget's.
+        restarts: random restarts; None: the budget's.
+        lr: Adam's step size.
+        tv_weight: weight of the total-variation prior (>= 0).
+        parametrization: ``"sigmoid"`` (pixels through a sigmoid) or ``"clamp"``.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    iterations: int | None = Field(default=None, ge=1)
+    restarts: int | None = Field(default=None, ge=1)
+    lr: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
+    tv_weight: float = Field(default=0.05, ge=0.0, allow_inf_nan=False)
+    parametrization: Literal["sigmoid", "clamp"] = "sigmoid"
+
+
 class BlackBoxDecoder(Attack):
     """Black-box split-learning inversion: learn ``activations -> image`` from auxiliary data.
 
@@ -547,22 +548,15 @@ class BlackBoxDecoder(Attack):
     #: (``meta['heldout_loss']``: its MSE on images it never saw).
     heldout_fraction: ClassVar[float] = 0.1
 
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        epochs: int | None = None,
-        batch_size: int = 64,
-        lr: float = 2e-3,
-        width: int = 32,
-        progress: bool = True,
-    ) -> None:
-        super().__init__(seed=seed)
-        self.epochs = optional_positive_int(epochs, "epochs")
-        self.batch_size = optional_positive_int(batch_size, "batch_size")
-        self.lr = positive_float(lr, "lr")
-        self.width = optional_positive_int(width, "width")
-        self.progress = bool(progress)
+    Config = BlackBoxDecoderConfig
+    config: BlackBoxDecoderConfig
+    epochs: int | None
+    batch_size: int
+    lr: float
+    width: int
+
+    def __init__(self, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
+        super().__init__(seed=seed, progress=progress, **options)
         self.decoder: nn.Module | None = None
         self.act_shape: tuple[int, ...] | None = None
         self.train_losses: list[float] = []
@@ -681,29 +675,13 @@ class WhiteBoxInversion(Attack):
     threat_model: ClassVar[ThreatModel] = "split_white_box"
     observes: ClassVar[ObservationKind] = "activations"
 
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        iterations: int | None = None,
-        restarts: int | None = None,
-        lr: float = 0.05,
-        tv_weight: float = 0.05,
-        parametrization: str = "sigmoid",
-        progress: bool = True,
-    ) -> None:
-        super().__init__(seed=seed)
-        self.iterations = optional_positive_int(iterations, "iterations")
-        self.restarts = optional_positive_int(restarts, "restarts")
-        self.lr = positive_float(lr, "lr")
-        self.tv_weight = positive_float(tv_weight, "tv_weight", allow_zero=True)
-        if parametrization not in ("sigmoid", "clamp"):
-            raise ConfigError.build(
-                what="parametrization", expected="'sigmoid' or 'clamp'",
-                received=repr(parametrization), fix="pass parametrization='sigmoid'",
-            )
-        self.parametrization = parametrization
-        self.progress = bool(progress)
+    Config = WhiteBoxInversionConfig
+    config: WhiteBoxInversionConfig
+    iterations: int | None
+    restarts: int | None
+    lr: float
+    tv_weight: float
+    parametrization: str
 
     def prepare(self, context: AttackContext) -> None:
         """Remember the client part whose weights the attacker knows.
@@ -807,7 +785,9 @@ __all__ = [
     "SEARCH_ITERATIONS",
     "SEARCH_RESTARTS",
     "BlackBoxDecoder",
+    "BlackBoxDecoderConfig",
     "WhiteBoxInversion",
+    "WhiteBoxInversionConfig",
     "build_decoder",
     "check_activation_observation",
     "check_auxiliary",
