@@ -852,7 +852,10 @@ def run_local(
     127.0.0.1 and the client in this one (a demonstration and a test of a deployment).
 
     With the same ``model``, ``cut``, ``config`` and ``seed`` the history equals
-    ``SplitShield(model, ...).fit(data, epochs=..., seed=seed)`` in one process.
+    ``SplitShield(model, ...).fit(data, epochs=..., seed=seed)`` in one process, when only
+    one side draws from torch's global generator (docs/federated.md). The server starts
+    with ``multiprocessing``'s *spawn* method, which imports the calling script again in
+    the child: in a script, call this under ``if __name__ == "__main__":``.
 
     Args:
         model: the classifier (not modified).

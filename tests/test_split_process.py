@@ -16,8 +16,13 @@ however the test ends. Each process test takes about 10-15 s on one core.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +183,36 @@ def test_malformed_and_oversized_frames_are_refused_and_the_server_goes_on(
     rep = sp.ServerReport.model_validate_json(report.read_text())
     assert rep.connections == 3 and rep.messages == 2
     assert len(rep.rejected) == 3 and all(r.startswith("WireError") for r in rep.rejected)
+
+
+def test_the_command_line_trains_across_two_processes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from shieldsplit.cli import app
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "shieldsplit", "split-serve", "--image-size", "8",
+         "--num-classes", "10", "--port", "0", "--report", str(tmp_path / "server.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        assert line.startswith("split server listening on 127.0.0.1:"), line
+        port = line.rsplit(":", 1)[1].strip()
+        done = CliRunner().invoke(app, [
+            "split-client", "--data", "digits", "--limit", "60", "--epochs", "1", "--port", port,
+            "--quiet", "--json", str(tmp_path / "history.json")])
+        assert done.exit_code == 0, done.output
+        assert server.wait(timeout=60) == 0
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["epochs"]) == 1 and history["epochs"][0]["val_accuracy"] is None
+    rep = sp.ServerReport.model_validate_json((tmp_path / "server.json").read_text())
+    assert rep.messages == 2 and rep.epochs[0].train_loss == history["epochs"][0]["train_loss"]
+    # nobody listening: one line, exit code 2
+    done = CliRunner().invoke(app, ["split-client", "--data", "digits", "--limit", "60",
+                                    "--port", port])
+    assert done.exit_code == 2 and "no split server answered" in done.output
