@@ -418,3 +418,59 @@ def test_a_crashed_client_and_a_malformed_reply_do_not_stop_the_run() -> None:
     assert "Invalid configuration" in first.rejected[0]
     assert second.clients == [0, 2] and second.lost == ["client 1"]
     assert first.accuracy is not None and second.accuracy is not None
+
+
+def test_a_supernode_stopped_mid_round_is_named_and_the_others_finish_the_round(
+        federation: Federation) -> None:
+    """A SuperNode is terminated after it pulled its training message (its ClientApp is
+    starting or training): the round completes with the other client and names the lost
+    one (by node id: it never replied, so its partition is unknown to the server)."""
+    app = federation.root / "app"
+    shutil.copytree(APP, app)
+    out = federation.root / "result.json"
+    done = subprocess.run(
+        ["flwr", "run", str(app), "localhost", "--run-config",
+         f"out='{out}' num-server-rounds=1 min-clients=1 round-timeout=120"],
+        env=federation.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = federation.root / "supernode1.log"
+    deadline = time.monotonic() + 120
+    while "Received successfully" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+        time.sleep(0.2)
+    with_group(federation.procs[2], signal.SIGTERM)  # supernode1, mid-round
+    deadline = time.monotonic() + 240
+    result = None
+    while time.monotonic() < deadline:
+        if out.exists():
+            result = flower.FederatedResult.model_validate_json(out.read_text())
+            if result.history and result.history[-1].accuracy is not None:
+                break
+        time.sleep(0.5)
+    assert result is not None and result.history
+    first = result.history[0]
+    assert first.clients == [0] and first.accuracy is not None
+    assert len(first.lost) == 1 and first.lost[0].startswith("node "), first.lost
+
+
+def test_a_client_that_never_replies_is_named_as_lost() -> None:
+    """What the SuperLink cannot report (a SuperNode killed without a goodbye sends no
+    reply at all before the round's timeout) is still named, from the messages sent."""
+    from types import SimpleNamespace
+
+    strategy = flower.RecordingStrategy(
+        inner=None, result=flower.FederatedResult(  # type: ignore[arg-type]
+            defense="none", clients=2, rounds=1, partition="iid", partition_sizes=[],
+            local_epochs=1, batch_size=16, seed=0))
+
+    def message(**metadata: object) -> Any:  # the metadata Flower's messages carry
+        return SimpleNamespace(metadata=SimpleNamespace(**metadata))
+
+    # ids as Flower's grid sets them on sending
+    strategy.outgoing[1] = [message(message_id=f"m{node}", dst_node_id=node) for node in (7, 9)]
+    reply = message(reply_to_message_id="m7")
+    assert strategy.silent(1, [reply]) == ["node 9"]
+    assert strategy.silent(1, []) == ["node 7", "node 9"]
+    assert strategy.silent(2, []) == []
+    strategy.nodes[9] = 1  # a client that replied in an earlier round is named by partition
+    assert strategy.silent(1, [reply]) == ["client 1"]
