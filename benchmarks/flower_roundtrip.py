@@ -17,30 +17,18 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from shieldsplit.adapters.flower_local import LocalFederation
 from shieldsplit.demo import machine_info
 from shieldsplit.io import atomic_write_text
-
-ENTRY_POINTS = {
-    "flower-superlink": "flwr.superlink.cli:flower_superlink",
-    "flower-supernode": "flwr.supernode.cli:flower_supernode",
-    "flower-superexec": "flwr.supercore.cli:flower_superexec",
-    "flwr": "flwr.cli.app:app",
-    "flwr-clientapp": "flwr.supernode.cli:flwr_clientapp",
-    "flwr-serverapp": "flwr.superlink.cli:flwr_serverapp",
-}
 
 APP_TOML = """[build-system]
 requires = ["hatchling"]
@@ -112,12 +100,6 @@ def main(grid: Grid, context: Context) -> None:
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5)
@@ -126,76 +108,29 @@ def main() -> None:
     args = parser.parse_args()
     import flwr
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        bindir = root / "bin"
-        bindir.mkdir()
-        for name, target in ENTRY_POINTS.items():
-            module, func = target.split(":")
-            script = bindir / name
-            script.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import {func}\n"
-                              f"sys.exit({func}())\n")
-            script.chmod(0o755)
-        port = free_port()
-        home = root / "flwr_home"
-        home.mkdir()
-        (home / "config.toml").write_text(
-            f'[superlink]\ndefault = "localhost"\n\n[superlink.localhost]\n'
-            f'address = "127.0.0.1:{port}"\ninsecure = true\n')
-        env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-               "FLWR_HOME": str(home), "OMP_NUM_THREADS": "1"}
-        app = root / "app"
+    with tempfile.TemporaryDirectory() as tmp, LocalFederation(Path(tmp)) as fed:
+        began = time.perf_counter()
+        app = fed.root / "app"
         app.mkdir()
         (app / "pyproject.toml").write_text(APP_TOML)
         (app / "roundtrip_app.py").write_text(APP_PY)
-        out = root / "roundtrip.json"
-        procs: list[subprocess.Popen[bytes]] = []
-
-        def start(name: str, *cmd: str) -> None:
-            log = open(root / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-            procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
-
-        began = time.perf_counter()
-        try:
-            start("superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1",
-                  "--port", str(port), "--disable-runtime-dependency-installation")
-            deadline = time.monotonic() + 120
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(
-                        ("127.0.0.1", port), timeout=1):
-                    break
-                if time.monotonic() > deadline:
-                    raise SystemExit("the SuperLink did not start")
-                time.sleep(0.3)
-            start("supernode", "flower-supernode", "--insecure", "--superlink",
-                  f"127.0.0.1:{port}", "--port", str(free_port()))
-            done = subprocess.run(
-                ["flwr", "run", str(app), "localhost", "--run-config",
-                 f"out='{out}' messages={args.messages} "
-                 f"nbytes='{','.join(map(str, args.nbytes))}'"],
-                env=env, capture_output=True, text=True, timeout=180)
-            if done.returncode != 0:
-                raise SystemExit(done.stdout + done.stderr)
-            deadline = time.monotonic() + 60 + 15 * args.messages * len(args.nbytes)
-            while not out.exists() and time.monotonic() < deadline:
-                time.sleep(0.5)
-            if not out.exists():
-                logs = "".join((root / f"{n}.log").read_text(errors="replace")[-1500:]
-                               for n in ("superlink", "supernode"))
-                raise SystemExit("no timings came back\n" + logs)
-            seconds = json.loads(out.read_text())["seconds"]
-        finally:
-            for proc in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=15)
+        out = fed.root / "roundtrip.json"
+        fed.start_superlink()
+        fed.start_supernode("supernode")
+        done = subprocess.run(
+            ["flwr", "run", str(app), "localhost", "--run-config",
+             f"out='{out}' messages={args.messages} "
+             f"nbytes='{','.join(map(str, args.nbytes))}'"],
+            env=fed.env, capture_output=True, text=True, timeout=180)
+        if done.returncode != 0:
+            raise SystemExit(done.stdout + done.stderr)
+        deadline = time.monotonic() + 60 + 15 * args.messages * len(args.nbytes)
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not out.exists():
+            raise SystemExit("no timings came back\n" + fed.log("superlink")[-1500:]
+                             + fed.log("supernode")[-1500:])
+        seconds = json.loads(out.read_text())["seconds"]
         total = time.perf_counter() - began
     record = {
         "command": f"python benchmarks/flower_roundtrip.py --messages {args.messages} "
