@@ -39,7 +39,7 @@ import multiprocessing as mp
 import socket
 import struct
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -435,6 +435,18 @@ def check_message(shield: SplitShield, header: FrameHeader, tensors: Mapping[str
         WireError: other tensors than float32 activations of the shield's layout and
             int64 labels, one per example, a batch over ``max_batch``, or a target size
             other than the up-sampler needs.
+
+    Example:
+        >>> from shieldsplit.models import PGSLNet
+        >>> shield = SplitShield(PGSLNet(num_classes=2, image_size=8, width=4, hidden=8))
+        >>> header = FrameHeader(kind="message", target_size=(8, 8))
+        >>> ok = {"activations": torch.zeros(2, 4, 4, 4), "labels": torch.tensor([0, 1])}
+        >>> check_message(shield, header, ok, max_batch=64).batch_size
+        2
+        >>> check_message(shield, header, {"activations": torch.zeros(2, 3, 4, 4)},
+        ...               max_batch=64)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        shieldsplit.errors.WireError: Malformed message: expected float32 activations ...
     """
     dims, channels = shield.wire_layout
     a, y = tensors.get("activations"), tensors.get("labels")
@@ -471,7 +483,7 @@ def serve(
     timeout: float = 600.0,
     report: str | Path | None = None,
     record: str | Path | None = None,
-    ready: Any = None,
+    ready: Callable[[int], object] | None = None,
 ) -> ServerReport:
     """Run the server half of ``shield`` for clients that connect over TCP.
 
@@ -505,6 +517,26 @@ def serve(
 
     Raises:
         ConfigError: bad limits.
+
+    Example:
+        A server in a thread here for brevity (a deployment runs it in its own process,
+        ``shieldsplit split-serve``), and a client that trains one epoch against it:
+
+        >>> import threading
+        >>> from shieldsplit.models import PGSLNet
+        >>> net = PGSLNet(num_classes=2, image_size=8, width=4, hidden=8)
+        >>> ports = []
+        >>> server = threading.Thread(target=serve, args=(SplitShield(net, cut=2),),
+        ...                           kwargs={"ready": ports.append}, daemon=True)
+        >>> server.start()
+        >>> while not ports:
+        ...     time.sleep(0.01)
+        >>> data = (torch.rand(8, 1, 8, 8), torch.tensor([0, 1] * 4))
+        >>> history, link = train_client(SplitShield(net, cut=2), data, port=ports[0],
+        ...                              epochs=1, progress=False)
+        >>> server.join(timeout=30)
+        >>> link.frames, sorted(history.epochs[0].train_loss)
+        (1, ['attacked', 'fused', 'recovered'])
     """
     max_message_bytes = check_int("max_message_bytes", max_message_bytes, low=1,
                                   fix="pass a positive limit")
@@ -726,6 +758,9 @@ def train_client(
     Returns:
         The history (the losses and accuracies are the server's tallies) and the
         closed connection's counters (frames and bytes).
+
+    Example:
+        See :func:`serve`, whose example trains one epoch with this function.
     """
     with RemoteServer(shield, host=host, port=port, seed=seed,
                       max_message_bytes=max_message_bytes, timeout=timeout) as remote:
@@ -803,6 +838,13 @@ def server_process(
 
     Raises:
         StateError: the server did not start in time.
+
+    Example:
+        Starting a process takes seconds, so this one is not run here
+        (tests/test_split_process.py runs it):
+
+        >>> with server_process(net, cut=2) as port:  # doctest: +SKIP
+        ...     history, link = train_client(SplitShield(net, cut=2), data, port=port)
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
