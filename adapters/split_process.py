@@ -65,6 +65,9 @@ MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "int64": torch.int64}
 _CHUNK = 1 << 20
+#: An oversized payload up to this many times the limit is read and dropped (the
+#: connection goes on); a larger one closes the connection.
+_SKIP_LIMIT = 16
 
 Kind = Literal["hello", "welcome", "message", "gradient", "end_epoch", "summary", "error",
                "bye"]
@@ -350,15 +353,21 @@ class Connection:
 
         Raises:
             WireError: a frame that breaks the protocol or the size limit. With
-                ``what="frame"`` the stream cannot be read further; otherwise the frame
-                was read whole (an oversized payload is skipped without being kept) and
-                the next frame can follow.
+                ``what="frame"`` the stream is not read further (a bad prefix, or a
+                payload over 16 times the limit); otherwise the frame was read whole (an
+                oversized payload is skipped without being kept) and the next frame can
+                follow.
             ConnectionError: the peer closed the connection.
         """
         head_len, payload_len, oversized = parse_prefix(
             self._read(_PREFIX.size), max_message_bytes=self.max_message_bytes)
         raw = self._read(head_len)
         if oversized:
+            if payload_len > _SKIP_LIMIT * self.max_message_bytes:  # not worth reading
+                raise WireError.build(
+                    what="frame", expected=f"a payload of at most {self.max_message_bytes} "
+                    "bytes", received=f"{payload_len} bytes announced",
+                    fix="send smaller batches; this connection is closed")
             self._skip(payload_len)
             raise _oversized(payload_len, self.max_message_bytes)
         payload = self._read(payload_len)

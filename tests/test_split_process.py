@@ -148,7 +148,7 @@ def test_malformed_and_oversized_frames_are_refused_and_the_server_goes_on(
     torch.set_num_threads(1)
     net, x, y = tiny()
     report = tmp_path / "server.json"
-    with sp.server_process(net, cut=2, seed=0, connections=3, report=report,
+    with sp.server_process(net, cut=2, seed=0, connections=4, report=report,
                            max_message_bytes=64 * 1024) as port:
         # 1: not our framing at all: an error frame, then that connection is closed
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
@@ -161,7 +161,13 @@ def test_malformed_and_oversized_frames_are_refused_and_the_server_goes_on(
             except ConnectionResetError:  # closed with our unread bytes in its buffer
                 closed = True
             assert closed
-        # 2: a valid hello, then an oversized and a malformed message on one connection
+        # 2: a payload announced far over the limit: refused unread, connection closed
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            head = b'{"kind": "message"}'
+            s.sendall(struct.pack(">4sIQ", b"SSPL", len(head), 10**12) + head)
+            header, _ = sp.Connection(s, max_message_bytes=1 << 20).receive()
+            assert header.kind == "error" and "announced" in (header.error or "")
+        # 3: a valid hello, then an oversized and a malformed message on one connection
         shield = SplitShield(net, cut=2, seed=0)
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             conn = sp.Connection(s, max_message_bytes=1 << 20)
@@ -176,13 +182,13 @@ def test_malformed_and_oversized_frames_are_refused_and_the_server_goes_on(
             header, _ = conn.receive()
             assert header.kind == "error" and "4 channels" in (header.error or "")
             conn.send(sp.FrameHeader(kind="bye"))
-        # 3: the server still trains a whole run
+        # 4: the server still trains a whole run
         history, remote = sp.train_client(SplitShield(net, cut=2, seed=0), (x, y), port=port,
                                           epochs=1, seed=0, progress=False)
     assert len(history.epochs) == 1 and remote.frames == 2
     rep = sp.ServerReport.model_validate_json(report.read_text())
-    assert rep.connections == 3 and rep.messages == 2
-    assert len(rep.rejected) == 3 and all(r.startswith("WireError") for r in rep.rejected)
+    assert rep.connections == 4 and rep.messages == 2
+    assert len(rep.rejected) == 4 and all(r.startswith("WireError") for r in rep.rejected)
 
 
 def test_the_command_line_trains_across_two_processes(tmp_path: Path) -> None:
