@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from spread import check_spread
+from spread import SpreadCheck, check_spread
 from torch.utils.data import DataLoader, TensorDataset
 
 from shieldsplit.adapters import split_process as sp
@@ -82,7 +82,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: write the page again from --out's JSON")
     args = parser.parse_args()
+    if args.render:
+        record = json.loads((args.out / "split_wire.json").read_text())
+        warning = SpreadCheck(spreads=record["round_spread"],
+                              limit=record["spread_limit"]).warning()
+        atomic_write_text(args.out / "split_wire.md", markdown(record, warning))
+        return
     torch.set_num_threads(1)
     ds = load_dataset(args.data, root=None if args.data == "digits" else
                       (args.data_root or default_data_root()), seed=args.seed, limit=args.limit)
@@ -166,8 +174,11 @@ def markdown(record: dict[str, Any], warning: str) -> str:
         f"SplitShield sends {ratio_bytes:.2f} times the bytes of the plain split per batch"
         f"{why}.",
         f"Across processes a batch takes {over_p:.2f} times its in-process time for "
-        f"SplitShield and {over_q:.2f} times for the plain split (the wire, the frames' "
-        "encoding and checks, and the two processes sharing the cores).",
+        f"SplitShield and {over_q:.2f} times for the plain split"
+        + (" (the wire, the frames' encoding and checks, and two processes sharing the "
+           "cores)." if record["reliable"] and min(over_p, over_q) > 1 else
+           ": the repeats' spread is too large to tell these ratios from 1 "
+           "(inconclusive)." if not record["reliable"] else "."),
         ("Every run across processes gave exactly the in-process losses (same seed)."
          if record["same_losses_everywhere"] else
          "**Some run across processes did not give the in-process losses.**"),
