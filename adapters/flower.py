@@ -699,6 +699,10 @@ class RecordingStrategy(Strategy):
         self.progress = progress
         self.on_round = on_round
         self.sent: dict[int, ArrayRecord] = {}
+        #: per round, the training messages sent (their ids are set when Flower sends them)
+        self.outgoing: dict[int, list[Message]] = {}
+        #: sent message id -> destination node (names error replies the SuperLink made)
+        self.destinations: dict[str, int] = {}
         self.nodes: dict[int, int] = {}
         self._start = time.perf_counter()
         self._round_start = time.perf_counter()
@@ -709,10 +713,13 @@ class RecordingStrategy(Strategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        """Remember the arrays sent this round, then let the inner strategy configure."""
+        """Remember the arrays sent this round and the nodes they go to, then let the
+        inner strategy configure."""
         self._round_start = time.perf_counter()
         self.sent[server_round] = arrays
-        return self.inner.configure_train(server_round, arrays, config, grid)
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self.outgoing[server_round] = messages
+        return messages
 
     def _sorted(self, replies: Iterable[Message], *, sent: ArrayRecord | None = None
                 ) -> tuple[list[Message], list[Message], list[str]]:
@@ -739,14 +746,42 @@ class RecordingStrategy(Strategy):
         return good, bad, rejected
 
     def _lost_names(self, bad: list[Message]) -> list[str]:
-        return [f"client {self.nodes[_node_of(m)]}" if _node_of(m) in self.nodes
-                else f"node {_node_of(m)}" for m in bad]
+        return [self._name(self.destinations.get(m.metadata.reply_to_message_id, _node_of(m)))
+                for m in bad]
+
+    def _name(self, node: int) -> str:
+        return f"client {self.nodes[node]}" if node in self.nodes else f"node {node}"
+
+    def silent(self, server_round: int, replies: list[Message]) -> list[str]:
+        """The clients sent this round's training message that sent no reply at all (not
+        even an error) before the round's timeout, e.g. a SuperNode killed after it
+        pulled the message.
+
+        Args:
+            server_round: the round.
+            replies: every reply received, error replies included.
+
+        Returns:
+            Their names (``client <partition>`` when known, else ``node <id>``).
+        """
+        answered = {m.metadata.reply_to_message_id for m in replies}
+        return [self._name(int(m.metadata.dst_node_id))
+                for m in self.outgoing.get(server_round, [])
+                if m.metadata.message_id and m.metadata.message_id not in answered]
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Record every client's report, then aggregate with the inner strategy."""
+        replies = list(replies)
+        for out in self.outgoing.get(server_round, []):
+            self.destinations[out.metadata.message_id] = int(out.metadata.dst_node_id)
         good, bad, rejected = self._sorted(replies, sent=self.sent.get(server_round))
-        record = RoundRecord(round=server_round, lost=self._lost_names(bad), rejected=rejected)
+        silent = self.silent(server_round, replies)
+        for name in silent:
+            logger.warning("round %d: lost %s (no reply before the round's timeout)",
+                           server_round, name)
+        record = RoundRecord(round=server_round, lost=[*self._lost_names(bad), *silent],
+                             rejected=rejected)
         for msg in good:
             m = metrics_of(msg.content)
             pid = int(metric(m, "partition-id"))
@@ -1237,7 +1272,8 @@ def simulate(
 RUN_CONFIG_DEFAULTS: dict[str, Any] = {
     "defense": "none", "model": "small-convnet", "data": "digits", "limit": 0,
     "partition": "iid", "seed": 0, "local-epochs": 1, "batch-size": 32, "cut": 2,
-    "num-clients": 2, "num-server-rounds": 2, "out": "",
+    "num-clients": 2, "num-server-rounds": 2, "out": "", "min-clients": 0,
+    "round-timeout": 3600,
 }
 
 
@@ -1332,13 +1368,16 @@ def deployment_server_app() -> ServerApp:
             engine="flower deployment engine (SuperLink, SuperNodes)",
             flwr_version=str(getattr(flwr, "__version__", "")),
             delta=spec.build().privacy().get("delta"))
-        inner = FedAvg(min_train_nodes=clients, min_evaluate_nodes=clients,
-                       min_available_nodes=clients,
+        # min-clients (0: all): a round goes ahead once this many SuperNodes are online,
+        # so a run that lost a SuperNode can finish with the others
+        least = int(cfg["min-clients"]) or clients
+        inner = FedAvg(min_train_nodes=least, min_evaluate_nodes=least,
+                       min_available_nodes=least,
                        evaluate_metrics_aggr_fn=aggregate_evaluation)
         strategy = RecordingStrategy(inner, result,
                                      on_round=(lambda r: r.save_json(out)) if out else None)
         strategy.start(grid=grid, initial_arrays=to_record(shared_state(spec.build())),
-                       num_rounds=rounds)
+                       num_rounds=rounds, timeout=float(cfg["round-timeout"]))
 
     return app
 

@@ -10,8 +10,8 @@ Round 1 of the simulation includes the Ray worker's start (imports); the page gi
 apart and the median of the later rounds. Ray's own start-up before round 1 is the
 simulation's total minus the sum of its rounds.
 
-Split learning across processes (issue 12 item 4) is not built, so its per-batch row is
-not measured here.
+Split learning across processes (issue 12 item 4) is measured per batch, against the same
+step in one process, by ``benchmarks/split_wire.py`` (``docs/results/split_wire.md``).
 
 Usage:
     python benchmarks/federated_overhead.py [--data digits] [--clients 2] [--rounds 3]
@@ -138,7 +138,8 @@ def main() -> None:
         f"{later_flwr:.2f} s: {verdict} (ratio {ratio:.2f}). Round 1 of the simulation also "
         "starts the Ray worker and imports torch and shieldsplit in it.", "",
         "Split learning across processes (client and server of SplitShield in two processes) "
-        "is not built yet, so its per-batch comparison is not measured.", ""])
+        "is measured per batch, against the same step in one process, in split_wire.md "
+        "(benchmarks/split_wire.py).", ""])
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "federated_overhead.json", json.dumps(record, indent=2))
     atomic_write_text(args.out / "federated_overhead.md", page)

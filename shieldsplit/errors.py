@@ -114,6 +114,13 @@ class StateError(ShieldSplitError):
     label = "Invalid state"
 
 
+class WireError(ShieldSplitError):
+    """A message from a network peer that breaks the wire protocol (bad framing, header,
+    dtype, shape or size, or over the size limit). The receiver refuses it and goes on."""
+
+    label = "Malformed message"
+
+
 __all__ = [
     "ConfigError",
     "DataFileError",
@@ -127,4 +134,5 @@ __all__ = [
     "ShieldSplitError",
     "StateError",
     "UnsupportedModelError",
+    "WireError",
 ]

@@ -35,7 +35,7 @@ import copy
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +68,8 @@ from .recovery import ProximalRecovery
 from .saliency import class_gradient, jsma_saliency, normalised_heat
 from .training import History, eval_mode, fit_epochs, make_optimizer, restored_on_error
 from .unshuffle import SubPixelUpsample, assemble
-from .validate import build_config, check_batch, check_int, check_loader, check_seed
-from .wire import ClientMessage, ServerGradient, StreamScores
+from .validate import build_config, check_batch, check_int, check_labels, check_loader, check_seed
+from .wire import ClientMessage, EpochSummary, ServerGradient, StreamScores
 
 logger = logging.getLogger(__name__)
 
@@ -500,6 +500,10 @@ class SplitShield(Defense):
         Returns:
             Logits per stream (``recovered``, ``fused``, ``attacked`` where present).
         """
+        return self._guarded_server_forward(msg)
+
+    def _check_message(self, msg: Any) -> Tensor:
+        """The message's activations, if they have this shield's client's layout."""
         if not isinstance(msg, ClientMessage):
             raise InputShapeError.build(
                 what="msg", expected="a ClientMessage from SplitShield.client",
@@ -515,6 +519,11 @@ class SplitShield(Defense):
                 received=f"{type(a).__name__} of shape {tuple(getattr(a, 'shape', ()))}",
                 fix="pass the message of this shield's client: shield.server(shield.client(x))",
             )
+        return a
+
+    def _guarded_server_forward(self, msg: ClientMessage) -> dict[str, Tensor]:
+        """The server's streams on a checked message; a shape torch cannot run is typed."""
+        a = self._check_message(msg)
         try:
             return self._server_forward(msg)
         except RuntimeError as exc:
@@ -608,6 +617,7 @@ class SplitShield(Defense):
         seed: int = 0,
         progress: bool = True,
         restore_best: bool = False,
+        server: SplitServer | None = None,
     ) -> FitHistory:
         """Train client and server with the PGSL protocol.
 
@@ -629,6 +639,11 @@ class SplitShield(Defense):
             restore_best: with a ``val_loader``, end with the weights of the epoch with
                 the best validation accuracy of the decision fusion (selection on
                 validation data only).
+            server: the server side to train against; None trains this shield's own
+                server part in this process (:meth:`server_half`). Another object (a
+                server in another process, ``shieldsplit.adapters.split_process``)
+                receives exactly the messages an in-process server would, and this
+                shield then trains its client part only.
 
         Returns:
             The per-epoch history.
@@ -640,13 +655,20 @@ class SplitShield(Defense):
         """
         epochs = check_int("epochs", epochs, low=1, fix="pass epochs=1 or more")
         seed = check_seed(seed)
+        if server is not None and (val_loader is not None or restore_best):
+            raise ConfigError.build(
+                what="server", expected="no val_loader and no restore_best with a remote "
+                "server (validation runs the server's streams, which live there)",
+                received=type(server).__name__, fix="drop val_loader and restore_best",
+            )
         check_loader(train_loader, "train_loader")
         train_loader = self._contract(train_loader, seed=seed, shuffle=True, what="train_loader")
         if val_loader is not None:
             check_loader(val_loader, "val_loader")
             val_loader = self._contract(val_loader, seed=seed, shuffle=False, what="val_loader")
         with restored_on_error(self):
-            return self._fit(train_loader, epochs, val_loader, seed, progress, restore_best)
+            return self._fit(train_loader, epochs, val_loader, seed, progress, restore_best,
+                             server)
 
     def _contract(self, data: Any, *, seed: int, shuffle: bool,
                   what: str) -> Iterable[tuple[Tensor, Tensor]]:
@@ -654,15 +676,119 @@ class SplitShield(Defense):
         return as_loader(data, seed=seed, shuffle=shuffle, model=self.__dict__["_template"],
                          num_classes=self.num_classes, in_channels=self.in_channels, what=what)
 
-    def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, list[Any]]:
-        client_params = list(self.head.parameters())
+    def client_parameters(self) -> list[nn.Parameter]:
+        """The client's trainable parameters: its layers before the cut and its probe.
+
+        Returns:
+            The parameters the client's optimiser updates (the server never sees them).
+        """
+        params = list(self.head.parameters())
         if self.probe is not None:
-            client_params += list(self.probe.parameters())
-        client_ids = {id(p) for p in client_params}
-        server_params = [p for p in self.parameters() if id(p) not in client_ids]
-        client_opt, client_sched = make_optimizer(client_params, self.config.train)
-        server_opt, server_sched = make_optimizer(server_params, self.config.train)
+            params += list(self.probe.parameters())
+        return params
+
+    def server_parameters(self) -> list[nn.Parameter]:
+        """The server's trainable parameters: up-sampler, fusion and every stream's tail.
+
+        Returns:
+            Every parameter of the shield that :meth:`client_parameters` does not list.
+        """
+        client_ids = {id(p) for p in self.client_parameters()}
+        return [p for p in self.parameters() if id(p) not in client_ids]
+
+    def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, list[Any]]:
+        client_opt, client_sched = make_optimizer(self.client_parameters(), self.config.train)
+        server_opt, server_sched = make_optimizer(self.server_parameters(), self.config.train)
         return client_opt, server_opt, [client_sched, server_sched]
+
+    def client_train_forward(self, x: Tensor, y: Tensor) -> ClientMessage:
+        """The client's half of a training step, up to the network: steps (a)-(c) and
+        the client's layers on a checked batch, keeping the graph for
+        :meth:`client_train_backward`.
+
+        Args:
+            x: image batch.
+            y: labels (the saliency target and the labels sent to the server).
+
+        Returns:
+            The message whose activations still carry the client's graph; what crosses
+            the network is their value (``activations.detach()``) with the target size
+            and the labels.
+
+        Raises:
+            InputShapeError, NonFiniteInputError, LabelError: on a bad batch.
+        """
+        self._check_inputs(x, y)
+        x, y_dev = self._prepare(x, y)
+        return self._client_forward(x, y_dev if y_dev is not None else y)
+
+    def server_train_step(
+        self, msg: ClientMessage, server_opt: torch.optim.Optimizer
+    ) -> tuple[ServerGradient, dict[str, Tensor]]:
+        """The server's half of a training step: every stream trains on the received
+        activations and only the fused stream's gradient goes back.
+
+        Args:
+            msg: the client's message, with labels (its activations are detached here:
+                the server starts from a leaf tensor, as across a network).
+            server_opt: optimiser over :meth:`server_parameters`.
+
+        Returns:
+            The gradient for the client and the server's logits per stream (detached).
+
+        Raises:
+            InputShapeError: activations that are not this shield's client's.
+            LabelError: missing labels, or labels of another count or range.
+        """
+        a = self._check_message(msg)
+        labels = msg.labels
+        check_labels(labels, int(a.shape[0]), num_classes=self.num_classes)
+        if labels is None:  # check_labels refused it; narrows the type
+            raise StateError.build(what="msg.labels", expected="labels", received=None,
+                                   fix="report this bug")
+        device = _device_of(self)
+        y = labels.to(device)
+        received = ClientMessage(a.detach().to(device).requires_grad_(True), msg.target_size, y)
+        logits = self._guarded_server_forward(received)
+        loss = sum((F.cross_entropy(v, y) for v in logits.values()), torch.zeros((), device=device))
+        server_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        server_opt.step()
+        grad = received.activations.grad
+        reply = ServerGradient(grad if grad is not None else torch.zeros_like(received.activations))
+        return reply, {k: v.detach() for k, v in logits.items()}
+
+    def client_train_backward(
+        self, x: Tensor, msg: ClientMessage, reply: ServerGradient,
+        client_opt: torch.optim.Optimizer,
+    ) -> None:
+        """The client's half of a training step after the network: back-propagate the
+        server's gradient, train the local saliency probe, step.
+
+        Args:
+            x: the batch ``msg`` was made from (by :meth:`client_train_forward`).
+            msg: that message, with its graph.
+            reply: the server's gradient.
+            client_opt: optimiser over :meth:`client_parameters`.
+
+        Raises:
+            InputShapeError: a gradient of another shape than the activations sent.
+        """
+        g, a = reply.grad, msg.activations
+        if not isinstance(g, Tensor) or g.shape != a.shape:
+            raise InputShapeError.build(
+                what="reply.grad", expected=f"a gradient of shape {tuple(a.shape)}",
+                received=f"{type(g).__name__} of shape {tuple(getattr(g, 'shape', ()))}",
+                fix="reply with the gradient of the activations that were sent",
+            )
+        x, _ = self._prepare(x)
+        client_opt.zero_grad(set_to_none=True)
+        a.backward(g.to(device=a.device, dtype=a.dtype))
+        if self.probe is not None and msg.labels is not None:
+            with torch.no_grad(), _frozen_buffers(self.head):
+                features = self._probe_features(x)
+            F.cross_entropy(self.probe(features), msg.labels).backward()
+        client_opt.step()
 
     def train_step(
         self,
@@ -673,6 +799,9 @@ class SplitShield(Defense):
     ) -> dict[str, Tensor]:
         """One PGSL training step, with the network boundary made explicit.
 
+        :meth:`client_train_forward`, :meth:`server_train_step` and
+        :meth:`client_train_backward` in one process.
+
         Args:
             x: image batch.
             y: labels.
@@ -682,31 +811,18 @@ class SplitShield(Defense):
         Returns:
             The server's logits per stream (detached).
         """
-        self._check_inputs(x, y)
-        x, y_dev = self._prepare(x, y)
-        y = y_dev if y_dev is not None else y
-        device = x.device
-        msg = self._client_forward(x, y)
-        # --- the network: the server sees a leaf tensor, the client gets one gradient back
-        received = ClientMessage(
-            msg.activations.detach().requires_grad_(True), msg.target_size, y
-        )
-        logits = self._server_forward(received)
-        loss = sum((F.cross_entropy(v, y) for v in logits.values()), torch.zeros((), device=device))
-        server_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        server_opt.step()
-        grad = received.activations.grad
-        reply = ServerGradient(grad if grad is not None else torch.zeros_like(msg.activations))
-        # --- client
-        client_opt.zero_grad(set_to_none=True)
-        msg.activations.backward(reply.grad)
-        if self.probe is not None:
-            with torch.no_grad(), _frozen_buffers(self.head):
-                features = self._probe_features(x)
-            F.cross_entropy(self.probe(features), y).backward()
-        client_opt.step()
-        return {k: v.detach() for k, v in logits.items()}
+        msg = self.client_train_forward(x, y)
+        reply, logits = self.server_train_step(msg, server_opt)
+        self.client_train_backward(x, msg, reply, client_opt)
+        return logits
+
+    def server_half(self) -> ServerHalf:
+        """The server's side of one training run on this shield (see :class:`ServerHalf`).
+
+        Returns:
+            A new :class:`ServerHalf` with a fresh optimiser.
+        """
+        return ServerHalf(self)
 
     def _fit(
         self,
@@ -716,46 +832,30 @@ class SplitShield(Defense):
         seed: int,
         progress: bool,
         restore_best: bool = False,
+        server: SplitServer | None = None,
     ) -> FitHistory:
-        client_opt, server_opt, scheds = self._optimizers()
-        sums: dict[str, float] = {}
-        correct: dict[str, int] = {}
-        class_sums: dict[str, tuple[Tensor, Tensor]] = {}
-        seen = [0]
+        client_opt, client_sched = make_optimizer(self.client_parameters(), self.config.train)
+        half: SplitServer = server if server is not None else self.server_half()
 
         def step(x: Tensor, y: Tensor) -> int:
-            logits = self.train_step(x, y, client_opt, server_opt)
-            for sched in scheds:
-                sched.step()
-            n = int(y.shape[0])
-            seen[0] += n
-            y_dev = y.to(_device_of(self))
-            for s, v in logits.items():
-                sums[s] = sums.get(s, 0.0) + float(F.cross_entropy(v, y_dev)) * n
-                correct[s] = correct.get(s, 0) + int((v.argmax(-1) == y_dev).sum())
-                got = class_score_sums(v.softmax(-1), y_dev, self.num_classes)
-                if s in class_sums:
-                    got = (class_sums[s][0] + got[0], class_sums[s][1] + got[1])
-                class_sums[s] = got
-            return n
+            msg = self.client_train_forward(x, y)
+            reply = half.step(msg)
+            self.client_train_backward(x, msg, reply, client_opt)
+            client_sched.step()
+            return int(y.shape[0])
 
         def end_epoch(epoch: int, seconds: float) -> EpochRecord:
-            self._calibrate({s: max_class_score(*v) for s, v in class_sums.items()})
+            summary = half.end_epoch()
             val = self.evaluate(val_loader) if val_loader is not None else None
-            n = seen[0]
             record = EpochRecord(
                 epoch=epoch,
-                train_loss={s: sums[s] / n for s in self.streams},
-                train_accuracy={s: correct[s] / n for s in self.streams},
+                train_loss=summary.train_loss,
+                train_accuracy=summary.train_accuracy,
                 val_accuracy=val,
-                stream_weights=dict(zip(self.streams, self._weights().tolist(), strict=True)),
+                stream_weights=summary.stream_weights,
                 seconds=seconds,
             )
             logger.info("epoch %d: %s", epoch, record.model_dump(exclude={"epoch"}))
-            sums.clear()
-            correct.clear()
-            class_sums.clear()
-            seen[0] = 0
             return record
 
         records, kept = fit_epochs(
@@ -971,6 +1071,114 @@ class SplitShield(Defense):
         return shield
 
 
+
+class SplitServer(Protocol):
+    """What :meth:`SplitShield.fit` talks to on the other side of the cut: a
+    :class:`ServerHalf` in process, or a server in another process
+    (``shieldsplit.adapters.split_process``)."""
+
+    def step(self, msg: ClientMessage) -> ServerGradient:
+        """Train the server on one client message; return the fused stream's gradient."""
+        ...
+
+    def end_epoch(self) -> EpochSummary:
+        """Close the epoch: calibrate the decision weights, report the epoch's tallies."""
+        ...
+
+
+class ServerHalf:
+    """The server's side of one PGSL training run on a shield: its optimiser and
+    learning-rate schedule, and the epoch's per-stream loss, accuracy and class-score
+    tallies (eqs. 10-11 calibrate the decision weights from them at the end of each
+    epoch). Only the server's parameters and the decision weights change.
+
+    Args:
+        shield: the shield whose server part is trained.
+
+    Example:
+        >>> from shieldsplit.models import PGSLNet
+        >>> shield = SplitShield(PGSLNet(num_classes=2, image_size=8, width=4, hidden=8),
+        ...                      cut=2, seed=0)
+        >>> half = shield.server_half()
+        >>> msg = shield.client(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]))
+        >>> tuple(half.step(msg).grad.shape) == tuple(msg.activations.shape)
+        True
+        >>> half.end_epoch().examples
+        4
+    """
+
+    def __init__(self, shield: SplitShield) -> None:
+        self.shield = shield
+        self.optimizer, self.scheduler = make_optimizer(shield.server_parameters(),
+                                                        shield.config.train)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.seen = 0
+        self.loss_sums: dict[str, float] = {}
+        self.correct: dict[str, int] = {}
+        self.class_sums: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def step(self, msg: ClientMessage) -> ServerGradient:
+        """Train every stream on one client message (:meth:`SplitShield.server_train_step`)
+        and add its logits to the epoch's tallies.
+
+        Args:
+            msg: the client's message, with labels.
+
+        Returns:
+            The fused stream's gradient for the client.
+
+        Raises:
+            InputShapeError, LabelError: a message this shield's server cannot train on
+                (nothing is changed then).
+        """
+        reply, logits = self.shield.server_train_step(msg, self.optimizer)
+        self.scheduler.step()
+        shield = self.shield
+        y = msg.labels.to(_device_of(shield)) if msg.labels is not None else None
+        if y is None:  # server_train_step refused it already
+            raise StateError.build(what="msg.labels", expected="labels", received=None,
+                                   fix="report this bug")
+        n = int(y.shape[0])
+        self.seen += n
+        for s, v in logits.items():
+            self.loss_sums[s] = self.loss_sums.get(s, 0.0) + float(F.cross_entropy(v, y)) * n
+            self.correct[s] = self.correct.get(s, 0) + int((v.argmax(-1) == y).sum())
+            got = class_score_sums(v.softmax(-1), y, shield.num_classes)
+            if s in self.class_sums:
+                got = (self.class_sums[s][0] + got[0], self.class_sums[s][1] + got[1])
+            self.class_sums[s] = got
+        return reply
+
+    def end_epoch(self) -> EpochSummary:
+        """Calibrate the decision weights on the epoch's training scores and start a new
+        epoch.
+
+        Returns:
+            The epoch's mean loss and accuracy per stream and the new decision weights.
+
+        Raises:
+            EmptyDataError: if no message was trained on since the last call.
+        """
+        if self.seen == 0:
+            raise EmptyDataError.build(
+                what="epoch", expected="at least one training message", received="none",
+                fix="send the epoch's batches before closing it",
+            )
+        shield = self.shield
+        shield._calibrate({s: max_class_score(*v) for s, v in self.class_sums.items()})
+        n = self.seen
+        summary = EpochSummary(
+            examples=n,
+            train_loss={s: self.loss_sums[s] / n for s in shield.streams},
+            train_accuracy={s: self.correct[s] / n for s in shield.streams},
+            stream_weights=dict(zip(shield.streams, shield._weights().tolist(), strict=True)),
+        )
+        self._reset()
+        return summary
+
+
 def _check_normalized(model: nn.Module, cfg: PGSLConfig) -> None:
     """PGSL unshuffles the images and adds a saliency channel before the model's first
     layer: a per-channel normalisation in front of it cannot apply there."""
@@ -1011,4 +1219,4 @@ def _device_of(module: nn.Module) -> torch.device:
 
 register_defense(SplitShield.name, SplitShield)
 
-__all__ = ["EpochRecord", "FitHistory", "SplitShield"]
+__all__ = ["EpochRecord", "FitHistory", "ServerHalf", "SplitServer", "SplitShield"]

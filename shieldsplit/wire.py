@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 
@@ -77,4 +78,23 @@ class StreamScores:
         return {k: v for k, v in out.items() if v is not None}
 
 
-__all__ = ["ClientMessage", "ServerGradient", "StreamScores"]
+class EpochSummary(BaseModel):
+    """What the server reports at the end of a training epoch (its own tallies: the
+    client never sees the server's logits).
+
+    Attributes:
+        examples: training examples the server trained on in the epoch.
+        train_loss: mean cross-entropy per stream.
+        train_accuracy: accuracy per stream.
+        stream_weights: the decision weights after the epoch's calibration.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    examples: int
+    train_loss: dict[str, float]
+    train_accuracy: dict[str, float]
+    stream_weights: dict[str, float]
+
+
+__all__ = ["ClientMessage", "EpochSummary", "ServerGradient", "StreamScores"]

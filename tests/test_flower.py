@@ -10,18 +10,12 @@ says; the processes are stopped (their process groups killed) however the test e
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +32,7 @@ from shieldsplit.errors import ConfigError, EmptyDataError, UnsupportedModelErro
 from shieldsplit.functional.partition import parse_partition, partition_indices
 
 flower = pytest.importorskip("shieldsplit.adapters.flower", reason="needs shieldsplit[flower]")
+from shieldsplit.adapters.flower_local import LocalFederation, signal_group  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "examples" / "flower_app"
@@ -249,101 +244,18 @@ def test_a_bad_option_fails_before_any_work() -> None:
 
 
 # ------------------------------------------------------------------ real processes
-ENTRY_POINTS = {
-    "flower-superlink": "flwr.superlink.cli:flower_superlink",
-    "flower-supernode": "flwr.supernode.cli:flower_supernode",
-    "flower-superexec": "flwr.supercore.cli:flower_superexec",
-    "flwr": "flwr.cli.app:app",
-    "flwr-clientapp": "flwr.supernode.cli:flwr_clientapp",
-    "flwr-serverapp": "flwr.superlink.cli:flwr_serverapp",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(port: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-            return
-        except urllib.error.HTTPError:  # it answers: it is up
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"nothing answered on 127.0.0.1:{port} in {seconds} s")
-
-
-class Federation:
-    """A SuperLink and SuperNodes on 127.0.0.1, each in its own process group."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        # Flower's commands, run by this interpreter (the one with shieldsplit installed)
-        bindir = root / "bin"
-        bindir.mkdir()
-        for name, target in ENTRY_POINTS.items():
-            module, func = target.split(":")
-            script = bindir / name
-            script.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import {func}\n"
-                              f"sys.exit({func}())\n")
-            script.chmod(0o755)
-        self.port = free_port()
-        home = root / "flwr_home"
-        home.mkdir()
-        (home / "config.toml").write_text(
-            f'[superlink]\ndefault = "localhost"\n\n[superlink.localhost]\n'
-            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n')
-        self.env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-                    "FLWR_HOME": str(home), "OMP_NUM_THREADS": "1"}
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            with_group(proc, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with_group(proc, signal.SIGKILL)
-                proc.wait(timeout=15)
-
-
-def with_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-
-
 @pytest.fixture
-def federation(tmp_path: Path) -> Iterator[Federation]:
+def federation(tmp_path: Path) -> Iterator[LocalFederation]:
     """The commands of docs/federated.md: a SuperLink and two SuperNodes, insecure."""
-    fed = Federation(tmp_path)
-    try:
-        fed.start("superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1",
-                  "--port", str(fed.port), "--disable-runtime-dependency-installation")
-        wait_http(fed.port, 120)
+    with LocalFederation(tmp_path) as fed:
+        fed.start_superlink()
         for pid in (0, 1):
-            fed.start(f"supernode{pid}", "flower-supernode", "--insecure", "--superlink",
-                      f"127.0.0.1:{fed.port}", "--port", str(free_port()),
-                      "--node-config", f"partition-id={pid} num-partitions=2")
+            fed.start_supernode(f"supernode{pid}", f"partition-id={pid} num-partitions=2")
         yield fed
-    finally:
-        fed.stop()
 
 
 def test_flwr_run_trains_across_real_superlink_and_supernode_processes(
-        federation: Federation) -> None:
+        federation: LocalFederation) -> None:
     app = federation.root / "app"
     shutil.copytree(APP, app)
     out = federation.root / "result.json"
@@ -418,3 +330,58 @@ def test_a_crashed_client_and_a_malformed_reply_do_not_stop_the_run() -> None:
     assert "Invalid configuration" in first.rejected[0]
     assert second.clients == [0, 2] and second.lost == ["client 1"]
     assert first.accuracy is not None and second.accuracy is not None
+
+
+def test_a_supernode_stopped_mid_round_is_named_and_the_others_finish_the_round(
+        federation: LocalFederation) -> None:
+    """A SuperNode is terminated after it pulled its training message (its ClientApp is
+    starting or training): the round completes with the other client and names the lost
+    one (by node id: it never replied, so its partition is unknown to the server)."""
+    app = federation.root / "app"
+    shutil.copytree(APP, app)
+    out = federation.root / "result.json"
+    done = subprocess.run(
+        ["flwr", "run", str(app), "localhost", "--run-config",
+         f"out='{out}' num-server-rounds=1 min-clients=1 round-timeout=120"],
+        env=federation.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    deadline = time.monotonic() + 120
+    while "Received successfully" not in federation.log("supernode1"):
+        assert time.monotonic() < deadline, federation.log("supernode1")[-2000:]
+        time.sleep(0.2)
+    signal_group(federation.procs[2], signal.SIGTERM)  # supernode1, mid-round
+    deadline = time.monotonic() + 240
+    result = None
+    while time.monotonic() < deadline:
+        if out.exists():
+            result = flower.FederatedResult.model_validate_json(out.read_text())
+            if result.history and result.history[-1].accuracy is not None:
+                break
+        time.sleep(0.5)
+    assert result is not None and result.history
+    first = result.history[0]
+    assert first.clients == [0] and first.accuracy is not None
+    assert len(first.lost) == 1 and first.lost[0].startswith("node "), first.lost
+
+
+def test_a_client_that_never_replies_is_named_as_lost() -> None:
+    """What the SuperLink cannot report (a SuperNode killed without a goodbye sends no
+    reply at all before the round's timeout) is still named, from the messages sent."""
+    from types import SimpleNamespace
+
+    strategy = flower.RecordingStrategy(
+        inner=None, result=flower.FederatedResult(  # type: ignore[arg-type]
+            defense="none", clients=2, rounds=1, partition="iid", partition_sizes=[],
+            local_epochs=1, batch_size=16, seed=0))
+
+    def message(**metadata: object) -> Any:  # the metadata Flower's messages carry
+        return SimpleNamespace(metadata=SimpleNamespace(**metadata))
+
+    # ids as Flower's grid sets them on sending
+    strategy.outgoing[1] = [message(message_id=f"m{node}", dst_node_id=node) for node in (7, 9)]
+    reply = message(reply_to_message_id="m7")
+    assert strategy.silent(1, [reply]) == ["node 9"]
+    assert strategy.silent(1, []) == ["node 7", "node 9"]
+    assert strategy.silent(2, []) == []
+    strategy.nodes[9] = 1  # a client that replied in an earlier round is named by partition
+    assert strategy.silent(1, [reply]) == ["client 1"]
