@@ -29,9 +29,8 @@ from types import ModuleType
 
 import numpy as np
 
+from shieldsplit.adapters import verified_file
 from shieldsplit.errors import ConfigError
-
-from . import verified_file
 
 logger = logging.getLogger(__name__)
 

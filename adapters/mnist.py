@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shieldsplit.adapters import verified_file
 from shieldsplit.errors import DataFileError, ShieldSplitError
-
-from . import verified_file
 
 logger = logging.getLogger(__name__)
 

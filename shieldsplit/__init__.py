@@ -18,16 +18,16 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below load lazily at run time (see __getattr__)
-    from .auditor import AuditReport, audit
-    from .compare import CompareTable, compare
-    from .config import PGSLConfig
-    from .cutting import list_cut_points, split_model
-    from .defense import Defense, available_defenses, create_defense
-    from .defenses import DPSGD, BiDO, JsmaInput, LaplaceNoise, LatentPerturb, NoPeek
-    from .errors import ShieldSplitError
-    from .models import PGSLNet, create_model
-    from .shield import FitHistory, SplitShield
-    from .wire import ClientMessage, ServerGradient, StreamScores
+    from shieldsplit.auditor import AuditReport, audit
+    from shieldsplit.compare import CompareTable, compare
+    from shieldsplit.config import PGSLConfig
+    from shieldsplit.cutting import list_cut_points, split_model
+    from shieldsplit.defense import Defense, available_defenses, create_defense
+    from shieldsplit.defenses import DPSGD, BiDO, JsmaInput, LaplaceNoise, LatentPerturb, NoPeek
+    from shieldsplit.errors import ShieldSplitError
+    from shieldsplit.models import PGSLNet, create_model
+    from shieldsplit.shield import FitHistory, SplitShield
+    from shieldsplit.wire import ClientMessage, ServerGradient, StreamScores
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m shieldsplit`` runs the command line."""
 
-from .cli import main
+from shieldsplit.cli import main
 
 main()

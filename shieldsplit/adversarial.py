@@ -55,10 +55,10 @@ import torch.nn.functional as F
 from captum.robust import FGSM, PGD
 from torch import Tensor, nn
 
-from .errors import ConfigError, InputShapeError, LabelError, UnsupportedModelError
-from .registry import Registry
-from .training import eval_mode
-from .validate import check_batch, check_int, check_labels, check_number
+from shieldsplit.errors import ConfigError, InputShapeError, LabelError, UnsupportedModelError
+from shieldsplit.registry import Registry
+from shieldsplit.training import eval_mode
+from shieldsplit.validate import check_batch, check_int, check_labels, check_number
 
 logger = logging.getLogger(__name__)
 

@@ -59,8 +59,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from torch import Tensor, nn
 
-from . import attacks as _attacks
-from .attacks.base import (
+from shieldsplit import attacks as _attacks
+from shieldsplit.attacks.base import (
     AttackContext,
     Budget,
     Observation,
@@ -69,18 +69,13 @@ from .attacks.base import (
     attack_class,
     available_attacks,
 )
-from .attacks.observe import observe_gradient, observe_update
-from .attacks.observe_split import observe_activations
-from .cutting import list_cut_points, split_model
-from .datacontract import as_tensors
-from .defense import Defense
-from .errors import (
-    ConfigError,
-    EmptyDataError,
-    ShieldSplitError,
-    UnsupportedModelError,
-)
-from .functional.stats import (
+from shieldsplit.attacks.observe import observe_gradient, observe_update
+from shieldsplit.attacks.observe_split import observe_activations
+from shieldsplit.cutting import list_cut_points, split_model
+from shieldsplit.datacontract import as_tensors
+from shieldsplit.defense import Defense
+from shieldsplit.errors import ConfigError, EmptyDataError, ShieldSplitError, UnsupportedModelError
+from shieldsplit.functional.stats import (
     align_labels,
     balanced_accuracy,
     interleave_classes,
@@ -89,7 +84,7 @@ from .functional.stats import (
     match_order,
     no_attack_baselines,
 )
-from .functional.verdict import (
+from shieldsplit.functional.verdict import (
     Decision,
     Evidence,
     VerdictLabel,
@@ -97,14 +92,14 @@ from .functional.verdict import (
     evidence,
     position_verdict,
 )
-from .io import atomic_write_text
-from .membership import MembershipReport, heldout_of, membership_audit
-from .metrics import distance_correlation, label_recovery_rate, mse, psnr, ssim
-from .plots import png_base64, roc_html
-from .progress import progress_bar
-from .provenance import library_versions, machine_info
-from .training import accuracy, eval_mode, fit_plain
-from .validate import check_int
+from shieldsplit.io import atomic_write_text
+from shieldsplit.membership import MembershipReport, heldout_of, membership_audit
+from shieldsplit.metrics import distance_correlation, label_recovery_rate, mse, psnr, ssim
+from shieldsplit.plots import png_base64, roc_html
+from shieldsplit.progress import progress_bar
+from shieldsplit.provenance import library_versions, machine_info
+from shieldsplit.training import accuracy, eval_mode, fit_plain
+from shieldsplit.validate import check_int
 
 logger = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import ConfigError, ShieldSplitError
-from .io import atomic_write_text, check_output_path
-from .smoke import SMOKE_ENV, SmokeBudget, cap, smoke_budget
+from shieldsplit.errors import ConfigError, ShieldSplitError
+from shieldsplit.io import atomic_write_text, check_output_path
+from shieldsplit.smoke import SMOKE_ENV, SmokeBudget, cap, smoke_budget
 
 if TYPE_CHECKING:
-    from .auditor import AuditReport
-    from .demo import DemoReport
+    from shieldsplit.auditor import AuditReport
+    from shieldsplit.demo import DemoReport
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def check_attacks(names: Sequence[str]) -> None:
     Raises:
         ConfigError: for an unknown name, listing the valid ones.
     """
-    from .attacks import available_attacks
+    from shieldsplit.attacks import available_attacks
 
     valid = available_attacks()
     for name in names:
@@ -256,13 +256,13 @@ def smoke() -> SmokeBudget | None:
 
 
 def _data_names() -> list[str]:
-    from .data import available_datasets
+    from shieldsplit.data import available_datasets
 
     return available_datasets()
 
 
 def _load_data(data: str, data_root: Path | None, seed: int, limit: int | None = None) -> Any:
-    from .data import default_data_root, load_dataset
+    from shieldsplit.data import default_data_root, load_dataset
 
     check_choice("--data", data, _data_names())
     root = data_root or (default_data_root() if data != "digits" else None)
@@ -293,7 +293,7 @@ def demo(
     and what the split-learning attacks rebuild from each."""
     from pydantic import ValidationError
 
-    from .demo import DemoOptions, run_demo
+    from shieldsplit.demo import DemoOptions, run_demo
 
     try:
         check_outputs(json=json_out)
@@ -342,7 +342,7 @@ def load_model_factory(spec: str) -> Any:
     Raises:
         ConfigError: if it cannot be imported or is not callable.
     """
-    from .models import MODELS
+    from shieldsplit.models import MODELS
 
     if spec in MODELS:
         return MODELS[spec]
@@ -399,7 +399,7 @@ def _model_for(spec: str, ds: Any, weights: Path | None, *, defended_ok: bool = 
 
 
 def _budgets() -> list[str]:
-    from .auditor import VICTIMS
+    from shieldsplit.auditor import VICTIMS
 
     return list(VICTIMS)
 
@@ -437,7 +437,7 @@ def audit(
         names = None if attacks is None else split_names(attacks)
         if names is not None:
             check_attacks(names)
-        from .auditor import audit as run_audit
+        from shieldsplit.auditor import audit as run_audit
 
         small = smoke()
         if small is not None:
@@ -499,7 +499,7 @@ def parse_options(specs: Sequence[str], names: Sequence[str]) -> dict[str, dict[
         >>> parse_options(["laplace.scale=0.2"], ["none", "laplace"])
         {'laplace': {'scale': 0.2}}
     """
-    from .defense import defense_options
+    from shieldsplit.defense import defense_options
 
     fields: dict[str, dict[str, Any]] = {}
     for spec in specs:
@@ -526,8 +526,8 @@ def parse_options(specs: Sequence[str], names: Sequence[str]) -> dict[str, dict[
 def options() -> None:
     """List every registered defence's and attack's options: name, type and default (each
     one's ``Config``, the single source of its options)."""
-    from .attacks import attack_class, available_attacks
-    from .defense import available_defenses, defense_config
+    from shieldsplit.attacks import attack_class, available_attacks
+    from shieldsplit.defense import available_defenses, defense_config
 
     for title, names, config_of in (
         ("defence", available_defenses(), defense_config),
@@ -592,8 +592,8 @@ def compare(
     try:
         check_outputs(out=out, json=json_out)
         check_choice("--budget", budget, _budgets())
-        from .compare import compare as run_compare
-        from .defense import available_defenses
+        from shieldsplit.compare import compare as run_compare
+        from shieldsplit.defense import available_defenses
 
         names = split_names(defenses)
         for name in names:
@@ -611,7 +611,7 @@ def compare(
             attack_names = list(small.attacks) if attacks is None else attack_names
         ds = _load_data(data, data_root, seed, limit)
         net = _model_for(model, ds, weights, defended_ok=False)
-        from .cutting import split_model
+        from shieldsplit.cutting import split_model
 
         where: int | str = int(cut) if cut.isdigit() else cut
         split_model(net, where)  # an impossible cut fails now, not after the first defence
@@ -669,11 +669,11 @@ def federate(
         check_choice("--defense", defense, list(FEDERATED_DEFENSES))
         if audit is not None:
             check_choice("--audit", audit, _budgets())
-        from .functional.partition import parse_partition
+        from shieldsplit.functional.partition import parse_partition
 
         parse_partition(partition)
         try:
-            from .adapters import flower as ssfl
+            from shieldsplit.adapters import flower as ssfl
         except ImportError as exc:
             raise ConfigError.build(
                 what="flwr", expected="Flower installed (pip install 'shieldsplit[flower]')",
@@ -705,7 +705,7 @@ def federate(
 
 def _split_process() -> Any:
     try:
-        from .adapters import split_process
+        from shieldsplit.adapters import split_process
     except ImportError as exc:  # pragma: no cover - the adapters ship with shieldsplit
         raise ConfigError.build(what="shieldsplit.adapters", expected="the adapters package",
                                 received=str(exc), fix="reinstall shieldsplit") from exc
@@ -741,7 +741,7 @@ def split_serve(
         sp = _split_process()
         import torch
 
-        from .shield import SplitShield
+        from shieldsplit.shield import SplitShield
 
         torch.manual_seed(seed)  # the same initial weights as the client's
         net = build_model(model, in_channels=in_channels, num_classes=num_classes,
@@ -787,7 +787,7 @@ def split_client(
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
-        from .shield import SplitShield
+        from shieldsplit.shield import SplitShield
 
         torch.manual_seed(seed)  # the same initial weights as the server's
         net = _model_for(model, ds, None, defended_ok=False)
@@ -840,9 +840,9 @@ def reproduce(
     try:
         from typing import get_args
 
-        from .data import default_data_root
-        from .reproduce import ReproBudget, available_papers
-        from .reproduce import reproduce as run_reproduce
+        from shieldsplit.data import default_data_root
+        from shieldsplit.reproduce import ReproBudget, available_papers
+        from shieldsplit.reproduce import reproduce as run_reproduce
 
         check_choice("paper", paper, available_papers())
         check_choice("--budget", budget, list(get_args(ReproBudget)))
@@ -883,8 +883,8 @@ def describe_checkpoint(obj: Any) -> str:
         >>> describe_checkpoint([1, 2])
         'a list, not a state_dict'
     """
-    from .defense import CHECKPOINT_FORMAT as DEFENSE_FORMAT
-    from .shield import CHECKPOINT_FORMAT as SHIELD_FORMAT
+    from shieldsplit.defense import CHECKPOINT_FORMAT as DEFENSE_FORMAT
+    from shieldsplit.shield import CHECKPOINT_FORMAT as SHIELD_FORMAT
 
     if isinstance(obj, dict):
         fmt = obj.get("format")
@@ -921,7 +921,7 @@ def load_weights(net: Any, weights: Path | None, *, defended_ok: bool = True) ->
         ConfigError: if the file does not fit; the message says which kind of file it is.
         DataFileError: if the file is missing or not a weights-only checkpoint.
     """
-    from .io import safe_torch_load
+    from shieldsplit.io import safe_torch_load
 
     if weights is None:
         return net
@@ -936,11 +936,11 @@ def load_weights(net: Any, weights: Path | None, *, defended_ok: bool = True) ->
         )
     try:
         if "SplitShield checkpoint" in kind:
-            from .shield import SplitShield
+            from shieldsplit.shield import SplitShield
 
             return SplitShield.load(weights, net)
         if "defence checkpoint" in kind:
-            from .defense import Defense
+            from shieldsplit.defense import Defense
 
             return Defense.load(weights, net)
         if "plain state_dict" not in kind:

@@ -48,8 +48,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch import nn
 
-from .attacks.base import Budget
-from .auditor import (
+from shieldsplit.attacks.base import Budget
+from shieldsplit.auditor import (
     AttackResult,
     AuditReport,
     PositionVerdict,
@@ -57,16 +57,16 @@ from .auditor import (
     defense_attacks,
     library_versions,
 )
-from .data import ImageDataset, make_loaders
-from .datacontract import as_dataset
-from .defense import available_defenses, create_defense
-from .errors import ConfigError
-from .functional.stats import majority_rate
-from .io import atomic_write_text
-from .membership import MembershipReport, fpr_label, heldout_of
-from .plots import RocCurve, png_base64, roc_html
-from .progress import progress_bar
-from .validate import build_config
+from shieldsplit.data import ImageDataset, make_loaders
+from shieldsplit.datacontract import as_dataset
+from shieldsplit.defense import available_defenses, create_defense
+from shieldsplit.errors import ConfigError
+from shieldsplit.functional.stats import majority_rate
+from shieldsplit.io import atomic_write_text
+from shieldsplit.membership import MembershipReport, fpr_label, heldout_of
+from shieldsplit.plots import RocCurve, png_base64, roc_html
+from shieldsplit.progress import progress_bar
+from shieldsplit.validate import build_config
 
 logger = logging.getLogger(__name__)
 
@@ -636,7 +636,7 @@ def compare(
     if "none" not in [n for n, _ in specs]:
         specs.insert(0, ("none", {}))
     specs.sort(key=lambda spec: spec[0] != "none")  # the control first
-    from .provenance import machine_info
+    from shieldsplit.provenance import machine_info
 
     table = CompareTable(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch.fx as fx
 from torch import nn
 
-from .errors import InvalidCutError, UnsupportedModelError
+from shieldsplit.errors import InvalidCutError, UnsupportedModelError
 
 #: Layer types that open a computational block.
 COMPUTE_TYPES: tuple[type[nn.Module], ...] = (

@@ -39,15 +39,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from .data import ImageDataset
-from .errors import (
+from shieldsplit.data import ImageDataset
+from shieldsplit.errors import (
     ConfigError,
     EmptyDataError,
     InputShapeError,
     ShieldSplitError,
     UnsupportedModelError,
 )
-from .validate import (
+from shieldsplit.validate import (
     as_labels,
     check_mean_std,
     check_pair,

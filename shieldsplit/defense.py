@@ -47,17 +47,17 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from .cutting import split_model
-from .datacontract import as_loader, check_model
-from .errors import ConfigError, DataFileError, UnsupportedModelError
-from .io import atomic_torch_save, safe_torch_load
-from .registry import Registry
-from .training import PlainHistory, eval_mode, fit_plain, restored_on_error
-from .validate import build_config, check_batch, check_loader, check_seed
-from .wire import ClientMessage
+from shieldsplit.cutting import split_model
+from shieldsplit.datacontract import as_loader, check_model
+from shieldsplit.errors import ConfigError, DataFileError, UnsupportedModelError
+from shieldsplit.io import atomic_torch_save, safe_torch_load
+from shieldsplit.registry import Registry
+from shieldsplit.training import PlainHistory, eval_mode, fit_plain, restored_on_error
+from shieldsplit.validate import build_config, check_batch, check_loader, check_seed
+from shieldsplit.wire import ClientMessage
 
 if TYPE_CHECKING:
-    from .attacks.base import Observation
+    from shieldsplit.attacks.base import Observation
 
 Surface = Literal["split", "federated"]
 CHECKPOINT_FORMAT = "shieldsplit.defense/1"
@@ -205,7 +205,7 @@ class Defense(nn.Module, abc.ABC):
         Returns:
             The observation.
         """
-        from .attacks.observe import observe_gradient, observe_update
+        from shieldsplit.attacks.observe import observe_gradient, observe_update
 
         model = copy.deepcopy(self.federated_model()).eval()
         if kind == "gradient":

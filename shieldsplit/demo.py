@@ -20,13 +20,13 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from .auditor import AuditReport, audit
-from .config import PGSLConfig
-from .data import default_data_root, load_dataset, make_loaders
-from .models import PGSLNet
-from .provenance import machine_info
-from .shield import FitHistory, SplitShield
-from .training import PlainHistory, accuracy, fit_plain
+from shieldsplit.auditor import AuditReport, audit
+from shieldsplit.config import PGSLConfig
+from shieldsplit.data import default_data_root, load_dataset, make_loaders
+from shieldsplit.models import PGSLNet
+from shieldsplit.provenance import machine_info
+from shieldsplit.shield import FitHistory, SplitShield
+from shieldsplit.training import PlainHistory, accuracy, fit_plain
 
 logger = logging.getLogger(__name__)
 

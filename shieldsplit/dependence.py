@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .errors import ConfigError, InputShapeError
-from .metrics import centred_distances
+from shieldsplit.errors import ConfigError, InputShapeError
+from shieldsplit.metrics import centred_distances
 
 #: Floor under the square roots, so that gradients stay finite at zero dependence.
 _EPS = 1e-12

@@ -30,10 +30,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .fusion import weighted_average
-from .perturb import raise_top
-from .saliency import jsma_saliency, normalised_heat
-from .unshuffle import assemble
+from shieldsplit.fusion import weighted_average
+from shieldsplit.perturb import raise_top
+from shieldsplit.saliency import jsma_saliency, normalised_heat
+from shieldsplit.unshuffle import assemble
 
 
 class ExportedShield(nn.Module):

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import DataFileError, OutputPathError
+from shieldsplit.errors import DataFileError, OutputPathError
 
 logger = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from .attacks.base import Budget
-from .attacks.membership import (
+from shieldsplit.attacks.base import Budget
+from shieldsplit.attacks.membership import (
     Labelled,
     Recipe,
     available_membership_attacks,
@@ -53,11 +53,11 @@ from .attacks.membership import (
     template_of,
     train_cached,
 )
-from .data import ImageDataset
-from .datacontract import as_tensors, check_model
-from .defense import Defense
-from .errors import ConfigError, MembershipSetError
-from .functional.membership import (
+from shieldsplit.data import ImageDataset
+from shieldsplit.datacontract import as_tensors, check_model
+from shieldsplit.defense import Defense
+from shieldsplit.errors import ConfigError, MembershipSetError
+from shieldsplit.functional.membership import (
     MembershipEvidence,
     decide_membership,
     dp_tpr_bound,
@@ -67,9 +67,9 @@ from .functional.membership import (
     roc_points,
     tpr_at_fpr,
 )
-from .functional.verdict import VerdictLabel, position_verdict
-from .plots import RocCurve
-from .validate import check_int, check_seed
+from shieldsplit.functional.verdict import VerdictLabel, position_verdict
+from shieldsplit.plots import RocCurve
+from shieldsplit.validate import check_int, check_seed
 
 logger = logging.getLogger(__name__)
 

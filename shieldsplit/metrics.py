@@ -24,7 +24,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from .errors import InputShapeError
+from shieldsplit.errors import InputShapeError
 
 
 def _check_pair(a: Tensor, b: Tensor) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .errors import ConfigError
+from shieldsplit.errors import ConfigError
 
 
 class PGSLNet(nn.Sequential):

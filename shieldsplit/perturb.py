@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import ConfigError, InputShapeError
+from shieldsplit.errors import ConfigError, InputShapeError
 
 
 @dataclass(frozen=True)

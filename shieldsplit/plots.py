@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from .functional.membership import dp_tpr_bound
+from shieldsplit.functional.membership import dp_tpr_bound
 
 #: Rows of the fallback table per curve (evenly spaced along it in log FPR).
 TABLE_POINTS = 12

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from .errors import ConfigError
+from shieldsplit.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -42,11 +42,11 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from .config import PGSLConfig
-from .cutting import COMPUTE_TYPES, split_model
-from .datacontract import Normalized, as_loader, check_model, probe_model
-from .defense import Defense, Surface, register_defense
-from .errors import (
+from shieldsplit.config import PGSLConfig
+from shieldsplit.cutting import COMPUTE_TYPES, split_model
+from shieldsplit.datacontract import Normalized, as_loader, check_model, probe_model
+from shieldsplit.defense import Defense, Surface, register_defense
+from shieldsplit.errors import (
     ConfigError,
     DataFileError,
     EmptyDataError,
@@ -54,22 +54,29 @@ from .errors import (
     StateError,
     UnsupportedModelError,
 )
-from .exported import ExportedShield
-from .fusion import (
+from shieldsplit.exported import ExportedShield
+from shieldsplit.fusion import (
     ConvSumFusion,
     adaptive_weights,
     class_score_sums,
     max_class_score,
     weighted_average,
 )
-from .io import atomic_torch_save, safe_torch_load
-from .perturb import budget_count, jsma_perturb
-from .recovery import ProximalRecovery
-from .saliency import class_gradient, jsma_saliency, normalised_heat
-from .training import History, eval_mode, fit_epochs, make_optimizer, restored_on_error
-from .unshuffle import SubPixelUpsample, assemble
-from .validate import build_config, check_batch, check_int, check_labels, check_loader, check_seed
-from .wire import ClientMessage, EpochSummary, ServerGradient, StreamScores
+from shieldsplit.io import atomic_torch_save, safe_torch_load
+from shieldsplit.perturb import budget_count, jsma_perturb
+from shieldsplit.recovery import ProximalRecovery
+from shieldsplit.saliency import class_gradient, jsma_saliency, normalised_heat
+from shieldsplit.training import History, eval_mode, fit_epochs, make_optimizer, restored_on_error
+from shieldsplit.unshuffle import SubPixelUpsample, assemble
+from shieldsplit.validate import (
+    build_config,
+    check_batch,
+    check_int,
+    check_labels,
+    check_loader,
+    check_seed,
+)
+from shieldsplit.wire import ClientMessage, EpochSummary, ServerGradient, StreamScores
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import os
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ConfigError
+from shieldsplit.errors import ConfigError
 
 #: The environment variable that switches the small budgets on.
 SMOKE_ENV = "SHIELDSPLIT_SMOKE"

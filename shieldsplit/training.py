@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from .config import TrainConfig
-from .errors import EmptyDataError, ShieldSplitError
-from .progress import progress_bar
-from .validate import check_int
+from shieldsplit.config import TrainConfig
+from shieldsplit.errors import EmptyDataError, ShieldSplitError
+from shieldsplit.progress import progress_bar
+from shieldsplit.validate import check_int
 
 
 class PlainEpoch(BaseModel):

@@ -25,7 +25,13 @@ import torch
 from pydantic import BaseModel, ValidationError
 from torch import Tensor
 
-from .errors import ConfigError, EmptyDataError, InputShapeError, LabelError, NonFiniteInputError
+from shieldsplit.errors import (
+    ConfigError,
+    EmptyDataError,
+    InputShapeError,
+    LabelError,
+    NonFiniteInputError,
+)
 
 _MAX_SEED = 2**32 - 1
 

@@ -5,7 +5,7 @@ Importing this package registers the built-in attacks.
 
 from __future__ import annotations
 
-from .base import (
+from shieldsplit.attacks.base import (
     Attack,
     AttackContext,
     Observation,
@@ -18,7 +18,7 @@ from .base import (
 )
 
 # Importing the modules registers the built-in attacks.
-from . import adaptive, gan, gradient, split  # noqa: F401  isort: skip
+from shieldsplit.attacks import adaptive, gan, gradient, split  # noqa: F401  isort: skip
 
 __all__ = [
     "Attack",

@@ -36,9 +36,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from ..errors import ConfigError
-from ..shield import SplitShield
-from .base import (
+from shieldsplit.attacks.base import (
     AttackContext,
     Observation,
     ObservationKind,
@@ -46,7 +44,9 @@ from .base import (
     ThreatModel,
     register_attack,
 )
-from .split import BlackBoxDecoder, collect_activations
+from shieldsplit.attacks.split import BlackBoxDecoder, collect_activations
+from shieldsplit.errors import ConfigError
+from shieldsplit.shield import SplitShield
 
 
 def _shield_of(context: AttackContext) -> SplitShield:

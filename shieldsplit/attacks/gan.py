@@ -49,10 +49,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ..errors import ConfigError, InputShapeError
-from ..progress import progress_bar
-from ..training import eval_mode
-from .base import (
+from shieldsplit.attacks.base import (
     Attack,
     AttackContext,
     Observation,
@@ -62,7 +59,7 @@ from .base import (
     fingerprint,
     register_attack,
 )
-from .split import (
+from shieldsplit.attacks.split import (
     SEARCH_ITERATIONS,
     SEARCH_RESTARTS,
     FitToSize,
@@ -72,6 +69,9 @@ from .split import (
     client_map,
     require_prepared,
 )
+from shieldsplit.errors import ConfigError, InputShapeError
+from shieldsplit.progress import progress_bar
+from shieldsplit.training import eval_mode
 
 #: GAN training epochs per budget.
 GAN_EPOCHS = {"quick": 20, "standard": 60, "thorough": 200}

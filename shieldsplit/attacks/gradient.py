@@ -85,17 +85,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
-from ..errors import (
-    ConfigError,
-    InputShapeError,
-    LabelError,
-    NonFiniteInputError,
-    StateError,
-    UnsupportedModelError,
-)
-from ..functional.separation import separate_nonnegative_sources
-from ..progress import progress_bar
-from .base import (
+from shieldsplit.attacks.base import (
     Attack,
     Budget,
     Observation,
@@ -103,7 +93,7 @@ from .base import (
     Reconstruction,
     register_attack,
 )
-from .observe import (
+from shieldsplit.attacks.observe import (
     fedavg_update,
     frozen_state,
     functional_copy,
@@ -111,6 +101,16 @@ from .observe import (
     minibatch_schedule,
     trainable_parameters,
 )
+from shieldsplit.errors import (
+    ConfigError,
+    InputShapeError,
+    LabelError,
+    NonFiniteInputError,
+    StateError,
+    UnsupportedModelError,
+)
+from shieldsplit.functional.separation import separate_nonnegative_sources
+from shieldsplit.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

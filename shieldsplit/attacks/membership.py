@@ -49,14 +49,14 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ..datacontract import as_loader
-from ..defense import Defense, create_defense
-from ..errors import ConfigError
-from ..functional.membership import lira_offline, logit_confidence, loss_score, rmia_score
-from ..registry import Registry
-from ..training import eval_mode, fit_plain
-from ..validate import check_int, check_seed
-from .base import fingerprint
+from shieldsplit.attacks.base import fingerprint
+from shieldsplit.datacontract import as_loader
+from shieldsplit.defense import Defense, create_defense
+from shieldsplit.errors import ConfigError
+from shieldsplit.functional.membership import lira_offline, logit_confidence, loss_score, rmia_score
+from shieldsplit.registry import Registry
+from shieldsplit.training import eval_mode, fit_plain
+from shieldsplit.validate import check_int, check_seed
 
 logger = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..defense import Defense
-from ..errors import UnsupportedModelError
-from ..training import eval_mode
-from ..validate import check_batch
-from .base import Observation
+from shieldsplit.attacks.base import Observation
+from shieldsplit.defense import Defense
+from shieldsplit.errors import UnsupportedModelError
+from shieldsplit.training import eval_mode
+from shieldsplit.validate import check_batch
 
 
 def check_images(x: Any, what: str = "x") -> Tensor:

@@ -61,12 +61,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ..defense import Defense
-from ..errors import ConfigError, EmptyDataError, InputShapeError, StateError
-from ..progress import progress_bar
-from ..shield import SplitShield
-from ..training import eval_mode
-from .base import (
+from shieldsplit.attacks.base import (
     Attack,
     AttackContext,
     Observation,
@@ -75,7 +70,12 @@ from .base import (
     ThreatModel,
     register_attack,
 )
-from .observe_split import check_images, observe_activations
+from shieldsplit.attacks.observe_split import check_images, observe_activations
+from shieldsplit.defense import Defense
+from shieldsplit.errors import ConfigError, EmptyDataError, InputShapeError, StateError
+from shieldsplit.progress import progress_bar
+from shieldsplit.shield import SplitShield
+from shieldsplit.training import eval_mode
 
 #: Decoder training epochs per budget.
 DECODER_EPOCHS = {"quick": 10, "standard": 30, "thorough": 80}

@@ -5,11 +5,11 @@ Importing this package registers each of them with
 ``dpsgd``, ``nopeek``, ``laplace``, ``bido`` and ``jsma-input``.
 """
 
-from .bido import BiDO
-from .dpsgd import DPSGD
-from .jsma_input import JsmaInput
-from .laplace import LaplaceNoise
-from .latent import LatentPerturb
-from .nopeek import NoPeek
+from shieldsplit.defenses.bido import BiDO
+from shieldsplit.defenses.dpsgd import DPSGD
+from shieldsplit.defenses.jsma_input import JsmaInput
+from shieldsplit.defenses.laplace import LaplaceNoise
+from shieldsplit.defenses.latent import LatentPerturb
+from shieldsplit.defenses.nopeek import NoPeek
 
 __all__ = ["DPSGD", "BiDO", "JsmaInput", "LaplaceNoise", "LatentPerturb", "NoPeek"]

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from ..defense import CutDefense, register_defense
-from ..dependence import hsic
+from shieldsplit.defense import CutDefense, register_defense
+from shieldsplit.dependence import hsic
 
 #: Gaussian bandwidth for one-hot labels: different classes lie sqrt(2) apart, so their
 #: kernel value is exp(-1); a median heuristic would be 0 or sqrt(2) depending on the

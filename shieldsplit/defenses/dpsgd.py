@@ -76,13 +76,13 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils.data import DataLoader, IterableDataset
 
-from .._logsafe import keep_root_logger
-from ..datacontract import check_model
-from ..defense import CutDefense, register_defense
-from ..errors import ConfigError, EmptyDataError, UnsupportedModelError
-from ..training import PlainHistory, fit_plain, restored_on_error
-from ..validate import check_batch, check_int, check_number, check_seed
-from ..wire import ClientMessage
+from shieldsplit._logsafe import keep_root_logger
+from shieldsplit.datacontract import check_model
+from shieldsplit.defense import CutDefense, register_defense
+from shieldsplit.errors import ConfigError, EmptyDataError, UnsupportedModelError
+from shieldsplit.training import PlainHistory, fit_plain, restored_on_error
+from shieldsplit.validate import check_batch, check_int, check_number, check_seed
+from shieldsplit.wire import ClientMessage
 
 with keep_root_logger():  # Opacus calls logging.basicConfig when imported
     from opacus import PrivacyEngine
@@ -92,7 +92,7 @@ with keep_root_logger():  # Opacus calls logging.basicConfig when imported
     from opacus.validators import ModuleValidator
 
 if TYPE_CHECKING:
-    from ..attacks.base import Observation
+    from shieldsplit.attacks.base import Observation
 
 logger = logging.getLogger(__name__)
 
@@ -417,8 +417,8 @@ class DPSGD(CutDefense):
             >>> upd.kind, upd.meta["local_epochs"], upd.meta["local_batch_size"]
             ('update', 2, 2)
         """
-        from ..attacks.base import Observation
-        from ..attacks.observe import functional_victim, minibatch_schedule
+        from shieldsplit.attacks.base import Observation
+        from shieldsplit.attacks.observe import functional_victim, minibatch_schedule
 
         if kind not in ("gradient", "update"):
             raise ConfigError.build(
@@ -475,7 +475,7 @@ class DPSGD(CutDefense):
         x: Tensor, y: Tensor, generator: torch.Generator,
     ) -> dict[str, Tensor]:
         """The DP-SGD aggregate of one batch: clip per example, sum, add noise, divide by B."""
-        from ..attacks.observe import loss_gradients
+        from shieldsplit.attacks.observe import loss_gradients
 
         def one(xi: Tensor, yi: Tensor) -> dict[str, Tensor]:
             return loss_gradients(model, params, frozen, xi.unsqueeze(0), yi.unsqueeze(0))

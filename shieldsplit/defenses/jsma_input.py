@@ -35,14 +35,14 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ..attacks.base import Observation
-from ..defense import CutDefense, register_defense
-from ..perturb import jsma_perturb
-from ..recovery import recover as rpca_recover
-from ..saliency import class_gradient, jsma_saliency
-from ..training import eval_mode
-from ..validate import check_batch
-from ..wire import ClientMessage
+from shieldsplit.attacks.base import Observation
+from shieldsplit.defense import CutDefense, register_defense
+from shieldsplit.perturb import jsma_perturb
+from shieldsplit.recovery import recover as rpca_recover
+from shieldsplit.saliency import class_gradient, jsma_saliency
+from shieldsplit.training import eval_mode
+from shieldsplit.validate import check_batch
+from shieldsplit.wire import ClientMessage
 
 
 class JsmaInputConfig(BaseModel):
@@ -146,7 +146,7 @@ class JsmaInput(CutDefense):
         seed: int | None = None, **local: Any,
     ) -> Observation:
         """The plain network's gradient (or FedAvg update) on the perturbed images."""
-        from ..attacks.observe import observe_gradient, observe_update
+        from shieldsplit.attacks.observe import observe_gradient, observe_update
 
         check_batch(x, y, num_classes=self.num_classes, in_channels=self.in_channels)
         images = self.perturb(x)

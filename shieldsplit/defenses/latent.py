@@ -44,17 +44,12 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from ..config import TrainConfig
-from ..cutting import split_model
-from ..datacontract import as_loader, check_model
-from ..defense import Defense, Surface, register_defense
-from ..errors import (
-    ConfigError,
-    InputShapeError,
-    StateError,
-    UnsupportedModelError,
-)
-from ..training import (
+from shieldsplit.config import TrainConfig
+from shieldsplit.cutting import split_model
+from shieldsplit.datacontract import as_loader, check_model
+from shieldsplit.defense import Defense, Surface, register_defense
+from shieldsplit.errors import ConfigError, InputShapeError, StateError, UnsupportedModelError
+from shieldsplit.training import (
     History,
     accuracy,
     eval_mode,
@@ -62,8 +57,8 @@ from ..training import (
     make_optimizer,
     restored_on_error,
 )
-from ..validate import build_config, check_batch, check_int, check_loader, check_seed
-from ..wire import ClientMessage
+from shieldsplit.validate import build_config, check_batch, check_int, check_loader, check_seed
+from shieldsplit.wire import ClientMessage
 
 NoiseKind = Literal["fixed", "learned"]
 

@@ -23,8 +23,8 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from ..defense import CutDefense, register_defense
-from ..dependence import distance_correlation_loss
+from shieldsplit.defense import CutDefense, register_defense
+from shieldsplit.dependence import distance_correlation_loss
 
 
 class NoPeekConfig(BaseModel):

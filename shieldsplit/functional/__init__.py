@@ -1,7 +1,11 @@
 """Pure functions: the statistics and decision rules behind the auditor (no state, no I/O)."""
 
-from .separation import fast_ica, refine_nonnegative, separate_nonnegative_sources
-from .stats import (
+from shieldsplit.functional.separation import (
+    fast_ica,
+    refine_nonnegative,
+    separate_nonnegative_sources,
+)
+from shieldsplit.functional.stats import (
     align_labels,
     balanced_accuracy,
     balanced_accuracy_interval,
@@ -14,7 +18,7 @@ from .stats import (
     pairwise_mse,
     wilson_interval,
 )
-from .verdict import (
+from shieldsplit.functional.verdict import (
     Decision,
     Evidence,
     VerdictLabel,

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, EmptyDataError
+from shieldsplit.errors import ConfigError, EmptyDataError
 
 #: redraws of a Dirichlet partition that left a client without data
 MAX_REDRAWS = 100

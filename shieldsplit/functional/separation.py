@@ -36,7 +36,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, InputShapeError, NonFiniteInputError
+from shieldsplit.errors import ConfigError, InputShapeError, NonFiniteInputError
 
 
 def _check_matrix(name: str, x: object) -> Tensor:

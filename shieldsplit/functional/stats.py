@@ -38,7 +38,7 @@ from scipy.stats import norm
 from sklearn.metrics import balanced_accuracy_score
 from torch import Tensor
 
-from ..errors import ConfigError, InputShapeError
+from shieldsplit.errors import ConfigError, InputShapeError
 
 #: Resamples of :func:`bootstrap_interval` (the auditor's default).
 BOOTSTRAP_RESAMPLES = 2000

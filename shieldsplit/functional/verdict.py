@@ -61,8 +61,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from ..errors import InputShapeError
-from .stats import (
+from shieldsplit.errors import InputShapeError
+from shieldsplit.functional.stats import (
     balanced_accuracy,
     balanced_accuracy_interval,
     bootstrap_interval,

@@ -14,9 +14,9 @@ split: settings are fixed in advance by :data:`PRESETS` and the papers.
 
 from __future__ import annotations
 
-from . import latent as _latent  # registers "latent"
-from . import pgsl as _pgsl  # registers "pgsl"
-from .core import *  # noqa: F403  (the public names of the machinery)
-from .core import __all__ as __all__
+from shieldsplit.reproduce import latent as _latent  # registers "latent"
+from shieldsplit.reproduce import pgsl as _pgsl  # registers "pgsl"
+from shieldsplit.reproduce.core import *  # noqa: F403  (the public names of the machinery)
+from shieldsplit.reproduce.core import __all__ as __all__
 
 del _latent, _pgsl

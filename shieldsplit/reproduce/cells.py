@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataFileError
-from ..io import atomic_write_text
+from shieldsplit.errors import ConfigError, DataFileError
+from shieldsplit.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -21,16 +21,16 @@ import matplotlib
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import __version__
-from ..auditor import AuditReport
-from ..config import PGSLConfig
-from ..data import ImageDataset, load_dataset
-from ..errors import ConfigError
-from ..io import atomic_write_bytes, atomic_write_text
-from ..models import PGSLNet
-from ..provenance import machine_info
-from ..registry import Registry
-from .cells import CellStore
+from shieldsplit import __version__
+from shieldsplit.auditor import AuditReport
+from shieldsplit.config import PGSLConfig
+from shieldsplit.data import ImageDataset, load_dataset
+from shieldsplit.errors import ConfigError
+from shieldsplit.io import atomic_write_bytes, atomic_write_text
+from shieldsplit.models import PGSLNet
+from shieldsplit.provenance import machine_info
+from shieldsplit.registry import Registry
+from shieldsplit.reproduce.cells import CellStore
 
 matplotlib.use("Agg")
 logger = logging.getLogger(__name__)

@@ -23,12 +23,18 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from ..auditor import AttackResult
-from ..compare import DefenseRun, MatchedPair, match_by_accuracy, run_defense
-from ..functional.stats import majority_rate
-from ..progress import progress_bar
-from .core import RunContext, differences_section, fmt, mean_sd, register_experiment
-from .reading import (
+from shieldsplit.auditor import AttackResult
+from shieldsplit.compare import DefenseRun, MatchedPair, match_by_accuracy, run_defense
+from shieldsplit.functional.stats import majority_rate
+from shieldsplit.progress import progress_bar
+from shieldsplit.reproduce.core import (
+    RunContext,
+    differences_section,
+    fmt,
+    mean_sd,
+    register_experiment,
+)
+from shieldsplit.reproduce.reading import (
     balanced_cell,
     chance_sentence,
     control_leaks,

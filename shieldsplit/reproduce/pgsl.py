@@ -33,24 +33,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..adversarial import create_adversary
-from ..attacks import create_attack
-from ..attacks.base import AttackContext
-from ..attacks.observe import observe_gradient
-from ..attacks.observe_split import observe_activations
-from ..auditor import AttackResult
-from ..compare import DefenseRun, run_defense
-from ..cutting import split_model
-from ..data import make_loaders
-from ..demo import DemoOptions, run_demo
-from ..functional.stats import majority_rate
-from ..perturb import jsma_perturb
-from ..progress import progress_bar
-from ..recovery import recover
-from ..saliency import class_gradient, jsma_saliency, normalised_heat
-from ..training import accuracy, fit_plain
-from .core import RunContext, differences_section, mean_sd, register_experiment
-from .reading import (
+from shieldsplit.adversarial import create_adversary
+from shieldsplit.attacks import create_attack
+from shieldsplit.attacks.base import AttackContext
+from shieldsplit.attacks.observe import observe_gradient
+from shieldsplit.attacks.observe_split import observe_activations
+from shieldsplit.auditor import AttackResult
+from shieldsplit.compare import DefenseRun, run_defense
+from shieldsplit.cutting import split_model
+from shieldsplit.data import make_loaders
+from shieldsplit.demo import DemoOptions, run_demo
+from shieldsplit.functional.stats import majority_rate
+from shieldsplit.perturb import jsma_perturb
+from shieldsplit.progress import progress_bar
+from shieldsplit.recovery import recover
+from shieldsplit.reproduce.core import RunContext, differences_section, mean_sd, register_experiment
+from shieldsplit.reproduce.reading import (
     ClaimLabel,
     Part,
     balanced_cell,
@@ -64,6 +62,8 @@ from .reading import (
     verdict_cell,
     verdict_count_sentence,
 )
+from shieldsplit.saliency import class_gradient, jsma_saliency, normalised_heat
+from shieldsplit.training import accuracy, fit_plain
 
 T1_ATTACKS = ("dlg", "idlg", "gan-prior", "split-black-box")
 ATTACK_TITLE = {"dlg": "DLG", "idlg": "iDLG", "gan-prior": "DCGAN", "split-black-box": "MIA"}

@@ -30,8 +30,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
-from ..auditor import AttackResult
-from ..compare import MatchedPair
+from shieldsplit.auditor import AttackResult
+from shieldsplit.compare import MatchedPair
 
 ClaimLabel = Literal["holds", "does not hold", "inconclusive"]
 Interval = tuple[float, float]
@@ -155,7 +155,7 @@ def balanced_cell(results: Sequence[AttackResult]) -> str:
     ok = [r for r in results if r.status == "ok" and r.balanced_accuracy is not None]
     if not ok:
         return "-"
-    from .core import mean_sd
+    from shieldsplit.reproduce.core import mean_sd
 
     text = mean_sd([float(r.balanced_accuracy or 0.0) for r in ok], ".1%")
     for flag, count in (("**flipped**", sum(r.flipped for r in ok)),
