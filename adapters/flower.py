@@ -1,6 +1,6 @@
 """shieldsplit on Flower: defended federated learning and a live audit of the real updates.
 
-Every defence whose :attr:`~shieldsplit.defense.Defense.surfaces` include
+Every defence whose :attr:`~shieldsplit.defenses.base.Defense.surfaces` include
 ``"federated"`` (none, dpsgd, latent-fixed, latent-learned, nopeek, laplace, bido,
 jsma-input) trains as a Flower ``ClientApp``; a ``ServerApp`` runs Flower's
 ``FedAvg`` (optionally wrapped in :class:`AuditingStrategy`). :func:`simulate` runs
@@ -11,7 +11,7 @@ raises a typed error here.
 
 What crosses the Flower boundary: the defence's floating-point state-dict entries as
 an ``ArrayRecord`` (numpy arrays, serialised by Flower without pickle), except
-:meth:`~shieldsplit.defense.Defense.client_only_state` (DP-SGD's privacy accountant),
+:meth:`~shieldsplit.defenses.base.Defense.client_only_state` (DP-SGD's privacy accountant),
 which stays in the client's ``context.state``; metrics as ``MetricRecord``.
 
 Importing this module imports ``flwr`` (install ``shieldsplit[flower]``);
@@ -55,8 +55,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from shieldsplit._core.io import atomic_write_text
+from shieldsplit._core.progress import progress_line
+from shieldsplit._core.validate import check_int, check_seed
 from shieldsplit.datacontract import as_tensors, check_model
-from shieldsplit.defense import Defense, create_defense
+from shieldsplit.defenses.base import Defense, create_defense
 from shieldsplit.errors import ConfigError, ShieldSplitError, UnsupportedModelError
 from shieldsplit.functional.partition import partition_indices
 from shieldsplit.functional.stats import (
@@ -68,9 +71,6 @@ from shieldsplit.functional.stats import (
     wilson_interval,
 )
 from shieldsplit.functional.verdict import Evidence, decide, evidence
-from shieldsplit.io import atomic_write_text
-from shieldsplit.progress import progress_line
-from shieldsplit.validate import check_int, check_seed
 
 logger = logging.getLogger(__name__)
 
@@ -495,7 +495,7 @@ def client_app(spec: SpecSource) -> ClientApp:
     """The Flower ``ClientApp`` of one defence (simulation and deployment alike).
 
     ``train``: load the global arrays and the client's own accountant state, run the
-    defence's :meth:`~shieldsplit.defense.Defense.fit` for ``local_epochs`` on its shard,
+    defence's :meth:`~shieldsplit.defenses.base.Defense.fit` for ``local_epochs`` on its shard,
     reply with the new shared arrays and ``num-examples``, ``train-loss``,
     ``partition-id`` (and ``epsilon``, ``delta`` for DP-SGD). ``evaluate``: loss and the
     confusion matrix on the held-out shard. The client's partition id comes from the

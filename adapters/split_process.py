@@ -1,9 +1,9 @@
 """SplitShield across OS processes: the client half in one, the server half in another.
 
 The client (images, labels, saliency, shuffling, the PGSL client steps) runs
-:meth:`SplitShield.fit <shieldsplit.shield.SplitShield.fit>` with a
+:meth:`SplitShield.fit <shieldsplit.defenses.pgsl.shield.SplitShield.fit>` with a
 :class:`RemoteServer`; the server process runs :func:`serve`, which trains the same
-shield's server half (:class:`~shieldsplit.shield.ServerHalf`) on what arrives. Per
+shield's server half (:class:`~shieldsplit.defenses.pgsl.shield.ServerHalf`) on what arrives. Per
 batch exactly one :class:`~shieldsplit.wire.ClientMessage` (activations, labels,
 target size) goes one way and one :class:`~shieldsplit.wire.ServerGradient` comes back;
 at the end of an epoch the server sends its tallies (:class:`~shieldsplit.wire.EpochSummary`).
@@ -47,11 +47,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
-from shieldsplit.config import PGSLConfig
+from shieldsplit._core.io import atomic_torch_save, atomic_write_text
+from shieldsplit._core.validate import check_int, check_seed
+from shieldsplit.defenses.pgsl.config import PGSLConfig
+from shieldsplit.defenses.pgsl.shield import FitHistory, SplitShield
 from shieldsplit.errors import ConfigError, ShieldSplitError, StateError, WireError
-from shieldsplit.io import atomic_torch_save, atomic_write_text
-from shieldsplit.shield import FitHistory, SplitShield
-from shieldsplit.validate import check_int, check_seed
 from shieldsplit.wire import ClientMessage, EpochSummary, ServerGradient
 
 logger = logging.getLogger(__name__)
@@ -498,7 +498,7 @@ def serve(
 
     Each connection is one training run: a ``hello`` (the client's shield must have the
     same cut, configuration, classes and wire layout), then per batch a ``message``
-    answered by a ``gradient`` (:class:`~shieldsplit.shield.ServerHalf` trains the
+    answered by a ``gradient`` (:class:`~shieldsplit.defenses.pgsl.shield.ServerHalf` trains the
     server's streams), per epoch an ``end_epoch`` answered by a ``summary``, and a
     ``bye``. A refused frame is answered by an ``error`` frame, logged and listed in the
     report; the connection goes on (after a frame that cannot be delimited, the server

@@ -52,12 +52,12 @@ from torch import Tensor, nn
 from shieldsplit.attacks import AttackContext, create_attack
 from shieldsplit.attacks.observe import observe_gradient, observe_update
 from shieldsplit.data import default_data_root, load_dataset
-from shieldsplit.demo import machine_info
+from shieldsplit.experiments.demo import machine_info
 from shieldsplit.metrics import label_recovery_rate, psnr
 from shieldsplit.models import PGSLNet
 
 CACHE = Path("out/attack_strength")
-#: the auditor's FedAvg protocol (shieldsplit.auditor.FEDAVG)
+#: the auditor's FedAvg protocol (shieldsplit.audit.auditor.FEDAVG)
 FEDAVG: dict[str, Any] = {"local_epochs": 5, "local_batch_size": 8, "lr": 1e-3}
 #: data -> (data set, architecture, epochs, training images or None for all)
 VICTIMS: dict[str, tuple[str, str, int, int | None]] = {

@@ -86,8 +86,8 @@ BARS = {"pgsl": 180.0, "resnet18": 300.0}
 def write_page(args: argparse.Namespace, report: ss.AuditReport, seconds: float,
                load: tuple[float, float, float], start: float, cpu: float) -> None:
     """The results page: every number and sentence from this run."""
-    from shieldsplit.demo import machine_info
-    from shieldsplit.io import atomic_write_text
+    from shieldsplit._core.io import atomic_write_text
+    from shieldsplit.experiments.demo import machine_info
 
     m = machine_info()
     bar = BARS[args.model]

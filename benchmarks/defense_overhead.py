@@ -51,9 +51,9 @@ from spread import check_spread
 from torch.utils.data import DataLoader, Dataset
 
 import shieldsplit as ss
+from shieldsplit._core.io import atomic_write_text
 from shieldsplit.data import default_data_root, load_dataset
-from shieldsplit.demo import machine_info
-from shieldsplit.io import atomic_write_text
+from shieldsplit.experiments.demo import machine_info
 from shieldsplit.training import fit_plain
 
 PLAIN = "plain"

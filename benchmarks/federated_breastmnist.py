@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from shieldsplit._core.io import atomic_write_text
 from shieldsplit.adapters import flower as ssfl
 from shieldsplit.data import default_data_root, load_dataset
-from shieldsplit.demo import machine_info
-from shieldsplit.io import atomic_write_text
+from shieldsplit.experiments.demo import machine_info
 from shieldsplit.models import SmallConvNet
 
 DEFENSES = "none,dpsgd,latent-fixed,latent-learned,nopeek,laplace,bido"

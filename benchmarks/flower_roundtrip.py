@@ -26,9 +26,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from shieldsplit._core.io import atomic_write_text
 from shieldsplit.adapters.flower_local import LocalFederation
-from shieldsplit.demo import machine_info
-from shieldsplit.io import atomic_write_text
+from shieldsplit.experiments.demo import machine_info
 
 APP_TOML = """[build-system]
 requires = ["hatchling"]

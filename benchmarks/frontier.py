@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 import shieldsplit as ss
-from shieldsplit.compare import CompareTable, match_by_accuracy, run_label
+from shieldsplit._core.io import atomic_write_text
+from shieldsplit.compare.frontier import CompareTable, match_by_accuracy, run_label
 from shieldsplit.data import load_dataset
-from shieldsplit.io import atomic_write_text
-from shieldsplit.reproduce.reading import (
+from shieldsplit.experiments.reproduce.reading import (
     balanced_cell,
     chance_sentence,
     control_leaks,
@@ -52,7 +52,8 @@ BLACK_BOX = "split-black-box"
 def matched(table: CompareTable, baseline: str, attack: str) -> list[tuple[str, str]]:
     """For each baseline point, the latent-perturbation point nearest in accuracy, with
     both verdicts and the paper's claim decided for that pair (see
-    :func:`shieldsplit.reproduce.reading.matched_claim`): ``(table row, claim)`` each."""
+    :func:`shieldsplit.experiments.reproduce.reading.matched_claim`): ``(table row, claim)``
+    each."""
     latent = [r for r in table.rows if r.defense.startswith("latent")]
     control = [r.leakage[attack] for r in table.rows if r.defense == "none"
                and attack in r.leakage]

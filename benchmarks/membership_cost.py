@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
+from shieldsplit._core.io import atomic_write_text
 from shieldsplit.attacks.membership import clear_reference_cache
+from shieldsplit.audit.membership import membership_audit, without_shared
 from shieldsplit.data import load_dataset
-from shieldsplit.demo import machine_info
-from shieldsplit.io import atomic_write_text
-from shieldsplit.membership import membership_audit, without_shared
+from shieldsplit.experiments.demo import machine_info
 from shieldsplit.models import PGSLNet
 from shieldsplit.training import fit_plain
 

@@ -1,7 +1,7 @@
 """Cross-check shieldsplit's membership attacks against IBM's Adversarial Robustness Toolbox.
 
 One target (a PGSLNet at a smaller width, trained plainly by shieldsplit on the members)
-and ONE pair of member/non-member sets (``shieldsplit.membership.membership_sets``,
+and ONE pair of member/non-member sets (``shieldsplit.audit.membership.membership_sets``,
 seeded) are attacked by
 
 - shieldsplit: ``membership_audit(reference_count=4)`` with loss-threshold, RMIA and
@@ -43,17 +43,17 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
+from shieldsplit._core.io import atomic_write_text
 from shieldsplit.attacks.membership import create_membership_attack, probabilities
+from shieldsplit.audit.membership import membership_audit, membership_sets, without_shared
 from shieldsplit.data import load_dataset
 from shieldsplit.datacontract import as_loader
-from shieldsplit.demo import machine_info
+from shieldsplit.experiments.demo import machine_info
 from shieldsplit.functional.membership import (
     auc_interval,
     membership_advantage,
     tpr_at_fpr,
 )
-from shieldsplit.io import atomic_write_text
-from shieldsplit.membership import membership_audit, membership_sets, without_shared
 from shieldsplit.models import PGSLNet
 from shieldsplit.training import fit_plain
 

@@ -3,7 +3,7 @@
 For each seed and defence, a fresh PGSLNet (the paper's network at a smaller width) is
 wrapped in the defence (``create_defense``) and trained with its own protocol
 (``train_protocol``) on the **members**, a seeded subset of the training split. Then
-``shieldsplit.membership.membership_audit`` attacks it at the ``quick`` budget
+``shieldsplit.audit.membership.membership_audit`` attacks it at the ``quick`` budget
 (loss-threshold and RMIA with 2 reference models trained with the defence's own recipe on
 halves of the **auxiliary** images, disjoint from the members) against **non-members**
 drawn from the validation and test splits (copies of training images dropped), with the
@@ -36,14 +36,14 @@ import numpy as np
 import torch
 from scipy import stats
 
+from shieldsplit._core.io import atomic_write_text
+from shieldsplit.audit.membership import fpr_label, membership_audit, without_shared
 from shieldsplit.data import load_dataset
 from shieldsplit.datacontract import as_loader
-from shieldsplit.defense import create_defense
-from shieldsplit.demo import machine_info
+from shieldsplit.defenses.base import create_defense
+from shieldsplit.experiments.demo import machine_info
 from shieldsplit.functional.membership import min_nonmembers
 from shieldsplit.functional.stats import majority_rate
-from shieldsplit.io import atomic_write_text
-from shieldsplit.membership import fpr_label, membership_audit, without_shared
 from shieldsplit.models import PGSLNet
 
 DEFENSES = ("none", "pgsl", "latent-fixed", "latent-learned", "dpsgd", "nopeek", "laplace",

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 import shieldsplit as ss
+from shieldsplit._core.io import atomic_write_text
 from shieldsplit.data import load_dataset, make_loaders
-from shieldsplit.demo import machine_info
-from shieldsplit.io import atomic_write_text
-from shieldsplit.reproduce.pgsl import map_subtraction_sentence, mu_sweep
+from shieldsplit.experiments.demo import machine_info
+from shieldsplit.experiments.reproduce.pgsl import map_subtraction_sentence, mu_sweep
 from shieldsplit.training import accuracy, fit_plain
 
 

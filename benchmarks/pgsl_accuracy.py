@@ -1,6 +1,6 @@
 """SplitShield vs plain training of the PGSL paper's network: test accuracy side by side.
 
-Runs ``shieldsplit.demo.run_demo`` (the same job as ``shieldsplit demo``) for
+Runs ``shieldsplit.experiments.demo.run_demo`` (the same job as ``shieldsplit demo``) for
 each seed and writes a Markdown table and the JSON reports. Both models use
 the same data split, initial weights, optimiser and epochs; with
 ``--restore-best`` each keeps the weights of its best validation epoch
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from shieldsplit.config import PGSLConfig
-from shieldsplit.demo import DemoOptions, DemoReport, run_demo
-from shieldsplit.io import atomic_write_text
+from shieldsplit._core.io import atomic_write_text
+from shieldsplit.defenses.pgsl.config import PGSLConfig
+from shieldsplit.experiments.demo import DemoOptions, DemoReport, run_demo
 
 
 def cached_run(options: DemoOptions, cache: Path) -> DemoReport:

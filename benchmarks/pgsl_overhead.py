@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from spread import check_spread
 
 import shieldsplit as ss
-from shieldsplit.demo import machine_info
+from shieldsplit.experiments.demo import machine_info
 from shieldsplit.training import make_optimizer
 
 
@@ -158,7 +158,7 @@ def main() -> None:
           f"{rec / med['pgsl']:.1%} of a PGSL step")
     if not check.reliable:
         print(check.warning())
-    from shieldsplit.io import atomic_write_text
+    from shieldsplit._core.io import atomic_write_text
 
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2))

@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from shieldsplit import PGSLConfig, PGSLNet, SplitShield
+from shieldsplit._core.io import atomic_write_text
 from shieldsplit.data import load_dataset, make_loaders
 from shieldsplit.functional.stats import balanced_accuracy, majority_rate
-from shieldsplit.io import atomic_write_text
 
 TARGETS = ("label", "predicted")
 

@@ -48,7 +48,7 @@ from shieldsplit.attacks import adaptive as _adaptive  # noqa: F401  (registers 
 from shieldsplit.attacks import split as _split  # noqa: F401  (registers the attacks)
 from shieldsplit.attacks.observe_split import observe_activations
 from shieldsplit.data import default_data_root, load_dataset
-from shieldsplit.demo import machine_info
+from shieldsplit.experiments.demo import machine_info
 from shieldsplit.metrics import mse, psnr, ssim
 from shieldsplit.training import accuracy, fit_plain
 

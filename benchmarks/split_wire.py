@@ -33,13 +33,13 @@ import torch
 from spread import SpreadCheck, check_spread
 from torch.utils.data import DataLoader, TensorDataset
 
+from shieldsplit._core.io import atomic_write_text
 from shieldsplit.adapters import split_process as sp
-from shieldsplit.config import PGSLConfig
 from shieldsplit.data import default_data_root, load_dataset
-from shieldsplit.demo import machine_info
-from shieldsplit.io import atomic_write_text
+from shieldsplit.defenses.pgsl.config import PGSLConfig
+from shieldsplit.defenses.pgsl.shield import SplitShield
+from shieldsplit.experiments.demo import machine_info
 from shieldsplit.models import PGSLNet
-from shieldsplit.shield import SplitShield
 
 VARIANTS = {"pgsl": "SplitShield (default PGSL config)",
             "plain": "plain split (same cut, every PGSL step off)"}

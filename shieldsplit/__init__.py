@@ -18,31 +18,32 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below load lazily at run time (see __getattr__)
-    from shieldsplit.auditor import AuditReport, audit
-    from shieldsplit.compare import CompareTable, compare
-    from shieldsplit.config import PGSLConfig
+    from shieldsplit.audit.auditor import AuditReport, audit
+    from shieldsplit.compare.frontier import CompareTable, compare
     from shieldsplit.cutting import list_cut_points, split_model
-    from shieldsplit.defense import Defense, available_defenses, create_defense
     from shieldsplit.defenses import DPSGD, BiDO, JsmaInput, LaplaceNoise, LatentPerturb, NoPeek
+    from shieldsplit.defenses.base import Defense, available_defenses, create_defense
+    from shieldsplit.defenses.pgsl.config import PGSLConfig
+    from shieldsplit.defenses.pgsl.shield import FitHistory, SplitShield
     from shieldsplit.errors import ShieldSplitError
     from shieldsplit.models import PGSLNet, create_model
-    from shieldsplit.shield import FitHistory, SplitShield
     from shieldsplit.wire import ClientMessage, ServerGradient, StreamScores
 
 __version__ = "0.1.0"
 
 #: Public name -> the submodule that defines it (imported on first access).
 _LAZY: dict[str, str] = {
-    "AuditReport": "auditor", "audit": "auditor",
+    "AuditReport": "audit", "audit": "audit",
     "CompareTable": "compare", "compare": "compare",
-    "PGSLConfig": "config",
+    "PGSLConfig": "defenses.pgsl",
     "list_cut_points": "cutting", "split_model": "cutting",
-    "Defense": "defense", "available_defenses": "defense", "create_defense": "defense",
+    "Defense": "defenses.base", "available_defenses": "defenses.base",
+    "create_defense": "defenses.base",
     "DPSGD": "defenses", "BiDO": "defenses", "JsmaInput": "defenses",
     "LaplaceNoise": "defenses", "LatentPerturb": "defenses", "NoPeek": "defenses",
     "ShieldSplitError": "errors",
     "PGSLNet": "models", "create_model": "models",
-    "FitHistory": "shield", "SplitShield": "shield",
+    "FitHistory": "defenses.pgsl", "SplitShield": "defenses.pgsl",
     "ClientMessage": "wire", "ServerGradient": "wire", "StreamScores": "wire",
 }
 

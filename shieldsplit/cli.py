@@ -28,13 +28,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shieldsplit._core.io import atomic_write_text, check_output_path
 from shieldsplit.errors import ConfigError, ShieldSplitError
-from shieldsplit.io import atomic_write_text, check_output_path
-from shieldsplit.smoke import SMOKE_ENV, SmokeBudget, cap, smoke_budget
+from shieldsplit.experiments.smoke import SMOKE_ENV, SmokeBudget, cap, smoke_budget
 
 if TYPE_CHECKING:
-    from shieldsplit.auditor import AuditReport
-    from shieldsplit.demo import DemoReport
+    from shieldsplit.audit.auditor import AuditReport
+    from shieldsplit.experiments.demo import DemoReport
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def demo(
     and what the split-learning attacks rebuild from each."""
     from pydantic import ValidationError
 
-    from shieldsplit.demo import DemoOptions, run_demo
+    from shieldsplit.experiments.demo import DemoOptions, run_demo
 
     try:
         check_outputs(json=json_out)
@@ -399,7 +399,7 @@ def _model_for(spec: str, ds: Any, weights: Path | None, *, defended_ok: bool = 
 
 
 def _budgets() -> list[str]:
-    from shieldsplit.auditor import VICTIMS
+    from shieldsplit.audit.auditor import VICTIMS
 
     return list(VICTIMS)
 
@@ -437,7 +437,7 @@ def audit(
         names = None if attacks is None else split_names(attacks)
         if names is not None:
             check_attacks(names)
-        from shieldsplit.auditor import audit as run_audit
+        from shieldsplit.audit.auditor import audit as run_audit
 
         small = smoke()
         if small is not None:
@@ -488,7 +488,7 @@ def _parse_sweeps(specs: list[str]) -> dict[str, list[float]]:
 
 def parse_options(specs: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``["laplace.scale=0.2", "pgsl.recovery.mu=0.3"]`` -> validated keyword options per
-    defence (:func:`shieldsplit.defense.defense_options`). Values are read as JSON
+    defence (:func:`shieldsplit.defenses.base.defense_options`). Values are read as JSON
     (``0.2``, ``true``, ``[1, 28, 28]``), else kept as text.
 
     Raises:
@@ -499,7 +499,7 @@ def parse_options(specs: Sequence[str], names: Sequence[str]) -> dict[str, dict[
         >>> parse_options(["laplace.scale=0.2"], ["none", "laplace"])
         {'laplace': {'scale': 0.2}}
     """
-    from shieldsplit.defense import defense_options
+    from shieldsplit.defenses.base import defense_options
 
     fields: dict[str, dict[str, Any]] = {}
     for spec in specs:
@@ -523,20 +523,29 @@ def parse_options(specs: Sequence[str], names: Sequence[str]) -> dict[str, dict[
 
 
 @app.command()
-def options() -> None:
+def options(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+    = False,
+) -> None:
     """List every registered defence's and attack's options: name, type and default (each
     one's ``Config``, the single source of its options)."""
     from shieldsplit.attacks import attack_class, available_attacks
-    from shieldsplit.defense import available_defenses, defense_config
+    from shieldsplit.defenses.base import available_defenses, defense_config
 
-    for title, names, config_of in (
-        ("defence", available_defenses(), defense_config),
-        ("attack", available_attacks(), lambda n: attack_class(n).Config),
-    ):
+    listing = {
+        "defence": {n: _config_rows(defense_config(n)) for n in available_defenses()},
+        "attack": {n: _config_rows(attack_class(n).Config) for n in available_attacks()},
+    }
+    if as_json:
+        typer.echo(json.dumps({
+            kind: {name: [{"option": f, "type": t, "default": d} for f, t, d in rows]
+                   for name, rows in found.items()}
+            for kind, found in listing.items()}, indent=1))
+        return
+    for title, found in listing.items():
         table = Table(title, "option", "type", "default")
-        for name in names:
-            rows = _config_rows(config_of(name)) or [("(none)", "", "")]
-            for i, (field, kind, default) in enumerate(rows):
+        for name, rows in found.items():
+            for i, (field, kind, default) in enumerate(rows or [("(none)", "", "")]):
                 table.add_row(name if i == 0 else "", field, kind, default)
         console.print(table)
 
@@ -592,8 +601,8 @@ def compare(
     try:
         check_outputs(out=out, json=json_out)
         check_choice("--budget", budget, _budgets())
-        from shieldsplit.compare import compare as run_compare
-        from shieldsplit.defense import available_defenses
+        from shieldsplit.compare.frontier import compare as run_compare
+        from shieldsplit.defenses.base import available_defenses
 
         names = split_names(defenses)
         for name in names:
@@ -741,7 +750,7 @@ def split_serve(
         sp = _split_process()
         import torch
 
-        from shieldsplit.shield import SplitShield
+        from shieldsplit.defenses.pgsl.shield import SplitShield
 
         torch.manual_seed(seed)  # the same initial weights as the client's
         net = build_model(model, in_channels=in_channels, num_classes=num_classes,
@@ -787,7 +796,7 @@ def split_client(
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
-        from shieldsplit.shield import SplitShield
+        from shieldsplit.defenses.pgsl.shield import SplitShield
 
         torch.manual_seed(seed)  # the same initial weights as the server's
         net = _model_for(model, ds, None, defended_ok=False)
@@ -841,8 +850,8 @@ def reproduce(
         from typing import get_args
 
         from shieldsplit.data import default_data_root
-        from shieldsplit.reproduce import ReproBudget, available_papers
-        from shieldsplit.reproduce import reproduce as run_reproduce
+        from shieldsplit.experiments.reproduce import ReproBudget, available_papers
+        from shieldsplit.experiments.reproduce import reproduce as run_reproduce
 
         check_choice("paper", paper, available_papers())
         check_choice("--budget", budget, list(get_args(ReproBudget)))
@@ -868,7 +877,7 @@ def describe_checkpoint(obj: Any) -> str:
     """Say what kind of file ``torch.load`` returned, for error messages.
 
     Args:
-        obj: what :func:`shieldsplit.io.safe_torch_load` returned.
+        obj: what :func:`shieldsplit._core.io.safe_torch_load` returned.
 
     Returns:
         A short description: a SplitShield checkpoint, a defence checkpoint, a plain
@@ -883,8 +892,8 @@ def describe_checkpoint(obj: Any) -> str:
         >>> describe_checkpoint([1, 2])
         'a list, not a state_dict'
     """
-    from shieldsplit.defense import CHECKPOINT_FORMAT as DEFENSE_FORMAT
-    from shieldsplit.shield import CHECKPOINT_FORMAT as SHIELD_FORMAT
+    from shieldsplit.defenses.base import CHECKPOINT_FORMAT as DEFENSE_FORMAT
+    from shieldsplit.defenses.pgsl.shield import CHECKPOINT_FORMAT as SHIELD_FORMAT
 
     if isinstance(obj, dict):
         fmt = obj.get("format")
@@ -921,7 +930,7 @@ def load_weights(net: Any, weights: Path | None, *, defended_ok: bool = True) ->
         ConfigError: if the file does not fit; the message says which kind of file it is.
         DataFileError: if the file is missing or not a weights-only checkpoint.
     """
-    from shieldsplit.io import safe_torch_load
+    from shieldsplit._core.io import safe_torch_load
 
     if weights is None:
         return net
@@ -936,11 +945,11 @@ def load_weights(net: Any, weights: Path | None, *, defended_ok: bool = True) ->
         )
     try:
         if "SplitShield checkpoint" in kind:
-            from shieldsplit.shield import SplitShield
+            from shieldsplit.defenses.pgsl.shield import SplitShield
 
             return SplitShield.load(weights, net)
         if "defence checkpoint" in kind:
-            from shieldsplit.defense import Defense
+            from shieldsplit.defenses.base import Defense
 
             return Defense.load(weights, net)
         if "plain state_dict" not in kind:

@@ -45,6 +45,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from shieldsplit._core.registry import Registry
+from shieldsplit._core.validate import (
+    check_number,
+    check_pair,
+    check_seed,
+    check_unit_range,
+    denormalize,
+)
 from shieldsplit.errors import (
     ConfigError,
     EmptyDataError,
@@ -52,14 +60,6 @@ from shieldsplit.errors import (
     LabelError,
     NonFiniteInputError,
     ShieldSplitError,
-)
-from shieldsplit.registry import Registry
-from shieldsplit.validate import (
-    check_number,
-    check_pair,
-    check_seed,
-    check_unit_range,
-    denormalize,
 )
 
 logger = logging.getLogger(__name__)

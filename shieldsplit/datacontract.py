@@ -39,6 +39,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
+from shieldsplit._core.validate import (
+    as_labels,
+    check_mean_std,
+    check_pair,
+    check_seed,
+    check_unit_range,
+    denormalize,
+)
 from shieldsplit.data import ImageDataset
 from shieldsplit.errors import (
     ConfigError,
@@ -46,14 +54,6 @@ from shieldsplit.errors import (
     InputShapeError,
     ShieldSplitError,
     UnsupportedModelError,
-)
-from shieldsplit.validate import (
-    as_labels,
-    check_mean_std,
-    check_pair,
-    check_seed,
-    check_unit_range,
-    denormalize,
 )
 
 #: Where the accepted forms are documented (every entry point's docstring points here).

@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from shieldsplit.config import TrainConfig
+from shieldsplit._core.progress import progress_bar
+from shieldsplit._core.validate import check_int
+from shieldsplit.defenses.pgsl.config import TrainConfig
 from shieldsplit.errors import EmptyDataError, ShieldSplitError
-from shieldsplit.progress import progress_bar
-from shieldsplit.validate import check_int
 
 
 class PlainEpoch(BaseModel):

@@ -1,4 +1,4 @@
-"""Tests for shieldsplit.adversarial (FGSM, BIM, C&W L2 and JSMA evasion attacks).
+"""Tests for shieldsplit.evasion.adversarial (FGSM, BIM, C&W L2 and JSMA evasion attacks).
 
 A small CNN trained for about a second on scikit-learn's 8x8 digits is the
 undefended victim; every success-rate threshold below was measured on it (see
@@ -16,7 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from shieldsplit.adversarial import (
+from shieldsplit.errors import (
+    ConfigError,
+    InputShapeError,
+    LabelError,
+    NonFiniteInputError,
+    ShieldSplitError,
+    UnsupportedModelError,
+)
+from shieldsplit.evasion.adversarial import (
     AdversarialExamples,
     Adversary,
     available_adversaries,
@@ -27,14 +35,6 @@ from shieldsplit.adversarial import (
     jsma,
     register_adversary,
     unregister_adversary,
-)
-from shieldsplit.errors import (
-    ConfigError,
-    InputShapeError,
-    LabelError,
-    NonFiniteInputError,
-    ShieldSplitError,
-    UnsupportedModelError,
 )
 
 FAST = settings(max_examples=15, deadline=None)

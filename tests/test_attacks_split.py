@@ -21,10 +21,10 @@ from shieldsplit.attacks.split import (
     heldout_split,
 )
 from shieldsplit.data import load_dataset, make_loaders
+from shieldsplit.defenses.pgsl.unshuffle import unshuffle
 from shieldsplit.errors import ConfigError, EmptyDataError, InputShapeError, StateError
 from shieldsplit.metrics import mse
 from shieldsplit.training import fit_plain
-from shieldsplit.unshuffle import unshuffle
 
 torch.set_num_threads(1)
 

@@ -26,7 +26,7 @@ from shieldsplit.attacks import (
 )
 from shieldsplit.attacks.observe import observe_gradient, observe_update
 from shieldsplit.attacks.observe_split import observe_activations
-from shieldsplit.auditor import AuditReport, audit
+from shieldsplit.audit.auditor import AuditReport, audit
 from shieldsplit.data import load_dataset
 from shieldsplit.errors import (
     ConfigError,
@@ -150,7 +150,7 @@ AUDIT_KW: dict[str, Any] = {"budget": "quick", "victims": 8, "progress": False}
 
 def fast_attacks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the auditor build every attack with the FAST settings."""
-    import shieldsplit.auditor as audit_module
+    from shieldsplit.audit import auditor as audit_module
 
     real = audit_module._attacks.create_attack
 
@@ -230,7 +230,7 @@ def test_every_split_attack_runs_on_a_defence_wire(
 ) -> None:
     fast_attacks(monkeypatch)
     x, y = digits
-    from shieldsplit.defense import create_defense
+    from shieldsplit.defenses.base import create_defense
 
     wrapped = create_defense(defense, small_net(), cut=2, seed=0)
     report = audit(wrapped, data=(x, y), seed=0, attacks=SPLIT_ATTACKS, control=None,

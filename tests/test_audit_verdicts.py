@@ -17,9 +17,9 @@ from torch import Tensor, nn
 
 import shieldsplit as ss
 from shieldsplit.attacks import Observation, available_attacks
-from shieldsplit.auditor import AuditReport, applicable_attacks, audit, default_attacks
+from shieldsplit.audit.auditor import AuditReport, applicable_attacks, audit, default_attacks
 from shieldsplit.data import load_dataset
-from shieldsplit.defense import CutDefense, Defense, create_defense
+from shieldsplit.defenses.base import CutDefense, Defense, create_defense
 from shieldsplit.errors import ShieldSplitError, UnsupportedModelError
 
 KW: dict[str, Any] = {"budget": "quick", "victims": 24, "progress": False, "seed": 0}
@@ -37,7 +37,7 @@ def tiny(seed: int = 0) -> nn.Module:
 
 
 def fast(monkeypatch: pytest.MonkeyPatch, **options: dict[str, Any]) -> None:
-    import shieldsplit.auditor as module
+    from shieldsplit.audit import auditor as module
 
     real = module._attacks.create_attack
 
@@ -324,7 +324,7 @@ def test_heldout_images_add_membership_inference(monkeypatch: pytest.MonkeyPatch
 
 def test_an_image_dataset_runs_membership_with_heldout_auto(monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Any) -> None:
-    from shieldsplit.membership import heldout_of
+    from shieldsplit.audit.membership import heldout_of
     from shieldsplit.training import fit_plain
 
     fast(monkeypatch, **{"split-black-box": {"epochs": 1}})

@@ -13,17 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from shieldsplit.defense import CutDefense, Defense, available_defenses, create_defense
+from shieldsplit.defenses.base import CutDefense, Defense, available_defenses, create_defense
 from shieldsplit.defenses.bido import LABEL_SIGMA, BiDO
 from shieldsplit.defenses.laplace import LaplaceNoise, laplace_noise_like
 from shieldsplit.defenses.nopeek import NoPeek
-from shieldsplit.dependence import (
+from shieldsplit.errors import ConfigError, InputShapeError
+from shieldsplit.functional.dependence import (
     distance_correlation_loss,
     gaussian_gram,
     hsic,
     median_bandwidth,
 )
-from shieldsplit.errors import ConfigError, InputShapeError
 from shieldsplit.metrics import distance_correlation
 from shieldsplit.models import PGSLNet
 

@@ -63,7 +63,7 @@ def test_audit_rejects_weights_of_another_model(tmp_path: Path) -> None:
 
 
 def test_audit_passes_attacks_and_victims_to_the_auditor(monkeypatch: pytest.MonkeyPatch) -> None:
-    import shieldsplit.auditor as auditor
+    from shieldsplit.audit import auditor
     from shieldsplit.errors import StateError
 
     seen: dict[str, object] = {}
@@ -110,7 +110,7 @@ def one_error_line(result: object) -> str:
 
 @pytest.fixture
 def audit_spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
-    import shieldsplit.auditor as auditor
+    from shieldsplit.audit import auditor
 
     spy = Spy()
     monkeypatch.setattr(auditor, "audit", spy)
@@ -121,7 +121,8 @@ def audit_spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
 def compare_spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
     import importlib
 
-    compare_module = importlib.import_module("shieldsplit.compare")  # ss.compare is the function
+    # ss.compare is the function
+    compare_module = importlib.import_module("shieldsplit.compare.frontier")
     spy = Spy()
     monkeypatch.setattr(compare_module, "compare", spy)
     return spy
@@ -151,7 +152,7 @@ def test_audit_bad_budget_and_attack_fail_before_any_work(audit_spy: Spy) -> Non
 
 def test_a_failing_json_does_not_lose_the_html(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import shieldsplit.auditor as auditor
+    from shieldsplit.audit import auditor
     from shieldsplit.errors import OutputPathError
 
     class FakeReport:
@@ -228,22 +229,25 @@ def test_compare_option_reaches_the_defence_and_typos_fail_first(compare_spy: Sp
 
 
 def test_options_lists_every_defence_and_attack_with_its_config_fields() -> None:
-    from shieldsplit.attacks import attack_class, available_attacks
-    from shieldsplit.defense import available_defenses, defense_config
+    import json
 
-    result = runner.invoke(app, ["options"], env={"COLUMNS": "200"})
+    from shieldsplit.attacks import attack_class, available_attacks
+    from shieldsplit.defenses.base import available_defenses, defense_config
+
+    result = runner.invoke(app, ["options", "--json"])
     assert result.exit_code == 0, result.output
-    configs = [(n, defense_config(n)) for n in available_defenses()] + [
-        (n, attack_class(n).Config) for n in available_attacks()]
-    for name, config in configs:
-        assert name in result.output
-        for field in config.model_fields:
-            assert field in result.output, (name, field)
+    listed = json.loads(result.output)
+    configs = [("defence", n, defense_config(n)) for n in available_defenses()] + [
+        ("attack", n, attack_class(n).Config) for n in available_attacks()]
+    for kind, name, config in configs:
+        options = {row["option"].split(".")[0] for row in listed[kind][name]}
+        assert options == set(config.model_fields), (name, options)
+    assert runner.invoke(app, ["options"]).exit_code == 0  # the tables
 
 
 def test_reproduce_checks_options_and_defaults_outside_the_checkout(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import shieldsplit.reproduce as repro
+    import shieldsplit.experiments.reproduce as repro
     from shieldsplit.cli import REPRODUCE_OUT
 
     spy = Spy()

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import shieldsplit as ss
 from shieldsplit.cli import app
-from shieldsplit.compare import CompareTable, compare
+from shieldsplit.compare.frontier import CompareTable, compare
 from shieldsplit.data import load_dataset
 from shieldsplit.errors import ConfigError, InputShapeError
 
@@ -85,7 +85,7 @@ def test_same_seed_same_table(digits) -> None:
 
 
 def test_a_strengthless_sweep_fails_before_any_training(digits, monkeypatch) -> None:
-    cmp = sys.modules["shieldsplit.compare"]  # the package re-exports compare() by name
+    cmp = sys.modules["shieldsplit.compare.frontier"]  # the package re-exports compare() by name
     trained: list[str] = []
     monkeypatch.setattr(cmp, "run_defense", lambda model, data, name, **kw: trained.append(name))
     with pytest.raises(ConfigError, match="strength"):
@@ -192,7 +192,7 @@ def test_membership_column_cached_references_and_the_dp_bound(digits, monkeypatc
     table.save_html(tmp_path / "m.html")
     page = (tmp_path / "m.html").read_text()
     assert page.count("ROC (log-log)") == 1 and "TPR bound from epsilon" in page
-    fallback = roc_html([c for c in __import__("shieldsplit.compare", fromlist=["x"])
+    fallback = roc_html([c for c in __import__("shieldsplit.compare.frontier", fromlist=["x"])
                          .membership_curves(table)], use_matplotlib=False)
     assert "bound at epsilon" in fallback and fallback.count("<tr>") == 13
     assert CompareTable.model_validate_json(table.model_dump_json()) == table

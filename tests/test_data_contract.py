@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import shieldsplit as ss
+from shieldsplit._core.validate import as_labels, check_seed
 from shieldsplit.data import ImageDataset, stratified_split
 from shieldsplit.datacontract import (
     Normalized,
@@ -29,7 +30,7 @@ from shieldsplit.datacontract import (
     denormalize,
     probe_model,
 )
-from shieldsplit.defense import create_defense
+from shieldsplit.defenses.base import create_defense
 from shieldsplit.errors import (
     ConfigError,
     DataFileError,
@@ -39,7 +40,6 @@ from shieldsplit.errors import (
     ShieldSplitError,
     UnsupportedModelError,
 )
-from shieldsplit.validate import as_labels, check_seed
 
 N = 40
 

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import shieldsplit
 from shieldsplit import ClientMessage, available_defenses, create_defense
-from shieldsplit.defense import Defense
+from shieldsplit.defenses.base import Defense
 from shieldsplit.errors import ConfigError, ShieldSplitError
 from shieldsplit.models import PGSLNet
 
@@ -301,7 +301,7 @@ def test_options_come_from_one_config(name: str) -> None:
     """Each defence's Config is the single source of its options: it forbids unknown
     fields, validates what options() records, and a bad value is a typed error naming
     the option."""
-    from shieldsplit.defense import defense_config, defense_options
+    from shieldsplit.defenses.base import defense_config, defense_options
 
     config = defense_config(name)
     assert config.model_config.get("extra") == "forbid"

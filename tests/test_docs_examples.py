@@ -12,7 +12,7 @@ How they run:
   namespace, as a reader pastes them one after the other (a later block may use the
   names of an earlier one).
 - Every shell block runs on its own with ``bash -e``, with ``SHIELDSPLIT_SMOKE=1``
-  (see :mod:`shieldsplit.smoke`: the command line's small budgets), and with a
+  (see :mod:`shieldsplit.experiments.smoke`: the command line's small budgets), and with a
   ``w.pt`` in the folder: the state_dict of an untrained ``pgsl-net`` for BreastMNIST,
   standing for "your trained weights".
 - Lines that install packages (``pip install ...``) are left out: the package under

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from shieldsplit.defense import Defense, available_defenses, create_defense
+from shieldsplit.defenses.base import Defense, available_defenses, create_defense
 from shieldsplit.defenses.dpsgd import DPSGD, DPHistory, make_dp_compatible
 from shieldsplit.errors import (
     ConfigError,

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-import shieldsplit.io as sio
+import shieldsplit._core.io as sio
 from shieldsplit.errors import OutputPathError, ShieldSplitError
 
-#: Seconds a child may take to import shieldsplit.io and reach the write (loaded machine).
+#: Seconds a child may take to import shieldsplit._core.io and reach the write (loaded machine).
 START_TIMEOUT = 60.0
 
 
@@ -109,7 +109,7 @@ def test_check_output_path_writes_nothing(tmp_path: Path) -> None:
 CHILD = textwrap.dedent(r"""
     import os, sys, time
     from pathlib import Path
-    import shieldsplit.io as sio
+    import shieldsplit._core.io as sio
 
     target, marker = Path(sys.argv[1]), Path(sys.argv[2])
 

@@ -20,7 +20,7 @@ from scipy import stats
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from shieldsplit.defense import Defense, available_defenses, create_defense
+from shieldsplit.defenses.base import Defense, available_defenses, create_defense
 from shieldsplit.defenses.latent import (
     LatentDecoder,
     LatentHistory,

@@ -26,7 +26,13 @@ from shieldsplit.attacks.membership import (
     register_membership_attack,
     unregister_membership_attack,
 )
-from shieldsplit.defense import Defense, create_defense
+from shieldsplit.audit.membership import (
+    MembershipReport,
+    check_disjoint,
+    membership_audit,
+    membership_sets,
+)
+from shieldsplit.defenses.base import Defense, create_defense
 from shieldsplit.errors import ConfigError, InputShapeError, LabelError, MembershipSetError
 from shieldsplit.functional import wilson_interval
 from shieldsplit.functional.membership import (
@@ -46,12 +52,6 @@ from shieldsplit.functional.membership import (
     rmia_score,
     roc_points,
     tpr_at_fpr,
-)
-from shieldsplit.membership import (
-    MembershipReport,
-    check_disjoint,
-    membership_audit,
-    membership_sets,
 )
 from shieldsplit.training import fit_plain
 

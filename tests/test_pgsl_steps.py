@@ -22,17 +22,22 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from shieldsplit import PGSLConfig, PGSLNet, SplitShield
-from shieldsplit.errors import ConfigError, InputShapeError, ShieldSplitError
-from shieldsplit.fusion import (
+from shieldsplit.defenses.pgsl.fusion import (
     ConvSumFusion,
     adaptive_weights,
     class_score_sums,
     max_class_score,
     weighted_average,
 )
-from shieldsplit.perturb import budget_count, jsma_perturb
-from shieldsplit.saliency import class_gradient, jsma_saliency
-from shieldsplit.unshuffle import SubPixelUpsample, pad_to_multiple, reshuffle, unshuffle
+from shieldsplit.defenses.pgsl.perturb import budget_count, jsma_perturb
+from shieldsplit.defenses.pgsl.saliency import class_gradient, jsma_saliency
+from shieldsplit.defenses.pgsl.unshuffle import (
+    SubPixelUpsample,
+    pad_to_multiple,
+    reshuffle,
+    unshuffle,
+)
+from shieldsplit.errors import ConfigError, InputShapeError, ShieldSplitError
 
 FAST = settings(max_examples=30, deadline=None)
 f64 = torch.float64

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-import shieldsplit.progress as progress
-from shieldsplit.progress import PlainProgress, progress_bar, progress_line
+import shieldsplit._core.progress as progress
+from shieldsplit._core.progress import PlainProgress, progress_bar, progress_line
 
 
 def test_without_a_terminal_progress_writes_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""Tests for shieldsplit.recovery (PGSL proximal-gradient recovery, relaxed RPCA by APG)."""
+"""Tests for shieldsplit.defenses.pgsl.recovery (PGSL proximal-gradient recovery, relaxed
+RPCA by APG)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shieldsplit.errors import ConfigError, InputShapeError, NonFiniteInputError
-from shieldsplit.recovery import (
+from shieldsplit.defenses.pgsl.recovery import (
     ProximalRecovery,
     RPCAResult,
     recover,
@@ -20,6 +20,7 @@ from shieldsplit.recovery import (
     singular_value_threshold,
     soft_threshold,
 )
+from shieldsplit.errors import ConfigError, InputShapeError, NonFiniteInputError
 
 FAST = settings(max_examples=40, deadline=None)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from shieldsplit.adversarial import available_adversaries, create_adversary
+from shieldsplit._core.registry import Registry
 from shieldsplit.attacks import available_attacks, create_attack
 from shieldsplit.data import available_datasets, load_dataset
-from shieldsplit.defense import available_defenses, create_defense
+from shieldsplit.defenses.base import available_defenses, create_defense
 from shieldsplit.errors import ConfigError
-from shieldsplit.registry import Registry
-from shieldsplit.reproduce import available_papers, reproduce
+from shieldsplit.evasion.adversarial import available_adversaries, create_adversary
+from shieldsplit.experiments.reproduce import available_papers, reproduce
 
 
 def test_register_get_names() -> None:

@@ -25,13 +25,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import shieldsplit.auditor as auditor
-import shieldsplit.reproduce.core as repro
+import shieldsplit.experiments.reproduce.core as repro
 from shieldsplit.adapters.medmnist import OFFICIAL_MD5
+from shieldsplit.audit import auditor
 from shieldsplit.cli import app
 from shieldsplit.data import load_dataset
 from shieldsplit.errors import ConfigError, DataFileError
-from shieldsplit.reproduce import (
+from shieldsplit.experiments.reproduce import (
     PRESETS,
     CellStore,
     Preset,
@@ -40,7 +40,7 @@ from shieldsplit.reproduce import (
     register_experiment,
     reproduce,
 )
-from shieldsplit.reproduce.cells import FORMAT
+from shieldsplit.experiments.reproduce.cells import FORMAT
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -371,7 +371,7 @@ def tiny_budget(monkeypatch: pytest.MonkeyPatch) -> Preset:
 def test_latent_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Preset,
                                         tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import shieldsplit.reproduce.latent as latent
+    import shieldsplit.experiments.reproduce.latent as latent
 
     # DP-SGD and fixed latent noise are in the sweep so that the PSNR table shows the
     # paper's columns beside ours; the headline needs all of HEADLINE (kept as is).
@@ -405,7 +405,7 @@ def test_latent_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Pre
     claims = {line.split(" | ")[5].strip("*") for line in head.splitlines()
               if line.startswith(("| dpsgd |", "| bido |"))}
     assert claims <= {"holds", "does not hold", "inconclusive"} and claims
-    from shieldsplit.compare import DefenseRun
+    from shieldsplit.compare.frontier import DefenseRun
 
     none_verdicts = [DefenseRun.model_validate(value).leakage[latent.ATTACK].verdict
                      for key, value in _cells(first.cells).items() if key.startswith("none ")]
@@ -458,7 +458,7 @@ def test_pgsl_end_to_end_on_real_data(shared_data_root: Path, tiny_budget: Prese
     import shieldsplit.attacks.gan as gan
     import shieldsplit.attacks.gradient as gradient
     import shieldsplit.attacks.split as split
-    import shieldsplit.reproduce.pgsl as pgsl
+    import shieldsplit.experiments.reproduce.pgsl as pgsl
 
     # 48 images per split: the DCGAN prior needs 32 auxiliary images besides 4 victims
     monkeypatch.setitem(repro.PRESETS, "quick", tiny_budget.model_copy(update={"limit": 48}))
@@ -531,7 +531,7 @@ CHANCE, MAJORITY = 0.5, 0.731
 
 def _attack(attack: str, *, mse: float, psnr: float, balanced: float, verdict: str,
             width: float = 0.05) -> Any:
-    from shieldsplit.auditor import AttackResult
+    from shieldsplit.audit.auditor import AttackResult
     from shieldsplit.functional.verdict import Evidence
 
     ev = Evidence(images=8, balanced_accuracy=balanced, balanced_low=balanced - width,
@@ -543,7 +543,7 @@ def _attack(attack: str, *, mse: float, psnr: float, balanced: float, verdict: s
 
 
 def _run(defense: str, options: dict[str, Any], accuracy: float, leakage: dict[str, Any]) -> Any:
-    from shieldsplit.compare import DefenseRun
+    from shieldsplit.compare.frontier import DefenseRun
 
     return DefenseRun(defense=defense, options=options, strength=None, strength_value=None,
                       accuracy=accuracy, balanced_accuracy=accuracy, majority_rate=MAJORITY,
@@ -561,7 +561,7 @@ def _context(tmp_path: Path, cells: dict[str, Any], seeds: int) -> RunContext:
 
 def _headline_runs(none_verdict: str, latent_mse: list[float], latent_bal: list[float],
                    ) -> dict[str, Any]:
-    import shieldsplit.reproduce.latent as latent
+    import shieldsplit.experiments.reproduce.latent as latent
 
     runs = {}
     for s in (0, 1, 2):
@@ -585,7 +585,7 @@ def _claims(text: list[str]) -> dict[str, str]:
 
 
 def test_latent_claim_is_inconclusive_when_the_attack_fails_undefended(tmp_path: Path) -> None:
-    import shieldsplit.reproduce.latent as latent
+    import shieldsplit.experiments.reproduce.latent as latent
 
     # latent clearly better than both baselines on MSE and attacker accuracy ...
     runs = _headline_runs("leaks", [0.09, 0.1, 0.11], [0.55, 0.56, 0.57])
@@ -601,7 +601,7 @@ def test_latent_claim_is_inconclusive_when_the_attack_fails_undefended(tmp_path:
 
 def test_latent_claim_within_the_seed_spread_or_flipped_is_inconclusive(
         tmp_path: Path) -> None:
-    import shieldsplit.reproduce.latent as latent
+    import shieldsplit.experiments.reproduce.latent as latent
 
     ctx = _context(tmp_path, {}, seeds=3)
     # MSE overlapping the baselines' (0.05 +- 0.001): inconclusive, whatever the mean says
@@ -618,7 +618,7 @@ def test_latent_claim_within_the_seed_spread_or_flipped_is_inconclusive(
 
 
 def test_latent_attack_note_states_the_measured_psnr_and_verdict() -> None:
-    import shieldsplit.reproduce.latent as latent
+    import shieldsplit.experiments.reproduce.latent as latent
 
     weak = [_attack(latent.ATTACK, mse=0.1, psnr=p, balanced=0.5, verdict="inconclusive")
             for p in (5.04, 5.71)]
@@ -631,7 +631,7 @@ def test_latent_attack_note_states_the_measured_psnr_and_verdict() -> None:
 
 
 def _t1_cells(undefended_verdict: str, dlg_mse: dict[str, list[float]]) -> dict[str, Any]:
-    import shieldsplit.reproduce.pgsl as pgsl
+    import shieldsplit.experiments.reproduce.pgsl as pgsl
 
     cells = {}
     for label, name, opts in pgsl.T1_SETTINGS:
@@ -654,7 +654,7 @@ def _orderings(lines: list[str]) -> dict[tuple[str, str], str]:
 
 
 def test_pgsl_ordering_follows_the_verdicts_and_the_seed_spread(tmp_path: Path) -> None:
-    import shieldsplit.reproduce.pgsl as pgsl
+    import shieldsplit.experiments.reproduce.pgsl as pgsl
 
     mse = {"undefended split": [0.10, 0.11, 0.12], "JSMA +": [0.5],
            "[8] (Laplace noise) +": [0.115], "Ours (PGSL, SplitShield)": [0.2, 0.21, 0.22],
@@ -680,7 +680,7 @@ def test_pgsl_ordering_follows_the_verdicts_and_the_seed_spread(tmp_path: Path) 
 
 
 def test_pgsl_fig3_sentences_follow_the_sweep(tmp_path: Path) -> None:
-    import shieldsplit.reproduce.pgsl as pgsl
+    import shieldsplit.experiments.reproduce.pgsl as pgsl
 
     # as on the MNIST page: recovery makes the images worse and the minimum is inside
     sweep = {"mse_attacked": 0.001, "attacked_accuracy": 0.5, "rows": [
@@ -699,7 +699,7 @@ def test_pgsl_fig3_sentences_follow_the_sweep(tmp_path: Path) -> None:
 
 
 def test_pgsl_table2_notes_follow_the_accuracies() -> None:
-    import shieldsplit.reproduce.pgsl as pgsl
+    import shieldsplit.experiments.reproduce.pgsl as pgsl
 
     kw: dict[str, Any] = {"majority": 0.731, "rebuilt": 16, "paper_jsma": "46.3"}
     notes = pgsl.table2_notes({"FGSM": 0.7, "BIM": 0.9}, {"DLG": 0.731, "iDLG": 0.8},
@@ -715,7 +715,7 @@ def test_pgsl_table2_notes_follow_the_accuracies() -> None:
 def test_frontier_page_reads_the_verdicts() -> None:
     import sys
 
-    from shieldsplit.compare import CompareTable
+    from shieldsplit.compare.frontier import CompareTable
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import frontier
@@ -743,7 +743,7 @@ def test_frontier_page_reads_the_verdicts() -> None:
 
 
 def test_one_class_victims_are_marked_and_chance_is_stated() -> None:
-    from shieldsplit.reproduce.reading import balanced_cell, chance_sentence
+    from shieldsplit.experiments.reproduce.reading import balanced_cell, chance_sentence
 
     two = _attack("a", mse=0.1, psnr=6.0, balanced=0.2, verdict="inconclusive")
     assert two.flipped and balanced_cell([two]) == "20.0% **flipped**"
@@ -760,7 +760,7 @@ def test_frontier_page_renders_from_a_table(tmp_path: Path, monkeypatch: pytest.
                                             ) -> None:
     import sys
 
-    from shieldsplit.compare import CompareTable
+    from shieldsplit.compare.frontier import CompareTable
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import frontier

@@ -1,4 +1,4 @@
-"""Tests for shieldsplit.shield.SplitShield.
+"""Tests for shieldsplit.defenses.pgsl.shield.SplitShield.
 
 Key invariant: with every PGSL step off the shield *is* the wrapped model, in
 outputs (eval and train mode) and in gradients. With PGSL on: the wire
@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import shieldsplit.shield as shield_module
+import shieldsplit.defenses.pgsl.shield as shield_module
 from shieldsplit import (
     ClientMessage,
     PGSLConfig,
@@ -904,7 +904,7 @@ def test_unsupported_models(make: Any, config: PGSLConfig) -> None:
 
 
 def test_options_record_the_config_and_rebuild_the_shield() -> None:
-    from shieldsplit.defense import create_defense
+    from shieldsplit.defenses.base import create_defense
 
     cfg = PGSLConfig(recovery={"mu": 0.3}, perturb={"pixel_budget": 0.01})
     shield = SplitShield(PGSLNet(width=4, hidden=8), cut=2, config=cfg)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from shieldsplit.auditor import AuditReport
-from shieldsplit.reproduce.cells import FORMAT
+from shieldsplit.audit.auditor import AuditReport
+from shieldsplit.experiments.reproduce.cells import FORMAT
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32",
                                 reason="POSIX signals: SIGINT cannot be sent this way on Windows")
@@ -51,7 +51,7 @@ import functools, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-import shieldsplit.reproduce as repro
+import shieldsplit.experiments.reproduce as repro
 from shieldsplit.cli import app
 from shieldsplit.data import load_dataset
 
@@ -83,7 +83,7 @@ import time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-import shieldsplit.auditor as auditor
+from shieldsplit.audit import auditor
 from shieldsplit.attacks import Attack, register_attack, unregister_attack
 from shieldsplit.cli import app
 

@@ -5,7 +5,7 @@ batch.
 - The run across processes gives exactly the in-process ``SplitShield.fit`` history
   (tolerance 0: same seed, same float operations in the same order, one thread each).
 - What the server received is never the images, nor turns into them by pixel-shuffling
-  any run of its channels (shieldsplit.unshuffle.reshuffle), checked against every
+  any run of its channels (shieldsplit.defenses.pgsl.unshuffle.reshuffle), checked against every
   training image; the detector catches the unshuffled images themselves.
 - Malformed and oversized frames are refused with a WireError reply and the server
   serves the next run.
@@ -30,12 +30,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shieldsplit._core.io import safe_torch_load
 from shieldsplit.data import load_dataset
+from shieldsplit.defenses.pgsl.shield import SplitShield
+from shieldsplit.defenses.pgsl.unshuffle import reshuffle, unshuffle
 from shieldsplit.errors import WireError
-from shieldsplit.io import safe_torch_load
 from shieldsplit.models import PGSLNet
-from shieldsplit.shield import SplitShield
-from shieldsplit.unshuffle import reshuffle, unshuffle
 
 sp = pytest.importorskip("shieldsplit.adapters.split_process")
 

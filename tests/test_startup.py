@@ -79,10 +79,11 @@ def test_verbose_shows_info_lines_once(tmp_path: Path) -> None:
 def test_public_names_are_the_same_objects_as_before_lazy_loading() -> None:
     out = run_python("""
         import shieldsplit as ss
-        import shieldsplit.compare, shieldsplit.auditor  # submodules must not shadow names
-        from shieldsplit.compare import compare
-        from shieldsplit.auditor import audit
-        import shieldsplit.defense as d
+        import shieldsplit.compare, shieldsplit.audit  # packages must not shadow the names
+        import shieldsplit.compare.frontier, shieldsplit.audit.auditor
+        from shieldsplit.compare.frontier import compare
+        from shieldsplit.audit.auditor import audit
+        import shieldsplit.defenses.base as d
         print(ss.compare is compare, ss.audit is audit, "dpsgd" in d.available_defenses(),
               sorted(set(ss.__all__) - set(dir(ss))))
     """)

@@ -17,10 +17,10 @@ import torch
 from torch import Tensor, nn
 
 import shieldsplit as ss
-from shieldsplit.auditor import audit
-from shieldsplit.compare import compare
+from shieldsplit.audit.auditor import audit
+from shieldsplit.compare.frontier import compare
 from shieldsplit.data import load_dataset
-from shieldsplit.defense import (
+from shieldsplit.defenses.base import (
     CutDefense,
     available_defenses,
     create_defense,

@@ -45,8 +45,8 @@ from shieldsplit.attacks.base import (
     register_attack,
 )
 from shieldsplit.attacks.split import BlackBoxDecoder, collect_activations
+from shieldsplit.defenses.pgsl.shield import SplitShield
 from shieldsplit.errors import ConfigError
-from shieldsplit.shield import SplitShield
 
 
 def _shield_of(context: AttackContext) -> SplitShield:

@@ -36,9 +36,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from shieldsplit._core.registry import Registry
+from shieldsplit._core.validate import build_config, check_seed
 from shieldsplit.errors import ConfigError
-from shieldsplit.registry import Registry
-from shieldsplit.validate import build_config, check_seed
 
 ThreatModel = Literal[
     "split_black_box",  # holds the cut activations + auxiliary data; trains an inverse

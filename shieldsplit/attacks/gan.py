@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from shieldsplit._core.progress import progress_bar
 from shieldsplit.attacks.base import (
     Attack,
     AttackContext,
@@ -70,7 +71,6 @@ from shieldsplit.attacks.split import (
     require_prepared,
 )
 from shieldsplit.errors import ConfigError, InputShapeError
-from shieldsplit.progress import progress_bar
 from shieldsplit.training import eval_mode
 
 #: GAN training epochs per budget.

@@ -85,6 +85,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
+from shieldsplit._core.progress import progress_bar
 from shieldsplit.attacks.base import (
     Attack,
     Budget,
@@ -110,7 +111,6 @@ from shieldsplit.errors import (
     UnsupportedModelError,
 )
 from shieldsplit.functional.separation import separate_nonnegative_sources
-from shieldsplit.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@ A separate family from the reconstruction attacks (they rebuild no image, so the
 not subclass :class:`~shieldsplit.attacks.base.Attack`), with its own registry.
 
 Threat model: black-box query access to the trained model's class probabilities (for a
-:class:`~shieldsplit.defense.Defense`, :meth:`~shieldsplit.defense.Defense.predict_proba`,
+:class:`~shieldsplit.defenses.base.Defense`,
+:meth:`~shieldsplit.defenses.base.Defense.predict_proba`,
 the deployed fused output), plus auxiliary images from the same distribution that the
 attacker trains *reference models* on, with the target's own recipe (its defence
 included). Every reference model is trained on a seeded half of the auxiliary data
@@ -49,14 +50,14 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from shieldsplit._core.registry import Registry
+from shieldsplit._core.validate import check_int, check_seed
 from shieldsplit.attacks.base import fingerprint
 from shieldsplit.datacontract import as_loader
-from shieldsplit.defense import Defense, create_defense
+from shieldsplit.defenses.base import Defense, create_defense
 from shieldsplit.errors import ConfigError
 from shieldsplit.functional.membership import lira_offline, logit_confidence, loss_score, rmia_score
-from shieldsplit.registry import Registry
 from shieldsplit.training import eval_mode, fit_plain
-from shieldsplit.validate import check_int, check_seed
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ QUERY_BATCH = 256
 def probabilities(model: nn.Module) -> ProbsFn:
     """The black-box query of ``model``: its class probabilities in eval mode.
 
-    A :class:`~shieldsplit.defense.Defense` answers with its ``predict_proba`` (the
+    A :class:`~shieldsplit.defenses.base.Defense` answers with its ``predict_proba`` (the
     deployed output); a plain classifier with the softmax of its logits. The model's
     train/eval mode is restored after each query; its weights are never touched.
 

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_
 
+from shieldsplit._core.validate import check_batch, check_int
 from shieldsplit.attacks.base import Observation
 from shieldsplit.errors import ConfigError, InputShapeError, LabelError
-from shieldsplit.validate import check_batch, check_int
 
 # ------------------------------------------------------------------ pure helpers
 

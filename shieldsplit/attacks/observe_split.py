@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from shieldsplit._core.validate import check_batch
 from shieldsplit.attacks.base import Observation
-from shieldsplit.defense import Defense
+from shieldsplit.defenses.base import Defense
 from shieldsplit.errors import UnsupportedModelError
 from shieldsplit.training import eval_mode
-from shieldsplit.validate import check_batch
 
 
 def check_images(x: Any, what: str = "x") -> Tensor:
@@ -58,7 +58,7 @@ def observe_activations(
     """Run the client on ``x`` and return what crosses the network.
 
     Args:
-        client: a :class:`~shieldsplit.defense.Defense` such as a
+        client: a :class:`~shieldsplit.defenses.base.Defense` such as a
             :class:`~shieldsplit.SplitShield` (its ``client`` runs, so the observation is
             the deployed wire format: for PGSL perturbed, unshuffled, with the saliency
             channel; for a noise defence, noisy) or a plain client part

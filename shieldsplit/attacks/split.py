@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from shieldsplit._core.progress import progress_bar
 from shieldsplit.attacks.base import (
     Attack,
     AttackContext,
@@ -71,10 +72,9 @@ from shieldsplit.attacks.base import (
     register_attack,
 )
 from shieldsplit.attacks.observe_split import check_images, observe_activations
-from shieldsplit.defense import Defense
+from shieldsplit.defenses.base import Defense
+from shieldsplit.defenses.pgsl.shield import SplitShield
 from shieldsplit.errors import ConfigError, EmptyDataError, InputShapeError, StateError
-from shieldsplit.progress import progress_bar
-from shieldsplit.shield import SplitShield
 from shieldsplit.training import eval_mode
 
 #: Decoder training epochs per budget.
@@ -246,7 +246,7 @@ def client_map(model: nn.Module) -> tuple[Callable[[Tensor, Tensor | None], Tens
     For a SplitShield it is the deployed client without the JSMA perturbation:
     pixel-unshuffle, concatenate the saliency channel (a free input, since the
     map depends on the image through a gradient), then the client part. For any
-    other :class:`~shieldsplit.defense.Defense` it is its client network without
+    other :class:`~shieldsplit.defenses.base.Defense` it is its client network without
     the wire transform (the white-box attacker knows the weights, not the noise).
 
     Args:

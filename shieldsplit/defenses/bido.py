@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from shieldsplit.defense import CutDefense, register_defense
-from shieldsplit.dependence import hsic
+from shieldsplit.defenses.base import CutDefense, register_defense
+from shieldsplit.functional.dependence import hsic
 
 #: Gaussian bandwidth for one-hot labels: different classes lie sqrt(2) apart, so their
 #: kernel value is exp(-1); a median heuristic would be 0 or sqrt(2) depending on the
@@ -53,7 +53,7 @@ class BiDO(CutDefense):
     ``CE + lambda_x * HSIC(x, a) - lambda_y * HSIC(onehot(y), a)`` where ``a`` is the
     client's cut activation (before anything is sent). The HSIC terms use Gaussian
     kernels: median-heuristic bandwidths for ``x`` and ``a``
-    (:func:`shieldsplit.dependence.hsic`) and :data:`LABEL_SIGMA` for the labels.
+    (:func:`shieldsplit.functional.dependence.hsic`) and :data:`LABEL_SIGMA` for the labels.
     Departures from the paper: BiDO regularises several hidden layers of a
     centralised classifier and its reference code uses the normalised (CCA)
     variant of HSIC; here only the representation that crosses the network is

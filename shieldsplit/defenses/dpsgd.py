@@ -20,7 +20,7 @@ How the split model meets Opacus:
   start from a fresh affine (weight 1, bias 0) and BatchNorm running statistics
   are dropped, so a pretrained model changes function and must be fine-tuned.
   A layer Opacus rejects and cannot fix raises :class:`UnsupportedModelError`.
-* The fixed copy is split by :class:`~shieldsplit.defense.CutDefense` with
+* The fixed copy is split by :class:`~shieldsplit.defenses.base.CutDefense` with
   ``torch.fx``. The head and tail are ``GraphModule``\\ s that call the original
   leaf layers, so Opacus's per-example gradient hooks (registered on the leaf
   layers of the wrapped defence) work on them unchanged; no un-split copy is
@@ -76,12 +76,12 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils.data import DataLoader, IterableDataset
 
-from shieldsplit._logsafe import keep_root_logger
+from shieldsplit._core.logsafe import keep_root_logger
+from shieldsplit._core.validate import check_batch, check_int, check_number, check_seed
 from shieldsplit.datacontract import check_model
-from shieldsplit.defense import CutDefense, register_defense
+from shieldsplit.defenses.base import CutDefense, register_defense
 from shieldsplit.errors import ConfigError, EmptyDataError, UnsupportedModelError
 from shieldsplit.training import PlainHistory, fit_plain, restored_on_error
-from shieldsplit.validate import check_batch, check_int, check_number, check_seed
 from shieldsplit.wire import ClientMessage
 
 with keep_root_logger():  # Opacus calls logging.basicConfig when imported
@@ -577,7 +577,7 @@ class DPSGD(CutDefense):
         The same defence, seed and data give the same history and weights: the
         noise and the Poisson sampler draw from generators seeded by ``seed``, the
         defence's seed and the number of earlier fits (so a second fit draws fresh
-        noise, also after :meth:`save` and :meth:`~shieldsplit.defense.Defense.load`:
+        noise, also after :meth:`save` and :meth:`~shieldsplit.defenses.base.Defense.load`:
         the count is a buffer), unless ``secure_mode`` is on.
 
         If the fit raises, every weight and buffer (privacy curve and fit count

@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from shieldsplit.defense import CutDefense, register_defense
+from shieldsplit.defenses.base import CutDefense, register_defense
 
 
 def laplace_noise_like(a: Tensor, scale: float) -> Tensor:

@@ -44,10 +44,17 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from shieldsplit.config import TrainConfig
+from shieldsplit._core.validate import (
+    build_config,
+    check_batch,
+    check_int,
+    check_loader,
+    check_seed,
+)
 from shieldsplit.cutting import split_model
 from shieldsplit.datacontract import as_loader, check_model
-from shieldsplit.defense import Defense, Surface, register_defense
+from shieldsplit.defenses.base import Defense, Surface, register_defense
+from shieldsplit.defenses.pgsl.config import TrainConfig
 from shieldsplit.errors import ConfigError, InputShapeError, StateError, UnsupportedModelError
 from shieldsplit.training import (
     History,
@@ -57,7 +64,6 @@ from shieldsplit.training import (
     make_optimizer,
     restored_on_error,
 )
-from shieldsplit.validate import build_config, check_batch, check_int, check_loader, check_seed
 from shieldsplit.wire import ClientMessage
 
 NoiseKind = Literal["fixed", "learned"]
@@ -376,12 +382,12 @@ class LatentPerturb(Defense):
       ``s`` form a parameter group of their own at ``noise_lr`` (default ``10 * lr``),
       since at the encoder's rate they barely move in a few dozen steps.
     - Built directly from an encoder and a head, :attr:`cut` is ``"encoder"``;
-      :meth:`~shieldsplit.defense.Defense.load` needs a defence built with
+      :meth:`~shieldsplit.defenses.base.Defense.load` needs a defence built with
       :meth:`from_model` (or the registry), which records the real cut.
 
     The registry has two names: ``"latent-fixed"`` and ``"latent-learned"``. The class's
     :attr:`name` is ``"latent"``; an instance reports its registry name (so that
-    :meth:`~shieldsplit.defense.Defense.save` and ``load`` rebuild the right variant)
+    :meth:`~shieldsplit.defenses.base.Defense.save` and ``load`` rebuild the right variant)
     and its :attr:`strength`: ``"std"`` for the fixed noise, ``"lam"`` for the learned
     one (whose scale is learned, so a sweep varies the weight of the privacy term).
 

@@ -23,8 +23,8 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from shieldsplit.defense import CutDefense, register_defense
-from shieldsplit.dependence import distance_correlation_loss
+from shieldsplit.defenses.base import CutDefense, register_defense
+from shieldsplit.functional.dependence import distance_correlation_loss
 
 
 class NoPeekConfig(BaseModel):
@@ -45,7 +45,7 @@ class NoPeek(CutDefense):
 
     ``a`` is the client's output at the cut, before anything is sent; the distance
     correlation is computed per training batch on the flattened images and
-    activations (:func:`shieldsplit.dependence.distance_correlation_loss`, not
+    activations (:func:`shieldsplit.functional.dependence.distance_correlation_loss`, not
     squared). Inference is the plain split model: no noise, no extra cost.
 
     Args:

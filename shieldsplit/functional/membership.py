@@ -47,10 +47,10 @@ from pydantic import BaseModel, ConfigDict
 from scipy.stats import norm, rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from shieldsplit._core.validate import check_number
 from shieldsplit.errors import ConfigError, InputShapeError
 from shieldsplit.functional.stats import BOOTSTRAP_RESAMPLES, wilson_interval
 from shieldsplit.functional.verdict import Decision, decide
-from shieldsplit.validate import check_number
 
 #: Probabilities are clipped to ``[EPS, 1 - EPS]`` before logarithms.
 EPS = 1e-12

@@ -5,7 +5,7 @@ Lin, Ganesh, Wright, Wu, Chen and Ma (2009):
 ``min_{L,S} mu * (||L||_* + lam * ||S||_1) + 1/2 * ||D - L - S||_F^2``.
 
 These functions check nothing and raise nothing of their own: the validated
-public entry points are in :mod:`shieldsplit.recovery`, which calls them. They
+public entry points are in :mod:`shieldsplit.defenses.pgsl.recovery`, which calls them. They
 compile with :func:`torch.jit.script` (typed arguments, no keyword-only options),
 so :meth:`shieldsplit.SplitShield.export` can carry the recovery into a scripted
 module.

@@ -33,22 +33,27 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from shieldsplit.adversarial import create_adversary
+from shieldsplit._core.progress import progress_bar
 from shieldsplit.attacks import create_attack
 from shieldsplit.attacks.base import AttackContext
 from shieldsplit.attacks.observe import observe_gradient
 from shieldsplit.attacks.observe_split import observe_activations
-from shieldsplit.auditor import AttackResult
-from shieldsplit.compare import DefenseRun, run_defense
+from shieldsplit.audit.auditor import AttackResult
+from shieldsplit.compare.frontier import DefenseRun, run_defense
 from shieldsplit.cutting import split_model
 from shieldsplit.data import make_loaders
-from shieldsplit.demo import DemoOptions, run_demo
-from shieldsplit.functional.stats import majority_rate
-from shieldsplit.perturb import jsma_perturb
-from shieldsplit.progress import progress_bar
-from shieldsplit.recovery import recover
-from shieldsplit.reproduce.core import RunContext, differences_section, mean_sd, register_experiment
-from shieldsplit.reproduce.reading import (
+from shieldsplit.defenses.pgsl.perturb import jsma_perturb
+from shieldsplit.defenses.pgsl.recovery import recover
+from shieldsplit.defenses.pgsl.saliency import class_gradient, jsma_saliency, normalised_heat
+from shieldsplit.evasion.adversarial import create_adversary
+from shieldsplit.experiments.demo import DemoOptions, run_demo
+from shieldsplit.experiments.reproduce.core import (
+    RunContext,
+    differences_section,
+    mean_sd,
+    register_experiment,
+)
+from shieldsplit.experiments.reproduce.reading import (
     ClaimLabel,
     Part,
     balanced_cell,
@@ -62,7 +67,7 @@ from shieldsplit.reproduce.reading import (
     verdict_cell,
     verdict_count_sentence,
 )
-from shieldsplit.saliency import class_gradient, jsma_saliency, normalised_heat
+from shieldsplit.functional.stats import majority_rate
 from shieldsplit.training import accuracy, fit_plain
 
 T1_ATTACKS = ("dlg", "idlg", "gan-prior", "split-black-box")
@@ -197,7 +202,7 @@ def budget_note(budget: str, results: dict[str, list[AttackResult]],
         One bullet's text.
 
     Example:
-        >>> from shieldsplit.auditor import AttackResult
+        >>> from shieldsplit.audit.auditor import AttackResult
         >>> r = AttackResult(attack="dlg", threat_model="t", observes="gradient", images=8,
         ...                  seconds=1.0, psnr=5.04, verdict="inconclusive")
         >>> note = budget_note("quick", {"DLG": [r, r.model_copy(update={"psnr": 9.2})]},
@@ -295,7 +300,7 @@ def ordering_rows(control: dict[str, list[AttackResult]], mse: dict[tuple[str, s
         per setting with numbers on both sides.
 
     Example:
-        >>> from shieldsplit.auditor import AttackResult
+        >>> from shieldsplit.audit.auditor import AttackResult
         >>> noise = AttackResult(attack="dlg", threat_model="t", observes="gradient", images=8,
         ...                      seconds=1.0, verdict="inconclusive")
         >>> rows = ordering_rows({"dlg": [noise]},
@@ -456,7 +461,7 @@ def table2(ctx: RunContext, ref: _Reference) -> tuple[list[str], list[str]]:
         "Attacked images: a fresh network trained on the training images attacked against an "
         "undefended network (trained on clean images), tested on the attacked test images. "
         "FGSM (eps 0.1) and BIM (eps 0.1, 10 steps) from `captum.robust`; C&W (L2) and JSMA "
-        "from `shieldsplit.adversarial`. Rebuilt images: the same, on "
+        "from `shieldsplit.evasion.adversarial`. Rebuilt images: the same, on "
         f"{ctx.preset.rebuild} training and {ctx.preset.rebuild} test images rebuilt by each "
         "attack from the undefended network (the attacker's auxiliary data is the validation "
         "split). PGSL streams: SplitShield's test accuracy per stream, mean ± sd over seeds "

@@ -42,10 +42,31 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from shieldsplit.config import PGSLConfig
+from shieldsplit._core.io import atomic_torch_save, safe_torch_load
+from shieldsplit._core.validate import (
+    build_config,
+    check_batch,
+    check_int,
+    check_labels,
+    check_loader,
+    check_seed,
+)
 from shieldsplit.cutting import COMPUTE_TYPES, split_model
 from shieldsplit.datacontract import Normalized, as_loader, check_model, probe_model
-from shieldsplit.defense import Defense, Surface, register_defense
+from shieldsplit.defenses.base import Defense, Surface, register_defense
+from shieldsplit.defenses.pgsl.config import PGSLConfig
+from shieldsplit.defenses.pgsl.exported import ExportedShield
+from shieldsplit.defenses.pgsl.fusion import (
+    ConvSumFusion,
+    adaptive_weights,
+    class_score_sums,
+    max_class_score,
+    weighted_average,
+)
+from shieldsplit.defenses.pgsl.perturb import budget_count, jsma_perturb
+from shieldsplit.defenses.pgsl.recovery import ProximalRecovery
+from shieldsplit.defenses.pgsl.saliency import class_gradient, jsma_saliency, normalised_heat
+from shieldsplit.defenses.pgsl.unshuffle import SubPixelUpsample, assemble
 from shieldsplit.errors import (
     ConfigError,
     DataFileError,
@@ -54,28 +75,7 @@ from shieldsplit.errors import (
     StateError,
     UnsupportedModelError,
 )
-from shieldsplit.exported import ExportedShield
-from shieldsplit.fusion import (
-    ConvSumFusion,
-    adaptive_weights,
-    class_score_sums,
-    max_class_score,
-    weighted_average,
-)
-from shieldsplit.io import atomic_torch_save, safe_torch_load
-from shieldsplit.perturb import budget_count, jsma_perturb
-from shieldsplit.recovery import ProximalRecovery
-from shieldsplit.saliency import class_gradient, jsma_saliency, normalised_heat
 from shieldsplit.training import History, eval_mode, fit_epochs, make_optimizer, restored_on_error
-from shieldsplit.unshuffle import SubPixelUpsample, assemble
-from shieldsplit.validate import (
-    build_config,
-    check_batch,
-    check_int,
-    check_labels,
-    check_loader,
-    check_seed,
-)
 from shieldsplit.wire import ClientMessage, EpochSummary, ServerGradient, StreamScores
 
 logger = logging.getLogger(__name__)
@@ -878,7 +878,7 @@ class SplitShield(Defense):
 
         Args:
             s_max: per stream, its largest mean true-class score over the class
-                labels (:func:`~shieldsplit.fusion.max_class_score`).
+                labels (:func:`~shieldsplit.defenses.pgsl.fusion.max_class_score`).
         """
         if not self.config.decision.enabled:
             return
@@ -959,7 +959,7 @@ class SplitShield(Defense):
         and the decision fusion, for a single process (an edge device, a model server).
 
         Its output equals :meth:`predict_proba`; it compiles with
-        :func:`torch.jit.script` (see :mod:`shieldsplit.exported` for why TorchScript
+        :func:`torch.jit.script` (see :mod:`shieldsplit.defenses.pgsl.exported` for why TorchScript
         and not ``torch.export``, and why it needs autograd on when called).
 
         Args:
@@ -967,7 +967,7 @@ class SplitShield(Defense):
                 shield's own ``input_shape``.
 
         Returns:
-            A new :class:`~shieldsplit.exported.ExportedShield` in eval mode, with
+            A new :class:`~shieldsplit.defenses.pgsl.exported.ExportedShield` in eval mode, with
             copies of every part: the shield is unchanged.
 
         Raises:
@@ -1211,7 +1211,8 @@ def _as_config(config: Any) -> PGSLConfig:
         return config
     if isinstance(config, Mapping):
         return build_config(PGSLConfig, config,
-                            fix="check the field names and ranges in shieldsplit.config")
+                            fix="check the field names and ranges in "
+                            "shieldsplit.defenses.pgsl.config")
     raise ConfigError.build(
         what="config", expected="a PGSLConfig, a dict of its fields or None",
         received=type(config).__name__, fix="pass config=PGSLConfig(...)",

@@ -14,9 +14,9 @@ split: settings are fixed in advance by :data:`PRESETS` and the papers.
 
 from __future__ import annotations
 
-from shieldsplit.reproduce import latent as _latent  # registers "latent"
-from shieldsplit.reproduce import pgsl as _pgsl  # registers "pgsl"
-from shieldsplit.reproduce.core import *  # noqa: F403  (the public names of the machinery)
-from shieldsplit.reproduce.core import __all__ as __all__
+from shieldsplit.experiments.reproduce import latent as _latent  # registers "latent"
+from shieldsplit.experiments.reproduce import pgsl as _pgsl  # registers "pgsl"
+from shieldsplit.experiments.reproduce.core import *  # noqa: F403  (the public names of the machinery)
+from shieldsplit.experiments.reproduce.core import __all__ as __all__
 
 del _latent, _pgsl

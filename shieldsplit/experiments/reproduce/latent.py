@@ -1,6 +1,6 @@
 """Jiang et al. 2025 re-measured: Fig. 4, Tables III-V and Fig. 5 (``reproduce("latent")``).
 
-Every setting is one :func:`~shieldsplit.compare.run_defense` cell: the defence
+Every setting is one :func:`~shieldsplit.compare.frontier.run_defense` cell: the defence
 trains the PGSL paper's network with its own protocol, then the auditor runs
 Inverting Gradients on the client's weight update after 5 local epochs at batch
 8 (the paper's attack) and scores MSE, PSNR and the accuracy of an undefended
@@ -23,18 +23,17 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from shieldsplit.auditor import AttackResult
-from shieldsplit.compare import DefenseRun, MatchedPair, match_by_accuracy, run_defense
-from shieldsplit.functional.stats import majority_rate
-from shieldsplit.progress import progress_bar
-from shieldsplit.reproduce.core import (
+from shieldsplit._core.progress import progress_bar
+from shieldsplit.audit.auditor import AttackResult
+from shieldsplit.compare.frontier import DefenseRun, MatchedPair, match_by_accuracy, run_defense
+from shieldsplit.experiments.reproduce.core import (
     RunContext,
     differences_section,
     fmt,
     mean_sd,
     register_experiment,
 )
-from shieldsplit.reproduce.reading import (
+from shieldsplit.experiments.reproduce.reading import (
     balanced_cell,
     chance_sentence,
     control_leaks,
@@ -43,6 +42,7 @@ from shieldsplit.reproduce.reading import (
     verdict_cell,
     verdict_count_sentence,
 )
+from shieldsplit.functional.stats import majority_rate
 
 ATTACK = "inverting-gradients-fedavg"
 
@@ -212,7 +212,7 @@ def attack_note(budget: str, results: Sequence[AttackResult],
         One bullet's text.
 
     Example:
-        >>> from shieldsplit.auditor import AttackResult
+        >>> from shieldsplit.audit.auditor import AttackResult
         >>> r = AttackResult(attack="ig", threat_model="t", observes="update", images=8,
         ...                  seconds=1.0, psnr=5.8, verdict="inconclusive")
         >>> note = attack_note("quick", [r, r.model_copy(update={"psnr": 8.3})], [r])

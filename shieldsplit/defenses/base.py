@@ -20,7 +20,7 @@ others against.
 Example:
     >>> import torch
     >>> import shieldsplit as ss
-    >>> from shieldsplit.defense import available_defenses, create_defense
+    >>> from shieldsplit.defenses.base import available_defenses, create_defense
     >>> _ = torch.manual_seed(0)
     >>> net = ss.PGSLNet(num_classes=2, image_size=8, width=8, hidden=8)
     >>> plain = create_defense("none", net, cut=2, seed=0)
@@ -47,20 +47,20 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from shieldsplit._core.io import atomic_torch_save, safe_torch_load
+from shieldsplit._core.registry import Registry
+from shieldsplit._core.validate import build_config, check_batch, check_loader, check_seed
 from shieldsplit.cutting import split_model
 from shieldsplit.datacontract import as_loader, check_model
 from shieldsplit.errors import ConfigError, DataFileError, UnsupportedModelError
-from shieldsplit.io import atomic_torch_save, safe_torch_load
-from shieldsplit.registry import Registry
 from shieldsplit.training import PlainHistory, eval_mode, fit_plain, restored_on_error
-from shieldsplit.validate import build_config, check_batch, check_loader, check_seed
 from shieldsplit.wire import ClientMessage
 
 if TYPE_CHECKING:
     from shieldsplit.attacks.base import Observation
 
 Surface = Literal["split", "federated"]
-CHECKPOINT_FORMAT = "shieldsplit.defense/1"
+CHECKPOINT_FORMAT = "shieldsplit.defenses.base/1"
 
 
 class NoOptions(BaseModel):
@@ -360,9 +360,13 @@ def unregister_defense(name: str) -> None:
 
 
 def _register_builtin_defenses() -> None:
-    # ``import shieldsplit`` is lazy: load the modules that register the shipped defences.
-    importlib.import_module("shieldsplit.shield")
-    importlib.import_module("shieldsplit.defenses")
+    # ``import shieldsplit`` is lazy: import every module of the defences package, each
+    # registers what it defines (a new defence is one file plus its registration).
+    import pkgutil
+
+    folder = str(Path(__file__).parent)  # this package's folder, without importing it here
+    for info in pkgutil.walk_packages([folder], f"{__name__.rsplit('.', 1)[0]}."):
+        importlib.import_module(info.name)
 
 
 def available_defenses() -> list[str]:

@@ -30,10 +30,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from shieldsplit.fusion import weighted_average
-from shieldsplit.perturb import raise_top
-from shieldsplit.saliency import jsma_saliency, normalised_heat
-from shieldsplit.unshuffle import assemble
+from shieldsplit.defenses.pgsl.fusion import weighted_average
+from shieldsplit.defenses.pgsl.perturb import raise_top
+from shieldsplit.defenses.pgsl.saliency import jsma_saliency, normalised_heat
+from shieldsplit.defenses.pgsl.unshuffle import assemble
 
 
 class ExportedShield(nn.Module):

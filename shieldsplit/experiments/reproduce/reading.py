@@ -30,8 +30,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
-from shieldsplit.auditor import AttackResult
-from shieldsplit.compare import MatchedPair
+from shieldsplit.audit.auditor import AttackResult
+from shieldsplit.compare.frontier import MatchedPair
 
 ClaimLabel = Literal["holds", "does not hold", "inconclusive"]
 Interval = tuple[float, float]
@@ -114,7 +114,7 @@ def control_leaks(results: Sequence[AttackResult]) -> bool:
     """Whether an attack leaked on every undefended run given (one per seed).
 
     Example:
-        >>> from shieldsplit.auditor import AttackResult
+        >>> from shieldsplit.audit.auditor import AttackResult
         >>> r = AttackResult(attack="a", threat_model="t", observes="gradient", images=8,
         ...                  seconds=1.0, verdict="leaks")
         >>> control_leaks([r]), control_leaks([r, r.model_copy(update={"verdict": None})])
@@ -127,7 +127,7 @@ def verdict_cell(results: Sequence[AttackResult]) -> str:
     """The verdicts of one setting's runs (one per seed): ``leaks`` or ``leaks 2/3, ...``.
 
     Example:
-        >>> from shieldsplit.auditor import AttackResult
+        >>> from shieldsplit.audit.auditor import AttackResult
         >>> r = AttackResult(attack="a", threat_model="t", observes="gradient", images=8,
         ...                  seconds=1.0, verdict="leaks")
         >>> verdict_cell([r]), verdict_cell([r, r.model_copy(update={"verdict": "inconclusive"})])
@@ -146,7 +146,7 @@ def balanced_cell(results: Sequence[AttackResult]) -> str:
     """Mean ± sd balanced attacker accuracy over runs, with how many are flipped.
 
     Example:
-        >>> from shieldsplit.auditor import AttackResult
+        >>> from shieldsplit.audit.auditor import AttackResult
         >>> r = AttackResult(attack="a", threat_model="t", observes="gradient", images=8,
         ...                  seconds=1.0, balanced_accuracy=0.75)
         >>> balanced_cell([r])
@@ -155,7 +155,7 @@ def balanced_cell(results: Sequence[AttackResult]) -> str:
     ok = [r for r in results if r.status == "ok" and r.balanced_accuracy is not None]
     if not ok:
         return "-"
-    from shieldsplit.reproduce.core import mean_sd
+    from shieldsplit.experiments.reproduce.core import mean_sd
 
     text = mean_sd([float(r.balanced_accuracy or 0.0) for r in ok], ".1%")
     for flag, count in (("**flipped**", sum(r.flipped for r in ok)),

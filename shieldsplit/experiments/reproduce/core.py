@@ -1,6 +1,6 @@
 """The machinery of ``shieldsplit reproduce``: presets, the run context, the experiment
 registry and :func:`reproduce`; the papers' experiments live in :mod:`.pgsl` and
-:mod:`.latent` and register themselves when :mod:`shieldsplit.reproduce` is imported.
+:mod:`.latent` and register themselves when :mod:`shieldsplit.experiments.reproduce` is imported.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from shieldsplit import __version__
-from shieldsplit.auditor import AuditReport
-from shieldsplit.config import PGSLConfig
+from shieldsplit._core.io import atomic_write_bytes, atomic_write_text
+from shieldsplit._core.provenance import machine_info
+from shieldsplit._core.registry import Registry
+from shieldsplit.audit.auditor import AuditReport
 from shieldsplit.data import ImageDataset, load_dataset
+from shieldsplit.defenses.pgsl.config import PGSLConfig
 from shieldsplit.errors import ConfigError
-from shieldsplit.io import atomic_write_bytes, atomic_write_text
+from shieldsplit.experiments.reproduce.cells import CellStore
 from shieldsplit.models import PGSLNet
-from shieldsplit.provenance import machine_info
-from shieldsplit.registry import Registry
-from shieldsplit.reproduce.cells import CellStore
 
 matplotlib.use("Agg")
 logger = logging.getLogger(__name__)

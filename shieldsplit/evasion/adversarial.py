@@ -13,7 +13,7 @@ classifier that maps an ``(N, C, H, W)`` batch to ``(N, K)`` logits:
 * :func:`jsma`: the targeted Jacobian-based Saliency Map Attack of Papernot et al.
   (IEEE EuroS&P 2016) with the pairwise saliency map over the search domain.
 
-This is a different thing from :mod:`shieldsplit.perturb`, PGSL's own few-pixel
+This is a different thing from :mod:`shieldsplit.defenses.pgsl.perturb`, PGSL's own few-pixel
 perturbation that the client applies to its data on purpose.
 
 Every attack works on the whole batch at once (images that are done are masked
@@ -55,10 +55,10 @@ import torch.nn.functional as F
 from captum.robust import FGSM, PGD
 from torch import Tensor, nn
 
+from shieldsplit._core.registry import Registry
+from shieldsplit._core.validate import check_batch, check_int, check_labels, check_number
 from shieldsplit.errors import ConfigError, InputShapeError, LabelError, UnsupportedModelError
-from shieldsplit.registry import Registry
 from shieldsplit.training import eval_mode
-from shieldsplit.validate import check_batch, check_int, check_labels, check_number
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from shieldsplit.auditor import AuditReport, audit
-from shieldsplit.config import PGSLConfig
+from shieldsplit._core.provenance import machine_info
+from shieldsplit.audit.auditor import AuditReport, audit
 from shieldsplit.data import default_data_root, load_dataset, make_loaders
+from shieldsplit.defenses.pgsl.config import PGSLConfig
+from shieldsplit.defenses.pgsl.shield import FitHistory, SplitShield
 from shieldsplit.models import PGSLNet
-from shieldsplit.provenance import machine_info
-from shieldsplit.shield import FitHistory, SplitShield
 from shieldsplit.training import PlainHistory, accuracy, fit_plain
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ Recovery is a non-differentiable pre-processing step, so :func:`rpca_apg` and
 
 Example:
     >>> import torch
-    >>> from shieldsplit.recovery import recover
+    >>> from shieldsplit.defenses.pgsl.recovery import recover
     >>> x = torch.rand(2, 8, 6, 6)
     >>> recover(x).shape
     torch.Size([2, 8, 6, 6])
@@ -39,6 +39,7 @@ from typing import Literal, TypeGuard
 import torch
 from torch import Tensor, nn
 
+from shieldsplit._core.validate import check_int, check_number
 from shieldsplit.errors import ConfigError, InputShapeError, NonFiniteInputError
 from shieldsplit.functional.rpca import (
     apg_kernel,
@@ -47,7 +48,6 @@ from shieldsplit.functional.rpca import (
     svt_gram_kernel,
     svt_svd_kernel,
 )
-from shieldsplit.validate import check_int, check_number
 
 __all__ = [
     "ProximalRecovery",

@@ -40,6 +40,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from shieldsplit._core.validate import check_int, check_seed
 from shieldsplit.attacks.base import Budget
 from shieldsplit.attacks.membership import (
     Labelled,
@@ -55,7 +56,7 @@ from shieldsplit.attacks.membership import (
 )
 from shieldsplit.data import ImageDataset
 from shieldsplit.datacontract import as_tensors, check_model
-from shieldsplit.defense import Defense
+from shieldsplit.defenses.base import Defense
 from shieldsplit.errors import ConfigError, MembershipSetError
 from shieldsplit.functional.membership import (
     MembershipEvidence,
@@ -69,7 +70,6 @@ from shieldsplit.functional.membership import (
 )
 from shieldsplit.functional.verdict import VerdictLabel, position_verdict
 from shieldsplit.plots import RocCurve
-from shieldsplit.validate import check_int, check_seed
 
 logger = logging.getLogger(__name__)
 
@@ -454,7 +454,7 @@ def membership_audit(
     attack to leak on the overfitted control; else *inconclusive*.
 
     Args:
-        model: the trained classifier or :class:`~shieldsplit.defense.Defense` (queried
+        model: the trained classifier or :class:`~shieldsplit.defenses.base.Defense` (queried
             only, never modified).
         members: images it trained on (any form of docs/data.md).
         nonmembers: images from the same distribution it did not train on.

@@ -27,12 +27,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from shieldsplit._core.io import atomic_write_text
 from shieldsplit.errors import ConfigError, DataFileError
-from shieldsplit.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "shieldsplit.reproduce.cells/1"
+FORMAT = "shieldsplit.experiments.reproduce.cells/1"
 
 
 class CellStore:

@@ -1,0 +1,396 @@
+"""``shieldsplit.compare.frontier``: train every defence on the same split, audit each the same way.
+
+For each defence (and each point of a strength sweep) :func:`compare` builds it
+around a fresh copy of the user's model, trains it with its own protocol
+(:meth:`~shieldsplit.defenses.base.Defense.train_protocol`: DP-SGD through Opacus,
+latent perturbation with its noise pre-training, PGSL with its three streams, ...)
+on the same training split, scores accuracy and macro F1 on the same test split,
+and runs the same attacks of :func:`shieldsplit.audit` on the same victim images.
+The result is the privacy-utility frontier: a table and an accuracy-vs-leakage
+plot in which a swept defence is a curve (as in Fig. 4 of Jiang et al. 2025).
+
+An attack that does not apply to a defence (the federated attacks on PGSL, a split
+learning protocol that never sends weight updates) is reported as ``n/a``, not
+skipped silently.
+
+The undefended run (``"none"``, added first when it is not asked for) is every other
+defence's positive control: each defence's verdicts say *no leakage found* only where the
+same attack, on the same victims, leaked on it (see ``docs/audit.md``). Accuracy is
+reported with balanced accuracy and the test split's majority-class rate, since medical
+labels are imbalanced.
+
+Example:
+    >>> import shieldsplit as ss
+    >>> from shieldsplit.data import load_dataset
+    >>> ds = load_dataset("digits", seed=0, limit=120)
+    >>> net = ss.PGSLNet(num_classes=10, image_size=8, width=8, hidden=16)
+    >>> table = ss.compare(net, data=ds, defenses=["none", "laplace"], epochs=1, seed=0,
+    ...                    attacks=["split-black-box"], victims=8, progress=False)
+    >>> [(r.defense, r.leakage["split-black-box"].status) for r in table.rows]
+    [('none', 'ok'), ('laplace', 'ok')]
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.metrics import balanced_accuracy_score, f1_score
+from torch import nn
+
+from shieldsplit._core.progress import progress_bar
+from shieldsplit._core.validate import build_config
+from shieldsplit.attacks.base import Budget
+from shieldsplit.audit.auditor import (
+    AttackResult,
+    AuditReport,
+    audit,
+    defense_attacks,
+    library_versions,
+)
+from shieldsplit.audit.membership import heldout_of
+from shieldsplit.compare.report import (
+    CompareTable,
+    DefenseRun,
+    MatchedPair,
+    dp_sentence,
+    match_by_accuracy,
+    membership_curves,
+    number_or_none,
+    render_html,
+    run_label,
+)
+from shieldsplit.data import ImageDataset, make_loaders
+from shieldsplit.datacontract import as_dataset
+from shieldsplit.defenses.base import available_defenses, create_defense
+from shieldsplit.errors import ConfigError
+from shieldsplit.functional.stats import majority_rate
+
+logger = logging.getLogger(__name__)
+
+#: The two threat models of issue 4's frontier: the federated Inverting Gradients attack
+#: on a 5-local-epoch update of batch 8, and the split-learning black-box decoder.
+DEFAULT_ATTACKS = ("inverting-gradients-fedavg", "split-black-box")
+
+
+class RunSpec(BaseModel):
+    """How every defence of a comparison is trained and audited: the one source of the
+    options :func:`compare` and :func:`run_defense` share (and of what a result records).
+
+    Attributes:
+        attacks: audit attack names; those whose threat model does not apply to a
+            defence are reported as ``n/a``.
+        cut: the cut of every defence.
+        epochs: training epochs of every defence (and of the audit's undefended twin).
+        batch_size: training batch size.
+        budget: the audit budget.
+        victims: victim images per audit (None: the budget's).
+        seed: seeds the model copies, training, the victim split and the attacks.
+        membership: also run membership inference (see :func:`compare`).
+        progress: show progress bars.
+
+    Example:
+        >>> RunSpec(epochs=2, attacks=("split-black-box",)).budget
+        'quick'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    attacks: tuple[str, ...] = DEFAULT_ATTACKS
+    cut: int | str = 2
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    budget: Budget = "quick"
+    victims: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=0, ge=0)
+    membership: bool = True
+    progress: bool = True
+
+
+
+def _specs(
+    defenses: Sequence[str | tuple[str, Mapping[str, Any]]],
+    sweeps: Mapping[str, Sequence[float]] | None,
+) -> list[tuple[str, dict[str, Any]]]:
+    valid = available_defenses()
+    specs: list[tuple[str, dict[str, Any]]] = []
+    for item in defenses:
+        name, opts = (item, {}) if isinstance(item, str) else (item[0], dict(item[1]))
+        if name not in valid:
+            raise ConfigError.build(
+                what="defenses", expected=f"names from {valid}", received=repr(name),
+                fix="pick registered defences (shieldsplit.available_defenses())",
+            )
+        specs.append((name, opts))
+    for name in sweeps or {}:
+        if name not in [n for n, _ in specs]:
+            raise ConfigError.build(
+                what="sweeps", expected=f"keys among the compared defences {[n for n, _ in specs]}",
+                received=repr(name), fix="add the defence to defenses= or drop the sweep",
+            )
+    return specs
+
+
+def _utility(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+    """Test accuracy, balanced accuracy and macro F1 of a trained defence."""
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(x), 256):
+            preds.append(model.predict_proba(x[i:i + 256]).argmax(-1)  # type: ignore[operator]
+                         if hasattr(model, "predict_proba") else model(x[i:i + 256]).argmax(-1))
+    p = torch.cat(preds)
+    acc = float((p == y).double().mean())
+    return (acc, float(balanced_accuracy_score(y.numpy(), p.numpy())),
+            float(f1_score(y.numpy(), p.numpy(), average="macro", zero_division=0)))
+
+
+def compare(
+    model: nn.Module,
+    *,
+    data: Any,
+    defenses: Sequence[str | tuple[str, Mapping[str, Any]]] = (
+        "none", "pgsl", "latent-fixed", "latent-learned", "dpsgd", "nopeek", "laplace", "bido"),
+    sweeps: Mapping[str, Sequence[float]] | None = None,
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
+    cut: int | str = 2,
+    epochs: int = 10,
+    batch_size: int = 64,
+    budget: Budget = "quick",
+    victims: int | None = None,
+    seed: int = 0,
+    membership: bool = True,
+    progress: bool = True,
+) -> CompareTable:
+    """Train each defence on the same split and audit each with the same attacks.
+
+    Args:
+        model: the classifier to defend; every defence gets its own copy (the model is
+            never modified), so all start from the same weights.
+        data: labelled images in any form of docs/data.md. An ``ImageDataset``
+            (``shieldsplit.data.load_dataset``) is used as split; any other form (a
+            ``TensorDataset``, a DataLoader, an ``(x, y)`` pair) gets a seeded stratified
+            70/15/15 split (``ImageDataset.from_tensors``). The train split trains and is
+            the audit's victims/auxiliary pool; the test split scores accuracy and F1.
+        defenses: registered names, or ``(name, options)`` pairs. ``"none"`` (the
+            undefended split, every other defence's positive control) runs first and is
+            added when absent.
+        sweeps: ``name -> values`` of the defence's strength option (e.g.
+            ``{"laplace": [0.1, 0.5, 1.0]}``); each value is one run, drawn as a curve.
+        attacks: audit attack names (default: federated IG on a FedAvg update and the
+            split black-box decoder).
+        cut: the cut of every defence.
+        epochs: training epochs of every defence.
+        batch_size: training batch size.
+        budget: the audit budget.
+        victims: victim images per audit (default: the budget's).
+        seed: seeds model copies, training, the victim split and the attacks.
+        membership: also run membership inference on every defence (its victims as
+            members, the validation and test images as non-members; reference models
+            trained with each defence's recipe, cached by seed and recipe, the
+            overfitted control shared by every defence). A column per defence, DP-SGD's
+            epsilon beside the TPR bound it implies, and the ROC curves in the HTML.
+        progress: show progress bars.
+
+    Returns:
+        The frontier table. Ctrl-C returns what finished, marked ``complete=False``.
+
+    Raises:
+        ConfigError: an unknown defence, attack or sweep key, or a bad option.
+        InputShapeError, LabelError, UnsupportedModelError: data or a model that breaks
+            the data contract of docs/data.md (checked before any training).
+
+    Reference:
+        Jiang, Firouzi, Chakrabarty 2025 (Fig. 4); Khowaja et al. 2022 (Table I).
+    """
+    spec = build_config(RunSpec, dict(attacks=tuple(attacks), cut=cut, epochs=epochs,
+                         batch_size=batch_size, budget=budget, victims=victims, seed=seed,
+                         membership=membership, progress=progress),
+                        fix="see the options of shieldsplit.compare.frontier")
+    data = as_dataset(data, model=model, seed=seed)  # the one data contract (docs/data.md)
+    specs = _specs(defenses, sweeps)
+    if "none" not in [n for n, _ in specs]:
+        specs.insert(0, ("none", {}))
+    specs.sort(key=lambda spec: spec[0] != "none")  # the control first
+    from shieldsplit._core.provenance import machine_info
+
+    table = CompareTable(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        dataset=data.summary().splitlines()[0], model=type(model).__name__, cut=cut,
+        budget=budget, seed=seed, epochs=epochs, attacks=list(attacks),
+        victims=victims or 0, machine=machine_info(), versions=library_versions(),
+    )
+    for name, opts in specs:  # a bad sweep fails now, not after hours of other rows
+        if name in (sweeps or {}) and create_defense(name, model, cut=cut, seed=seed,
+                                                     **opts).strength is None:
+            raise ConfigError.build(
+                what="sweeps", expected=f"a defence with a strength option ({name!r} has none)",
+                received=repr(name), fix="drop its sweep",
+            )
+    runs: list[tuple[str, dict[str, Any], float | None]] = []
+    for name, opts in specs:
+        for value in (sweeps or {}).get(name, [None]):
+            runs.append((name, opts, value))
+    try:
+        with progress_bar(runs, total=len(runs), description="compare",
+                          enabled=progress) as todo:
+            control: AuditReport | None = None
+            for name, opts, value in todo:
+                options = dict(opts)
+                if value is not None:
+                    strength = create_defense(name, model, cut=cut, seed=seed,
+                                              **options).strength
+                    options[str(strength)] = value  # checked above: it has one
+                row, report = _run_seeded(model, data, name, options, spec,
+                                          "auto" if name == "none" else control)
+                if name == "none" and value is None:
+                    control = report
+                if row.victims:
+                    table.victims = row.victims
+                table.rows.append(row)
+    except KeyboardInterrupt:
+        table.complete = False
+        logger.warning("compare cancelled; the table is partial")
+    return table
+
+
+def run_defense(
+    model: nn.Module,
+    data: Any,
+    name: str,
+    *,
+    options: Mapping[str, Any] | None = None,
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
+    cut: int | str = 2,
+    epochs: int = 10,
+    batch_size: int = 64,
+    budget: Budget = "quick",
+    victims: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    control: Any = "auto",
+    membership: bool = False,
+) -> DefenseRun:
+    """Train one defence with its own protocol, score its utility, audit it: one frontier point.
+
+    Args:
+        model: the classifier to defend (copied, never modified).
+        data: labelled images in any form of docs/data.md (see :func:`compare`): train
+            split to train and audit on, test split for accuracy.
+        name: a registered defence.
+        options: its keyword options (besides cut and seed).
+        attacks: audit attacks; those whose threat model does not apply get ``n/a``.
+        cut: the defence's cut.
+        epochs: training epochs.
+        batch_size: training batch size.
+        budget: the audit budget.
+        victims: victim images of the audit (default: the budget's).
+        seed: seeds the copy, training, the victim split and the attacks.
+        progress: show progress bars.
+        control: the audit's positive control (see :func:`shieldsplit.audit`): ``"auto"``
+            trains the undefended twin for ``epochs``; pass the undefended run's
+            :class:`~shieldsplit.audit.auditor.AuditReport` to reuse it.
+        membership: also run membership inference (see :func:`compare`); off by
+            default here, so the paper reproductions and the frontier, which report
+            reconstruction, do not pay for it.
+
+    Returns:
+        The run.
+
+    Raises:
+        ConfigError: an unknown defence, option or attack.
+        KeyboardInterrupt: when the audit was cancelled (nothing partial is returned).
+
+    Example:
+        >>> from shieldsplit.data import load_dataset
+        >>> from shieldsplit.models import PGSLNet
+        >>> ds = load_dataset("digits", seed=0, limit=64)
+        >>> net = PGSLNet(num_classes=10, image_size=8, width=8, hidden=16)
+        >>> run = run_defense(net, ds, "laplace", options={"scale": 0.5}, epochs=1,
+        ...                   attacks=["split-black-box"], victims=8, progress=False)
+        >>> run.defense, run.strength, run.strength_value, run.leakage["split-black-box"].status
+        ('laplace', 'scale', 0.5, 'ok')
+    """
+    spec = build_config(RunSpec, dict(attacks=tuple(attacks), cut=cut, epochs=epochs,
+                         batch_size=batch_size, budget=budget, victims=victims, seed=seed,
+                         membership=membership, progress=progress),
+                        fix="see the options of shieldsplit.compare.frontier")
+    data = as_dataset(data, model=model, seed=seed)
+    return _run_seeded(model, data, name, dict(options or {}), spec, control)[0]
+
+
+def _run_seeded(
+    model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any], spec: RunSpec,
+    control: Any,
+) -> tuple[DefenseRun, AuditReport | None]:
+    # Noisy defences draw from torch's global generator: seed it here, so a run's numbers
+    # depend on its seed only, not on what ran before it (a resumed sweep = an unbroken one).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        return _train_and_audit(model, data, name, options, spec, control)
+
+
+def _train_and_audit(
+    model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any], spec: RunSpec,
+    control: Any,
+) -> tuple[DefenseRun, AuditReport | None]:
+    seed, attacks = spec.seed, spec.attacks
+    defense = create_defense(name, copy.deepcopy(model), cut=spec.cut, seed=seed, **options)
+    strength = defense.strength
+    loaders = make_loaders(data, batch_size=spec.batch_size, seed=seed)
+    start = time.perf_counter()
+    defense.train_protocol(loaders.train, epochs=spec.epochs, val_loader=loaders.val,
+                           seed=seed, progress=spec.progress)
+    train_seconds = time.perf_counter() - start
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        acc, bal, f1 = _utility(defense, data.x_test, data.y_test)
+    applicable = set(defense_attacks(defense))
+    runnable = [a for a in attacks if a in applicable]
+    leakage: dict[str, AttackResult] = {}
+    dcor = None
+    audited = 0
+    report: AuditReport | None = None
+    if runnable:
+        report = audit(defense, data=(data.x_train, data.y_train), budget=spec.budget,
+                       seed=seed, attacks=runnable, victims=spec.victims,
+                       progress=spec.progress, control=control, control_epochs=spec.epochs,
+                       batch_size=spec.batch_size,
+                       heldout=heldout_of(data) if spec.membership else None)
+        audited = report.victims
+        leakage = {r.attack: r for r in report.results}
+        dcor = report.distance_correlation
+        if not report.complete:
+            raise KeyboardInterrupt
+    for a in attacks:
+        if a not in applicable:
+            leakage[a] = AttackResult(attack=a, threat_model="-", observes="-", images=0,
+                                      seconds=0.0, status="n/a",
+                                      error=f"{name} is not deployed under this threat model")
+    privacy = defense.privacy()
+    eps = privacy.get("epsilon")
+    run = DefenseRun(
+        defense=name, options=defense.options(), strength=strength,
+        strength_value=number_or_none(defense.options().get(strength)) if strength else None,
+        accuracy=acc, balanced_accuracy=bal, majority_rate=majority_rate(data.y_test),
+        f1=f1, verdicts=report.verdicts if report is not None else [],
+        control=report.control if report is not None else None,
+        epsilon=None if eps is None else (float(eps) if math.isfinite(eps) else float("inf")),
+        delta=privacy.get("delta"), train_seconds=train_seconds, leakage=leakage,
+        distance_correlation=dcor, victims=audited,
+        membership=report.membership if report is not None else None,
+    )
+    return run, report
+
+
+__all__ = [
+    "DEFAULT_ATTACKS", "CompareTable", "DefenseRun", "MatchedPair", "RunSpec", "compare",
+    "dp_sentence",
+    "match_by_accuracy", "membership_curves", "render_html", "run_defense", "run_label",
+]
