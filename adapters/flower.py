@@ -965,7 +965,7 @@ class AuditingStrategy(RecordingStrategy):
         # the attack modules and metrics load only when an audit runs (a ClientApp never
         # needs them, and every deployed ClientApp process imports this module)
         from shieldsplit.attacks.base import AttackContext, Observation, create_attack
-        from shieldsplit.metrics import psnr
+        from shieldsplit.functional.metrics import psnr
 
         s = self.setting
         ax, ay = s.auxiliary

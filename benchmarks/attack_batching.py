@@ -39,7 +39,7 @@ from shieldsplit.attacks.gradient import InvertingGradients
 from shieldsplit.attacks.observe import observe_gradient
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.experiments.demo import machine_info
-from shieldsplit.metrics import psnr
+from shieldsplit.functional.metrics import psnr
 from shieldsplit.models import SmallConvNet
 
 

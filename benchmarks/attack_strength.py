@@ -53,7 +53,7 @@ from shieldsplit.attacks import AttackContext, create_attack
 from shieldsplit.attacks.observe import observe_gradient, observe_update
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.experiments.demo import machine_info
-from shieldsplit.metrics import label_recovery_rate, psnr
+from shieldsplit.functional.metrics import label_recovery_rate, psnr
 from shieldsplit.models import PGSLNet
 
 CACHE = Path("out/attack_strength")

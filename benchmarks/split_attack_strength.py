@@ -49,7 +49,7 @@ from shieldsplit.attacks import split as _split  # noqa: F401  (registers the at
 from shieldsplit.attacks.observe_split import observe_activations
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.experiments.demo import machine_info
-from shieldsplit.metrics import mse, psnr, ssim
+from shieldsplit.functional.metrics import mse, psnr, ssim
 from shieldsplit.training import accuracy, fit_plain
 
 BAR = 0.90

@@ -20,7 +20,7 @@ from shieldsplit.errors import (
     NonFiniteInputError,
     StateError,
 )
-from shieldsplit.metrics import psnr
+from shieldsplit.functional.metrics import psnr
 from shieldsplit.models import MODELS, SmallConvNet, create_model
 
 torch.set_num_threads(1)

@@ -23,7 +23,7 @@ from shieldsplit.attacks.split import (
 from shieldsplit.data import load_dataset, make_loaders
 from shieldsplit.defenses.pgsl.unshuffle import unshuffle
 from shieldsplit.errors import ConfigError, EmptyDataError, InputShapeError, StateError
-from shieldsplit.metrics import mse
+from shieldsplit.functional.metrics import mse
 from shieldsplit.training import fit_plain
 
 torch.set_num_threads(1)

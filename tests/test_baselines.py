@@ -24,7 +24,7 @@ from shieldsplit.functional.dependence import (
     hsic,
     median_bandwidth,
 )
-from shieldsplit.metrics import distance_correlation
+from shieldsplit.functional.metrics import distance_correlation
 from shieldsplit.models import PGSLNet
 
 MakeDefense = Callable[[nn.Module], CutDefense]

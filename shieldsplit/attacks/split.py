@@ -75,6 +75,7 @@ from shieldsplit.attacks.observe_split import check_images, observe_activations
 from shieldsplit.defenses.base import Defense
 from shieldsplit.defenses.pgsl.shield import SplitShield
 from shieldsplit.errors import ConfigError, EmptyDataError, InputShapeError, StateError
+from shieldsplit.functional.image import total_variation
 from shieldsplit.training import eval_mode
 
 #: Decoder training epochs per budget.
@@ -263,20 +264,6 @@ def client_map(model: nn.Module) -> tuple[Callable[[Tensor, Tensor | None], Tens
         part = model.client_part
         return (lambda x, m: part(x)), False
     return (lambda x, m: model(x)), False
-
-
-def total_variation(x: Tensor) -> Tensor:
-    """Anisotropic total variation per image (mean absolute neighbour difference).
-
-    Args:
-        x: ``(B, C, H, W)``.
-
-    Returns:
-        ``(B,)``.
-    """
-    dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().flatten(1).mean(1) if x.shape[2] > 1 else 0
-    dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().flatten(1).mean(1) if x.shape[3] > 1 else 0
-    return x.new_zeros(x.shape[0]) + dh + dw
 
 
 # ----------------------------------------------------------------- the decoder

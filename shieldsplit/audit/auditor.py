@@ -84,6 +84,13 @@ from shieldsplit.cutting import list_cut_points, split_model
 from shieldsplit.datacontract import as_tensors
 from shieldsplit.defenses.base import Defense
 from shieldsplit.errors import ConfigError, EmptyDataError, ShieldSplitError, UnsupportedModelError
+from shieldsplit.functional.metrics import (
+    distance_correlation,
+    label_recovery_rate,
+    mse,
+    psnr,
+    ssim,
+)
 from shieldsplit.functional.stats import (
     align_labels,
     balanced_accuracy,
@@ -100,7 +107,6 @@ from shieldsplit.functional.verdict import (
     evidence,
     position_verdict,
 )
-from shieldsplit.metrics import distance_correlation, label_recovery_rate, mse, psnr, ssim
 from shieldsplit.plots import png_base64
 from shieldsplit.training import accuracy, eval_mode, fit_plain
 

@@ -4,9 +4,9 @@ Training-time losses for the dependence-minimising defences: the sample
 distance correlation (Szekely, Rizzo, Bakirov 2007) that NoPeek minimises, and
 the biased HSIC estimator with Gaussian kernels (Gretton et al. 2005) that BiDO
 trades off. Pure functions of two batches, each flattened per sample; unlike
-:func:`shieldsplit.metrics.distance_correlation` (a float for reports) they
+:func:`shieldsplit.functional.metrics.distance_correlation` (a float for reports) they
 return tensors that gradients flow through. Both reuse the double-centred
-distance matrices of :mod:`shieldsplit.metrics`, so the estimator exists once.
+distance matrices of :mod:`shieldsplit.functional.metrics`, so the estimator exists once.
 
 Example:
     >>> import torch
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from shieldsplit.errors import ConfigError, InputShapeError
-from shieldsplit.metrics import centred_distances
+from shieldsplit.functional.metrics import centred_distances
 
 #: Floor under the square roots, so that gradients stay finite at zero dependence.
 _EPS = 1e-12
