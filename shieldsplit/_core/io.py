@@ -302,12 +302,35 @@ def safe_torch_load(path: str | Path) -> Any:
         ) from exc
 
 
+def load_checkpoint(path: str | Path, *, fmt: str, saver: str) -> dict[str, Any]:
+    """:func:`safe_torch_load` a checkpoint dict and check its ``format`` entry.
+
+    Args:
+        path: the checkpoint file.
+        fmt: the format string the file must carry.
+        saver: what writes such files (named in the error's fix).
+
+    Returns:
+        The checkpoint.
+
+    Raises:
+        DataFileError: if the file is missing, unreadable or of another format.
+    """
+    ck = safe_torch_load(path)
+    if not isinstance(ck, dict) or ck.get("format") != fmt:
+        raise DataFileError.build(
+            what="path", expected=f"a checkpoint with format {fmt!r}",
+            received=str(path), fix=f"save it with {saver}",
+        )
+    return ck
+
+
 __all__ = [
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_output_path",
-    "safe_torch_load",
+    "load_checkpoint", "safe_torch_load",
     "sweep_stale_temp_files",
     "temp_pattern",
 ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -466,3 +466,27 @@ def build_config(
             what=field, expected=f"{field}: {msg[:1].lower()}{msg[1:]}",
             received=repr(received), fix=fix,
         ) from None
+
+
+class Configurable:
+    """A component whose keyword options are validated by its pydantic :attr:`Config`
+    (the single source of their names, types, ranges and defaults): every defence and
+    attack.
+    """
+
+    Config: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def configure(cls, options: Mapping[str, Any]) -> Any:
+        """Validate keyword options into :attr:`Config`.
+
+        Args:
+            options: the component's own options.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            ConfigError: an unknown option, or one of the wrong type or out of range.
+        """
+        return build_config(cls.Config, options, fix=f"see {cls.__name__}.Config")

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from shieldsplit._core.registry import Registry
-from shieldsplit._core.validate import build_config, check_seed
+from shieldsplit._core.validate import Configurable, check_seed
 from shieldsplit.errors import ConfigError
 
 ThreatModel = Literal[
@@ -155,7 +155,7 @@ class NoAttackOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class Attack(abc.ABC):
+class Attack(Configurable, abc.ABC):
     """Base class of every reconstruction attack.
 
     Args:
@@ -208,22 +208,6 @@ class Attack(abc.ABC):
         self.config = self.configure(options)
         for option in type(self.config).model_fields:  # read-only views of the config
             setattr(self, option, getattr(self.config, option))
-
-    @classmethod
-    def configure(cls, options: dict[str, Any]) -> Any:
-        """Validate keyword options into :attr:`Config` (the single source of an attack's
-        options: names, types, ranges and defaults).
-
-        Args:
-            options: the attack's own options (not ``seed`` or ``progress``).
-
-        Returns:
-            The validated config.
-
-        Raises:
-            ConfigError: an unknown option, or one of the wrong type or out of range.
-        """
-        return build_config(cls.Config, options, fix=f"see {cls.__name__}.Config")
 
     def prepare(self, context: AttackContext) -> None:
         """Learn what the attack needs before it sees the victim (default: remember the context).

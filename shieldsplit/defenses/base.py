@@ -47,12 +47,18 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from shieldsplit._core.io import atomic_torch_save, safe_torch_load
+from shieldsplit._core.io import atomic_torch_save, load_checkpoint
 from shieldsplit._core.registry import Registry
-from shieldsplit._core.validate import build_config, check_batch, check_loader, check_seed
+from shieldsplit._core.validate import (
+    Configurable,
+    build_config,
+    check_batch,
+    check_loader,
+    check_seed,
+)
 from shieldsplit.cutting import split_model
 from shieldsplit.datacontract import as_loader, check_model
-from shieldsplit.errors import ConfigError, DataFileError, UnsupportedModelError
+from shieldsplit.errors import ConfigError, UnsupportedModelError
 from shieldsplit.training import PlainHistory, eval_mode, fit_plain, restored_on_error
 from shieldsplit.wire import ClientMessage
 
@@ -69,7 +75,7 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class Defense(nn.Module, abc.ABC):
+class Defense(Configurable, nn.Module, abc.ABC):
     """Base of every defended classifier.
 
     Subclasses set :attr:`name` and :attr:`surfaces`, hold ``cut``,
@@ -97,21 +103,6 @@ class Defense(nn.Module, abc.ABC):
     #: keyword that takes the whole config (SplitShield's ``config=``)
     config_option: ClassVar[str | None] = None
     config: BaseModel
-
-    @classmethod
-    def configure(cls, options: Mapping[str, Any]) -> Any:
-        """Validate keyword options into :attr:`Config`.
-
-        Args:
-            options: the defence's own options (not ``cut`` or ``seed``).
-
-        Returns:
-            The validated config.
-
-        Raises:
-            ConfigError: an unknown option, or one of the wrong type or out of range.
-        """
-        return build_config(cls.Config, options, fix=f"see {cls.__name__}.Config")
 
     cut: int | str
     num_classes: int
@@ -320,12 +311,7 @@ class Defense(nn.Module, abc.ABC):
         Raises:
             DataFileError: if the file is missing or not a defence checkpoint.
         """
-        ck = safe_torch_load(path)
-        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-            raise DataFileError.build(
-                what="path", expected=f"a checkpoint with format {CHECKPOINT_FORMAT!r}",
-                received=str(path), fix="save it with Defense.save",
-            )
+        ck = load_checkpoint(path, fmt=CHECKPOINT_FORMAT, saver="Defense.save")
         defense = create_defense(str(ck["name"]), model, cut=ck["cut"], seed=int(ck["seed"]),
                                  **dict(ck["options"]))
         defense.load_state_dict(ck["state_dict"])

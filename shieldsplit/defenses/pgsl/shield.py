@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from shieldsplit._core.io import atomic_torch_save, safe_torch_load
+from shieldsplit._core.io import atomic_torch_save, load_checkpoint
 from shieldsplit._core.validate import (
     build_config,
     check_batch,
@@ -69,7 +69,6 @@ from shieldsplit.defenses.pgsl.saliency import class_gradient, jsma_saliency, no
 from shieldsplit.defenses.pgsl.unshuffle import SubPixelUpsample, assemble
 from shieldsplit.errors import (
     ConfigError,
-    DataFileError,
     EmptyDataError,
     InputShapeError,
     StateError,
@@ -1060,12 +1059,7 @@ class SplitShield(Defense):
         Raises:
             DataFileError: if the file is missing or not a SplitShield checkpoint.
         """
-        ck = safe_torch_load(path)
-        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-            raise DataFileError.build(
-                what="path", expected=f"a checkpoint with format {CHECKPOINT_FORMAT!r}",
-                received=str(path), fix="save it with SplitShield.save",
-            )
+        ck = load_checkpoint(path, fmt=CHECKPOINT_FORMAT, saver="SplitShield.save")
         shape = ck.get("input_shape")
         shield = cls(
             model,
