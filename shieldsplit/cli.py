@@ -427,6 +427,9 @@ def audit(
     include_images: Annotated[
         bool, typer.Option(help="embed reconstructions in the HTML (patient data!)")
     ] = False,
+    attack_option: Annotated[list[str] | None, typer.Option(
+        help="NAME.FIELD=VALUE: an attack's option, e.g. inverting-gradients.iterations=500 "
+        "(repeat; `shieldsplit options` lists them)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars or progress lines")] = False,
 ) -> None:
     """Attack a trained model (or a saved SplitShield / defence) with every applicable attack
@@ -437,6 +440,7 @@ def audit(
         names = None if attacks is None else split_names(attacks)
         if names is not None:
             check_attacks(names)
+        tuned = parse_attack_options(attack_option or [])
         from shieldsplit.audit.auditor import audit as run_audit
 
         small = smoke()
@@ -449,6 +453,7 @@ def audit(
             net, data=(ds.x_train, ds.y_train),
             cut=int(cut) if cut.isdigit() else cut, budget=budget,  # type: ignore[arg-type]
             seed=seed, progress=not quiet, victims=victims, attacks=names,
+            attack_options=tuned or None,
         )
     except ShieldSplitError as exc:
         fail(exc)
@@ -486,10 +491,43 @@ def _parse_sweeps(specs: list[str]) -> dict[str, list[float]]:
     return sweeps
 
 
+def parse_dotted(specs: Sequence[str], names: Sequence[str], *, option: str,
+                 example: str) -> dict[str, dict[str, Any]]:
+    """``["laplace.scale=0.2", "pgsl.recovery.mu=0.3"]`` -> ``{name: {field: value}}``
+    (nested for dotted fields). Values are read as JSON (``0.2``, ``true``,
+    ``[1, 28, 28]``), else kept as text.
+
+    Raises:
+        ConfigError: a malformed spec, or a name not in ``names``.
+
+    Example:
+        >>> parse_dotted(["pgsl.recovery.mu=0.3"], ["pgsl"], option="--option", example="")
+        {'pgsl': {'recovery': {'mu': 0.3}}}
+    """
+    fields: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        path, eq, text = spec.partition("=")
+        keys = [k.strip() for k in path.split(".")]
+        if not eq or len(keys) < 2 or not all(keys):
+            raise ConfigError.build(
+                what=option, expected="NAME.FIELD=VALUE", received=repr(spec),
+                fix=f"e.g. {option} {example} (see `shieldsplit options`)",
+            )
+        check_choice(option, keys[0], names)
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        node = fields.setdefault(keys[0], {})
+        for key in keys[1:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return fields
+
+
 def parse_options(specs: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``["laplace.scale=0.2", "pgsl.recovery.mu=0.3"]`` -> validated keyword options per
-    defence (:func:`shieldsplit.defenses.base.defense_options`). Values are read as JSON
-    (``0.2``, ``true``, ``[1, 28, 28]``), else kept as text.
+    """``--option`` specs -> validated keyword options per defence
+    (:func:`shieldsplit.defenses.base.defense_options`).
 
     Raises:
         ConfigError: a malformed spec, a defence not in ``names``, or a field its
@@ -501,25 +539,28 @@ def parse_options(specs: Sequence[str], names: Sequence[str]) -> dict[str, dict[
     """
     from shieldsplit.defenses.base import defense_options
 
-    fields: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        path, eq, text = spec.partition("=")
-        keys = [k.strip() for k in path.split(".")]
-        if not eq or len(keys) < 2 or not all(keys):
-            raise ConfigError.build(
-                what="--option", expected="NAME.FIELD=VALUE", received=repr(spec),
-                fix="e.g. --option laplace.scale=0.2 (see `shieldsplit options`)",
-            )
-        check_choice("--option", keys[0], names)
-        try:
-            value: Any = json.loads(text)
-        except ValueError:
-            value = text
-        node = fields.setdefault(keys[0], {})
-        for key in keys[1:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = value
-    return {name: defense_options(name, given) for name, given in fields.items()}
+    given = parse_dotted(specs, names, option="--option", example="laplace.scale=0.2")
+    return {name: defense_options(name, fields) for name, fields in given.items()}
+
+
+def parse_attack_options(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--attack-option`` specs -> options per attack, each checked by its ``Config``.
+
+    Raises:
+        ConfigError: a malformed spec, an unknown attack, or a field its ``Config``
+            rejects.
+
+    Example:
+        >>> parse_attack_options(["inverting-gradients.iterations=500"])
+        {'inverting-gradients': {'iterations': 500}}
+    """
+    from shieldsplit.attacks import attack_class, available_attacks
+
+    given = parse_dotted(specs, available_attacks(), option="--attack-option",
+                         example="inverting-gradients.iterations=500")
+    for name, fields in given.items():
+        attack_class(name).configure(fields)
+    return given
 
 
 @app.command()

@@ -280,3 +280,22 @@ def test_audit_bad_input(digits: tuple[torch.Tensor, torch.Tensor]) -> None:
         audit(small_net(), data=(x, y), attacks=["no-such-attack"], **AUDIT_KW)
     with pytest.raises(ConfigError):
         audit(small_net(), data=(x, y), budget="huge", victims=8)  # type: ignore[arg-type]
+
+
+def test_attack_options_reach_the_attack(
+        digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """``attack_options`` are checked by the attack's Config before any work and change
+    what the attack does."""
+    x, y = digits
+    kw = {**AUDIT_KW, "attacks": ["split-white-box"]}
+    fast = audit(small_net(), data=(x, y),
+                 attack_options={"split-white-box": {"iterations": 1}}, **kw).results[0]
+    slow = audit(small_net(), data=(x, y),
+                 attack_options={"split-white-box": {"iterations": 40}}, **kw).results[0]
+    assert fast.psnr != slow.psnr  # the option changed what the attack did
+    for bad, what in (({"split-white-box": {"iterations": 0}}, "iterations"),
+                      ({"split-white-box": {"no_such": 1}}, "no_such"),
+                      ({"split-black-box": {"epochs": 1}}, "attack_options")):
+        with pytest.raises(ConfigError) as info:
+            audit(small_net(), data=(x, y), attack_options=bad, **kw)
+        assert info.value.what == what

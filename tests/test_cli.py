@@ -74,9 +74,18 @@ def test_audit_passes_attacks_and_victims_to_the_auditor(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(auditor, "audit", spy)
     result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--attacks",
-                                 "split-black-box, idlg", "--victims", "8", "--quiet"])
+                                 "split-black-box, idlg", "--victims", "8", "--attack-option",
+                                 "idlg.iterations=7", "--quiet"])
     assert result.exit_code == 2
     assert seen["attacks"] == ["split-black-box", "idlg"] and seen["victims"] == 8
+    assert seen["attack_options"] == {"idlg": {"iterations": 7}}
+    seen.clear()
+    for spec, expected in {"idlg.iterations=0": "iterations", "idlg=3": "NAME.FIELD=VALUE",
+                           "nope.iterations=3": "'nope'"}.items():
+        result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--attack-option", spec,
+                                     "--quiet"])
+        assert result.exit_code == 2 and expected in one_error_line(result), spec
+    assert seen == {}  # refused before the auditor was called
 
 
 def test_audit_unknown_attack_lists_the_valid_ones() -> None:

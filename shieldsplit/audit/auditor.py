@@ -48,7 +48,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, get_args
@@ -239,6 +239,7 @@ class _Setting:
     budget: Budget
     seed: int
     progress: bool
+    options: dict[str, dict[str, Any]]  # attack name -> its validated options
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -304,6 +305,7 @@ def audit(
     control_epochs: int | None = None,
     heldout: Any = None,
     batch_size: int = 32,
+    attack_options: Mapping[str, Mapping[str, Any]] | None = None,
     progress: bool = True,
 ) -> AuditReport:
     """Attack ``model`` with every applicable attack, score what leaks, and give verdicts.
@@ -342,6 +344,10 @@ def audit(
             ``membership_note`` says how to run it.
         batch_size: the batch size the model was trained with (membership inference's
             reference models repeat it, as they repeat ``control_epochs``).
+        attack_options: ``attack name -> {option: value}``, each validated by that
+            attack's ``Config`` before any work (``shieldsplit options`` lists them), e.g.
+            ``{"inverting-gradients": {"iterations": 500}}``. The attack's control runs
+            with the same options, so its verdict still compares like with like.
         progress: show progress bars.
 
     Returns:
@@ -406,6 +412,7 @@ def audit(
                 what="attacks", expected=f"names from {list(applicable)} for this model",
                 received=repr(name), fix="drop it or audit a model it applies to",
             )
+    tuned = checked_attack_options(attack_options, names)
     _check_control_report(control, seed=seed, budget=budget, victims=n_victims)
 
     report = AuditReport(
@@ -427,7 +434,7 @@ def audit(
     setting = _Setting(vx=vx, vy=vy, ax=ax, ay=ay, num_classes=num_classes,
                        reference=reference,
                        baseline_psnr=_score_baselines(report, vx, vy, ax, reference),
-                       budget=budget, seed=seed, progress=progress)
+                       budget=budget, seed=seed, progress=progress, options=tuned)
 
     with progress_bar(names, total=len(names), description="audit", enabled=progress) as todo:
         for name in todo:
@@ -455,6 +462,44 @@ def audit(
     scored = [r for r in report.results if r.psnr is not None]
     report.ranking = [r.attack for r in sorted(scored, key=lambda r: -(r.psnr or 0.0))]
     return report
+
+
+def checked_attack_options(
+    options: Mapping[str, Mapping[str, Any]] | None, names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Validate per-attack options against each attack's ``Config`` (see :func:`audit`).
+
+    Args:
+        options: ``attack name -> {option: value}``, or None.
+        names: the attacks the audit runs.
+
+    Returns:
+        The options as plain dicts (only the given fields, so the rest keep defaults).
+
+    Raises:
+        ConfigError: options for an attack the audit does not run, an unknown option,
+            or a value of the wrong type or out of range.
+
+    Example:
+        >>> checked_attack_options({"inverting-gradients": {"iterations": 5}},
+        ...                        ["inverting-gradients"])
+        {'inverting-gradients': {'iterations': 5}}
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, given in (options or {}).items():
+        if name not in names:
+            raise ConfigError.build(
+                what="attack_options", expected=f"options for attacks the audit runs {list(names)}",
+                received=repr(name), fix="add the attack to attacks= or drop its options",
+            )
+        if not isinstance(given, Mapping):
+            raise ConfigError.build(
+                what=f"attack_options[{name!r}]", expected="a mapping option -> value",
+                received=type(given).__name__, fix='pass e.g. {"iterations": 500}',
+            )
+        attack_class(name).configure(dict(given))
+        out[name] = dict(given)
+    return out
 
 
 def _check_control(control: Any) -> Any:
@@ -544,7 +589,8 @@ def _attack(
     start = time.perf_counter()
     cls = attack_class(name)
     observes = kind or cls.observes
-    attack = _attacks.create_attack(name, seed=s.seed, progress=s.progress)
+    attack = _attacks.create_attack(name, seed=s.seed, progress=s.progress,
+                                    **s.options.get(name, {}))
     base = {"attack": name, "threat_model": attack.threat_model, "observes": observes,
             "position": cls.position()}
     try:
