@@ -42,6 +42,7 @@ def pearson_correlation(x: Tensor, x_hat: Tensor, eps: float = 1e-12) -> Tensor:
         InputShapeError: if the shapes differ or there is no sample.
 
     Example:
+        >>> import torch
         >>> x = torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]])
         >>> pearson_correlation(x, torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]]))
         tensor([-1.,  0.])
