@@ -1,4 +1,4 @@
-"""Typed messages that cross the client/server boundary of split learning.
+"""Typed messages that cross the client/server boundary, and what an attacker observes.
 
 Only these objects travel between the two parties: a :class:`ClientMessage`
 from client to server, and a :class:`ServerGradient` back. Keeping them typed
@@ -14,10 +14,42 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
+
+ObservationKind = Literal["activations", "gradient", "update"]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the attacker observes of one victim batch.
+
+    Attributes:
+        kind: ``"activations"`` (split learning), ``"gradient"`` (one step of
+            federated learning) or ``"update"`` (weights after minus before, after
+            several local steps).
+        batch_size: number of images in the victim batch.
+        image_shape: ``(C, H, W)`` of one image.
+        activations: the tensor that crossed the cut, for ``"activations"``.
+        gradients: parameter name -> gradient, for ``"gradient"``.
+        update: parameter name -> weight change, for ``"update"``.
+        labels: the labels, when the threat model grants them (else None).
+        meta: protocol facts the attacker knows (learning rate, local steps,
+            local batch size, epochs, the cut, the wire's target size).
+    """
+
+    kind: ObservationKind
+    batch_size: int
+    image_shape: tuple[int, int, int]
+    activations: Tensor | None = None
+    gradients: dict[str, Tensor] | None = None
+    update: dict[str, Tensor] | None = None
+    labels: Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
 
 
 @dataclass(frozen=True)
@@ -97,4 +129,7 @@ class EpochSummary(BaseModel):
     stream_weights: dict[str, float]
 
 
-__all__ = ["ClientMessage", "EpochSummary", "ServerGradient", "StreamScores"]
+__all__ = [
+    "ClientMessage", "EpochSummary", "Observation", "ObservationKind", "ServerGradient",
+    "StreamScores",
+]

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from shieldsplit._core.registry import Registry
 from shieldsplit._core.validate import Configurable, check_seed
 from shieldsplit.errors import ConfigError
+from shieldsplit.wire import Observation, ObservationKind
 
 ThreatModel = Literal[
     "split_black_box",  # holds the cut activations + auxiliary data; trains an inverse
@@ -47,7 +48,6 @@ ThreatModel = Literal[
     "gan_prior",  # searches a generator's latent space trained on auxiliary data
     "adaptive",  # knows the defence and its configuration
 ]
-ObservationKind = Literal["activations", "gradient", "update"]
 #: Attacker positions, the same words as a defence's ``surfaces``.
 Position = Literal["split", "federated"]
 
@@ -79,34 +79,6 @@ class AttackContext:
     defense: nn.Module | None = None
     budget: Budget = "quick"
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the attacker observes of one victim batch.
-
-    Attributes:
-        kind: ``"activations"`` (split learning), ``"gradient"`` (one step of
-            federated learning) or ``"update"`` (weights after minus before, after
-            several local steps).
-        batch_size: number of images in the victim batch.
-        image_shape: ``(C, H, W)`` of one image.
-        activations: the tensor that crossed the cut, for ``"activations"``.
-        gradients: parameter name -> gradient, for ``"gradient"``.
-        update: parameter name -> weight change, for ``"update"``.
-        labels: the labels, when the threat model grants them (else None).
-        meta: protocol facts the attacker knows (learning rate, local steps,
-            local batch size, epochs, the cut, the wire's target size).
-    """
-
-    kind: ObservationKind
-    batch_size: int
-    image_shape: tuple[int, int, int]
-    activations: Tensor | None = None
-    gradients: dict[str, Tensor] | None = None
-    update: dict[str, Tensor] | None = None
-    labels: Tensor | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ from shieldsplit.training import PlainHistory, eval_mode, fit_plain, restored_on
 from shieldsplit.wire import ClientMessage
 
 if TYPE_CHECKING:
-    from shieldsplit.attacks.base import Observation
+    from shieldsplit.wire import Observation
 
 Surface = Literal["split", "federated"]
 CHECKPOINT_FORMAT = "shieldsplit.defenses.base/1"

@@ -92,7 +92,7 @@ with keep_root_logger():  # Opacus calls logging.basicConfig when imported
     from opacus.validators import ModuleValidator
 
 if TYPE_CHECKING:
-    from shieldsplit.attacks.base import Observation
+    from shieldsplit.wire import Observation
 
 logger = logging.getLogger(__name__)
 
@@ -417,8 +417,8 @@ class DPSGD(CutDefense):
             >>> upd.kind, upd.meta["local_epochs"], upd.meta["local_batch_size"]
             ('update', 2, 2)
         """
-        from shieldsplit.attacks.base import Observation
         from shieldsplit.attacks.observe import functional_victim, minibatch_schedule
+        from shieldsplit.wire import Observation
 
         if kind not in ("gradient", "update"):
             raise ConfigError.build(

@@ -36,13 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from shieldsplit._core.validate import check_batch
-from shieldsplit.attacks.base import Observation
 from shieldsplit.defenses.base import CutDefense, register_defense
 from shieldsplit.defenses.pgsl.perturb import jsma_perturb
 from shieldsplit.defenses.pgsl.recovery import recover as rpca_recover
 from shieldsplit.defenses.pgsl.saliency import class_gradient, jsma_saliency
 from shieldsplit.training import eval_mode
-from shieldsplit.wire import ClientMessage
+from shieldsplit.wire import ClientMessage, Observation
 
 
 class JsmaInputConfig(BaseModel):
