@@ -571,11 +571,17 @@ def options(
     """List every registered defence's and attack's options: name, type and default (each
     one's ``Config``, the single source of its options)."""
     from shieldsplit.attacks import attack_class, available_attacks
+    from shieldsplit.attacks.membership import (
+        available_membership_attacks,
+        membership_attack_class,
+    )
     from shieldsplit.defenses.base import available_defenses, defense_config
 
     listing = {
         "defence": {n: _config_rows(defense_config(n)) for n in available_defenses()},
         "attack": {n: _config_rows(attack_class(n).Config) for n in available_attacks()},
+        "membership attack": {n: _config_rows(membership_attack_class(n).Config)
+                              for n in available_membership_attacks()},
     }
     if as_json:
         typer.echo(json.dumps({

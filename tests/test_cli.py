@@ -246,8 +246,15 @@ def test_options_lists_every_defence_and_attack_with_its_config_fields() -> None
     result = runner.invoke(app, ["options", "--json"])
     assert result.exit_code == 0, result.output
     listed = json.loads(result.output)
+    from shieldsplit.attacks.membership import (
+        available_membership_attacks,
+        membership_attack_class,
+    )
+
     configs = [("defence", n, defense_config(n)) for n in available_defenses()] + [
-        ("attack", n, attack_class(n).Config) for n in available_attacks()]
+        ("attack", n, attack_class(n).Config) for n in available_attacks()] + [
+        ("membership attack", n, membership_attack_class(n).Config)
+        for n in available_membership_attacks()]
     for kind, name, config in configs:
         options = {row["option"].split(".")[0] for row in listed[kind][name]}
         assert options == set(config.model_fields), (name, options)

@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from shieldsplit._core.registry import Registry
-from shieldsplit._core.validate import check_int, check_seed
+from shieldsplit._core.validate import Configurable, check_int, check_seed
 from shieldsplit.attacks.base import fingerprint
 from shieldsplit.datacontract import as_loader
 from shieldsplit.defenses.base import Defense, create_defense
@@ -311,8 +311,24 @@ class MembershipScores(BaseModel):
     nonmembers: np.ndarray
 
 
-class MembershipAttack(abc.ABC):
+class MembershipOptions(BaseModel):
+    """Options of a membership attack (its ``Config``).
+
+    Attributes:
+        reference_models: how many reference models it queries (at least the attack's
+            ``needs_references``; None: exactly that many).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    reference_models: int | None = Field(default=None, ge=0)
+
+
+class MembershipAttack(Configurable, abc.ABC):
     """Base of every membership attack: one verb, :meth:`score`.
+
+    Args:
+        **options: the fields of :attr:`Config` (:class:`MembershipOptions`).
 
     Attributes:
         name: the registry name.
@@ -321,11 +337,17 @@ class MembershipAttack(abc.ABC):
 
     name: ClassVar[str] = ""
     needs_references: ClassVar[int] = 0
+    Config = MembershipOptions
 
-    def __init__(self, *, reference_models: int = 0) -> None:
-        self.reference_models = check_int(
-            "reference_models", reference_models, low=self.needs_references,
-            fix=f"pass reference_models={max(self.needs_references, 1)} or more")
+    def __init__(self, **options: Any) -> None:
+        self.config = self.configure(options)
+        given = self.config.reference_models
+        self.reference_models = self.needs_references if given is None else given
+        if self.reference_models < self.needs_references:
+            raise ConfigError.build(
+                what="reference_models", expected=f"at least {self.needs_references} for "
+                f"{self.name}", received=repr(given),
+                fix=f"pass reference_models={max(self.needs_references, 1)} or more")
 
     def score(self, target: ProbsFn, members: Labelled, nonmembers: Labelled, *,
               references: list[ProbsFn] | None = None, population: Labelled | None = None,
@@ -463,10 +485,7 @@ def create_membership_attack(name: str, **options: Any) -> MembershipAttack:
     Raises:
         ConfigError: an unknown name, or too few reference models for it.
     """
-    cls = _REGISTRY.get(name)
-    if cls.needs_references and "reference_models" not in options:
-        options["reference_models"] = cls.needs_references
-    return cls(**options)
+    return _REGISTRY.get(name)(**options)
 
 
 for _cls in (LossThreshold, RMIA, LiRA):
@@ -474,7 +493,8 @@ for _cls in (LossThreshold, RMIA, LiRA):
 
 
 __all__ = [
-    "RMIA", "LiRA", "LossThreshold", "MembershipAttack", "MembershipScores", "ProbsFn",
+    "RMIA", "LiRA", "LossThreshold", "MembershipAttack", "MembershipOptions",
+    "MembershipScores", "ProbsFn",
     "Recipe", "available_membership_attacks", "clear_reference_cache",
     "create_membership_attack", "fingerprint", "fresh_copy", "membership_attack_class",
     "memoized",
