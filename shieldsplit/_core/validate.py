@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor
 
 from shieldsplit.errors import (
@@ -468,13 +468,19 @@ def build_config(
         ) from None
 
 
+class NoOptions(BaseModel):
+    """The options of a component that has none of its own (or validates its own)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
 class Configurable:
     """A component whose keyword options are validated by its pydantic :attr:`Config`
     (the single source of their names, types, ranges and defaults): every defence and
     attack.
     """
 
-    Config: ClassVar[type[BaseModel]]
+    Config: ClassVar[type[BaseModel]] = NoOptions
 
     @classmethod
     def configure(cls, options: Mapping[str, Any]) -> Any:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import Tensor, nn
 
 from shieldsplit._core.registry import Registry
@@ -121,12 +121,6 @@ def fingerprint(*tensors: Tensor | nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-class NoAttackOptions(BaseModel):
-    """The options of an attack whose constructor validates its own (or that has none)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
 class Attack(Configurable, abc.ABC):
     """Base class of every reconstruction attack.
 
@@ -161,10 +155,8 @@ class Attack(Configurable, abc.ABC):
     adapts_to: ClassVar[tuple[str, ...]] = ()
     control_attack: ClassVar[str | None] = None
     quick_default: ClassVar[bool] = True
-    #: the pydantic model (``extra="forbid"``) of the attack's keyword options besides
-    #: ``seed`` and ``progress``; the constructor validates them with it and exposes each
-    #: field as a read-only attribute of the same name
-    Config: ClassVar[type[BaseModel]] = NoAttackOptions
+    #: the validated options (the ``Config`` of :class:`Configurable`, besides ``seed``
+    #: and ``progress``); the constructor also exposes each field as an attribute
     config: BaseModel
 
     @classmethod
@@ -282,7 +274,6 @@ __all__ = [
     "Attack",
     "AttackContext",
     "Budget",
-    "NoAttackOptions",
     "Observation",
     "ObservationKind",
     "Position",

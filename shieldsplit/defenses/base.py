@@ -44,13 +44,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import Tensor, nn
 
 from shieldsplit._core.io import atomic_torch_save, load_checkpoint
 from shieldsplit._core.registry import Registry
 from shieldsplit._core.validate import (
     Configurable,
+    NoOptions,
     build_config,
     check_batch,
     check_loader,
@@ -67,12 +68,6 @@ if TYPE_CHECKING:
 
 Surface = Literal["split", "federated"]
 CHECKPOINT_FORMAT = "shieldsplit.defenses.base/1"
-
-
-class NoOptions(BaseModel):
-    """The options of a defence that has none besides ``cut`` and ``seed``."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class Defense(Configurable, nn.Module, abc.ABC):
@@ -98,7 +93,6 @@ class Defense(Configurable, nn.Module, abc.ABC):
     name: ClassVar[str] = ""
     surfaces: ClassVar[frozenset[Surface]] = frozenset({"split", "federated"})
     strength: ClassVar[str | None] = None
-    Config: ClassVar[type[BaseModel]] = NoOptions
     #: None: the constructor takes :attr:`Config`'s fields as keywords; else the one
     #: keyword that takes the whole config (SplitShield's ``config=``)
     config_option: ClassVar[str | None] = None
