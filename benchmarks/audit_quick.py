@@ -9,7 +9,8 @@ Usage:
         [--profile out/audit_quick.prof] [--page docs/results/audit_quick_breastmnist.md]
 
 ``--trained`` loads the victim that ``benchmarks/attack_strength.py`` trained and cached
-(``out/attack_strength/victim_{breastmnist,resnet}_seed0.pt``); without it the network
+(``out/attack_strength/victim_breastmnist_seed0.pt``, ``victim_resnet_seed0_val20.pt``:
+the ResNet-18 kept at its best validation epoch of 20); without it the network
 is untrained. ``--profile`` writes cProfile statistics (open with ``pstats``). ``--page``
 writes the results page (command, date, machine and load, the report, the bar's verdict).
 Needs ../shared/data.
@@ -56,7 +57,7 @@ def main() -> None:
         net = resnet18(num_classes=2)
         x = x.expand(-1, 3, -1, -1).contiguous()
         cut = "layer1"
-        cached = Path(f"out/attack_strength/victim_resnet_seed{args.seed}.pt")
+        cached = Path(f"out/attack_strength/victim_resnet_seed{args.seed}_val20.pt")
     if args.trained:
         net.load_state_dict(torch.load(cached, weights_only=True))
     profiler = cProfile.Profile() if args.profile else None
