@@ -332,24 +332,29 @@ def test_a_crashed_client_and_a_malformed_reply_do_not_stop_the_run() -> None:
     assert first.accuracy is not None and second.accuracy is not None
 
 
+@pytest.mark.parametrize(("sig", "round_timeout"), [
+    (signal.SIGTERM, 120),  # the SuperNode says goodbye: the round ends at once
+    (signal.SIGKILL, 45),   # no goodbye: the round (and evaluation) end at the timeout
+], ids=["terminated", "killed"])
 def test_a_supernode_stopped_mid_round_is_named_and_the_others_finish_the_round(
-        federation: LocalFederation) -> None:
-    """A SuperNode is terminated after it pulled its training message (its ClientApp is
-    starting or training): the round completes with the other client and names the lost
-    one (by node id: it never replied, so its partition is unknown to the server)."""
+        federation: LocalFederation, sig: signal.Signals, round_timeout: int) -> None:
+    """A SuperNode is terminated or killed (SIGKILL, its process group) after it pulled
+    its training message (its ClientApp is starting or training): the round completes
+    with the other client and names the lost one (by node id: it never replied, so its
+    partition is unknown to the server)."""
     app = federation.root / "app"
     shutil.copytree(APP, app)
     out = federation.root / "result.json"
     done = subprocess.run(
         ["flwr", "run", str(app), "localhost", "--run-config",
-         f"out='{out}' num-server-rounds=1 min-clients=1 round-timeout=120"],
+         f"out='{out}' num-server-rounds=1 min-clients=1 round-timeout={round_timeout}"],
         env=federation.env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     deadline = time.monotonic() + 120
     while "Received successfully" not in federation.log("supernode1"):
         assert time.monotonic() < deadline, federation.log("supernode1")[-2000:]
         time.sleep(0.2)
-    signal_group(federation.procs[2], signal.SIGTERM)  # supernode1, mid-round
+    signal_group(federation.procs[2], sig)  # supernode1, mid-round
     deadline = time.monotonic() + 240
     result = None
     while time.monotonic() < deadline:
