@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -866,7 +866,7 @@ class AuditSetting:
     max_images: int = 64
     lr: float = 1e-3
     seed: int = 0
-    label_grid: int = 9
+    label_grid: int = 33
 
 
 class AuditingStrategy(RecordingStrategy):
@@ -1060,18 +1060,22 @@ def _last_linear(model: nn.Module) -> str:
 
 def replay_label_counts(model: nn.Module, update: Mapping[str, Tensor], *, images: int,
                         auxiliary: tuple[Tensor, Tensor], local_epochs: int,
-                        local_batch_size: int, grid: int = 9, seed: int = 0) -> Tensor:
+                        local_batch_size: int, grid: int = 33, repeats: int = 3,
+                        seed: int = 0) -> Tensor:
     """A binary client's label counts, read off its update by replaying its local training.
 
     The honest-but-curious server knows the protocol (the project's training loop:
     Adam, ``local_epochs`` of batches of ``local_batch_size``) and holds the weights it
-    sent. For each candidate share ``k / (grid - 1)`` of class 0 it trains a copy of
-    ``model`` on ``images`` auxiliary images drawn (with replacement, seeded) with that
-    label composition, and keeps the composition whose last-linear-layer update (weight
-    and bias) is nearest (L2) to the received one. Adam's normalised steps destroy the
-    gradient magnitudes the count heuristic of
+    sent. For each candidate share ``k / (grid - 1)`` of class 0 it replays the client's
+    training of the **last linear layer** (Adam is per parameter: that layer's steps
+    depend on the rest of the network only through the features it receives, taken here
+    at the sent weights, frozen) on ``images`` feature vectors of auxiliary images with that
+    label composition (each class's images cycled in a seeded order), and keeps the composition
+    whose update of that layer (weight and bias) is nearest (L2) to the received one.
+    Adam's normalised steps destroy the gradient magnitudes the count heuristic of
     :func:`~shieldsplit.attacks.gradient.infer_labels_idlg` relies on; the replay does
-    not need them. Cost: ``grid`` local trainings.
+    not need them. Cost: one forward pass of the auxiliary images, then ``grid x
+    repeats`` trainings of one linear layer.
 
     Args:
         model: the federated model at the weights the server sent (not modified).
@@ -1081,7 +1085,8 @@ def replay_label_counts(model: nn.Module, update: Mapping[str, Tensor], *, image
         auxiliary: the server's labelled images (both classes).
         local_epochs: the clients' local epochs.
         local_batch_size: their batch size.
-        grid: candidate compositions (at least 2).
+        grid: candidate compositions (at least 2; at most ``images + 1`` are distinct).
+        repeats: seeded draws (image order and shuffling) averaged per candidate.
         seed: seeds the draws and the replayed shuffling.
 
     Returns:
@@ -1095,51 +1100,67 @@ def replay_label_counts(model: nn.Module, update: Mapping[str, Tensor], *, image
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
         <torch._C.Generator object at ...>
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-        >>> x, y = torch.rand(12, 1, 2, 2), torch.tensor([0] * 9 + [1] * 3)
+        >>> y = torch.tensor([0] * 30 + [1] * 10)                # the client: 30 and 10
+        >>> x = (torch.rand(40, 1, 2, 2) + y.view(-1, 1, 1, 1)) / 2
         >>> trained = copy.deepcopy(net)
         >>> from shieldsplit.training import fit_plain
-        >>> loader = DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True,
+        >>> loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True,
         ...                     generator=torch.Generator().manual_seed(0))
         >>> _ = fit_plain(trained, loader, epochs=2, progress=False)
         >>> update = {k: v - dict(net.named_parameters())[k]
         ...           for k, v in trained.named_parameters()}
-        >>> replay_label_counts(net, update, images=12, auxiliary=(x, y), local_epochs=2,
-        ...                     local_batch_size=4, grid=5).bincount().tolist()
-        [9, 3]
+        >>> replay_label_counts(net, update, images=40, auxiliary=(x, y), local_epochs=2,
+        ...                     local_batch_size=8).bincount().tolist()
+        [29, 11]
     """
     from shieldsplit.training import fit_plain
 
     images = check_int("images", images, low=1, fix="pass the client's num-examples")
-    grid = check_int("grid", grid, low=2, fix="pass grid=9")
+    grid = check_int("grid", grid, low=2, fix="pass grid=33")
+    repeats = check_int("repeats", repeats, low=1, fix="pass repeats=3")
     last = _last_linear(model)
+    layer = model.get_submodule(last) if last else None
     keys = (f"{last}.weight", f"{last}.bias")
-    classes = int(getattr(model.get_submodule(last), "out_features", 0)) if last else 0
-    if classes != 2 or any(k not in update for k in keys):
+    classes = int(layer.out_features) if isinstance(layer, nn.Linear) else 0
+    if layer is None or classes != 2 or any(k not in update for k in keys):
         raise ConfigError.build(what="model", expected="a binary classifier whose last "
                                 "nn.Linear (weight and bias) is in the update",
                                 received=f"{classes} classes, keys {sorted(update)[-2:]}",
                                 fix="use infer_labels_idlg for more classes")
     ax, ay = auxiliary
+    replica = copy.deepcopy(model).eval()
+    captured: list[Tensor] = []
+    hook = replica.get_submodule(last).register_forward_hook(
+        lambda _m, inputs, _out: captured.append(inputs[0].detach()))
+    try:
+        with torch.no_grad():
+            replica(ax)
+    finally:
+        hook.remove()
+    features = captured[0].flatten(1)
     seen = torch.cat([update[k].detach().flatten() for k in keys])
-    before = {k: v.detach().clone() for k, v in model.named_parameters() if k in keys}
     gen = torch.Generator().manual_seed(seed)
     best: tuple[float, int] | None = None
-    for step in range(grid):
-        zeros = round(step * images / (grid - 1))
+    for zeros in sorted({round(step * images / (grid - 1)) for step in range(grid)}):
         labels = torch.tensor([0] * zeros + [1] * (images - zeros))
-        picks = []
-        for c in (0, 1):
-            pool = torch.nonzero(ay == c).flatten()
-            pool = pool if len(pool) else torch.arange(len(ay))
-            count = int((labels == c).sum())
-            picks.append(pool[torch.randint(len(pool), (count,), generator=gen)])
-        replica = copy.deepcopy(model).train()
-        loader = DataLoader(TensorDataset(ax[torch.cat(picks)], labels),
-                            batch_size=local_batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(seed))
-        fit_plain(replica, loader, epochs=local_epochs, seed=seed, progress=False)
-        after = dict(replica.named_parameters())
-        moved = torch.cat([(after[k].detach() - before[k]).flatten() for k in keys])
+        moved = torch.zeros_like(seen)
+        for rep in range(repeats):  # the mean replayed update over seeded draws
+            picks = []
+            for c in (0, 1):
+                # every auxiliary image of the class once before any twice, seeded order
+                pool = torch.nonzero(ay == c).flatten()
+                pool = pool if len(pool) else torch.arange(len(ay))
+                count = int((labels == c).sum())
+                order = pool[torch.randperm(len(pool), generator=gen)]
+                picks.append(order.repeat(count // len(order) + 1)[:count])
+            head = cast(nn.Linear, copy.deepcopy(layer)).train()
+            start = torch.cat([head.weight.detach().flatten(), head.bias.detach().flatten()])
+            loader = DataLoader(TensorDataset(features[torch.cat(picks)], labels),
+                                batch_size=local_batch_size, shuffle=True,
+                                generator=torch.Generator().manual_seed(seed + rep))
+            fit_plain(head, loader, epochs=local_epochs, seed=seed + rep, progress=False)
+            end = torch.cat([head.weight.detach().flatten(), head.bias.detach().flatten()])
+            moved += (end - start) / repeats
         dist = float(torch.linalg.vector_norm(moved - seen))
         if best is None or dist < best[0]:
             best = (dist, zeros)

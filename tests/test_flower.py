@@ -186,12 +186,19 @@ def _adam_update(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def test_replaying_the_local_training_reads_label_counts_that_idlg_cannot() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
     from shieldsplit.attacks.gradient import infer_labels_idlg
     from shieldsplit.functional.stats import align_labels, majority_rate
     from shieldsplit.models import SmallConvNet
+    from shieldsplit.training import fit_plain
 
     torch.manual_seed(0)
     net = SmallConvNet(num_classes=2, image_size=8, width=4, activation="tanh")
+    # the global model of a later round: it has learned the class prior
+    fit_plain(net, DataLoader(TensorDataset(*_binary_images(200, seed=5)), batch_size=8,
+                              shuffle=True, generator=torch.Generator().manual_seed(0)),
+              epochs=3, progress=False)
     aux = _binary_images(40, seed=1)
     for share in (0.2, 0.7):  # a client mostly of class 1, then mostly of class 0
         x, y = _binary_images(60, seed=2,
