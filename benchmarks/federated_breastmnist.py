@@ -48,6 +48,20 @@ CANDIDATES: list[tuple[str, int, int]] = [
 ]
 
 
+def simulate_retrying(net: torch.nn.Module, attempts: int = 3, **kwargs: Any
+                      ) -> ssfl.FederatedResult:
+    """:func:`ssfl.simulate`, run again (same seed, same result) if the engine stopped early
+    (Ray's start-up can time out on a loaded machine); the last attempt is returned."""
+    result = ssfl.simulate(net, **kwargs)
+    for _ in range(attempts - 1):
+        if result.complete:
+            break
+        print(f"the simulation stopped ({result.error}); running it again", flush=True)
+        time.sleep(10)
+        result = ssfl.simulate(net, **kwargs)
+    return result
+
+
 def make_net(ds: Any, activation: str, seed: int) -> torch.nn.Module:
     """The benchmark's SmallConvNet, seeded."""
     torch.manual_seed(seed)
@@ -60,7 +74,8 @@ def select_on_val(ds: Any, args: argparse.Namespace) -> dict[str, Any]:
     tried = []
     for activation, batch_size, local_epochs in CANDIDATES:
         t0 = time.perf_counter()
-        result = ssfl.simulate(make_net(ds, activation, args.seed), data=ds, defense="none",
+        result = simulate_retrying(make_net(ds, activation, args.seed), data=ds,
+                                   defense="none",
                                clients=args.clients, rounds=args.rounds,
                                partition=args.partition, batch_size=batch_size,
                                local_epochs=local_epochs, cut=1, audit=None, seed=args.seed,
@@ -154,10 +169,13 @@ def audit_lines(rows: list[dict[str, Any]]) -> list[str]:
         decided = sum(row["verdict"] != "inconclusive" for r in rows
                       for row in r["result"]["leakage"] if row["attack"] == attack)
         total = sum(row["attack"] == attack for r in rows for row in r["result"]["leakage"])
+        skipped = sum(row["status"] == "n/a" for r in rows for row in r["result"]["leakage"]
+                      if row["attack"] == attack)
         out.append(f"{attack}: the undefended client's update (the control) leaked in "
                    f"{leaked} of {len(control)} client-rounds; {decided} of {total} "
                    "client-rounds over all defences got a decided verdict (*leaks* or *no "
-                   "leakage found*), the others are *inconclusive*.")
+                   "leakage found*), the others are *inconclusive*"
+                   + (f" ({skipped} of them not attacked)." if skipped else "."))
     return [*out, ""] if out else []
 
 
@@ -200,13 +218,18 @@ def main() -> None:
     started = time.perf_counter()
     for name in args.defenses.split(","):
         net = make_net(ds, args.activation, args.seed)
+        # Inverting Gradients runs on the undefended clients' updates first; where it never
+        # leaked there (its own control), on a defence it could only say inconclusive, so
+        # it is not run for the defences (an update of more than 1 image is not attacked)
+        max_images = args.audit_max_images if ig_control_leaked(rows) else 1
         t0 = time.perf_counter()
-        result = ssfl.simulate(net, data=ds, defense=name, clients=args.clients,
-                               rounds=args.rounds, partition=args.partition,
-                               batch_size=args.batch_size, local_epochs=args.local_epochs,
-                               cut=1, audit=args.audit, seed=args.seed, progress=False,
-                               audit_max_images=args.audit_max_images,
-                               validation=(ds.x_val, ds.y_val))
+        result = simulate_retrying(net, data=ds, defense=name, clients=args.clients,
+                                   rounds=args.rounds, partition=args.partition,
+                                   batch_size=args.batch_size,
+                                   local_epochs=args.local_epochs, cut=1, audit=args.audit,
+                                   seed=args.seed, progress=False,
+                                   audit_max_images=max_images,
+                                   validation=(ds.x_val, ds.y_val))
         options: dict[str, Any] = {"cut": 1, "seed": args.seed}
         if name.startswith("latent"):
             options["input_shape"] = tuple(int(v) for v in ds.x_train.shape[1:])
@@ -218,7 +241,11 @@ def main() -> None:
                                   partition=args.partition, seed=args.seed)
         cen = central(net, name, options, shards, epochs=args.rounds * args.local_epochs,
                       batch_size=args.batch_size, seed=args.seed)
-        last = result.history[-1]
+        done = [h for h in result.history if h.accuracy is not None]
+        if not done:
+            print(f"{name}: no round finished ({result.error}); left out", flush=True)
+            continue
+        last = done[-1]
         verdicts: dict[str, dict[str, int]] = {}
         for row in result.leakage:
             verdicts.setdefault(row.attack, {}).setdefault(row.verdict, 0)
@@ -231,8 +258,26 @@ def main() -> None:
                      "majority_macro_f1": (2 * share / (1 + share)) / int(ds.num_classes),
                      "central_accuracy": cen, "federated_accuracy": last.accuracy,
                      "macro_f1": last.macro_f1, "examples": last.examples,
+                     "val_accuracy": result.validation_accuracy,
+                     "val_macro_f1": result.validation_macro_f1,
                      "verdicts": verdicts, "seconds": time.perf_counter() - t0})
         print(name, last.accuracy, cen, verdicts, flush=True)
+        # the page after every defence: an interrupted run keeps what finished
+        write_page(rows, args, ds=ds, selection=selection, started=started)
+
+
+def ig_control_leaked(rows: list[dict[str, Any]]) -> bool:
+    """Whether Inverting Gradients leaked on an undefended client's update (True before
+    the undefended model has run)."""
+    control = [row for r in rows if r["defense"] == "none"
+               for row in r["result"]["leakage"] if row["attack"] == ssfl.UPDATE_ATTACK]
+    return not control or any(row["verdict"] == "leaks" for row in control)
+
+
+def write_page(rows: list[dict[str, Any]], args: argparse.Namespace, *, ds: Any,
+               selection: dict[str, Any] | None, started: float) -> None:
+    """The results page and its JSON, from the defences finished so far."""
+    asked = args.defenses.split(",")
     record: dict[str, Any] = {
         "command": "python benchmarks/federated_breastmnist.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
@@ -257,6 +302,10 @@ def main() -> None:
         "the setting).", "",
     ]
     lines += selection_lines(selection, args)
+    if len(rows) < len(asked):
+        lines += [f"Partial: {len(rows)} of the {len(asked)} defences asked for have finished "
+                  f"({', '.join(r['defense'] for r in rows)}); the others are not on this "
+                  "page.", ""]
     if args.clients != 4 or args.partition != "dirichlet:0.5" or args.rounds != 10:
         lines += ["The issue asks for 4 clients, Dirichlet 0.5 and 10 rounds; this run used "
                   f"{args.clients} clients, {args.partition} and {args.rounds} rounds to fit "
@@ -290,12 +339,22 @@ def main() -> None:
                   "over all its rounds by its accountant."]
     lines += ["", "The live audit attacks the updates Flower delivered: label inference on "
               "the last layer (on a binary task by replaying the clients' local training on "
-              "the server's auxiliary images for 9 candidate label compositions, "
+              "the server's auxiliary images for 33 candidate label compositions, "
               "`replay_label_counts`), and Inverting Gradients on updates of at most "
               f"{args.audit_max_images} images (larger updates are reported *inconclusive, "
               "not attacked*); its control is the same attack on an undefended client's "
               "update (docs/federated.md). The per-round rows are in the JSON beside this "
               "page.", ""]
+    attacked = [row for r in rows if r["defense"] == "none"
+                for row in r["result"]["leakage"]
+                if row["attack"] == ssfl.UPDATE_ATTACK and row["status"] == "ok"]
+    if attacked and not ig_control_leaked(rows):
+        gain = [row["psnr"] - row["baseline_psnr"] for row in attacked]
+        lines += [f"Inverting Gradients never leaked on the undefended clients' updates "
+                  f"({len(attacked)} attacked; PSNR {min(gain):+.1f} to {max(gain):+.1f} dB "
+                  "against the best no-attack guess), so on a defence it could only say "
+                  "*inconclusive*: it was not run for the defences (their rows say *not "
+                  "attacked*).", ""]
     lines += audit_lines(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"federated_{args.data}"
