@@ -44,8 +44,17 @@ from shieldsplit.models import SmallConvNet
 DEFENSES = "none,dpsgd,latent-fixed,latent-learned,nopeek,laplace,bido"
 #: the settings --select-on-val tries: (activation, batch size, local epochs)
 CANDIDATES: list[tuple[str, int, int]] = [
-    ("sigmoid", 32, 1), ("sigmoid", 8, 2), ("tanh", 32, 1), ("tanh", 16, 2), ("tanh", 8, 2),
+    ("sigmoid", 32, 1), ("sigmoid", 8, 2), ("tanh", 32, 1), ("tanh", 32, 3), ("tanh", 16, 2),
+    ("tanh", 16, 3), ("tanh", 8, 2),
 ]
+
+
+def client_data(ds: Any, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split less the server's auxiliary share, as ``simulate(audit=...)``
+    sets it aside (10%, at least 16 images, seeded): what the clients partition."""
+    perm = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(seed))
+    rest = perm[max(16, int(0.1 * len(ds.x_train))):]
+    return ds.x_train[rest], ds.y_train[rest]
 
 
 def simulate_retrying(net: torch.nn.Module, attempts: int = 3, **kwargs: Any
@@ -70,11 +79,13 @@ def make_net(ds: Any, activation: str, seed: int) -> torch.nn.Module:
 
 
 def select_on_val(ds: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Train the undefended federated model for every candidate; score it on validation."""
+    """Train the undefended federated model for every candidate on the clients' shards of
+    the audited run; score it on validation."""
     tried = []
+    data = client_data(ds, args.seed)
     for activation, batch_size, local_epochs in CANDIDATES:
         t0 = time.perf_counter()
-        result = simulate_retrying(make_net(ds, activation, args.seed), data=ds,
+        result = simulate_retrying(make_net(ds, activation, args.seed), data=data,
                                    defense="none",
                                clients=args.clients, rounds=args.rounds,
                                partition=args.partition, batch_size=batch_size,
@@ -138,7 +149,8 @@ def selection_lines(selection: dict[str, Any] | None, args: argparse.Namespace
     out = [f"Setting chosen on the validation split ({selection['tried'][0]['val_examples']} "
            f"images; `--select-on-val`, {selection['date']}): the undefended federated model, "
            f"{selection['clients']} clients, {selection['partition']}, {selection['rounds']} "
-           f"rounds, no audit; rule: {selection['rule']}.", "",
+           "rounds, on the same client shards as below (the server's auxiliary share set "
+           f"aside), no audit; rule: {selection['rule']}.", "",
            "| activation | batch | local epochs | val accuracy | val macro F1 | "
            "beats the majority class's macro F1 | seconds |", "| --- | --- | --- | --- | --- "
            "| --- | --- |"]
@@ -234,10 +246,7 @@ def main() -> None:
         if name.startswith("latent"):
             options["input_shape"] = tuple(int(v) for v in ds.x_train.shape[1:])
         # the same shards as the simulation: the server's share first, then the partition
-        perm = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(args.seed))
-        k = max(16, int(0.1 * len(ds.x_train)))
-        rest = perm[k:]
-        shards = ssfl.make_shards(ds.x_train[rest], ds.y_train[rest], clients=args.clients,
+        shards = ssfl.make_shards(*client_data(ds, args.seed), clients=args.clients,
                                   partition=args.partition, seed=args.seed)
         cen = central(net, name, options, shards, epochs=args.rounds * args.local_epochs,
                       batch_size=args.batch_size, seed=args.seed)
