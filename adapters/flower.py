@@ -885,7 +885,10 @@ class AuditingStrategy(RecordingStrategy):
 
     The attacker simulates plain SGD at ``lr`` for the client's local epochs and batch
     size; the clients really train with the defence's own optimiser (Adam), so the
-    attack is misspecified on every update alike (target and control).
+    attack is misspecified on every update alike (target and control). On a binary task
+    the label inference replays the undefended client's protocol instead (Adam,
+    :func:`replay_label_counts`): exact in form for the control, misspecified for a
+    defence that trains otherwise (DP-SGD's clipped, noised steps).
 
     Args:
         inner: the strategy that aggregates.
