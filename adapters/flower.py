@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -252,6 +252,11 @@ class FederatedResult(BaseModel):
             are those that finished.
         error: what stopped it, if anything.
         notes: what the numbers mean and what was not deterministic.
+        validation_accuracy: accuracy of the final global model on the ``validation``
+            data passed to :func:`simulate` (None without it): what a setting is chosen
+            on, never the held-out shards.
+        validation_macro_f1: its macro F1.
+        validation_examples: the validation examples.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -274,6 +279,9 @@ class FederatedResult(BaseModel):
     complete: bool = True
     error: str | None = None
     notes: list[str] = Field(default_factory=list)
+    validation_accuracy: float | None = None
+    validation_macro_f1: float | None = None
+    validation_examples: int = 0
 
     def epsilons(self) -> dict[int, list[float]]:
         """Each client's epsilon after each of its rounds (DP-SGD), by partition id."""
@@ -848,6 +856,8 @@ class AuditSetting:
         max_images: updates that average more images are not attacked (reported n/a).
         lr: the local learning rate the attacker assumes.
         seed: seeds the attacks.
+        label_grid: candidate label compositions the label inference replays on a
+            binary task (:func:`replay_label_counts`).
     """
 
     spec: ClientSpec
@@ -856,6 +866,7 @@ class AuditSetting:
     max_images: int = 64
     lr: float = 1e-3
     seed: int = 0
+    label_grid: int = 33
 
 
 class AuditingStrategy(RecordingStrategy):
@@ -874,7 +885,10 @@ class AuditingStrategy(RecordingStrategy):
 
     The attacker simulates plain SGD at ``lr`` for the client's local epochs and batch
     size; the clients really train with the defence's own optimiser (Adam), so the
-    attack is misspecified on every update alike (target and control).
+    attack is misspecified on every update alike (target and control). On a binary task
+    the label inference replays the undefended client's protocol instead (Adam,
+    :func:`replay_label_counts`): exact in form for the control, misspecified for a
+    defence that trains otherwise (DP-SGD's clipped, noised steps).
 
     Args:
         inner: the strategy that aggregates.
@@ -940,8 +954,9 @@ class AuditingStrategy(RecordingStrategy):
     def _labels(self, rnd: int, pid: int, target: ClientUpdate, control: ClientUpdate,
                 y: Tensor) -> LeakageRow:
         start = time.perf_counter()
-        t_ev, t_rate = _label_evidence(target, y)
-        c_ev, c_rate = _label_evidence(control, y)
+        t_ev, t_rate = _label_evidence(target, y, self.setting)
+        c_ev, c_rate = ((t_ev, t_rate) if control is target
+                        else _label_evidence(control, y, self.setting))
         decision = decide(t_ev, c_ev, control_name="an undefended client's update")
         return LeakageRow(round=rnd, client=pid, attack=LABEL_ATTACK, images=len(y),
                           label_recovery=t_rate, control_label_recovery=c_rate,
@@ -1029,19 +1044,152 @@ def federated_update(defense: Defense, sent: dict[str, Tensor],
                    num_classes=int(defense.num_classes))
 
 
-def _label_evidence(upd: ClientUpdate, y: Tensor) -> tuple[Evidence, float]:
+class LabelEvidence(Evidence):
+    """The evidence of a label-only attack: as a positive control it vouches when it
+    recovered labels beyond the majority class (it never claims to rebuild images)."""
+
+    def control_gap(self, control_name: str) -> str | None:
+        """None when the control leaked labels, else why it does not vouch."""
+        if self.leaks and self.label_leak:
+            return None
+        return (f"the attack did not infer labels beyond the majority class on {control_name}:"
+                " at this budget it is not shown to recover labels")
+
+
+def _last_linear(model: nn.Module) -> str:
+    last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return last[-1] if last else ""
+
+
+def replay_label_counts(model: nn.Module, update: Mapping[str, Tensor], *, images: int,
+                        auxiliary: tuple[Tensor, Tensor], local_epochs: int,
+                        local_batch_size: int, grid: int = 33, repeats: int = 3,
+                        seed: int = 0) -> Tensor:
+    """A binary client's label counts, read off its update by replaying its local training.
+
+    The honest-but-curious server knows the protocol (the project's training loop:
+    Adam, ``local_epochs`` of batches of ``local_batch_size``) and holds the weights it
+    sent. For each candidate share ``k / (grid - 1)`` of class 0 it replays the client's
+    training of the **last linear layer** (Adam is per parameter: that layer's steps
+    depend on the rest of the network only through the features it receives, taken here
+    at the sent weights, frozen) on ``images`` feature vectors of auxiliary images with that
+    label composition (each class's images cycled in a seeded order), and keeps the composition
+    whose update of that layer (weight and bias) is nearest (L2) to the received one.
+    Adam's normalised steps destroy the gradient magnitudes the count heuristic of
+    :func:`~shieldsplit.attacks.gradient.infer_labels_idlg` relies on; the replay does
+    not need them. Cost: one forward pass of the auxiliary images, then ``grid x
+    repeats`` trainings of one linear layer.
+
+    Args:
+        model: the federated model at the weights the server sent (not modified).
+        update: parameter name -> received minus sent (must hold the last linear
+            layer's ``weight`` and ``bias``).
+        images: the client's training examples (its ``num-examples``).
+        auxiliary: the server's labelled images (both classes).
+        local_epochs: the clients' local epochs.
+        local_batch_size: their batch size.
+        grid: candidate compositions (at least 2; at most ``images + 1`` are distinct).
+        repeats: seeded draws (image order and shuffling) averaged per candidate.
+        seed: seeds the draws and the replayed shuffling.
+
+    Returns:
+        ``(images,)`` inferred labels, sorted.
+
+    Raises:
+        ConfigError: for a model that is not binary or has no last linear layer in
+            ``update``, or a bad count.
+
+    Example:
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> y = torch.tensor([0] * 30 + [1] * 10)                # the client: 30 and 10
+        >>> x = (torch.rand(40, 1, 2, 2) + y.view(-1, 1, 1, 1)) / 2
+        >>> trained = copy.deepcopy(net)
+        >>> from shieldsplit.training import fit_plain
+        >>> loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True,
+        ...                     generator=torch.Generator().manual_seed(0))
+        >>> _ = fit_plain(trained, loader, epochs=2, progress=False)
+        >>> update = {k: v - dict(net.named_parameters())[k]
+        ...           for k, v in trained.named_parameters()}
+        >>> replay_label_counts(net, update, images=40, auxiliary=(x, y), local_epochs=2,
+        ...                     local_batch_size=8).bincount().tolist()
+        [29, 11]
+    """
+    from shieldsplit.training import fit_plain
+
+    images = check_int("images", images, low=1, fix="pass the client's num-examples")
+    grid = check_int("grid", grid, low=2, fix="pass grid=33")
+    repeats = check_int("repeats", repeats, low=1, fix="pass repeats=3")
+    last = _last_linear(model)
+    layer = model.get_submodule(last) if last else None
+    keys = (f"{last}.weight", f"{last}.bias")
+    classes = int(layer.out_features) if isinstance(layer, nn.Linear) else 0
+    if layer is None or classes != 2 or any(k not in update for k in keys):
+        raise ConfigError.build(what="model", expected="a binary classifier whose last "
+                                "nn.Linear (weight and bias) is in the update",
+                                received=f"{classes} classes, keys {sorted(update)[-2:]}",
+                                fix="use infer_labels_idlg for more classes")
+    ax, ay = auxiliary
+    replica = copy.deepcopy(model).eval()
+    captured: list[Tensor] = []
+    hook = replica.get_submodule(last).register_forward_hook(
+        lambda _m, inputs, _out: captured.append(inputs[0].detach()))
+    try:
+        with torch.no_grad():
+            replica(ax)
+    finally:
+        hook.remove()
+    features = captured[0].flatten(1)
+    seen = torch.cat([update[k].detach().flatten() for k in keys])
+    gen = torch.Generator().manual_seed(seed)
+    best: tuple[float, int] | None = None
+    for zeros in sorted({round(step * images / (grid - 1)) for step in range(grid)}):
+        labels = torch.tensor([0] * zeros + [1] * (images - zeros))
+        moved = torch.zeros_like(seen)
+        for rep in range(repeats):  # the mean replayed update over seeded draws
+            picks = []
+            for c in (0, 1):
+                # every auxiliary image of the class once before any twice, seeded order
+                pool = torch.nonzero(ay == c).flatten()
+                pool = pool if len(pool) else torch.arange(len(ay))
+                count = int((labels == c).sum())
+                order = pool[torch.randperm(len(pool), generator=gen)]
+                picks.append(order.repeat(count // len(order) + 1)[:count])
+            head = cast(nn.Linear, copy.deepcopy(layer)).train()
+            start = torch.cat([head.weight.detach().flatten(), head.bias.detach().flatten()])
+            loader = DataLoader(TensorDataset(features[torch.cat(picks)], labels),
+                                batch_size=local_batch_size, shuffle=True,
+                                generator=torch.Generator().manual_seed(seed + rep))
+            fit_plain(head, loader, epochs=local_epochs, seed=seed + rep, progress=False)
+            end = torch.cat([head.weight.detach().flatten(), head.bias.detach().flatten()])
+            moved += (end - start) / repeats
+        dist = float(torch.linalg.vector_norm(moved - seen))
+        if best is None or dist < best[0]:
+            best = (dist, zeros)
+    zeros = best[1] if best is not None else 0
+    return torch.tensor([0] * zeros + [1] * (images - zeros), dtype=torch.long)
+
+
+def _label_evidence(upd: ClientUpdate, y: Tensor, setting: AuditSetting | None = None
+                    ) -> tuple[LabelEvidence, float]:
     from shieldsplit.attacks.gradient import infer_labels_idlg
 
-    last = [n for n, m in upd.model.named_modules() if isinstance(m, nn.Linear)]
-    weight = f"{last[-1]}.weight" if last else ""
+    weight = f"{_last_linear(upd.model)}.weight"
     if weight not in upd.update:
-        return Evidence(status="n/a"), 0.0
-    # an update is minus the learning rate times the summed gradients
-    inferred = infer_labels_idlg(-upd.update[weight], batch_size=len(y))
+        return LabelEvidence(status="n/a"), 0.0
+    if setting is not None and upd.num_classes == 2 \
+            and weight.replace(".weight", ".bias") in upd.update:
+        inferred = replay_label_counts(
+            upd.model, upd.update, images=len(y), auxiliary=setting.auxiliary,
+            local_epochs=setting.spec.local_epochs, local_batch_size=setting.spec.batch_size,
+            grid=setting.label_grid, seed=setting.seed)
+    else:  # an update is minus the learning rate times the summed gradients
+        inferred = infer_labels_idlg(-upd.update[weight], batch_size=len(y))
     aligned = align_labels(inferred, y)
     right = int((aligned.cpu() == y.cpu()).sum())
-    ev = Evidence(images=len(y), label_recovery=right / len(y),
-                  label_low=wilson_interval(right, len(y))[0], majority=majority_rate(y))
+    ev = LabelEvidence(images=len(y), label_recovery=right / len(y),
+                       label_low=wilson_interval(right, len(y))[0], majority=majority_rate(y))
     return ev, right / len(y)
 
 
@@ -1050,7 +1198,8 @@ def server_app(spec: ClientSpec, *, rounds: int, result: FederatedResult,
                audit: AuditSetting | None = None, progress: bool = False,
                timeout: float = 3600.0, errors: list[BaseException] | None = None,
                on_round: Callable[[FederatedResult], None] | None = None,
-               strategy: Strategy | None = None) -> ServerApp:
+               strategy: Strategy | None = None,
+               final: list[ArrayRecord] | None = None) -> ServerApp:
     """The Flower ``ServerApp``: FedAvg (wrapped in :class:`AuditingStrategy` with an audit).
 
     The result is filled in round by round, so an interrupted run keeps its finished
@@ -1069,6 +1218,7 @@ def server_app(spec: ClientSpec, *, rounds: int, result: FederatedResult,
         strategy: the Flower strategy that aggregates (default: ``FedAvg`` over all
             ``result.clients`` clients with :func:`aggregate_evaluation`); it must send
             the config's ``server-round`` and read ``num-examples``, as Flower's do.
+        final: where the final global arrays are appended when the run finishes.
 
     Returns:
         The app.
@@ -1086,8 +1236,10 @@ def server_app(spec: ClientSpec, *, rounds: int, result: FederatedResult,
                     else RecordingStrategy(inner, result, progress=progress, on_round=on_round))
         try:
             initial = to_record(shared_state(spec.build()))
-            wrapper.start(grid=grid, initial_arrays=initial, num_rounds=rounds,
-                          timeout=timeout)
+            done = wrapper.start(grid=grid, initial_arrays=initial, num_rounds=rounds,
+                                 timeout=timeout)
+            if final is not None:
+                final.append(done.arrays)
         except BaseException as exc:
             if errors is not None:
                 errors.append(exc)
@@ -1160,6 +1312,7 @@ def simulate(
     audit_share: float = 0.1,
     audit_max_images: int = 64,
     progress: bool = True,
+    validation: Any = None,
 ) -> FederatedResult:
     """Federated training of a defence on Flower's simulation engine (Ray backend).
 
@@ -1191,6 +1344,10 @@ def simulate(
         audit_share: the share of the data the server keeps as auxiliary images.
         audit_max_images: the audit skips updates that average more images.
         progress: a line per round on stderr; Flower's INFO logs otherwise hidden.
+        validation: labelled images (any form of docs/data.md; e.g. ``(ds.x_val,
+            ds.y_val)``) the final global model is scored on
+            (``result.validation_accuracy``, ``validation_macro_f1``): the split a
+            setting is chosen on.
 
     Returns:
         The result (rounds finished so far if interrupted; ``complete`` says so).
@@ -1241,9 +1398,12 @@ def simulate(
                                max_images=audit_max_images, lr=lr, seed=seed)
         result.notes.append("the live audit scores attacks with the clients' true images: "
                             "an evaluation device of the simulation, not what a server sees")
+    val = None if validation is None else as_tensors(validation, model=model,
+                                                     what="validation")
     failure: list[BaseException] = []
+    final: list[ArrayRecord] = []
     server = server_app(spec, rounds=rounds, result=result, audit=setting, progress=progress,
-                        errors=failure)
+                        errors=failure, final=final)
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": 1, "include_dashboard": False}}
     try:
@@ -1264,6 +1424,13 @@ def simulate(
     done = [h for h in result.history if h.accuracy is not None]
     if len(done) < rounds and result.complete:
         result.complete, result.error = False, f"{len(done)} of {rounds} rounds finished"
+    if val is not None and final:
+        scored = spec.build()
+        load_shared(scored, final[-1])
+        _, confusion = _eval_counts(scored, *val)
+        result.validation_examples = int(confusion.sum())
+        result.validation_accuracy = float(np.trace(confusion)) / max(1, len(val[1]))
+        result.validation_macro_f1 = macro_f1(confusion)
     return result
 
 
@@ -1482,6 +1649,7 @@ __all__ = [
     "ClientSpec",
     "ClientUpdate",
     "FederatedResult",
+    "LabelEvidence",
     "LeakageRow",
     "RecordingStrategy",
     "RoundRecord",
@@ -1502,6 +1670,7 @@ __all__ = [
     "metrics_of",
     "nearest_mean_labels",
     "render_html",
+    "replay_label_counts",
     "server_app",
     "shared_state",
     "simulate",

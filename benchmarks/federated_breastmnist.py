@@ -9,7 +9,14 @@ weights, trained with its own ``fit`` on all the clients' training shards pooled
 ``shieldsplit compare``, which also audits every defence offline and takes far longer.)
 Every interpretive sentence of the page is computed from the run.
 
+The setting (activation, batch size, local epochs) is chosen on the **validation split**
+only: ``--select-on-val`` trains the undefended federated model (no audit) for every
+candidate of :data:`CANDIDATES`, scores the final global model on ``ds.x_val`` and writes
+``federated_<data>_selection.json``; the page run reads it, uses the chosen setting (unless
+given on the command line) and states what was tried.
+
 Usage:
+    python benchmarks/federated_breastmnist.py --select-on-val
     python benchmarks/federated_breastmnist.py [--clients 4] [--partition dirichlet:0.5]
         [--rounds 10] [--defenses none,dpsgd,...] [--limit 0] [--out docs/results]
 """
@@ -25,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -35,12 +43,79 @@ from shieldsplit.experiments.demo import machine_info
 from shieldsplit.models import SmallConvNet
 
 DEFENSES = "none,dpsgd,latent-fixed,latent-learned,nopeek,laplace,bido"
+#: the settings --select-on-val tries: (activation, batch size, local epochs)
+CANDIDATES: list[tuple[str, int, int]] = [
+    ("sigmoid", 32, 1), ("sigmoid", 8, 2), ("tanh", 32, 1), ("tanh", 32, 3), ("tanh", 16, 2),
+    ("tanh", 16, 3), ("tanh", 8, 2),
+]
+
+
+def client_data(ds: Any, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split less the server's auxiliary share, as ``simulate(audit=...)``
+    sets it aside (10%, at least 16 images, seeded): what the clients partition."""
+    perm = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(seed))
+    rest = perm[max(16, int(0.1 * len(ds.x_train))):]
+    return ds.x_train[rest], ds.y_train[rest]
+
+
+def simulate_retrying(net: torch.nn.Module, attempts: int = 3, **kwargs: Any
+                      ) -> ssfl.FederatedResult:
+    """:func:`ssfl.simulate`, run again (same seed, same result) if the engine stopped early
+    (Ray's start-up can time out on a loaded machine); the last attempt is returned."""
+    result = ssfl.simulate(net, **kwargs)
+    for _ in range(attempts - 1):
+        if result.complete:
+            break
+        print(f"the simulation stopped ({result.error}); running it again", flush=True)
+        time.sleep(10)
+        result = ssfl.simulate(net, **kwargs)
+    return result
+
+
+def make_net(ds: Any, activation: str, seed: int) -> torch.nn.Module:
+    """The benchmark's SmallConvNet, seeded."""
+    torch.manual_seed(seed)
+    return SmallConvNet(in_channels=ds.in_channels, num_classes=ds.num_classes,
+                        image_size=ds.image_size[0], activation=activation)
+
+
+def select_on_val(ds: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Train the undefended federated model for every candidate on the clients' shards of
+    the audited run; score it on validation."""
+    tried = []
+    data = client_data(ds, args.seed)
+    for activation, batch_size, local_epochs in CANDIDATES:
+        t0 = time.perf_counter()
+        result = simulate_retrying(make_net(ds, activation, args.seed), data=data,
+                                   defense="none",
+                               clients=args.clients, rounds=args.rounds,
+                               partition=args.partition, batch_size=batch_size,
+                               local_epochs=local_epochs, cut=1, audit=None, seed=args.seed,
+                               progress=False, validation=(ds.x_val, ds.y_val))
+        y = ds.y_val
+        share = float(torch.bincount(y).max()) / len(y)
+        tried.append({"activation": activation, "batch_size": batch_size,
+                      "local_epochs": local_epochs,
+                      "val_accuracy": result.validation_accuracy,
+                      "val_macro_f1": result.validation_macro_f1,
+                      "val_majority_macro_f1": (2 * share / (1 + share)) / int(ds.num_classes),
+                      "val_examples": result.validation_examples,
+                      "seconds": time.perf_counter() - t0})
+        print(tried[-1], flush=True)
+    # the best validation macro F1; ties go to the cheaper setting (fewer seconds)
+    best = max(tried, key=lambda r: (round(r["val_macro_f1"] or 0.0, 3), -r["seconds"]))
+    return {"rule": "highest validation macro F1 of the undefended federated model "
+                    "(ties: the faster setting)",
+            "clients": args.clients, "partition": args.partition, "rounds": args.rounds,
+            "seed": args.seed, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "tried": tried, "chosen": {k: best[k] for k in
+                                       ("activation", "batch_size", "local_epochs")}}
 
 
 def central(net: torch.nn.Module, name: str, options: dict[str, Any],
             shards: dict[int, ssfl.Shard], *, epochs: int, batch_size: int,
-            seed: int) -> float:
-    """Accuracy of the defence trained on the pooled training shards."""
+            seed: int) -> tuple[float, float]:
+    """Accuracy and macro F1 of the defence trained on the pooled training shards."""
     x = torch.cat([shards[p][0][0] for p in sorted(shards)])
     y = torch.cat([shards[p][0][1] for p in sorted(shards)])
     ex = torch.cat([shards[p][1][0] for p in sorted(shards)])
@@ -50,7 +125,11 @@ def central(net: torch.nn.Module, name: str, options: dict[str, Any],
                         generator=torch.Generator().manual_seed(seed))
     defense.fit(loader, epochs=epochs, seed=seed, progress=False)
     with torch.no_grad():
-        return float((defense.eval()(ex).argmax(-1) == ey).double().mean())
+        pred = defense.eval()(ex).argmax(-1)
+    k = int(defense.num_classes)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (ey.numpy(), pred.numpy()), 1)
+    return float((pred == ey).double().mean()), ssfl.macro_f1(confusion)
 
 
 def compare_sentence(fed: float, cen: float, n: int) -> str:
@@ -65,6 +144,58 @@ def compare_sentence(fed: float, cen: float, n: int) -> str:
     return f"federated is {abs(diff) * 100:.1f} points {side} central (beyond two standard errors)"
 
 
+def selection_lines(selection: dict[str, Any] | None, args: argparse.Namespace
+                    ) -> list[str]:
+    """The page's account of how the setting was chosen (computed from the selection)."""
+    if selection is None:
+        return ["No selection on the validation split was run (no "
+                f"federated_{args.data}_selection.json): the setting is the script's default.",
+                ""]
+    out = [f"Setting chosen on the validation split ({selection['tried'][0]['val_examples']} "
+           f"images; `--select-on-val`, {selection['date']}): the undefended federated model, "
+           f"{selection['clients']} clients, {selection['partition']}, {selection['rounds']} "
+           "rounds, on the same client shards as below (the server's auxiliary share set "
+           f"aside), no audit; rule: {selection['rule']}.", "",
+           "| activation | batch | local epochs | val accuracy | val macro F1 | "
+           "beats the majority class's macro F1 | seconds |", "| --- | --- | --- | --- | --- "
+           "| --- | --- |"]
+    for t in selection["tried"]:
+        beats = "yes" if (t["val_macro_f1"] or 0.0) > t["val_majority_macro_f1"] + 1e-9 \
+            else "no"
+        out.append(f"| {t['activation']} | {t['batch_size']} | {t['local_epochs']} | "
+                   f"{t['val_accuracy']:.3f} | {t['val_macro_f1']:.3f} | {beats} "
+                   f"({t['val_majority_macro_f1']:.3f}) | {t['seconds']:.0f} |")
+    c = selection["chosen"]
+    used = (args.activation, args.batch_size, args.local_epochs)
+    same = used == (c["activation"], c["batch_size"], c["local_epochs"])
+    out += ["", f"Chosen: {c['activation']}, batch {c['batch_size']}, {c['local_epochs']} "
+            "local epoch(s)" + ("; this run uses it." if same else
+                                f"; this run overrides it with {used}."), ""]
+    return out
+
+
+def audit_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Whether each attack's control leaked (so that the audit could decide), computed."""
+    out = []
+    for attack in (ssfl.LABEL_ATTACK, ssfl.UPDATE_ATTACK):
+        control = [row for r in rows if r["defense"] == "none"
+                   for row in r["result"]["leakage"] if row["attack"] == attack]
+        if not control:
+            continue
+        leaked = sum(row["verdict"] == "leaks" for row in control)
+        decided = sum(row["verdict"] != "inconclusive" for r in rows
+                      for row in r["result"]["leakage"] if row["attack"] == attack)
+        total = sum(row["attack"] == attack for r in rows for row in r["result"]["leakage"])
+        skipped = sum(row["status"] == "n/a" for r in rows for row in r["result"]["leakage"]
+                      if row["attack"] == attack)
+        out.append(f"{attack}: the undefended client's update (the control) leaked in "
+                   f"{leaked} of {len(control)} client-rounds; {decided} of {total} "
+                   "client-rounds over all defences got a decided verdict (*leaks* or *no "
+                   "leakage found*), the others are *inconclusive*"
+                   + (f" ({skipped} of them not attacked)." if skipped else "."))
+    return [*out, ""] if out else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="breastmnist")
@@ -75,36 +206,65 @@ def main() -> None:
     parser.add_argument("--defenses", default=DEFENSES)
     parser.add_argument("--audit", default="quick")
     parser.add_argument("--limit", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: the setting chosen on the validation split")
+    parser.add_argument("--local-epochs", type=int, default=None)
+    parser.add_argument("--activation", default=None, choices=["sigmoid", "tanh"])
+    parser.add_argument("--audit-max-images", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--select-on-val", action="store_true",
+                        help="choose the setting on the validation split and stop")
+    parser.add_argument("--add-central-f1", action="store_true",
+                        help="re-run only the central references of the page's JSON (seeded: "
+                        "their accuracy must match) to add their macro F1, and rewrite it")
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = None if args.data == "digits" else (args.data_root or default_data_root())
     ds = load_dataset(args.data, root=root, seed=args.seed, limit=args.limit or None)
+    selection_path = args.out / f"federated_{args.data}_selection.json"
+    if args.select_on_val:
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(selection_path, json.dumps(select_on_val(ds, args), indent=2))
+        print(selection_path.read_text())
+        return
+    selection = json.loads(selection_path.read_text()) if selection_path.exists() else None
+    chosen = selection["chosen"] if selection else {
+        "activation": "sigmoid", "batch_size": 32, "local_epochs": 1}
+    args.activation = args.activation or chosen["activation"]
+    args.batch_size = args.batch_size or chosen["batch_size"]
+    args.local_epochs = args.local_epochs or chosen["local_epochs"]
+    if args.add_central_f1:
+        add_central_f1(ds, args, selection)
+        return
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for name in args.defenses.split(","):
-        torch.manual_seed(args.seed)
-        net = SmallConvNet(in_channels=ds.in_channels, num_classes=ds.num_classes,
-                           image_size=ds.image_size[0])
+        net = make_net(ds, args.activation, args.seed)
+        # Inverting Gradients runs on the undefended clients' updates first; where it never
+        # leaked there (its own control), on a defence it could only say inconclusive, so
+        # it is not run for the defences (an update of more than 1 image is not attacked)
+        max_images = args.audit_max_images if ig_control_leaked(rows) else 1
         t0 = time.perf_counter()
-        result = ssfl.simulate(net, data=ds, defense=name, clients=args.clients,
-                               rounds=args.rounds, partition=args.partition,
-                               batch_size=args.batch_size, cut=1, audit=args.audit,
-                               seed=args.seed, progress=False)
-        options: dict[str, Any] = {"cut": 1, "seed": args.seed}
-        if name.startswith("latent"):
-            options["input_shape"] = tuple(int(v) for v in ds.x_train.shape[1:])
+        result = simulate_retrying(net, data=ds, defense=name, clients=args.clients,
+                                   rounds=args.rounds, partition=args.partition,
+                                   batch_size=args.batch_size,
+                                   local_epochs=args.local_epochs, cut=1, audit=args.audit,
+                                   seed=args.seed, progress=False,
+                                   audit_max_images=max_images,
+                                   validation=(ds.x_val, ds.y_val))
+        options = central_options(ds, name, args.seed)
         # the same shards as the simulation: the server's share first, then the partition
-        perm = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(args.seed))
-        k = max(16, int(0.1 * len(ds.x_train)))
-        rest = perm[k:]
-        shards = ssfl.make_shards(ds.x_train[rest], ds.y_train[rest], clients=args.clients,
+        shards = ssfl.make_shards(*client_data(ds, args.seed), clients=args.clients,
                                   partition=args.partition, seed=args.seed)
-        cen = central(net, name, options, shards, epochs=args.rounds,
-                      batch_size=args.batch_size, seed=args.seed)
-        last = result.history[-1]
+        cen, cen_f1 = central(net, name, options, shards,
+                              epochs=args.rounds * args.local_epochs,
+                              batch_size=args.batch_size, seed=args.seed)
+        done = [h for h in result.history if h.accuracy is not None]
+        if not done:
+            print(f"{name}: no round finished ({result.error}); left out", flush=True)
+            continue
+        last = done[-1]
         verdicts: dict[str, dict[str, int]] = {}
         for row in result.leakage:
             verdicts.setdefault(row.attack, {}).setdefault(row.verdict, 0)
@@ -115,17 +275,71 @@ def main() -> None:
                      "majority_share": share,
                      # always predicting the majority class: F1 2p/(1+p) on it, 0 elsewhere
                      "majority_macro_f1": (2 * share / (1 + share)) / int(ds.num_classes),
-                     "central_accuracy": cen, "federated_accuracy": last.accuracy,
+                     "central_accuracy": cen, "central_macro_f1": cen_f1,
+                     "federated_accuracy": last.accuracy,
                      "macro_f1": last.macro_f1, "examples": last.examples,
+                     "val_accuracy": result.validation_accuracy,
+                     "val_macro_f1": result.validation_macro_f1,
                      "verdicts": verdicts, "seconds": time.perf_counter() - t0})
         print(name, last.accuracy, cen, verdicts, flush=True)
-    record = {
+        # the page after every defence: an interrupted run keeps what finished
+        write_page(rows, args, ds=ds, selection=selection, started=started)
+
+
+def _fmt3(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def central_options(ds: Any, name: str, seed: int) -> dict[str, Any]:
+    """The defence options of the central reference (those of the simulation)."""
+    options: dict[str, Any] = {"cut": 1, "seed": seed}
+    if name.startswith("latent"):
+        options["input_shape"] = tuple(int(v) for v in ds.x_train.shape[1:])
+    return options
+
+
+def add_central_f1(ds: Any, args: argparse.Namespace, selection: dict[str, Any] | None
+                   ) -> None:
+    """Re-run the central references of a finished page (for their macro F1); the page
+    keeps the run's own date, time and load, and says it was completed so."""
+    path = args.out / f"federated_{args.data}.json"
+    record = json.loads(path.read_text())
+    shards = ssfl.make_shards(*client_data(ds, args.seed), clients=args.clients,
+                              partition=args.partition, seed=args.seed)
+    for r in record["rows"]:
+        acc, f1 = central(make_net(ds, args.activation, args.seed), r["defense"],
+                          central_options(ds, r["defense"], args.seed), shards,
+                          epochs=args.rounds * args.local_epochs,
+                          batch_size=args.batch_size, seed=args.seed)
+        r["central_macro_f1"] = f1
+        r["central_rerun_accuracy"] = acc
+        print(r["defense"], acc, r["central_accuracy"], f1, flush=True)
+    record["central_f1_added"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_page(record["rows"], args, ds=ds, selection=selection, started=0.0, kept=record)
+
+
+def ig_control_leaked(rows: list[dict[str, Any]]) -> bool:
+    """Whether Inverting Gradients leaked on an undefended client's update (True before
+    the undefended model has run)."""
+    control = [row for r in rows if r["defense"] == "none"
+               for row in r["result"]["leakage"] if row["attack"] == ssfl.UPDATE_ATTACK]
+    return not control or any(row["verdict"] == "leaks" for row in control)
+
+
+def write_page(rows: list[dict[str, Any]], args: argparse.Namespace, *, ds: Any,
+               selection: dict[str, Any] | None, started: float,
+               kept: dict[str, Any] | None = None) -> None:
+    """The results page and its JSON, from the defences finished so far (``kept``: the
+    record of a finished run, whose command, date, machine and time are kept)."""
+    asked = args.defenses.split(",")
+    record: dict[str, Any] = kept or {
         "command": "python benchmarks/federated_breastmnist.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k not in ("out", "data_root")),
+            if k not in ("out", "data_root", "select_on_val")),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(), "load_average": list(os.getloadavg()),
         "data": ds.source, "seconds": time.perf_counter() - started, "rows": rows,
+        "selection": selection,
     }
     lines = [
         f"# Federated defences on {args.data} through Flower", "",
@@ -135,17 +349,24 @@ def main() -> None:
         f"{record['load_average'][0]:.1f} (other jobs shared the cores); the run took "
         f"{record['seconds'] / 60:.1f} min.  ",
         f"Data: {ds.source}. {args.clients} clients, partition {args.partition}, "
-        f"{args.rounds} rounds of 1 local epoch (batch {args.batch_size}), SmallConvNet cut "
-        f"at block 1, seed {args.seed}; 10% of the training split is the server's auxiliary "
-        "data for the live audit; accuracy is measured on the clients' held-out 20%.", "",
+        f"{args.rounds} rounds of {args.local_epochs} local epoch(s) (batch "
+        f"{args.batch_size}), SmallConvNet ({args.activation}) cut at block 1, seed "
+        f"{args.seed}; 10% of the training split is the server's auxiliary data for the live "
+        "audit; accuracy is measured on the clients' held-out 20% (never used to choose "
+        "the setting).", "",
     ]
+    lines += selection_lines(selection, args)
+    if len(rows) < len(asked):
+        lines += [f"Partial: {len(rows)} of the {len(asked)} defences asked for have finished "
+                  f"({', '.join(r['defense'] for r in rows)}); the others are not on this "
+                  "page.", ""]
     if args.clients != 4 or args.partition != "dirichlet:0.5" or args.rounds != 10:
         lines += ["The issue asks for 4 clients, Dirichlet 0.5 and 10 rounds; this run used "
                   f"{args.clients} clients, {args.partition} and {args.rounds} rounds to fit "
                   "the CPU time available: it does not meet that setting.", ""]
-    lines += ["| defence | federated accuracy | macro F1 | central accuracy | federated vs "
-              "central | final epsilon per client | live audit verdicts (all rounds) |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["| defence | federated accuracy | macro F1 | central accuracy | central macro F1 "
+              "| federated vs central | final epsilon per client | live audit verdicts (all "
+              "rounds) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         eps = ssfl.FederatedResult.model_validate(r["result"]).epsilons()
         eps_text = ", ".join(f"{c}: {v[-1]:.2f}" for c, v in eps.items()) or "-"
@@ -154,6 +375,7 @@ def main() -> None:
         fed = r["federated_accuracy"] or 0.0
         lines.append(f"| {r['defense']} | {fed:.3f} | {r['macro_f1'] or 0.0:.3f} | "
                      f"{r['central_accuracy']:.3f} | "
+                     f"{_fmt3(r.get('central_macro_f1'))} | "
                      f"{compare_sentence(fed, r['central_accuracy'], r['examples'])} | "
                      f"{eps_text} | {verdict_text} |")
     stuck = [r["defense"] for r in rows
@@ -165,16 +387,43 @@ def main() -> None:
                   f"{rows[0]['majority_share']:.3f}): at this number of rounds it has not "
                   "learned to separate the classes, so its accuracy says nothing about the "
                   "defence."]
+    cen_stuck = [r["defense"] for r in rows if r.get("central_macro_f1") is not None
+                 and r["central_macro_f1"] <= r["majority_macro_f1"] + 1e-9]
+    if cen_stuck:
+        lines += ["", f"{', '.join(cen_stuck)}: the central reference's macro F1 is no better "
+                  "than always predicting the majority class."]
+    if record.get("central_f1_added"):
+        same = all(abs(r["central_rerun_accuracy"] - r["central_accuracy"]) < 1e-12
+                   for r in rows)
+        lines += ["", "The central macro F1 column was added after the run by re-running the "
+                  f"seeded central references (`--add-central-f1`, {record['central_f1_added']})"
+                  + ("; their accuracies equal the run's." if same else
+                     "; their accuracies differ from the run's (the run's are shown): the "
+                     "column comes from a re-run that is not identical.")]
     dp = [r for r in rows if r["defense"] == "dpsgd"]
     if dp:
         delta = dp[0]["result"]["delta"]
         lines += ["", f"DP-SGD's epsilons are at delta {delta:g}, each client's own, composed "
                   "over all its rounds by its accountant."]
-    lines += ["", "The live audit attacks the updates Flower delivered (label inference on "
-              "the last layer, Inverting Gradients on updates of at most 64 images; larger "
-              "updates are reported *inconclusive, not attacked*); its control is the same "
-              "attack on an undefended client's update (docs/federated.md). The per-round "
-              "rows are in the JSON beside this page.", ""]
+    lines += ["", "The live audit attacks the updates Flower delivered: label inference on "
+              "the last layer (on a binary task by replaying the clients' local training on "
+              "the server's auxiliary images for 33 candidate label compositions, "
+              "`replay_label_counts`), and Inverting Gradients on updates of at most "
+              f"{args.audit_max_images} images (larger updates are reported *inconclusive, "
+              "not attacked*); its control is the same attack on an undefended client's "
+              "update (docs/federated.md). The per-round rows are in the JSON beside this "
+              "page.", ""]
+    attacked = [row for r in rows if r["defense"] == "none"
+                for row in r["result"]["leakage"]
+                if row["attack"] == ssfl.UPDATE_ATTACK and row["status"] == "ok"]
+    if attacked and not ig_control_leaked(rows):
+        gain = [row["psnr"] - row["baseline_psnr"] for row in attacked]
+        lines += [f"Inverting Gradients never leaked on the undefended clients' updates "
+                  f"({len(attacked)} attacked; PSNR {min(gain):+.1f} to {max(gain):+.1f} dB "
+                  "against the best no-attack guess), so on a defence it could only say "
+                  "*inconclusive*: it was not run for the defences (their rows say *not "
+                  "attacked*).", ""]
+    lines += audit_lines(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"federated_{args.data}"
     atomic_write_text(args.out / f"{stem}.json", json.dumps(record, indent=2))

@@ -156,6 +156,100 @@ def test_malformed_or_oversized_replies_are_refused_with_a_typed_error() -> None
         flower.check_reply(RecordDict({"arrays": sent}), sent)
 
 
+def _binary_images(n: int, seed: int, labels: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generated 2-class images: class 1 is bright in the top half, class 0 at the bottom
+    (labels drawn with 35% of class 1 unless given)."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.rand(n, generator=g) < 0.35).long() if labels is None else labels
+    x = 0.3 * torch.rand(n, 1, 8, 8, generator=g)
+    x[y == 1, :, :4] += 0.6
+    x[y == 0, :, 4:] += 0.6
+    return x.clamp(0, 1), y
+
+
+def _adam_update(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 batch_size: int) -> dict[str, torch.Tensor]:
+    """What a client that trains ``net`` with the project's loop (Adam) would send."""
+    import copy
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from shieldsplit.training import fit_plain
+
+    trained = copy.deepcopy(net)
+    fit_plain(trained, DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
+                                  generator=torch.Generator().manual_seed(7)),
+              epochs=2, seed=7, progress=False)
+    before = dict(net.named_parameters())
+    return {k: (v - before[k]).detach() for k, v in trained.named_parameters()}
+
+
+def test_replaying_the_local_training_reads_label_counts_that_idlg_cannot() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from shieldsplit.attacks.gradient import infer_labels_idlg
+    from shieldsplit.functional.stats import align_labels, majority_rate
+    from shieldsplit.models import SmallConvNet
+    from shieldsplit.training import fit_plain
+
+    torch.manual_seed(0)
+    net = SmallConvNet(num_classes=2, image_size=8, width=4, activation="tanh")
+    # the global model of a later round: it has learned the class prior
+    fit_plain(net, DataLoader(TensorDataset(*_binary_images(200, seed=5)), batch_size=8,
+                              shuffle=True, generator=torch.Generator().manual_seed(0)),
+              epochs=3, progress=False)
+    aux = _binary_images(40, seed=1)
+    for share in (0.2, 0.7):  # a client mostly of class 1, then mostly of class 0
+        x, y = _binary_images(60, seed=2,
+                              labels=(torch.arange(60) >= round(share * 60)).long())
+        update = _adam_update(net, x, y, batch_size=8)
+        inferred = flower.replay_label_counts(net, update, images=60, auxiliary=aux,
+                                              local_epochs=2, local_batch_size=8, seed=0)
+        right = float((align_labels(inferred, y) == y).double().mean())
+        idlg = infer_labels_idlg(-update["7.weight"], batch_size=60)  # the last Linear
+        idlg_right = float((align_labels(idlg, y) == y).double().mean())
+        # Adam's normalised steps leave the count heuristic at the majority rate at best
+        assert idlg_right <= majority_rate(y) + 1e-9
+        assert right >= 0.9 > majority_rate(y)
+
+
+def test_a_label_control_that_leaked_labels_vouches_for_the_label_attack() -> None:
+    from shieldsplit.functional.verdict import decide
+
+    leak = flower.LabelEvidence(images=50, label_recovery=0.98, label_low=0.9, majority=0.6)
+    blind = flower.LabelEvidence(images=50, label_recovery=0.6, label_low=0.47, majority=0.6)
+    assert decide(leak, blind).verdict == "leaks"
+    assert decide(blind, leak).verdict == "no leakage found"
+    assert decide(blind, blind).verdict == "inconclusive"
+    with pytest.raises(ConfigError):
+        flower.replay_label_counts(torch.nn.Sequential(torch.nn.Flatten(),
+                                                       torch.nn.Linear(4, 3)), {},
+                                   images=4, auxiliary=_binary_images(8, 0),
+                                   local_epochs=1, local_batch_size=4)
+
+
+def test_the_undefended_federated_model_beats_the_majority_class_on_validation() -> None:
+    """The regression behind docs/results/federated_breastmnist.md's first page: every
+    federated model ended at the majority class. Here a skewed 2-client federation must
+    learn a separable task, scored on validation data no client holds."""
+    from shieldsplit.models import SmallConvNet
+
+    x, y = _binary_images(240, seed=3)
+    vx, vy = _binary_images(80, seed=4)
+    torch.manual_seed(0)
+    net = SmallConvNet(num_classes=2, image_size=8, width=4, activation="tanh")
+    result = flower.simulate(net, data=(x, y), defense="none", clients=2, rounds=3,
+                             partition="dirichlet:0.5", batch_size=8, local_epochs=2, cut=1,
+                             seed=0, progress=False, validation=(vx, vy))
+    share = float(torch.bincount(vy).max()) / len(vy)
+    majority_f1 = (2 * share / (1 + share)) / 2
+    assert result.complete and result.validation_examples == 80
+    assert result.validation_macro_f1 is not None
+    assert result.validation_macro_f1 > majority_f1 + 0.2
+    assert result.history[-1].macro_f1 is not None and result.history[-1].macro_f1 > majority_f1
+
+
 # ------------------------------------------------------------------ one simulation
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
