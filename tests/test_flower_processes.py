@@ -1,0 +1,179 @@
+"""shieldsplit on Flower across real processes (issue 12): a run through a SuperLink and
+SuperNodes on 127.0.0.1, and the faults (a crashed client, a malformed reply, a SuperNode
+terminated or killed mid-round).
+
+The deployment tests submit the Flower App of examples/flower_app with ``flwr run``, as
+docs/federated.md says; the processes are stopped (their process groups killed) however
+the test ends. Kept apart from test_flower.py so that the two slow files run on
+different test workers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+flower = pytest.importorskip("shieldsplit.adapters.flower", reason="needs shieldsplit[flower]")
+from shieldsplit.adapters.flower_local import LocalFederation, signal_group  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "examples" / "flower_app"
+
+
+# ------------------------------------------------------------------ real processes
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[LocalFederation]:
+    """The commands of docs/federated.md: a SuperLink and two SuperNodes, insecure."""
+    with LocalFederation(tmp_path) as fed:
+        fed.start_superlink()
+        for pid in (0, 1):
+            fed.start_supernode(f"supernode{pid}", f"partition-id={pid} num-partitions=2")
+        yield fed
+
+
+def test_flwr_run_trains_across_real_superlink_and_supernode_processes(
+        federation: LocalFederation) -> None:
+    app = federation.root / "app"
+    shutil.copytree(APP, app)
+    out = federation.root / "result.json"
+    done = subprocess.run(
+        ["flwr", "run", str(app), "localhost", "--run-config",
+         f"out='{out}' num-server-rounds=1"],
+        env=federation.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    deadline = time.monotonic() + 240
+    result = None
+    while time.monotonic() < deadline:
+        if out.exists():
+            result = flower.FederatedResult.model_validate_json(out.read_text())
+            if result.history and result.history[-1].accuracy is not None:
+                break
+        time.sleep(0.5)
+    logs = "".join((federation.root / f"{n}.log").read_text(errors="replace")[-2000:]
+                   for n in ("superlink", "supernode0", "supernode1"))
+    assert result is not None and result.history, logs
+    assert result.engine.startswith("flower deployment engine")
+    assert result.history[0].clients == [0, 1] and result.history[0].accuracy is not None
+    assert json.loads(out.read_text())["client_rounds"][0]["examples"] > 0
+
+
+# ------------------------------------------------------------------ faults
+def test_a_crashed_client_and_a_malformed_reply_do_not_stop_the_run() -> None:
+    """Round 1: client 2 replies with arrays of the wrong shape (rejected, typed error);
+    round 2: client 1 crashes mid-round (an error reply: lost). Both rounds complete."""
+    from flwr.app import Array, ArrayRecord, Context, Message
+    from flwr.clientapp import ClientApp
+    from flwr.simulation import run_simulation
+
+    from shieldsplit.data import load_dataset
+    from shieldsplit.models import SmallConvNet
+
+    ds = load_dataset("digits", seed=0, limit=90)
+    torch.manual_seed(0)
+    net = SmallConvNet(num_classes=10, image_size=8, width=4)
+    spec = flower.ClientSpec(
+        model=net, defense="none", options={"cut": 1, "seed": 0},
+        shards=flower.make_shards(ds.x_train, ds.y_train, clients=3, partition="iid", seed=0),
+        batch_size=16)
+    real = flower.client_app(spec)
+    faulty = ClientApp()
+
+    @faulty.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        rnd = int(msg.content["config"]["server-round"])
+        if (pid, rnd) == (1, 2):
+            raise RuntimeError("client 1 killed mid-round")
+        reply = real(msg, context)
+        if (pid, rnd) == (2, 1):
+            reply.content["arrays"] = ArrayRecord({"x": Array(np.zeros(10**5, np.float32))})
+        return reply
+
+    @faulty.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return real(msg, context)
+
+    result = flower.FederatedResult(defense="none", clients=3, rounds=2, partition="iid",
+                                    partition_sizes=[], local_epochs=1, batch_size=16, seed=0)
+    errors: list[BaseException] = []
+    server = flower.server_app(spec, rounds=2, result=result, errors=errors)
+    run_simulation(server_app=server, client_app=faulty, num_supernodes=3,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"num_cpus": 1, "include_dashboard": False}})
+    assert errors == []
+    first, second = result.history
+    assert first.clients == [0, 1] and first.lost == []
+    assert len(first.rejected) == 1 and first.rejected[0].startswith("client 2: ")
+    assert "Invalid configuration" in first.rejected[0]
+    assert second.clients == [0, 2] and second.lost == ["client 1"]
+    assert first.accuracy is not None and second.accuracy is not None
+
+
+@pytest.mark.parametrize(("sig", "round_timeout"), [
+    (signal.SIGTERM, 120),  # the SuperNode says goodbye: the round ends at once
+    (signal.SIGKILL, 45),   # no goodbye: the round (and evaluation) end at the timeout
+], ids=["terminated", "killed"])
+def test_a_supernode_stopped_mid_round_is_named_and_the_others_finish_the_round(
+        federation: LocalFederation, sig: signal.Signals, round_timeout: int) -> None:
+    """A SuperNode is terminated or killed (SIGKILL, its process group) after it pulled
+    its training message (its ClientApp is starting or training): the round completes
+    with the other client and names the lost one (by node id: it never replied, so its
+    partition is unknown to the server)."""
+    app = federation.root / "app"
+    shutil.copytree(APP, app)
+    out = federation.root / "result.json"
+    done = subprocess.run(
+        ["flwr", "run", str(app), "localhost", "--run-config",
+         f"out='{out}' num-server-rounds=1 min-clients=1 round-timeout={round_timeout}"],
+        env=federation.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    deadline = time.monotonic() + 120
+    while "Received successfully" not in federation.log("supernode1"):
+        assert time.monotonic() < deadline, federation.log("supernode1")[-2000:]
+        time.sleep(0.2)
+    signal_group(federation.procs[2], sig)  # supernode1, mid-round
+    deadline = time.monotonic() + 240
+    result = None
+    while time.monotonic() < deadline:
+        if out.exists():
+            result = flower.FederatedResult.model_validate_json(out.read_text())
+            if result.history and result.history[-1].accuracy is not None:
+                break
+        time.sleep(0.5)
+    assert result is not None and result.history
+    first = result.history[0]
+    assert first.clients == [0] and first.accuracy is not None
+    assert len(first.lost) == 1 and first.lost[0].startswith("node "), first.lost
+
+
+def test_a_client_that_never_replies_is_named_as_lost() -> None:
+    """What the SuperLink cannot report (a SuperNode killed without a goodbye sends no
+    reply at all before the round's timeout) is still named, from the messages sent."""
+    from types import SimpleNamespace
+
+    strategy = flower.RecordingStrategy(
+        inner=None, result=flower.FederatedResult(  # type: ignore[arg-type]
+            defense="none", clients=2, rounds=1, partition="iid", partition_sizes=[],
+            local_epochs=1, batch_size=16, seed=0))
+
+    def message(**metadata: object) -> Any:  # the metadata Flower's messages carry
+        return SimpleNamespace(metadata=SimpleNamespace(**metadata))
+
+    # ids as Flower's grid sets them on sending
+    strategy.outgoing[1] = [message(message_id=f"m{node}", dst_node_id=node) for node in (7, 9)]
+    reply = message(reply_to_message_id="m7")
+    assert strategy.silent(1, [reply]) == ["node 9"]
+    assert strategy.silent(1, []) == ["node 7", "node 9"]
+    assert strategy.silent(2, []) == []
+    strategy.nodes[9] = 1  # a client that replied in an earlier round is named by partition
+    assert strategy.silent(1, [reply]) == ["client 1"]
