@@ -41,17 +41,21 @@ def federation(tmp_path: Path) -> Iterator[LocalFederation]:
         yield fed
 
 
-def test_flwr_run_trains_across_real_superlink_and_supernode_processes(
-        federation: LocalFederation) -> None:
+def _submit(federation: LocalFederation, run_config: str) -> Path:
+    """``flwr run`` the example app on the local federation; where its result will be."""
     app = federation.root / "app"
     shutil.copytree(APP, app)
     out = federation.root / "result.json"
     done = subprocess.run(
-        ["flwr", "run", str(app), "localhost", "--run-config",
-         f"out='{out}' num-server-rounds=1"],
+        ["flwr", "run", str(app), "localhost", "--run-config", f"out='{out}' {run_config}"],
         env=federation.env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    deadline = time.monotonic() + 240
+    return out
+
+
+def _wait_for_result(out: Path, timeout: float = 240) -> Any:
+    """The run's result once its last round has an accuracy (or what there is at timeout)."""
+    deadline = time.monotonic() + timeout
     result = None
     while time.monotonic() < deadline:
         if out.exists():
@@ -59,6 +63,13 @@ def test_flwr_run_trains_across_real_superlink_and_supernode_processes(
             if result.history and result.history[-1].accuracy is not None:
                 break
         time.sleep(0.5)
+    return result
+
+
+def test_flwr_run_trains_across_real_superlink_and_supernode_processes(
+        federation: LocalFederation) -> None:
+    out = _submit(federation, "num-server-rounds=1")
+    result = _wait_for_result(out)
     logs = "".join((federation.root / f"{n}.log").read_text(errors="replace")[-2000:]
                    for n in ("superlink", "supernode0", "supernode1"))
     assert result is not None and result.history, logs
@@ -129,27 +140,14 @@ def test_a_supernode_stopped_mid_round_is_named_and_the_others_finish_the_round(
     its training message (its ClientApp is starting or training): the round completes
     with the other client and names the lost one (by node id: it never replied, so its
     partition is unknown to the server)."""
-    app = federation.root / "app"
-    shutil.copytree(APP, app)
-    out = federation.root / "result.json"
-    done = subprocess.run(
-        ["flwr", "run", str(app), "localhost", "--run-config",
-         f"out='{out}' num-server-rounds=1 min-clients=1 round-timeout={round_timeout}"],
-        env=federation.env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+    out = _submit(federation,
+                  f"num-server-rounds=1 min-clients=1 round-timeout={round_timeout}")
     deadline = time.monotonic() + 120
     while "Received successfully" not in federation.log("supernode1"):
         assert time.monotonic() < deadline, federation.log("supernode1")[-2000:]
         time.sleep(0.2)
     signal_group(federation.procs[2], sig)  # supernode1, mid-round
-    deadline = time.monotonic() + 240
-    result = None
-    while time.monotonic() < deadline:
-        if out.exists():
-            result = flower.FederatedResult.model_validate_json(out.read_text())
-            if result.history and result.history[-1].accuracy is not None:
-                break
-        time.sleep(0.5)
+    result = _wait_for_result(out)
     assert result is not None and result.history
     first = result.history[0]
     assert first.clients == [0] and first.accuracy is not None
