@@ -1281,7 +1281,7 @@ class InvertingGradients(_FeatureAttack):
         value = self._map(objective, flags)
         pp = {k: v.expand(n, restarts, *v.shape) for k, v in params.items()}
         p0 = next(iter(params.values()))
-        x = self._start(labels, restarts, p0).requires_grad_(True)
+        x = self._initial(labels, restarts, p0).requires_grad_(True)
         with torch.no_grad():
             initial = value(pp, x.detach(), labels, targets)[1].detach()
         step = self._map(grad_and_value(objective, argnums=1, has_aux=True), flags)
