@@ -88,14 +88,13 @@ def write_page(args: argparse.Namespace, report: ss.AuditReport, seconds: float,
                load: tuple[float, float, float], start: float, cpu: float) -> None:
     """The results page: every number and sentence from this run."""
     from shieldsplit._core.io import atomic_write_text
+    from shieldsplit._core.provenance import load_note, other_work_ran
     from shieldsplit.experiments.demo import machine_info
 
     m = machine_info()
     bar = BARS[args.model]
     verdict = "reached" if seconds <= bar else "**not reached**"
-    busy = load[0] > args.threads + 0.5  # the audit's own threads count in the load
-    busy_text = ("other work was running: the time is inflated" if busy
-                 else "no other work: the load is the audit own threads")
+    busy = other_work_ran(load[0], own=args.threads)  # the audit's threads count too
     trained = ("trained (the victim of benchmarks/attack_strength.py)" if args.trained
                else "untrained")
     by_position = "; ".join(f"{v.position}: {v.verdict}" for v in report.verdicts)
@@ -107,8 +106,7 @@ def write_page(args: argparse.Namespace, report: ss.AuditReport, seconds: float,
         f"{' '.join(shlex.quote(a) for a in sys.argv[1:])}`  ",
         f"Date: {datetime.fromtimestamp(start, timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
         f"{m['cpus']} cores, {args.threads} torch threads, GPU {m['gpu']}, torch "
-        f"{m['torch']}; load average at the end {load[0]:.2f} "
-        f"({busy_text}).  ",
+        f"{m['torch']}; {load_note(load[0], own=args.threads)}.  ",
         f"Data: BreastMNIST training split, {report.victims} victims, {report.auxiliary} "
         f"auxiliary images (seed {args.seed}).  ",
         f"Model: {report.model}, {trained}, "

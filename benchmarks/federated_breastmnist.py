@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from shieldsplit._core.io import atomic_write_text
+from shieldsplit._core.provenance import load_note
 from shieldsplit.adapters import flower as ssfl
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.experiments.demo import machine_info
@@ -345,8 +346,9 @@ def write_page(rows: list[dict[str, Any]], args: argparse.Namespace, *, ds: Any,
         f"# Federated defences on {args.data} through Flower", "",
         f"Command: `{record['command']}`  ", f"Date: {record['date']}  ",
         f"Machine: {record['machine']['cpus']} CPU cores, no GPU (torch "
-        f"{record['machine']['torch']}); load average at the end "
-        f"{record['load_average'][0]:.1f} (other jobs shared the cores); the run took "
+        f"{record['machine']['torch']}); "
+        f"{load_note(record['load_average'][0], own=min(args.clients, os.cpu_count() or 1))}"
+        " (Ray runs one client per core); the run took "
         f"{record['seconds'] / 60:.1f} min.  ",
         f"Data: {ds.source}. {args.clients} clients, partition {args.partition}, "
         f"{args.rounds} rounds of {args.local_epochs} local epoch(s) (batch "

@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from shieldsplit._core.io import atomic_write_text
+from shieldsplit._core.provenance import load_note
 from shieldsplit.adapters import flower as ssfl
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.experiments.demo import machine_info
@@ -85,7 +86,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: write the page again from --out's JSON")
     args = parser.parse_args()
+    if args.render:
+        record = json.loads((args.out / "federated_overhead.json").read_text())
+        atomic_write_text(args.out / "federated_overhead.md", markdown(record))
+        return
     torch.set_num_threads(1)
     ds = load_dataset(args.data, root=None if args.data == "digits" else
                       (args.data_root or default_data_root()), seed=args.seed, limit=args.limit)
@@ -112,38 +119,52 @@ def main() -> None:
     record = {
         "command": "python benchmarks/federated_overhead.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k not in ("out", "data_root") and v is not None),
+            if k not in ("out", "data_root", "render") and v is not None),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(), "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()), "flwr": result.flwr_version,
         "data": ds.source, "clients": args.clients, "rounds": args.rounds,
         "defense": args.defense, "plain_round_s": plain, "flower_round_s": flwr,
         "flower_total_s": total, "ray_startup_s": startup, "ratio_later_rounds": ratio,
+        "later_plain_s": later_plain, "later_flower_s": later_flwr,
+        "batch_size": args.batch_size,
     }
+    page = markdown(record)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "federated_overhead.json", json.dumps(record, indent=2))
+    atomic_write_text(args.out / "federated_overhead.md", page)
+    print(page)
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The page: every interpreting sentence computed from ``record``."""
+    plain, flwr, ratio = record["plain_round_s"], record["flower_round_s"], \
+        record["ratio_later_rounds"]
+    later_plain = record.get("later_plain_s", statistics.median(plain[1:] or plain))
+    later_flwr = record.get("later_flower_s", statistics.median(flwr[1:] or flwr))
+    batch = record.get("batch_size") or record["command"].split("--batch-size ")[1].split()[0]
     verdict = ("a Flower round costs about as much as the plain loop's" if ratio < 1.25 else
                f"a Flower round costs {ratio:.1f} times the plain loop's")
-    page = "\n".join([
+    return "\n".join([
         "# Federated overhead: a Flower simulation round against a plain loop", "",
         f"Command: `{record['command']}`  ", f"Date: {record['date']}  ",
-        f"Machine: {_machine(record)} ({record['cpu_count']} cores; load average at the "
-        f"end {record['load_average'][0]:.1f}: other jobs shared the cores)  ",
-        f"Data: {ds.source}; {args.clients} clients (IID), defence `{args.defense}`, "
-        f"SmallConvNet, batch {args.batch_size}, 1 local epoch; flwr {result.flwr_version}.",
+        f"Machine: {_machine(record)} ({record['cpu_count']} cores; "
+        f"{load_note(record['load_average'][0], own=min(record['clients'], record['cpu_count']))}"
+        ": Ray runs one client per core)  ",
+        f"Data: {record['data']}; {record['clients']} clients (IID), defence "
+        f"`{record['defense']}`, SmallConvNet, batch {batch}, 1 local epoch; flwr "
+        f"{record['flwr']}.",
         "", "| round | plain loop (s) | Flower simulation (s) |", "| --- | --- | --- |",
         *[f"| {i + 1} | {p:.2f} | {f:.2f} |" for i, (p, f) in enumerate(zip(plain, flwr,
                                                                             strict=True))],
-        "", f"Ray's start-up before round 1: {startup:.1f} s; the whole simulation: "
-        f"{total:.1f} s.", "",
-        f"Median of rounds 2 to {args.rounds}: plain {later_plain:.2f} s, Flower "
+        "", f"Ray's start-up before round 1: {record['ray_startup_s']:.1f} s; the whole "
+        f"simulation: {record['flower_total_s']:.1f} s.", "",
+        f"Median of rounds 2 to {record['rounds']}: plain {later_plain:.2f} s, Flower "
         f"{later_flwr:.2f} s: {verdict} (ratio {ratio:.2f}). Round 1 of the simulation also "
         "starts the Ray worker and imports torch and shieldsplit in it.", "",
         "Split learning across processes (client and server of SplitShield in two processes) "
         "is measured per batch, against the same step in one process, in split_wire.md "
         "(benchmarks/split_wire.py).", ""])
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "federated_overhead.json", json.dumps(record, indent=2))
-    atomic_write_text(args.out / "federated_overhead.md", page)
-    print(page)
 
 
 if __name__ == "__main__":

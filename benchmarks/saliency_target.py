@@ -30,6 +30,7 @@ import torch
 
 from shieldsplit import PGSLConfig, PGSLNet, SplitShield
 from shieldsplit._core.io import atomic_write_text
+from shieldsplit._core.provenance import load_note
 from shieldsplit.data import load_dataset, make_loaders
 from shieldsplit.functional.stats import balanced_accuracy, majority_rate
 
@@ -111,8 +112,8 @@ def main() -> None:
         f"Command: `{cmd}`",
         f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
         f"{os.cpu_count()} cores, {args.threads} torch thread(s), "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}; load "
-        f"average at the end {os.getloadavg()[0]:.2f} (other work shared the machine).",
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}; "
+        f"{load_note(os.getloadavg()[0], own=args.threads)}.",
         f"Data: {args.data}, validation split only (the test split is not read); PGSLNet "
         f"width {args.width}, hidden {args.hidden}, cut 2, {args.epochs} epochs, the best "
         "validation epoch kept.",

@@ -34,6 +34,7 @@ from spread import SpreadCheck, check_spread
 from torch.utils.data import DataLoader, TensorDataset
 
 from shieldsplit._core.io import atomic_write_text
+from shieldsplit._core.provenance import load_note
 from shieldsplit.adapters import split_process as sp
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.defenses.pgsl.config import PGSLConfig
@@ -143,8 +144,8 @@ def markdown(record: dict[str, Any], warning: str) -> str:
     lines = [
         "# Split learning across processes: bytes on the wire and time per batch", "",
         f"Command: `{record['command']}`  ", f"Date: {record['date']}  ",
-        f"Machine: {_machine(record)}; load average at the end "
-        f"{record['load_average'][0]:.1f} (other jobs shared the cores)  ",
+        f"Machine: {_machine(record)}; "
+        f"{load_note(record['load_average'][0], own=2)} (client and server)  ",
         f"Data: {record['data']}; images {record['image_shape']}, batch "
         f"{record['batch_size']}, {record['batches_per_epoch']} batches per epoch, the same "
         "batches for every variant.  ",

@@ -5,6 +5,10 @@ Example:
     ['cpus', 'gpu', 'platform']
     >>> library_versions()["shieldsplit"] != ""
     True
+    >>> print(load_note(1.1, own=2))
+    load average at the end 1.1: no other work (the benchmark's own 2 processes or threads)
+    >>> "other work shared the cores" in load_note(5.7, own=2)
+    True
 """
 
 from __future__ import annotations
@@ -48,4 +52,37 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-__all__ = ["library_versions", "machine_info"]
+def other_work_ran(load: float, *, own: float, margin: float = 0.5) -> bool:
+    """Whether a load average shows work beyond the benchmark's own.
+
+    The 1-minute load average counts the benchmark's own busy processes (or
+    threads) too, so only an excess over ``own`` by more than ``margin`` (the
+    average lags and counts short-lived helpers) is other work.
+
+    Example:
+        >>> other_work_ran(1.3, own=2), other_work_ran(3.1, own=2)
+        (False, True)
+    """
+    return load > own + margin
+
+
+def load_note(load: float, *, own: float, margin: float = 0.5) -> str:
+    """Words a timing page's load sentence from the load it measured, never fixed text.
+
+    Args:
+        load: The 1-minute load average read at the end of the run.
+        own: How many processes or threads the benchmark itself keeps busy.
+        margin: The excess over ``own`` still read as no other work
+            (see :func:`other_work_ran`).
+
+    Returns:
+        A sentence fragment: the load and whether other work shared the cores.
+    """
+    if other_work_ran(load, own=own, margin=margin):
+        return (f"load average at the end {load:.1f}, above the benchmark's own {own:g}: "
+                "other work shared the cores, so the times are inflated")
+    return (f"load average at the end {load:.1f}: no other work (the benchmark's own "
+            f"{own:g} processes or threads)")
+
+
+__all__ = ["library_versions", "load_note", "machine_info", "other_work_ran"]
