@@ -1250,7 +1250,9 @@ class InvertingGradients(_FeatureAttack):
             )
         return names
 
-    def _feature_descent(self, flat, closure, iterations):
+    def _feature_descent(
+        self, flat: Tensor, closure: Callable[[], Tensor], iterations: int
+    ) -> tuple[int, Callable[[], None], int]:
         """Adam on the (signed, by default) gradient, x0.1 at 3/8, 5/8, 7/8, in [0, 1]."""
         opt = torch.optim.Adam([flat], lr=self.feature_lr)
         milestones = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
@@ -1505,10 +1507,9 @@ class IDLG(DLG, _FeatureAttack):
     Config = IDLGConfig
     config: IDLGConfig
 
-    def _label_source(self) -> str:
-        return "infer"
-
-    def _feature_descent(self, flat, closure, iterations):
+    def _feature_descent(
+        self, flat: Tensor, closure: Callable[[], Tensor], iterations: int
+    ) -> tuple[int, Callable[[], None], int]:
         """L-BFGS (strong-Wolfe line search), ``chunk`` iterations per tick."""
         opt = torch.optim.LBFGS(
             [flat], lr=self.lr, max_iter=self.chunk, history_size=100,
