@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pages import add_page_options, command_line, publish
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
-from shieldsplit._core.io import atomic_write_text
 from shieldsplit._core.provenance import load_note, machine_info
 from shieldsplit.attacks import create_attack
 from shieldsplit.attacks.base import AttackContext
@@ -198,35 +198,26 @@ def main() -> None:
                         help="width:hidden of each PGSLNet")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("docs/results"))
-    parser.add_argument("--render", action="store_true",
-                        help="measure nothing: write the page again from --out's JSON")
+    add_page_options(parser)
     args = parser.parse_args()
-    json_path = args.out / "fedavg_drift.json"
-    if args.render:
-        record = json.loads(json_path.read_text())
-    else:
-        torch.set_num_threads(1)
-        ds = load_dataset(args.data, root=args.data_root or default_data_root(),
-                          seed=args.seed)
-        rows = []
-        for c in args.configs:
-            width, hidden = (int(v) for v in c.split(":"))
-            rows.append(measure(ds, width, hidden, args.epochs, args.seed))
-            print(json.dumps(rows[-1]), flush=True)
-        record = {
-            "command": "python benchmarks/fedavg_drift.py " + " ".join(
-                [f"--data {args.data}", f"--configs {' '.join(args.configs)}",
-                 f"--epochs {args.epochs}", f"--seed {args.seed}"]),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine_info(), "load_average": os.getloadavg()[0],
-            "data": ds.source, "seed": args.seed, "rows": rows,
-        }
-        args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json_path, json.dumps(record, indent=2))
-    page = markdown(record)
-    atomic_write_text(args.out / "fedavg_drift.md", page)
-    print(page)
+    publish(args, "fedavg_drift", measure=lambda: run(args), markdown=markdown)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One victim per ``--configs`` entry: the record of the page."""
+    torch.set_num_threads(1)
+    ds = load_dataset(args.data, root=args.data_root or default_data_root(), seed=args.seed)
+    rows = []
+    for c in args.configs:
+        width, hidden = (int(v) for v in c.split(":"))
+        rows.append(measure(ds, width, hidden, args.epochs, args.seed))
+        print(json.dumps(rows[-1]), flush=True)
+    return {
+        "command": command_line("benchmarks/fedavg_drift.py", args),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(), "load_average": os.getloadavg()[0],
+        "data": ds.source, "seed": args.seed, "rows": rows,
+    }
 
 
 if __name__ == "__main__":

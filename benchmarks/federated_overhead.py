@@ -21,7 +21,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -30,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pages import add_page_options, command_line, publish
 from torch.utils.data import DataLoader, TensorDataset
 
-from shieldsplit._core.io import atomic_write_text
 from shieldsplit._core.provenance import load_note
 from shieldsplit.adapters import flower as ssfl
 from shieldsplit.data import default_data_root, load_dataset
@@ -85,14 +84,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("docs/results"))
-    parser.add_argument("--render", action="store_true",
-                        help="measure nothing: write the page again from --out's JSON")
+    add_page_options(parser)
     args = parser.parse_args()
-    if args.render:
-        record = json.loads((args.out / "federated_overhead.json").read_text())
-        atomic_write_text(args.out / "federated_overhead.md", markdown(record))
-        return
+    publish(args, "federated_overhead", measure=lambda: run(args), markdown=markdown)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The plain loop, then the Flower simulation: the record of the page."""
     torch.set_num_threads(1)
     ds = load_dataset(args.data, root=None if args.data == "digits" else
                       (args.data_root or default_data_root()), seed=args.seed, limit=args.limit)
@@ -116,10 +114,8 @@ def main() -> None:
     later_plain = statistics.median(plain[1:]) if len(plain) > 1 else plain[0]
     ratio = later_flwr / later_plain
     startup = total - sum(flwr)
-    record = {
-        "command": "python benchmarks/federated_overhead.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k not in ("out", "data_root", "render") and v is not None),
+    return {
+        "command": command_line("benchmarks/federated_overhead.py", args),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(), "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()), "flwr": result.flwr_version,
@@ -129,11 +125,6 @@ def main() -> None:
         "later_plain_s": later_plain, "later_flower_s": later_flwr,
         "batch_size": args.batch_size,
     }
-    page = markdown(record)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "federated_overhead.json", json.dumps(record, indent=2))
-    atomic_write_text(args.out / "federated_overhead.md", page)
-    print(page)
 
 
 def markdown(record: dict[str, Any]) -> str:

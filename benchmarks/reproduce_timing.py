@@ -27,7 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from shieldsplit._core.io import atomic_write_text
+from pages import add_page_options, command_line, publish
+
 from shieldsplit._core.provenance import load_note, machine_info
 
 #: The bar of issue 5: ``--budget quick`` finishes in under 15 minutes on 2 cores.
@@ -89,31 +90,23 @@ def main() -> None:
     parser.add_argument("--data", default="breastmnist")
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("docs/results"))
-    parser.add_argument("--render", action="store_true",
-                        help="measure nothing: write the page again from --out's JSON")
+    add_page_options(parser)
     args = parser.parse_args()
-    json_path = args.out / "reproduce_quick_timing.json"
-    if args.render:
-        record = json.loads(json_path.read_text())
-    else:
-        import torch
+    publish(args, "reproduce_quick_timing", measure=lambda: run(args), markdown=markdown)
 
-        rows = [measure(p, data=args.data, data_root=args.data_root, seed=args.seed)
-                for p in PAPERS]
-        record = {
-            "command": "python benchmarks/reproduce_timing.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                if k not in ("out", "render")),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {**machine_info(), "torch_threads": str(torch.get_num_threads())},
-            "data": f"{args.data} from {args.data_root}", "rows": rows,
-        }
-        args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json_path, json.dumps(record, indent=2))
-    page = markdown(record)
-    atomic_write_text(args.out / "reproduce_quick_timing.md", page)
-    print(page)
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Both quick reproductions, one after the other: the record of the page."""
+    import torch
+
+    rows = [measure(p, data=args.data, data_root=args.data_root, seed=args.seed)
+            for p in PAPERS]
+    return {
+        "command": command_line("benchmarks/reproduce_timing.py", args),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {**machine_info(), "torch_threads": str(torch.get_num_threads())},
+        "data": f"{args.data} from {args.data_root}", "rows": rows,
+    }
 
 
 if __name__ == "__main__":

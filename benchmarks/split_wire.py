@@ -20,7 +20,6 @@ interprets a number is computed here.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -30,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pages import add_page_options, command_line, publish
 from spread import SpreadCheck, check_spread
 from torch.utils.data import DataLoader, TensorDataset
 
-from shieldsplit._core.io import atomic_write_text
 from shieldsplit._core.provenance import load_note
 from shieldsplit.adapters import split_process as sp
 from shieldsplit.data import default_data_root, load_dataset
@@ -82,16 +81,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("docs/results"))
-    parser.add_argument("--render", action="store_true",
-                        help="measure nothing: write the page again from --out's JSON")
+    add_page_options(parser)
     args = parser.parse_args()
-    if args.render:
-        record = json.loads((args.out / "split_wire.json").read_text())
-        warning = SpreadCheck(spreads=record["round_spread"],
-                              limit=record["spread_limit"]).warning()
-        atomic_write_text(args.out / "split_wire.md", markdown(record, warning))
-        return
+    publish(args, "split_wire", measure=lambda: run(args), markdown=markdown)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every variant, ``--repeats`` times interleaved: the record of the page."""
     torch.set_num_threads(1)
     ds = load_dataset(args.data, root=None if args.data == "digits" else
                       (args.data_root or default_data_root()), seed=args.seed, limit=args.limit)
@@ -111,10 +107,8 @@ def main() -> None:
     times = {f"{n} {where}": [m[f"{where}_s_per_batch"] for m in rows[n]]
              for n in VARIANTS for where in ("in_process", "across")}
     check = check_spread(times)
-    record = {
-        "command": "python benchmarks/split_wire.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k not in ("out",) and v is not None),
+    return {
+        "command": command_line("benchmarks/split_wire.py", args),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(), "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()), "data": ds.source,
@@ -124,11 +118,6 @@ def main() -> None:
         "reliable": check.reliable,
         "same_losses_everywhere": all(m["same_losses"] for ms in rows.values() for m in ms),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "split_wire.json", json.dumps(record, indent=2))
-    page = markdown(record, check.warning() if not check.reliable else "")
-    atomic_write_text(args.out / "split_wire.md", page)
-    print(page)
 
 
 def _machine(record: dict[str, Any]) -> str:
@@ -137,8 +126,10 @@ def _machine(record: dict[str, Any]) -> str:
             f"{record['cpu_count']} cores ({m['torch_threads']} torch thread per process)")
 
 
-def markdown(record: dict[str, Any], warning: str) -> str:
+def markdown(record: dict[str, Any]) -> str:
     """The page: every interpreting sentence computed from ``record``."""
+    warning = SpreadCheck(spreads=record["round_spread"],
+                          limit=record["spread_limit"]).warning()
     med = record["median"]
     p, q = med["pgsl"], med["plain"]
     lines = [

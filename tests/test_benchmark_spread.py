@@ -52,3 +52,29 @@ def test_load_sentence_follows_the_measured_load(load: float, own: int, other: b
     assert f"{load:.1f}" in note
     assert ("other work shared the cores" in note) is other
     assert ("no other work" in note) is not other
+
+
+def test_benchmark_pages_measure_once_and_render_from_the_record(tmp_path: Path) -> None:
+    # benchmarks/pages.py: the page is words of the JSON record alone, so --render
+    # rewrites it without measuring, and the quoted command leaves out --out/--render
+    import argparse
+
+    from pages import add_page_options, command_line, publish
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--configs", nargs="+", default=["16:64", "64:128"])
+    parser.add_argument("--limit", type=int, default=None)
+    add_page_options(parser)
+    args = parser.parse_args(["--out", str(tmp_path)])
+    assert command_line("benchmarks/b.py", args) == "python benchmarks/b.py --configs 16:64 64:128"
+    calls: list[int] = []
+
+    def measure() -> dict[str, int]:
+        calls.append(1)
+        return {"x": 2}
+
+    publish(args, "b", measure=measure, markdown=lambda r: f"x is {r['x']}\n")
+    assert (tmp_path / "b.md").read_text() == "x is 2\n" and len(calls) == 1
+    args.render = True
+    publish(args, "b", measure=measure, markdown=lambda r: f"x = {r['x']}\n")
+    assert (tmp_path / "b.md").read_text() == "x = 2\n" and len(calls) == 1
