@@ -10,34 +10,38 @@ For each data set (MNIST, BreastMNIST):
    accuracy on the reconstructions of the test split against the true labels.
 3. The black-box decoder (``split-black-box``) attacks the undefended cut=2: it
    queries the client part with the auxiliary images, learns to invert, and decodes
-   the test images' activations. Bar: attacker accuracy >= 90% of the victim's clean
-   accuracy.
+   the test images' activations. Bar: the auditor's verdict is *leaks* (the decision
+   rule of ``docs/audit.md``: reconstructions beat both no-attack baselines and pick
+   their victims out of a line-up, or the reference classifier's balanced accuracy on
+   them is above chance).
 4. ``SplitShield(victim, cut=2)`` with the default PGSL config is trained with
    ``shield.fit`` (starting from the victim's weights; its client's first conv is
    new). The black-box decoder then queries the deployed shield's client as a black
    box, and the adaptive attack (``adaptive-split``) inverts the shield's wire with
-   knowledge of its configuration. Both decode the shield's wire for the test split.
+   knowledge of its configuration. Both decode the shield's wire for the test split;
+   their verdicts take the undefended black-box decoder as positive control (the
+   adaptive attack is that decoder, trained through the shield's known steps).
 
 Usage:
     python benchmarks/split_attack_strength.py [--datasets mnist breastmnist] [--seed 0]
-        [--out docs/results/attack_strength_split] [--limit N]
+        [--out docs/results] [--limit N] [--render]
 
-Writes ``<out>.md`` and ``<out>.json``; prints the table. ``--limit`` subsamples every
-split (a smoke run; not for reporting).
+Writes ``attack_strength_split.md`` and ``.json`` under ``--out``; every sentence that
+interprets a number is computed from the JSON (``--render`` rewrites the page from it).
+``--limit`` subsamples every split (a smoke run; not for reporting).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pages import add_page_options, command_line, publish
 from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -50,9 +54,16 @@ from shieldsplit.attacks.observe_split import observe_activations
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.experiments.demo import machine_info
 from shieldsplit.functional.metrics import mse, psnr, ssim
+from shieldsplit.functional.stats import (
+    balanced_accuracy,
+    lineup_identified,
+    majority_rate,
+    no_attack_baselines,
+)
+from shieldsplit.functional.verdict import Evidence, decide, evidence
 from shieldsplit.training import accuracy, fit_plain
 
-BAR = 0.90
+CONTROL = "the undefended cut (split-black-box)"
 
 
 @dataclass(frozen=True)
@@ -88,19 +99,32 @@ def loader(x: Tensor, y: Tensor, *, shuffle: bool, seed: int, batch: int = 64) -
     return DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=shuffle, generator=gen)
 
 
+def predict(reference: nn.Module, images: Tensor) -> Tensor:
+    """The reference classifier's labels for ``images``."""
+    reference.eval()
+    with torch.no_grad():
+        return torch.cat([reference(images[i:i + 512]).argmax(-1)
+                          for i in range(0, len(images), 512)])
+
+
 def scores(rec: Tensor, x: Tensor, y: Tensor, reference: nn.Module) -> dict[str, float]:
+    """Every metric of one set of guesses or reconstructions (mean over the victims)."""
+    pred = predict(reference, rec)
     return {
         "mse": float(mse(rec, x).mean()),
         "psnr_db": float(psnr(rec, x).mean()),
         "ssim": float(ssim(rec, x).mean()),
-        "attacker_accuracy": accuracy(reference, loader(rec, y, shuffle=False, seed=0, batch=256)),
+        "attacker_accuracy": float((pred == y).double().mean()),
+        "balanced_accuracy": balanced_accuracy(pred, y),
     }
 
 
 def run_attack(
     name: str, *, client: nn.Module, defense: nn.Module | None, aux: Tensor, aux_y: Tensor,
     x: Tensor, y: Tensor, num_classes: int, epochs: int, seed: int, reference: nn.Module,
+    baseline_psnr: Tensor,
 ) -> dict[str, Any]:
+    """One decoder on the test split: its scores and the auditor's evidence."""
     start = time.perf_counter()
     attack = create_attack(name, seed=seed, epochs=epochs)
     context = AttackContext(
@@ -111,8 +135,12 @@ def run_attack(
     attack.prepare(context)
     chunks = [attack.reconstruct(observe_activations(client, x[i:i + 500])).images
               for i in range(0, x.shape[0], 500)]
-    rec = torch.cat(chunks)
-    out = scores(rec, x, y, reference)
+    rec = torch.cat(chunks).detach().float().clamp(0, 1)
+    out: dict[str, Any] = scores(rec, x, y, reference)
+    ev = evidence(rec_psnr=psnr(rec, x).clamp(max=100), baseline_psnr=baseline_psnr,
+                  identified=lineup_identified(rec, x, aux), lineup_size=len(aux) + 1,
+                  predicted=predict(reference, rec), true=y, seed=seed)
+    out["evidence"] = ev.model_dump()
     out["decoder_epochs"] = epochs
     out["seconds"] = time.perf_counter() - start
     return out
@@ -146,10 +174,14 @@ def run_dataset(name: str, seed: int, limit: int | None) -> dict[str, Any]:
     fit_plain(reference, loader(aux, aux_y, shuffle=True, seed=seed),
               epochs=plan.reference_epochs, seed=seed)
     reference_clean = accuracy(reference, loader(xt, yt, shuffle=False, seed=0, batch=256))
+    reference_balanced = balanced_accuracy(predict(reference, xt), yt)
     timings["reference_training"] = time.perf_counter() - start
 
-    common = dict(aux=aux, aux_y=aux_y, x=xt, y=yt, num_classes=ds.num_classes,
-                  epochs=plan.decoder_epochs, seed=seed, reference=reference)
+    guesses = no_attack_baselines(xt, aux)
+    baseline_psnr = torch.stack([psnr(g, xt).clamp(max=100) for g in guesses.values()]).amax(0)
+    common: dict[str, Any] = dict(aux=aux, aux_y=aux_y, x=xt, y=yt, num_classes=ds.num_classes,
+                  epochs=plan.decoder_epochs, seed=seed, reference=reference,
+                  baseline_psnr=baseline_psnr)
     rows = []
     head = ss.split_model(victim, 2).head
     row = run_attack("split-black-box", client=head, defense=None, **common)
@@ -165,10 +197,11 @@ def run_dataset(name: str, seed: int, limit: int | None) -> dict[str, Any]:
         row = run_attack(attack, client=shield, defense=shield, **common)
         rows.append({"target": "SplitShield cut=2 (default PGSL)", "attack": attack,
                      "clean_accuracy": shield_eval["decision"], **row})
-    for row in rows:
-        row["ratio"] = row["attacker_accuracy"] / row["clean_accuracy"]
-        row["meets_bar"] = row["ratio"] >= BAR
-    mean_image = aux.mean(0, keepdim=True).expand_as(xt)
+    control = Evidence.model_validate(rows[0]["evidence"])
+    for i, row in enumerate(rows):
+        decision = decide(Evidence.model_validate(row["evidence"]), None if i == 0 else control,
+                          control_name=CONTROL)
+        row["verdict"], row["reason"] = decision.verdict, decision.reason
     return {
         "dataset": name,
         "source": ds.source,
@@ -178,7 +211,9 @@ def run_dataset(name: str, seed: int, limit: int | None) -> dict[str, Any]:
         "victim_clean_accuracy": clean,
         "shield_accuracy": shield_eval,
         "reference_clean_accuracy": reference_clean,
-        "mean_image_baseline": scores(mean_image, xt, yt, reference),
+        "reference_clean_balanced_accuracy": reference_balanced,
+        "majority_rate": majority_rate(yt), "chance": 1.0 / len(torch.unique(yt)),
+        "baselines": {k: scores(g, xt, yt, reference) for k, g in guesses.items()},
         "rows": rows,
         "timings_s": timings,
         "seconds": time.perf_counter() - t0,
@@ -186,6 +221,7 @@ def run_dataset(name: str, seed: int, limit: int | None) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    """The page: every interpreting sentence computed from ``report``."""
     m = report["machine"]
     lines = [
         "# Split-learning attack strength (PGSLNet, cut=2)",
@@ -198,63 +234,76 @@ def markdown(report: dict[str, Any]) -> str:
         "stratified half of the train split (seeded). Attacker's auxiliary data: the other "
         "half of the train split, which the victim never used. Victim images: the test split.",
         "- Reference classifier: a small CNN (conv32-pool-conv64-pool-FC128, dropout 0.25) "
-        "trained with `fit_plain` on the clean auxiliary images. Attacker accuracy = its "
-        "accuracy on the reconstructions of the test split against the true labels.",
+        "trained with `fit_plain` on the clean auxiliary images. Attacker accuracy is its "
+        "**balanced** accuracy on the reconstructions of the test split (95% bootstrap "
+        "interval), beside its own balanced accuracy on the clean test images (the ceiling).",
         "- Decoder: `split-black-box` and `adaptive-split` (conv decoder derived from the "
         "activation shape, MSE, Adam 2e-3 with cosine decay, batch 64, width 32).",
         "- SplitShield: default `PGSLConfig()`, wrapping the trained victim (the client's "
         "first conv is re-initialised for the 4C+1 input), trained with `shield.fit`; its "
         "clean accuracy is the decision-fusion accuracy on the test split.",
-        f"- Bar: attacker accuracy >= {BAR:.0%} of the clean accuracy (undefended row).",
+        "- Verdicts: the auditor's decision rule (`shieldsplit.functional.decide`, "
+        "`docs/audit.md`) on every test image: *leaks* when the reconstructions beat the "
+        "better no-attack guess per image (PSNR gain, lower bound above 0 dB) and pick their "
+        "victims out of a line-up of the auxiliary images above chance, or when their "
+        "balanced accuracy's lower bound is above chance. Against SplitShield, *no leakage "
+        f"found* needs the positive control, {CONTROL}, to have rebuilt images.",
+        "- Bar: the undefended cut's verdict is *leaks*, with images.",
         "",
-        "| data set | target | attack | MSE | PSNR (dB) | SSIM | attacker acc | clean acc "
-        "| ratio | >= 0.90 | decoder epochs | seconds |",
+        "| data set | target | attack | MSE | PSNR (dB) | SSIM | balanced attacker acc "
+        "[95%] | reference on clean (balanced) | line-up | verdict | decoder epochs | seconds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for ds in report["datasets"]:
-        b, clean = ds["mean_image_baseline"], ds["victim_clean_accuracy"]
-        lines.append(
-            f"| {ds['dataset']} | undefended cut=2 | none: mean auxiliary image | "
-            f"{b['mse']:.4f} | {b['psnr_db']:.2f} | {b['ssim']:.3f} | "
-            f"{b['attacker_accuracy']:.3f} | {clean:.3f} | {b['attacker_accuracy'] / clean:.3f} | "
-            f"{'yes' if b['attacker_accuracy'] / clean >= BAR else 'NO'} | - | - |"
-        )
+        ref = ds["reference_clean_balanced_accuracy"]
+        for name, b in ds["baselines"].items():
+            lines.append(
+                f"| {ds['dataset']} | (no attack) | {name} image | {b['mse']:.4f} | "
+                f"{b['psnr_db']:.2f} | {b['ssim']:.3f} | {b['balanced_accuracy']:.1%} | "
+                f"{ref:.1%} | - | - | - | - |")
         for r in ds["rows"]:
+            ev = r["evidence"]
             lines.append(
                 f"| {ds['dataset']} | {r['target']} | {r['attack']} | {r['mse']:.4f} | "
-                f"{r['psnr_db']:.2f} | {r['ssim']:.3f} | {r['attacker_accuracy']:.3f} | "
-                f"{r['clean_accuracy']:.3f} | {r['ratio']:.3f} | "
-                f"{'yes' if r['meets_bar'] else 'NO'} | {r['decoder_epochs']} | "
-                f"{r['seconds']:.0f} |"
-            )
+                f"{r['psnr_db']:.2f} | {r['ssim']:.3f} | {ev['balanced_accuracy']:.1%} "
+                f"[{ev['balanced_low']:.1%}, {ev['balanced_high']:.1%}] | {ref:.1%} | "
+                f"{ev['identified']} of {ev['images']} | {r['verdict']} | "
+                f"{r['decoder_epochs']} | {r['seconds']:.0f} |")
     lines += [
         "",
-        "The `none: mean auxiliary image` rows send every victim the mean auxiliary image "
-        "(no attack). Where that row also clears the bar, the accuracy ratio is no evidence "
-        "of leakage (class imbalance: 114 of BreastMNIST's 156 test images are 'normal, "
-        "benign', and the reference classifier gives the mean image that majority class); "
-        "compare MSE, PSNR and SSIM with that row instead.",
+        "The `(no attack)` rows are what an attacker gets without observing anything: the "
+        "mean auxiliary image for every victim, and (an oracle) the auxiliary image nearest "
+        "to each victim. Plain attacker accuracy is in the JSON but decides nothing: "
+        + "; ".join(
+            f"on {ds['dataset']} the majority class is {ds['majority_rate']:.1%} of the test "
+            f"images, so a constant guess scores that (the mean image scores "
+            f"{ds['baselines']['auxiliary mean']['attacker_accuracy']:.1%})"
+            for ds in report["datasets"]) + ".",
         "",
         "## Findings",
         "",
     ]
     for ds in report["datasets"]:
         und, *shield_rows = ds["rows"]
-        verdict = "reached" if und["meets_bar"] else "NOT reached"
-        effect = "; ".join(
-            f"{r['attack']} MSE {r['mse']:.4f}, attacker acc {r['attacker_accuracy']:.3f}"
-            for r in shield_rows
-        )
+        uev = und["evidence"]
+        bar = ("reached" if und["verdict"] == "leaks" and uev["gain_low"] is not None
+               and uev["gain_low"] > 0 else "**NOT reached**")
         lines.append(
-            f"- {ds['dataset']}: the bar is {verdict} on the undefended cut (attacker acc "
-            f"{und['attacker_accuracy']:.3f} = {und['ratio']:.1%} of the clean "
-            f"{und['clean_accuracy']:.3f}; MSE {und['mse']:.4f} vs "
-            f"{ds['mean_image_baseline']['mse']:.4f} for the mean image). "
-            f"Against SplitShield: {effect}."
-        )
+            f"- {ds['dataset']}: the bar is {bar}: on the undefended cut split-black-box "
+            f"{und['reason']} ({und['psnr_db']:.1f} dB, {uev['gain_db']:+.1f} dB over the "
+            f"better no-attack guess per image; {uev['identified']} of {uev['images']} "
+            f"victims picked out of the line-up; balanced attacker accuracy "
+            f"{uev['balanced_accuracy']:.1%} against the reference's "
+            f"{ds['reference_clean_balanced_accuracy']:.1%} on clean images).")
+        for r in shield_rows:
+            ev = r["evidence"]
+            lines.append(
+                f"  - Against SplitShield, {r['attack']}: **{r['verdict']}** ({r['reason']}); "
+                f"{r['psnr_db']:.1f} dB ({r['psnr_db'] - und['psnr_db']:+.1f} dB against "
+                f"the undefended cut), {ev['identified']} of {ev['images']} picked out, "
+                f"balanced attacker accuracy {ev['balanced_accuracy']:.1%}.")
     lines += ["", "## Context per data set", ""]
     for ds in report["datasets"]:
-        b = ds["mean_image_baseline"]
         p = ds["plan"]
         sh = ", ".join(f"{k} {v:.3f}" for k, v in ds["shield_accuracy"].items())
         t = ", ".join(f"{k} {v:.0f} s" for k, v in ds["timings_s"].items())
@@ -266,12 +315,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"- Epochs: victim {p['victim_epochs']}, SplitShield {p['shield_epochs']}, "
             f"reference {p['reference_epochs']}, decoder {p['decoder_epochs']}.",
             f"- Victim clean accuracy {ds['victim_clean_accuracy']:.3f}; SplitShield "
-            f"accuracy per stream: {sh}.",
-            f"- Reference classifier on the clean test images: "
-            f"{ds['reference_clean_accuracy']:.3f} (the ceiling of attacker accuracy).",
-            f"- Mean-auxiliary-image baseline (no attack): MSE {b['mse']:.4f}, PSNR "
-            f"{b['psnr_db']:.2f} dB, SSIM {b['ssim']:.3f}, attacker acc "
-            f"{b['attacker_accuracy']:.3f}.",
+            f"accuracy per stream: {sh}; majority-class rate {ds['majority_rate']:.3f}.",
+            f"- Reference classifier on the clean test images: accuracy "
+            f"{ds['reference_clean_accuracy']:.3f}, balanced "
+            f"{ds['reference_clean_balanced_accuracy']:.3f} (the ceiling of attacker accuracy).",
             f"- Time: {t}; data set total {ds['seconds']:.0f} s.",
             "",
         ]
@@ -284,37 +331,24 @@ def main() -> None:
                         choices=sorted(PLANS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--out", default="docs/results/attack_strength_split")
-    parser.add_argument("--render", default=None,
-                        help="re-write <out>.md from an existing JSON report, without running")
+    add_page_options(parser)
     args = parser.parse_args()
-    out = Path(args.out)
-    if args.render:
-        text = markdown(json.loads(Path(args.render).read_text()))
-        out.with_suffix(".md").write_text(text + "\n")
-        print(text)
-        return
+    publish(args, "attack_strength_split", measure=lambda: run(args), markdown=markdown)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every data set: the record of the page."""
     torch.set_num_threads(1)
     start = time.perf_counter()
-    command = "python benchmarks/split_attack_strength.py" + (
-        f" --datasets {' '.join(args.datasets)}" if args.datasets != ["mnist", "breastmnist"]
-        else "") + (f" --seed {args.seed}" if args.seed else "") + (
-        f" --limit {args.limit}" if args.limit else "")
     report: dict[str, Any] = {
-        "command": command,
+        "command": command_line("benchmarks/split_attack_strength.py", args),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "seed": args.seed,
         "machine": machine_info(),
-        "datasets": [],
+        "datasets": [run_dataset(name, args.seed, args.limit) for name in args.datasets],
     }
-    for name in args.datasets:
-        report["datasets"].append(run_dataset(name, args.seed, args.limit))
     report["seconds"] = time.perf_counter() - start
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = markdown(report)
-    out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    print(text)
+    return report
 
 
 if __name__ == "__main__":
