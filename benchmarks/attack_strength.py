@@ -24,7 +24,7 @@ Every setting is compared with two attacks that look at nothing: the mean
 auxiliary image and the auxiliary image nearest to the victim by MSE (an oracle
 pick among the attacker's own images). Auxiliary images = the training split.
 Batch-8 reconstructions come out in no particular order; each is paired with an
-original by a minimum-MSE assignment (``scipy.optimize.linear_sum_assignment``).
+original by a minimum-MSE assignment (``shieldsplit.functional.stats.match_order``).
 
 Usage:
     python benchmarks/attack_strength.py [--data breastmnist mnist resnet]
@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import balanced_accuracy_score
 from torch import Tensor, nn
 
@@ -57,6 +56,7 @@ from shieldsplit.attacks.observe import observe_gradient, observe_update
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.experiments.demo import machine_info
 from shieldsplit.functional.metrics import label_recovery_rate, psnr
+from shieldsplit.functional.stats import match_order
 from shieldsplit.models import PGSLNet
 
 CACHE = Path("out/attack_strength")
@@ -135,15 +135,6 @@ def load(data: str, seed: int) -> dict[str, Any]:
             "params": sum(p.numel() for p in net.parameters())}
 
 
-def _match(rec: Tensor, orig: Tensor) -> Tensor:
-    """Reorder a batch's reconstructions to their minimum-MSE originals."""
-    cost = ((rec.unsqueeze(1) - orig.unsqueeze(0)) ** 2).flatten(2).mean(2)
-    rows, cols = linear_sum_assignment(cost.numpy())
-    out = torch.empty_like(rec)
-    out[torch.as_tensor(cols)] = rec[torch.as_tensor(rows)]
-    return out
-
-
 def baselines(x: Tensor, aux: Tensor) -> dict[str, float]:
     """Mean PSNR of the mean auxiliary image and of the MSE-nearest auxiliary image."""
     mean = aux.mean(0, keepdim=True).expand_as(x)
@@ -177,7 +168,7 @@ def run_setting(v: dict[str, Any], setting: str, images: int, seed: int) -> dict
     start = time.perf_counter()
     recs = attack.reconstruct_many(obs)  # type: ignore[attr-defined]
     seconds = time.perf_counter() - start
-    rec = torch.cat([_match(r.images, xb) if b > 1 else r.images
+    rec = torch.cat([match_order(r.images, xb) if b > 1 else r.images
                      for r, (xb, _) in zip(recs, batches, strict=True)])
     labels = torch.cat([r.labels.sort().values for r in recs])
     truth = torch.cat([yb.sort().values for _, yb in batches])

@@ -27,8 +27,7 @@ from typing import Any
 
 import torch
 from pages import add_page_options, command_line, publish
-from scipy.optimize import linear_sum_assignment
-from torch import Tensor, nn
+from torch import nn
 
 from shieldsplit._core.provenance import load_note, machine_info
 from shieldsplit.attacks import create_attack
@@ -36,6 +35,7 @@ from shieldsplit.attacks.base import AttackContext
 from shieldsplit.attacks.observe import observe_gradient
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.functional.metrics import psnr
+from shieldsplit.functional.stats import match_order
 
 #: breaching's Inverting Gradients on this machine (issue 10)
 BREACHING_DB = {1: 24.3, 8: 20.5}
@@ -49,15 +49,6 @@ def three_conv(num_classes: int) -> nn.Module:
         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
         nn.Flatten(), nn.Linear(64 * 28 * 28, num_classes),
     )
-
-
-def matched(rec: Tensor, x: Tensor) -> Tensor:
-    """Reconstructions reordered to their minimum-MSE originals (a batch has no order)."""
-    cost = ((rec.unsqueeze(1) - x.unsqueeze(0)) ** 2).flatten(2).mean(2)
-    rows, cols = linear_sum_assignment(cost.numpy())
-    out = torch.empty_like(rec)
-    out[torch.as_tensor(cols)] = rec[torch.as_tensor(rows)]
-    return out
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -83,7 +74,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         start = time.perf_counter()
         recs = attack.reconstruct_many(obs)  # type: ignore[attr-defined]
         seconds = time.perf_counter() - start
-        images = torch.cat([matched(r.images, x[i * batch:(i + 1) * batch])
+        images = torch.cat([match_order(r.images, x[i * batch:(i + 1) * batch])
                             for i, r in enumerate(recs)])
         p = psnr(images, x)
         rows.append({"batch": batch, "psnr": float(p.mean()),

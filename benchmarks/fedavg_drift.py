@@ -49,7 +49,7 @@ from shieldsplit.attacks.observe import (
 )
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.functional.metrics import psnr
-from shieldsplit.functional.stats import balanced_accuracy
+from shieldsplit.functional.stats import balanced_accuracy, match_order
 from shieldsplit.models import PGSLNet
 from shieldsplit.training import fit_plain
 
@@ -120,12 +120,7 @@ def measure(ds: Any, width: int, hidden: int, epochs: int, seed: int) -> dict[st
     start = time.perf_counter()
     rec = attack.reconstruct(update)
     attack_s = time.perf_counter() - start
-    from scipy.optimize import linear_sum_assignment
-
-    cost = ((rec.images.unsqueeze(1) - x.unsqueeze(0)) ** 2).flatten(2).mean(2)
-    rows, cols = linear_sum_assignment(cost.numpy())
-    matched = torch.empty_like(rec.images)
-    matched[torch.as_tensor(cols)] = rec.images[torch.as_tensor(rows)]
+    matched = match_order(rec.images, x)
     mean_image = ds.x_train.mean(0, keepdim=True).expand_as(x)
     return {
         "width": width, "hidden": hidden, "epochs": epochs, "layer": layer,
