@@ -53,6 +53,7 @@ from torch import Tensor, nn
 
 from shieldsplit.attacks import AttackContext, create_attack
 from shieldsplit.attacks.observe import observe_gradient, observe_update
+from shieldsplit.audit.auditor import FEDAVG  # the auditor's FedAvg protocol
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.experiments.demo import machine_info
 from shieldsplit.functional.metrics import label_recovery_rate, psnr
@@ -60,8 +61,6 @@ from shieldsplit.functional.stats import match_order
 from shieldsplit.models import PGSLNet
 
 CACHE = Path("out/attack_strength")
-#: the auditor's FedAvg protocol (shieldsplit.audit.auditor.FEDAVG)
-FEDAVG: dict[str, Any] = {"local_epochs": 5, "local_batch_size": 8, "lr": 1e-3}
 #: data -> (data set, architecture, epochs, training images or None for all, whether the
 #: epoch of best validation accuracy is kept)
 VICTIMS: dict[str, tuple[str, str, int, int | None, bool]] = {

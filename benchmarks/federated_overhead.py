@@ -110,9 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            batch_size=args.batch_size, cut=1, seed=args.seed, progress=False)
     total = time.perf_counter() - start
     flwr = [h.seconds for h in result.history]
-    later_flwr = statistics.median(flwr[1:]) if len(flwr) > 1 else flwr[0]
-    later_plain = statistics.median(plain[1:]) if len(plain) > 1 else plain[0]
-    ratio = later_flwr / later_plain
+    ratio = later_median(flwr) / later_median(plain)
     startup = total - sum(flwr)
     return {
         "command": command_line("benchmarks/federated_overhead.py", args),
@@ -122,17 +120,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "data": ds.source, "clients": args.clients, "rounds": args.rounds,
         "defense": args.defense, "plain_round_s": plain, "flower_round_s": flwr,
         "flower_total_s": total, "ray_startup_s": startup, "ratio_later_rounds": ratio,
-        "later_plain_s": later_plain, "later_flower_s": later_flwr,
         "batch_size": args.batch_size,
     }
+
+
+def later_median(rounds: list[float]) -> float:
+    """The median of rounds 2 onwards (round 1 also starts Ray), or round 1 alone."""
+    return statistics.median(rounds[1:] or rounds)
 
 
 def markdown(record: dict[str, Any]) -> str:
     """The page: every interpreting sentence computed from ``record``."""
     plain, flwr, ratio = record["plain_round_s"], record["flower_round_s"], \
         record["ratio_later_rounds"]
-    later_plain = record.get("later_plain_s", statistics.median(plain[1:] or plain))
-    later_flwr = record.get("later_flower_s", statistics.median(flwr[1:] or flwr))
+    later_plain, later_flwr = later_median(plain), later_median(flwr)
+    # records written before batch_size was kept name it only in their command
     batch = record.get("batch_size") or record["command"].split("--batch-size ")[1].split()[0]
     verdict = ("a Flower round costs about as much as the plain loop's" if ratio < 1.25 else
                f"a Flower round costs {ratio:.1f} times the plain loop's")

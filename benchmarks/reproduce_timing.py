@@ -97,14 +97,12 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Both quick reproductions, one after the other: the record of the page."""
-    import torch
-
     rows = [measure(p, data=args.data, data_root=args.data_root, seed=args.seed)
             for p in PAPERS]
     return {
         "command": command_line("benchmarks/reproduce_timing.py", args),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {**machine_info(), "torch_threads": str(torch.get_num_threads())},
+        "machine": machine_info(),  # torch_threads: the default each reproduction gets
         "data": f"{args.data} from {args.data_root}", "rows": rows,
     }
 
