@@ -70,7 +70,7 @@ from shieldsplit.functional.stats import (
     no_attack_baselines,
     wilson_interval,
 )
-from shieldsplit.functional.verdict import Evidence, decide, evidence
+from shieldsplit.functional.verdict import Evidence, Tolerance, decide, evidence
 
 logger = logging.getLogger(__name__)
 
@@ -868,6 +868,11 @@ class AuditSetting:
     seed: int = 0
     label_grid: int = 33
 
+    def where(self) -> str:
+        """The setting a client's update is observed in (target and control share it)."""
+        return (f"federated, Flower client update of {self.spec.local_epochs} local epochs "
+                f"at batch {self.spec.batch_size}")
+
 
 class AuditingStrategy(RecordingStrategy):
     """The honest-but-curious server: attacks the updates it really receives.
@@ -1001,7 +1006,8 @@ class AuditingStrategy(RecordingStrategy):
                             for g in no_attack_baselines(x, ax).values()]).max(0).values
         ev = evidence(rec_psnr=per, baseline_psnr=best,
                       identified=lineup_identified(images, x, ax), lineup_size=len(ax) + 1,
-                      predicted=nearest_mean_labels(images, ax, ay), true=y, seed=s.seed)
+                      predicted=nearest_mean_labels(images, ax, ay), true=y, seed=s.seed,
+                      setting=s.where())
         return ev, float(per.mean()), float(best.mean())
 
 
@@ -1054,6 +1060,13 @@ class LabelEvidence(Evidence):
             return None
         return (f"the attack did not infer labels beyond the majority class on {control_name}:"
                 " at this budget it is not shown to recover labels")
+
+    def no_leak_reason(self, control_name: str, tolerance: Tolerance) -> str:
+        """Labels only: the recovery rate, its upper bound and the tolerance."""
+        return (f"labels {self.label_recovery or 0:.0%} of {self.images} (upper bound "
+                f"{self.label_high or 0:.0%}, majority {self.majority or 0:.0%}), significantly "
+                f"below the same attack on {control_name}; tolerance: majority + "
+                f"{tolerance.label_recovery:.0%}")
 
 
 def _last_linear(model: nn.Module) -> str:
@@ -1188,8 +1201,10 @@ def _label_evidence(upd: ClientUpdate, y: Tensor, setting: AuditSetting | None =
         inferred = infer_labels_idlg(-upd.update[weight], batch_size=len(y))
     aligned = align_labels(inferred, y)
     right = int((aligned.cpu() == y.cpu()).sum())
-    ev = LabelEvidence(images=len(y), label_recovery=right / len(y),
-                       label_low=wilson_interval(right, len(y))[0], majority=majority_rate(y))
+    low, high = wilson_interval(right, len(y))
+    ev = LabelEvidence(images=len(y), label_recovery=right / len(y), label_low=low,
+                       label_high=high, majority=majority_rate(y),
+                       setting=setting.where() if setting is not None else None)
     return ev, right / len(y)
 
 

@@ -20,6 +20,7 @@ from shieldsplit.errors import ConfigError, InputShapeError
 from shieldsplit.functional import (
     Decision,
     Evidence,
+    Tolerance,
     align_labels,
     balanced_accuracy,
     balanced_accuracy_interval,
@@ -35,6 +36,7 @@ from shieldsplit.functional import (
     position_verdict,
     wilson_interval,
 )
+from shieldsplit.functional.stats import clopper_pearson_interval, victims_to_bound
 
 # ------------------------------------------------------------------ statistics
 
@@ -171,28 +173,30 @@ def test_baselines_and_lineup_against_loops() -> None:
 
 # ------------------------------------------------------------------ evidence and decisions
 
-N = 32
+N = 64
+WHERE = "split learning, activations at cut 2"
 
 
 def _ev(*, gain: float, identified: int, correct: float = 0.5, flip: bool = False,
-        labels: float | None = None) -> Evidence:
-    true = torch.arange(N) % 2
+        labels: float | None = None, n: int = N, lineup: int = 200,
+        setting: str | None = WHERE) -> Evidence:
+    true = torch.arange(n) % 2
     predicted = true.clone()
-    wrong = round((1 - correct) * N)
+    wrong = round((1 - correct) * n)
     predicted[:wrong] = 1 - true[:wrong]
     if flip:
         predicted = 1 - true
     inferred = None
     if labels is not None:
         inferred = true.clone()
-        k = round((1 - labels) * N)
+        k = round((1 - labels) * n)
         inferred[:k] = 1 - true[:k]
     return evidence(
-        rec_psnr=torch.full((N,), 15.0 + gain) + 0.1 * torch.randn(N, generator=torch.Generator()
+        rec_psnr=torch.full((n,), 15.0 + gain) + 0.1 * torch.randn(n, generator=torch.Generator()
                                                                     .manual_seed(0)),
-        baseline_psnr=torch.full((N,), 15.0),
-        identified=torch.arange(N) < identified, lineup_size=200,
-        predicted=predicted, true=true, inferred_labels=inferred, seed=0,
+        baseline_psnr=torch.full((n,), 15.0),
+        identified=torch.arange(n) < identified, lineup_size=lineup,
+        predicted=predicted, true=true, inferred_labels=inferred, seed=0, setting=setting,
     )
 
 
@@ -200,15 +204,49 @@ LEAKY = _ev(gain=10.0, identified=N, correct=0.95)
 SILENT = _ev(gain=-3.0, identified=0, correct=0.5)
 
 
+def test_clopper_pearson_matches_scipy() -> None:
+    for k, n in ((0, 1), (0, 64), (1, 64), (60, 64), (64, 64), (3, 17)):
+        ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        lo, hi = clopper_pearson_interval(k, n)
+        assert lo == pytest.approx(ref.low, abs=1e-9) and hi == pytest.approx(ref.high, abs=1e-9)
+    with pytest.raises(ConfigError):
+        clopper_pearson_interval(2, 1)
+
+
+def test_victims_to_bound_is_the_fewest_that_bound_zero_hits() -> None:
+    for tol in (0.05, 0.1, 0.3):
+        n = victims_to_bound(tol)
+        assert clopper_pearson_interval(0, n)[1] < tol <= clopper_pearson_interval(0, n - 1)[1]
+
+
 def test_evidence_kinds() -> None:
     assert LEAKY.image_leak and LEAKY.class_leak and LEAKY.leaks
+    assert LEAKY.reidentified and LEAKY.rebuilt
     assert not SILENT.leaks and not SILENT.flipped
     class_only = _ev(gain=-3.0, identified=0, correct=0.95)
     assert class_only.class_leak and not class_only.image_leak and class_only.leaks
     labels_only = _ev(gain=-3.0, identified=0, correct=0.5, labels=1.0)
     assert labels_only.label_leak and labels_only.leaks
-    # a gain without re-identification is a blur of the population, not an image leak
-    assert not _ev(gain=3.0, identified=0).image_leak
+    # either kind of image evidence is a leak on its own
+    rebuilt = _ev(gain=3.0, identified=0)
+    assert rebuilt.rebuilt and not rebuilt.reidentified and rebuilt.image_leak
+
+
+def test_reidentification_is_a_leak_whatever_the_psnr() -> None:
+    # the frontier's pgsl row: 60 of 64 picked out of a line-up of 483, PSNR below baseline
+    ev = _ev(gain=-1.5, identified=60, lineup=483)
+    assert ev.reidentified and not ev.rebuilt and ev.leaks
+    d = decide(ev, LEAKY)
+    assert d.verdict == "leaks" and "re-identification" in d.reason and "60 of 64" in d.reason
+    assert "PSNR gain" in d.reason  # both numbers quoted
+
+
+def test_one_hit_in_a_large_lineup_is_not_significant() -> None:
+    # Wilson's lower bound of 1/64 (0.28%) clears chance 1/483 (0.21%); the exact one does not
+    assert wilson_interval(1, 64)[0] > 1 / 483
+    ev = _ev(gain=-3.0, identified=1, lineup=483)
+    assert not ev.reidentified and ev.identified_low is not None
+    assert ev.identified_low < 1 / 483
 
 
 def test_evidence_rejects_mismatched_lengths() -> None:
@@ -225,7 +263,7 @@ def test_branch_attack_did_not_finish() -> None:
 
 def test_branch_leaks_needs_no_control() -> None:
     assert decide(LEAKY, None).verdict == "leaks"
-    assert "images" in decide(LEAKY, None).reason
+    assert "re-identification" in decide(LEAKY, None).reason
 
 
 def test_branch_flipped_is_never_protection() -> None:
@@ -240,21 +278,82 @@ def test_branch_no_control() -> None:
     assert d.verdict == "inconclusive" and "no positive control" in d.reason
 
 
+def test_branch_control_in_another_setting_does_not_vouch() -> None:
+    at_cut_1 = _ev(gain=10.0, identified=N, correct=0.95,
+                   setting="split learning, activations at cut 1")
+    d = decide(SILENT, at_cut_1)
+    assert d.verdict == "inconclusive" and "another setting" in d.reason
+    unrecorded = _ev(gain=10.0, identified=N, correct=0.95, setting=None)
+    assert decide(SILENT, unrecorded).verdict == "inconclusive"
+
+
 def test_branch_attack_failed_on_the_control() -> None:
     d = decide(SILENT, SILENT, control_name="the undefended twin")
     assert d.verdict == "inconclusive" and "the undefended twin" in d.reason
-    assert decide(SILENT, Evidence(status="failed")).verdict == "inconclusive"
-
-
-def test_branch_no_leakage_found() -> None:
-    d = decide(SILENT, LEAKY)
-    assert d.verdict == "no leakage found"
+    assert decide(SILENT, Evidence(status="failed", setting=WHERE)).verdict == "inconclusive"
 
 
 def test_branch_control_that_leaks_only_labels_does_not_vouch_for_images() -> None:
     labels_only = _ev(gain=-3.0, identified=0, correct=0.5, labels=1.0)
     d = decide(SILENT, labels_only)
     assert d.verdict == "inconclusive" and "only the class or labels" in d.reason
+
+
+def test_branch_not_significantly_below_the_control() -> None:
+    # the control barely re-identifies (4/64); the target's 0/64 interval overlaps it
+    weak_control = _ev(gain=-3.0, identified=4, lineup=2000)
+    assert weak_control.reidentified
+    d = decide(SILENT, weak_control)
+    assert d.verdict == "inconclusive" and "not significantly below" in d.reason
+
+
+def test_branch_too_few_victims_for_the_tolerance() -> None:
+    # 0 of 8 re-identified cannot show a rate below 10% (the example: nor 30%)
+    few = _ev(gain=-3.0, identified=0, n=8)
+    control = _ev(gain=10.0, identified=8, n=8, correct=1.0)
+    d = decide(few, control)
+    assert d.verdict == "inconclusive"
+    assert "re-identification up to" in d.reason and "0 of 8" in d.reason
+    assert "needs at least 36 victims" in d.reason
+    d30 = decide(few, control, tolerance=Tolerance(reidentification=0.3))
+    assert d30.verdict == "inconclusive" and "needs at least 11 victims" in d30.reason
+
+
+def test_branch_upper_bound_above_the_gain_tolerance() -> None:
+    # no significant gain (lower bound below 0), but the upper bound reaches +0.8 dB
+    wide = SILENT.model_copy(update={"gain_db": -0.5, "gain_low": -1.5, "gain_high": 0.8})
+    assert not wide.leaks
+    assert decide(wide, LEAKY).verdict == "no leakage found"  # default tolerance 1 dB
+    d = decide(wide, LEAKY, tolerance=Tolerance(psnr_gain_db=0.5))
+    assert d.verdict == "inconclusive" and "PSNR gain up to +0.8 dB" in d.reason
+
+
+def test_branch_upper_bound_above_the_label_tolerance() -> None:
+    # labels at the majority rate on 16 victims: the upper bound is far above majority + 15%
+    few = _ev(gain=-3.0, identified=0, labels=0.5, n=16)
+    control = _ev(gain=10.0, identified=16, n=16, correct=1.0, labels=1.0)
+    d = decide(few, control)
+    assert d.verdict == "inconclusive" and "label recovery up to" in d.reason
+
+
+def test_branch_no_leakage_found_quotes_every_number_and_the_tolerance() -> None:
+    d = decide(SILENT, LEAKY, control_name="the undefended twin")
+    assert d.verdict == "no leakage found"
+    assert "0 of 64 victims picked out" in d.reason and "PSNR gain" in d.reason
+    assert "tolerance: re-identification 10%" in d.reason and "the undefended twin" in d.reason
+
+
+@settings(max_examples=80, deadline=None)
+@given(k=st.integers(0, 64), lineup=st.integers(2, 2000), gain=st.floats(-5, 5),
+       ctl_k=st.integers(0, 64))
+def test_significant_reidentification_is_never_no_leakage(k: int, lineup: int, gain: float,
+                                                          ctl_k: int) -> None:
+    target = _ev(gain=gain, identified=k, lineup=lineup)
+    control = _ev(gain=10.0, identified=ctl_k, lineup=lineup, correct=0.95)
+    d = decide(target, control)
+    if target.identified_low is not None and target.identified_low > 1 / lineup:
+        assert d.verdict == "leaks"
+    assert d.verdict != "no leakage found" or not target.reidentified
 
 
 def test_constant_prediction_is_not_a_flip() -> None:
@@ -265,14 +364,16 @@ def test_constant_prediction_is_not_a_flip() -> None:
     assert ev.balanced_accuracy == 0.0 and not ev.flipped
 
 
-def test_too_few_victims_cannot_decide() -> None:
-    # one victim: no interval can exclude chance, so even a perfect-looking attack is not
-    # "leaks", and it cannot serve as a control either
+def test_one_victim_decides_only_by_the_lineup() -> None:
+    # one victim: no gain or class interval, so neither can show a leak; but one victim
+    # picked out of a line-up of 200 has p = 0.005 by chance: that is re-identification
     one = evidence(rec_psnr=torch.tensor([40.0]), baseline_psnr=torch.tensor([15.0]),
                    identified=torch.tensor([True]), lineup_size=200,
-                   predicted=torch.tensor([1]), true=torch.tensor([1]), seed=0)
-    assert not one.class_leak and not one.leaks
-    assert decide(SILENT, one).verdict == "inconclusive"
+                   predicted=torch.tensor([1]), true=torch.tensor([1]), seed=0, setting=WHERE)
+    assert not one.class_leak and not one.rebuilt and one.reidentified
+    missed = one.model_copy(update={"identified": 0, "identified_low": 0.0,
+                                    "identified_high": 0.975})
+    assert not missed.leaks and decide(SILENT, missed).verdict == "inconclusive"
 
 
 def test_position_verdict() -> None:

@@ -23,9 +23,14 @@ a **positive control**: the same attack at the same budget on a model known to l
 - For a defence, its *undefended twin*: the same architecture at the same cut, trained
   on the audit's data (``control_epochs``), or the trained undefended model you pass as
   ``control``; the report also shows the reduction the defence buys.
-- For a plain model, a *calibration*: split attacks at the model's first cut, and the
-  FedAvg-update attack on batch-1 gradients at the model's current weights (a batch-1
-  gradient attack is its own calibration).
+- For a plain model, a *calibration* in the audited setting: the same attack on a
+  freshly initialised copy of the architecture, at the same cut and with the same
+  observation protocol (a control in another setting, another cut or batch-1 gradients
+  for a FedAvg update, vouches for nothing and the rule says so).
+
+A *no leakage found* also needs the target significantly below its control, every upper
+bound under the audit's :class:`~shieldsplit.functional.verdict.Tolerance` (quoted in the
+verdict), and, for a defence, every attack that declares it adapts to that defence run.
 
 The decision rule (:mod:`shieldsplit.functional.verdict`) gives one verdict per attack
 and one per attacker position; the summary, the JSON and the HTML open with those
@@ -59,7 +64,7 @@ from torch import Tensor, nn
 from shieldsplit import attacks as _attacks
 from shieldsplit._core.progress import progress_bar
 from shieldsplit._core.provenance import library_versions, machine_info
-from shieldsplit._core.validate import check_int
+from shieldsplit._core.validate import build_config, check_int
 from shieldsplit.attacks.base import (
     AttackContext,
     Budget,
@@ -71,7 +76,12 @@ from shieldsplit.attacks.base import (
 )
 from shieldsplit.attacks.observe import observe_gradient, observe_update
 from shieldsplit.attacks.observe_split import observe_activations
-from shieldsplit.audit.membership import heldout_of, membership_audit
+from shieldsplit.audit.membership import (
+    MembershipReport,
+    decide_membership_report,
+    heldout_of,
+    membership_audit,
+)
 from shieldsplit.audit.report import (
     AttackResult,
     AuditReport,
@@ -80,7 +90,7 @@ from shieldsplit.audit.report import (
     PositionVerdict,
     render_html,
 )
-from shieldsplit.cutting import list_cut_points, split_model
+from shieldsplit.cutting import split_model
 from shieldsplit.datacontract import as_tensors
 from shieldsplit.defenses.base import Defense
 from shieldsplit.errors import ConfigError, EmptyDataError, ShieldSplitError, UnsupportedModelError
@@ -101,8 +111,10 @@ from shieldsplit.functional.stats import (
     no_attack_baselines,
 )
 from shieldsplit.functional.verdict import (
+    DEFAULT_TOLERANCE,
     Decision,
     Evidence,
+    Tolerance,
     decide,
     evidence,
     position_verdict,
@@ -306,6 +318,7 @@ def audit(
     heldout: Any = None,
     batch_size: int = 32,
     attack_options: Mapping[str, Mapping[str, Any]] | None = None,
+    tolerance: Tolerance | Mapping[str, float] | None = None,
     progress: bool = True,
 ) -> AuditReport:
     """Attack ``model`` with every applicable attack, score what leaks, and give verdicts.
@@ -348,6 +361,12 @@ def audit(
             attack's ``Config`` before any work (``shieldsplit options`` lists them), e.g.
             ``{"inverting-gradients": {"iterations": 500}}``. The attack's control runs
             with the same options, so its verdict still compares like with like.
+        tolerance: what a *no leakage found* must bound each kind of evidence under (the
+            95% upper bounds of re-identification, PSNR gain, balanced accuracy above
+            chance, label recovery above the majority rate, membership AUC above 0.5): a
+            :class:`~shieldsplit.functional.verdict.Tolerance`, or a mapping of its fields
+            (default: ``Tolerance()``, the values of docs/audit.md). Every such verdict
+            quotes it.
         progress: show progress bars.
 
     Returns:
@@ -377,6 +396,7 @@ def audit(
     if control_epochs is not None:
         check_int("control_epochs", control_epochs, low=1, fix="pass your defence's epochs")
     control = _check_control(control)
+    tol = check_tolerance(tolerance)
     if isinstance(heldout, str) and heldout != "auto":
         raise ConfigError.build(what="heldout", expected="'auto', labelled images or None",
                                 received=repr(heldout)[:80], fix="pass heldout='auto'")
@@ -423,6 +443,7 @@ def audit(
         cut=target.cut, budget=budget, seed=seed, victims=n_victims, auxiliary=len(ax),
         clean_accuracy=_clean_accuracy(model, vx, vy), majority_rate=majority_rate(vy),
         chance=1.0 / len(torch.unique(vy)), versions=library_versions(), machine=machine_info(),
+        tolerance=tol,
     )
     if target.wire.activations is not None:
         report.distance_correlation = distance_correlation(vx, target.wire.activations)
@@ -452,10 +473,10 @@ def audit(
         except KeyboardInterrupt:
             report.complete = False
             logger.warning("audit cancelled while running its controls; the report is partial")
-    _decide_all(report)
+    decide_report(report)
     held = heldout_of(data) if isinstance(heldout, str) else heldout
     if held is not None and report.complete:
-        _membership(report, model, setting, held, control, control_epochs, batch_size)
+        _membership(report, model, setting, held, control, control_epochs, batch_size, tol)
     elif held is None:
         report.membership_note = (MEMBERSHIP_ASK if heldout is None and heldout_of(data)
                                   is not None else MEMBERSHIP_OFF)
@@ -500,6 +521,32 @@ def checked_attack_options(
         attack_class(name).configure(dict(given))
         out[name] = dict(given)
     return out
+
+
+def check_tolerance(tolerance: Tolerance | Mapping[str, float] | None) -> Tolerance:
+    """A :class:`~shieldsplit.functional.verdict.Tolerance` from what a user passed.
+
+    Args:
+        tolerance: a Tolerance, a mapping of its fields, or None (the defaults).
+
+    Returns:
+        The validated tolerance.
+
+    Raises:
+        ConfigError: not a mapping, an unknown field, or a value out of range.
+
+    Example:
+        >>> check_tolerance({"reidentification": 0.05}).reidentification
+        0.05
+    """
+    if isinstance(tolerance, Tolerance):
+        return tolerance
+    if tolerance is not None and not isinstance(tolerance, Mapping):
+        raise ConfigError.build(
+            what="tolerance", expected="a Tolerance, a mapping of its fields or None",
+            received=repr(tolerance)[:80], fix="pass e.g. tolerance={'reidentification': 0.1}")
+    return build_config(Tolerance, dict(tolerance or {}),
+                        fix="pass e.g. tolerance={'reidentification': 0.1}")
 
 
 def _check_control(control: Any) -> Any:
@@ -553,6 +600,28 @@ def _score_baselines(report: AuditReport, vx: Tensor, vy: Tensor, ax: Tensor,
 
 
 # --------------------------------------------------------------------------- one attack
+def setting_words(kind: str, cut: int | str) -> str:
+    """Where an attack observes, in words: what a control must share to vouch for it.
+
+    Args:
+        kind: ``activations``, ``gradient`` or ``update``.
+        cut: the split point (for activations).
+
+    Returns:
+        The setting (position, cut or observation, batch size, protocol).
+
+    Example:
+        >>> setting_words("activations", 2)
+        'split learning, activations at cut 2'
+    """
+    if kind == "activations":
+        return f"split learning, activations at cut {cut}"
+    if kind == "update":
+        return (f"federated, FedAvg update of {FEDAVG['local_epochs']} local epochs of SGD "
+                f"(lr {FEDAVG['lr']:g}) at batch {FEDAVG['local_batch_size']}")
+    return "federated, gradient of one image"
+
+
 def _observe(target: _Target, s: _Setting, kind: str, limit: int | None = None) -> tuple[
         list[Observation], Tensor]:
     """The observations an attack gets of ``target`` and the victim indices they cover
@@ -631,6 +700,7 @@ def _attack(
         rec_psnr=per_psnr, baseline_psnr=s.baseline_psnr[idx],
         identified=lineup_identified(images, truth_x, s.ax), lineup_size=len(s.ax) + 1,
         predicted=predicted, true=truth_y, inferred_labels=labels, seed=s.seed,
+        setting=setting_words(observes, target.cut),
     )
     result = AttackResult(
         **base,
@@ -713,27 +783,37 @@ def _run_controls(
             received=type(control).__name__,
             fix="audit a plain model with control='auto' (a calibration run)",
         )
-    # A plain model (or the undefended split itself): calibrate only what found nothing.
-    report.control = ("calibration: split attacks at the model's first cut, the update "
-                      "attack on batch-1 gradients at the current weights")
-    first = list_cut_points(model)[0].index if shield is None else None
-    calibrated: _Target | None = None
+    # A plain model (or the undefended split itself): calibrate what found nothing, in
+    # the audited setting (same cut, same observation protocol), on untrained weights.
+    report.control = ("calibration: the same attacks on a freshly initialised copy of the "
+                      f"architecture, at cut {target.cut} and with the same observation "
+                      "protocol")
+    fresh: _Target | None = None
     for r in ok:
         if r.evidence is not None and r.evidence.leaks:
             continue
-        if r.position == "split" and shield is None and first is not None and first != target.cut:
-            if calibrated is None:
-                with eval_mode(model):
-                    calibrated = _plain_target(model, first, s.vx)
-            c, _, _ = _attack(r.attack, calibrated, s)
-            r.control = _control_from(c, "calibration", f"the same attack at cut {first}")
-        elif r.observes == "update":
-            c, _, _ = _attack(r.attack, target, s, kind="gradient", limit=r.images)
-            r.control = _control_from(c, "calibration",
-                                      "the same attack on batch-1 gradients of its victims")
-        else:
-            r.control = _control_from(r, "same run",
-                                      "the audited setting is already the calibration setting")
+        if fresh is None:
+            fresh = _fresh_target(model, target, s)
+        c, _, _ = _attack(r.attack, fresh, s)
+        r.control = _control_from(c, "calibration",
+                                  f"a freshly initialised {_architecture(model)} at cut "
+                                  f"{target.cut}, same protocol")
+
+
+def _fresh_target(model: nn.Module, target: _Target, s: _Setting) -> _Target:
+    """The calibration target: a copy of ``model`` with every layer re-initialised (seeded),
+    observed at the same cut (the user's model is not touched)."""
+    fresh = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s.seed)
+        for module in fresh.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if module is not fresh and callable(reset):
+                reset()
+    fresh.eval()
+    if isinstance(fresh, Defense):
+        return _defense_target(fresh, s.vx)
+    return _plain_target(fresh, target.cut, s.vx)
 
 
 def _stand_in(attack: str, defense_name: str) -> str:
@@ -781,9 +861,39 @@ def _control_from(r: AttackResult, kind: Any, description: str) -> ControlResult
 
 
 # --------------------------------------------------------------------------- verdicts
-def _decide_all(report: AuditReport) -> None:
-    """Apply the decision rule to every attack, then combine per attacker position."""
-    for r in report.results:
+def decide_report(report: AuditReport) -> None:
+    """Apply the decision rule to every attack of ``report`` from its stored evidence, then
+    combine per attacker position (replacing those verdicts and membership's).
+
+    The one place verdicts are made: the audit calls it, and a results page re-decides a
+    stored report with it, so a page always reads the current rule.
+
+    Args:
+        report: an audit report (its ``tolerance`` is the rule's).
+    """
+    report.verdicts = decide_results(report.results, defense=report.defense,
+                                     tolerance=report.tolerance)
+    if report.membership is not None:
+        decide_membership_report(report.membership, report.tolerance)
+        report.verdicts.append(membership_verdict(report.membership))
+
+
+def decide_results(results: Sequence[AttackResult], *, defense: str,
+                   tolerance: Tolerance = DEFAULT_TOLERANCE) -> list[PositionVerdict]:
+    """Decide every attack of one audited model from its stored evidence (verdict, reason
+    and the control's reduction are written into ``results``), and word one verdict per
+    attacker position.
+
+    Args:
+        results: the attacks' results, each with its control where one ran.
+        defense: the audited model's defence (``none`` for a plain model): the attacks
+            that declare they adapt to it must have run for a *no leakage found*.
+        tolerance: the rule's tolerance.
+
+    Returns:
+        The position verdicts (split, then federated, where attacks ran).
+    """
+    for r in results:
         target = r.evidence if r.evidence is not None else Evidence(status=r.status)
         control = None
         if r.control is not None:
@@ -791,66 +901,113 @@ def _decide_all(report: AuditReport) -> None:
             if r.control.psnr is not None and r.psnr is not None and r.control.kind in (
                     "undefended twin", "your control"):
                 r.reduction_db = r.control.psnr - r.psnr
-        d = decide(target, control,
+        d = decide(target, control, tolerance=tolerance,
                    control_name=r.control.description if r.control is not None else "the control")
         r.verdict, r.reason = d.verdict, d.reason
-    for position in ("split", "federated"):
-        rs = [r for r in report.results if r.position == position and r.status != "n/a"]
+    out = []
+    for position in POSITION_WORDS:
+        rs = [r for r in results if r.position == position and r.status != "n/a"]
         if rs:
-            report.verdicts.append(_position_sentence(position, rs))
+            out.append(_position_sentence(position, rs, unrun_adaptive(results, defense,
+                                                                       position)))
+    return out
 
 
-def _position_sentence(position: str, rs: list[AttackResult]) -> PositionVerdict:
+def unrun_adaptive(results: Sequence[AttackResult], defense: str, position: str) -> list[str]:
+    """The attacks that declare they adapt to ``defense``, at ``position``, and did not
+    finish among ``results`` (a *no leakage found* needs them all).
+
+    Args:
+        results: an audit's results.
+        defense: the audited defence's name.
+        position: ``split`` or ``federated``.
+
+    Returns:
+        Attack names, from the registry's declarations.
+
+    Example:
+        >>> unrun_adaptive([], "pgsl", "split"), unrun_adaptive([], "laplace", "split")
+        (['adaptive-split'], [])
+    """
+    done = {r.attack for r in results if r.status == "ok"}
+    return [a for a in available_attacks()
+            if defense in attack_class(a).adapts_to
+            and attack_class(a).position() == position and a not in done]
+
+
+def _image_words(r: AttackResult, e: Evidence) -> str:
+    """Both kinds of image evidence, numbers and line-up count included."""
+    return (f"{e.identified} of {e.images} victims picked out of a line-up of "
+            f"{round(1 / e.lineup_chance) if e.lineup_chance else '?'} images (95% CI "
+            f"{(e.identified_low or 0):.1%}-{(e.identified_high or 0):.1%}, chance "
+            f"{(e.lineup_chance or 0):.1%}); PSNR {r.psnr or 0:.1f} dB against the no-attack "
+            f"baseline {r.baseline_psnr or 0:.1f} dB ({e.gain_words()})")
+
+
+def _position_sentence(position: str, rs: list[AttackResult],
+                       missing: Sequence[str] = ()) -> PositionVerdict:
     who = POSITION_WORDS[position]
     verdict = position_verdict([Decision(verdict=r.verdict or "inconclusive", reason="")
                                 for r in rs])
     names = [r.attack for r in rs]
+    if verdict == "no leakage found" and missing:
+        verdict = "inconclusive"
     if verdict == "leaks":
-        leaking = [r for r in rs if r.verdict == "leaks" and r.evidence is not None]
-        images = [(r, r.evidence) for r in leaking if r.evidence is not None
-                  and r.evidence.image_leak]
+        leaking = [(r, r.evidence) for r in rs if r.verdict == "leaks" and r.evidence is not None]
+        images = [(r, e) for r, e in leaking if e.image_leak]
         if images:
-            best, e = max(images, key=lambda pair: pair[0].psnr or 0.0)
-            text = (f"{who} can rebuild recognisable images: {best.psnr:.1f} dB with "
-                    f"{best.attack} (no-attack baseline {best.baseline_psnr:.1f} dB), "
-                    f"{e.identified} of {e.images} victims picked out of a line-up")
+            best, e = max(images, key=lambda pair: (pair[1].identified, pair[0].psnr or 0.0))
+            kinds = " and ".join(k for k, hit in (("re-identifies patients", e.reidentified),
+                                                  ("rebuilds images", e.rebuilt)) if hit)
+            text = f"{who} {kinds} with {best.attack}: {_image_words(best, e)}"
         else:
-            best, e = max(((r, r.evidence) for r in leaking if r.evidence is not None),
-                          key=lambda pair: pair[0].balanced_accuracy or 0.0)
+            best, e = max(leaking, key=lambda pair: pair[0].balanced_accuracy or 0.0)
             if e.class_leak:
                 text = (f"{who} can read the class off its reconstructions: balanced "
                         f"accuracy {e.balanced_accuracy:.0%} [{e.balanced_low:.0%}, "
                         f"{e.balanced_high:.0%}] with {best.attack} (chance {e.chance:.0%}); "
-                        "the images themselves are not recognisable")
+                        f"no image leak shown: {_image_words(best, e)}")
             else:
                 text = (f"{who} can read each victim's label: {best.label_recovery:.0%} "
                         f"of {e.images} with {best.attack} (majority class {e.majority:.0%}); "
-                        "the images themselves are not recognisable")
+                        f"no image leak shown: {_image_words(best, e)}")
     elif verdict == "no leakage found":
-        best = max(rs, key=lambda r: r.psnr or 0.0)
-        ctrl = best.control
-        text = f"{who}: no leakage found at this strength"
-        if ctrl is not None and ctrl.psnr is not None and best.psnr is not None:
-            text += (f" ({best.attack} {best.psnr:.1f} dB against {ctrl.psnr:.1f} dB on "
-                     f"{ctrl.description})")
+        text = f"{who}: no leakage found at this strength (" + "; ".join(
+            f"{r.attack}: {r.reason}" for r in rs) + ")"
     else:
-        why = "; ".join(f"{r.attack}: {r.reason}" for r in rs if r.verdict == "inconclusive")
-        text = f"{who}: inconclusive ({why})"
+        why = [f"{r.attack}: {r.reason}" for r in rs if r.verdict == "inconclusive"]
+        if missing:
+            why.append(f"{', '.join(missing)} declare(s) they adapt to this defence and did "
+                       "not run: without them no leakage cannot be shown")
+        text = f"{who}: inconclusive ({'; '.join(why)})"
     return PositionVerdict(position=position, verdict=verdict, sentence=text, attacks=names)
 
 
 # --------------------------------------------------------------------------- membership
 def _membership(report: AuditReport, model: nn.Module, s: _Setting, heldout: Any,
-                control: Any, control_epochs: int | None, batch_size: int) -> None:
+                control: Any, control_epochs: int | None, batch_size: int,
+                tolerance: Tolerance) -> None:
     """Membership inference on the victims (members) against ``heldout`` (non-members)."""
     hx, hy = as_tensors(heldout, model=model)
     m = membership_audit(
         model, members=(s.vx, s.vy), nonmembers=(hx, hy), auxiliary=(s.ax, s.ay),
         epochs=control_epochs or CONTROL_EPOCHS[s.budget], batch_size=batch_size,
         budget=s.budget, seed=s.seed,
-        control=None if control is None else "auto",
+        control=None if control is None else "auto", tolerance=tolerance,
     )
     report.membership = m
+    report.verdicts.append(membership_verdict(m))
+
+
+def membership_verdict(m: MembershipReport) -> PositionVerdict:
+    """The membership verdict in words, from a decided membership report.
+
+    Args:
+        m: the membership report.
+
+    Returns:
+        The position verdict ``membership``.
+    """
     best = m.best()
     tprs = ", ".join(f"TPR {v:.1%} at {k} FPR" for k, v in best.tpr.items() if v is not None)
     can = "can" if m.verdict == "leaks" else "cannot, at this strength,"
@@ -861,8 +1018,13 @@ def _membership(report: AuditReport, model: nn.Module, s: _Setting, heldout: Any
             + f" ({m.members} members, {m.nonmembers} non-members)")
     if m.verdict == "inconclusive":
         text = f"Membership inference: inconclusive ({m.reason})"
-    report.verdicts.append(PositionVerdict(position="membership", verdict=m.verdict,
-                                           sentence=text, attacks=[r.attack for r in m.results]))
+    elif m.verdict == "no leakage found":
+        text += f"; {best.reason}"
+    if m.one_class and m.verdict != "inconclusive":
+        text += ("; the model predicts one class for every audited image: it has learned "
+                 "nothing to leak, which is not protection")
+    return PositionVerdict(position="membership", verdict=m.verdict, sentence=text,
+                           attacks=[r.attack for r in m.results])
 
 
 __all__ = [
@@ -874,9 +1036,15 @@ __all__ = [
     "PositionVerdict",
     "applicable_attacks",
     "audit",
+    "check_tolerance",
+    "decide_report",
+    "decide_results",
     "default_attacks",
     "defense_attacks",
     "library_versions",
+    "membership_verdict",
     "png_base64",
     "render_html",
+    "setting_words",
+    "unrun_adaptive",
 ]

@@ -68,8 +68,14 @@ from shieldsplit.functional.membership import (
     roc_points,
     tpr_at_fpr,
 )
-from shieldsplit.functional.verdict import VerdictLabel, position_verdict
+from shieldsplit.functional.verdict import (
+    DEFAULT_TOLERANCE,
+    Tolerance,
+    VerdictLabel,
+    position_verdict,
+)
 from shieldsplit.plots import RocCurve
+from shieldsplit.training import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -309,6 +315,7 @@ class MembershipReport(BaseModel):
         dp_tpr_bound: the TPR bound that ``(epsilon, delta)`` implies at each FPR.
         reference_seconds: time spent training reference models (cache misses only).
         seconds: total time.
+        one_class: the model predicts one class for every audited image (stuck).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -331,6 +338,7 @@ class MembershipReport(BaseModel):
     dp_tpr_bound: dict[str, float] | None = None
     reference_seconds: float = 0.0
     seconds: float = 0.0
+    one_class: bool = False
 
     def best(self) -> MembershipResult:
         """The attack with the highest AUC."""
@@ -428,6 +436,20 @@ def overfitted_control(template: nn.Module, members: Labelled, *, epochs: int,
                         seed=seed)
 
 
+def predicts_one_class(model: nn.Module, x: Tensor) -> bool:
+    """Whether ``model`` gives every image of ``x`` the same class (a stuck classifier).
+
+    Example:
+        >>> from torch import nn
+        >>> predicts_one_class(nn.Linear(4, 3), torch.zeros(5, 4))
+        True
+    """
+    with torch.no_grad(), eval_mode(model):
+        out = (model.predict_proba(x) if isinstance(model, Defense)
+               else model(x))
+    return len(torch.unique(out.argmax(-1))) == 1
+
+
 def membership_audit(
     model: nn.Module,
     *,
@@ -445,13 +467,17 @@ def membership_audit(
     size: int | None = None,
     fprs: Sequence[float] | None = None,
     seed: int = 0,
+    tolerance: Tolerance = DEFAULT_TOLERANCE,
 ) -> MembershipReport:
     """Audit how much ``model`` reveals about which images it trained on.
 
     The rule (module docstring, docs/audit.md): an attack *leaks* if its AUC's 95%
-    bootstrap lower bound is above 0.5, or if at the 1%-FPR threshold its TPR's Wilson
-    lower bound is above the FPR's Wilson upper bound; *no leakage found* needs the same
-    attack to leak on the overfitted control; else *inconclusive*.
+    bootstrap lower bound is above 0.5 (its one primary test; the TPR at 1% FPR is
+    reported beside it); *no leakage found* needs the same attack to leak on the
+    overfitted control, the target's AUC interval below the control's and its upper
+    bound under 0.5 plus ``tolerance.membership_auc``; else *inconclusive*. A model that
+    predicts one class for every audited image is flagged in the reason: a *no leakage
+    found* there is not protection.
 
     Args:
         model: the trained classifier or :class:`~shieldsplit.defenses.base.Defense` (queried
@@ -474,6 +500,8 @@ def membership_audit(
         fprs: FPRs to report; default 0.1% and 1%, None where unresolvable (with a note);
             FPRs passed here must be resolvable, else an error.
         seed: seeds the sets, the reference models, the control and the bootstrap.
+        tolerance: the AUC upper bound a *no leakage found* must stay under
+            (:class:`~shieldsplit.functional.verdict.Tolerance`).
 
     Returns:
         The report.
@@ -542,34 +570,66 @@ def membership_audit(
             twin, arch, Recipe(epochs=c_epochs, batch_size=batch_size), sets, aux, names,
             refs, wanted, seed)
         ref_seconds += c_ref
-    decisions = []
-    for i, r in enumerate(results):
-        ctl = control_results[i] if control_results is not None else None
-        d = decide_membership(r.evidence, ctl.evidence if ctl else None)
-        r.verdict, r.reason = d.verdict, d.reason
-        r.control_auc = ctl.auc if ctl else None
-        decisions.append(d)
-    verdict = position_verdict(decisions)
-    leaking = [r.attack for r in results if r.verdict == "leaks"]
-    reason = (f"{', '.join(leaking)} detect(s) members" if leaking else
-              "every attack found nothing and leaked on the overfitted control"
-              if verdict == "no leakage found" else
-              "no attack leaked, and not every attack is vouched for by the control")
+    stuck = predicts_one_class(model, torch.cat([sets.members[0], sets.nonmembers[0]]))
     privacy = model.privacy() if isinstance(model, Defense) else {}
     eps, dlt = privacy.get("epsilon"), privacy.get("delta")
     bound = ({fpr_label(f): float(dp_tpr_bound([f], eps, dlt or 0.0)[0]) for f in wanted}
              if eps else None)
-    return MembershipReport(
+    report = MembershipReport(
         members=len(sets.members[0]), nonmembers=n, auxiliary=len(aux[0]),
         reference_models=refs, budget=budget, seed=seed, recipe=recipe, results=results,
-        control=control_results, control_epochs=c_epochs, verdict=verdict, reason=reason,
-        notes=notes, epsilon=eps, delta=dlt, dp_tpr_bound=bound,
+        control=control_results, control_epochs=c_epochs, verdict="inconclusive", reason="",
+        notes=notes, epsilon=eps, delta=dlt, dp_tpr_bound=bound, one_class=stuck,
         reference_seconds=ref_seconds, seconds=time.perf_counter() - start)
+    decide_membership_report(report, tolerance)
+    return report
+
+
+def decide_membership_report(report: MembershipReport,
+                             tolerance: Tolerance = DEFAULT_TOLERANCE) -> None:
+    """Apply the decision rule to every attack of ``report`` from its stored evidence and
+    its control's, then combine (the one place membership verdicts are made: the audit
+    calls it, and a results page re-decides a stored report with it).
+
+    Args:
+        report: a membership report; its verdicts and reasons are replaced.
+        tolerance: the AUC upper bound a *no leakage found* must stay under.
+    """
+    controls = {c.attack: c for c in report.control or []}
+    decisions = []
+    for r in report.results:
+        ctl = controls.get(r.attack)
+        d = decide_membership(r.evidence, ctl.evidence if ctl else None, tolerance=tolerance)
+        r.verdict, r.reason = d.verdict, d.reason
+        r.control_auc = ctl.auc if ctl else None
+        decisions.append(d)
+    report.verdict = position_verdict(decisions)
+    leaking = [r.attack for r in report.results if r.verdict == "leaks"]
+    reason = (f"{', '.join(leaking)} detect(s) members" if leaking else
+              "every attack found nothing and leaked on the overfitted control"
+              if report.verdict == "no leakage found" else
+              "no attack leaked, and not every attack is vouched for by the control")
+    if report.one_class:
+        reason += ("; the model predicts one class for every audited image (stuck at a "
+                   "single class): it has learned nothing to leak, which is not protection")
+    report.reason = reason
 
 
 __all__ = [
-    "BUDGET_ATTACKS", "CONTROL_EPOCHS", "DEFAULT_FPRS", "REFERENCE_MODELS", "MembershipReport",
-    "MembershipResult", "MembershipSets", "check_disjoint", "fpr_label", "heldout_of",
+    "BUDGET_ATTACKS",
+    "CONTROL_EPOCHS",
+    "DEFAULT_FPRS",
+    "REFERENCE_MODELS",
+    "MembershipReport",
+    "MembershipResult",
+    "MembershipSets",
+    "check_disjoint",
+    "decide_membership_report",
+    "fpr_label",
+    "heldout_of",
     "membership_audit",
-    "membership_sets", "overfitted_control", "without_shared",
+    "membership_sets",
+    "overfitted_control",
+    "predicts_one_class",
+    "without_shared",
 ]

@@ -19,6 +19,7 @@ from shieldsplit.attacks.base import (
 from shieldsplit.audit.membership import MembershipReport
 from shieldsplit.functional.verdict import (
     Evidence,
+    Tolerance,
     VerdictLabel,
 )
 from shieldsplit.plots import png_base64, roc_html
@@ -32,8 +33,8 @@ class ControlResult(BaseModel):
 
     Attributes:
         kind: ``undefended twin``, ``your control`` (a model you passed), ``calibration``
-            (a plain model's easier setting) or ``same run`` (the audited setting is
-            already the calibration setting).
+            (a plain model's freshly initialised copy, in the audited setting) or ``same
+            run`` (reports made before the calibration moved into the audited setting).
         description: what the control was, in words.
         attack: the attack run on the control (an adaptive attack's stand-in on a model
             without its defence).
@@ -190,11 +191,12 @@ class AuditReport(BaseModel):
         complete: False when the audit was cancelled.
         versions: library versions.
         machine: where it ran.
+        tolerance: what a *no leakage found* bounds each kind of evidence under.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: int = 2
+    schema_version: int = 3
     verdicts: list[PositionVerdict] = Field(default_factory=list)
     created: str
     model: str
@@ -220,6 +222,7 @@ class AuditReport(BaseModel):
     complete: bool = True
     versions: dict[str, str] = Field(default_factory=dict)
     machine: dict[str, str] = Field(default_factory=dict)
+    tolerance: Tolerance = Field(default_factory=Tolerance)
 
     _images: dict[str, tuple[Tensor, Tensor]] = PrivateAttr(default_factory=dict)
 

@@ -47,15 +47,17 @@ from torch import nn
 
 from shieldsplit._core.progress import progress_bar
 from shieldsplit._core.validate import build_config
-from shieldsplit.attacks.base import Budget
+from shieldsplit.attacks.base import Budget, attack_class, available_attacks
 from shieldsplit.audit.auditor import (
     AttackResult,
     AuditReport,
     audit,
+    decide_results,
     defense_attacks,
     library_versions,
+    membership_verdict,
 )
-from shieldsplit.audit.membership import heldout_of
+from shieldsplit.audit.membership import decide_membership_report, heldout_of
 from shieldsplit.compare.report import (
     CompareTable,
     DefenseRun,
@@ -72,6 +74,7 @@ from shieldsplit.datacontract import as_dataset
 from shieldsplit.defenses.base import available_defenses, create_defense
 from shieldsplit.errors import ConfigError
 from shieldsplit.functional.stats import majority_rate
+from shieldsplit.functional.verdict import Tolerance
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +116,51 @@ class RunSpec(BaseModel):
     membership: bool = True
     progress: bool = True
 
+
+
+def with_adaptive(attacks: Sequence[str], defenses: Sequence[str]) -> tuple[str, ...]:
+    """``attacks`` plus every registered attack that declares it adapts to one of
+    ``defenses`` (a defence's *no leakage found* needs them; read from the declarations).
+
+    Args:
+        attacks: the attacks asked for.
+        defenses: the defence names compared.
+
+    Returns:
+        The attacks to run, the asked ones first.
+
+    Example:
+        >>> with_adaptive(["split-black-box"], ["none", "pgsl"])
+        ('split-black-box', 'adaptive-split')
+        >>> with_adaptive(["split-black-box"], ["laplace"])
+        ('split-black-box',)
+    """
+    extra = [a for a in available_attacks() if a not in attacks
+             and any(d in attack_class(a).adapts_to for d in defenses)]
+    return (*attacks, *extra)
+
+
+def redecide(table: CompareTable, tolerance: Tolerance | None = None) -> CompareTable:
+    """Decide every row of a stored table again under the current rule, from its stored
+    evidence (the attacks', their controls' and membership's): what a results page
+    renders, so it never quotes a verdict the rule no longer gives.
+
+    Args:
+        table: a comparison (changed in place).
+        tolerance: the rule's tolerance (default: the table's own).
+
+    Returns:
+        The same table.
+    """
+    if tolerance is not None:
+        table.tolerance = tolerance
+    for run in table.rows:
+        results = [r for r in run.leakage.values() if r.status != "n/a"]
+        run.verdicts = decide_results(results, defense=run.defense, tolerance=table.tolerance)
+        if run.membership is not None:
+            decide_membership_report(run.membership, table.tolerance)
+            run.verdicts.append(membership_verdict(run.membership))
+    return table
 
 
 def _specs(
@@ -184,7 +232,8 @@ def compare(
         sweeps: ``name -> values`` of the defence's strength option (e.g.
             ``{"laplace": [0.1, 0.5, 1.0]}``); each value is one run, drawn as a curve.
         attacks: audit attack names (default: federated IG on a FedAvg update and the
-            split black-box decoder).
+            split black-box decoder); every attack that declares it adapts to a compared
+            defence is added (a *no leakage found* needs it), ``n/a`` for the others.
         cut: the cut of every defence.
         epochs: training epochs of every defence.
         batch_size: training batch size.
@@ -209,12 +258,13 @@ def compare(
     Reference:
         Jiang, Firouzi, Chakrabarty 2025 (Fig. 4); Khowaja et al. 2022 (Table I).
     """
+    specs = _specs(defenses, sweeps)
+    attacks = with_adaptive(attacks, [n for n, _ in specs])
     spec = build_config(RunSpec, dict(attacks=tuple(attacks), cut=cut, epochs=epochs,
                          batch_size=batch_size, budget=budget, victims=victims, seed=seed,
                          membership=membership, progress=progress),
                         fix="see the options of shieldsplit.compare.frontier")
     data = as_dataset(data, model=model, seed=seed)  # the one data contract (docs/data.md)
-    specs = _specs(defenses, sweeps)
     if "none" not in [n for n, _ in specs]:
         specs.insert(0, ("none", {}))
     specs.sort(key=lambda spec: spec[0] != "none")  # the control first
@@ -285,7 +335,8 @@ def run_defense(
             split to train and audit on, test split for accuracy.
         name: a registered defence.
         options: its keyword options (besides cut and seed).
-        attacks: audit attacks; those whose threat model does not apply get ``n/a``.
+        attacks: audit attacks; those whose threat model does not apply get ``n/a``;
+            the attacks that declare they adapt to ``name`` are added.
         cut: the defence's cut.
         epochs: training epochs.
         batch_size: training batch size.
@@ -317,9 +368,9 @@ def run_defense(
         >>> run.defense, run.strength, run.strength_value, run.leakage["split-black-box"].status
         ('laplace', 'scale', 0.5, 'ok')
     """
-    spec = build_config(RunSpec, dict(attacks=tuple(attacks), cut=cut, epochs=epochs,
-                         batch_size=batch_size, budget=budget, victims=victims, seed=seed,
-                         membership=membership, progress=progress),
+    spec = build_config(RunSpec, dict(attacks=with_adaptive(attacks, [name]), cut=cut,
+                         epochs=epochs, batch_size=batch_size, budget=budget, victims=victims,
+                         seed=seed, membership=membership, progress=progress),
                         fix="see the options of shieldsplit.compare.frontier")
     data = as_dataset(data, model=model, seed=seed)
     return _run_seeded(model, data, name, dict(options or {}), spec, control)[0]
@@ -390,7 +441,18 @@ def _train_and_audit(
 
 
 __all__ = [
-    "DEFAULT_ATTACKS", "CompareTable", "DefenseRun", "MatchedPair", "RunSpec", "compare",
+    "DEFAULT_ATTACKS",
+    "CompareTable",
+    "DefenseRun",
+    "MatchedPair",
+    "RunSpec",
+    "compare",
     "dp_sentence",
-    "match_by_accuracy", "membership_curves", "render_html", "run_defense", "run_label",
+    "match_by_accuracy",
+    "membership_curves",
+    "redecide",
+    "render_html",
+    "run_defense",
+    "run_label",
+    "with_adaptive",
 ]

@@ -21,6 +21,7 @@ from shieldsplit.audit.auditor import (
 )
 from shieldsplit.audit.membership import MembershipReport, fpr_label
 from shieldsplit.errors import ConfigError
+from shieldsplit.functional.verdict import Tolerance
 from shieldsplit.plots import RocCurve, png_base64, roc_html
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,9 @@ class CompareTable(BaseModel):
         complete: False if the run was cancelled with Ctrl-C.
         machine: where it ran.
         versions: library versions.
+        tolerance: the decision rule's tolerance (every audit's).
+        run: how the table was made, where a benchmark records it (command, wall time,
+            load average).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -141,6 +145,8 @@ class CompareTable(BaseModel):
     complete: bool = True
     machine: dict[str, str] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
+    tolerance: Tolerance = Field(default_factory=Tolerance)
+    run: dict[str, Any] = Field(default_factory=dict)
 
     def summary(self) -> str:
         """One screen of text: a row per defence, accuracy then each attack's PSNR, balanced

@@ -21,6 +21,7 @@ from shieldsplit.functional.stats import (
 from shieldsplit.functional.verdict import (
     Decision,
     Evidence,
+    Tolerance,
     VerdictLabel,
     decide,
     evidence,
@@ -30,6 +31,7 @@ from shieldsplit.functional.verdict import (
 __all__ = [
     "Decision",
     "Evidence",
+    "Tolerance",
     "VerdictLabel",
     "align_labels",
     "balanced_accuracy",

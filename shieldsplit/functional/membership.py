@@ -39,7 +39,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -50,7 +50,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from shieldsplit._core.validate import check_number
 from shieldsplit.errors import ConfigError, InputShapeError
 from shieldsplit.functional.stats import BOOTSTRAP_RESAMPLES, wilson_interval
-from shieldsplit.functional.verdict import Decision, decide
+from shieldsplit.functional.verdict import DEFAULT_TOLERANCE, Decision, Tolerance, decide
 
 #: Probabilities are clipped to ``[EPS, 1 - EPS]`` before logarithms.
 EPS = 1e-12
@@ -502,8 +502,12 @@ class MembershipEvidence(BaseModel):
 
     @property
     def leaks(self) -> bool:
-        """Either test shows membership leakage."""
-        return self.auc_leak or self.tpr_leak
+        """The primary test shows membership leakage: the AUC's lower bound above 0.5.
+
+        One primary test per attack (the TPR at 1% FPR is reported beside it, not
+        decided on): two tests per attack over several attacks would inflate the
+        chance of a false *leaks*."""
+        return self.auc_leak
 
     @property
     def inverted(self) -> bool:
@@ -515,7 +519,8 @@ class MembershipEvidence(BaseModel):
         shown = [f"AUC {self.auc:.3f} (95% lower bound {self.auc_low:.3f} > 0.5)"
                  if self.auc_leak else "",
                  f"TPR {self.tpr_low_fpr:.1%} at 1% FPR (lower bound {self.tpr_low:.1%} > "
-                 f"the FPR's upper bound {self.fpr_high:.1%})" if self.tpr_leak else ""]
+                 f"the FPR's upper bound {self.fpr_high:.1%}; reported, not decided on)"
+                 if self.tpr_leak else ""]
         return "leaks membership: " + "; ".join(t for t in shown if t)
 
     def reversed_reason(self) -> str | None:
@@ -531,6 +536,37 @@ class MembershipEvidence(BaseModel):
             return None
         return (f"the attack did not leak on {control_name} either: at this budget it is "
                 "not shown to detect members")
+
+    def setting_gap(self, control: Any) -> str | None:
+        """None when the control scored as many members and non-members, else why not."""
+        if not isinstance(control, MembershipEvidence):
+            return "the control's evidence is of another type"
+        if (self.members, self.nonmembers) != (control.members, control.nonmembers):
+            return (f"the control scored {control.members} members and {control.nonmembers} "
+                    f"non-members, the target {self.members} and {self.nonmembers}")
+        return None
+
+    def separation_gap(self, control: Any) -> str | None:
+        """None when the target's AUC interval lies below the control's."""
+        if (not isinstance(control, MembershipEvidence) or self.auc_high is None
+                or control.auc_low is None or not self.auc_high < control.auc_low):
+            return "the AUC is not significantly below the control's (the 95% intervals overlap)"
+        return None
+
+    def tolerance_gap(self, tolerance: Tolerance) -> str | None:
+        """None when the AUC's upper bound is under 0.5 plus the tolerance."""
+        if self.auc_high is None or self.auc_high >= 0.5 + tolerance.membership_auc:
+            return (f"too few members or too close to call to rule out an AUC up to "
+                    f"{self.auc_high if self.auc_high is not None else float('nan'):.3f} "
+                    f"(tolerance 0.5 + {tolerance.membership_auc:g})")
+        return None
+
+    def no_leak_reason(self, control_name: str, tolerance: Tolerance) -> str:
+        """The *no leakage found* sentence with its numbers and the tolerance."""
+        return (f"AUC {self.auc:.3f} [{self.auc_low:.3f}, {self.auc_high:.3f}] on "
+                f"{self.members} members and {self.nonmembers} non-members, significantly "
+                f"below the same attack on {control_name}; tolerance: AUC 0.5 + "
+                f"{tolerance.membership_auc:g}")
 
 
 def membership_evidence(scores: ArrayLike, is_member: ArrayLike, *, seed: int = 0,
@@ -564,22 +600,26 @@ def membership_evidence(scores: ArrayLike, is_member: ArrayLike, *, seed: int = 
 
 
 def decide_membership(target: MembershipEvidence, control: MembershipEvidence | None, *,
-                      control_name: str = "the overfitted control") -> Decision:
+                      control_name: str = "the overfitted control",
+                      tolerance: Tolerance = DEFAULT_TOLERANCE) -> Decision:
     """The decision rule of docs/audit.md, for one membership attack.
 
     1. the attack did not finish → inconclusive;
-    2. it leaks (:attr:`MembershipEvidence.leaks`: the AUC's 95% lower bound above 0.5,
-       or, at the threshold of 1% FPR, the Wilson lower bound of the TPR above the Wilson
-       upper bound of the FPR) → **leaks**;
+    2. it leaks (:attr:`MembershipEvidence.leaks`, the one primary test: the AUC's 95%
+       lower bound above 0.5) → **leaks**;
     3. its AUC is significantly below 0.5 (inverted scores) → inconclusive;
     4. no control was run → inconclusive;
-    5. the same attack did not leak on the control → inconclusive;
-    6. otherwise → **no leakage found**.
+    5. the control scored other set sizes → inconclusive;
+    6. the same attack did not leak on the control → inconclusive;
+    7. the AUC's interval is not below the control's → inconclusive;
+    8. the AUC's upper bound is not under 0.5 plus the tolerance → inconclusive;
+    9. otherwise → **no leakage found**.
 
     Args:
         target: the attack's evidence on the audited model.
         control: the same attack, same budget, on the positive control (None: not run).
         control_name: how the reason names the control.
+        tolerance: the AUC's upper bound must stay under 0.5 plus its ``membership_auc``.
 
     Returns:
         The verdict and its reason.
@@ -591,7 +631,7 @@ def decide_membership(target: MembershipEvidence, control: MembershipEvidence | 
         ...                                                (weak, weak))]
         ['leaks', 'no leakage found', 'inconclusive']
     """
-    return decide(target, control, control_name=control_name)
+    return decide(target, control, control_name=control_name, tolerance=tolerance)
 
 
 __all__ = [
