@@ -179,8 +179,10 @@ def markdown(record: dict[str, Any]) -> str:
             "interval: indicative, not a verdict).")
     lines += ["", "A FedAvg update is one rank-one term per image only while the images' "
               "features stay put; where they move, the separation finds mixtures of "
-              "trajectories, and an image whose loss is already small adds almost nothing "
-              "to the update (as in a single gradient). The auditor reports such an attack "
+              "trajectories. That an image whose loss is already small adds almost nothing to "
+              "the update (as in a single gradient) is the likely reason, but this page "
+              "does not measure the images' losses: it is an explanation, not a result. "
+              "The auditor reports such an attack "
               "as *inconclusive*, never as protection.", ""]
     return "\n".join(lines)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -40,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pages import load_line, seed_line
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
@@ -186,7 +188,7 @@ def main() -> None:
     result = {"command": command, "date": date, "machine": m, "art": art.__version__,
               "members": n, "nonmembers": n, "auxiliary": len(aux[0]),
               "train_accuracy": acc_in, "heldout_accuracy": acc_out, "rows": rows,
-              "seconds": seconds}
+              "seconds": seconds, "load_average": os.getloadavg()[0]}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / f"membership_crosscheck_{args.data}.json",
                       json.dumps(result, indent=1))
@@ -207,6 +209,7 @@ def render(args: argparse.Namespace, r: dict[str, Any]) -> str:
              f"Date: {r['date']}; machine: {m.get('cpus', '?')} cores, torch threads 1, GPU: "
              f"{m.get('gpu', 'none')}, torch {m.get('torch', '?')}, ART {r['art']}; "
              f"{r['seconds']:.0f} s in all.  ",
+             load_line(r, own=1), seed_line(args.seed),
              f"Data: {args.data}; {r['members']} members and {r['nonmembers']} non-members "
              f"(the same seeded sets for every attack: members from the training split, "
              f"non-members from validation + test less copies of training images), "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,59 @@ def command_line(script: str, args: argparse.Namespace, *,
         shown = " ".join(map(str, value)) if isinstance(value, list | tuple) else value
         options.append(f"--{key.replace('_', '-')} {shown}")
     return " ".join(["python", script, *options])
+
+
+NO_LOAD = "not recorded for this run (measured before load was logged)"
+
+
+def load_line(record: Record, *, own: float = 1, key: str = "load_average") -> str:
+    """The page's ``Load:`` line from ``record[key]`` (a number, or ``os.getloadavg()``'s
+    three, of which the 1-minute one is worded), or that the run did not record it."""
+    from shieldsplit._core.provenance import load_note
+
+    load = record.get(key)
+    if isinstance(load, list | tuple):
+        load = load[0] if load else None
+    return f"Load: {NO_LOAD if load is None else load_note(float(load), own=own)}.  "
+
+
+def seed_of(record: Record) -> object:
+    """A record's seed: its ``seed`` field, else the ``--seed`` of its command, else
+    ``None`` (a record written before seeds were stored)."""
+    if record.get("seed") is not None:
+        return record["seed"]
+    found = re.search(r"--seed (\d+)", record.get("command", ""))
+    return int(found.group(1)) if found else None
+
+
+def seed_line(seed: object) -> str:
+    """The page's ``Seed:`` line (stated even where the command already carries it)."""
+    return f"Seed: {seed}.  "
+
+
+def header(record: Record, *, seed: object, own: float = 1) -> list[str]:
+    """The ``Command:``, ``Date:``, ``Machine:``, ``Load:`` and ``Seed:`` lines that
+    every results page states (the convention of ``tests/test_results_pages.py``), worded
+    from a record with ``command``, ``date`` and ``machine``
+    (:func:`shieldsplit._core.provenance.machine_info`) and, where measured, ``load_average``.
+
+    Example:
+        >>> rec = {"command": "python b.py --seed 3", "date": "2026-12-06",
+        ...        "machine": {"cpus": "2", "torch_threads": "1", "gpu": "none",
+        ...                    "torch": "2.14"}}
+        >>> print("\\n".join(header(rec, seed=3)))  # doctest: +NORMALIZE_WHITESPACE
+        Command: `python b.py --seed 3`
+        Date: 2026-12-06
+        Machine: 2 cores, 1 torch thread(s), GPU none, torch 2.14
+        Load: not recorded for this run (measured before load was logged).
+        Seed: 3.
+    """
+    m = record["machine"]
+    return [f"Command: `{record['command']}`  ",
+            f"Date: {record['date']}  ",
+            f"Machine: {m.get('cpus', '?')} cores, {m.get('torch_threads', '?')} torch "
+            f"thread(s), GPU {m.get('gpu', 'none')}, torch {m.get('torch', '?')}  ",
+            load_line(record, own=own), seed_line(seed)]
 
 
 def publish(args: argparse.Namespace, stem: str, *, measure: Callable[[], Record],

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pages import add_page_options, command_line, publish
+from pages import add_page_options, command_line, publish, seed_line, seed_of
 
 from shieldsplit._core.provenance import load_note, machine_info
 
@@ -70,6 +70,10 @@ def markdown(record: dict[str, Any]) -> str:
         f"Date: {record['date']}; machine: {record['machine']['cpus']} cores, GPU "
         f"{record['machine']['gpu']}, torch {record['machine']['torch']}, {threads} torch "
         "threads per reproduction.  ",
+        "Load: 1-minute load average before → after each command: " + "; ".join(
+            f"{r['paper']} {r['load_before']:.1f} → {r['load_after']:.1f}" for r in rows)
+        + " (worded below).  ",
+        seed_line(seed_of(record)),
         f"Data: {record['data']}. Fresh cells (`--fresh`) in a temporary folder, the two "
         "commands one after the other.", "",
         "| command | cells | wall time | load average before → after |",
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": command_line("benchmarks/reproduce_timing.py", args),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),  # torch_threads: the default each reproduction gets
-        "data": f"{args.data} from {args.data_root}", "rows": rows,
+        "data": f"{args.data} from {args.data_root}", "seed": args.seed, "rows": rows,
     }
 
 
