@@ -20,20 +20,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from pages import add_page_options, command_line, header
 
 import shieldsplit as ss
 from shieldsplit._core.io import atomic_write_text
-from shieldsplit.compare.frontier import CompareTable, match_by_accuracy, run_label
+from shieldsplit.compare.frontier import (
+    CompareTable,
+    match_by_accuracy,
+    matched_on,
+    redecide,
+    run_label,
+    stuck,
+)
 from shieldsplit.data import load_dataset
 from shieldsplit.experiments.reproduce.reading import (
     balanced_cell,
     chance_sentence,
     control_leaks,
+    control_leaks_images,
     matched_claim,
     psnr_range,
     verdict_cell,
     verdict_count_sentence,
 )
+from shieldsplit.functional.verdict import Evidence
 
 SWEEPS = {
     "latent-fixed": [0.1, 0.5, 1.0, 2.0],
@@ -79,23 +89,58 @@ def victims(table: CompareTable, attack: str) -> str:
     return "-" if not n else str(n[0]) if len(n) == 1 else f"{n[0]}-{n[-1]}"
 
 
+def _image_words(e: Evidence | None) -> str:
+    if e is None:
+        return "no evidence recorded"
+    return (f"{e.identified} of {e.images} re-identified, PSNR gain {e.gain_db or 0:+.1f} dB "
+            f"[{e.gain_low if e.gain_low is not None else float('nan'):+.1f}, "
+            f"{e.gain_high if e.gain_high is not None else float('nan'):+.1f}]")
+
+
 def reading(table: CompareTable) -> list[str]:
-    """Sentences computed from the table: each attack on the undefended run, and chance."""
+    """Sentences computed from the table: each attack on the undefended run (which kinds
+    of evidence it leaked there, so which verdicts it can vouch for), stuck classifiers,
+    the membership control, and chance."""
     out = []
     for attack in table.attacks:
         res = [r.leakage[attack] for r in table.rows if attack in r.leakage
                and r.leakage[attack].status != "n/a"]
         none = [r.leakage[attack] for r in table.rows if r.defense == "none"
-                and attack in r.leakage]
+                and attack in r.leakage and r.leakage[attack].status != "n/a"]
         rng = psnr_range(res)
         shown = f"PSNR {rng[0]:.1f}-{rng[1]:.1f} dB over the defences" if rng else "no result"
-        out.append(
-            f"- `{attack}`: {shown}; " + verdict_count_sentence("verdicts", res) + "; "
-            + verdict_count_sentence("on the undefended run", none) + ". "
-            + ("It leaks undefended, so a defence's *no leakage found* is evidence."
-               if control_leaks(none) else
-               "It is not shown to leak undefended, so its differences between defences "
-               "are not evidence (every such verdict is *inconclusive*)."))
+        if not none:
+            vouch = ("It does not apply to the undefended run; its control is its stand-in "
+                     "there (the attack it adapts from).")
+        elif control_leaks_images(none):
+            vouch = (f"It leaks images on the undefended run ({_image_words(none[0].evidence)}), "
+                     "so it can vouch for a defence's *no leakage found* where the rule's "
+                     "other conditions hold (same setting, significantly below, under the "
+                     "tolerance).")
+        elif control_leaks(none):
+            vouch = (f"On the undefended run it leaks {none[0].reason or 'labels or the class'}"
+                     " but no images, so it vouches for no image verdict: a defence cannot "
+                     "earn *no leakage found* from it.")
+        else:
+            vouch = ("It is not shown to leak undefended, so its differences between defences "
+                     "are not evidence (every such verdict is *inconclusive*).")
+        out.append(f"- `{attack}`: {shown}; " + verdict_count_sentence("verdicts", res) + "; "
+                   + verdict_count_sentence("on the undefended run", none) + ". " + vouch)
+    stuck_runs = [run_label(r) for r in table.rows if stuck(r)]
+    if stuck_runs:
+        out.append(f"- Stuck classifiers: {len(stuck_runs)} of {len(table.rows)} runs predict "
+                   f"one class for every image ({', '.join(stuck_runs)}). They have learned "
+                   "nothing to protect: a *no leakage found* there is not protection, and "
+                   "their accuracy is the majority rate.")
+    controls = [(run_label(r), c) for r in table.rows if r.membership is not None
+                for c in (r.membership.control or [])[:1]]
+    if controls:
+        leaked = [name for name, c in controls if c.evidence.leaks]
+        aucs = sorted({round(c.auc, 3) for _, c in controls})
+        out.append(f"- Membership's overfitted control leaked for {len(leaked)} of "
+                   f"{len(controls)} runs (control AUCs {', '.join(f'{a:.3f}' for a in aucs)}); "
+                   "where it did not leak, membership verdicts are *inconclusive*, never "
+                   "*no leakage found*.")
     chance = chance_sentence([r.leakage[a] for r in table.rows for a in table.attacks
                               if a in r.leakage and r.leakage[a].status == "ok"])
     majority = {r.majority_rate for r in table.rows if r.majority_rate is not None}
@@ -105,54 +150,36 @@ def reading(table: CompareTable) -> list[str]:
     return [*out, "", chance]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="breastmnist")
-    ap.add_argument("--data-root", type=Path, default=None)
-    ap.add_argument("--limit", type=int, default=None, help="cap each split's size")
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--width", type=int, default=16)
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("docs/results"))
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    ds = load_dataset(args.data, root=args.data_root, seed=args.seed, limit=args.limit)
-    torch.manual_seed(args.seed)
-    net = ss.PGSLNet(in_channels=ds.in_channels, num_classes=ds.num_classes,
-                     image_size=ds.image_size[0], width=args.width, hidden=args.hidden)
-    start = time.time()
-    table = ss.compare(net, data=ds, sweeps=SWEEPS, epochs=args.epochs, seed=args.seed,
-                       budget="quick", progress=False)
-    wall = time.time() - start
-    stem = args.out / f"frontier_{args.data}"
-    table.to_json(stem.with_suffix(".json"))
-    table.save_html(stem.with_suffix(".html"))
-    cmd = ("python benchmarks/frontier.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None))
+def page(table: CompareTable) -> str:
+    """The Markdown page, worded from the table alone (so ``--render`` rewrites it)."""
+    run = table.run
+    data = run.get("data", "?")
+    seed = table.seed
+    stars = ", ".join(f"`{a}`" for a in table.attacks)
     md = [
-        f"# Privacy-utility frontier on {args.data}",
+        f"# Privacy-utility frontier on {data}",
         "",
-        f"Command: `{cmd}`  ",
-        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; wall time {wall / 60:.1f} min; "
-        f"machine: {os.cpu_count()} cores, torch threads {args.threads}, no GPU.  ",
-        f"Data: {table.dataset} (`../shared/data`, MD5-checked; test split for accuracy).  ",
-        f"Model: PGSLNet (the PGSL paper's 7-conv network at width {args.width}, hidden "
-        f"{args.hidden}), cut 2, {args.epochs} epochs per defence, the same initial weights "
-        "for every defence.  ",
-        f"Attacks (budget quick): `{FEDAVG}` = Inverting Gradients on the weight update after "
-        f"5 local epochs of SGD at batch 8 ({victims(table, FEDAVG)} victims); "
-        f"`{BLACK_BOX}` = inversion decoder trained on the auxiliary training images' wire "
-        f"activations ({victims(table, BLACK_BOX)} victims). Higher MSE / lower balanced "
-        "attacker accuracy = less leakage; each attack's verdict uses the undefended run as "
-        "positive control.",
+        *header({**run, "machine": table.machine}, seed=seed, own=2),
+        f"Wall time: {run.get('wall_minutes', float('nan')):.1f} min.  ",
+        f"Data: {table.dataset} (`../shared/data`, MD5-checked; the validation split pairs "
+        "runs at matched accuracy, the test split only reports).  ",
+        f"Model: PGSLNet (the PGSL paper's 7-conv network at width {run.get('width', '?')}, "
+        f"hidden {run.get('hidden', '?')}), cut {table.cut}, {table.epochs} epochs per "
+        "defence, the same initial weights for every defence.  ",
+        f"Attacks (budget {table.budget}): {stars}. `{FEDAVG}` = Inverting Gradients on the "
+        f"weight update after 5 local epochs of SGD at batch 8 ({victims(table, FEDAVG)} "
+        f"victims); `{BLACK_BOX}` = inversion decoder trained on the auxiliary training "
+        f"images' wire activations ({victims(table, BLACK_BOX)} victims); an attack that "
+        "declares it adapts to a defence (`adaptive-split` for PGSL) runs on that defence, "
+        "its control being its stand-in on the undefended run.  ",
+        f"Rule: each verdict is decided from the stored evidence by the current rule "
+        f"(`docs/audit.md`), the undefended run as positive control; {table.tolerance.words()}.",
         "",
         "```",
         table.summary(),
         "```",
         "",
-        "Plot: `frontier_" + args.data + ".html` (accuracy against MSE and attacker accuracy, "
+        f"Plot: `frontier_{data}.html` (accuracy against MSE and attacker accuracy, "
         "sweeps as curves).",
         "",
         "## What the numbers say (computed from this run)",
@@ -162,11 +189,12 @@ def main() -> None:
         "## Latent perturbation against DP-SGD and BiDO at matched accuracy",
         "",
         "For each baseline point, the latent-perturbation point (fixed or learned) nearest in "
-        "test accuracy. The paper claims at least 12.4% higher MSE and 12.5% lower attacker "
-        "accuracy than the baselines at about 90% client accuracy. Attacker accuracy is "
-        "balanced accuracy. A claim is *inconclusive* when the attack does not leak on the "
-        "undefended run, or when the two points are not separated: one seed gives no MSE "
-        "spread, and the balanced accuracies' 95% bootstrap intervals must be disjoint.",
+        f"{matched_on(table.rows)}. The paper claims at least 12.4% higher MSE and 12.5% "
+        "lower attacker accuracy than the baselines at about 90% client accuracy. Attacker "
+        "accuracy is balanced accuracy. A claim about images is *inconclusive* when the attack "
+        "does not leak images on the undefended run, or when the two points are not "
+        "separated: one seed gives no MSE spread, and the balanced accuracies' 95% bootstrap "
+        "intervals must be disjoint.",
         "",
         "| attack | baseline (acc) | latent (acc) | MSE baseline -> latent | "
         "balanced attacker acc baseline -> latent | verdicts baseline / latent | claim "
@@ -181,8 +209,44 @@ def main() -> None:
     md += [*(row for row, _ in claims), "", f"Of {len(claims)} matched pairs, the claim "
            + ", ".join(f"{c}: {counts[c]}" for c in ("holds", "does not hold", "inconclusive"))
            + "."]
-    atomic_write_text(stem.with_suffix(".md"), "\n".join(md) + "\n")
-    print("\n".join(md))
+    return "\n".join(md) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="breastmnist")
+    ap.add_argument("--data-root", type=Path, default=None)
+    ap.add_argument("--limit", type=int, default=None, help="cap each split's size")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    add_page_options(ap)
+    args = ap.parse_args()
+    stem = args.out / f"frontier_{args.data}"
+    if args.render:
+        table = CompareTable.model_validate_json(stem.with_suffix(".json").read_text())
+        redecide(table)
+    else:
+        torch.set_num_threads(args.threads)
+        ds = load_dataset(args.data, root=args.data_root, seed=args.seed, limit=args.limit)
+        torch.manual_seed(args.seed)
+        net = ss.PGSLNet(in_channels=ds.in_channels, num_classes=ds.num_classes,
+                         image_size=ds.image_size[0], width=args.width, hidden=args.hidden)
+        start = time.time()
+        table = ss.compare(net, data=ds, sweeps=SWEEPS, epochs=args.epochs, seed=args.seed,
+                           budget="quick", progress=False)
+        table.run = {"command": command_line("benchmarks/frontier.py", args),
+                     "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+                     "wall_minutes": (time.time() - start) / 60,
+                     "load_average": os.getloadavg()[0], "data": args.data,
+                     "width": args.width, "hidden": args.hidden, "threads": args.threads}
+    table.to_json(stem.with_suffix(".json"))
+    table.save_html(stem.with_suffix(".html"))
+    text = page(table)
+    atomic_write_text(stem.with_suffix(".md"), text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -894,10 +894,12 @@ def decide_results(results: Sequence[AttackResult], *, defense: str,
         The position verdicts (split, then federated, where attacks ran).
     """
     for r in results:
-        target = r.evidence if r.evidence is not None else Evidence(status=r.status)
+        target = (r.evidence.completed() if r.evidence is not None
+                  else Evidence(status=r.status))
         control = None
         if r.control is not None:
-            control = r.control.evidence or Evidence(status=r.control.status)
+            control = (r.control.evidence.completed() if r.control.evidence is not None
+                       else Evidence(status=r.control.status))
             if r.control.psnr is not None and r.psnr is not None and r.control.kind in (
                     "undefended twin", "your control"):
                 r.reduction_db = r.control.psnr - r.psnr

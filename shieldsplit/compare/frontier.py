@@ -64,10 +64,12 @@ from shieldsplit.compare.report import (
     MatchedPair,
     dp_sentence,
     match_by_accuracy,
+    matched_on,
     membership_curves,
     number_or_none,
     render_html,
     run_label,
+    stuck,
 )
 from shieldsplit.data import ImageDataset, make_loaders
 from shieldsplit.datacontract import as_dataset
@@ -186,8 +188,9 @@ def _specs(
     return specs
 
 
-def _utility(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
-    """Test accuracy, balanced accuracy and macro F1 of a trained defence."""
+def _utility(model: nn.Module, x: torch.Tensor, y: torch.Tensor
+             ) -> tuple[float, float, float, int]:
+    """Accuracy, balanced accuracy, macro F1 and the classes predicted, of a trained defence."""
     preds = []
     with torch.no_grad():
         for i in range(0, len(x), 256):
@@ -196,7 +199,8 @@ def _utility(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     p = torch.cat(preds)
     acc = float((p == y).double().mean())
     return (acc, float(balanced_accuracy_score(y.numpy(), p.numpy())),
-            float(f1_score(y.numpy(), p.numpy(), average="macro", zero_division=0)))
+            float(f1_score(y.numpy(), p.numpy(), average="macro", zero_division=0)),
+            len(torch.unique(p)))
 
 
 def compare(
@@ -401,7 +405,8 @@ def _train_and_audit(
     train_seconds = time.perf_counter() - start
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        acc, bal, f1 = _utility(defense, data.x_test, data.y_test)
+        acc, bal, f1, predicted = _utility(defense, data.x_test, data.y_test)
+        val_acc = _utility(defense, data.x_val, data.y_val)[0] if len(data.x_val) else None
     applicable = set(defense_attacks(defense))
     runnable = [a for a in attacks if a in applicable]
     leakage: dict[str, AttackResult] = {}
@@ -429,7 +434,8 @@ def _train_and_audit(
     run = DefenseRun(
         defense=name, options=defense.options(), strength=strength,
         strength_value=number_or_none(defense.options().get(strength)) if strength else None,
-        accuracy=acc, balanced_accuracy=bal, majority_rate=majority_rate(data.y_test),
+        accuracy=acc, val_accuracy=val_acc, predicted_classes=predicted, balanced_accuracy=bal,
+        majority_rate=majority_rate(data.y_test),
         f1=f1, verdicts=report.verdicts if report is not None else [],
         control=report.control if report is not None else None,
         epsilon=None if eps is None else (float(eps) if math.isfinite(eps) else float("inf")),
@@ -449,10 +455,12 @@ __all__ = [
     "compare",
     "dp_sentence",
     "match_by_accuracy",
+    "matched_on",
     "membership_curves",
     "redecide",
     "render_html",
     "run_defense",
     "run_label",
+    "stuck",
     "with_adaptive",
 ]

@@ -41,6 +41,10 @@ class DefenseRun(BaseModel):
         strength: the name of its strength option, or None.
         strength_value: that option's value, or None.
         accuracy: test accuracy.
+        val_accuracy: validation accuracy (what runs are matched on; None in tables made
+            before it was kept).
+        predicted_classes: distinct classes it predicts on the test split (1: a stuck
+            classifier, whatever its accuracy).
         balanced_accuracy: test balanced accuracy (mean per-class recall).
         majority_rate: the test split's majority-class rate (what a constant guess scores).
         f1: macro F1 on the test split.
@@ -63,6 +67,8 @@ class DefenseRun(BaseModel):
     strength: str | None
     strength_value: float | None
     accuracy: float
+    val_accuracy: float | None = None
+    predicted_classes: int | None = None
     balanced_accuracy: float | None = None
     majority_rate: float | None = None
     f1: float
@@ -261,7 +267,7 @@ class CompareTable(BaseModel):
 
 @dataclass(frozen=True)
 class MatchedPair:
-    """A baseline run and the candidate run nearest to it in test accuracy.
+    """A baseline run and the candidate run nearest to it in validation accuracy.
 
     Attributes:
         baseline: the baseline's run.
@@ -284,10 +290,13 @@ class MatchedPair:
 def match_by_accuracy(
     candidates: Sequence[DefenseRun], baselines: Sequence[DefenseRun], attack: str
 ) -> list[MatchedPair]:
-    """Pair every baseline run with the candidate run closest in test accuracy.
+    """Pair every baseline run with the candidate run closest in validation accuracy.
 
     The paper's comparison at matched utility (Jiang et al. 2025: "at the same level of
-    client classification accuracy"). Runs whose ``attack`` did not finish are skipped.
+    client classification accuracy"). The pairs are chosen on the validation split (the
+    test split only reports); a table made before validation accuracy was kept falls
+    back to test accuracy, and :func:`matched_on` says which. Runs whose ``attack`` did
+    not finish are skipped.
 
     Args:
         candidates: runs of the defence under test (e.g. latent perturbation).
@@ -306,7 +315,7 @@ def match_by_accuracy(
     for b in (r for r in baselines if scored(r)):
         if not pool:
             break
-        c = min(pool, key=lambda r: abs(r.accuracy - b.accuracy))
+        c = min(pool, key=lambda r: abs(_matching_accuracy(r) - _matching_accuracy(b)))
         lb, lc = b.leakage[attack], c.leakage[attack]
         mse_b, mse_c = float(lb.mse or 0.0), float(lc.mse or 0.0)
         acc_b = float(lb.balanced_accuracy if lb.balanced_accuracy is not None
@@ -319,6 +328,25 @@ def match_by_accuracy(
             attacker_accuracy_drop=(acc_b - acc_c) / acc_b if acc_b > 0 else 0.0,
         ))
     return pairs
+
+
+def stuck(r: DefenseRun) -> bool:
+    """Whether a run predicts one class for every test image (or, in a table made before
+    that was kept, for every image its membership audit scored)."""
+    if r.predicted_classes is not None:
+        return r.predicted_classes == 1
+    return r.membership is not None and r.membership.one_class
+
+
+def _matching_accuracy(r: DefenseRun) -> float:
+    return r.val_accuracy if r.val_accuracy is not None else r.accuracy
+
+
+def matched_on(runs: Sequence[DefenseRun]) -> str:
+    """Which split :func:`match_by_accuracy` paired ``runs`` on, in words."""
+    if runs and all(r.val_accuracy is not None for r in runs):
+        return "validation accuracy"
+    return "test accuracy (the table predates validation accuracy)"
 
 
 def dp_sentence(r: DefenseRun) -> str:

@@ -123,6 +123,24 @@ def control_leaks(results: Sequence[AttackResult]) -> bool:
     return bool(results) and all(r.status == "ok" and r.verdict == "leaks" for r in results)
 
 
+def control_leaks_images(results: Sequence[AttackResult]) -> bool:
+    """Whether an attack leaked *images* (re-identification or rebuilt images) on every
+    undefended run given: only then can it decide a claim about images (MSE, PSNR); a
+    label-only leak cannot.
+
+    Example:
+        >>> from shieldsplit.audit.auditor import AttackResult
+        >>> from shieldsplit.functional.verdict import Evidence
+        >>> labels = AttackResult(attack="a", threat_model="t", observes="gradient",
+        ...                       images=8, seconds=1.0, verdict="leaks",
+        ...                       evidence=Evidence(label_low=0.9, majority=0.5))
+        >>> control_leaks([labels]), control_leaks_images([labels])
+        (True, False)
+    """
+    return control_leaks(results) and all(
+        r.evidence is not None and r.evidence.image_leak for r in results)
+
+
 def verdict_cell(results: Sequence[AttackResult]) -> str:
     """The verdicts of one setting's runs (one per seed): ``leaks`` or ``leaks 2/3, ...``.
 
