@@ -368,3 +368,56 @@ def test_an_image_dataset_runs_membership_with_heldout_auto(monkeypatch: pytest.
     off = audit(model, data=ds, cut=2, attacks=["split-black-box"], control=None,
                 **{**KW, "victims": 40})
     assert off.membership is None and "heldout='auto'" in (off.membership_note or "")
+
+
+# ------------------------------------------------------------------ decided from stored evidence
+def _stored(attack: str, ev: Any, control: Any) -> Any:
+    from shieldsplit.audit.report import AttackResult, ControlResult
+
+    cls = ss.attacks.attack_class(attack)
+    return AttackResult(
+        attack=attack, threat_model=cls.threat_model, observes=cls.observes,
+        position=cls.position(), images=ev.images, psnr=20.0, baseline_psnr=22.0,
+        evidence=ev, seconds=1.0,
+        control=ControlResult(kind="your control", description="the undefended run",
+                              attack="split-black-box", images=control.images, psnr=30.0,
+                              evidence=control))
+
+
+def _split_evidence(identified: int, gain: float) -> Any:
+    from shieldsplit.functional.verdict import evidence
+
+    n = 64
+    return evidence(rec_psnr=torch.full((n,), 22.0 + gain) + 0.1 * torch.randn(
+                        n, generator=torch.Generator().manual_seed(1)),
+                    baseline_psnr=torch.full((n,), 22.0),
+                    identified=torch.arange(n) < identified, lineup_size=483,
+                    predicted=torch.arange(n) % 2, true=torch.arange(n) // 32, seed=0,
+                    setting="split learning, activations at cut 2")
+
+
+def test_a_defence_needs_its_adaptive_attacks_for_no_leakage() -> None:
+    from shieldsplit.audit.auditor import decide_results
+
+    silent, leaky = _split_evidence(0, -3.0), _split_evidence(64, 8.0)
+    black = _stored("split-black-box", silent, leaky)
+    without = decide_results([black], defense="pgsl")
+    assert black.verdict == "no leakage found"
+    assert without[0].verdict == "inconclusive" and "adaptive-split" in without[0].sentence
+    adaptive = _stored("adaptive-split", silent, leaky)
+    both = decide_results([black, adaptive], defense="pgsl")
+    assert both[0].verdict == "no leakage found"
+    assert "tolerance: re-identification 10%" in both[0].sentence
+    # a defence no attack adapts to needs none
+    assert decide_results([black], defense="laplace")[0].verdict == "no leakage found"
+
+
+def test_stored_reidentification_leaks_whatever_its_psnr() -> None:
+    from shieldsplit.audit.auditor import decide_results
+
+    # the BreastMNIST frontier's pgsl row under the old rule: 60 of 64 re-identified,
+    # PSNR below the no-attack baseline, then printed "no leakage found"
+    black = _stored("split-black-box", _split_evidence(60, -1.5), _split_evidence(64, 8.0))
+    verdict = decide_results([black], defense="laplace")[0]
+    assert verdict.verdict == "leaks" and "re-identifies patients" in verdict.sentence
+    assert "60 of 64 victims picked out of a line-up of 483" in verdict.sentence

@@ -62,6 +62,7 @@ from shieldsplit.functional.membership import (
     MembershipEvidence,
     decide_membership,
     dp_tpr_bound,
+    holm_family,
     membership_advantage,
     membership_evidence,
     min_nonmembers,
@@ -595,6 +596,9 @@ def decide_membership_report(report: MembershipReport,
         report: a membership report; its verdicts and reasons are replaced.
         tolerance: the AUC upper bound a *no leakage found* must stay under.
     """
+    holm_family([r.evidence for r in report.results])
+    if report.control:
+        holm_family([c.evidence for c in report.control])
     controls = {c.attack: c for c in report.control or []}
     decisions = []
     for r in report.results:

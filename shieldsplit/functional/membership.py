@@ -39,17 +39,18 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict
-from scipy.stats import norm, rankdata
+from scipy.stats import fisher_exact, mannwhitneyu, norm, rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from shieldsplit._core.validate import check_number
 from shieldsplit.errors import ConfigError, InputShapeError
-from shieldsplit.functional.stats import BOOTSTRAP_RESAMPLES, wilson_interval
+from shieldsplit.functional.stats import BOOTSTRAP_RESAMPLES, holm_rejections, wilson_interval
 from shieldsplit.functional.verdict import DEFAULT_TOLERANCE, Decision, Tolerance, decide
 
 #: Probabilities are clipped to ``[EPS, 1 - EPS]`` before logarithms.
@@ -475,6 +476,13 @@ class MembershipEvidence(BaseModel):
         tpr_low: Wilson lower bound of that TPR (its true positives among the members).
         fpr_high: Wilson upper bound of the FPR the same threshold reached (its false
             positives among the non-members).
+        p_auc: one-sided p-value of the AUC above 0.5 (Mann-Whitney U).
+        p_tpr: one-sided p-value of the TPR above the FPR at that threshold (Fisher's
+            exact test), None when not resolvable.
+        holm_leak: whether Holm's correction over every test of the audit's attacks
+            rejects one of this attack's tests (set by
+            :func:`shieldsplit.audit.membership.decide_membership_report`); None outside
+            a family (then the AUC test alone decides).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -488,6 +496,9 @@ class MembershipEvidence(BaseModel):
     tpr_low_fpr: float | None = None
     tpr_low: float | None = None
     fpr_high: float | None = None
+    p_auc: float | None = None
+    p_tpr: float | None = None
+    holm_leak: bool | None = None
 
     @property
     def auc_leak(self) -> bool:
@@ -502,12 +513,26 @@ class MembershipEvidence(BaseModel):
 
     @property
     def leaks(self) -> bool:
-        """The primary test shows membership leakage: the AUC's lower bound above 0.5.
+        """Membership leakage, corrected for multiple tests.
 
-        One primary test per attack (the TPR at 1% FPR is reported beside it, not
-        decided on): two tests per attack over several attacks would inflate the
-        chance of a false *leaks*."""
+        Two tests per attack (the AUC above 0.5, the TPR above the FPR at 1% FPR) over
+        several attacks would inflate the chance of a false *leaks*; so an attack leaks
+        when Holm's correction over every test of the audit's attacks rejects one of
+        its tests (:attr:`holm_leak`). Outside a family (an old record, one attack
+        alone) the AUC's 95% lower bound above 0.5 decides."""
+        if self.holm_leak is not None:
+            return self.holm_leak
         return self.auc_leak
+
+    def pvalues(self) -> list[float]:
+        """This attack's tests' p-values (the AUC's, then the TPR's where resolvable); an
+        old record without them gets the AUC's from its normal approximation."""
+        p_auc = self.p_auc
+        if p_auc is None and self.auc is not None and self.members and self.nonmembers:
+            n1, n0 = self.members, self.nonmembers
+            z = (self.auc - 0.5) / math.sqrt((n1 + n0 + 1) / (12 * n1 * n0))
+            p_auc = float(norm.sf(z))
+        return [p for p in (p_auc, self.p_tpr) if p is not None]
 
     @property
     def inverted(self) -> bool:
@@ -516,12 +541,15 @@ class MembershipEvidence(BaseModel):
 
     def leak_reason(self) -> str:
         """The tests that showed leakage, with their numbers."""
-        shown = [f"AUC {self.auc:.3f} (95% lower bound {self.auc_low:.3f} > 0.5)"
-                 if self.auc_leak else "",
-                 f"TPR {self.tpr_low_fpr:.1%} at 1% FPR (lower bound {self.tpr_low:.1%} > "
-                 f"the FPR's upper bound {self.fpr_high:.1%}; reported, not decided on)"
-                 if self.tpr_leak else ""]
-        return "leaks membership: " + "; ".join(t for t in shown if t)
+        shown = [f"AUC {self.auc:.3f} [{self.auc_low:.3f}, {self.auc_high:.3f}]"
+                 + (f", p = {self.p_auc:.2g}" if self.p_auc is not None else ""),
+                 f"TPR {self.tpr_low_fpr:.1%} at 1% FPR (lower bound {self.tpr_low:.1%}, the "
+                 f"FPR's upper bound {self.fpr_high:.1%}"
+                 + (f", p = {self.p_tpr:.2g})" if self.p_tpr is not None else ")")
+                 if self.tpr_low_fpr is not None else ""]
+        family = ("significant after Holm's correction over the audit's attacks"
+                  if self.holm_leak is not None else "the AUC's lower bound above 0.5")
+        return f"leaks membership ({family}): " + "; ".join(t for t in shown if t)
 
     def reversed_reason(self) -> str | None:
         """Inverted scores, in words, or None."""
@@ -593,10 +621,38 @@ def membership_evidence(scores: ArrayLike, is_member: ArrayLike, *, seed: int = 
     lo, hi = auc_interval(s, m, seed=seed)
     out = MembershipEvidence(members=n1, nonmembers=n0, auc=membership_auc(s, m),
                              auc_low=lo, auc_high=hi, tpr_low_fpr=tpr_at_fpr(s, m, LEAK_FPR))
+    if n1 and n0:
+        out.p_auc = float(mannwhitneyu(s[m == 1], s[m == 0], alternative="greater").pvalue)
     if out.tpr_low_fpr is not None:
         tp, fp = count_at_fpr(s, m, LEAK_FPR)
         out.tpr_low, out.fpr_high = wilson_interval(tp, n1)[0], wilson_interval(fp, n0)[1]
+        out.p_tpr = float(fisher_exact([[tp, n1 - tp], [fp, n0 - fp]],
+                                       alternative="greater").pvalue)
     return out
+
+
+def holm_family(evidences: Sequence[MembershipEvidence], *, alpha: float = 0.05) -> None:
+    """Decide which attacks of one audited model leak, with Holm's correction over every
+    test of every attack (sets each evidence's :attr:`MembershipEvidence.holm_leak`).
+
+    Args:
+        evidences: the finished attacks' evidence on one model.
+        alpha: the family-wise error rate.
+
+    Example:
+        >>> a = MembershipEvidence(members=50, nonmembers=50, auc=0.6, p_auc=0.03)
+        >>> b = MembershipEvidence(members=50, nonmembers=50, auc=0.7, p_auc=0.001)
+        >>> holm_family([a, b]); a.holm_leak, b.holm_leak
+        (True, True)
+        >>> a.p_auc = 0.04; holm_family([a, b, a.model_copy()]); a.holm_leak
+        False
+    """
+    tests = [(i, p) for i, e in enumerate(evidences) if e.status == "ok"
+             for p in e.pvalues()]
+    rejected = holm_rejections([p for _, p in tests], alpha=alpha)
+    for i, e in enumerate(evidences):
+        if e.status == "ok":
+            e.holm_leak = any(r for (j, _), r in zip(tests, rejected, strict=True) if j == i)
 
 
 def decide_membership(target: MembershipEvidence, control: MembershipEvidence | None, *,
@@ -605,8 +661,9 @@ def decide_membership(target: MembershipEvidence, control: MembershipEvidence | 
     """The decision rule of docs/audit.md, for one membership attack.
 
     1. the attack did not finish → inconclusive;
-    2. it leaks (:attr:`MembershipEvidence.leaks`, the one primary test: the AUC's 95%
-       lower bound above 0.5) → **leaks**;
+    2. it leaks (:attr:`MembershipEvidence.leaks`: one of its tests, the AUC above 0.5
+       or the TPR above the FPR at 1% FPR, survives Holm's correction over the audit's
+       attacks) → **leaks**;
     3. its AUC is significantly below 0.5 (inverted scores) → inconclusive;
     4. no control was run → inconclusive;
     5. the control scored other set sizes → inconclusive;
@@ -642,6 +699,7 @@ __all__ = [
     "count_at_fpr",
     "decide_membership",
     "dp_tpr_bound",
+    "holm_family",
     "lira_offline",
     "lira_online",
     "logit_confidence",
