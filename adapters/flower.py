@@ -1006,6 +1006,7 @@ class AuditingStrategy(RecordingStrategy):
                             for g in no_attack_baselines(x, ax).values()]).max(0).values
         ev = evidence(rec_psnr=per, baseline_psnr=best,
                       identified=lineup_identified(images, x, ax), lineup_size=len(ax) + 1,
+                      matched_among=len(x),
                       predicted=nearest_mean_labels(images, ax, ay), true=y, seed=s.seed,
                       setting=s.where())
         return ev, float(per.mean()), float(best.mean())

@@ -701,6 +701,7 @@ def _attack(
         identified=lineup_identified(images, truth_x, s.ax), lineup_size=len(s.ax) + 1,
         predicted=predicted, true=truth_y, inferred_labels=labels, seed=s.seed,
         setting=setting_words(observes, target.cut),
+        matched_among=int(FEDAVG["local_batch_size"]) if observes == "update" else 1,
     )
     result = AttackResult(
         **base,
@@ -894,12 +895,14 @@ def decide_results(results: Sequence[AttackResult], *, defense: str,
         The position verdicts (split, then federated, where attacks ran).
     """
     for r in results:
-        target = (r.evidence.completed() if r.evidence is not None
-                  else Evidence(status=r.status))
+        if r.evidence is not None:
+            r.evidence = r.evidence.completed()
+        if r.control is not None and r.control.evidence is not None:
+            r.control.evidence = r.control.evidence.completed()
+        target = r.evidence if r.evidence is not None else Evidence(status=r.status)
         control = None
         if r.control is not None:
-            control = (r.control.evidence.completed() if r.control.evidence is not None
-                       else Evidence(status=r.control.status))
+            control = r.control.evidence or Evidence(status=r.control.status)
             if r.control.psnr is not None and r.psnr is not None and r.control.kind in (
                     "undefended twin", "your control"):
                 r.reduction_db = r.control.psnr - r.psnr

@@ -142,7 +142,8 @@ class Evidence(BaseModel):
         identified: victims picked out of the line-up by their reconstruction.
         identified_low: exact (Clopper-Pearson) 95% lower bound of that share.
         identified_high: its upper bound.
-        lineup_chance: the chance rate of the line-up, ``1 / (auxiliary + 1)``.
+        lineup_chance: the chance rate of the line-up, ``1 / (auxiliary + 1)``
+            (``k / (auxiliary + k)`` for reconstructions paired among ``k`` victims).
         balanced_accuracy: the reference classifier's balanced accuracy on the reconstructions.
         balanced_low: its 95% bootstrap lower bound.
         balanced_high: its 95% bootstrap upper bound.
@@ -383,6 +384,7 @@ def evidence(
     inferred_labels: Tensor | None = None,
     seed: int = 0,
     setting: str | None = None,
+    matched_among: int = 1,
 ) -> Evidence:
     """Reduce one attack's per-image scores to :class:`Evidence`.
 
@@ -398,6 +400,12 @@ def evidence(
             :func:`~shieldsplit.functional.stats.align_labels`).
         seed: seeds the bootstrap.
         setting: where the observation was made, in words (see :attr:`Evidence.setting`).
+        matched_among: how many victims each reconstruction was paired among by its
+            nearness to them (an update's batch comes in no order: each reconstruction is
+            paired with one of its ``k`` victims by minimum MSE). A reconstruction that
+            carries nothing of its victim then lands on *some* victim of the ``k`` rather
+            than on an auxiliary image with chance ``k / (auxiliary + k)``, not
+            ``1 / (auxiliary + 1)``: the line-up's chance rate.
 
     Returns:
         The evidence (intervals at 95%).
@@ -422,7 +430,7 @@ def evidence(
         setting=setting, images=n, gain_db=float(gains.mean()),
         gain_low=gain_low, gain_high=gain_high,
         identified=k, identified_low=id_low, identified_high=id_high,
-        lineup_chance=1.0 / max(1, lineup_size),
+        lineup_chance=matched_among / max(1, lineup_size - 1 + matched_among),
         balanced_accuracy=balanced_accuracy(predicted, true),
         chance=1.0 / len(torch.unique(true)), majority=majority_rate(true),
         predicted_classes=len(torch.unique(predicted)),

@@ -1,0 +1,131 @@
+"""What changed, verdict by verdict, when the decision rule changed (issue 21).
+
+A snapshot of the verdicts the results pages printed before the change
+(``docs/results/verdicts_before_issue21.json``, taken once from git with ``--snapshot``)
+is compared with the verdicts their records give now (each frontier re-decided by the
+current rule), and the list is written into ``docs/results/README.md`` between the
+markers ``<!-- verdict-changes -->`` and ``<!-- /verdict-changes -->``: computed, never
+fixed text. ``tests/test_doc_quotes.py`` re-renders it and fails on drift.
+
+Usage::
+
+    python benchmarks/verdict_changes.py --snapshot e4bdefe   # once: the verdicts before
+    python benchmarks/verdict_changes.py --write               # the README's section
+    python benchmarks/verdict_changes.py --check               # exit 1 on drift
+
+Example:
+    >>> before = {"frontier_x": {"pgsl": {"split": "no leakage found"}}}
+    >>> now = {"frontier_x": {"pgsl": {"split": ("leaks", "A split-learning server "
+    ...                                          "re-identifies patients: 60 of 64")}}}
+    >>> print(changes(before, now)[0])  # doctest: +NORMALIZE_WHITESPACE
+    - `frontier_x` pgsl, split: was *no leakage found*, is *leaks* (A split-learning
+    server re-identifies patients: 60 of 64)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+SNAPSHOT = RESULTS / "verdicts_before_issue21.json"
+PAGES = ("frontier_breastmnist", "frontier_pneumoniamnist")
+START, END = "<!-- verdict-changes -->", "<!-- /verdict-changes -->"
+
+Verdicts = dict[str, dict[str, dict[str, str]]]
+
+
+def _label(row: dict) -> str:
+    from shieldsplit.compare.frontier import DefenseRun, run_label
+
+    return run_label(DefenseRun.model_validate(row))
+
+
+def recorded(text: str) -> dict[str, dict[str, str]]:
+    """The verdicts a frontier JSON records: run label -> position -> verdict."""
+    table = json.loads(text)
+    return {_label(row): {v["position"]: v["verdict"] for v in row["verdicts"]}
+            for row in table["rows"]}
+
+
+def current() -> dict[str, dict[str, dict[str, tuple[str, str]]]]:
+    """Every page's verdicts under the current rule (re-decided from its record)."""
+    from shieldsplit.compare.frontier import CompareTable, redecide, run_label
+
+    out: dict[str, dict[str, dict[str, tuple[str, str]]]] = {}
+    for page in PAGES:
+        table = redecide(CompareTable.model_validate_json(
+            (RESULTS / f"{page}.json").read_text()))
+        out[page] = {run_label(r): {v.position: (v.verdict, v.sentence) for v in r.verdicts}
+                     for r in table.rows}
+    return out
+
+
+def changes(before: Verdicts, now: dict[str, dict[str, dict[str, tuple[str, str]]]],
+            *, width: int = 220) -> list[str]:
+    """One line per verdict that changed (a run or position new on either side too)."""
+    lines = []
+    for page, runs in now.items():
+        old = before.get(page, {})
+        for label, positions in runs.items():
+            for position, (verdict, sentence) in positions.items():
+                was = old.get(label, {}).get(position)
+                if was == verdict:
+                    continue
+                short = sentence if len(sentence) <= width else sentence[:width - 3] + "..."
+                was_words = f"was *{was}*" if was else "new"
+                lines.append(f"- `{page}` {label}, {position}: {was_words}, is *{verdict}* "
+                             f"({short})")
+    return lines
+
+
+def section() -> str:
+    """The README's section body."""
+    before: Verdicts = json.loads(SNAPSHOT.read_text())
+    now = current()
+    lines = changes(before, now)
+    total = sum(len(p) for runs in now.values() for p in runs.values())
+    head = (f"Computed by `python benchmarks/verdict_changes.py --write` from "
+            f"`{SNAPSHOT.name}` (the verdicts the pages printed before the rule changed) and "
+            f"the frontier records re-decided by the current rule: {len(lines)} of {total} "
+            "position verdicts changed.")
+    return "\n".join([head, "", *lines]) if lines else head
+
+
+def render(readme: str) -> str:
+    """``readme`` with the section between the markers written again."""
+    i, j = readme.index(START) + len(START), readme.index(END)
+    return readme[:i] + "\n" + section() + "\n" + readme[j:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--snapshot", metavar="REV")
+    group.add_argument("--write", action="store_true")
+    group.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    from shieldsplit._core.io import atomic_write_text
+
+    if args.snapshot:
+        snap = {page: recorded(subprocess.run(
+            ["git", "show", f"{args.snapshot}:docs/results/{page}.json"], cwd=ROOT,
+            check=True, capture_output=True, text=True).stdout) for page in PAGES}
+        atomic_write_text(SNAPSHOT, json.dumps(snap, indent=1) + "\n")
+        return
+    path = RESULTS / "README.md"
+    text = path.read_text()
+    if args.write:
+        atomic_write_text(path, render(text))
+    elif render(text) != text:
+        print("docs/results/README.md: the verdict-changes section drifted; run "
+              "python benchmarks/verdict_changes.py --write", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
