@@ -384,3 +384,18 @@ def test_position_verdict() -> None:
     assert position_verdict([d("no leakage found"), d("no leakage found")]) == "no leakage found"
     assert position_verdict([d("no leakage found"), d("inconclusive")]) == "inconclusive"
     assert position_verdict([]) == "inconclusive"
+
+
+def test_lineup_chance_of_reconstructions_paired_among_a_batch() -> None:
+    # an update's 8 reconstructions are each paired with the nearest of 8 victims first:
+    # one that carries nothing lands on some victim with chance 8 / (936 + 8), and one hit
+    # in 8 is then not significant (it would be against 1 / 937)
+    kw = dict(rec_psnr=torch.zeros(8), baseline_psnr=torch.zeros(8),
+              identified=torch.arange(8) < 1, lineup_size=937,
+              predicted=torch.arange(8) % 2, true=torch.arange(8) % 2, seed=0)
+    plain, paired = evidence(**kw), evidence(**kw, matched_among=8)  # type: ignore[arg-type]
+    assert plain.lineup_chance == pytest.approx(1 / 937)
+    assert paired.lineup_chance == pytest.approx(8 / 944)
+    assert plain.reidentified and not paired.reidentified
+    p_value = binomtest(1, 8, 8 / 944, alternative="greater").pvalue
+    assert p_value > 0.025  # the exact test agrees: not significant at the bound's level

@@ -125,7 +125,10 @@ DEFAULT_TOLERANCE = Tolerance()
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
+    """A rate in percent, with two significant digits where one decimal would show 0."""
+    if x is None:
+        return "-"
+    return f"{x:.1%}" if x == 0 or x >= 0.001 else f"{x * 100:.2g}%"
 
 
 class Evidence(BaseModel):
