@@ -953,6 +953,11 @@ def test_render_reads_cells_only_and_never_computes(tmp_path: Path) -> None:
                   versions=("audit_schema",))
     with pytest.raises(ConfigError, match="missing"):
         CellStore(tmp_path / "none.json", fingerprint={}, read_only=True)
+    # files written before the module moved carry its earlier format name
+    saved = json.loads(before)
+    saved["format"] = "shieldsplit.reproduce.cells/1"
+    path.write_text(json.dumps(saved))
+    assert CellStore(path, fingerprint={"data": "d", "audit_schema": 2}).run("a", int) == 1
     # the page words what the file records, not more
     text = repro.runs_sentence(ro.runs, 3)
     assert "computed 1 of the 3 cells in 1.0 min" in text and "the other 2" in text

@@ -33,6 +33,8 @@ from shieldsplit.errors import ConfigError, DataFileError
 logger = logging.getLogger(__name__)
 
 FORMAT = "shieldsplit.experiments.reproduce.cells/1"
+#: The same format under the module's earlier name (files written before it moved).
+LEGACY_FORMATS = ("shieldsplit.reproduce.cells/1",)
 
 
 class CellStore:
@@ -82,7 +84,7 @@ class CellStore:
                     what="cell file", expected=f"a {FORMAT} JSON file", received=str(self.path),
                     fix=f"delete it or re-run with --fresh ({exc})",
                 ) from exc
-            if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+            if not isinstance(saved, dict) or saved.get("format") not in (FORMAT, *LEGACY_FORMATS):
                 raise DataFileError.build(
                     what="cell file", expected=f"a {FORMAT} JSON file", received=str(self.path),
                     fix="delete it or re-run with --fresh",

@@ -339,7 +339,8 @@ def runs_sentence(runs: Sequence[dict[str, Any]], cells: int) -> str:
         ...                 "computed": 18}], 22)  # doctest: +NORMALIZE_WHITESPACE
         'The cells file records 1 run that computed cells (finished 2026-12-02 01:07 UTC):
         it computed 18 of the 22 cells in 53.1 min of wall time; the other 4 were computed
-        by an earlier run the file does not record.'
+        by an earlier run the file does not record; the load during that time was not
+        recorded, so the wall time may include other work on the cores.'
         >>> runs_sentence([], 3)
         'The cells file records no run that computed its 3 cells.'
     """
@@ -354,6 +355,9 @@ def runs_sentence(runs: Sequence[dict[str, Any]], cells: int) -> str:
     if done < cells:
         text += (f"; the other {cells - done} were computed by an earlier run the file does "
                  "not record")
+    if any(r.get("load_average") is None for r in runs):
+        text += ("; the load during that time was not recorded, so the wall time may include "
+                 "other work on the cores")
     return text + "."
 
 
