@@ -888,10 +888,14 @@ def reproduce(
     fresh: Annotated[bool, typer.Option(help="discard finished cells instead of resuming")]
     = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars or progress lines")] = False,
+    render: Annotated[bool, typer.Option(
+        help="compute nothing: write the page again from the finished cells in --out "
+             "(fails if a cell is missing)")] = False,
 ) -> None:
     """Re-measure a paper's tables on real data; the paper's number beside ours in every cell.
 
     Every finished cell is saved at once: Ctrl-C or a crash keeps it, a re-run resumes.
+    With --render nothing is computed: the page is re-worded from the finished cells.
     """
     try:
         from typing import get_args
@@ -907,6 +911,7 @@ def reproduce(
         result = run_reproduce(
             paper, data=data, data_root=data_root or default_data_root(),  # type: ignore[arg-type]
             budget=budget, out=out, seed=seed, fresh=fresh, progress=not quiet,  # type: ignore[arg-type]
+            render=render,
         )
     except ShieldSplitError as exc:
         fail(exc)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -222,7 +223,7 @@ def test_interrupt_or_crash_keeps_finished_cells_and_rerun_resumes(
     assert "| 2 | 3.00 | 3.14 |" in text and "## Fake table" in text
     assert "1 cells read back" in text
     runs = json.loads(cells.read_text())["runs"]  # the interrupted run's time counts too
-    assert [r["computed"] for r in runs] == [1, 2] and "over 2 run(s)" in text
+    assert [r["computed"] for r in runs] == [1, 2] and "records 2 runs that computed" in text
     assert f"Command: `shieldsplit reproduce {FAKE} --data breastmnist" in text
     assert "--seed 3" in text
     assert set(json.loads(cells.read_text())["cells"]) == {"cell 0", "cell 1", "cell 2"}
@@ -530,13 +531,21 @@ CHANCE, MAJORITY = 0.5, 0.731
 
 
 def _attack(attack: str, *, mse: float, psnr: float, balanced: float, verdict: str,
-            width: float = 0.05) -> Any:
+            width: float = 0.05, leak: str = "images") -> Any:
+    """An attack's result whose evidence agrees with ``verdict``: a ``leaks`` result
+    re-identifies all 8 victims (an image leak), or with ``leak="labels"`` only recovers
+    labels (a label-only leak: it cannot decide a claim about images)."""
     from shieldsplit.audit.auditor import AttackResult
     from shieldsplit.functional.verdict import Evidence
 
+    leaks = verdict == "leaks"
     ev = Evidence(images=8, balanced_accuracy=balanced, balanced_low=balanced - width,
-                  balanced_high=balanced + width, chance=CHANCE, majority=MAJORITY,
-                  predicted_classes=2)
+                  balanced_high=balanced + width, chance=CHANCE,
+                  # 8 of 8 labels clear a 50% majority (Wilson), not a 73.1% one
+                  majority=0.5 if leak == "labels" else MAJORITY,
+                  predicted_classes=2, lineup_chance=1 / 483,
+                  identified=8 if leaks and leak == "images" else 0,
+                  label_recovery=1.0 if leaks and leak == "labels" else None)
     return AttackResult(attack=attack, threat_model="t", observes="update", images=8, mse=mse,
                         psnr=psnr, attacker_accuracy=balanced, balanced_accuracy=balanced,
                         evidence=ev, verdict=verdict, seconds=1.0)
@@ -555,8 +564,10 @@ def _context(tmp_path: Path, cells: dict[str, Any], seeds: int) -> RunContext:
     store = CellStore(tmp_path / "cells.json", fingerprint={"test": 1})
     store.cells.update(json.loads(json.dumps(cells, default=str)))
     opts = repro.ReproduceOptions(paper="pgsl", out=tmp_path, progress=False)
+    # only what the pages read of the data: its classes and test labels
+    data = SimpleNamespace(num_classes=2, y_test=torch.tensor([0] * 17 + [1] * 31 + [1] * 52))
     return RunContext(options=opts, preset=TINY.model_copy(update={"seeds": seeds}),
-                      data=None, store=store, stem="page")  # type: ignore[arg-type]
+                      data=data, store=store, stem="page")  # type: ignore[arg-type]
 
 
 def _headline_runs(none_verdict: str, latent_mse: list[float], latent_bal: list[float],
@@ -625,9 +636,18 @@ def test_latent_attack_note_states_the_measured_psnr_and_verdict() -> None:
     note = latent.attack_note("quick", weak, weak[:1])
     assert "PSNR 5.0-5.7 dB" in note and "6-9 dB" not in note
     assert "*inconclusive*" in note and "inconclusive in 1 of 1" in note
-    strong = [w.model_copy(update={"verdict": "leaks", "psnr": 24.0}) for w in weak]
+    strong = [_attack(latent.ATTACK, mse=0.01, psnr=24.0, balanced=0.9, verdict="leaks")
+              for _ in range(2)]
     note = latent.attack_note("quick", strong, strong[:1])
-    assert "PSNR 24.0-24.0 dB" in note and "is evidence" in note and "*inconclusive*" not in note
+    assert "PSNR 24.0-24.0 dB" in note and "leaks images on every undefended run" in note
+    assert "*inconclusive*" not in note and "re-identified victims in 1 of 1" in note
+    # "no leakage found is evidence" is never said: the rule's other conditions stand
+    assert "is evidence" not in note
+    # a control that leaked labels only cannot back any reading of MSE or PSNR
+    labels = [_attack(latent.ATTACK, mse=0.01, psnr=24.0, balanced=0.9, verdict="leaks",
+                      leak="labels")]
+    note = latent.attack_note("quick", labels, labels)
+    assert "labels or the class only, not images" in note and "*inconclusive*" in note
 
 
 def _t1_cells(undefended_verdict: str, dlg_mse: dict[str, list[float]]) -> dict[str, Any]:
@@ -659,16 +679,17 @@ def test_pgsl_ordering_follows_the_verdicts_and_the_seed_spread(tmp_path: Path) 
     mse = {"undefended split": [0.10, 0.11, 0.12], "JSMA +": [0.5],
            "[8] (Laplace noise) +": [0.115], "Ours (PGSL, SplitShield)": [0.2, 0.21, 0.22],
            "Ours (PGSL image steps)": [0.01, 0.011, 0.012]}
-    # the paper: JSMA above undefended (clearly above here: holds), Laplace below (within
-    # the spread here), PGSL below (clearly above here for SplitShield: does not hold;
-    # clearly below for its image steps: holds)
+    # the paper: JSMA above undefended (far above here, but one seed: never decides),
+    # Laplace below (one seed), PGSL below (clearly above here for SplitShield: does not
+    # hold; clearly below for its image steps: holds, 95% t-intervals disjoint)
     lines, notes = pgsl.table1(_context(tmp_path / "a", _t1_cells("leaks", mse), seeds=3))
     got = _orderings(lines)
-    assert got[("DLG", "JSMA +")] == "holds"
+    assert got[("DLG", "JSMA +")] == "inconclusive"
     assert got[("DLG", "[8] (Laplace noise) +")] == "inconclusive"
+    assert "| DLG | JSMA + | yes | yes | inconclusive | MSE from one seed" in "\n".join(lines)
     assert got[("DLG", "Ours (PGSL image steps)")] == "holds"
     assert got[("DLG", "Ours (PGSL, SplitShield)")] == "does not hold"
-    assert "Both leak on every undefended seed" in notes[0]
+    assert "Both leak images on every undefended seed" in notes[0]
     # the same numbers, but DLG and iDLG fail on the undefended split: nothing is decided
     lines, notes = pgsl.table1(_context(tmp_path / "b", _t1_cells("inconclusive", mse), seeds=3))
     assert set(_orderings(lines).values()) == {"inconclusive"}
@@ -702,14 +723,20 @@ def test_pgsl_table2_notes_follow_the_accuracies() -> None:
     import shieldsplit.experiments.reproduce.pgsl as pgsl
 
     kw: dict[str, Any] = {"majority": 0.731, "rebuilt": 16, "paper_jsma": "46.3"}
-    notes = pgsl.table2_notes({"FGSM": 0.7, "BIM": 0.9}, {"DLG": 0.731, "iDLG": 0.8},
-                              plain=0.8, attacked_stream=0.5, **kw)
+    notes = pgsl.table2_notes({"FGSM": 0.7, "BIM": 0.9}, {"DLG": 0.646, "iDLG": 0.8},
+                              plain=0.8, attacked_stream=0.5, **kw,
+                              stuck={"DLG": "scores exactly the majority rate (31/48)"})
     assert "on BIM (90.0%)" in notes[0] and "FGSM" not in notes[0]
-    assert "1 of 2 networks" in notes[1] and "(DLG)" in notes[1]
+    assert "1 of 2 networks are stuck: DLG scores exactly" in notes[1]
     assert "scores 50.0%, -30.0 points" in notes[2]
     notes = pgsl.table2_notes({"FGSM": 0.7}, {"DLG": 0.9}, plain=0.8, attacked_stream=0.79,
                               **kw)
-    assert "No attacked-image row scores above" in notes[0] and "0 of 1" in notes[1]
+    assert "No attacked-image row that learned scores above" in notes[0]
+    assert "0 of 1 networks are stuck" in notes[1]
+    # a stuck attacked-image row is no evidence of a learned feature, however high
+    notes = pgsl.table2_notes({"BIM": 0.9}, {}, plain=0.8, attacked_stream=0.79, **kw,
+                              stuck={"BIM": "scores exactly the majority rate"})
+    assert "on BIM (90.0%)" not in notes[0] and "1 of 1 attacked-image networks" in notes[0]
 
 
 def test_frontier_page_reads_the_verdicts() -> None:
@@ -732,14 +759,16 @@ def test_frontier_page_reads_the_verdicts() -> None:
 
     rows = frontier.matched(table("leaks", 0.6), "dpsgd", frontier.FEDAVG)
     assert [label for _, label in rows] == ["inconclusive"]  # one seed: MSE spread unknown
+    # accuracy clearly up, but on one seed: a single-seed pair never decides
     rows = frontier.matched(table("leaks", 0.95), "dpsgd", frontier.FEDAVG)
-    assert [label for _, label in rows] == ["does not hold"]  # accuracy clearly up
+    assert [label for _, label in rows] == ["inconclusive"] and "one seed" in rows[0][0]
     rows = frontier.matched(table("inconclusive", 0.6), "dpsgd", frontier.FEDAVG)
     assert [label for _, label in rows] == ["inconclusive"]
     assert "does not leak on the undefended run" in rows[0][0]
     text = "\n".join(frontier.reading(table("inconclusive", 0.6)))
     assert "not shown to leak undefended" in text and "majority-class rate 73.1%" in text
-    assert "leaks undefended" in "\n".join(frontier.reading(table("leaks", 0.6)))
+    assert "leaks images on the undefended run" in "\n".join(
+        frontier.reading(table("leaks", 0.6)))
 
 
 def test_one_class_victims_are_marked_and_chance_is_stated() -> None:
@@ -783,3 +812,160 @@ def test_frontier_page_renders_from_a_table(tmp_path: Path, monkeypatch: pytest.
     assert "(8 victims)" in text and "is not shown to leak undefended" in text
     assert "20.0% **flipped**" in text  # DP-SGD's attacker accuracy is below chance
     assert "Of 2 matched pairs, the claim holds: 0, does not hold: 0, inconclusive: 2." in text
+
+
+# --------------------------------------------------------------------------------------
+# The ordering rules of issue 21: image claims need an image leak, 95% t-intervals across
+# seeds, one seed never decides, stuck classifiers are left out, a page renders from its
+# cells alone.
+
+def test_seed_interval_is_the_student_t_interval_of_the_mean() -> None:
+    import statistics
+
+    from scipy import stats
+
+    from shieldsplit.experiments.reproduce.reading import seed_interval
+
+    for values in ([0.10, 0.11, 0.12], [1.0, 4.0], [0.2, 0.25, 0.21, 0.3, 0.22]):
+        want = stats.t.interval(0.95, len(values) - 1, loc=statistics.mean(values),
+                                scale=stats.sem(values))
+        assert seed_interval(values) == pytest.approx(want, rel=1e-12)
+    # wider than mean +- 1 sd: the old rule called these separated, the t-interval not
+    lo, hi = seed_interval([0.10, 0.11, 0.12]) or (0.0, 0.0)
+    assert lo < 0.10 - 0.01 and hi > 0.12 + 0.01
+    assert seed_interval([0.5]) is None and seed_interval([]) is None
+
+
+def test_one_seed_never_decides_an_ordering() -> None:
+    import shieldsplit.experiments.reproduce.pgsl as pgsl
+
+    control = [_attack("dlg", mse=0.1, psnr=10.0, balanced=0.5, verdict="leaks")] * 3
+    mse = {("dlg", "undefended split"): [0.10, 0.11, 0.12], ("dlg", "far"): [0.9],
+           ("dlg", "seeds"): [0.9, 0.91, 0.92]}
+    rows = pgsl.ordering_rows({"dlg": control}, mse, {("dlg", "far"): True,
+                                                      ("dlg", "seeds"): True})
+    got = {r[1]: r[4:] for r in rows}
+    assert got["far"] == ("inconclusive", "MSE from one seed (no interval across seeds)")
+    assert got["seeds"][0] == "holds"
+    # the latent claim likewise: one seed per side never decides
+    import shieldsplit.experiments.reproduce.latent as latent
+    from shieldsplit.compare.frontier import match_by_accuracy
+
+    runs = _headline_runs("leaks", [0.09, 0.1, 0.11], [0.55, 0.56, 0.57])
+    opts = dict(latent.HEADLINE)
+    pairs = match_by_accuracy([runs[latent._key("latent-fixed", opts["latent-fixed"], 0)]],
+                              [runs[latent._key("dpsgd", opts["dpsgd"], 0)]], latent.ATTACK)
+    none = [runs[latent._key("none", {}, 0)].leakage[latent.ATTACK]]
+    label, why = latent.matched_claim(pairs, none, mse_gain=0.124, accuracy_drop=0.125)
+    assert label == "inconclusive" and "one seed" in why
+
+
+def test_control_that_leaked_labels_only_cannot_decide_an_image_claim(tmp_path: Path) -> None:
+    import shieldsplit.experiments.reproduce.latent as latent
+    import shieldsplit.experiments.reproduce.pgsl as pgsl
+
+    mse = {"undefended split": [0.10, 0.11, 0.12], "JSMA +": [0.5],
+           "[8] (Laplace noise) +": [0.115], "Ours (PGSL, SplitShield)": [0.2, 0.21, 0.22],
+           "Ours (PGSL image steps)": [0.01, 0.011, 0.012]}
+    cells = _t1_cells("leaks", mse)
+    for key, cell in cells.items():  # the undefended split leaks labels only
+        if key.startswith("table1 undefended split"):
+            for attack in cell["leakage"]:
+                cell["leakage"][attack] = _attack(attack, mse=0.1, psnr=5.1, balanced=0.5,
+                                                  verdict="leaks", leak="labels"
+                                                  ).model_dump(mode="json")
+    lines, notes = pgsl.table1(_context(tmp_path, cells, seeds=3))
+    text = "\n".join(lines)
+    # the rule still calls a label leak a leak ...
+    assert "| DLG | undefended split | 0.1000 ± 0.0000 | 5.10 ± 0.00 | 50.0% ± 0.0% | leaks 3/3" \
+        in text
+    got = _orderings(lines)  # ... but it orders nothing by MSE, not even clear separations
+    assert got[("DLG", "Ours (PGSL, SplitShield)")] == "inconclusive"
+    assert got[("DLG", "Ours (PGSL image steps)")] == "inconclusive"
+    assert "labels or the class only, not images (3 of 3 runs)" in text
+    assert "re-identified victims in 0 of 3" in text and "ordering rows read" in notes[0]
+    # the latent claim: clearly better than both baselines, but the control leaked labels
+    runs = _headline_runs("leaks", [0.09, 0.1, 0.11], [0.55, 0.56, 0.57])
+    for s in (0, 1, 2):
+        runs[latent._key("none", {}, s)].leakage[latent.ATTACK] = _attack(
+            latent.ATTACK, mse=0.01, psnr=20.0, balanced=0.9, verdict="leaks", leak="labels")
+    lines = latent._headline(_context(tmp_path / "l", {}, seeds=3), runs)
+    assert _claims(lines) == {"dpsgd": "inconclusive", "bido": "inconclusive"}
+    assert "labels or the class only" in "\n".join(lines)
+
+
+def test_stuck_rows_are_reported_and_left_out(tmp_path: Path) -> None:
+    import shieldsplit.experiments.reproduce.latent as latent
+    import shieldsplit.experiments.reproduce.pgsl as pgsl
+    from shieldsplit.experiments.reproduce.reading import stuck_reason
+
+    # the exact subset: 31 of the first 48 labels are the majority class; the whole split's
+    # majority rate (here 83/100) is not what a network tested on those 48 can score
+    labels = [0] * 17 + [1] * 31
+    assert "31/48 = 64.6%" in stuck_reason(31 / 48, labels, 2)
+    assert stuck_reason(32 / 48, labels, 2) == ""
+    assert "below chance" in stuck_reason(3 / 48, list(range(10)) * 5, 10)
+    assert stuck_reason(0.2, list(range(10)) * 5, 10) == ""
+    # Table II flags the stuck rebuilt-image rows on the page, with the subset's rate
+    cells = {f"table2 adversarial {n}": {"accuracy": 0.9, "success_rate": 1.0, "l2": 1.0,
+                                         "l0": 0.1, "linf": 0.1} for n in pgsl.ADVERSARIES}
+    cells |= {f"table2 rebuilt {n}": {"accuracy": a, "images": 48, "mse_test": 0.01}
+              for n, a in (("dlg", 31 / 48), ("idlg", 31 / 48), ("gan-prior", 40 / 48))}
+    cells |= {f"table2 streams seed={s}": {k: 0.8 for k in (
+        "plain", "recovered", "fused", "attacked", "decision")} for s in (0, 1)}
+    lines, notes = pgsl.table2(_context(tmp_path, cells, seeds=2), None)  # type: ignore[arg-type]
+    text = "\n".join(lines)
+    assert text.count("**stuck**: scores exactly the majority rate of the 48 images") == 2
+    assert "2 of 3 networks are stuck" in notes[1] and "(31/48 = 64.6%)" in notes[1]
+    # an ordering with a stuck setting is left out, saying why
+    control = [_attack("dlg", mse=0.1, psnr=10.0, balanced=0.5, verdict="leaks")] * 3
+    rows = pgsl.ordering_rows({"dlg": control},
+                              {("dlg", "undefended split"): [0.10, 0.11, 0.12],
+                               ("dlg", "x"): [0.9, 0.91, 0.92]}, {("dlg", "x"): True},
+                              stuck={"x": "its client classifier is stuck"})
+    assert rows[0][4:] == ("inconclusive", "excluded: its client classifier is stuck")
+    # the latent claim leaves out pairs whose baseline is a one-class classifier
+    runs = _headline_runs("leaks", [0.09, 0.1, 0.11], [0.55, 0.56, 0.57])
+    for s in (0, 1, 2):
+        key = latent._key("dpsgd", dict(latent.HEADLINE)["dpsgd"], s)
+        runs[key] = runs[key].model_copy(update={"accuracy": MAJORITY, "balanced_accuracy": 0.5})
+    claims = _claims(latent._headline(_context(tmp_path / "l", {}, seeds=3), runs))
+    assert claims == {"dpsgd": "inconclusive", "bido": "holds"}
+
+
+def test_render_reads_cells_only_and_never_computes(tmp_path: Path) -> None:
+    path = tmp_path / "cells.json"
+    store = CellStore(path, fingerprint={"data": "d", "audit_schema": 2})
+    store.run("a", lambda: 1)
+    store.record_run(finished="2026-12-02T01:07:29+00:00", seconds=60.0, computed=1)
+    before = path.read_bytes()
+    # other code versions may be read (and are stated), other settings never
+    ro = CellStore(path, fingerprint={"data": "d", "audit_schema": 3}, read_only=True,
+                   versions=("audit_schema",))
+    assert ro.version_changes == {"audit_schema": (2, 3)}
+    assert ro.run("a", lambda: 1 / 0) == 1
+    with pytest.raises(ConfigError, match="nothing is computed"):
+        ro.run("b", lambda: pytest.fail("computed"))
+    ro.record_run(finished="now", seconds=1.0, computed=1)
+    assert path.read_bytes() == before
+    with pytest.raises(ConfigError):
+        CellStore(path, fingerprint={"data": "other", "audit_schema": 3}, read_only=True,
+                  versions=("audit_schema",))
+    with pytest.raises(ConfigError, match="missing"):
+        CellStore(tmp_path / "none.json", fingerprint={}, read_only=True)
+    # files written before the module moved carry its earlier format name
+    saved = json.loads(before)
+    saved["format"] = "shieldsplit.reproduce.cells/1"
+    path.write_text(json.dumps(saved))
+    assert CellStore(path, fingerprint={"data": "d", "audit_schema": 2}).run("a", int) == 1
+    # the page words what the file records, not more
+    text = repro.runs_sentence(ro.runs, 3)
+    assert "computed 1 of the 3 cells in 1.0 min" in text and "the other 2" in text
+
+
+def test_render_with_a_missing_cell_fails_without_computing(fake: FakePaper,
+                                                             tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        reproduce(FAKE, data_root=tmp_path / "unused", out=tmp_path, seed=3, progress=False,
+                  render=True)
+    assert fake.calls == []

@@ -44,11 +44,6 @@ FIELDS: dict[str, re.Pattern[str]] = {
 AWAITING_REGENERATION: dict[str, set[str]] = {
     "frontier_breastmnist.md": {"load"},
     "frontier_pneumoniamnist.md": {"load"},
-    "reproduce_pgsl_breastmnist_full.md": {"load"},
-    "reproduce_pgsl_pneumoniamnist_full.md": {"load"},
-    "reproduce_pgsl_mnist_full.md": {"load"},
-    "reproduce_latent_breastmnist_full.md": {"load"},
-    "reproduce_latent_pneumoniamnist_full.md": {"load"},
     "attack_strength_split.md": {"load"},
 }
 

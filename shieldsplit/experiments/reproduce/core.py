@@ -92,6 +92,8 @@ class ReproduceOptions(BaseModel):
         seed: the first seed (headline cells use ``seed, seed + 1, ...``).
         fresh: discard finished cells of an earlier run instead of resuming.
         progress: show progress bars.
+        render: compute nothing: write the page again from the finished cells in ``out``
+            (a missing cell is an error, never computed).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -104,6 +106,7 @@ class ReproduceOptions(BaseModel):
     seed: int = 0
     fresh: bool = False
     progress: bool = True
+    render: bool = False
 
 
 @dataclass
@@ -228,6 +231,7 @@ def reproduce(
     seed: int = 0,
     fresh: bool = False,
     progress: bool = True,
+    render: bool = False,
 ) -> ReproduceResult:
     """Re-measure one paper's tables and figures on real data.
 
@@ -240,20 +244,24 @@ def reproduce(
         seed: the first seed.
         fresh: discard finished cells instead of resuming.
         progress: show progress bars.
+        render: compute nothing: re-word the page (and plots) from the finished cells
+            alone, re-deciding their verdicts under the current rule; the cells may have
+            been made by older code (the page says which versions changed).
 
     Returns:
         Where everything was written, and the page's text.
 
     Raises:
-        ConfigError: for an unknown paper, data set or budget, or a cell file of other
-            settings in ``out``.
+        ConfigError: for an unknown paper, data set or budget, a cell file of other
+            settings in ``out``, or (``render``) a missing cell file or cell.
         DataFileError: for a missing or corrupted data file (named, with its MD5 and the fix).
         KeyboardInterrupt: on Ctrl-C, after every finished cell has been saved.
     """
     experiment = _EXPERIMENTS.get(paper)
     try:
         opts = ReproduceOptions(paper=paper, data=data, data_root=data_root, budget=budget,
-                                out=Path(out), seed=seed, fresh=fresh, progress=progress)
+                                out=Path(out), seed=seed, fresh=fresh, progress=progress,
+                                render=render)
     except ValueError as exc:
         raise ConfigError.build(what="reproduce options",
                                 expected="data breastmnist|pneumoniamnist|mnist, budget quick|full",
@@ -264,7 +272,8 @@ def reproduce(
     ds = load_dataset(opts.data, root=opts.data_root, seed=opts.seed, limit=preset.limit)
     stem = f"reproduce_{opts.paper}_{opts.data}_{opts.budget}"
     opts.out.mkdir(parents=True, exist_ok=True)
-    store = CellStore(opts.out / f"{stem}.cells.json", fresh=opts.fresh, fingerprint={
+    store = CellStore(opts.out / f"{stem}.cells.json", fresh=opts.fresh,
+                      read_only=opts.render, versions=VERSION_KEYS, fingerprint={
         "paper": opts.paper, "data": opts.data, "budget": opts.budget, "seed": opts.seed,
         "preset": preset.model_dump(), "shieldsplit": __version__,
         # the defaults every SplitShield cell runs with: a changed default must not resume
@@ -282,7 +291,8 @@ def reproduce(
     finally:  # an interrupted run's time counts too: its cells are kept
         seconds = time.perf_counter() - start
         store.record_run(finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         seconds=seconds, computed=len(store) - before)
+                         seconds=seconds, computed=len(store) - before,
+                         machine=machine_info(), load_average=_load())
     head = header(ctx, seconds)
     text = "\n".join(head + body) + "\n"
     page = opts.out / f"{stem}.md"
@@ -292,37 +302,131 @@ def reproduce(
                            markdown=text)
 
 
+#: The fingerprint's keys that name code versions: ``--render`` reads cells made under
+#: other versions (their verdicts are decided again under the current rule) and says so.
+VERSION_KEYS = ("shieldsplit", "pgsl_config", "audit_schema")
+#: What a page says of a run that did not record its load (as ``benchmarks/pages.py``).
+NO_LOAD = "not recorded for this run (measured before load was logged)"
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not every platform has it
+        return None
+
+
+def _utc(iso: str) -> str:
+    try:
+        return f"{datetime.fromisoformat(iso):%Y-%m-%d %H:%M} UTC"
+    except ValueError:
+        return iso
+
+
+def runs_sentence(runs: Sequence[dict[str, Any]], cells: int) -> str:
+    """What the cells file records of the runs that computed its cells, in words (never
+    more than it records).
+
+    Args:
+        runs: the file's run records (``finished``, ``seconds``, ``computed``).
+        cells: the cells it holds.
+
+    Returns:
+        One sentence.
+
+    Example:
+        >>> runs_sentence([{"finished": "2026-12-02T01:07:29+00:00", "seconds": 3187.3,
+        ...                 "computed": 18}], 22)  # doctest: +NORMALIZE_WHITESPACE
+        'The cells file records 1 run that computed cells (finished 2026-12-02 01:07 UTC):
+        it computed 18 of the 22 cells in 53.1 min of wall time; the other 4 were computed
+        by an earlier run the file does not record; the load during that time was not
+        recorded, so the wall time may include other work on the cores.'
+        >>> runs_sentence([], 3)
+        'The cells file records no run that computed its 3 cells.'
+    """
+    if not runs:
+        return f"The cells file records no run that computed its {cells} cells."
+    done = sum(int(r.get("computed", 0)) for r in runs)
+    minutes = sum(float(r.get("seconds", 0.0)) for r in runs) / 60
+    when = ", ".join(_utc(str(r.get("finished", "?"))) for r in runs)
+    text = (f"The cells file records {len(runs)} run{'s' if len(runs) > 1 else ''} that "
+            f"computed cells (finished {when}): {'they' if len(runs) > 1 else 'it'} computed "
+            f"{done} of the {cells} cells in {minutes:.1f} min of wall time")
+    if done < cells:
+        text += (f"; the other {cells - done} were computed by an earlier run the file does "
+                 "not record")
+    if any(r.get("load_average") is None for r in runs):
+        text += ("; the load during that time was not recorded, so the wall time may include "
+                 "other work on the cores")
+    return text + "."
+
+
 def header(ctx: RunContext, seconds: float) -> list[str]:
-    """The page's provenance: command, date, machine, data, budget, seeds."""
-    o, p = ctx.options, ctx.preset
+    """The page's provenance: command, date, machine, load, seed, data, budget, cells
+    (the fields of ``tests/test_results_pages.py``), worded from the cells file's run
+    records and, for ``--render``, saying that nothing was computed."""
+    o, p, store = ctx.options, ctx.preset, ctx.store
     root = f" --data-root {o.data_root}" if o.data_root is not None else ""
     cmd = (f"shieldsplit reproduce {o.paper} --data {o.data}{root} "
-           f"--budget {o.budget} --seed {o.seed} --out {o.out}")
-    machine = machine_info()
+           f"--budget {o.budget} --seed {o.seed} --out {o.out}"
+           + (" --render" if o.render else ""))
+    now = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    last = store.runs[-1] if store.runs else {}
+    here = machine_info()
+    if o.render:
+        date = (f"Date: page rendered {now} from the finished cells alone (`--render`: "
+                f"nothing computed, {store.reused} cells read). ")
+        computed_on = last.get("machine")
+        machine = (f"Machine: rendered on {here.get('cpus', os.cpu_count())} cores, no GPU "
+                   f"in use, torch {here.get('torch')}, Python {sys.version.split()[0]}, "
+                   f"shieldsplit {__version__}; "
+                   + (f"the cells were computed on {computed_on.get('cpus', '?')} cores, "
+                      f"torch {computed_on.get('torch', '?')}." if computed_on else
+                      "the cells file does not record the machine that computed them."))
+    else:
+        date = (f"Date: {now}; this run took {seconds / 60:.1f} min ({store.reused} cells "
+                "read back). ")
+        machine = (f"Machine: {here.get('cpus', os.cpu_count())} cores, no GPU, torch "
+                   f"{here.get('torch')}, Python {sys.version.split()[0]}, shieldsplit "
+                   f"{__version__}.")
+    load = last.get("load_average")
+    own = float((last.get("machine") or {}).get("torch_threads") or 1)
+    from shieldsplit._core.provenance import load_note
+
+    load_line = ("Load: " + (NO_LOAD if load is None else
+                             load_note(float(load), own=own) + " (the last computing run)")
+                 + ".  ")
+    versions = "; ".join(f"{k} {a} (now {b})" if not isinstance(a, dict) else
+                         f"{k} (other defaults now)" for k, (a, b) in
+                         store.version_changes.items())
     title = {"pgsl": "PGSL (Khowaja et al., IEEE TNSE 2022)",
              "latent": "Learnable latent perturbation (Jiang et al., arXiv:2503.16542, 2025)"}
-    return [
+    lines = [
         f"# Reproduction: {title.get(o.paper, o.paper)} on {o.data}",
         "",
         f"Command: `{cmd}`  ",
-        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Duration: "
-        f"{ctx.store.total_seconds / 60:.1f} min of wall time over "
-        f"{len(ctx.store.runs)} run(s) that computed the {len(ctx.store)} cells; this run "
-        f"{seconds / 60:.1f} min ({ctx.store.reused} cells read back).  ",
-        f"Machine: {machine.get('cpus', os.cpu_count())} cores, no GPU, torch "
-        f"{machine.get('torch')}, Python {sys.version.split()[0]}, shieldsplit {__version__}.  ",
+        date + runs_sentence(store.runs, len(store)) + "  ",
+        machine + "  ",
+        load_line,
+        f"Seed: {o.seed}; seeds {ctx.seeds} for the headline cells (mean ± sd shown; "
+        f"orderings decided on 95% t-intervals across seeds), seed {o.seed} elsewhere.  ",
         f"Data: {ctx.data.summary().splitlines()[0]} (official files, MD5-checked; "
         f"each split capped at {p.limit} images).  ",
         f"Budget `{o.budget}`: {p.epochs} epochs, PGSLNet width {p.width} / hidden {p.hidden} "
-        f"(the paper: 64 / 128), audit budget `{p.audit}`, {p.victims} split-attack victims; "
-        f"seeds {ctx.seeds} for the headline cells (mean ± sd), seed {o.seed} elsewhere.  ",
-        f"Cells: `{ctx.store.path.name}` (finished cells; a re-run resumes from it).",
-        "",
+        f"(the paper: 64 / 128), audit budget `{p.audit}`, {p.victims} split-attack victims.  ",
+        f"Cells: `{store.path.name}` (finished cells; a re-run resumes from it, "
+        "`--render` re-words the page from it).  ",
     ]
+    if versions:
+        lines.append(f"Code: the cells were made under {versions}; every verdict below is "
+                     "decided again from their stored evidence under the current rule.  ")
+    return [*lines, ""]
 
 
 __all__ = [
+    "NO_LOAD",
     "PRESETS",
+    "VERSION_KEYS",
     "CellStore",
     "Preset",
     "ReproBudget",
@@ -335,5 +439,6 @@ __all__ = [
     "mean_sd",
     "register_experiment",
     "reproduce",
+    "runs_sentence",
     "unregister_experiment",
 ]

@@ -34,11 +34,16 @@ from shieldsplit.experiments.reproduce.core import (
     register_experiment,
 )
 from shieldsplit.experiments.reproduce.reading import (
+    LEVEL,
     balanced_cell,
     chance_sentence,
     control_leaks,
+    image_control_reason,
+    image_leak_sentence,
     matched_claim,
     psnr_range,
+    redecided,
+    run_stuck,
     verdict_cell,
     verdict_count_sentence,
 )
@@ -105,7 +110,8 @@ def run_cells(ctx: RunContext, todo: Sequence[tuple[str, dict[str, Any], int]]
         for name, options, seed in bar:
             key = _key(name, options, seed)
             value = ctx.store.run(key, functools.partial(_cell, ctx, name, options, seed))
-            out[key] = DefenseRun.model_validate(value)
+            # verdicts are never read as stored: decided again under the current rule
+            out[key] = redecided(DefenseRun.model_validate(value))
     return out
 
 
@@ -153,7 +159,8 @@ def run(ctx: RunContext) -> list[str]:
             todo.append((n, o, seed))
     runs = run_cells(ctx, todo)
     sweep_runs = [runs[_key(n, o, seed)] for n, o in swept]
-    lines = _fig4_table(sweep_runs) + _psnr_tables(sweep_runs) + _headline(ctx, runs)
+    lines = (_fig4_table(sweep_runs, ctx.data.num_classes) + _psnr_tables(sweep_runs)
+             + _headline(ctx, runs))
     lines += _fig5(sweep_runs)
     _plots(ctx, sweep_runs)
     lines += [f"![Fig. 4: MSE against client accuracy]({ctx.stem}_fig4.png)", "",
@@ -165,7 +172,6 @@ def _differences(ctx: RunContext, rows: list[DefenseRun]) -> list[str]:
     """The most likely reasons our numbers differ, with the facts measured in this run."""
     majority = majority_rate(ctx.data.y_test)
     dp = [r for r in rows if r.defense == "dpsgd"]
-    stuck = [r for r in dp if abs(r.accuracy - majority) < 0.01]
     out = [
         "**Data.** The paper used CIFAR-10 and BloodMNIST (8 classes, about 12,000 training "
         f"images); ours is {ctx.options.data} ({ctx.data.num_classes} classes, "
@@ -180,22 +186,21 @@ def _differences(ctx: RunContext, rows: list[DefenseRun]) -> list[str]:
         "client's own minimax game with the decoder is not part of the simulated local "
         "training (see docs/defenses.md).",
     ]
-    learned_nothing = [r for r in rows if r.balanced_accuracy is not None
-                       and abs(r.balanced_accuracy - 1 / ctx.data.num_classes) < 0.01]
+    classes = ctx.data.num_classes
+    learned_nothing = [r for r in rows if run_stuck(r, classes)]
     if learned_nothing:
+        dp_stuck = [r for r in learned_nothing if r.defense == "dpsgd"]
         out.append(
             f"**Settings that learned nothing.** {len(learned_nothing)} of the {len(rows)} "
-            "settings have a balanced client accuracy within 1 point of chance "
-            f"({1 / ctx.data.num_classes:.1%}): they predict one class (client accuracy "
-            + ", ".join(sorted({f"{r.accuracy:.1%}" for r in learned_nothing}))
-            + "). Comparisons at matched accuracy between such runs compare classifiers "
-            "that learned nothing.")
-    if stuck:
-        out.append(
-            f"**DP-SGD did not learn** in {len(stuck)} of its {len(dp)} settings: their "
-            f"accuracy equals the majority class of the test split ({majority:.1%}). The "
-            "paper trains DP-SGD for 150-200 epochs with SGD; so the matched-accuracy "
-            "comparison with DP-SGD compares against a one-class classifier.")
+            "settings are stuck: balanced client accuracy exactly chance "
+            f"({1 / classes:.1%}) and accuracy exactly the test majority rate "
+            f"({majority:.1%}), i.e. they predict one class ("
+            + ", ".join(_label(r) for r in learned_nothing) + f"). {len(dp_stuck)} of the "
+            f"{len(dp)} DP-SGD settings are among them"
+            + (f" (the others, {', '.join(_label(r) for r in dp if r not in dp_stuck)}, "
+               "predict more than one class)" if 0 < len(dp_stuck) < len(dp) else "")
+            + ". The paper trains DP-SGD for 150-200 epochs with SGD. Stuck runs are left "
+            "out of the matched-accuracy comparison.")
     return out
 
 
@@ -216,25 +221,33 @@ def attack_note(budget: str, results: Sequence[AttackResult],
         >>> r = AttackResult(attack="ig", threat_model="t", observes="update", images=8,
         ...                  seconds=1.0, psnr=5.8, verdict="inconclusive")
         >>> note = attack_note("quick", [r, r.model_copy(update={"psnr": 8.3})], [r])
-        >>> "PSNR 5.8-8.3 dB" in note, "*inconclusive*" in note
-        (True, True)
+        >>> "PSNR 5.8-8.3 dB" in note, "*inconclusive*" in note, "is evidence" in note
+        (True, True, False)
     """
     rng = psnr_range(results)
     psnr = f"PSNR {rng[0]:.1f}-{rng[1]:.1f} dB" if rng else "no finished reconstruction"
     leak = control_leaks(undefended)
+    images = image_control_reason(undefended)
     return (
         f"**Attack budget.** Inverting Gradients runs the auditor's `{budget}` budget on the "
         "unrolled 5-step update; the paper ran it on GPUs and does not state its "
         f"iterations. Over the sweep its reconstructions reach {psnr}; "
         + verdict_count_sentence("verdicts", results) + "; "
-        + verdict_count_sentence("on the undefended run", undefended) + ". "
-        + ("The attack leaks on the undefended run, so a defence's verdict of *no leakage "
-           "found* is evidence." if leak else
+        + verdict_count_sentence("on the undefended run", undefended) + "; "
+        + image_leak_sentence("the attack", undefended) + ". "
+        + ("The attack leaks images on every undefended run, so MSE and PSNR differences "
+           "between defences can be read; a defence's *no leakage found* still rests on "
+           "every condition of the auditor's rule (`docs/audit.md`), which its reason states."
+           if leak and not images else
+           "The attack leaks on every undefended run, but " + images + ": it is not shown "
+           "to rebuild images here, so MSE and PSNR differences between defences are not "
+           "evidence, no *no leakage found* about images can rest on it, and the "
+           "matched-accuracy claim is *inconclusive*." if leak else
            "The attack is not shown to leak on the undefended run, so differences between "
            "defences are not evidence and the matched-accuracy claim is *inconclusive*."))
 
 
-def _fig4_table(rows: list[DefenseRun]) -> list[str]:
+def _fig4_table(rows: list[DefenseRun], classes: int) -> list[str]:
     lines = [
         "## Fig. 4: reconstruction MSE against client accuracy",
         "",
@@ -252,14 +265,17 @@ def _fig4_table(rows: list[DefenseRun]) -> list[str]:
     for r in rows:
         a = r.leakage[ATTACK]
         lines.append(
-            f"| {_label(r)} | {r.accuracy:.1%} | {fmt(r.balanced_accuracy, '.1%')} "
+            f"| {_label(r)} | {r.accuracy:.1%}{' *stuck*' if run_stuck(r, classes) else ''} "
+            f"| {fmt(r.balanced_accuracy, '.1%')} "
             f"| {r.f1:.3f} | {fmt(r.epsilon, '.2f')} "
             f"| {fmt(a.mse, '.4f')} | {fmt(a.psnr, '.2f')} | {fmt(a.ssim, '.3f')} "
             f"| {balanced_cell([a])} | {verdict_cell([a])} |")
     majority = next((r.majority_rate for r in rows if r.majority_rate is not None), None)
     clients = (f"Client accuracy beside its balanced accuracy; the test split's majority-class "
                f"rate is {majority:.1%} (what always predicting the most common class "
-               "scores). " if majority is not None else "")
+               "scores); *stuck*: the classifier predicts one class (balanced accuracy exactly "
+               "chance, accuracy exactly the majority rate), left out of every comparison. "
+               if majority is not None else "")
     return [*lines, "", clients + chance_sentence([r.leakage[ATTACK] for r in rows]), ""]
 
 
@@ -297,6 +313,9 @@ def _headline(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
     lines = [
         f"## Headline cells: {len(ctx.seeds)} seeds (mean ± sd)",
         "",
+        "Verdicts are the auditor's, decided again from the stored evidence under its "
+        "current rule.",
+        "",
         "| setting | client accuracy | MSE | PSNR (dB) | balanced attacker accuracy "
         "| verdict |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -317,10 +336,13 @@ def _headline(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
         "For every seed and baseline, the latent run (fixed or learned) nearest in client "
         "accuracy. The paper: at least 12.4% higher MSE and 12.5% lower attacker accuracy "
         "than DP-SGD and BiDO at about 90% client accuracy. Attacker accuracy is balanced "
-        "accuracy. The claim is *inconclusive* when the attack does not leak on the "
-        "undefended run of every seed (its verdict is not *leaks*), or when latent's and "
-        "the baseline's mean ± sd intervals over seeds overlap; it *does not hold* when "
-        "a comparison goes clearly the other way.",
+        "accuracy. The claim is about the reconstructions, so it is *inconclusive* when the "
+        "attack does not leak *images* (re-identification or rebuilt images) on the "
+        "undefended run of every seed (a label or class leak does not count), when latent's "
+        f"and the baseline's {LEVEL:.0%} Student-t intervals of the mean across seeds "
+        "overlap, or when a run has one seed (it never decides); pairs with a stuck "
+        "(one-class) classifier are left out. It *does not hold* when a comparison goes "
+        "clearly the other way.",
         "",
         "| baseline | seeds | mean MSE gain of latent | mean balanced attacker-accuracy drop "
         "| mean accuracy gap (latent - baseline) | claim | why |",
@@ -335,17 +357,19 @@ def _headline(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
                 [runs[_key(n, opts[n], s)] for n in ("latent-fixed", "latent-learned")],
                 [runs[_key(base, opts[base], s)]], ATTACK)
         ]
-        lines.append(claim_row(base, pairs, control))
+        lines.append(claim_row(base, pairs, control, classes=ctx.data.num_classes))
     return [*lines, ""]
 
 
-def claim_row(base: str, pairs: Sequence[MatchedPair], control: Sequence[AttackResult]) -> str:
+def claim_row(base: str, pairs: Sequence[MatchedPair], control: Sequence[AttackResult], *,
+              classes: int = 2) -> str:
     """One row of the matched-accuracy table, its claim decided from the numbers.
 
     Args:
         base: the baseline's name.
         pairs: the matched pairs (one per seed).
         control: the attack on the undefended run of each seed.
+        classes: the task's classes (to tell a stuck classifier).
 
     Returns:
         A Markdown table row.
@@ -355,7 +379,7 @@ def claim_row(base: str, pairs: Sequence[MatchedPair], control: Sequence[AttackR
         '| dpsgd | 0 | - | - | - | inconclusive | the attack does not leak on the undefended run |'
     """
     label, why = matched_claim(pairs, control, mse_gain=HEADLINE_MSE_GAIN,
-                               accuracy_drop=HEADLINE_ATTACKER_DROP)
+                               accuracy_drop=HEADLINE_ATTACKER_DROP, classes=classes)
     if not pairs:
         return f"| {base} | 0 | - | - | - | {label} | {why} |"
     gain = statistics.mean(p.mse_gain for p in pairs)

@@ -54,15 +54,19 @@ from shieldsplit.experiments.reproduce.core import (
     register_experiment,
 )
 from shieldsplit.experiments.reproduce.reading import (
+    LEVEL,
     ClaimLabel,
-    Part,
     balanced_cell,
     chance_sentence,
     claim,
-    control_leaks,
+    control_leaks_images,
+    image_control_reason,
+    image_leak_sentence,
     psnr_range,
-    separated,
-    spread,
+    redecided,
+    run_stuck,
+    seed_part,
+    stuck_reason,
     sweep_sentence,
     verdict_cell,
     verdict_count_sentence,
@@ -137,17 +141,20 @@ def table1(ctx: RunContext) -> tuple[list[str], list[str]]:
         for label, name, opts, seed in bar:
             value = ctx.store.run(_t1_key(label, seed), functools.partial(
                 _defense_cell, ctx, name, opts, seed))
-            runs[_t1_key(label, seed)] = DefenseRun.model_validate(value)
+            # verdicts are never read as stored: decided again under the current rule
+            runs[_t1_key(label, seed)] = redecided(DefenseRun.model_validate(value))
     lines = [
         "## Table I: reconstruction MSE (higher = less leakage)",
         "",
         f"Ours: mean MSE of the rebuilt victims on [0, 1] images (DLG/iDLG rebuild one image "
         f"per gradient; DCGAN and MIA rebuild {p.victims} victims from the wire); "
-        f"mean ± sd over seeds {ctx.seeds} for the headline rows. Paper: the "
+        f"mean ± sd over seeds {ctx.seeds} for the headline rows, one seed for the others. "
+        "Paper: the "
         f"{_column(ctx)} column of its Table I (its MSE scale is not stated). `n/a`: the "
         "attack cannot observe that deployment (a split-learning server sees no weight "
         "gradients). Verdict: the auditor's, per seed, with the same seed's undefended "
-        "split as positive control (see `docs/audit.md`).",
+        "split as positive control (see `docs/audit.md`), decided again from the stored "
+        "evidence under the auditor's current rule.",
         "",
         f"| attack | setting | ours MSE | ours PSNR (dB) | balanced attacker accuracy "
         f"| verdict | client accuracy | paper MSE ({_column(ctx)}) |",
@@ -176,11 +183,10 @@ def table1(ctx: RunContext) -> tuple[list[str], list[str]]:
         "",
         *_orderings(ctx, runs),
         "",
-        "Reading the paper's table: its PGSL rows have *lower* MSE than the undefended "
-        "ones (PGSL's recovery brings the images back towards the originals), so in the "
-        "paper a lower MSE there means better recovery, not more protection. We report "
-        "the same quantity (MSE between the attacker's reconstruction and the original "
-        "image) for every row.",
+        paper_pgsl_sentence(_column(ctx), {
+            ATTACK_TITLE[a]: PAPER_T1[(a, "ours")][1 if _column(ctx) == "MNIST" else 0]
+            - PAPER_T1[(a, "none")][1 if _column(ctx) == "MNIST" else 0]
+            for a in ("dlg", "idlg", "gan-prior")}),
         "",
     ], [budget_note(ctx.preset.audit, {
         ATTACK_TITLE[a]: [r.leakage[a] for label, _, _ in T1_SETTINGS
@@ -213,16 +219,18 @@ def budget_note(budget: str, results: dict[str, list[AttackResult]],
     ranges = {n: psnr_range(rs) for n, rs in results.items()}
     psnr = ", ".join(f"{n} PSNR {lo:.1f}-{hi:.1f} dB" for n, r in ranges.items() if r
                      for lo, hi in [r])
-    leak = all(control_leaks(rs) for rs in undefended.values())
+    leak = all(control_leaks_images(rs) for rs in undefended.values())
     return (
         f"**Attack budget.** Every attack runs at the auditor's `{budget}` budget on a CPU. "
         f"Over every setting and seed the gradient attacks reach {psnr or 'no finished run'}; "
         "on the undefended split, "
-        + "; ".join(verdict_count_sentence(n, rs) for n, rs in undefended.items()) + ". "
-        + ("Both leak on every undefended seed, so their ordering rows are decided wherever "
-           "the seed intervals separate." if leak else
-           "Where an attack does not leak on the undefended split, its MSE differences "
-           "between settings are not evidence, and its ordering rows read *inconclusive*.")
+        + "; ".join(verdict_count_sentence(n, rs) for n, rs in undefended.items()) + "; "
+        + "; ".join(image_leak_sentence(n, rs) for n, rs in undefended.items()) + ". "
+        + ("Both leak images on every undefended seed, so their ordering rows are decided "
+           f"wherever the {LEVEL:.0%} t-intervals across seeds separate." if leak else
+           "Where an attack does not leak images (re-identification or rebuilt images) on "
+           "every undefended seed, its MSE differences between settings are not evidence, "
+           "and its ordering rows read *inconclusive*.")
         + " The paper does not give its attack budgets.")
 
 
@@ -250,6 +258,53 @@ def _mse_values(ctx: RunContext, runs: dict[str, DefenseRun], label: str,
             for a in [r.leakage[attack]] if a.status == "ok" and a.mse is not None]
 
 
+def paper_pgsl_sentence(column: str, pgsl_minus_none: dict[str, float]) -> str:
+    """How the paper's own PGSL rows sit against its undefended rows, computed from its
+    Table I column (the MIAS and MNIST columns differ).
+
+    Args:
+        column: the paper's column compared (``MIAS`` or ``MNIST``).
+        pgsl_minus_none: attack -> the paper's PGSL MSE minus its undefended MSE.
+
+    Returns:
+        One paragraph.
+
+    Example:
+        >>> paper_pgsl_sentence("MNIST", {"DLG": -0.07, "DCGAN": 0.02}).split(":")[0]
+        "Reading the paper's table (MNIST column)"
+        >>> "below its undefended MSE for DLG; above it for DCGAN" in paper_pgsl_sentence(
+        ...     "MNIST", {"DLG": -0.07, "DCGAN": 0.02})
+        True
+    """
+    lower = [a for a, d in pgsl_minus_none.items() if d < 0]
+    higher = [a for a, d in pgsl_minus_none.items() if d > 0]
+    parts = []
+    if lower:
+        parts.append(f"below its undefended MSE for {', '.join(lower)}")
+    if higher:
+        parts.append(f"above it for {', '.join(higher)}")
+    text = (f"Reading the paper's table ({column} column): its PGSL MSE is "
+            + "; ".join(parts) + ".")
+    if lower:
+        text += (" Where it is lower, PGSL's recovery brings the images back towards the "
+                 "originals in the paper, so a lower MSE there means better recovery, not "
+                 "more protection.")
+    return (text + " We report the same quantity (MSE between the attacker's reconstruction "
+            "and the original image) for every row.")
+
+
+def _setting_stuck(ctx: RunContext, runs: dict[str, DefenseRun], label: str) -> str:
+    """Why a Table I setting's client classifier learned nothing ("" when it learned)."""
+    classes = ctx.data.num_classes
+    for r in _setting_runs(ctx, runs, label):
+        if run_stuck(r, classes):
+            return f"its client classifier is stuck (one class, {r.accuracy:.1%})"
+        if r.accuracy < 1 / classes:
+            return (f"its client classifier scores below chance ({r.accuracy:.1%} < "
+                    f"{1 / classes:.1%})")
+    return ""
+
+
 def _orderings(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
     """Does each of the paper's orderings (setting MSE above or below undefended) hold here?"""
     col = 1 if ctx.options.data == "mnist" else 0
@@ -262,14 +317,19 @@ def _orderings(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
          > PAPER_T1[(attack, "none")][col]
          for attack in ("dlg", "idlg", "gan-prior") for label, _, _ in T1_SETTINGS[1:]
          if (attack, _PAPER_ROW[label]) in PAPER_T1},
+        stuck={label: why for label, _, _ in T1_SETTINGS
+               for why in [_setting_stuck(ctx, runs, label)] if why},
     )
     counts = Counter(r[4] for r in rows)
     lines = [
         "Does the paper's ordering hold? For each attack and setting, whether its MSE is "
         "above the undefended split's, in the paper and here. *inconclusive* where the "
-        "attack does not leak on the undefended split (every seed's verdict must be "
-        "*leaks*: an attack not shown to work cannot order defences) or where the two "
-        "rows' mean ± sd intervals overlap.",
+        "attack does not leak *images* (re-identification or rebuilt images) on every "
+        "undefended seed (an attack not shown to rebuild images cannot order defences by "
+        f"MSE; a label or class leak does not count), where the two rows' {LEVEL:.0%} "
+        "Student-t intervals of the mean across seeds overlap, where a row has one seed "
+        "(no interval: it never decides), or where a setting's classifier is stuck "
+        "(excluded).",
         "",
         "| attack | setting | paper: above undefended? | ours: above undefended? | ordering "
         "| why |",
@@ -280,12 +340,17 @@ def _orderings(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
         "",
         f"Of {len(rows)} orderings: " + ", ".join(
             f"{counts[c]} {c}" for c in ("holds", "does not hold", "inconclusive")) + ".",
+        "",
+        "Image evidence of the controls: " + "; ".join(
+            image_leak_sentence(ATTACK_TITLE[a], [
+                r.leakage[a] for r in _setting_runs(ctx, runs, "undefended split")])
+            for a in ("dlg", "idlg", "gan-prior")) + ".",
     ]
     return lines
 
 
 def ordering_rows(control: dict[str, list[AttackResult]], mse: dict[tuple[str, str], list[float]],
-                  paper_up: dict[tuple[str, str], bool],
+                  paper_up: dict[tuple[str, str], bool], *, stuck: dict[str, str] | None = None,
                   ) -> list[tuple[str, str, bool, bool, ClaimLabel, str]]:
     """The ordering table's rows, decided from the numbers.
 
@@ -294,6 +359,8 @@ def ordering_rows(control: dict[str, list[AttackResult]], mse: dict[tuple[str, s
         mse: ``(attack, setting)`` -> MSE per seed (the undefended setting included, as
             ``"undefended split"``).
         paper_up: ``(attack, setting)`` -> whether the paper's MSE is above its undefended one.
+        stuck: setting -> why its classifier learned nothing (such settings, or an
+            undefended split listed here, are excluded: *inconclusive*).
 
     Returns:
         ``(attack, setting, paper above, ours above, holds|does not hold|inconclusive, why)``
@@ -309,14 +376,22 @@ def ordering_rows(control: dict[str, list[AttackResult]], mse: dict[tuple[str, s
         >>> rows[0][4:]
         ('inconclusive', 'the attack does not leak on the undefended run')
     """
+    stuck = stuck or {}
     out = []
     for (attack, label), p_up in paper_up.items():
         base, ours = mse.get((attack, "undefended split"), []), mse.get((attack, label), [])
         if not base or not ours:
             continue
         o_up = statistics.mean(ours) > statistics.mean(base)
-        verdict, why = claim([Part("MSE", o_up == p_up, separated(spread(base), spread(ours)))],
-                             control_leaks=control_leaks(control.get(attack, [])))
+        why_stuck = stuck.get(label) or stuck.get("undefended split")
+        if why_stuck:
+            out.append((attack, label, p_up, o_up, "inconclusive",
+                        f"excluded: {why_stuck}"))
+            continue
+        results = control.get(attack, [])
+        verdict, why = claim([seed_part("MSE", o_up == p_up, base, ours)],
+                             control_leaks=control_leaks_images(results),
+                             control_why=image_control_reason(results))
         out.append((attack, label, p_up, o_up, verdict, why))
     return out
 
@@ -471,16 +546,29 @@ def table2(ctx: RunContext, ref: _Reference) -> tuple[list[str], list[str]]:
         "| --- | --- | --- | --- |",
     ]
     names = {"jsma": "JSMA", "cw": "C&W", "bim": "BIM", "fgsm": "FGSM"}
+    classes, y_test = ctx.data.num_classes, ctx.data.y_test.tolist()
+    # each network is scored on the exact images it was tested on: the whole test split
+    # for the attacked images, its first ``images`` for the rebuilt ones
+    stuck = {names[n]: why for n in ADVERSARIES
+             for why in [stuck_reason(adv[n]["accuracy"], y_test, classes)] if why}
+    stuck |= {ATTACK_TITLE[n]: why for n in REBUILDERS
+              for why in [stuck_reason(reb[n]["accuracy"], y_test[:reb[n]["images"]],
+                                       classes)] if why}
+
+    def flag(title: str) -> str:
+        return f"**stuck**: {stuck[title]}; " if title in stuck else ""
+
     for n in ADVERSARIES:
         a = adv[n]
         lines.append(f"| {names[n]}-attacked images | {a['accuracy']:.1%} | "
-                     f"{_paper(ctx, PAPER_T2[n])}% | success on correctly classified test images "
-                     f"{a['success_rate']:.0%}, L2 {a['l2']:.2f}, changed {a['l0']:.1%} |")
+                     f"{_paper(ctx, PAPER_T2[n])}% | {flag(names[n])}success on correctly "
+                     f"classified test images {a['success_rate']:.0%}, L2 {a['l2']:.2f}, "
+                     f"changed {a['l0']:.1%} |")
     for n in REBUILDERS:
         r = reb[n]
         lines.append(f"| images rebuilt by {ATTACK_TITLE[n]} | {r['accuracy']:.1%} | "
-                     f"{_paper(ctx, PAPER_T2[n])}% | {r['images']} images per split, test "
-                     f"MSE {r['mse_test']:.4f} |")
+                     f"{_paper(ctx, PAPER_T2[n])}% | {flag(ATTACK_TITLE[n])}{r['images']} "
+                     f"images per split, test MSE {r['mse_test']:.4f} |")
     for key, title in (("attacked", "PGSL attacked stream"), ("fused", "PGSL fused stream"),
                        ("recovered", "PGSL recovered (proximal-gradient) stream"),
                        ("decision", "PGSL with decision fusion"),
@@ -493,12 +581,13 @@ def table2(ctx: RunContext, ref: _Reference) -> tuple[list[str], list[str]]:
         {names[n]: adv[n]["accuracy"] for n in ADVERSARIES},
         {ATTACK_TITLE[n]: reb[n]["accuracy"] for n in REBUILDERS},
         plain=plain, attacked_stream=attacked, majority=majority_rate(ctx.data.y_test),
-        rebuilt=ctx.preset.rebuild, paper_jsma=_paper(ctx, PAPER_T2["attacked"]))
+        rebuilt=ctx.preset.rebuild, paper_jsma=_paper(ctx, PAPER_T2["attacked"]),
+        stuck=stuck)
 
 
 def table2_notes(adversarial: dict[str, float], rebuilt_accuracy: dict[str, float], *,
                  plain: float, attacked_stream: float, majority: float, rebuilt: int,
-                 paper_jsma: str) -> list[str]:
+                 paper_jsma: str, stuck: dict[str, str] | None = None) -> list[str]:
     """Table II's notes, each computed from its accuracies.
 
     Args:
@@ -506,42 +595,51 @@ def table2_notes(adversarial: dict[str, float], rebuilt_accuracy: dict[str, floa
         rebuilt_accuracy: attack -> accuracy of the network trained on its reconstructions.
         plain: plain training's clean test accuracy.
         attacked_stream: PGSL's attacked stream's accuracy.
-        majority: the test split's majority-class rate.
+        majority: the whole test split's majority-class rate.
         rebuilt: images rebuilt per split.
         paper_jsma: the paper's accuracy of its attacked stream.
+        stuck: row (attack) -> why its network learned nothing
+            (:func:`~shieldsplit.experiments.reproduce.reading.stuck_reason`, on the
+            exact images it was tested on): reported, and left out of every comparison.
 
     Returns:
         Three bullets' text.
 
     Example:
-        >>> notes = table2_notes({"FGSM": 0.9, "BIM": 0.731}, {"DLG": 0.731}, plain=0.7,
-        ...                      attacked_stream=0.78, majority=0.731, rebuilt=16,
-        ...                      paper_jsma="46.3")
-        >>> "FGSM (90.0%)" in notes[0], "BIM" in notes[0], "1 of 1" in notes[1]
+        >>> notes = table2_notes({"FGSM": 0.9, "BIM": 0.731}, {"DLG": 0.646}, plain=0.7,
+        ...                      attacked_stream=0.78, majority=0.731, rebuilt=48,
+        ...                      paper_jsma="46.3", stuck={"BIM": "stuck at 73.1%",
+        ...                      "DLG": "scores exactly the majority rate (31/48)"})
+        >>> "FGSM (90.0%)" in notes[0], "BIM (73.1%)" in notes[0], "1 of 1 networks" in notes[1]
         (True, False, True)
         >>> "+8.0 points" in notes[2]
         True
     """
-    # a row at the majority-class rate learned nothing: it is not evidence of a feature
-    above = [f"{n} ({a:.1%})" for n, a in adversarial.items()
-             if a > plain and abs(a - majority) >= 0.01]
+    stuck = stuck or {}
+    # a stuck row learned nothing: it is not evidence of a feature
+    above = [f"{n} ({a:.1%})" for n, a in adversarial.items() if a > plain and n not in stuck]
     first = (f"**Table II, attacked images.** Trained and tested on images attacked against a "
              f"fixed undefended network, the network scores above plain training's clean "
              f"accuracy ({plain:.1%}) on {', '.join(above)}: it can learn the attack's "
              "class-dependent perturbation as a feature. The paper's lower numbers suggest a "
              "different protocol (for example training on clean and testing on attacked "
              "images), which it does not describe." if above else
-             f"**Table II, attacked images.** No attacked-image row scores above plain "
-             f"training's clean accuracy ({plain:.1%}) other than at the test majority-class "
-             f"rate ({majority:.1%}); the paper does not describe its protocol (trained and "
-             "tested on attacked images, as ours, or not).")
-    stuck = [n for n, a in rebuilt_accuracy.items() if abs(a - majority) < 0.01]
-    second = (f"**Table II, rebuilt images.** Trained on {rebuilt} reconstructions per split, "
-              f"{len(stuck)} of {len(rebuilt_accuracy)} networks score within 1 point of the "
-              f"test majority-class rate ({majority:.1%})"
-              + (f" ({', '.join(stuck)}): no better than always predicting the most common "
-                 "class" if stuck else "") + "; the paper does not say how many images it "
-              "rebuilt.")
+             f"**Table II, attacked images.** No attacked-image row that learned scores above "
+             f"plain training's clean accuracy ({plain:.1%}); the paper does not describe its "
+             "protocol (trained and tested on attacked images, as ours, or not).")
+    adv_stuck = [n for n in adversarial if n in stuck]
+    if adv_stuck:
+        first += (f" {len(adv_stuck)} of {len(adversarial)} attacked-image networks are stuck "
+                  "(" + "; ".join(f"{n}: {stuck[n]}" for n in adv_stuck) + ") and left out.")
+    reb_stuck = [n for n in rebuilt_accuracy if n in stuck]
+    second = (f"**Table II, rebuilt images.** Trained on {rebuilt} reconstructions per split "
+              f"and tested on the first {rebuilt} test images (the whole test split's "
+              f"majority rate, {majority:.1%}, is not theirs), {len(reb_stuck)} of "
+              f"{len(rebuilt_accuracy)} networks are stuck")
+    second += (": " + "; ".join(f"{n} {stuck[n]}" for n in reb_stuck) + ". They learned "
+               "nothing from the reconstructions, so their rows are reported as stuck and "
+               "left out of every comparison with the paper" if reb_stuck else "")
+    second += "; the paper does not say how many images it rebuilt."
     third = (f"**Table II, PGSL streams.** Our JSMA step changes 2% of the pixels; our attacked "
              f"stream scores {attacked_stream:.1%}, {100 * (attacked_stream - plain):+.1f} "
              f"points from plain training ({plain:.1%}), where the paper's falls to "
@@ -613,6 +711,53 @@ def map_subtraction_sentence(sweep: dict[str, Any], best_recovered: float) -> st
             f"{vs_rpca} robust PCA at its best mu ({best_recovered:.5f}).")
 
 
+def recovered_accuracy_sentence(sweep: dict[str, Any], classes: int) -> str:
+    """What the sweep's accuracies on recovered images say, computed; below chance is
+    flagged as unexplained (the cells hold accuracies only, not predictions).
+
+    Args:
+        sweep: :func:`mu_sweep`'s result.
+        classes: the task's classes (chance is ``1 / classes``).
+
+    Returns:
+        One paragraph.
+
+    Example:
+        >>> sweep = {"attacked_accuracy": 0.59, "rows": [
+        ...     {"mu": 0.05, "accuracy_on_recovered": 0.45},
+        ...     {"mu": 0.15, "accuracy_on_recovered": 0.62}]}
+        >>> text = recovered_accuracy_sentence(sweep, 2)
+        >>> "below chance (50.0%) at 1 of 2 values of mu" in text, "Unexplained" in text
+        (True, True)
+        >>> fine = {"attacked_accuracy": 0.59,
+        ...         "rows": [{"mu": 0.05, "accuracy_on_recovered": 0.7}]}
+        >>> "Unexplained" in recovered_accuracy_sentence(fine, 2)
+        False
+    """
+    accs = [float(r["accuracy_on_recovered"]) for r in sweep["rows"]]
+    if not accs:
+        return ""
+    chance, attacked = 1 / classes, float(sweep["attacked_accuracy"])
+    below = sum(a < chance for a in accs)
+    worse = sum(a < attacked for a in accs)
+    text = (f"The undefended network scores {min(accs):.1%}-{max(accs):.1%} on the recovered "
+            f"images, below its {attacked:.1%} on the attacked images at {worse} of "
+            f"{len(accs)} values of mu")
+    sub = sweep.get("accuracy_on_map_subtracted")
+    if sub is not None:
+        text += f", and {float(sub):.1%} on the map-subtracted images"
+    text += "."
+    if below:
+        text += (f" It is below chance ({chance:.1%}) at {below} of {len(accs)} values of mu: "
+                 "on the recovered images the network picks the wrong class more often than "
+                 "a guess would. "
+                 "Unexplained: the cells record these accuracies only (no predictions per "
+                 "class, nor the network's accuracy on the clean test images), so the cause "
+                 "cannot be read from them; `benchmarks/mu_sweep.py` measures the same "
+                 "quantity with its own network (see its page).")
+    return text
+
+
 def fig3(ctx: RunContext, ref: _Reference) -> tuple[list[str], list[str]]:
     """Fig. 3 cell, Markdown, plot and the page's note computed from it."""
     sweep = ctx.store.run("fig3 mu sweep", lambda: mu_sweep(ref(), ctx.data.x_test,
@@ -635,10 +780,12 @@ def fig3(ctx: RunContext, ref: _Reference) -> tuple[list[str], list[str]]:
     ]
     lines += [f"| {r['mu']:.2f} | {r['mse_recovered']:.5f} | {r['accuracy_on_recovered']:.1%} |"
               for r in sweep["rows"]]
+    accuracy_reading = recovered_accuracy_sentence(sweep, ctx.data.num_classes)
+    lines += ["", accuracy_reading]
     _plot_mu(ctx, sweep)
     note = (f"**Fig. 3.** Recovery with lam = 1/sqrt(28), APG started at the image: {reading} "
             f"The paper's minimum is at mu = 0.55, ours at {best['mu']:.2f}. See `docs/pgsl.md` "
-            "for why SplitShield keeps 0.55 on activations.")
+            f"for why SplitShield keeps 0.55 on activations. {accuracy_reading}").strip()
     return [*lines, "", f"![Fig. 3: MSE over mu]({ctx.stem}_fig3.png)", ""], [note]
 
 
@@ -694,4 +841,5 @@ def run(ctx: RunContext) -> list[str]:
 
 register_experiment("pgsl", run)
 
-__all__ = ["budget_note", "mu_sweep", "ordering_rows", "rebuild", "table2_notes"]
+__all__ = ["budget_note", "mu_sweep", "ordering_rows", "paper_pgsl_sentence", "rebuild",
+           "recovered_accuracy_sentence", "table2_notes"]

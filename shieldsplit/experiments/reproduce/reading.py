@@ -4,11 +4,19 @@ Every sentence a results page uses to interpret a number comes from here, so tha
 follows the numbers of the run that made the page instead of being fixed text. The
 rules (pure functions, tested in ``tests/test_reproduce.py``):
 
-- a paper's claim is *inconclusive* when the attack behind it does not leak on the
-  undefended run (its verdict is not ``leaks``: the attack is not shown to work, so its
-  failure on a defence says nothing), or when the numbers it compares are not
-  separated: their mean ± sd intervals over seeds overlap (two single values say nothing
-  of the seed spread);
+- verdicts are never read as stored: :func:`redecided` decides a cell's attacks again
+  from their stored evidence with the auditor's current rule
+  (:func:`~shieldsplit.audit.auditor.decide_results`) before anything reads them;
+- a paper's claim about images (MSE, PSNR) is *inconclusive* unless the attack behind it
+  leaked *images* (re-identification or rebuilt images) on every undefended run
+  (:func:`control_leaks_images`): an attack that leaked only labels or the class is not
+  shown to rebuild images, so its failure on a defence says nothing about images;
+- two rows are *separated* when the 95% Student-t intervals of their means over seeds
+  (:func:`seed_interval`) are disjoint; a row measured on one seed has no such interval
+  and never decides a claim (*inconclusive*, "one seed");
+- a row whose classifier is *stuck* (it scores exactly the majority rate of the images it
+  was evaluated on, or below chance: :func:`stuck_reason`) is reported as stuck and left
+  out of every ordering;
 - otherwise a claim that is a conjunction *does not hold* as soon as one of its parts
   is clearly false, and *holds* when every part is clearly true;
 - attacker accuracy is balanced accuracy (chance: ``1 / classes``), beside the
@@ -25,35 +33,49 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections import Counter
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 from shieldsplit.audit.auditor import AttackResult
-from shieldsplit.compare.frontier import MatchedPair
+from shieldsplit.compare.frontier import DefenseRun, MatchedPair
 
 ClaimLabel = Literal["holds", "does not hold", "inconclusive"]
 Interval = tuple[float, float]
 
 
-def spread(values: Sequence[float]) -> Interval | None:
-    """``(mean - sd, mean + sd)`` of ``values``; a single value is a point; None if empty.
+#: The confidence level of the intervals across seeds that decide orderings.
+LEVEL = 0.95
+#: The reason a one-seed row gives for not deciding.
+ONE_SEED = "one seed (no interval across seeds)"
+
+
+def seed_interval(values: Sequence[float], level: float = LEVEL) -> Interval | None:
+    """The ``level`` Student-t confidence interval of the mean of ``values`` (one value per
+    seed): ``mean ± t(1 - (1 - level) / 2, n - 1) * sd / sqrt(n)``. None for fewer than two
+    values: one seed says nothing of the spread between seeds.
 
     Example:
-        >>> spread([1.0, 3.0]), spread([2.0]), spread([])
-        ((0.5857864376269049, 3.414213562373095), (2.0, 2.0), None)
+        >>> lo, hi = seed_interval([1.0, 2.0, 3.0])
+        >>> round(lo, 4), round(hi, 4)
+        (-0.4841, 4.4841)
+        >>> seed_interval([2.0]), seed_interval([])
+        (None, None)
     """
-    if not values:
+    if len(values) < 2:
         return None
-    if len(values) == 1:
-        return (float(values[0]), float(values[0]))
+    from scipy.stats import t
+
     m, s = statistics.mean(values), statistics.stdev(values)
-    return (m - s, m + s)
+    half = float(t.ppf(1 - (1 - level) / 2, len(values) - 1)) * s / math.sqrt(len(values))
+    return (m - half, m + half)
 
 
 def separated(a: Interval | None, b: Interval | None) -> bool:
-    """Whether two intervals are disjoint (two points say nothing of the spread: False).
+    """Whether two intervals are disjoint (a missing interval, such as a one-seed row's,
+    or two points say nothing: False).
 
     Example:
         >>> separated((0.0, 1.0), (2.0, 3.0)), separated((0.0, 2.0), (1.0, 3.0))
@@ -64,6 +86,22 @@ def separated(a: Interval | None, b: Interval | None) -> bool:
     if a is None or b is None or (a[0] == a[1] and b[0] == b[1]):
         return False
     return a[1] < b[0] or b[1] < a[0]
+
+
+def seed_part(name: str, holds: bool, a: Sequence[float], b: Sequence[float]) -> Part:
+    """One comparison of two rows over seeds: separated when their t-intervals are
+    disjoint; a row with one seed leaves it undecided, saying so.
+
+    Example:
+        >>> seed_part("MSE", True, [1.0, 1.1, 1.2], [2.0, 2.1, 2.2]).separated
+        True
+        >>> seed_part("MSE", True, [1.0], [2.0, 2.1, 2.2]).why
+        'MSE from one seed (no interval across seeds)'
+    """
+    if min(len(a), len(b)) < 2:
+        return Part(name, holds, False, why=f"{name} from {ONE_SEED}")
+    return Part(name, holds, separated(seed_interval(a), seed_interval(b)),
+                why=f"{name}: the {LEVEL:.0%} t-intervals across seeds overlap")
 
 
 class Part(NamedTuple):
@@ -82,12 +120,15 @@ class Part(NamedTuple):
     why: str = ""
 
 
-def claim(parts: Sequence[Part], *, control_leaks: bool) -> tuple[ClaimLabel, str]:
+def claim(parts: Sequence[Part], *, control_leaks: bool,
+          control_why: str = "") -> tuple[ClaimLabel, str]:
     """Decide a paper's claim (a conjunction of ``parts``) and say why.
 
     Args:
         parts: the comparisons the claim makes.
-        control_leaks: whether the attack leaks on the undefended run (verdict ``leaks``).
+        control_leaks: whether the attack leaks, in the way the claim needs, on the
+            undefended run (for a claim about images: :func:`control_leaks_images`).
+        control_why: why it does not (default: it does not leak).
 
     Returns:
         ``holds``, ``does not hold`` or ``inconclusive``, and the reason in words.
@@ -98,7 +139,7 @@ def claim(parts: Sequence[Part], *, control_leaks: bool) -> tuple[ClaimLabel, st
         ('inconclusive', 'accuracy within the seed spread')
     """
     if not control_leaks:
-        return "inconclusive", "the attack does not leak on the undefended run"
+        return "inconclusive", control_why or "the attack does not leak on the undefended run"
     if not parts:
         return "inconclusive", "nothing was measured"
     wrong = [p.name for p in parts if p.separated and not p.holds]
@@ -107,7 +148,31 @@ def claim(parts: Sequence[Part], *, control_leaks: bool) -> tuple[ClaimLabel, st
     unsure = [p.why or f"{p.name} within the seed spread" for p in parts if not p.separated]
     if unsure:
         return "inconclusive", "; ".join(unsure)
-    return "holds", "every comparison goes the claimed way, clear of the seed spread"
+    return "holds", (f"every comparison goes the claimed way, clear of the {LEVEL:.0%} "
+                     "t-intervals across seeds")
+
+
+def redecided(run: DefenseRun) -> DefenseRun:
+    """``run`` with every attack decided again from its stored evidence under the
+    auditor's current rule (old records are completed with exact bounds first; a record
+    without its setting or upper bounds cannot give *no leakage found*): a page never
+    reads a verdict the rule no longer gives. Changes ``run`` in place and returns it.
+
+    Example:
+        >>> from shieldsplit.compare.frontier import DefenseRun
+        >>> from shieldsplit.audit.auditor import AttackResult
+        >>> r = AttackResult(attack="dlg", threat_model="t", observes="gradient", images=8,
+        ...                  seconds=1.0, verdict="leaks")  # no evidence: not a leak
+        >>> run = DefenseRun(defense="none", options={}, strength=None, strength_value=None,
+        ...                  accuracy=0.8, f1=0.5, train_seconds=1.0, leakage={"dlg": r})
+        >>> redecided(run).leakage["dlg"].verdict
+        'inconclusive'
+    """
+    from shieldsplit.audit.auditor import decide_results
+
+    results = [r for r in run.leakage.values() if r.status != "n/a"]
+    run.verdicts = decide_results(results, defense=run.defense)
+    return run
 
 
 def control_leaks(results: Sequence[AttackResult]) -> bool:
@@ -124,9 +189,9 @@ def control_leaks(results: Sequence[AttackResult]) -> bool:
 
 
 def control_leaks_images(results: Sequence[AttackResult]) -> bool:
-    """Whether an attack leaked *images* (re-identification or rebuilt images) on every
-    undefended run given: only then can it decide a claim about images (MSE, PSNR); a
-    label-only leak cannot.
+    """Whether an attack leaked *images* (re-identification or rebuilt images, read from
+    its evidence completed with exact bounds) on every undefended run given: only then
+    can it decide a claim about images (MSE, PSNR); a label-only leak cannot.
 
     Example:
         >>> from shieldsplit.audit.auditor import AttackResult
@@ -138,7 +203,108 @@ def control_leaks_images(results: Sequence[AttackResult]) -> bool:
         (True, False)
     """
     return control_leaks(results) and all(
-        r.evidence is not None and r.evidence.image_leak for r in results)
+        r.evidence is not None and r.evidence.completed().image_leak for r in results)
+
+
+def image_control_reason(results: Sequence[AttackResult]) -> str:
+    """Why the undefended runs cannot decide a claim about images, in words ("" when they
+    can: the attack leaked images on every one).
+
+    Example:
+        >>> image_control_reason([])
+        'the attack does not leak on the undefended run'
+        >>> from shieldsplit.audit.auditor import AttackResult
+        >>> from shieldsplit.functional.verdict import Evidence
+        >>> labels = AttackResult(attack="a", threat_model="t", observes="gradient",
+        ...                       images=8, seconds=1.0, verdict="leaks",
+        ...                       evidence=Evidence(label_low=0.9, majority=0.5))
+        >>> image_control_reason([labels])
+        'on the undefended run the attack leaked labels or the class only, not images (1 of 1 runs)'
+    """
+    if control_leaks_images(results):
+        return ""
+    if not control_leaks(results):
+        return "the attack does not leak on the undefended run"
+    short = sum(not (r.evidence is not None and r.evidence.completed().image_leak)
+                for r in results)
+    return ("on the undefended run the attack leaked labels or the class only, not images "
+            f"({short} of {len(results)} runs)")
+
+
+def image_leak_sentence(name: str, results: Sequence[AttackResult]) -> str:
+    """Which kind of image evidence ``name`` showed on the undefended runs, counted (the
+    rule counts re-identification alone as an image leak, whatever the PSNR).
+
+    Example:
+        >>> from shieldsplit.audit.auditor import AttackResult
+        >>> from shieldsplit.functional.verdict import Evidence
+        >>> r = AttackResult(attack="a", threat_model="t", observes="gradient", images=32,
+        ...                  seconds=1.0, verdict="leaks",
+        ...                  evidence=Evidence(images=32, identified=17, lineup_chance=0.002,
+        ...                                    gain_low=-4.0))
+        >>> image_leak_sentence("iDLG", [r]).split(" and ")[0]
+        'iDLG re-identified victims in 1 of 1 undefended runs'
+        >>> image_leak_sentence("iDLG", [r]).endswith("in 0 of 1")
+        True
+    """
+    evs = [r.evidence.completed() for r in results if r.evidence is not None]
+    return (f"{name} re-identified victims in {sum(e.reidentified for e in evs)} of "
+            f"{len(results)} undefended runs and rebuilt images (PSNR gain above the "
+            f"no-attack baseline) in {sum(e.rebuilt for e in evs)} of {len(results)}")
+
+
+def stuck_reason(accuracy: float, labels: Sequence[int], classes: int) -> str:
+    """Why a classifier scored on ``labels`` learned nothing ("" when it did not get stuck):
+    its accuracy is exactly the majority rate of those labels (what always predicting the
+    most common class scores, to within one image), or below chance (``1 / classes``).
+
+    Args:
+        accuracy: its accuracy on the evaluated images.
+        labels: the labels of exactly those images.
+        classes: the task's classes.
+
+    Returns:
+        The reason in words, or "".
+
+    Example:
+        >>> stuck_reason(31 / 48, [0] * 17 + [1] * 31, 2)
+        'scores exactly the majority rate of the 48 images it was tested on (31/48 = 64.6%)'
+        >>> stuck_reason(2 / 48, list(range(10)) * 4 + [0] * 8, 10)
+        'scores below chance (4.2% < 10.0% on 10 classes)'
+        >>> stuck_reason(0.8, [0] * 17 + [1] * 31, 2)
+        ''
+    """
+    n = len(labels)
+    if n == 0:
+        return ""
+    top = max(Counter(int(v) for v in labels).values())
+    if abs(accuracy * n - top) < 0.5:
+        return (f"scores exactly the majority rate of the {n} images it was tested on "
+                f"({top}/{n} = {top / n:.1%})")
+    if accuracy < 1 / classes:
+        return f"scores below chance ({accuracy:.1%} < {1 / classes:.1%} on {classes} classes)"
+    return ""
+
+
+def run_stuck(run: DefenseRun, classes: int) -> bool:
+    """Whether a defended classifier learned nothing: it predicts one class on the test
+    split (where recorded), else its balanced accuracy is chance (``1 / classes``) and its
+    accuracy the test majority rate (what a one-class classifier scores).
+
+    Example:
+        >>> from shieldsplit.compare.frontier import DefenseRun
+        >>> run = DefenseRun(defense="dpsgd", options={}, strength=None, strength_value=None,
+        ...                  accuracy=0.7307, balanced_accuracy=0.5, majority_rate=0.7307,
+        ...                  f1=0.4, train_seconds=1.0, leakage={})
+        >>> run_stuck(run, 2), run_stuck(run.model_copy(update={"balanced_accuracy": 0.512}), 2)
+        (True, False)
+    """
+    if run.predicted_classes is not None:
+        return run.predicted_classes == 1
+    if run.balanced_accuracy is None or run.majority_rate is None:
+        return False
+    return (abs(run.balanced_accuracy - 1 / classes) < 1e-9
+            and abs(run.accuracy - run.majority_rate) < 1e-9)
 
 
 def verdict_cell(results: Sequence[AttackResult]) -> str:
@@ -222,35 +388,25 @@ def chance_sentence(results: Sequence[AttackResult]) -> str:
     return text
 
 
-def accuracy_interval(results: Sequence[AttackResult]) -> Interval | None:
-    """Balanced attacker accuracy's interval: mean ± sd over runs, or for a single run its
-    95% bootstrap interval (from the auditor's evidence).
-
-    Example:
-        >>> accuracy_interval([])
-    """
-    ok = [r for r in results if r.status == "ok" and r.balanced_accuracy is not None]
-    ev = ok[0].evidence if len(ok) == 1 else None
-    if ev is not None and ev.balanced_low is not None and ev.balanced_high is not None:
-        return (ev.balanced_low, ev.balanced_high)
-    return spread([float(r.balanced_accuracy or 0.0) for r in ok])
-
-
 def matched_claim(pairs: Sequence[MatchedPair], control: Sequence[AttackResult], *,
-                  mse_gain: float, accuracy_drop: float) -> tuple[ClaimLabel, str]:
+                  mse_gain: float, accuracy_drop: float,
+                  classes: int = 2) -> tuple[ClaimLabel, str]:
     """The latent paper's claim at matched accuracy, decided from matched pairs.
 
     The claim: the candidate's MSE is at least ``mse_gain`` higher *and* the attacker's
-    balanced accuracy at least ``accuracy_drop`` lower (relative) than the baseline's.
-    MSE is compared over the pairs' mean ± sd (several seeds; one pair: undecided);
-    balanced accuracy likewise, or by its bootstrap interval for a single pair. A flipped
-    candidate (below chance) does not count as a drop.
+    balanced accuracy at least ``accuracy_drop`` lower (relative) than the baseline's. It
+    is a claim about the reconstructions, so it needs the attack to leak *images* on every
+    undefended run. Pairs whose baseline or candidate classifier is stuck (one class) are
+    left out. MSE and balanced attacker accuracy are compared by their 95% t-intervals
+    across seeds; one seed decides nothing. A flipped candidate (below chance) does not
+    count as a drop.
 
     Args:
         pairs: baseline runs and their nearest candidate runs (one per seed).
         control: the attack's results on the undefended runs of the same seeds.
         mse_gain: the claimed relative MSE gain (0.124 for 12.4%).
         accuracy_drop: the claimed relative drop of attacker accuracy.
+        classes: the task's classes (to tell a stuck classifier).
 
     Returns:
         ``holds``, ``does not hold`` or ``inconclusive``, and the reason.
@@ -259,27 +415,40 @@ def matched_claim(pairs: Sequence[MatchedPair], control: Sequence[AttackResult],
         >>> matched_claim([], [], mse_gain=0.124, accuracy_drop=0.125)
         ('inconclusive', 'the attack does not leak on the undefended run')
     """
-    if not control_leaks(control):
-        return claim([], control_leaks=False)
+    why = image_control_reason(control)
+    if why:
+        return claim([], control_leaks=False, control_why=why)
     if not pairs:
         return "inconclusive", "no run was scored"
-    attack = pairs[0].attack
-    base = [p.baseline.leakage[attack] for p in pairs]
-    cand = [p.candidate.leakage[attack] for p in pairs]
+    live = [p for p in pairs if not run_stuck(p.baseline, classes)
+            and not run_stuck(p.candidate, classes)]
+    if not live:
+        return "inconclusive", (f"the classifier is stuck (one class) in all {len(pairs)} "
+                                "pairs: left out of the comparison")
+    left = (f" ({len(pairs) - len(live)} of {len(pairs)} pairs left out: a stuck classifier)"
+            if len(live) < len(pairs) else "")
+    attack = live[0].attack
+    base = [p.baseline.leakage[attack] for p in live]
+    cand = [p.candidate.leakage[attack] for p in live]
     flipped = sum(r.flipped for r in cand)
-    gain = statistics.mean(p.mse_gain for p in pairs)
-    drop = statistics.mean(p.attacker_accuracy_drop for p in pairs)
-    one = len(pairs) == 1
-    return claim([
-        Part("MSE", gain >= mse_gain, separated(spread([float(r.mse or 0) for r in base]),
-                                                spread([float(r.mse or 0) for r in cand])),
-             why="MSE from one seed (no spread to compare against)" if one else ""),
-        Part("balanced attacker accuracy", drop >= accuracy_drop and not flipped,
-             not flipped and separated(accuracy_interval(base), accuracy_interval(cand)),
-             why=f"the candidate's reconstructions are flipped in {flipped} of {len(cand)} "
-                 "runs (below chance: not protection)" if flipped else
-                 "balanced attacker accuracy: the 95% intervals overlap" if one else ""),
+    gain = statistics.mean(p.mse_gain for p in live)
+    drop = statistics.mean(p.attacker_accuracy_drop for p in live)
+    bal = [_balanced(r) for r in base], [_balanced(r) for r in cand]
+    acc = seed_part("balanced attacker accuracy", drop >= accuracy_drop and not flipped, *bal)
+    if flipped:
+        acc = Part(acc.name, False, False,
+                   why=f"the candidate's reconstructions are flipped in {flipped} of "
+                       f"{len(cand)} runs (below chance: not protection)")
+    label, reason = claim([
+        seed_part("MSE", gain >= mse_gain, [float(r.mse or 0) for r in base],
+                  [float(r.mse or 0) for r in cand]),
+        acc,
     ], control_leaks=True)
+    return label, reason + left
+
+
+def _balanced(r: AttackResult) -> float:
+    return float(r.balanced_accuracy or 0.0)
 
 
 def psnr_range(results: Sequence[AttackResult]) -> tuple[float, float] | None:
@@ -349,18 +518,25 @@ def sweep_sentence(mus: Sequence[float], mse: Sequence[float], attacked: float) 
 
 
 __all__ = [
+    "LEVEL",
     "ClaimLabel",
     "Part",
-    "accuracy_interval",
     "balanced_cell",
     "chance_sentence",
     "claim",
     "control_leaks",
+    "control_leaks_images",
+    "image_control_reason",
+    "image_leak_sentence",
     "matched_claim",
     "one_class",
     "psnr_range",
+    "redecided",
+    "run_stuck",
+    "seed_interval",
+    "seed_part",
     "separated",
-    "spread",
+    "stuck_reason",
     "sweep_sentence",
     "verdict_cell",
     "verdict_count_sentence",
