@@ -399,3 +399,11 @@ def test_lineup_chance_of_reconstructions_paired_among_a_batch() -> None:
     assert plain.reidentified and not paired.reidentified
     p_value = binomtest(1, 8, 8 / 944, alternative="greater").pvalue
     assert p_value > 0.025  # the exact test agrees: not significant at the bound's level
+
+
+def test_an_old_update_record_gets_the_batch_line_up_chance() -> None:
+    old = Evidence(images=8, identified=1, identified_low=0.003, lineup_chance=1 / 937)
+    new = old.completed(matched_among=8)
+    assert new.matched_among == 8 and new.lineup_chance == pytest.approx(8 / 944)
+    assert old.completed().reidentified and not new.reidentified
+    assert new.completed(matched_among=8).lineup_chance == new.lineup_chance  # idempotent

@@ -895,10 +895,13 @@ def decide_results(results: Sequence[AttackResult], *, defense: str,
         The position verdicts (split, then federated, where attacks ran).
     """
     for r in results:
+        # an update's reconstructions are paired among its batch (records made before
+        # that was kept get the auditor's FedAvg batch)
+        k = int(FEDAVG["local_batch_size"]) if r.observes == "update" else None
         if r.evidence is not None:
-            r.evidence = r.evidence.completed()
+            r.evidence = r.evidence.completed(matched_among=k)
         if r.control is not None and r.control.evidence is not None:
-            r.control.evidence = r.control.evidence.completed()
+            r.control.evidence = r.control.evidence.completed(matched_among=k)
         target = r.evidence if r.evidence is not None else Evidence(status=r.status)
         control = None
         if r.control is not None:

@@ -147,6 +147,7 @@ class Evidence(BaseModel):
         identified_high: its upper bound.
         lineup_chance: the chance rate of the line-up, ``1 / (auxiliary + 1)``
             (``k / (auxiliary + k)`` for reconstructions paired among ``k`` victims).
+        matched_among: that ``k`` (1: each reconstruction belongs to a known victim).
         balanced_accuracy: the reference classifier's balanced accuracy on the reconstructions.
         balanced_low: its 95% bootstrap lower bound.
         balanced_high: its 95% bootstrap upper bound.
@@ -170,6 +171,7 @@ class Evidence(BaseModel):
     identified_low: float | None = None
     identified_high: float | None = None
     lineup_chance: float | None = None
+    matched_among: int = 1
     balanced_accuracy: float | None = None
     balanced_low: float | None = None
     balanced_high: float | None = None
@@ -180,10 +182,15 @@ class Evidence(BaseModel):
     majority: float | None = None
     predicted_classes: int = 0
 
-    def completed(self) -> Evidence:
+    def completed(self, *, matched_among: int | None = None) -> Evidence:
         """This evidence with the bounds that its counts determine filled in (exact
         re-identification bounds, Wilson label bounds): a record written under an older
         rule is then decided like a new one, where its counts allow.
+
+        Args:
+            matched_among: how many victims each reconstruction was paired among, where
+                the record predates :attr:`matched_among` (its line-up chance is then
+                recomputed from the line-up's size).
 
         Example:
             >>> old = Evidence(images=64, identified=1, identified_low=0.0028,
@@ -191,7 +198,12 @@ class Evidence(BaseModel):
             >>> old.reidentified, old.completed().reidentified
             (True, False)
         """
-        update: dict[str, float] = {}
+        update: dict[str, float | int] = {}
+        if matched_among is not None and matched_among != self.matched_among \
+                and self.lineup_chance:
+            auxiliary = round(self.matched_among / self.lineup_chance) - self.matched_among
+            update["matched_among"] = matched_among
+            update["lineup_chance"] = matched_among / (auxiliary + matched_among)
         if self.images:
             update["identified_low"], update["identified_high"] = clopper_pearson_interval(
                 self.identified, self.images)
@@ -434,6 +446,7 @@ def evidence(
         gain_low=gain_low, gain_high=gain_high,
         identified=k, identified_low=id_low, identified_high=id_high,
         lineup_chance=matched_among / max(1, lineup_size - 1 + matched_among),
+        matched_among=matched_among,
         balanced_accuracy=balanced_accuracy(predicted, true),
         chance=1.0 / len(torch.unique(true)), majority=majority_rate(true),
         predicted_classes=len(torch.unique(predicted)),

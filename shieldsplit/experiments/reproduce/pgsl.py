@@ -377,7 +377,7 @@ def ordering_rows(control: dict[str, list[AttackResult]], mse: dict[tuple[str, s
         ('inconclusive', 'the attack does not leak on the undefended run')
     """
     stuck = stuck or {}
-    out = []
+    out: list[tuple[str, str, bool, bool, ClaimLabel, str]] = []
     for (attack, label), p_up in paper_up.items():
         base, ours = mse.get((attack, "undefended split"), []), mse.get((attack, label), [])
         if not base or not ours:
