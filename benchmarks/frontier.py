@@ -192,9 +192,10 @@ def page(table: CompareTable) -> str:
         f"{matched_on(table.rows)}. The paper claims at least 12.4% higher MSE and 12.5% "
         "lower attacker accuracy than the baselines at about 90% client accuracy. Attacker "
         "accuracy is balanced accuracy. A claim about images is *inconclusive* when the attack "
-        "does not leak images on the undefended run, or when the two points are not "
-        "separated: one seed gives no MSE spread, and the balanced accuracies' 95% bootstrap "
-        "intervals must be disjoint.",
+        "does not leak images on the undefended run, when a classifier of the pair is stuck "
+        "at one class, or when the two points are not separated by 95% t-intervals across "
+        "seeds: this page has one seed, so no pair can be decided on it (the latent "
+        "reproduction pages run 3).",
         "",
         "| attack | baseline (acc) | latent (acc) | MSE baseline -> latent | "
         "balanced attacker acc baseline -> latent | verdicts baseline / latent | claim "

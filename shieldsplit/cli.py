@@ -430,6 +430,9 @@ def audit(
     attack_option: Annotated[list[str] | None, typer.Option(
         help="NAME.FIELD=VALUE: an attack's option, e.g. inverting-gradients.iterations=500 "
         "(repeat; `shieldsplit options` lists them)")] = None,
+    tolerance: Annotated[list[str] | None, typer.Option(
+        help="FIELD=VALUE: what a 'no leakage found' must bound each kind of evidence under, "
+        "e.g. reidentification=0.05 (repeat; fields and defaults in docs/audit.md)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars or progress lines")] = False,
 ) -> None:
     """Attack a trained model (or a saved SplitShield / defence) with every applicable attack
@@ -441,6 +444,7 @@ def audit(
         if names is not None:
             check_attacks(names)
         tuned = parse_attack_options(attack_option or [])
+        bounds = parse_tolerance(tolerance or [])
         from shieldsplit.audit.auditor import audit as run_audit
 
         small = smoke()
@@ -453,11 +457,11 @@ def audit(
             net, data=(ds.x_train, ds.y_train),
             cut=int(cut) if cut.isdigit() else cut, budget=budget,  # type: ignore[arg-type]
             seed=seed, progress=not quiet, victims=victims, attacks=names,
-            attack_options=tuned or None,
+            attack_options=tuned or None, tolerance=bounds,
         )
     except ShieldSplitError as exc:
         fail(exc)
-    console.print(report.summary())
+    console.print(report.summary(), markup=False, highlight=False)
     written = write_outputs([
         (json_out, report.to_json, "JSON report"),
         (out, lambda p: report.save_html(p, include_images=include_images), "HTML report"),
@@ -541,6 +545,32 @@ def parse_options(specs: Sequence[str], names: Sequence[str]) -> dict[str, dict[
 
     given = parse_dotted(specs, names, option="--option", example="laplace.scale=0.2")
     return {name: defense_options(name, fields) for name, fields in given.items()}
+
+
+def parse_tolerance(specs: Sequence[str]) -> Any:
+    """``--tolerance FIELD=VALUE`` specs -> the audit's tolerance, checked by its model.
+
+    Raises:
+        ConfigError: a malformed spec, an unknown field or a value out of range.
+
+    Example:
+        >>> parse_tolerance(["reidentification=0.05"]).reidentification
+        0.05
+    """
+    from shieldsplit.errors import ConfigError
+    from shieldsplit.functional.verdict import Tolerance
+
+    given: dict[str, Any] = {}
+    for spec in specs:
+        field, sep, value = spec.partition("=")
+        if not sep or not field:
+            raise ConfigError.build(what="--tolerance", expected="FIELD=VALUE",
+                                    received=repr(spec),
+                                    fix="pass --tolerance reidentification=0.05")
+        given[field.strip()] = value.strip()
+    from shieldsplit._core.validate import build_config
+
+    return build_config(Tolerance, given, fix="fields: " + ", ".join(Tolerance.model_fields))
 
 
 def parse_attack_options(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -680,7 +710,7 @@ def compare(
         )
     except ShieldSplitError as exc:
         fail(exc)
-    console.print(table.summary(), soft_wrap=True)
+    console.print(table.summary(), soft_wrap=True, markup=False, highlight=False)
     written = write_outputs([(json_out, table.to_json, "JSON frontier"),
                              (out, table.save_html, "HTML frontier")])
     if not table.complete:

@@ -340,3 +340,39 @@ def build_other() -> object:
     import shieldsplit as ss
 
     return ss.PGSLNet(in_channels=1, num_classes=10, image_size=8, width=8, hidden=16)
+
+
+def test_audit_passes_the_tolerance_and_prints_verdicts_verbatim(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the summary goes out as plain text: "[leaks]" is a verdict, not a rich style tag
+    from shieldsplit.audit import auditor
+
+    seen: dict[str, object] = {}
+
+    class Report:
+        complete = True
+
+        def summary(self) -> str:
+            return "Verdicts:\n- [leaks] A split-learning server\n- [no leakage found] x"
+
+        def to_json(self, path: object) -> None:
+            pass
+
+        def save_html(self, path: object, **kw: object) -> None:
+            pass
+
+    def fake(net: object, **kwargs: object) -> Report:
+        seen.update(kwargs)
+        return Report()
+
+    monkeypatch.setattr(auditor, "audit", fake)
+    result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--tolerance",
+                                 "reidentification=0.05", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "[leaks]" in result.stdout and "[no leakage found]" in result.stdout
+    assert seen["tolerance"].reidentification == 0.05  # type: ignore[attr-defined]
+    for spec, expected in {"reidentification=2": "reidentification", "nope=1": "nope",
+                           "reidentification": "FIELD=VALUE"}.items():
+        bad = runner.invoke(app, ["audit", "--model", "pgsl-net", "--tolerance", spec,
+                                  "--quiet"])
+        assert bad.exit_code == 2 and expected in one_error_line(bad), spec

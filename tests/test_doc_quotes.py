@@ -73,3 +73,13 @@ def test_paths() -> None:
 def test_difference(tmp_path: Path) -> None:
     (tmp_path / "r.json").write_text(json.dumps({"x": 3.5, "y": 1.25}))
     assert quote("r.json 'x - y' {:+.2f}", tmp_path) == "+2.25"
+
+
+def test_results_readme_lists_the_verdicts_the_current_rule_changed() -> None:
+    # the README's list of changed verdicts is computed from the records re-decided by
+    # the current rule: a change of rule or record without re-rendering it fails here
+    import verdict_changes
+
+    readme = (REPO / "docs/results/README.md").read_text()
+    assert verdict_changes.START in readme and verdict_changes.END in readme
+    assert verdict_changes.render(readme) == readme
