@@ -208,11 +208,20 @@ def test_replaying_the_local_training_reads_label_counts_that_idlg_cannot() -> N
 def test_a_label_control_that_leaked_labels_vouches_for_the_label_attack() -> None:
     from shieldsplit.functional.verdict import decide
 
-    leak = flower.LabelEvidence(images=50, label_recovery=0.98, label_low=0.9, majority=0.6)
-    blind = flower.LabelEvidence(images=50, label_recovery=0.6, label_low=0.47, majority=0.6)
+    where = "federated, Flower client update of 1 local epochs at batch 8"
+    leak = flower.LabelEvidence(images=50, label_recovery=0.98, label_low=0.9,
+                                label_high=0.99, majority=0.6, setting=where)
+    blind = flower.LabelEvidence(images=50, label_recovery=0.6, label_low=0.47,
+                                 label_high=0.72, majority=0.6, setting=where)
     assert decide(leak, blind).verdict == "leaks"
-    assert decide(blind, leak).verdict == "no leakage found"
+    d = decide(blind, leak)
+    assert d.verdict == "no leakage found" and "tolerance: majority + 15%" in d.reason
     assert decide(blind, blind).verdict == "inconclusive"
+    # a control in another setting, or a target not bounded under the tolerance, does not do
+    other = leak.model_copy(update={"setting": "federated, one image"})
+    assert "another setting" in decide(blind, other).reason
+    loose = blind.model_copy(update={"label_high": 0.8})
+    assert "label recovery up to" in decide(loose, leak).reason
     with pytest.raises(ConfigError):
         flower.replay_label_counts(torch.nn.Sequential(torch.nn.Flatten(),
                                                        torch.nn.Linear(4, 3)), {},
