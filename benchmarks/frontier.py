@@ -118,7 +118,8 @@ def reading(table: CompareTable) -> list[str]:
                      "other conditions hold (same setting, significantly below, under the "
                      "tolerance).")
         elif control_leaks(none):
-            vouch = (f"On the undefended run it leaks {none[0].reason or 'labels or the class'}"
+            kinds = (none[0].reason or "leaks labels or the class").removeprefix("leaks ")
+            vouch = (f"On the undefended run it leaks {kinds}"
                      " but no images, so it vouches for no image verdict: a defence cannot "
                      "earn *no leakage found* from it.")
         else:

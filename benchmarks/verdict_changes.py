@@ -83,16 +83,23 @@ def changes(before: Verdicts, now: dict[str, dict[str, dict[str, tuple[str, str]
     return lines
 
 
+def _created(page: str) -> str:
+    return str(json.loads((RESULTS / f"{page}.json").read_text()).get("created", "?"))[:10]
+
+
 def section() -> str:
     """The README's section body."""
     before: Verdicts = json.loads(SNAPSHOT.read_text())
     now = current()
     lines = changes(before, now)
     total = sum(len(p) for runs in now.values() for p in runs.values())
+    dates = ", ".join(f"`{page}.json` of {_created(page)}" for page in PAGES)
     head = (f"Computed by `python benchmarks/verdict_changes.py --write` from "
             f"`{SNAPSHOT.name}` (the verdicts the pages printed before the rule changed) and "
-            f"the frontier records re-decided by the current rule: {len(lines)} of {total} "
-            "position verdicts changed.")
+            f"the frontier records now published ({dates}), re-decided by the current rule: "
+            f"{len(lines)} of {total} position verdicts changed. A record made after "
+            "2026-12-06 is a new run (with the adaptive attack), so a change there can come "
+            "from the run as well as from the rule.")
     return "\n".join([head, "", *lines]) if lines else head
 
 

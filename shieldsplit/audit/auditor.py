@@ -945,8 +945,10 @@ def unrun_adaptive(results: Sequence[AttackResult], defense: str, position: str)
 
 def _image_words(r: AttackResult, e: Evidence) -> str:
     """Both kinds of image evidence, numbers and line-up count included."""
+    paired = (f", each paired among its batch of {e.matched_among} first"
+              if e.matched_among > 1 else "")
     return (f"{e.identified} of {e.images} victims picked out of a line-up of "
-            f"{round(1 / e.lineup_chance) if e.lineup_chance else '?'} images (95% CI "
+            f"{e.lineup_images or '?'} images{paired} (95% CI "
             f"{(e.identified_low or 0):.1%}-{(e.identified_high or 0):.1%}, chance "
             f"{(e.lineup_chance or 0):.1%}); PSNR {r.psnr or 0:.1f} dB against the no-attack "
             f"baseline {r.baseline_psnr or 0:.1f} dB ({e.gain_words()})")

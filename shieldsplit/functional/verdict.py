@@ -212,6 +212,13 @@ class Evidence(BaseModel):
                 update["label_low"], update["label_high"] = wilson_interval(right, self.images)
         return self.model_copy(update=update)
 
+    @property
+    def lineup_images(self) -> int | None:
+        """Images in the line-up (the victim and the auxiliary images), or None."""
+        if not self.lineup_chance:
+            return None
+        return round(self.matched_among / self.lineup_chance) - self.matched_among + 1
+
     # ----------------------------------------------------------------- the four kinds
     @property
     def reidentified(self) -> bool:
