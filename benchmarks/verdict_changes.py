@@ -97,7 +97,7 @@ def section() -> str:
     head = (f"Computed by `python benchmarks/verdict_changes.py --write` from "
             f"`{SNAPSHOT.name}` (the verdicts the pages printed before the rule changed) and "
             f"the frontier records now published ({dates}), re-decided by the current rule: "
-            f"{len(lines)} of {total} position verdicts changed. A record made after "
+            f"{len(lines)} of {total} position verdicts changed. A record dated "
             "2026-12-06 is a new run (with the adaptive attack), so a change there can come "
             "from the run as well as from the rule.")
     return "\n".join([head, "", *lines]) if lines else head

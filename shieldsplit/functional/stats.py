@@ -44,6 +44,16 @@ from shieldsplit.errors import ConfigError, InputShapeError
 BOOTSTRAP_RESAMPLES = 2000
 
 
+def _check_binomial(k: int, n: int, level: float) -> None:
+    """The arguments every binomial interval takes, or a typed error."""
+    if not 0 < level < 1:
+        raise ConfigError.build(what="level", expected="a float in (0, 1)", received=level,
+                                fix="pass level=0.95")
+    if n < 0 or not 0 <= k <= n:
+        raise ConfigError.build(what="k, n", expected="0 <= k <= n", received=(k, n),
+                                fix="count successes among the trials")
+
+
 def wilson_interval(k: int, n: int, *, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion.
 
@@ -62,12 +72,7 @@ def wilson_interval(k: int, n: int, *, level: float = 0.95) -> tuple[float, floa
         >>> wilson_interval(0, 0)
         (0.0, 1.0)
     """
-    if not 0 < level < 1:
-        raise ConfigError.build(what="level", expected="a float in (0, 1)", received=level,
-                                fix="pass level=0.95")
-    if n < 0 or not 0 <= k <= n:
-        raise ConfigError.build(what="k, n", expected="0 <= k <= n", received=(k, n),
-                                fix="count successes among the trials")
+    _check_binomial(k, n, level)
     if n == 0:
         return 0.0, 1.0
     z = float(norm.ppf(0.5 + level / 2))
@@ -101,12 +106,7 @@ def clopper_pearson_interval(k: int, n: int, *, level: float = 0.95) -> tuple[fl
         >>> low, round(high, 4)
         (0.0, 0.056)
     """
-    if not 0 < level < 1:
-        raise ConfigError.build(what="level", expected="a float in (0, 1)", received=level,
-                                fix="pass level=0.95")
-    if n < 0 or not 0 <= k <= n:
-        raise ConfigError.build(what="k, n", expected="0 <= k <= n", received=(k, n),
-                                fix="count successes among the trials")
+    _check_binomial(k, n, level)
     if n == 0:
         return 0.0, 1.0
     alpha = 1 - level
