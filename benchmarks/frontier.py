@@ -123,8 +123,13 @@ def reading(table: CompareTable) -> list[str]:
                      " but no images, so it vouches for no image verdict: a defence cannot "
                      "earn *no leakage found* from it.")
         else:
-            vouch = ("It is not shown to leak undefended, so its differences between defences "
-                     "are not evidence (every such verdict is *inconclusive*).")
+            vouch = ("It is not shown to leak undefended, so it vouches for no *no leakage "
+                     "found* (such verdicts read *inconclusive*).")
+        leaked = [r for r in res if r.verdict == "leaks"]
+        if none and not control_leaks(none) and leaked:
+            vouch += (f" It leaks on {len(leaked)} defended runs but not on the undefended "
+                      "one: a leak stands on its own, but these verdicts do not rank the "
+                      "defences (the same victims, one seed).")
         out.append(f"- `{attack}`: {shown}; " + verdict_count_sentence("verdicts", res) + "; "
                    + verdict_count_sentence("on the undefended run", none) + ". " + vouch)
     stuck_runs = [run_label(r) for r in table.rows if stuck(r)]
