@@ -25,7 +25,13 @@ from typing import Any
 
 from shieldsplit._core.progress import progress_bar
 from shieldsplit.audit.auditor import AttackResult
-from shieldsplit.compare.frontier import DefenseRun, MatchedPair, match_by_accuracy, run_defense
+from shieldsplit.compare.frontier import (
+    DefenseRun,
+    MatchedPair,
+    match_by_accuracy,
+    matched_on,
+    run_defense,
+)
 from shieldsplit.experiments.reproduce.core import (
     RunContext,
     differences_section,
@@ -334,9 +340,9 @@ def _headline(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
         "### The paper's claim at matched accuracy",
         "",
         "For every seed and baseline, the latent run (fixed or learned) nearest in client "
-        "accuracy. The paper: at least 12.4% higher MSE and 12.5% lower attacker accuracy "
-        "than DP-SGD and BiDO at about 90% client accuracy. Attacker accuracy is balanced "
-        "accuracy. The claim is about the reconstructions, so it is *inconclusive* when the "
+        f"{matched_on(list(runs.values()))}. The paper: at least 12.4% higher MSE and 12.5% "
+        "lower attacker accuracy than DP-SGD and BiDO at about 90% client accuracy. Attacker "
+        "accuracy is balanced accuracy. The claim is about the reconstructions, so it is *inconclusive* when the "
         "attack does not leak *images* (re-identification or rebuilt images) on the "
         "undefended run of every seed (a label or class leak does not count), when latent's "
         f"and the baseline's {LEVEL:.0%} Student-t intervals of the mean across seeds "
