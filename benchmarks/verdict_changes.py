@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 SNAPSHOT = RESULTS / "verdicts_before_issue21.json"
 PAGES = ("frontier_breastmnist", "frontier_pneumoniamnist")
+#: Pages whose verdicts live in their text (no record of evidence): the sentence
+#: "Verdicts per attacker position: split: leaks; federated: ..." of benchmarks/audit_quick.py.
+AUDIT_PAGES = ("audit_quick_breastmnist", "audit_quick_resnet18")
+STRENGTH = "attack_strength_split"
+_POSITIONS = re.compile(r"Verdicts per attacker position: ([^.]*)\.")
 START, END = "<!-- verdict-changes -->", "<!-- /verdict-changes -->"
 
 Verdicts = dict[str, dict[str, dict[str, str]]]
@@ -52,11 +58,44 @@ def recorded(text: str) -> dict[str, dict[str, str]]:
             for row in table["rows"]}
 
 
+def page_verdicts(text: str) -> dict[str, str]:
+    """A quick-audit page's verdict per attacker position, from its computed sentence.
+
+    Example:
+        >>> page_verdicts("Verdicts per attacker position: split: leaks; federated: no.")
+        {'split': 'leaks', 'federated': 'no'}
+    """
+    found = _POSITIONS.search(text)
+    if found is None:
+        return {}
+    return dict(part.split(": ", 1) for part in found.group(1).split("; "))
+
+
+def strength_verdicts(record: dict) -> dict[str, dict[str, str]]:
+    """The split-strength record's verdict per data set and target/attack row."""
+    return {ds["dataset"]: {f"{row['target']}, {row['attack']}": row.get("verdict", "?")
+                            for row in ds["rows"]} for ds in record["datasets"]}
+
+
 def current() -> dict[str, dict[str, dict[str, tuple[str, str]]]]:
-    """Every page's verdicts under the current rule (re-decided from its record)."""
+    """Every page's verdicts under the current rule (re-decided from its record; a quick
+    audit's page is its run's own words)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from split_attack_strength import decide_rows
+
     from shieldsplit.compare.frontier import CompareTable, redecide, run_label
 
     out: dict[str, dict[str, dict[str, tuple[str, str]]]] = {}
+    for page in AUDIT_PAGES:
+        verdicts = page_verdicts((RESULTS / f"{page}.md").read_text())
+        out[page] = {"audit": {pos: (v, f"the page's verdict for the {pos} position")
+                               for pos, v in verdicts.items()}}
+    record = json.loads((RESULTS / f"{STRENGTH}.json").read_text())
+    for ds in record["datasets"]:
+        decide_rows(ds["rows"])
+    out[STRENGTH] = {name: {row: (v, "decided again from the stored evidence")
+                            for row, v in rows.items()}
+                     for name, rows in strength_verdicts(record).items()}
     for page in PAGES:
         table = redecide(CompareTable.model_validate_json(
             (RESULTS / f"{page}.json").read_text()))
@@ -96,9 +135,10 @@ def section() -> str:
     dates = ", ".join(f"`{page}.json` of {_created(page)}" for page in PAGES)
     head = (f"Computed by `python benchmarks/verdict_changes.py --write` from "
             f"`{SNAPSHOT.name}` (the verdicts the pages printed before the rule changed) and "
-            f"the frontier records now published ({dates}), re-decided by the current rule: "
-            f"{len(lines)} of {total} position verdicts changed. A record dated "
-            "2026-12-06 is a new run (with the adaptive attack), so a change there can come "
+            f"the records now published ({dates}; `{STRENGTH}.json`, decided again from its "
+            "stored evidence; the quick-audit pages' own verdict sentences): "
+            f"{len(lines)} of {total} verdicts changed. Every one of these pages was re-run "
+            "on 2026-12-06 (the frontiers with the adaptive attack), so a change can come "
             "from the run as well as from the rule.")
     return "\n".join([head, "", *lines]) if lines else head
 
@@ -119,9 +159,14 @@ def main() -> None:
     from shieldsplit._core.io import atomic_write_text
 
     if args.snapshot:
-        snap = {page: recorded(subprocess.run(
-            ["git", "show", f"{args.snapshot}:docs/results/{page}.json"], cwd=ROOT,
-            check=True, capture_output=True, text=True).stdout) for page in PAGES}
+        def old(name: str) -> str:
+            return subprocess.run(["git", "show", f"{args.snapshot}:docs/results/{name}"],
+                                  cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+        snap: Verdicts = {page: recorded(old(f"{page}.json")) for page in PAGES}
+        for page in AUDIT_PAGES:
+            snap[page] = {"audit": page_verdicts(old(f"{page}.md"))}
+        snap[STRENGTH] = strength_verdicts(json.loads(old(f"{STRENGTH}.json")))
         atomic_write_text(SNAPSHOT, json.dumps(snap, indent=1) + "\n")
         return
     path = RESULTS / "README.md"
