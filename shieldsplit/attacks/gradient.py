@@ -1323,8 +1323,7 @@ class InvertingGradientsFedAvg(InvertingGradients):
 
     name = "inverting-gradients-fedavg"
     observes: ClassVar[ObservationKind] = "update"
-    # it still accepts batch-1 gradients: the auditor's calibration of a plain model runs
-    # the same attack, at the same budget, where leakage is certain
+    # it also accepts batch-1 gradients (a caller may attack single images with it)
     budgets: ClassVar[dict[str, tuple[int, int]]] = {
         "quick": (60, 1), "standard": (300, 2), "thorough": (1000, 4),
     }

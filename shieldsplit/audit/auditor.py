@@ -622,10 +622,9 @@ def setting_words(kind: str, cut: int | str) -> str:
     return "federated, gradient of one image"
 
 
-def _observe(target: _Target, s: _Setting, kind: str, limit: int | None = None) -> tuple[
-        list[Observation], Tensor]:
+def _observe(target: _Target, s: _Setting, kind: str) -> tuple[list[Observation], Tensor]:
     """The observations an attack gets of ``target`` and the victim indices they cover
-    (batch-1 gradients of at most ``limit`` victims, default the budget's count)."""
+    (batch-1 gradients of the budget's count of victims)."""
     if kind == "activations":
         return [target.wire], torch.arange(len(s.vx))
     if kind == "update":
@@ -639,7 +638,7 @@ def _observe(target: _Target, s: _Setting, kind: str, limit: int | None = None) 
                        if target.defense is not None
                        else observe_update(target.fl_model, x, y, seed=s.seed, **FEDAVG))
         return obs, torch.arange(min(batches * k, len(s.vx)))
-    n = min(limit or FEDERATED_VICTIMS[s.budget], len(s.vx))
+    n = min(FEDERATED_VICTIMS[s.budget], len(s.vx))
     obs = [
         target.defense.observe_federated(s.vx[i : i + 1], s.vy[i : i + 1], kind="gradient",
                                          seed=s.seed + i)
@@ -649,15 +648,12 @@ def _observe(target: _Target, s: _Setting, kind: str, limit: int | None = None) 
     return obs, torch.arange(n)
 
 
-def _attack(
-    name: str, target: _Target, s: _Setting, *, kind: str | None = None,
-    limit: int | None = None,
-) -> tuple[AttackResult, Tensor | None, Tensor]:
-    """Run one attack on ``target`` and score it (``kind`` overrides what it observes: a
-    calibration gives an update attack batch-1 gradients of its own ``limit`` victims)."""
+def _attack(name: str, target: _Target, s: _Setting) -> tuple[AttackResult, Tensor | None,
+                                                               Tensor]:
+    """Run one attack on ``target`` (what it declares it observes) and score it."""
     start = time.perf_counter()
     cls = attack_class(name)
-    observes = kind or cls.observes
+    observes = cls.observes
     attack = _attacks.create_attack(name, seed=s.seed, progress=s.progress,
                                     **s.options.get(name, {}))
     base = {"attack": name, "threat_model": attack.threat_model, "observes": observes,
@@ -671,7 +667,7 @@ def _attack(
             budget=s.budget, seed=s.seed,
         )
         attack.prepare(context)
-        observations, idx = _observe(target, s, observes, limit)
+        observations, idx = _observe(target, s, observes)
         many = getattr(attack, "reconstruct_many", None)  # batched: one optimisation
         recs = (list(many(observations)) if many is not None and len(observations) > 1
                 else [attack.reconstruct(o) for o in observations])
