@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import html
+import itertools
 import logging
 import sys
 import time
@@ -291,6 +292,44 @@ class FederatedResult(BaseModel):
                 out.setdefault(r.client, []).append(r.epsilon)
         return out
 
+    def accounting_gaps(self) -> list[str]:
+        """Where a client's epsilon did not grow from one of its rounds to the next.
+
+        DP-SGD's epsilon covers every round a client trained, so it grows with each one; a
+        value that does not grow means the client's accountant started again (a restarted
+        SuperNode loses what it kept in memory) and the epsilon it reports from then on
+        under-states what it spent. The true total is at least the largest value reported.
+
+        Returns:
+            One sentence per discontinuity (empty: every curve grows).
+
+        Example:
+            >>> r = FederatedResult(defense="dpsgd", clients=1, rounds=3, partition="iid",
+            ...                     partition_sizes=[10], local_epochs=1, batch_size=4,
+            ...                     seed=0, delta=1e-5, client_rounds=[
+            ...                         ClientRound(round=1, client=1, examples=10,
+            ...                                     train_loss=0.1, epsilon=5.2),
+            ...                         ClientRound(round=3, client=1, examples=10,
+            ...                                     train_loss=0.1, epsilon=5.2)])
+            >>> print(r.accounting_gaps()[0])  # doctest: +ELLIPSIS
+            client 1: epsilon 5.2 after round 3 is not above 5.2 after round 1: ...
+        """
+        out = []
+        for client in sorted({r.client for r in self.client_rounds}):
+            mine = sorted((r for r in self.client_rounds
+                           if r.client == client and r.epsilon is not None),
+                          key=lambda r: r.round)
+            for before, after in itertools.pairwise(mine):
+                if after.epsilon is not None and before.epsilon is not None \
+                        and after.epsilon <= before.epsilon:
+                    out.append(
+                        f"client {client}: epsilon {after.epsilon:.3g} after round "
+                        f"{after.round} is not above {before.epsilon:.3g} after round "
+                        f"{before.round}: its privacy accountant started again, so the "
+                        "epsilon it reports from then on under-states what it spent (at "
+                        f"least {max(r.epsilon or 0.0 for r in mine):.3g} in all)")
+        return out
+
     def table(self) -> str:
         """A plain-text table: one line per round, then the audit's verdicts."""
         lines = [f"{'round':>5} {'accuracy':>9} {'macro F1':>9} {'loss':>8}  lost / rejected"]
@@ -303,6 +342,7 @@ class FederatedResult(BaseModel):
         for client, eps in self.epsilons().items():
             lines.append(f"client {client}: epsilon per round "
                          f"{', '.join(f'{e:.3g}' for e in eps)} (delta {self.delta:g})")
+        lines += [f"PRIVACY ACCOUNTING: {gap}" for gap in self.accounting_gaps()]
         for row in self.leakage:
             lines.append(f"round {row.round} client {row.client} {row.attack}: {row.verdict} "
                          f"({row.reason})")
@@ -1639,6 +1679,8 @@ def render_html(result: FederatedResult) -> str:
         _svg_lines(acc, title="accuracy and macro F1 per round"),
     ]
     if eps:
+        parts += [f"<p><b>Privacy accounting:</b> {esc(gap)}</p>"
+                  for gap in result.accounting_gaps()]
         parts += [f"<h2>Epsilon per client (delta {result.delta:g})</h2><table border='1'>"
                   f"<tr><th>client</th><th>epsilon after each round</th></tr>{eps_rows}"
                   "</table>",

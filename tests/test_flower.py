@@ -335,3 +335,19 @@ def test_a_bad_option_fails_before_any_work() -> None:
     for args in (["--defense", "pgsl"], ["--partition", "dirichlet:0"], ["--audit", "x"]):
         done = CliRunner().invoke(app, ["federate", *args])
         assert done.exit_code == 2 and done.stderr.startswith("error: "), done.output
+
+
+def test_a_restarted_accountant_is_flagged_in_the_table_and_the_html() -> None:
+    # issue 25's restart: client 1 reported 5.20 after round 1 and, after its SuperNode
+    # restarted, 5.20 again after round 3: the report must say the loss is under-reported
+    rounds = [flower.ClientRound(round=r, client=c, examples=10, train_loss=0.1, epsilon=e)
+              for r, c, e in ((1, 0, 5.2), (2, 0, 6.1), (3, 0, 6.9), (1, 1, 5.2), (3, 1, 5.2))]
+    result = flower.FederatedResult(defense="dpsgd", clients=2, rounds=3, partition="iid",
+                                    partition_sizes=[10, 10], local_epochs=1, batch_size=4,
+                                    seed=0, delta=1e-5, client_rounds=rounds)
+    gaps = result.accounting_gaps()
+    assert len(gaps) == 1 and gaps[0].startswith("client 1:") and "at least 5.2" in gaps[0]
+    assert "PRIVACY ACCOUNTING: client 1" in result.table()
+    assert "Privacy accounting:" in flower.render_html(result)
+    growing = result.model_copy(update={"client_rounds": rounds[:3]})
+    assert growing.accounting_gaps() == []
