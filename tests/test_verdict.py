@@ -407,3 +407,16 @@ def test_an_old_update_record_gets_the_batch_line_up_chance() -> None:
     assert new.matched_among == 8 and new.lineup_chance == pytest.approx(8 / 944)
     assert old.completed().reidentified and not new.reidentified
     assert new.completed(matched_among=8).lineup_chance == new.lineup_chance  # idempotent
+
+
+def test_the_audit_budgets_can_bound_what_they_claim() -> None:
+    # a budget whose victims cannot bring a zero re-identification count under the default
+    # tolerance could never say "no leakage found": the split and batch-1 gradient counts
+    # of every budget, and the update's from the standard budget on, must be able to
+    from shieldsplit.audit.auditor import FEDAVG, FEDAVG_BATCHES, FEDERATED_VICTIMS, VICTIMS
+
+    need = victims_to_bound(Tolerance().reidentification)
+    for budget in ("quick", "standard", "thorough"):
+        assert VICTIMS[budget] >= need and FEDERATED_VICTIMS[budget] >= need, budget
+    for budget in ("standard", "thorough"):
+        assert FEDAVG_BATCHES[budget] * int(FEDAVG["local_batch_size"]) >= need, budget
