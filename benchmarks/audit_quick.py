@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import shlex
 import sys
@@ -124,6 +125,14 @@ def write_page(args: argparse.Namespace, report: ss.AuditReport, seconds: float,
         + f" Verdicts per attacker position: {by_position}.",
     ]
     atomic_write_text(args.page, "\n".join(lines) + "\n")
+    # the record docs quote from (benchmarks/quotes.py): timing, load and the verdicts
+    record = {"command": lines[2].removeprefix("Command: `").split("`")[0],
+              "date": f"{datetime.fromtimestamp(start, timezone.utc):%Y-%m-%d %H:%M} UTC",
+              "seconds": seconds, "cpu_seconds": cpu, "bar_seconds": bar,
+              "load_average": load[0], "threads": args.threads, "seed": args.seed,
+              "machine": m, "verdicts": {v.position: v.verdict for v in report.verdicts},
+              "report": json.loads(report.model_dump_json())}
+    atomic_write_text(args.page.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":
