@@ -211,15 +211,22 @@ def check_choice(option: str, value: str, valid: Sequence[str]) -> None:
 
     Example:
         >>> check_choice("--budget", "quick", ["quick", "full"])
+        >>> check_choice("--budget", "fulll", ["quick", "full"])
+        Traceback (most recent call last):
+        ...
+        shieldsplit.errors.ConfigError: Invalid configuration: ... Fix: pass --budget full.
         >>> check_choice("--budget", "nope", ["quick", "full"])
         Traceback (most recent call last):
         ...
         shieldsplit.errors.ConfigError: Invalid configuration: expected one of quick, full, ...
     """
     if value not in valid:
+        import difflib
+
+        nearest = difflib.get_close_matches(value, list(valid), n=1, cutoff=0.0)
         raise ConfigError.build(what=option, expected=f"one of {', '.join(valid)}",
                                 received=f"{option} {value!r}",
-                                fix=f"pass {option} {valid[0]}")
+                                fix=f"pass {option} {nearest[0] if nearest else valid[0]}")
 
 
 def split_names(spec: str) -> list[str]:
@@ -321,6 +328,10 @@ def demo(
             for v in audited.verdicts:
                 console.print(f"{who}: [{v.verdict}] {v.sentence}", soft_wrap=True,
                               markup=False)
+        from shieldsplit.experiments.demo import conclusion
+
+        console.print(conclusion(report.plain_audit.results, report.shield_audit.results),
+                      soft_wrap=True, markup=False, highlight=False)
     written = write_outputs([(json_out, lambda p: atomic_write_text(
         p, report.model_dump_json(indent=2)), "report")])
     if not written:

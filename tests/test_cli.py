@@ -33,6 +33,9 @@ def test_demo_runs_and_writes_json(tmp_path: Path) -> None:
     assert set(plain) == {"split-black-box", "split-white-box", "gan-prior"}
     assert set(shield) == set(plain) | {"adaptive-split"}
     assert all(r["status"] == "ok" for r in [*plain.values(), *shield.values()])
+    # the demo draws its own conclusion, and keeps every verdict word (issue 26)
+    assert "the strongest attack's PSNR by" in " ".join(result.stdout.split())
+    assert "plain: [" in result.stdout and "SplitShield: [" in result.stdout
 
 
 def test_demo_missing_file_names_it_and_where_to_put_it(tmp_path: Path) -> None:
@@ -376,3 +379,11 @@ def test_audit_passes_the_tolerance_and_prints_verdicts_verbatim(
         bad = runner.invoke(app, ["audit", "--model", "pgsl-net", "--tolerance", spec,
                                   "--quiet"])
         assert bad.exit_code == 2 and expected in one_error_line(bad), spec
+
+
+def test_a_wrong_name_gets_the_nearest_valid_one_as_its_fix() -> None:
+    # issue 26: "--attacks nope" used to suggest the first attack of the list
+    result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--attacks",
+                                 "split-blak-box", "--quiet"])
+    assert result.exit_code == 2
+    assert "pass --attacks split-black-box" in one_error_line(result)
