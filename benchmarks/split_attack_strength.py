@@ -227,10 +227,6 @@ def decide_rows(rows: list[dict[str, Any]]) -> None:
     control = Evidence.model_validate(rows[0]["evidence"]).completed()
     for i, row in enumerate(rows):
         ev = Evidence.model_validate(row["evidence"]).completed()
-        if ev.setting is None:  # a record made before settings were kept: one cut, cut=2
-            ev.setting = SETTING
-        if control.setting is None:
-            control.setting = SETTING
         decision = decide(ev, None if i == 0 else control, control_name=CONTROL)
         row["evidence"] = ev.model_dump()
         row["verdict"], row["reason"] = decision.verdict, decision.reason

@@ -569,7 +569,7 @@ def parse_tolerance(specs: Sequence[str]) -> Any:
         0.05
     """
     from shieldsplit.errors import ConfigError
-    from shieldsplit.functional.verdict import Tolerance
+    from shieldsplit.functional.verdict import check_tolerance
 
     given: dict[str, Any] = {}
     for spec in specs:
@@ -579,9 +579,7 @@ def parse_tolerance(specs: Sequence[str]) -> Any:
                                     received=repr(spec),
                                     fix="pass --tolerance reidentification=0.05")
         given[field.strip()] = value.strip()
-    from shieldsplit._core.validate import build_config
-
-    return build_config(Tolerance, given, fix="fields: " + ", ".join(Tolerance.model_fields))
+    return check_tolerance(given)
 
 
 def parse_attack_options(specs: Sequence[str]) -> dict[str, dict[str, Any]]:

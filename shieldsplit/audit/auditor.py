@@ -64,7 +64,7 @@ from torch import Tensor, nn
 from shieldsplit import attacks as _attacks
 from shieldsplit._core.progress import progress_bar
 from shieldsplit._core.provenance import library_versions, machine_info
-from shieldsplit._core.validate import build_config, check_int
+from shieldsplit._core.validate import check_int
 from shieldsplit.attacks.base import (
     AttackContext,
     Budget,
@@ -121,6 +121,7 @@ from shieldsplit.functional.stats import (
 )
 from shieldsplit.functional.verdict import (
     Tolerance,
+    check_tolerance,
     evidence,
 )
 from shieldsplit.plots import png_base64
@@ -502,32 +503,6 @@ def checked_attack_options(
         attack_class(name).configure(dict(given))
         out[name] = dict(given)
     return out
-
-
-def check_tolerance(tolerance: Tolerance | Mapping[str, float] | None) -> Tolerance:
-    """A :class:`~shieldsplit.functional.verdict.Tolerance` from what a user passed.
-
-    Args:
-        tolerance: a Tolerance, a mapping of its fields, or None (the defaults).
-
-    Returns:
-        The validated tolerance.
-
-    Raises:
-        ConfigError: not a mapping, an unknown field, or a value out of range.
-
-    Example:
-        >>> check_tolerance({"reidentification": 0.05}).reidentification
-        0.05
-    """
-    if isinstance(tolerance, Tolerance):
-        return tolerance
-    if tolerance is not None and not isinstance(tolerance, Mapping):
-        raise ConfigError.build(
-            what="tolerance", expected="a Tolerance, a mapping of its fields or None",
-            received=repr(tolerance)[:80], fix="pass e.g. tolerance={'reidentification': 0.1}")
-    return build_config(Tolerance, dict(tolerance or {}),
-                        fix="pass e.g. tolerance={'reidentification': 0.1}")
 
 
 def _check_control(control: Any) -> Any:

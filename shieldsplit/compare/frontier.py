@@ -157,12 +157,38 @@ def redecide(table: CompareTable, tolerance: Tolerance | None = None) -> Compare
     if tolerance is not None:
         table.tolerance = tolerance
     for run in table.rows:
-        results = [r for r in run.leakage.values() if r.status != "n/a"]
-        run.verdicts = decide_results(results, defense=run.defense, tolerance=table.tolerance)
-        if run.membership is not None:
-            decide_membership_report(run.membership, table.tolerance)
-            run.verdicts.append(membership_verdict(run.membership))
+        redecide_run(run, table.tolerance)
     return table
+
+
+def redecide_run(run: DefenseRun, tolerance: Tolerance | None = None) -> DefenseRun:
+    """Decide one stored run again under the current rule (its attacks against their
+    controls, and its membership audit); old records are completed with exact bounds first,
+    and a record without its setting or upper bounds cannot give *no leakage found*.
+
+    Args:
+        run: a frontier point or a reproduction cell (changed in place).
+        tolerance: the rule's tolerance (default: ``Tolerance()``).
+
+    Returns:
+        The same run.
+
+    Example:
+        >>> from shieldsplit.audit.auditor import AttackResult
+        >>> r = AttackResult(attack="dlg", threat_model="t", observes="gradient", images=8,
+        ...                  seconds=1.0, verdict="leaks")  # no evidence: not a leak
+        >>> run = DefenseRun(defense="none", options={}, strength=None, strength_value=None,
+        ...                  accuracy=0.8, f1=0.5, train_seconds=1.0, leakage={"dlg": r})
+        >>> redecide_run(run).leakage["dlg"].verdict
+        'inconclusive'
+    """
+    tol = tolerance or Tolerance()
+    results = [r for r in run.leakage.values() if r.status != "n/a"]
+    run.verdicts = decide_results(results, defense=run.defense, tolerance=tol)
+    if run.membership is not None:
+        decide_membership_report(run.membership, tol)
+        run.verdicts.append(membership_verdict(run.membership))
+    return run
 
 
 def _specs(
@@ -458,6 +484,7 @@ __all__ = [
     "matched_on",
     "membership_curves",
     "redecide",
+    "redecide_run",
     "render_html",
     "run_defense",
     "run_label",

@@ -330,12 +330,28 @@ def match_by_accuracy(
     return pairs
 
 
-def stuck(r: DefenseRun) -> bool:
-    """Whether a run predicts one class for every test image (or, in a table made before
-    that was kept, for every image its membership audit scored)."""
+def stuck(r: DefenseRun, classes: int | None = None) -> bool:
+    """Whether a defended classifier learned nothing: it predicts one class for every test
+    image. A run recorded before the classes it predicts were kept falls back on its
+    membership audit (one class on every image it scored) and, given ``classes``, on a
+    balanced accuracy at chance with an accuracy at the test majority rate (what a
+    one-class classifier scores).
+
+    Example:
+        >>> run = DefenseRun(defense="dpsgd", options={}, strength=None, strength_value=None,
+        ...                  accuracy=0.7307, balanced_accuracy=0.5, majority_rate=0.7307,
+        ...                  f1=0.4, train_seconds=1.0, leakage={})
+        >>> stuck(run), stuck(run, 2), stuck(run.model_copy(update={"balanced_accuracy": 0.512}), 2)
+        (False, True, False)
+    """
     if r.predicted_classes is not None:
         return r.predicted_classes == 1
-    return r.membership is not None and r.membership.one_class
+    if r.membership is not None and r.membership.one_class:
+        return True
+    if classes is None or r.balanced_accuracy is None or r.majority_rate is None:
+        return False
+    return (abs(r.balanced_accuracy - 1 / classes) < 1e-9
+            and abs(r.accuracy - r.majority_rate) < 1e-9)
 
 
 def _matching_accuracy(r: DefenseRun) -> float:

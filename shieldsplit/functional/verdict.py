@@ -66,14 +66,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from shieldsplit.errors import InputShapeError
+from shieldsplit._core.validate import build_config
+from shieldsplit.errors import ConfigError, InputShapeError
 from shieldsplit.functional.stats import (
     balanced_accuracy,
     balanced_accuracy_interval,
@@ -122,6 +123,33 @@ class Tolerance(BaseModel):
 
 
 DEFAULT_TOLERANCE = Tolerance()
+
+
+def check_tolerance(tolerance: Tolerance | Mapping[str, Any] | None) -> Tolerance:
+    """A :class:`Tolerance` from what a user passed (the one place it is validated).
+
+    Args:
+        tolerance: a Tolerance, a mapping of its fields (values may be strings, as a
+            command line gives them), or None (the defaults).
+
+    Returns:
+        The validated tolerance.
+
+    Raises:
+        ConfigError: not a mapping, an unknown field, or a value out of range.
+
+    Example:
+        >>> check_tolerance({"reidentification": "0.05"}).reidentification
+        0.05
+    """
+    if isinstance(tolerance, Tolerance):
+        return tolerance
+    if tolerance is not None and not isinstance(tolerance, Mapping):
+        raise ConfigError.build(
+            what="tolerance", expected="a Tolerance, a mapping of its fields or None",
+            received=repr(tolerance)[:80], fix="pass e.g. tolerance={'reidentification': 0.1}")
+    return build_config(Tolerance, dict(tolerance or {}),
+                        fix="fields: " + ", ".join(Tolerance.model_fields))
 
 
 def _pct(x: float | None) -> str:
@@ -564,5 +592,15 @@ def position_verdict(decisions: Sequence[Decision]) -> VerdictLabel:
     return "inconclusive"
 
 
-__all__ = ["DEFAULT_TOLERANCE", "Decision", "Evidence", "LeakageEvidence", "Tolerance",
-           "VerdictLabel", "decide", "evidence", "position_verdict"]
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "Decision",
+    "Evidence",
+    "LeakageEvidence",
+    "Tolerance",
+    "VerdictLabel",
+    "check_tolerance",
+    "decide",
+    "evidence",
+    "position_verdict",
+]

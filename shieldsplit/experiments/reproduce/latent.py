@@ -30,7 +30,9 @@ from shieldsplit.compare.frontier import (
     MatchedPair,
     match_by_accuracy,
     matched_on,
+    redecide_run,
     run_defense,
+    stuck,
 )
 from shieldsplit.experiments.reproduce.core import (
     RunContext,
@@ -48,8 +50,6 @@ from shieldsplit.experiments.reproduce.reading import (
     image_leak_sentence,
     matched_claim,
     psnr_range,
-    redecided,
-    run_stuck,
     verdict_cell,
     verdict_count_sentence,
 )
@@ -117,7 +117,7 @@ def run_cells(ctx: RunContext, todo: Sequence[tuple[str, dict[str, Any], int]]
             key = _key(name, options, seed)
             value = ctx.store.run(key, functools.partial(_cell, ctx, name, options, seed))
             # verdicts are never read as stored: decided again under the current rule
-            out[key] = redecided(DefenseRun.model_validate(value))
+            out[key] = redecide_run(DefenseRun.model_validate(value))
     return out
 
 
@@ -193,7 +193,7 @@ def _differences(ctx: RunContext, rows: list[DefenseRun]) -> list[str]:
         "training (see docs/defenses.md).",
     ]
     classes = ctx.data.num_classes
-    learned_nothing = [r for r in rows if run_stuck(r, classes)]
+    learned_nothing = [r for r in rows if stuck(r, classes)]
     if learned_nothing:
         dp_stuck = [r for r in learned_nothing if r.defense == "dpsgd"]
         out.append(
@@ -271,7 +271,7 @@ def _fig4_table(rows: list[DefenseRun], classes: int) -> list[str]:
     for r in rows:
         a = r.leakage[ATTACK]
         lines.append(
-            f"| {_label(r)} | {r.accuracy:.1%}{' *stuck*' if run_stuck(r, classes) else ''} "
+            f"| {_label(r)} | {r.accuracy:.1%}{' *stuck*' if stuck(r, classes) else ''} "
             f"| {fmt(r.balanced_accuracy, '.1%')} "
             f"| {r.f1:.3f} | {fmt(r.epsilon, '.2f')} "
             f"| {fmt(a.mse, '.4f')} | {fmt(a.psnr, '.2f')} | {fmt(a.ssim, '.3f')} "

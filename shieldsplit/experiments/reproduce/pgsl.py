@@ -39,7 +39,7 @@ from shieldsplit.attacks.base import AttackContext
 from shieldsplit.attacks.observe import observe_gradient
 from shieldsplit.attacks.observe_split import observe_activations
 from shieldsplit.audit.auditor import AttackResult
-from shieldsplit.compare.frontier import DefenseRun, run_defense
+from shieldsplit.compare.frontier import DefenseRun, redecide_run, run_defense, stuck
 from shieldsplit.cutting import split_model
 from shieldsplit.data import make_loaders
 from shieldsplit.defenses.pgsl.perturb import jsma_perturb
@@ -63,8 +63,6 @@ from shieldsplit.experiments.reproduce.reading import (
     image_control_reason,
     image_leak_sentence,
     psnr_range,
-    redecided,
-    run_stuck,
     seed_part,
     stuck_reason,
     sweep_sentence,
@@ -142,7 +140,7 @@ def table1(ctx: RunContext) -> tuple[list[str], list[str]]:
             value = ctx.store.run(_t1_key(label, seed), functools.partial(
                 _defense_cell, ctx, name, opts, seed))
             # verdicts are never read as stored: decided again under the current rule
-            runs[_t1_key(label, seed)] = redecided(DefenseRun.model_validate(value))
+            runs[_t1_key(label, seed)] = redecide_run(DefenseRun.model_validate(value))
     lines = [
         "## Table I: reconstruction MSE (higher = less leakage)",
         "",
@@ -297,7 +295,7 @@ def _setting_stuck(ctx: RunContext, runs: dict[str, DefenseRun], label: str) -> 
     """Why a Table I setting's client classifier learned nothing ("" when it learned)."""
     classes = ctx.data.num_classes
     for r in _setting_runs(ctx, runs, label):
-        if run_stuck(r, classes):
+        if stuck(r, classes):
             return f"its client classifier is stuck (one class, {r.accuracy:.1%})"
         if r.accuracy < 1 / classes:
             return (f"its client classifier scores below chance ({r.accuracy:.1%} < "

@@ -4,9 +4,9 @@ Every sentence a results page uses to interpret a number comes from here, so tha
 follows the numbers of the run that made the page instead of being fixed text. The
 rules (pure functions, tested in ``tests/test_reproduce.py``):
 
-- verdicts are never read as stored: :func:`redecided` decides a cell's attacks again
-  from their stored evidence with the auditor's current rule
-  (:func:`~shieldsplit.audit.auditor.decide_results`) before anything reads them;
+- verdicts are never read as stored: :func:`~shieldsplit.compare.frontier.redecide_run`
+  decides a cell's attacks again from their stored evidence with the auditor's current
+  rule before anything reads them;
 - a paper's claim about images (MSE, PSNR) is *inconclusive* unless the attack behind it
   leaked *images* (re-identification or rebuilt images) on every undefended run
   (:func:`control_leaks_images`): an attack that leaked only labels or the class is not
@@ -40,7 +40,8 @@ from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 from shieldsplit.audit.auditor import AttackResult
-from shieldsplit.compare.frontier import DefenseRun, MatchedPair
+from shieldsplit.compare.frontier import MatchedPair
+from shieldsplit.compare.report import stuck
 
 ClaimLabel = Literal["holds", "does not hold", "inconclusive"]
 Interval = tuple[float, float]
@@ -152,29 +153,6 @@ def claim(parts: Sequence[Part], *, control_leaks: bool,
                      "t-intervals across seeds")
 
 
-def redecided(run: DefenseRun) -> DefenseRun:
-    """``run`` with every attack decided again from its stored evidence under the
-    auditor's current rule (old records are completed with exact bounds first; a record
-    without its setting or upper bounds cannot give *no leakage found*): a page never
-    reads a verdict the rule no longer gives. Changes ``run`` in place and returns it.
-
-    Example:
-        >>> from shieldsplit.compare.frontier import DefenseRun
-        >>> from shieldsplit.audit.auditor import AttackResult
-        >>> r = AttackResult(attack="dlg", threat_model="t", observes="gradient", images=8,
-        ...                  seconds=1.0, verdict="leaks")  # no evidence: not a leak
-        >>> run = DefenseRun(defense="none", options={}, strength=None, strength_value=None,
-        ...                  accuracy=0.8, f1=0.5, train_seconds=1.0, leakage={"dlg": r})
-        >>> redecided(run).leakage["dlg"].verdict
-        'inconclusive'
-    """
-    from shieldsplit.audit.auditor import decide_results
-
-    results = [r for r in run.leakage.values() if r.status != "n/a"]
-    run.verdicts = decide_results(results, defense=run.defense)
-    return run
-
-
 def control_leaks(results: Sequence[AttackResult]) -> bool:
     """Whether an attack leaked on every undefended run given (one per seed).
 
@@ -284,27 +262,6 @@ def stuck_reason(accuracy: float, labels: Sequence[int], classes: int) -> str:
     if accuracy < 1 / classes:
         return f"scores below chance ({accuracy:.1%} < {1 / classes:.1%} on {classes} classes)"
     return ""
-
-
-def run_stuck(run: DefenseRun, classes: int) -> bool:
-    """Whether a defended classifier learned nothing: it predicts one class on the test
-    split (where recorded), else its balanced accuracy is chance (``1 / classes``) and its
-    accuracy the test majority rate (what a one-class classifier scores).
-
-    Example:
-        >>> from shieldsplit.compare.frontier import DefenseRun
-        >>> run = DefenseRun(defense="dpsgd", options={}, strength=None, strength_value=None,
-        ...                  accuracy=0.7307, balanced_accuracy=0.5, majority_rate=0.7307,
-        ...                  f1=0.4, train_seconds=1.0, leakage={})
-        >>> run_stuck(run, 2), run_stuck(run.model_copy(update={"balanced_accuracy": 0.512}), 2)
-        (True, False)
-    """
-    if run.predicted_classes is not None:
-        return run.predicted_classes == 1
-    if run.balanced_accuracy is None or run.majority_rate is None:
-        return False
-    return (abs(run.balanced_accuracy - 1 / classes) < 1e-9
-            and abs(run.accuracy - run.majority_rate) < 1e-9)
 
 
 def verdict_cell(results: Sequence[AttackResult]) -> str:
@@ -420,8 +377,8 @@ def matched_claim(pairs: Sequence[MatchedPair], control: Sequence[AttackResult],
         return claim([], control_leaks=False, control_why=why)
     if not pairs:
         return "inconclusive", "no run was scored"
-    live = [p for p in pairs if not run_stuck(p.baseline, classes)
-            and not run_stuck(p.candidate, classes)]
+    live = [p for p in pairs if not stuck(p.baseline, classes)
+            and not stuck(p.candidate, classes)]
     if not live:
         return "inconclusive", (f"the classifier is stuck (one class) in all {len(pairs)} "
                                 "pairs: left out of the comparison")
@@ -531,8 +488,6 @@ __all__ = [
     "matched_claim",
     "one_class",
     "psnr_range",
-    "redecided",
-    "run_stuck",
     "seed_interval",
     "seed_part",
     "separated",
