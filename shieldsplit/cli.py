@@ -247,7 +247,7 @@ def check_attacks(names: Sequence[str]) -> None:
     """
     from shieldsplit.attacks import available_attacks
 
-    valid = available_attacks()
+    valid = available_attacks("reconstruction")
     for name in names:
         check_choice("--attacks", name, valid)
 
@@ -595,10 +595,10 @@ def parse_attack_options(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
     """
     from shieldsplit.attacks import attack_class, available_attacks
 
-    given = parse_dotted(specs, available_attacks(), option="--attack-option",
+    given = parse_dotted(specs, available_attacks("reconstruction"), option="--attack-option",
                          example="inverting-gradients.iterations=500")
     for name, fields in given.items():
-        attack_class(name).configure(fields)
+        attack_class(name, "reconstruction").configure(fields)
     return given
 
 
@@ -609,19 +609,18 @@ def options(
 ) -> None:
     """List every registered defence's and attack's options: name, type and default (each
     one's ``Config``, the single source of its options)."""
-    from shieldsplit.attacks import attack_class, available_attacks
-    from shieldsplit.attacks.membership import (
-        available_membership_attacks,
-        membership_attack_class,
-    )
+    from typing import get_args
+
+    from shieldsplit.attacks.base import Family, attack_class, available_attacks
     from shieldsplit.defenses.base import available_defenses, defense_config
 
-    listing = {
-        "defence": {n: _config_rows(defense_config(n)) for n in available_defenses()},
-        "attack": {n: _config_rows(attack_class(n).Config) for n in available_attacks()},
-        "membership attack": {n: _config_rows(membership_attack_class(n).Config)
-                              for n in available_membership_attacks()},
-    }
+    listing = {"defence": {n: _config_rows(defense_config(n)) for n in available_defenses()}}
+    for family in get_args(Family):  # every family of the one attack registry
+        title = "attack" if family == "reconstruction" else (
+            f"{family.replace('_', ' ')} attack")
+        found = {n: _config_rows(attack_class(n).Config) for n in available_attacks(family)}
+        if found:
+            listing[title] = found
     if as_json:
         typer.echo(json.dumps({
             kind: {name: [{"option": f, "type": t, "default": d} for f, t, d in rows]

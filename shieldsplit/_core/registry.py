@@ -37,17 +37,34 @@ class Registry(Generic[T]):
         normalize: maps a name to its key (for example ``str.lower``); identity if None.
         unregister_hint: the call that frees a name, named in the "taken" error.
         lookup_hint: the fix suggested for an unknown name.
+        populate: called once, before the first lookup (:meth:`names`, :meth:`get`,
+            ``in``), to register what is not registered at import: the built-in modules
+            of a package and the installed plugins (:mod:`shieldsplit._core.plugins`).
     """
 
     def __init__(
         self, kind: str, *, normalize: Callable[[str], str] | None = None,
         unregister_hint: str = "unregister it", lookup_hint: str | None = None,
+        populate: Callable[[], None] | None = None,
     ) -> None:
         self.kind = kind
         self._normalize = normalize or (lambda name: name)
         self._unregister_hint = unregister_hint
         self._lookup_hint = lookup_hint or f"pick a registered {kind} name"
         self._items: dict[str, T] = {}
+        self._populate = populate
+        self._populated = populate is None
+
+    def populate(self) -> None:
+        """Run the ``populate`` hook if it has not run yet (re-entrant calls return at once)."""
+        if self._populated or self._populate is None:
+            return
+        self._populated = True  # before the call: the hook's imports may look names up
+        try:
+            self._populate()
+        except BaseException:
+            self._populated = False
+            raise
 
     def key(self, name: Any) -> str:
         """The registry key of ``name``.
@@ -90,6 +107,7 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """The registered names, sorted."""
+        self.populate()
         return sorted(self._items)
 
     def get(self, name: Any) -> T:
@@ -99,12 +117,18 @@ class Registry(Generic[T]):
             ConfigError: for an unknown name; the message lists the valid ones.
         """
         key = self.key(name) if isinstance(name, str) and name.strip() else None
+        if key is not None and key not in self._items:
+            self.populate()
         if key is None or key not in self._items:
             raise self._unknown(name)
         return self._items[key]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(name.strip()) and self.key(name) in self._items
+        if not (isinstance(name, str) and name.strip()):
+            return False
+        if self.key(name) not in self._items:
+            self.populate()
+        return self.key(name) in self._items
 
     def _unknown(self, name: Any) -> ConfigError:
         return ConfigError.build(

@@ -1,12 +1,17 @@
-"""Reconstruction attacks behind one :class:`Attack` base and a registry.
+"""Every attack behind one base (:class:`AttackBase`) and one registry.
 
-Importing this package registers the built-in attacks.
+Four families, one verb each: reconstruction (:class:`Attack`), membership inference,
+evasion and label inference. The built-in attacks are found by walking this package
+(and :mod:`shieldsplit.evasion`) on the registry's first lookup, and third-party ones
+through the ``shieldsplit.attacks`` entry points (:mod:`shieldsplit._core.plugins`): a
+new attack is one module that registers itself.
 """
 
 from __future__ import annotations
 
 from shieldsplit.attacks.base import (
     Attack,
+    AttackBase,
     AttackContext,
     Observation,
     Reconstruction,
@@ -17,11 +22,9 @@ from shieldsplit.attacks.base import (
     unregister_attack,
 )
 
-# Importing the modules registers the built-in attacks.
-from shieldsplit.attacks import adaptive, gan, gradient, split  # noqa: F401  isort: skip
-
 __all__ = [
     "Attack",
+    "AttackBase",
     "AttackContext",
     "Observation",
     "Reconstruction",

@@ -37,6 +37,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from shieldsplit.attacks.base import (
+    Assumption,
     AttackContext,
     Observation,
     ObservationKind,
@@ -76,6 +77,7 @@ class AdaptiveSplitAttack(BlackBoxDecoder):
 
     name: ClassVar[str] = "adaptive-split"
     threat_model: ClassVar[ThreatModel] = "adaptive"
+    assumes: ClassVar[frozenset[Assumption]] = frozenset({"auxiliary_data", "defense_config"})
     observes: ClassVar[ObservationKind] = "activations"
     adapts_to: ClassVar[tuple[str, ...]] = ("pgsl",)
     #: on a model without SplitShield, the same decoder is the plain black-box attack

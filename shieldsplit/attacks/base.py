@@ -30,10 +30,10 @@ from __future__ import annotations
 import abc
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args, overload
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from shieldsplit._core.registry import Registry
@@ -47,9 +47,37 @@ ThreatModel = Literal[
     "federated",  # holds one client's gradient or weight update and the model
     "gan_prior",  # searches a generator's latent space trained on auxiliary data
     "adaptive",  # knows the defence and its configuration
+    "malicious_federated",  # a federated server that modifies the model it sends
+    "malicious_split",  # a split server that steers the client's training
+    "black_box_query",  # queries the deployed model's class scores
+    "white_box_model",  # holds the deployed model and its gradients (evasion)
 ]
-#: Attacker positions, the same words as a defence's ``surfaces``.
-Position = Literal["split", "federated"]
+#: Attacker positions: the same words as a defence's ``surfaces``, and ``"query"`` for
+#: an outsider with black-box access to the deployed model's scores.
+Position = Literal["split", "federated", "query"]
+#: The attack families, one verb each.
+Family = Literal["reconstruction", "membership", "evasion", "label_inference"]
+#: What an attack observes: a reconstruction's :data:`ObservationKind`, or the deployed
+#: model's class scores (membership), or the model itself (evasion).
+Observes = Literal["activations", "gradient", "update", "scores", "model"]
+#: Whether the server only watches the protocol or changes what it sends.
+Server = Literal["honest", "malicious"]
+#: What else an attacker may be granted, beyond what it observes.
+Assumption = Literal[
+    "auxiliary_data",  # images from the victims' distribution, disjoint from theirs
+    "client_weights",  # the client part's weights (split white box)
+    "batchnorm_statistics",  # the client's BatchNorm running statistics
+    "local_hyperparameters",  # the client's local epochs, batch size and learning rate
+    "labels",  # the victims' labels
+    "defense_config",  # the deployed defence and its configuration
+]
+#: Each assumption in words, as the report names it.
+ASSUMPTION_WORDS: dict[str, str] = {
+    "auxiliary_data": "auxiliary data", "client_weights": "the client's weights",
+    "batchnorm_statistics": "BatchNorm statistics", "labels": "the victims' labels",
+    "local_hyperparameters": "the local training hyperparameters",
+    "defense_config": "the defence and its configuration",
+}
 
 Budget = Literal["quick", "standard", "thorough"]
 
@@ -101,6 +129,34 @@ class Reconstruction:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class AttackDeclaration(BaseModel):
+    """What an attack declares (:meth:`AttackBase.declaration`), as one record.
+
+    Attributes:
+        name: the registered name.
+        family: which verb it implements.
+        position: where the attacker sits.
+        threat_model: what the attacker holds.
+        observes: what it observes of a victim.
+        server: honest or malicious.
+        assumes: what else it is granted.
+        adapts_to: the defences it is built against.
+        options: the names of its ``Config`` fields.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    family: Family
+    position: Position
+    threat_model: str
+    observes: str
+    server: Server
+    assumes: list[str]
+    adapts_to: list[str]
+    options: list[str]
+
+
 def fingerprint(*tensors: Tensor | nn.Module) -> str:
     """A short hash of tensors' values, or of a module's class and state (cache keys).
 
@@ -121,13 +177,110 @@ def fingerprint(*tensors: Tensor | nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-class Attack(Configurable, abc.ABC):
-    """Base class of every reconstruction attack.
+class AttackBase(Configurable, abc.ABC):
+    """The one base of every attack, whatever its family.
+
+    Four families share it, one verb each: reconstruction (:class:`Attack`,
+    ``reconstruct``), membership inference
+    (:class:`~shieldsplit.attacks.membership.MembershipAttack`, ``score``), evasion
+    (:class:`EvasionAttack`, ``perturb``) and label inference
+    (:class:`LabelInferenceAttack`, ``infer``). They share one registry
+    (:func:`register_attack`, :func:`create_attack`, :func:`available_attacks` with a
+    ``family`` filter), one configuration mechanism (a pydantic ``Config`` with
+    ``extra="forbid"``, validated in the constructor and exposed read-only as attributes)
+    and one declaration of the threat model (:meth:`declaration`), which is all that the
+    auditor, ``compare``, the Flower live audit and ``shieldsplit options`` read.
 
     Args:
         seed: seeds the attack.
         progress: show progress bars on long work.
-        **options: attack-specific options, validated by the subclass.
+        **options: the fields of the attack's ``Config``.
+
+    Attributes:
+        name: the registered name.
+        family: which verb the attack implements.
+        threat_model: what the attacker holds.
+        observes: what it observes of a victim.
+        server: ``"honest"`` (follows the protocol, only watches) or ``"malicious"``
+            (changes what it sends to the client, e.g. the model).
+        assumes: what else the attacker is granted (see :data:`Assumption`).
+        adapts_to: defence names the attack is built against (it knows their
+            configuration); empty for a generic attack.
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[Family]
+    threat_model: ClassVar[ThreatModel]
+    observes: ClassVar[Observes]
+    server: ClassVar[Server] = "honest"
+    assumes: ClassVar[frozenset[Assumption]] = frozenset()
+    adapts_to: ClassVar[tuple[str, ...]] = ()
+    #: the validated options (the ``Config`` of :class:`Configurable`, besides ``seed``
+    #: and ``progress``); the constructor also exposes each field as an attribute
+    config: BaseModel
+
+    def __init__(self, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
+        self.seed = check_seed(seed)
+        self.progress = bool(progress)
+        self.config = self.configure(options)
+        for option in type(self.config).model_fields:  # read-only views of the config
+            setattr(self, option, getattr(self.config, option))
+
+    @classmethod
+    def position(cls) -> Position:
+        """Where the attacker sits: ``"split"`` (a split-learning server that sees the
+        cut), ``"federated"`` (a federated server that sees gradients or updates) or
+        ``"query"`` (an outsider that queries the deployed model)."""
+        if cls.observes == "activations":
+            return "split"
+        return "federated" if cls.observes in ("gradient", "update") else "query"
+
+    @classmethod
+    def declaration(cls) -> AttackDeclaration:
+        """What the attack declares, as one typed record (what orchestrators read).
+
+        Example:
+            >>> from shieldsplit.attacks import attack_class
+            >>> d = attack_class("inverting-gradients").declaration()
+            >>> d.family, d.position, d.server
+            ('reconstruction', 'federated', 'honest')
+        """
+        return AttackDeclaration(
+            name=cls.name, family=cls.family, position=cls.position(),
+            threat_model=cls.threat_model, observes=cls.observes, server=cls.server,
+            assumes=sorted(cls.assumes), adapts_to=list(cls.adapts_to),
+            options=sorted(cls.Config.model_fields))
+
+    @classmethod
+    def threat_words(cls) -> str:
+        """The threat model in words, as verdicts name it: ``"federated server, honest"``.
+
+        Example:
+            >>> from shieldsplit.attacks import attack_class
+            >>> attack_class("split-black-box").threat_words()
+            'split-learning server, honest (auxiliary data)'
+        """
+        where = {"split": "split-learning server", "federated": "federated server",
+                 "query": "outsider querying the model"}[cls.position()]
+        words = f"{where}, {cls.server}"
+        if cls.server == "malicious":
+            words += " (modifies the model it sends)"
+        if cls.assumes:
+            words += f" ({', '.join(ASSUMPTION_WORDS[a] for a in sorted(cls.assumes))})"
+        return words
+
+    def generator(self) -> torch.Generator:
+        """A fresh generator seeded with the attack's seed (for reproducible inits)."""
+        return torch.Generator().manual_seed(self.seed)
+
+
+class Attack(AttackBase):
+    """Base class of every reconstruction attack: one verb, :meth:`reconstruct`.
+
+    Args:
+        seed: seeds the attack.
+        progress: show progress bars on long work.
+        **options: attack-specific options, validated by the subclass's ``Config``.
 
     Subclasses set the class attributes ``name``, ``threat_model`` and
     ``observes`` and implement :meth:`reconstruct`. What an attack declares is all
@@ -136,28 +289,19 @@ class Attack(Configurable, abc.ABC):
     :attr:`adapts_to`, only against those defences.
 
     Attributes:
-        name: the registered name.
-        threat_model: what the attacker holds.
         observes: what it observes of a victim batch: ``activations`` (the tensor that
             crosses the cut, or the wire message), ``gradient`` (one batch-1 gradient per
             victim) or ``update`` (a FedAvg weight update of a local batch).
-        adapts_to: defence names the attack is built against (it knows their
-            configuration); empty for a generic attack.
         control_attack: the registered attack that stands for this one on a model
             without the defence it adapts to (its positive control), if any.
         quick_default: run by the ``quick`` budget's default list (False where a
             cheaper attack stands for it at that budget).
     """
 
-    name: ClassVar[str] = ""
-    threat_model: ClassVar[ThreatModel]
+    family: ClassVar[Family] = "reconstruction"
     observes: ClassVar[ObservationKind]
-    adapts_to: ClassVar[tuple[str, ...]] = ()
     control_attack: ClassVar[str | None] = None
     quick_default: ClassVar[bool] = True
-    #: the validated options (the ``Config`` of :class:`Configurable`, besides ``seed``
-    #: and ``progress``); the constructor also exposes each field as an attribute
-    config: BaseModel
 
     @classmethod
     def position(cls) -> Position:
@@ -166,12 +310,8 @@ class Attack(Configurable, abc.ABC):
         return "split" if cls.observes == "activations" else "federated"
 
     def __init__(self, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
-        self.seed = check_seed(seed)
-        self.progress = bool(progress)
+        super().__init__(seed=seed, progress=progress, **options)
         self.context: AttackContext | None = None
-        self.config = self.configure(options)
-        for option in type(self.config).model_fields:  # read-only views of the config
-            setattr(self, option, getattr(self.config, option))
 
     def prepare(self, context: AttackContext) -> None:
         """Learn what the attack needs before it sees the victim (default: remember the context).
@@ -192,31 +332,45 @@ class Attack(Configurable, abc.ABC):
             The reconstruction.
         """
 
-    def generator(self) -> torch.Generator:
-        """A fresh generator seeded with the attack's seed (for reproducible inits)."""
-        return torch.Generator().manual_seed(self.seed)
+
+def _populate() -> None:
+    # the built-in attacks (every module of the attack packages registers what it
+    # defines: a new attack is one file), then the installed plugins
+    from shieldsplit._core.plugins import import_package_modules, load_entry_points
+
+    for package in BUILTIN_PACKAGES:
+        import_package_modules(package)
+    load_entry_points("shieldsplit.attacks", register_attack)
 
 
-_REGISTRY: Registry[type[Attack]] = Registry(
+#: The packages whose modules hold the built-in attacks (walked on first lookup).
+BUILTIN_PACKAGES = ("shieldsplit.attacks", "shieldsplit.evasion")
+
+_REGISTRY: Registry[type[AttackBase]] = Registry(
     "attack", unregister_hint="unregister_attack() the old one",
     lookup_hint="pick a registered attack or register yours with register_attack",
+    populate=_populate,
 )
 
 
-def register_attack(name: str, cls: type[Attack]) -> None:
-    """Register ``cls`` under ``name``.
+def register_attack(name: str, cls: type[AttackBase]) -> None:
+    """Register ``cls`` under ``name``: any family (reconstruction, membership, evasion,
+    label inference) goes into the one registry.
 
     Args:
         name: the public name (``"inverting-gradients"``).
-        cls: an :class:`Attack` subclass.
+        cls: an :class:`AttackBase` subclass (usually of a family base such as
+            :class:`Attack`).
 
     Raises:
-        ConfigError: if ``cls`` is not an Attack subclass or the name is taken by another class.
+        ConfigError: if ``cls`` is not an attack class or the name is taken by another class.
     """
-    if not (isinstance(cls, type) and issubclass(cls, Attack)):
+    if not (isinstance(cls, type) and issubclass(cls, AttackBase)
+            and getattr(cls, "family", None) in get_args(Family)):
         raise ConfigError.build(
-            what="cls", expected="a subclass of shieldsplit.attacks.Attack", received=cls,
-            fix="subclass Attack and implement reconstruct()",
+            what="cls", expected="a subclass of an attack family base (shieldsplit.attacks."
+            "Attack, MembershipAttack, EvasionAttack or LabelInferenceAttack)", received=cls,
+            fix="subclass a family base and implement its verb (e.g. Attack.reconstruct)",
         )
     _REGISTRY.register(name, cls)
 
@@ -230,54 +384,96 @@ def unregister_attack(name: str) -> None:
     _REGISTRY.unregister(name)
 
 
-def available_attacks() -> list[str]:
-    """Registered attack names, sorted.
+def available_attacks(family: Family | None = None) -> list[str]:
+    """Registered attack names, sorted: of one family, or of all.
+
+    Args:
+        family: ``"reconstruction"``, ``"membership"``, ``"evasion"`` or
+            ``"label_inference"``; None for every family.
 
     Returns:
         The names :func:`create_attack` accepts.
+
+    Raises:
+        ConfigError: an unknown family.
+
+    Example:
+        >>> available_attacks("membership")
+        ['lira', 'loss-threshold', 'rmia']
     """
-    return _REGISTRY.names()
+    if family is not None and family not in get_args(Family):
+        raise ConfigError.build(what="family", expected=f"one of {list(get_args(Family))}",
+                                received=repr(family), fix="pass a family name or None")
+    return [n for n in _REGISTRY.names() if family is None or _REGISTRY.get(n).family == family]
 
 
-def attack_class(name: str) -> type[Attack]:
+@overload
+def attack_class(name: str, family: Literal["reconstruction"]) -> type[Attack]: ...
+
+
+@overload
+def attack_class(name: str, family: Family | None = None) -> type[AttackBase]: ...
+
+
+def attack_class(name: str, family: Family | None = None) -> type[AttackBase]:
     """The registered class of ``name`` (to read its declarations without building it).
 
     Args:
         name: a registered name.
+        family: if given, the family the attack must belong to.
 
     Returns:
-        The :class:`Attack` subclass.
+        The attack class.
 
     Raises:
-        ConfigError: if the name is unknown; the message lists the valid names.
+        ConfigError: if the name is unknown or of another family; the message lists the
+            valid names.
     """
-    return _REGISTRY.get(name)
+    cls = _REGISTRY.get(name)
+    if family is not None and cls.family != family:
+        raise ConfigError.build(
+            what=f"{family.replace('_', ' ')} attack",
+            expected=f"one of {available_attacks(family)}",
+            received=f"{name!r} (a {cls.family.replace('_', ' ')} attack)",
+            fix=f"pick a {family.replace('_', ' ')} attack",
+        )
+    return cls
 
 
-def create_attack(name: str, **options: Any) -> Attack:
+def create_attack(name: str, *, family: Family | None = None, **options: Any) -> Any:
     """Build a registered attack.
 
     Args:
         name: a registered name.
+        family: if given, the family the attack must belong to.
         **options: passed to the attack's constructor (``seed`` and attack options).
 
     Returns:
         A new attack instance.
 
     Raises:
-        ConfigError: if the name is unknown; the message lists the valid names.
+        ConfigError: if the name is unknown (the message lists the valid names), of
+            another family, or an option is invalid.
     """
-    return _REGISTRY.get(name)(**options)
+    return attack_class(name, family)(**options)
 
 
 __all__ = [
+    "ASSUMPTION_WORDS",
+    "BUILTIN_PACKAGES",
+    "Assumption",
     "Attack",
+    "AttackBase",
     "AttackContext",
+    "AttackDeclaration",
     "Budget",
+    "Family",
     "Observation",
     "ObservationKind",
+    "Observes",
     "Position",
     "Reconstruction",
+    "Server",
     "ThreatModel",
     "attack_class",
     "available_attacks",

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from shieldsplit._core.progress import progress_bar
 from shieldsplit.attacks.base import (
+    Assumption,
     Attack,
     AttackContext,
     Observation,
@@ -303,6 +304,7 @@ class DCGANPrior(Attack):
 
     name: ClassVar[str] = "gan-prior"
     threat_model: ClassVar[ThreatModel] = "gan_prior"
+    assumes: ClassVar[frozenset[Assumption]] = frozenset({"auxiliary_data", "client_weights"})
     observes: ClassVar[ObservationKind] = "activations"
     #: The fewest auxiliary images the GAN trains on.
     min_auxiliary = 32

@@ -1,7 +1,8 @@
 """Membership inference attacks: was this image in the model's training set?
 
-A separate family from the reconstruction attacks (they rebuild no image, so they do
-not subclass :class:`~shieldsplit.attacks.base.Attack`), with its own registry.
+One family of the attacks (:class:`~shieldsplit.attacks.base.AttackBase`), with its
+own verb, :meth:`MembershipAttack.score`, in the one attack registry
+(``available_attacks("membership")``).
 
 Threat model: black-box query access to the trained model's class probabilities (for a
 :class:`~shieldsplit.defenses.base.Defense`,
@@ -42,7 +43,7 @@ import abc
 import copy
 import logging
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -50,9 +51,19 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from shieldsplit._core.registry import Registry
-from shieldsplit._core.validate import Configurable, check_int, check_seed
-from shieldsplit.attacks.base import fingerprint
+from shieldsplit._core.validate import check_int, check_seed
+from shieldsplit.attacks.base import (
+    Assumption,
+    AttackBase,
+    Family,
+    Observes,
+    ThreatModel,
+    attack_class,
+    available_attacks,
+    fingerprint,
+    register_attack,
+    unregister_attack,
+)
 from shieldsplit.datacontract import as_loader
 from shieldsplit.defenses.base import Defense, create_defense
 from shieldsplit.errors import ConfigError
@@ -324,10 +335,12 @@ class MembershipOptions(BaseModel):
     reference_models: int | None = Field(default=None, ge=0)
 
 
-class MembershipAttack(Configurable, abc.ABC):
+class MembershipAttack(AttackBase):
     """Base of every membership attack: one verb, :meth:`score`.
 
     Args:
+        seed: seeds the attack.
+        progress: show progress bars on long work.
         **options: the fields of :attr:`Config` (:class:`MembershipOptions`).
 
     Attributes:
@@ -335,14 +348,22 @@ class MembershipAttack(Configurable, abc.ABC):
         needs_references: the least number of reference models it needs (0: none).
     """
 
-    name: ClassVar[str] = ""
+    family: ClassVar[Family] = "membership"
+    threat_model: ClassVar[ThreatModel] = "black_box_query"
+    observes: ClassVar[Observes] = "scores"
+    assumes: ClassVar[frozenset[Assumption]] = frozenset({"labels"})
     needs_references: ClassVar[int] = 0
     Config = MembershipOptions
+    config: MembershipOptions
+    reference_models: int
 
-    def __init__(self, **options: Any) -> None:
-        self.config = self.configure(options)
+    def __init__(self, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
+        super().__init__(seed=seed, progress=progress, **options)
         given = self.config.reference_models
-        self.reference_models = self.needs_references if given is None else given
+        # None resolves to the attack's least number, in the config as in the attribute
+        self.config = self.config.model_copy(
+            update={"reference_models": self.needs_references if given is None else given})
+        self.reference_models = int(self.config.reference_models or 0)
         if self.reference_models < self.needs_references:
             raise ConfigError.build(
                 what="reference_models", expected=f"at least {self.needs_references} for "
@@ -405,6 +426,7 @@ class RMIA(MembershipAttack):
     images), ``a = 0.3``, ``gamma = 1``, population ``z``: the auxiliary images."""
 
     name = "rmia"
+    assumes = frozenset({"labels", "auxiliary_data"})
     needs_references = 1
 
     def _scores(self, target: ProbsFn, refs: list[ProbsFn], x: Tensor, y: Tensor,
@@ -427,6 +449,7 @@ class LiRA(MembershipAttack):
     scaled confidences, the pooled variance below 64 models."""
 
     name = "lira"
+    assumes = frozenset({"labels", "auxiliary_data"})
     needs_references = 2
 
     def _scores(self, target: ProbsFn, refs: list[ProbsFn], x: Tensor, y: Tensor,
@@ -437,39 +460,40 @@ class LiRA(MembershipAttack):
                             global_std=len(refs) < 64)
 
 
-_REGISTRY: Registry[type[MembershipAttack]] = Registry(
-    "membership attack", unregister_hint="unregister_membership_attack() the old one",
-    lookup_hint="pick a registered membership attack or register yours",
-)
-
-
 def register_membership_attack(name: str, cls: type[MembershipAttack]) -> None:
-    """Make a membership attack buildable by name.
+    """:func:`~shieldsplit.attacks.base.register_attack` for a membership attack.
 
     Raises:
-        ConfigError: an empty name, or one taken by another class.
+        ConfigError: not a membership attack, an empty name, or one taken by another class.
     """
-    _REGISTRY.register(name, cls)
+    if not (isinstance(cls, type) and issubclass(cls, MembershipAttack)):
+        raise ConfigError.build(what="cls", expected="a MembershipAttack subclass",
+                                received=cls, fix="subclass MembershipAttack")
+    register_attack(name, cls)
 
 
 def unregister_membership_attack(name: str) -> None:
     """Remove a membership attack (a no-op for an unknown name)."""
-    _REGISTRY.unregister(name)
+    unregister_attack(name)
 
 
 def available_membership_attacks() -> list[str]:
-    """Registered membership attack names, sorted.
+    """Registered membership attack names, sorted (``available_attacks("membership")``).
 
     Example:
         >>> available_membership_attacks()
         ['lira', 'loss-threshold', 'rmia']
     """
-    return _REGISTRY.names()
+    return available_attacks("membership")
 
 
 def membership_attack_class(name: str) -> type[MembershipAttack]:
-    """The class registered under ``name``."""
-    return _REGISTRY.get(name)
+    """The membership attack class registered under ``name``.
+
+    Raises:
+        ConfigError: an unknown name, or an attack of another family.
+    """
+    return cast(type[MembershipAttack], attack_class(name, "membership"))
 
 
 def create_membership_attack(name: str, **options: Any) -> MembershipAttack:
@@ -477,7 +501,7 @@ def create_membership_attack(name: str, **options: Any) -> MembershipAttack:
 
     Args:
         name: one of :func:`available_membership_attacks`.
-        **options: ``reference_models``.
+        **options: ``reference_models`` (and ``seed``).
 
     Returns:
         The attack.
@@ -485,7 +509,7 @@ def create_membership_attack(name: str, **options: Any) -> MembershipAttack:
     Raises:
         ConfigError: an unknown name, or too few reference models for it.
     """
-    return _REGISTRY.get(name)(**options)
+    return membership_attack_class(name)(**options)
 
 
 for _cls in (LossThreshold, RMIA, LiRA):

@@ -63,6 +63,7 @@ from torch import Tensor, nn
 
 from shieldsplit._core.progress import progress_bar
 from shieldsplit.attacks.base import (
+    Assumption,
     Attack,
     AttackContext,
     Observation,
@@ -528,6 +529,7 @@ class BlackBoxDecoder(Attack):
 
     name: ClassVar[str] = "split-black-box"
     threat_model: ClassVar[ThreatModel] = "split_black_box"
+    assumes: ClassVar[frozenset[Assumption]] = frozenset({"auxiliary_data"})
     observes: ClassVar[ObservationKind] = "activations"
     #: The fewest auxiliary images the decoder trains on.
     min_auxiliary = 16
@@ -660,6 +662,7 @@ class WhiteBoxInversion(Attack):
 
     name: ClassVar[str] = "split-white-box"
     threat_model: ClassVar[ThreatModel] = "split_white_box"
+    assumes: ClassVar[frozenset[Assumption]] = frozenset({"auxiliary_data", "client_weights"})
     observes: ClassVar[ObservationKind] = "activations"
 
     Config = WhiteBoxInversionConfig

@@ -161,8 +161,8 @@ def applicable_attacks(model: nn.Module) -> tuple[str, ...]:
     surfaces = model.surfaces if isinstance(model, Defense) else frozenset({"split", "federated"})
     name = model.name if isinstance(model, Defense) else None
     out = []
-    for attack in available_attacks():
-        cls = attack_class(attack)
+    for attack in available_attacks("reconstruction"):
+        cls = attack_class(attack, "reconstruction")
         if cls.position() in surfaces and (not cls.adapts_to or name in cls.adapts_to):
             out.append(attack)
     order = list(get_args(ThreatModel))
@@ -194,7 +194,7 @@ def default_attacks(model: nn.Module, budget: Budget) -> list[str]:
         Attack names.
     """
     return [n for n in applicable_attacks(model)
-            if budget != "quick" or attack_class(n).quick_default]
+            if budget != "quick" or attack_class(n, "reconstruction").quick_default]
 
 
 # --------------------------------------------------------------------------- data handling
@@ -500,7 +500,7 @@ def checked_attack_options(
                 what=f"attack_options[{name!r}]", expected="a mapping option -> value",
                 received=type(given).__name__, fix='pass e.g. {"iterations": 500}',
             )
-        attack_class(name).configure(dict(given))
+        attack_class(name, "reconstruction").configure(dict(given))
         out[name] = dict(given)
     return out
 
@@ -608,7 +608,7 @@ def _attack(name: str, target: _Target, s: _Setting) -> tuple[AttackResult, Tens
                                                                Tensor]:
     """Run one attack on ``target`` (what it declares it observes) and score it."""
     start = time.perf_counter()
-    cls = attack_class(name)
+    cls = attack_class(name, "reconstruction")
     observes = cls.observes
     attack = _attacks.create_attack(name, seed=s.seed, progress=s.progress,
                                     **s.options.get(name, {}))
@@ -771,7 +771,7 @@ def _fresh_target(model: nn.Module, target: _Target, s: _Setting) -> _Target:
 
 def _stand_in(attack: str, defense_name: str) -> str:
     """The attack that stands for ``attack`` on a model with defence ``defense_name``."""
-    cls = attack_class(attack)
+    cls = attack_class(attack, "reconstruction")
     if cls.adapts_to and defense_name not in cls.adapts_to and cls.control_attack:
         return cls.control_attack
     return attack

@@ -110,9 +110,9 @@ def unrun_adaptive(results: Sequence[AttackResult], defense: str, position: str)
         (['adaptive-split'], [])
     """
     done = {r.attack for r in results if r.status == "ok"}
-    return [a for a in available_attacks()
-            if defense in attack_class(a).adapts_to
-            and attack_class(a).position() == position and a not in done]
+    return [a for a in available_attacks("reconstruction")
+            if defense in attack_class(a, "reconstruction").adapts_to
+            and attack_class(a, "reconstruction").position() == position and a not in done]
 
 
 def _image_words(r: AttackResult, e: Evidence) -> str:

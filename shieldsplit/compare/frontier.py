@@ -137,8 +137,8 @@ def with_adaptive(attacks: Sequence[str], defenses: Sequence[str]) -> tuple[str,
         >>> with_adaptive(["split-black-box"], ["laplace"])
         ('split-black-box',)
     """
-    extra = [a for a in available_attacks() if a not in attacks
-             and any(d in attack_class(a).adapts_to for d in defenses)]
+    extra = [a for a in available_attacks("reconstruction") if a not in attacks
+             and any(d in attack_class(a, "reconstruction").adapts_to for d in defenses)]
     return (*attacks, *extra)
 
 
