@@ -333,6 +333,58 @@ class Attack(AttackBase):
         """
 
 
+@dataclass(frozen=True)
+class LabelInference:
+    """What a label-inference attack inferred of a victim batch.
+
+    Attributes:
+        counts: ``(classes,)`` how many images of each class the batch held.
+        attack: the attack's registered name.
+        labels: ``(B,)`` per-image labels, for attacks that infer them, else None.
+        meta: attack-specific details.
+    """
+
+    counts: Tensor
+    attack: str
+    labels: Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class LabelInferenceAttack(AttackBase):
+    """Base of every label-inference attack: one verb, :meth:`infer`.
+
+    The attacker (a federated server) reads which classes a client's batch held from its
+    gradient or weight update. :meth:`prepare` receives the same :class:`AttackContext`
+    as a reconstruction attack.
+    """
+
+    family: ClassVar[Family] = "label_inference"
+    observes: ClassVar[ObservationKind]
+
+    def __init__(self, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
+        super().__init__(seed=seed, progress=progress, **options)
+        self.context: AttackContext | None = None
+
+    def prepare(self, context: AttackContext) -> None:
+        """Remember what the threat model grants (default).
+
+        Args:
+            context: what the threat model grants the attacker.
+        """
+        self.context = context
+
+    @abc.abstractmethod
+    def infer(self, observation: Observation) -> LabelInference:
+        """Infer the victim batch's labels from what the attacker observed.
+
+        Args:
+            observation: the observation; its ``kind`` must be ``self.observes``.
+
+        Returns:
+            The inferred label counts (and labels, where the attack orders them).
+        """
+
+
 def _populate() -> None:
     # the built-in attacks (every module of the attack packages registers what it
     # defines: a new attack is one file), then the installed plugins
@@ -468,6 +520,8 @@ __all__ = [
     "AttackDeclaration",
     "Budget",
     "Family",
+    "LabelInference",
+    "LabelInferenceAttack",
     "Observation",
     "ObservationKind",
     "Observes",
