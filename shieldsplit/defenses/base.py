@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import abc
 import copy
-import importlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -314,9 +313,23 @@ class Defense(Configurable, nn.Module, abc.ABC):
 
 # ----------------------------------------------------------------- registry
 DefenseFactory = Callable[..., Defense]
+
+
+def _populate() -> None:
+    # ``import shieldsplit`` is lazy: on the registry's first lookup, import every module
+    # of the defences package (each registers what it defines: a new defence is one file
+    # plus its registration), then the installed plugins (entry points
+    # "shieldsplit.defenses", see shieldsplit._core.plugins)
+    from shieldsplit._core.plugins import import_package_modules, load_entry_points
+
+    import_package_modules(__name__.rsplit(".", 1)[0])
+    load_entry_points("shieldsplit.defenses", register_defense)
+
+
 _REGISTRY: Registry[DefenseFactory] = Registry(
     "defense", unregister_hint="unregister_defense() the old one",
     lookup_hint="pick a registered defence or register yours with register_defense",
+    populate=_populate,
 )
 
 
@@ -339,19 +352,8 @@ def unregister_defense(name: str) -> None:
     _REGISTRY.unregister(name)
 
 
-def _register_builtin_defenses() -> None:
-    # ``import shieldsplit`` is lazy: import every module of the defences package, each
-    # registers what it defines (a new defence is one file plus its registration).
-    import pkgutil
-
-    folder = str(Path(__file__).parent)  # this package's folder, without importing it here
-    for info in pkgutil.walk_packages([folder], f"{__name__.rsplit('.', 1)[0]}."):
-        importlib.import_module(info.name)
-
-
 def available_defenses() -> list[str]:
     """Registered defence names, sorted."""
-    _register_builtin_defenses()
     return _REGISTRY.names()
 
 
@@ -368,7 +370,6 @@ def defense_config(name: str) -> type[BaseModel]:
         >>> sorted(defense_config("laplace").model_fields)
         ['scale']
     """
-    _register_builtin_defenses()
     config = getattr(_REGISTRY.get(name), "Config", None)
     return config if isinstance(config, type) and issubclass(config, BaseModel) else NoOptions
 
@@ -418,7 +419,6 @@ def create_defense(name: str, model: nn.Module, **options: Any) -> Defense:
         ConfigError: for an unknown name (the message lists the valid ones) or an
             option the defence does not take.
     """
-    _register_builtin_defenses()
     factory = _REGISTRY.get(name)
     try:
         return factory(model, **options)
