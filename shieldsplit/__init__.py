@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the names below load lazily at run time (see __getattr__)
     from shieldsplit.models import PGSLNet, create_model
     from shieldsplit.wire import ClientMessage, ServerGradient, StreamScores
 
-__version__ = "0.1.0"
+from shieldsplit._core.version import __version__
 
 #: Public name -> the submodule that defines it (imported on first access).
 _LAZY: dict[str, str] = {

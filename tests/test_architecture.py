@@ -1,7 +1,13 @@
-"""The package's shape (issue 11): no import cycles between shieldsplit's modules, and no
-module importing another module's private names (a public hook instead).
+"""The package's shape (issues 11 and 23), over ``shieldsplit/`` and ``adapters/``
+(installed as ``shieldsplit.adapters``):
 
-Both read the source with ``ast``, so lazy imports inside functions count too.
+- no import cycles between modules;
+- no module importing another module's private names (a public hook instead);
+- no lower layer importing a higher one (:data:`LAYERS`, the same table as
+  ``docs/architecture.md``);
+- no module over :data:`MAX_LINES` lines.
+
+Every check reads the source with ``ast``, so imports inside functions count too.
 """
 
 from __future__ import annotations
@@ -10,18 +16,56 @@ import ast
 from pathlib import Path
 
 import shieldsplit
+import shieldsplit.adapters
 
 ROOT = Path(shieldsplit.__file__).parent
+#: The adapters' folder (``shieldsplit.adapters`` once installed).
+ADAPTERS = Path(shieldsplit.adapters.__file__).parent
+
+#: The layers, lowest first: a module may import its own layer and those below it.
+#: Keys are top-level names under ``shieldsplit``, or whole dotted modules where one
+#: package spans two layers (the data-source adapters sit with the data they load).
+LAYERS: list[tuple[str, ...]] = [
+    ("errors", "_core", "wire"),
+    ("functional",),
+    ("models", "cutting", "training", "datacontract", "observe", "plots",
+     "adapters.digits", "adapters.mnist", "adapters.medmnist", "data"),
+    ("defenses",),
+    ("attacks", "evasion"),
+    ("audit",),
+    ("compare",),
+    ("experiments", "adapters"),
+    ("cli", "__main__"),
+]
+#: The longest a module may be (issue 23).
+MAX_LINES = 800
 
 
 def modules() -> dict[str, Path]:
-    """``{dotted name: file}`` for every module of the package."""
+    """``{dotted name: file}`` for every module of the package and of its adapters."""
     out = {}
-    for path in ROOT.rglob("*.py"):
-        parts = ("shieldsplit", *path.relative_to(ROOT).with_suffix("").parts)
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        out[name] = path
+    for root, prefix in ((ROOT, ("shieldsplit",)), (ADAPTERS, ("shieldsplit", "adapters"))):
+        for path in root.rglob("*.py"):
+            parts = (*prefix, *path.relative_to(root).with_suffix("").parts)
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = path
     return out
+
+
+def layer(module: str) -> int:
+    """The layer of a dotted module name (the package root sits above every layer)."""
+    if module == "shieldsplit":
+        return len(LAYERS)
+    rest = module.split(".", 1)[1]
+    best = None
+    for i, keys in enumerate(LAYERS):
+        for key in keys:
+            if (rest == key or rest.startswith(key + ".")) and (
+                    best is None or len(key) > len(best[1])):
+                best = (i, key)
+    if best is None:
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS and the docs' table")
+    return best[0]
 
 
 def imports(name: str, path: Path, known: dict[str, Path]) -> list[tuple[str, list[str]]]:
@@ -75,3 +119,32 @@ def test_no_module_imports_another_modules_private_names() -> None:
         if t != m and n.startswith("_") and not n.startswith("__")
     ]
     assert not reaching, f"private names imported across modules: {reaching}"
+
+
+def test_every_module_is_in_a_layer_and_imports_only_its_own_or_lower() -> None:
+    known = modules()
+    upward = [(m, layer(m), t, layer(t)) for m, p in known.items()
+              for t, _ in imports(m, p, known) if layer(t) > layer(m)]
+    assert not upward, f"lower layers importing higher ones (module, layer, target): {upward}"
+
+
+def test_the_adapters_are_checked_too() -> None:
+    known = modules()
+    assert "shieldsplit.adapters.flower" in known or any(
+        m.startswith("shieldsplit.adapters.flower.") for m in known)
+    assert layer("shieldsplit.adapters.digits") < layer("shieldsplit.defenses.base")
+    assert layer("shieldsplit.adapters.flower") > layer("shieldsplit.audit.auditor")
+
+
+def test_no_module_is_over_the_line_cap() -> None:
+    sizes = {m: len(p.read_text().splitlines()) for m, p in modules().items()}
+    long = {m: n for m, n in sizes.items() if n > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines (split them along their concerns): {long}"
+
+
+def test_function_level_imports_are_read() -> None:
+    # the lazy import of the adapters' data sources inside shieldsplit.data's functions
+    # must be seen, or the layer check would pass vacuously
+    known = modules()
+    targets = {t for t, _ in imports("shieldsplit.data", known["shieldsplit.data"], known)}
+    assert any(t.startswith("shieldsplit.adapters.") for t in targets)

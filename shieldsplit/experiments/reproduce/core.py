@@ -21,10 +21,10 @@ import matplotlib
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from shieldsplit import __version__
 from shieldsplit._core.io import atomic_write_bytes, atomic_write_text
 from shieldsplit._core.provenance import machine_info
 from shieldsplit._core.registry import Registry
+from shieldsplit._core.version import __version__
 from shieldsplit.audit.auditor import AuditReport
 from shieldsplit.data import ImageDataset, load_dataset
 from shieldsplit.defenses.pgsl.config import PGSLConfig
