@@ -421,3 +421,29 @@ def test_stored_reidentification_leaks_whatever_its_psnr() -> None:
     verdict = decide_results([black], defense="laplace")[0]
     assert verdict.verdict == "leaks" and "re-identifies patients" in verdict.sentence
     assert "60 of 64 victims picked out of a line-up of 483" in verdict.sentence
+
+
+def test_an_honest_and_a_malicious_server_get_a_verdict_each() -> None:
+    from shieldsplit.attacks.base import Attack, register_attack, unregister_attack
+    from shieldsplit.audit.auditor import decide_results
+
+    class Hijack(Attack):  # a split server that steers training (a stand-in)
+        name = "test-hijack"
+        threat_model = "malicious_split"
+        observes = "activations"
+        server = "malicious"
+
+        def reconstruct(self, observation: Any) -> Any:
+            raise NotImplementedError
+
+    register_attack(Hijack.name, Hijack)
+    try:
+        honest = _stored("split-black-box", _split_evidence(0, -3.0), _split_evidence(64, 8.0))
+        malicious = _stored("test-hijack", _split_evidence(64, 9.0), _split_evidence(64, 8.0))
+        verdicts = decide_results([honest, malicious], defense="laplace")
+    finally:
+        unregister_attack(Hijack.name)
+    assert [(v.label, v.verdict) for v in verdicts] == [
+        ("split", "no leakage found"), ("split, malicious", "leaks")]
+    assert verdicts[1].sentence.startswith("A malicious split-learning server")
+    assert verdicts[1].attacks == ["test-hijack"] and verdicts[0].attacks == ["split-black-box"]

@@ -313,6 +313,22 @@ class Attack(AttackBase):
         super().__init__(seed=seed, progress=progress, **options)
         self.context: AttackContext | None = None
 
+    def modify(self, model: nn.Module) -> nn.Module:
+        """The model the server sends the client before the observed step.
+
+        An honest server sends the model the protocol says (the default returns ``model``
+        itself); a malicious attack (``server = "malicious"``) returns a modified copy,
+        and the victim's gradient or update is observed on that. The user's model is
+        never changed.
+
+        Args:
+            model: the model the protocol would send.
+
+        Returns:
+            What this attacker sends.
+        """
+        return model
+
     def prepare(self, context: AttackContext) -> None:
         """Learn what the attack needs before it sees the victim (default: remember the context).
 

@@ -65,6 +65,8 @@ class AttackResult(BaseModel):
         threat_model: what the attacker holds (see ``shieldsplit.attacks.base.ThreatModel``).
         observes: ``activations``, ``gradient`` or ``update``.
         position: ``split`` or ``federated`` (where the attacker sits).
+        server: ``honest`` or ``malicious`` (the attack's declared threat model; None in
+            records made before it was kept: read from the registry when decided).
         images: how many victim images were rebuilt.
         mse: mean MSE over those images (lower = more leakage).
         psnr: mean PSNR in dB (higher = more leakage).
@@ -93,6 +95,7 @@ class AttackResult(BaseModel):
     threat_model: str
     observes: str
     position: str = "-"
+    server: str | None = None
     images: int
     mse: float | None = None
     psnr: float | None = None
@@ -141,13 +144,15 @@ class BaselineScore(BaseModel):
 
 
 class PositionVerdict(BaseModel):
-    """The verdict for one attacker position, in words.
+    """The verdict for one attacker position and threat model, in words.
 
     Attributes:
-        position: ``split`` or ``federated``.
+        position: ``split``, ``federated`` or ``membership``.
         verdict: ``leaks``, ``no leakage found`` or ``inconclusive``.
         sentence: one plain sentence with the numbers behind it.
         attacks: the attacks the verdict combines.
+        server: ``honest`` or ``malicious``: an honest and a malicious server at the
+            same position get a verdict each.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -156,6 +161,13 @@ class PositionVerdict(BaseModel):
     verdict: VerdictLabel
     sentence: str
     attacks: list[str]
+    server: str = "honest"
+
+    @property
+    def label(self) -> str:
+        """The position and, for a malicious server, its threat model: ``"federated"``,
+        ``"federated, malicious"``."""
+        return self.position if self.server == "honest" else f"{self.position}, {self.server}"
 
 
 class AuditReport(BaseModel):

@@ -32,6 +32,27 @@ from shieldsplit.functional.verdict import (
 POSITION_WORDS: dict[str, str] = {
     "split": "A split-learning server", "federated": "A federated-learning server",
 }
+#: The same positions held by a server that changes what it sends.
+MALICIOUS_WORDS: dict[str, str] = {
+    "split": "A malicious split-learning server (it steers the client's training)",
+    "federated": "A malicious federated-learning server (it modifies the model it sends)",
+}
+
+
+def server_of(result: AttackResult) -> str:
+    """The threat model's server of a result: recorded, or else the registered attack's
+    declaration (``honest`` for an attack no longer registered).
+
+    Example:
+        >>> r = AttackResult(attack="dlg", threat_model="federated", observes="gradient",
+        ...                  images=1, seconds=0.0)
+        >>> server_of(r)
+        'honest'
+    """
+    if result.server is not None:
+        return result.server
+    return attack_class(result.attack).server if result.attack in available_attacks() \
+        else "honest"
 
 
 def decide_report(report: AuditReport) -> None:
@@ -85,11 +106,14 @@ def decide_results(results: Sequence[AttackResult], *, defense: str,
                    control_name=r.control.description if r.control is not None else "the control")
         r.verdict, r.reason = d.verdict, d.reason
     out = []
-    for position in POSITION_WORDS:
-        rs = [r for r in results if r.position == position and r.status != "n/a"]
-        if rs:
-            out.append(_position_sentence(position, rs, unrun_adaptive(results, defense,
-                                                                       position)))
+    for server in ("honest", "malicious"):  # one verdict per position and threat model
+        for position in POSITION_WORDS:
+            rs = [r for r in results if r.position == position and r.status != "n/a"
+                  and server_of(r) == server]
+            if rs:
+                missing = unrun_adaptive(results, defense, position) \
+                    if server == "honest" else []
+                out.append(_position_sentence(position, rs, missing, server=server))
     return out
 
 
@@ -127,8 +151,9 @@ def _image_words(r: AttackResult, e: Evidence) -> str:
 
 
 def _position_sentence(position: str, rs: list[AttackResult],
-                       missing: Sequence[str] = ()) -> PositionVerdict:
-    who = POSITION_WORDS[position]
+                       missing: Sequence[str] = (), *, server: str = "honest",
+                       ) -> PositionVerdict:
+    who = (MALICIOUS_WORDS if server == "malicious" else POSITION_WORDS)[position]
     verdict = position_verdict([Decision(verdict=r.verdict or "inconclusive", reason="")
                                 for r in rs])
     names = [r.attack for r in rs]
@@ -162,7 +187,8 @@ def _position_sentence(position: str, rs: list[AttackResult],
             why.append(f"{', '.join(missing)} declare(s) they adapt to this defence and did "
                        "not run: without them no leakage cannot be shown")
         text = f"{who}: inconclusive ({'; '.join(why)})"
-    return PositionVerdict(position=position, verdict=verdict, sentence=text, attacks=names)
+    return PositionVerdict(position=position, verdict=verdict, sentence=text, attacks=names,
+                           server=server)
 
 
 def membership_verdict(m: MembershipReport) -> PositionVerdict:
@@ -193,5 +219,12 @@ def membership_verdict(m: MembershipReport) -> PositionVerdict:
                            attacks=[r.attack for r in m.results])
 
 
-__all__ = ["POSITION_WORDS", "decide_report", "decide_results", "membership_verdict",
-           "unrun_adaptive"]
+__all__ = [
+    "MALICIOUS_WORDS",
+    "POSITION_WORDS",
+    "decide_report",
+    "decide_results",
+    "membership_verdict",
+    "server_of",
+    "unrun_adaptive",
+]
