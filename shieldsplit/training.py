@@ -2,11 +2,17 @@
 
 * :func:`fit_epochs`: the epoch loop every trainer uses (seeding, progress, the
   empty-loader check, best-epoch selection on validation data, eval mode at the end);
-  :func:`fit_plain`, :meth:`SplitShield.fit`, :meth:`LatentPerturb.fit` and
-  :class:`DPSGD` (through :func:`fit_plain`) give it their step and their record.
+  :func:`fit_plain`, :meth:`SplitShield.fit`, :meth:`LatentPerturb.fit`,
+  :class:`DPSGD` (through :func:`fit_plain`) and the attackers' own networks (the
+  split attacks' inversion decoder, the GAN prior's DCGAN) give it their step and
+  their record.
+* :func:`seeded`: the one seeding (the loop's, and the building of what it trains).
+* :func:`tensor_batches`: shuffled mini-batches of in-memory tensors, drawn from the
+  loop's seed (an attacker's auxiliary pairs).
 * :func:`restored_on_error`: the one roll-back (bad input loses nothing).
 * :func:`train_mode` / :func:`eval_mode`: the one mode guard.
-* :class:`History`: the base of every training history.
+* :class:`History`: the base of every training history; :class:`TrainConfig`: the
+  optimiser settings of :func:`make_optimizer`.
 
 Example:
     >>> import torch
@@ -25,17 +31,39 @@ import contextlib
 import copy
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from shieldsplit._core.progress import progress_bar
 from shieldsplit._core.validate import check_int
-from shieldsplit.defenses.pgsl.config import TrainConfig
 from shieldsplit.errors import EmptyDataError, ShieldSplitError
+
+
+class TrainConfig(BaseModel):
+    """Optimiser settings (the paper: Adam, lr 0.001, decay 0.0003).
+
+    Also ``PGSLConfig.train`` (re-exported by :mod:`shieldsplit.defenses.pgsl.config`).
+
+    Attributes:
+        lr: Adam's learning rate.
+        lr_decay: Keras-style per-step decay, ``lr_t = lr / (1 + lr_decay * t)``.
+        weight_decay: Adam's L2 penalty.
+
+    Example:
+        >>> TrainConfig().lr, TrainConfig(lr=0.01).lr_decay
+        (0.001, 0.0003)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lr: float = Field(1e-3, gt=0.0)
+    lr_decay: float = Field(3e-4, ge=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
 
 
 class PlainEpoch(BaseModel):
@@ -134,6 +162,66 @@ def eval_mode(module: nn.Module) -> contextlib.AbstractContextManager[nn.Module]
 
 
 @contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """The one seeding: torch's global (CPU) generator seeded with ``seed`` for the block,
+    and left as it was after (``torch.random.fork_rng``: other code's draws are unmoved).
+
+    :func:`fit_epochs` runs under it; a trainer builds its networks under it too, so
+    the same seed gives the same initial weights.
+
+    Args:
+        seed: the seed.
+
+    Yields:
+        Nothing.
+
+    Example:
+        >>> before = torch.random.get_rng_state()
+        >>> with seeded(3):
+        ...     a = torch.rand(2)
+        >>> with seeded(3):
+        ...     b = torch.rand(2)
+        >>> bool(torch.equal(a, b)), bool(torch.equal(torch.random.get_rng_state(), before))
+        (True, True)
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def tensor_batches(x: Tensor, y: Tensor, *, batch_size: int) -> DataLoader:
+    """Shuffled ``(x[idx], y[idx])`` mini-batches of two in-memory tensors, for :func:`fit_epochs`.
+
+    Every pass draws a new order from torch's global generator, so under
+    :func:`fit_epochs` the order follows its seed. A last batch of one sample is
+    left out (batch normalisation needs two) unless there is only one sample.
+
+    Args:
+        x: ``(N, ...)`` inputs.
+        y: ``(N, ...)`` targets (labels, images to rebuild, ...).
+        batch_size: samples per batch, ``>= 1``.
+
+    Returns:
+        A re-iterable loader (its ``len`` is the number of batches of a pass).
+
+    Raises:
+        ConfigError: if ``batch_size < 1``.
+
+    Example:
+        >>> batches = tensor_batches(torch.arange(5.0), torch.arange(5), batch_size=2)
+        >>> with seeded(0):
+        ...     sizes = [len(a) for a, b in batches]
+        >>> len(batches), sizes
+        (2, [2, 2])
+    """
+    batch_size = check_int("batch_size", batch_size, low=1, fix="pass batch_size=1 or more")
+    n = int(x.shape[0])
+    sampler = BatchSampler(RandomSampler(range(n)), batch_size,
+                           drop_last=n > 1 and n % batch_size == 1)
+    return DataLoader(TensorDataset(x, y), sampler=sampler, batch_size=None)
+
+
+@contextlib.contextmanager
 def restored_on_error(module: nn.Module, *, errors: tuple[type[BaseException], ...] = (
         ShieldSplitError,), undo: Callable[[], None] | None = None) -> Iterator[None]:
     """The one roll-back: if the block raises one of ``errors``, ``module``'s weights,
@@ -187,17 +275,18 @@ def fit_epochs(
     seed: int,
     description: str,
     progress: bool = True,
+    progress_unit: Literal["batch", "epoch"] = "batch",
     restore_best: bool = False,
 ) -> tuple[list[Record], int | None]:
     """The one training loop: ``epochs`` passes of ``step`` over ``batches``.
 
     Each epoch puts ``module`` in train mode, runs ``step(x, y)`` on every batch
-    (it trains and returns how many samples it used), raises a typed error when the
-    loader yields nothing, and asks ``end_epoch(epoch, seconds)`` for the epoch's
-    record. With ``restore_best`` the weights of the epoch of best ``score(record)``
-    (a validation score, higher is better; None skips) are loaded back at the end.
-    The loop runs under ``seed`` (``torch.random.fork_rng``: the global generator is
-    left as it was) and leaves ``module`` in eval mode.
+    (it trains, with as many optimisers as it needs, e.g. a GAN's two, and returns
+    how many samples it used), raises a typed error when the loader yields nothing,
+    and asks ``end_epoch(epoch, seconds)`` for the epoch's record. With
+    ``restore_best`` the weights of the epoch of best ``score(record)`` (a validation
+    score, higher is better; None skips) are loaded back at the end. The loop runs
+    under :func:`seeded` ``(seed)`` and leaves ``module`` in eval mode.
 
     Args:
         module: what is trained (its state is what best-epoch selection keeps).
@@ -207,8 +296,12 @@ def fit_epochs(
         end_epoch: builds the epoch's record from its number and wall time.
         score: the record's validation score, or None.
         seed: seeds dropout, shuffling and lazy initialisation inside the loop.
-        description: the progress bar's label (``"{description} {epoch}/{epochs}"``).
+        description: the progress bar's label (``"{description} {epoch}/{epochs}"``
+            per batch, ``description`` per epoch).
         progress: show a progress bar.
+        progress_unit: ``"batch"``: one bar per epoch over its batches (long epochs);
+            ``"epoch"``: one bar over the epochs (many short ones, e.g. an attacker's
+            decoder on a few hundred images).
         restore_best: keep the best-scoring epoch's weights.
 
     Returns:
@@ -235,14 +328,15 @@ def fit_epochs(
     records: list[Record] = []
     best = BestState(module)
     total = len(batches) if isinstance(batches, Sized) else None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for epoch in range(1, epochs + 1):
+    per_batch = progress and progress_unit == "batch"
+    with seeded(seed), progress_bar(range(1, epochs + 1), total=epochs, description=description,
+                                    enabled=progress and not per_batch) as epoch_bar:
+        for epoch in epoch_bar:
             start = time.perf_counter()
             module.train()
             seen = 0
             with progress_bar(batches, total=total, description=f"{description} {epoch}/{epochs}",
-                              enabled=progress) as bar:
+                              enabled=per_batch) as bar:
                 for x, y in bar:
                     seen += step(x, y)
             if seen == 0:
@@ -433,7 +527,7 @@ def fit_plain(
 
 
 __all__ = [
-    "BestState", "History", "LossFn", "PlainEpoch", "PlainHistory", "accuracy",
+    "BestState", "History", "LossFn", "PlainEpoch", "PlainHistory", "TrainConfig", "accuracy",
     "cross_entropy_loss", "eval_mode", "fit_epochs", "fit_plain", "make_optimizer",
-    "restored_on_error", "train_mode",
+    "restored_on_error", "seeded", "tensor_batches", "train_mode",
 ]

@@ -27,6 +27,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# the optimiser settings live with the one training loop (a low layer); re-exported here
+from shieldsplit.training import TrainConfig
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -146,20 +149,6 @@ class DecisionConfig(_Strict):
         if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
             raise ValueError(f"weights must be >= 0 with a positive sum, got {self.weights}")
         return self
-
-
-class TrainConfig(_Strict):
-    """Optimiser settings (the paper: Adam, lr 0.001, decay 0.0003).
-
-    Attributes:
-        lr: Adam's learning rate.
-        lr_decay: Keras-style per-step decay, ``lr_t = lr / (1 + lr_decay * t)``.
-        weight_decay: Adam's L2 penalty.
-    """
-
-    lr: float = Field(1e-3, gt=0.0)
-    lr_decay: float = Field(3e-4, ge=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
 
 
 class PGSLConfig(_Strict):
