@@ -55,6 +55,7 @@ from shieldsplit.errors import (
     ShieldSplitError,
     UnsupportedModelError,
 )
+from shieldsplit.training import eval_mode
 
 #: Where the accepted forms are documented (every entry point's docstring points here).
 DOCS = "docs/data.md"
@@ -144,18 +145,6 @@ def first_channels(model: nn.Module) -> int | None:
     return int(conv.in_channels) if conv is not None else None
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for a probe; every submodule's own mode is restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
 def probe_model(model: nn.Module, x: Tensor, *, what: str = "data") -> int:
     """Run ``model`` on two images of ``x`` and return its number of classes.
 
@@ -193,7 +182,7 @@ def probe_model(model: nn.Module, x: Tensor, *, what: str = "data") -> int:
             "for grey, x.expand(-1, 3, -1, -1) for RGB) or build the model for them",
         )
     try:
-        with _eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
             out = model(x[:2])  # forked RNG: a noisy model's probe draws nothing of the user's
     except ShieldSplitError:
         raise
