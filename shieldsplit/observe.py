@@ -1,5 +1,10 @@
 """What a federated-learning attacker observes of one client batch.
 
+A shared mechanism below both the defences and the attacks: a defence's federated
+surface (:meth:`~shieldsplit.defenses.base.Defense.observe_federated`, DP-SGD's
+clipped update) and the gradient attacks that invert it use the same functions.
+:mod:`shieldsplit.attacks.observe` re-exports them under their old path.
+
 :func:`observe_gradient` is one FedSGD step: the per-parameter gradient of the
 batch's mean cross-entropy loss. :func:`observe_update` is one FedAvg round:
 the client runs plain SGD for ``local_epochs`` over its batch in mini-batches
@@ -40,8 +45,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_
 
 from shieldsplit._core.validate import check_batch, check_int
-from shieldsplit.attacks.base import Observation
 from shieldsplit.errors import ConfigError, InputShapeError, LabelError
+from shieldsplit.wire import Observation
 
 # ------------------------------------------------------------------ pure helpers
 

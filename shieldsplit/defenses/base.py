@@ -182,14 +182,14 @@ class Defense(Configurable, nn.Module, abc.ABC):
             x: the client batch.
             y: its labels.
             kind: ``"gradient"`` (one step) or ``"update"`` (local SGD, see
-                :func:`~shieldsplit.attacks.observe.observe_update`).
+                :func:`~shieldsplit.observe.observe_update`).
             seed: the local shuffling seed of an update.
             **local: ``local_epochs``, ``local_batch_size``, ``lr`` of an update.
 
         Returns:
             The observation.
         """
-        from shieldsplit.attacks.observe import observe_gradient, observe_update
+        from shieldsplit.observe import observe_gradient, observe_update
 
         model = copy.deepcopy(self.federated_model()).eval()
         if kind == "gradient":

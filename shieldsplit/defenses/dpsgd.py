@@ -365,7 +365,7 @@ class DPSGD(CutDefense):
 
         * ``kind="gradient"`` (FedSGD): this noisy mean gradient of the whole batch.
         * ``kind="update"`` (FedAvg): ``weights_after - weights_before`` of the local
-          protocol of :func:`~shieldsplit.attacks.observe.observe_update` (plain SGD
+          protocol of :func:`~shieldsplit.observe.observe_update` (plain SGD
           at ``lr``, ``local_epochs`` passes in mini-batches of ``local_batch_size``,
           in order or reshuffled with ``seed``) where every step uses the noisy
           clipped gradient of its mini-batch (divided by the mini-batch's own size,
@@ -383,7 +383,7 @@ class DPSGD(CutDefense):
             kind: ``"gradient"`` (one noisy step) or ``"update"`` (noisy local SGD).
             seed: seeds the noise (None: the defence's seed); for an update, an int
                 also reshuffles the mini-batches each epoch, None keeps them in order
-                (as :func:`~shieldsplit.attacks.observe.observe_update`).
+                (as :func:`~shieldsplit.observe.observe_update`).
             **local: ``local_epochs`` (default 5), ``local_batch_size`` (8) and ``lr``
                 (0.1) of an update; ignored for a gradient.
 
@@ -417,7 +417,7 @@ class DPSGD(CutDefense):
             >>> upd.kind, upd.meta["local_epochs"], upd.meta["local_batch_size"]
             ('update', 2, 2)
         """
-        from shieldsplit.attacks.observe import functional_victim, minibatch_schedule
+        from shieldsplit.observe import functional_victim, minibatch_schedule
         from shieldsplit.wire import Observation
 
         if kind not in ("gradient", "update"):
@@ -475,7 +475,7 @@ class DPSGD(CutDefense):
         x: Tensor, y: Tensor, generator: torch.Generator,
     ) -> dict[str, Tensor]:
         """The DP-SGD aggregate of one batch: clip per example, sum, add noise, divide by B."""
-        from shieldsplit.attacks.observe import loss_gradients
+        from shieldsplit.observe import loss_gradients
 
         def one(xi: Tensor, yi: Tensor) -> dict[str, Tensor]:
             return loss_gradients(model, params, frozen, xi.unsqueeze(0), yi.unsqueeze(0))

@@ -145,7 +145,7 @@ class JsmaInput(CutDefense):
         seed: int | None = None, **local: Any,
     ) -> Observation:
         """The plain network's gradient (or FedAvg update) on the perturbed images."""
-        from shieldsplit.attacks.observe import observe_gradient, observe_update
+        from shieldsplit.observe import observe_gradient, observe_update
 
         check_batch(x, y, num_classes=self.num_classes, in_channels=self.in_channels)
         images = self.perturb(x)
