@@ -267,7 +267,7 @@ def test_typed_errors(head, shield, digits):
 def test_ctrl_c_leaves_the_attack_unprepared(head, digits, monkeypatch):
     import contextlib
 
-    import shieldsplit.attacks.split as split_module
+    import shieldsplit.training as training_module  # the decoder trains in the one loop
 
     @contextlib.contextmanager
     def interrupting(items, **_):
@@ -277,7 +277,7 @@ def test_ctrl_c_leaves_the_attack_unprepared(head, digits, monkeypatch):
 
         yield gen()
 
-    monkeypatch.setattr(split_module, "progress_bar", interrupting)
+    monkeypatch.setattr(training_module, "progress_bar", interrupting)
     attack = create_attack("split-black-box", epochs=3, progress=False)
     with pytest.raises(KeyboardInterrupt):
         attack.prepare(context(head, digits.x_val))

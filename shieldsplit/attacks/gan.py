@@ -72,7 +72,7 @@ from shieldsplit.attacks.split import (
     require_prepared,
 )
 from shieldsplit.errors import ConfigError, InputShapeError
-from shieldsplit.training import eval_mode
+from shieldsplit.training import eval_mode, fit_epochs, seeded, tensor_batches
 
 #: GAN training epochs per budget.
 GAN_EPOCHS = {"quick": 20, "standard": 60, "thorough": 200}
@@ -216,40 +216,43 @@ def train_dcgan(
     if key in _DCGAN_CACHE:
         return _DCGAN_CACHE[key]
     shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
-    n, bs = int(images.shape[0]), batch_size
-    losses: list[tuple[float, float]] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         gen_net = Generator(latent_dim, shape, width)
         disc = Discriminator(shape, width)
-        opt_g = torch.optim.Adam(gen_net.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        rng = torch.Generator().manual_seed(seed)
-        with progress_bar(range(epochs), total=epochs, description=description,
-                          enabled=progress) as bar:
-            for _ in bar:
-                perm = torch.randperm(n, generator=rng)
-                d_sum = g_sum = 0.0
-                for i in range(0, n - 1, bs):
-                    real = images[perm[i:i + bs]]
-                    m = int(real.shape[0])
-                    if m < 2:
-                        continue
-                    fake = gen_net(torch.randn(m, latent_dim, generator=rng))
-                    ones, zeros = torch.ones(m), torch.zeros(m)
-                    d_loss = (F.binary_cross_entropy_with_logits(disc(real), ones)
-                              + F.binary_cross_entropy_with_logits(disc(fake.detach()), zeros))
-                    opt_d.zero_grad(set_to_none=True)
-                    d_loss.backward()
-                    opt_d.step()
-                    g_loss = F.binary_cross_entropy_with_logits(disc(fake), ones)
-                    opt_g.zero_grad(set_to_none=True)
-                    g_loss.backward()
-                    opt_g.step()
-                    d_sum += float(d_loss.detach()) * m
-                    g_sum += float(g_loss.detach()) * m
-                losses.append((d_sum / n, g_sum / n))
-    gen_net.eval()
+    opt_g = torch.optim.Adam(gen_net.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    # the discriminator's data: every auxiliary image labelled "real" (1)
+    batches = tensor_batches(images, images.new_ones(int(images.shape[0])),
+                             batch_size=batch_size)
+    sums = {"d": 0.0, "g": 0.0, "seen": 0.0}
+
+    def step(real: Tensor, ones: Tensor) -> int:
+        m = int(real.shape[0])
+        fake = gen_net(torch.randn(m, latent_dim))  # drawn from the loop's seed
+        d_loss = (F.binary_cross_entropy_with_logits(disc(real), ones)
+                  + F.binary_cross_entropy_with_logits(disc(fake.detach()), 1 - ones))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        g_loss = F.binary_cross_entropy_with_logits(disc(fake), ones)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        sums["d"] += float(d_loss.detach()) * m
+        sums["g"] += float(g_loss.detach()) * m
+        sums["seen"] += m
+        return m
+
+    def end_epoch(epoch: int, seconds: float) -> tuple[float, float]:
+        record = (sums["d"] / sums["seen"], sums["g"] / sums["seen"])
+        sums.update(d=0.0, g=0.0, seen=0.0)
+        return record
+
+    losses, _ = fit_epochs(
+        nn.ModuleList([gen_net, disc]), batches, epochs=epochs, step=step, end_epoch=end_epoch,
+        score=lambda r: None, seed=seed, description=description, progress=progress,
+        progress_unit="epoch",
+    )  # leaves both networks in eval mode
     for p in gen_net.parameters():
         p.requires_grad_(False)
     while len(_DCGAN_CACHE) >= DCGAN_CACHE_SIZE:

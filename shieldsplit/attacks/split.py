@@ -77,7 +77,7 @@ from shieldsplit.defenses.base import Defense
 from shieldsplit.defenses.pgsl.shield import SplitShield
 from shieldsplit.errors import ConfigError, EmptyDataError, InputShapeError, StateError
 from shieldsplit.functional.image import total_variation
-from shieldsplit.training import eval_mode
+from shieldsplit.training import eval_mode, fit_epochs, seeded, tensor_batches
 
 #: Decoder training epochs per budget.
 DECODER_EPOCHS = {"quick": 10, "standard": 30, "thorough": 80}
@@ -384,9 +384,12 @@ def train_inversion_decoder(
 ) -> tuple[nn.Module, list[float]]:
     """Train an inversion decoder on ``(activations, image)`` pairs with MSE.
 
-    The one training routine of the black-box and the adaptive attack. Adam with a
-    cosine learning-rate schedule; shuffling and initialisation are seeded, so the
-    same seed gives the same decoder.
+    The one decoder routine of the black-box and the adaptive attack, run by the
+    project's one training loop (:func:`~shieldsplit.training.fit_epochs`): Adam with
+    a cosine learning-rate schedule over shuffled pairs
+    (:func:`~shieldsplit.training.tensor_batches`). Initialisation and shuffling
+    follow ``seed`` (:func:`~shieldsplit.training.seeded`), so the same seed gives
+    the same decoder.
 
     Args:
         acts: ``(N, ...)`` activations.
@@ -402,39 +405,46 @@ def train_inversion_decoder(
 
     Returns:
         The decoder in eval mode and the mean training MSE of every epoch.
+
+    Example:
+        >>> acts, imgs = torch.rand(8, 4, 2, 2), torch.rand(8, 1, 4, 4)
+        >>> dec, losses = train_inversion_decoder(acts, imgs, seed=0, epochs=2, batch_size=4,
+        ...                                       width=4, progress=False)
+        >>> len(losses), dec.training, tuple(decode(dec, acts).shape)
+        (2, False, (8, 1, 4, 4))
     """
-    n = int(images.shape[0])
     image_shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
     flat = acts if acts.dim() == 4 else acts.flatten(1)
     mean, std = _activation_stats(flat)
     act_shape = tuple(int(s) for s in flat.shape[1:])
-    steps = epochs * math.ceil(n / batch_size)
-    losses: list[float] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    batches = tensor_batches(flat, images, batch_size=batch_size)
+    with seeded(seed):
         decoder = build_decoder(act_shape, image_shape, width=width,
                                 unshuffle_factor=unshuffle_factor, mean=mean, std=std)
-        opt = torch.optim.Adam(decoder.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-        gen = torch.Generator().manual_seed(seed)
-        decoder.train()
-        with progress_bar(range(epochs), total=epochs, description=description,
-                          enabled=progress) as bar:
-            for _ in bar:
-                perm = torch.randperm(n, generator=gen)
-                total = 0.0
-                for i in range(0, n, batch_size):
-                    idx = perm[i:i + batch_size]
-                    if idx.numel() < 2 and n >= 2:  # BatchNorm needs two samples
-                        continue
-                    loss = F.mse_loss(decoder(flat[idx]), images[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    total += float(loss.detach()) * int(idx.numel())
-                losses.append(total / n)
-    decoder.eval()
+    opt = torch.optim.Adam(decoder.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(batches)))
+    sums = {"loss": 0.0, "seen": 0.0}
+
+    def step(a: Tensor, x: Tensor) -> int:
+        loss = F.mse_loss(decoder(a), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        n = int(x.shape[0])
+        sums["loss"] += float(loss.detach()) * n
+        sums["seen"] += n
+        return n
+
+    def end_epoch(epoch: int, seconds: float) -> float:
+        mean_loss = sums["loss"] / sums["seen"]
+        sums.update(loss=0.0, seen=0.0)
+        return mean_loss
+
+    losses, _ = fit_epochs(
+        decoder, batches, epochs=epochs, step=step, end_epoch=end_epoch, score=lambda r: None,
+        seed=seed, description=description, progress=progress, progress_unit="epoch",
+    )
     return decoder, losses
 
 
