@@ -108,7 +108,7 @@ def test_observe_does_not_modify_the_client(head, shield, digits):
     before = copy.deepcopy(shield.state_dict())
     wire = observe_activations(shield, x)
     assert all(torch.equal(v, before[k]) for k, v in shield.state_dict().items())
-    assert tuple(wire.activations.shape) == (4, 16, 4, 4)
+    assert wire.activations is not None and tuple(wire.activations.shape) == (4, 16, 4, 4)
     assert wire.meta["target_size"] == (8, 8) and wire.meta["cut"] == 2
 
 
