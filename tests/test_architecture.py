@@ -24,12 +24,14 @@ ADAPTERS = Path(shieldsplit.adapters.__file__).parent
 
 #: The layers, lowest first: a module may import its own layer and those below it.
 #: Keys are top-level names under ``shieldsplit``, or whole dotted modules where one
-#: package spans two layers (the data-source adapters sit with the data they load).
+#: package spans two layers (the data-source adapters sit with the data they load);
+#: a key starting with ``=`` names that module alone, not its submodules (the adapters'
+#: package root holds the data files' checksums).
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "_core", "wire"),
     ("functional",),
     ("models", "cutting", "training", "datacontract", "observe", "plots",
-     "adapters.digits", "adapters.mnist", "adapters.medmnist", "data"),
+     "=adapters", "adapters.digits", "adapters.mnist", "adapters.medmnist", "data"),
     ("defenses",),
     ("attacks", "evasion"),
     ("audit",),
@@ -60,8 +62,10 @@ def layer(module: str) -> int:
     best = None
     for i, keys in enumerate(LAYERS):
         for key in keys:
-            if (rest == key or rest.startswith(key + ".")) and (
-                    best is None or len(key) > len(best[1])):
+            exact = key.startswith("=")
+            name = key.lstrip("=")
+            hit = rest == name or (not exact and rest.startswith(name + "."))
+            if hit and (best is None or len(key) > len(best[1])):
                 best = (i, key)
     if best is None:
         raise AssertionError(f"{module} is in no layer: add it to LAYERS and the docs' table")
