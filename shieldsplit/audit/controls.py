@@ -77,6 +77,12 @@ def check_control_report(control: Any, *, seed: int, budget: str, victims: int) 
     """A control given as an :class:`AuditReport` must share the audit's seed, budget and
     victims (the same victims and attacks); anything else passes.
 
+    Args:
+        control: as :func:`check_control` returned it.
+        seed: the audit's seed.
+        budget: the audit's budget.
+        victims: the audit's victim count.
+
     Raises:
         ConfigError: for a report made otherwise.
 

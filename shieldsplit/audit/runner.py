@@ -219,7 +219,11 @@ def plain_target(model: nn.Module, cut: int | str, vx: Tensor) -> AttackTarget:
         The target.
 
     Example:
-        See :class:`AttackTarget`.
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> plain_target(net, 1, torch.rand(5, 1, 2, 2)).cut
+        1
     """
     parts = split_model(model, cut)
     head = parts.head.eval()
@@ -258,6 +262,13 @@ def defense_target(defense: Defense, vx: Tensor) -> AttackTarget:
 def probe_logits(model: nn.Module, x: Tensor) -> int:
     """The classes ``model`` predicts, read off one forward pass (its mode is kept).
 
+    Args:
+        model: the classifier.
+        x: a few images.
+
+    Returns:
+        The number of logits per image.
+
     Raises:
         UnsupportedModelError: if the model does not return ``(N, classes)`` logits.
 
@@ -280,6 +291,14 @@ def probe_logits(model: nn.Module, x: Tensor) -> int:
 def clean_accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     """Accuracy of a plain model or a defence on clean images (its mode is kept).
 
+    Args:
+        model: a plain classifier or a defence.
+        x: the images.
+        y: their labels.
+
+    Returns:
+        The fraction predicted right.
+
     Example:
         >>> import torch
         >>> net = torch.nn.Linear(2, 2)
@@ -294,6 +313,12 @@ def clean_accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
 
 def architecture(model: nn.Module) -> str:
     """The class name of the network (a defence's defended architecture).
+
+    Args:
+        model: a plain classifier or a defence.
+
+    Returns:
+        The class name.
 
     Example:
         >>> architecture(torch.nn.Linear(2, 2))
