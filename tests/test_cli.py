@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -105,7 +108,7 @@ class Spy:
     """Stands in for a long-running entry point; records whether it was reached."""
 
     def __init__(self, result: object = None) -> None:
-        self.calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         self.result = result
 
     def __call__(self, *args: object, **kwargs: object) -> object:
@@ -293,7 +296,7 @@ def test_model_factory_is_found_in_the_current_directory(
     assert sys.path == before
 
 
-def digits_net() -> object:
+def digits_net() -> Any:
     from shieldsplit.cli import build_model
 
     return build_model("pgsl-net", in_channels=1, num_classes=10, image_size=8)
@@ -339,7 +342,7 @@ def test_weights_errors_say_which_kind_of_file(tmp_path: Path, compare_spy: Spy)
     assert result.exit_code == 2 and "SplitShield checkpoint" in one_error_line(result)
 
 
-def build_other() -> object:
+def build_other() -> Any:
     import shieldsplit as ss
 
     return ss.PGSLNet(in_channels=1, num_classes=10, image_size=8, width=8, hidden=16)
@@ -387,3 +390,99 @@ def test_a_wrong_name_gets_the_nearest_valid_one_as_its_fix() -> None:
                                  "split-blak-box", "--quiet"])
     assert result.exit_code == 2
     assert "pass --attacks split-black-box" in one_error_line(result)
+
+
+# ------------------------------------------- issue 23: choices read from the registries
+
+
+@contextlib.contextmanager
+def toy_defenses() -> Iterator[tuple[str, str]]:
+    """Two defences registered at runtime, as a plugin would (unregistered after): one with a
+    federated form, one deployed only under split learning."""
+    from shieldsplit.defenses.base import CutDefense, register_defense, unregister_defense
+
+    class ToyBoth(CutDefense):
+        name = "toy-cli-both"
+        surfaces = frozenset({"split", "federated"})
+
+    class ToySplit(CutDefense):
+        name = "toy-cli-split"
+        surfaces = frozenset({"split"})
+
+    register_defense(ToyBoth.name, ToyBoth)
+    register_defense(ToySplit.name, ToySplit)
+    try:
+        yield ToyBoth.name, ToySplit.name
+    finally:
+        unregister_defense(ToyBoth.name)
+        unregister_defense(ToySplit.name)
+
+
+def test_federate_accepts_a_plugin_defence_with_a_federated_form(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shieldsplit.adapters import flower
+
+    class FakeResult:
+        complete = True
+
+        def table(self) -> str:
+            return "federated table"
+
+        def save_json(self, path: Path) -> None:
+            raise AssertionError("no --json was asked for")
+
+        save_html = save_json
+
+    spy = Spy(FakeResult())
+    monkeypatch.setattr(flower, "simulate", spy)
+    args = ["federate", "--data", "digits", "--limit", "60", "--quiet", "--defense"]
+    with toy_defenses() as (both, split_only):
+        result = runner.invoke(app, [*args, both])
+        assert result.exit_code == 0, result.output
+        assert "federated table" in result.output
+        assert [call[1]["defense"] for call in spy.calls] == [both]
+        # declared split-only: refused before any work, like the built-in pgsl
+        for name in (split_only, "pgsl"):
+            refused = runner.invoke(app, [*args, name])
+            line = one_error_line(refused)
+            assert refused.exit_code == 2 and repr(name) in line and both in line, line
+    # unregistered: no longer a choice
+    gone = runner.invoke(app, [*args, both])
+    line = one_error_line(gone)
+    assert gone.exit_code == 2 and repr(both) in line and "dpsgd" in line, line
+    assert len(spy.calls) == 1
+
+
+def test_compare_defaults_to_every_defence_the_attacks_can_observe(compare_spy: Spy) -> None:
+    from shieldsplit.defenses.base import available_defenses
+
+    class FakeTable:
+        complete = True
+
+        def summary(self) -> str:
+            return "frontier"
+
+        def to_json(self, path: Path) -> None:
+            raise AssertionError("no --json was asked for")
+
+        save_html = to_json
+
+    compare_spy.result = FakeTable()
+    base = ["compare", "--quiet", "--limit", "60"]
+    with toy_defenses() as (both, split_only):
+        for extra in (["--defenses", f"none,{both}"], [], ["--attacks", "idlg"]):
+            result = runner.invoke(app, [*base, *extra])
+            assert result.exit_code == 0, (extra, result.output)
+        named, default, federated = [[n for n, _ in call[1]["defenses"]]
+                                     for call in compare_spy.calls]
+        assert named == ["none", both]
+        # the default attacks observe both positions: every registered defence, plugins too
+        assert sorted(default) == available_defenses() and {both, split_only} <= set(default)
+        # a federated attack alone observes no defence deployed only under split learning
+        assert both in federated and split_only not in federated and "pgsl" not in federated
+        assert sorted(federated) == available_defenses(surface="federated")
+    # unregistered: no longer a choice, nor in the default
+    result = runner.invoke(app, [*base, "--defenses", f"none,{both}"])
+    assert result.exit_code == 2 and repr(both) in one_error_line(result)
+    runner.invoke(app, base)
+    assert both not in [n for n, _ in compare_spy.calls[-1][1]["defenses"]]

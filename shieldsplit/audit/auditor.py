@@ -37,6 +37,12 @@ and one per attacker position; the summary, the JSON and the HTML open with thos
 verdicts in words. Reconstructions stay in memory; they are written only by
 ``report.save_html(path, include_images=True)``.
 
+This module is the orchestration: which attacks run, the victim/auxiliary split, and the
+order of the steps. One attack on one model (the shared setting, the observation and the
+scoring) is :mod:`shieldsplit.audit.runner`; the positive controls are
+:mod:`shieldsplit.audit.controls`; the budgets and the verdict wording are
+:mod:`~shieldsplit.audit.budgets` and :mod:`~shieldsplit.audit.verdicts`.
+
 Example:
     >>> import shieldsplit as ss
     >>> from shieldsplit.data import load_dataset
@@ -50,32 +56,19 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import logging
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from shieldsplit import attacks as _attacks
+from shieldsplit import attacks as _attacks  # noqa: F401  (tests patch _attacks.create_attack)
 from shieldsplit._core.progress import progress_bar
 from shieldsplit._core.provenance import library_versions, machine_info
 from shieldsplit._core.validate import check_int
-from shieldsplit.attacks.base import (
-    AttackContext,
-    Budget,
-    Observation,
-    Reconstruction,
-    ThreatModel,
-    attack_class,
-    available_attacks,
-)
-from shieldsplit.attacks.observe import observe_gradient, observe_update
-from shieldsplit.attacks.observe_split import observe_activations
+from shieldsplit.attacks.base import Budget, ThreatModel, attack_class, available_attacks
 from shieldsplit.audit.budgets import (
     CONTROL_EPOCHS,
     FEDAVG,
@@ -84,6 +77,7 @@ from shieldsplit.audit.budgets import (
     REFERENCE_EPOCHS,
     VICTIMS,
 )
+from shieldsplit.audit.controls import check_control, check_control_report, run_controls
 from shieldsplit.audit.membership import heldout_of, membership_audit
 from shieldsplit.audit.report import (
     AttackResult,
@@ -93,39 +87,31 @@ from shieldsplit.audit.report import (
     PositionVerdict,
     render_html,
 )
+from shieldsplit.audit.runner import (
+    AttackSetting,
+    architecture,
+    build_setting,
+    clean_accuracy,
+    defense_target,
+    plain_target,
+    probe_logits,
+    run_attack,
+    setting_words,
+)
 from shieldsplit.audit.verdicts import (
     decide_report,
     decide_results,
     membership_verdict,
     unrun_adaptive,
 )
-from shieldsplit.cutting import split_model
 from shieldsplit.datacontract import as_tensors
 from shieldsplit.defenses.base import Defense
-from shieldsplit.errors import ConfigError, EmptyDataError, ShieldSplitError, UnsupportedModelError
-from shieldsplit.functional.metrics import (
-    distance_correlation,
-    label_recovery_rate,
-    mse,
-    psnr,
-    ssim,
-)
-from shieldsplit.functional.stats import (
-    align_labels,
-    balanced_accuracy,
-    interleave_classes,
-    lineup_identified,
-    majority_rate,
-    match_order,
-    no_attack_baselines,
-)
-from shieldsplit.functional.verdict import (
-    Tolerance,
-    check_tolerance,
-    evidence,
-)
+from shieldsplit.errors import ConfigError, EmptyDataError
+from shieldsplit.functional.metrics import distance_correlation
+from shieldsplit.functional.stats import interleave_classes, majority_rate
+from shieldsplit.functional.verdict import Tolerance, check_tolerance
 from shieldsplit.plots import png_base64
-from shieldsplit.training import accuracy, eval_mode, fit_plain
+from shieldsplit.training import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -195,94 +181,6 @@ def default_attacks(model: nn.Module, budget: Budget) -> list[str]:
     """
     return [n for n in applicable_attacks(model)
             if budget != "quick" or attack_class(n, "reconstruction").quick_default]
-
-
-# --------------------------------------------------------------------------- data handling
-def _reference_classifier(
-    x: Tensor, y: Tensor, num_classes: int, *, epochs: int, seed: int
-) -> nn.Module:
-    """A small CNN trained on the clean auxiliary data: the attacker-accuracy judge."""
-    c = x.shape[1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        ref = nn.Sequential(
-            nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(32), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(64),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(256, num_classes),
-        )
-        g = torch.Generator().manual_seed(seed)
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=True, generator=g
-        )
-        fit_plain(ref, loader, epochs=epochs, seed=seed, progress=False)
-    return ref.eval()
-
-
-# --------------------------------------------------------------------------- the setting
-@dataclass
-class _Setting:
-    """What every attack of one audit shares: victims, auxiliary data, the judge."""
-
-    vx: Tensor
-    vy: Tensor
-    ax: Tensor
-    ay: Tensor
-    num_classes: int
-    reference: nn.Module
-    baseline_psnr: Tensor  # (victims,) the best no-attack guess per victim
-    budget: Budget
-    seed: int
-    progress: bool
-    options: dict[str, dict[str, Any]]  # attack name -> its validated options
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (int(self.vx.shape[1]), int(self.vx.shape[2]), int(self.vx.shape[3]))
-
-
-@dataclass
-class _Target:
-    """One model the attacks are run on (the audited model, or a control)."""
-
-    head: nn.Module  # what a split-learning attacker queries (a Defense or a split head)
-    fl_model: nn.Module  # an eval-mode copy of what a federated server holds
-    defense: Defense | None
-    cut: int | str
-    wire: Observation
-
-
-def _plain_target(model: nn.Module, cut: int | str, vx: Tensor) -> _Target:
-    parts = split_model(model, cut)
-    head = parts.head.eval()
-    # Federated attacks see the model in eval mode (no dropout masks, BatchNorm on its
-    # running statistics): the setting gradient inversion is evaluated in, since random
-    # dropout masks cannot be matched by any attacker.
-    return _Target(head=head, fl_model=copy.deepcopy(model).eval(), defense=None,
-                   cut=parts.cut, wire=observe_activations(head, vx))
-
-
-def _defense_target(defense: Defense, vx: Tensor) -> _Target:
-    return _Target(head=defense, fl_model=copy.deepcopy(defense.federated_model()).eval(),
-                   defense=defense, cut=defense.cut, wire=observe_activations(defense, vx))
-
-
-def _probe_logits(model: nn.Module, x: Tensor) -> int:
-    with torch.no_grad(), eval_mode(model):
-        out = model(x)
-    if not isinstance(out, Tensor) or out.dim() != 2:
-        raise UnsupportedModelError.build(
-            what="model", expected="a classifier returning (N, classes) logits",
-            received=f"{type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))}",
-            fix="wrap the model so that forward returns a 2-D logits tensor",
-        )
-    return int(out.shape[-1])
-
-
-def _clean_accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    if isinstance(model, Defense):
-        return float((model.predict_proba(x).argmax(-1) == y).double().mean())
-    with eval_mode(model):
-        return accuracy(model, [(x, y)])
 
 
 # --------------------------------------------------------------------------- the audit
@@ -377,7 +275,7 @@ def audit(
         "victims", victims, low=1, fix="pass victims=16 or more (None: the budget's default)")
     if control_epochs is not None:
         check_int("control_epochs", control_epochs, low=1, fix="pass your defence's epochs")
-    control = _check_control(control)
+    control = check_control(control)
     tol = check_tolerance(tolerance)
     if isinstance(heldout, str) and heldout != "auto":
         raise ConfigError.build(what="heldout", expected="'auto', labelled images or None",
@@ -401,11 +299,11 @@ def audit(
     shield = model if isinstance(model, Defense) else None
     if shield is not None:
         num_classes = shield.num_classes
-        target = _defense_target(shield, vx)
+        target = defense_target(shield, vx)
     else:
-        num_classes = _probe_logits(model, vx[:2])
+        num_classes = probe_logits(model, vx[:2])
         with eval_mode(model):
-            target = _plain_target(model, cut, vx)
+            target = plain_target(model, cut, vx)
     applicable = applicable_attacks(model)
     names = list(attacks) if attacks is not None else default_attacks(model, budget)
     for name in names:
@@ -415,33 +313,26 @@ def audit(
                 received=repr(name), fix="drop it or audit a model it applies to",
             )
     tuned = checked_attack_options(attack_options, names)
-    _check_control_report(control, seed=seed, budget=budget, victims=n_victims)
+    check_control_report(control, seed=seed, budget=budget, victims=n_victims)
 
     report = AuditReport(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        model=f"{_architecture(model)} "
+        model=f"{architecture(model)} "
         f"({sum(p.numel() for p in model.parameters())} parameters)",
         defense=shield.name if shield is not None else "none",
         cut=target.cut, budget=budget, seed=seed, victims=n_victims, auxiliary=len(ax),
-        clean_accuracy=_clean_accuracy(model, vx, vy), majority_rate=majority_rate(vy),
+        clean_accuracy=clean_accuracy(model, vx, vy), majority_rate=majority_rate(vy),
         chance=1.0 / len(torch.unique(vy)), versions=library_versions(), machine=machine_info(),
         tolerance=tol,
     )
     if target.wire.activations is not None:
         report.distance_correlation = distance_correlation(vx, target.wire.activations)
-    reference = _reference_classifier(ax, ay, num_classes, epochs=REFERENCE_EPOCHS[budget],
-                                      seed=seed)
-    with torch.no_grad():
-        report.reference_accuracy = accuracy(reference, [(vx, vy)])
-        report.reference_balanced_accuracy = balanced_accuracy(reference(vx).argmax(-1), vy)
-    setting = _Setting(vx=vx, vy=vy, ax=ax, ay=ay, num_classes=num_classes,
-                       reference=reference,
-                       baseline_psnr=_score_baselines(report, vx, vy, ax, reference),
-                       budget=budget, seed=seed, progress=progress, options=tuned)
+    setting = build_setting(report, vx=vx, vy=vy, ax=ax, ay=ay, num_classes=num_classes,
+                            budget=budget, seed=seed, progress=progress, options=tuned)
 
     with progress_bar(names, total=len(names), description="audit", enabled=progress) as todo:
         for name in todo:
-            result, images, truth = _attack(name, target, setting)
+            result, images, truth = run_attack(name, target, setting)
             report.results.append(result)
             if images is not None:
                 report._images[name] = (truth, images)
@@ -451,7 +342,7 @@ def audit(
                 break
     if report.complete:
         try:
-            _run_controls(report, model, target, setting, control, control_epochs, x_all, y_all)
+            run_controls(report, model, target, setting, control, control_epochs, x_all, y_all)
         except KeyboardInterrupt:
             report.complete = False
             logger.warning("audit cancelled while running its controls; the report is partial")
@@ -505,316 +396,8 @@ def checked_attack_options(
     return out
 
 
-def _check_control(control: Any) -> Any:
-    if isinstance(control, (list, tuple)) and all(isinstance(r, AttackResult) for r in control):
-        return list(control)
-    if not (control is None or isinstance(control, (str, nn.Module, AuditReport))) or (
-            isinstance(control, str) and control != "auto"):
-        raise ConfigError.build(
-            what="control",
-            expected="'auto', a trained nn.Module, an AuditReport, a list of AttackResult "
-                     "or None",
-            received=repr(control)[:80], fix="pass control='auto'",
-        )
-    return control
-
-
-def _check_control_report(control: Any, *, seed: int, budget: str, victims: int) -> None:
-    if isinstance(control, AuditReport) and (
-            control.seed, control.budget, control.victims) != (seed, budget, victims):
-        raise ConfigError.build(
-            what="control",
-            expected=f"an AuditReport made with seed {seed}, budget {budget!r}, "
-                     f"{victims} victims (the same victims and attacks)",
-            received=f"seed {control.seed}, budget {control.budget!r}, "
-                     f"{control.victims} victims",
-            fix="audit the control with the same seed, budget and victims, or pass "
-                "control='auto'",
-        )
-
-
-def _architecture(model: nn.Module) -> str:
-    template = model.template() if isinstance(model, Defense) else None
-    return type(template if template is not None else model).__name__
-
-
-def _score_baselines(report: AuditReport, vx: Tensor, vy: Tensor, ax: Tensor,
-                     reference: nn.Module) -> Tensor:
-    """Score the no-attack guesses over every victim; return the best one's PSNR per victim."""
-    best = torch.full((len(vx),), -float("inf"))
-    for name, guess in no_attack_baselines(vx, ax).items():
-        p = psnr(guess, vx).clamp(max=100)
-        best = torch.maximum(best, p)
-        with torch.no_grad():
-            pred = reference(guess).argmax(-1)
-        report.baselines.append(BaselineScore(
-            name=name, mse=float(mse(guess, vx).mean()), psnr=float(p.mean()),
-            ssim=float(ssim(guess, vx).mean()),
-            attacker_accuracy=float((pred == vy).double().mean()),
-            balanced_accuracy=balanced_accuracy(pred, vy)))
-    return best
-
-
-# --------------------------------------------------------------------------- one attack
-def setting_words(kind: str, cut: int | str) -> str:
-    """Where an attack observes, in words: what a control must share to vouch for it.
-
-    Args:
-        kind: ``activations``, ``gradient`` or ``update``.
-        cut: the split point (for activations).
-
-    Returns:
-        The setting (position, cut or observation, batch size, protocol).
-
-    Example:
-        >>> setting_words("activations", 2)
-        'split learning, activations at cut 2'
-    """
-    if kind == "activations":
-        return f"split learning, activations at cut {cut}"
-    if kind == "update":
-        return (f"federated, FedAvg update of {FEDAVG['local_epochs']} local epochs of SGD "
-                f"(lr {FEDAVG['lr']:g}) at batch {FEDAVG['local_batch_size']}")
-    return "federated, gradient of one image"
-
-
-def _observe(target: _Target, s: _Setting, kind: str) -> tuple[list[Observation], Tensor]:
-    """The observations an attack gets of ``target`` and the victim indices they cover
-    (batch-1 gradients of the budget's count of victims)."""
-    if kind == "activations":
-        return [target.wire], torch.arange(len(s.vx))
-    if kind == "update":
-        k = int(FEDAVG["local_batch_size"])
-        batches = max(1, min(FEDAVG_BATCHES[s.budget], len(s.vx) // k))
-        obs = []
-        for b in range(batches):
-            x, y = s.vx[b * k : (b + 1) * k], s.vy[b * k : (b + 1) * k]
-            obs.append(target.defense.observe_federated(x, y, kind="update", seed=s.seed,
-                                                        **FEDAVG)
-                       if target.defense is not None
-                       else observe_update(target.fl_model, x, y, seed=s.seed, **FEDAVG))
-        return obs, torch.arange(min(batches * k, len(s.vx)))
-    n = min(FEDERATED_VICTIMS[s.budget], len(s.vx))
-    obs = [
-        target.defense.observe_federated(s.vx[i : i + 1], s.vy[i : i + 1], kind="gradient",
-                                         seed=s.seed + i)
-        if target.defense is not None
-        else observe_gradient(target.fl_model, s.vx[i : i + 1], s.vy[i : i + 1])
-        for i in range(n)]
-    return obs, torch.arange(n)
-
-
-def _attack(name: str, target: _Target, s: _Setting) -> tuple[AttackResult, Tensor | None,
-                                                               Tensor]:
-    """Run one attack on ``target`` (what it declares it observes) and score it."""
-    start = time.perf_counter()
-    cls = attack_class(name, "reconstruction")
-    observes = cls.observes
-    attack = _attacks.create_attack(name, seed=s.seed, progress=s.progress,
-                                    **s.options.get(name, {}))
-    base = {"attack": name, "threat_model": attack.threat_model, "observes": observes,
-            "position": cls.position()}
-    try:
-        context = AttackContext(
-            image_shape=s.image_shape, num_classes=s.num_classes,
-            model=target.head if cls.position() == "split" else target.fl_model,
-            auxiliary_images=s.ax, auxiliary_labels=s.ay,
-            defense=target.defense if cls.position() == "split" else None,
-            budget=s.budget, seed=s.seed,
-        )
-        attack.prepare(context)
-        observations, idx = _observe(target, s, observes)
-        many = getattr(attack, "reconstruct_many", None)  # batched: one optimisation
-        recs = (list(many(observations)) if many is not None and len(observations) > 1
-                else [attack.reconstruct(o) for o in observations])
-        rec = _merge(recs, name)
-    except KeyboardInterrupt:
-        return (AttackResult(**base, images=0, seconds=time.perf_counter() - start,
-                             status="cancelled"), None, s.vx[:0])
-    except ShieldSplitError as exc:
-        return (AttackResult(**base, images=0, seconds=time.perf_counter() - start,
-                             status="failed", error=str(exc)), None, s.vx[:0])
-    truth_x, truth_y = s.vx[idx], s.vy[idx]
-    images = rec.images.detach().float().clamp(0, 1)
-    if observes == "update":  # an update is a sum over its batch: it reveals no order
-        k = int(FEDAVG["local_batch_size"])
-        images = torch.cat([match_order(images[i : i + k], truth_x[i : i + k])
-                            for i in range(0, len(images), k)])
-    labels = rec.labels
-    if observes == "update" and labels is not None:
-        k = int(FEDAVG["local_batch_size"])
-        labels = torch.cat([align_labels(labels[i : i + k], truth_y[i : i + k])
-                            for i in range(0, len(labels), k)])
-    per_psnr = psnr(images, truth_x).clamp(max=100)
-    with torch.no_grad():
-        predicted = s.reference(images).argmax(-1)
-    ev = evidence(
-        rec_psnr=per_psnr, baseline_psnr=s.baseline_psnr[idx],
-        identified=lineup_identified(images, truth_x, s.ax), lineup_size=len(s.ax) + 1,
-        predicted=predicted, true=truth_y, inferred_labels=labels, seed=s.seed,
-        setting=setting_words(observes, target.cut),
-        matched_among=int(FEDAVG["local_batch_size"]) if observes == "update" else 1,
-    )
-    result = AttackResult(
-        **base,
-        images=len(images),
-        mse=float(mse(images, truth_x).mean()),
-        psnr=float(per_psnr.mean()),
-        ssim=float(ssim(images, truth_x).mean()),
-        baseline_psnr=float(s.baseline_psnr[idx].mean()),
-        attacker_accuracy=float((predicted == truth_y).double().mean()),
-        balanced_accuracy=ev.balanced_accuracy,
-        label_recovery=label_recovery_rate(labels, truth_y) if labels is not None else None,
-        evidence=ev,
-        diagnostics=_diagnostics(recs),
-        seconds=time.perf_counter() - start,
-    )
-    return result, images, truth_x
-
-
-def _diagnostics(recs: list[Reconstruction]) -> dict[str, float]:
-    """Convergence facts the attacks put in their meta, averaged over observations."""
-    out: dict[str, float] = {}
-    keys = ("initial_loss", "loss", "final_loss", "heldout_loss", "train_loss")
-    for key in keys:
-        values = [float(r.meta[key]) for r in recs if isinstance(r.meta.get(key), (int, float))]
-        if values:
-            out[key] = sum(values) / len(values)
-    final = out.get("loss", out.get("final_loss"))
-    if final is not None and out.get("initial_loss"):
-        out["loss_ratio"] = final / out["initial_loss"]
-    return out
-
-
-def _merge(recs: list[Reconstruction], name: str) -> Reconstruction:
-    # labels the observation granted are not inferred: they say nothing about leakage
-    labels = [None if r.meta.get("labels_from") == "given" else r.labels for r in recs]
-    return Reconstruction(
-        images=torch.cat([r.images for r in recs]),
-        attack=name,
-        labels=torch.cat([lab for lab in labels if lab is not None])
-        if all(lab is not None for lab in labels) else None,
-        seconds=sum(r.seconds for r in recs),
-    )
-
-
-# --------------------------------------------------------------------------- controls
-def _run_controls(
-    report: AuditReport, model: nn.Module, target: _Target, s: _Setting, control: Any,
-    control_epochs: int | None, x_all: Tensor, y_all: Tensor,
-) -> None:
-    """Attach to every finished attack the same attack on the positive control."""
-    ok = [r for r in report.results if r.status == "ok"]
-    if control is None or not ok:
-        report.control = "none (verdicts that need a control are inconclusive)"
-        return
-    if isinstance(control, (AuditReport, list)):
-        results, defense = ((control.results, control.defense) if isinstance(control, AuditReport)
-                            else (control, "none"))
-        report.control = ("the undefended audit you passed"
-                          + (f" ({control.model})" if isinstance(control, AuditReport) else ""))
-        previous = {r.attack: r for r in results}
-        for r in ok:
-            stand_in = _stand_in(r.attack, defense)
-            c = previous.get(stand_in)
-            r.control = (_control_from(c, "your control", report.control) if c is not None
-                         else None)
-        return
-    shield = model if isinstance(model, Defense) else None
-    if shield is not None and shield.name != "none":
-        twin, kind, description = _twin_target(shield, control, control_epochs, x_all, y_all, s)
-        report.control_accuracy = _clean_accuracy(twin.defense or twin.fl_model, s.vx, s.vy)
-        report.control = f"{description}; its accuracy on the victims {report.control_accuracy:.1%}"
-        for r in ok:
-            stand_in = _stand_in(r.attack, "none")
-            c, _, _ = _attack(stand_in, twin, s)
-            r.control = _control_from(c, kind, description)
-        return
-    if isinstance(control, nn.Module):
-        raise ConfigError.build(
-            what="control", expected="'auto' or None for a plain (undefended) model",
-            received=type(control).__name__,
-            fix="audit a plain model with control='auto' (a calibration run)",
-        )
-    # A plain model (or the undefended split itself): calibrate what found nothing, in
-    # the audited setting (same cut, same observation protocol), on untrained weights.
-    report.control = ("calibration: the same attacks on a freshly initialised copy of the "
-                      f"architecture, at cut {target.cut} and with the same observation "
-                      "protocol")
-    fresh: _Target | None = None
-    for r in ok:
-        if r.evidence is not None and r.evidence.leaks:
-            continue
-        if fresh is None:
-            fresh = _fresh_target(model, target, s)
-        c, _, _ = _attack(r.attack, fresh, s)
-        r.control = _control_from(c, "calibration",
-                                  f"a freshly initialised {_architecture(model)} at cut "
-                                  f"{target.cut}, same protocol")
-
-
-def _fresh_target(model: nn.Module, target: _Target, s: _Setting) -> _Target:
-    """The calibration target: a copy of ``model`` with every layer re-initialised (seeded),
-    observed at the same cut (the user's model is not touched)."""
-    fresh = copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(s.seed)
-        for module in fresh.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if module is not fresh and callable(reset):
-                reset()
-    fresh.eval()
-    if isinstance(fresh, Defense):
-        return _defense_target(fresh, s.vx)
-    return _plain_target(fresh, target.cut, s.vx)
-
-
-def _stand_in(attack: str, defense_name: str) -> str:
-    """The attack that stands for ``attack`` on a model with defence ``defense_name``."""
-    cls = attack_class(attack, "reconstruction")
-    if cls.adapts_to and defense_name not in cls.adapts_to and cls.control_attack:
-        return cls.control_attack
-    return attack
-
-
-def _twin_target(
-    shield: Defense, control: Any, epochs: int | None, x_all: Tensor, y_all: Tensor, s: _Setting,
-) -> tuple[_Target, Literal["undefended twin", "your control"], str]:
-    if isinstance(control, nn.Module) and not isinstance(control, Defense):
-        with eval_mode(control):
-            return (_plain_target(control, shield.cut, s.vx), "your control",
-                    f"your undefended model {type(control).__name__} at cut {shield.cut}")
-    if isinstance(control, Defense):
-        return _defense_target(control, s.vx), "your control", f"your {control.name} model"
-    try:
-        twin = shield.undefended_twin()
-    except NotImplementedError as exc:
-        raise UnsupportedModelError.build(
-            what="control", expected=f"an undefended twin of {type(shield).__name__}",
-            received=f"none ({exc})",
-            fix="pass audit(..., control=<your trained undefended model>) or control=None",
-        ) from None
-    n_epochs = epochs if epochs is not None else CONTROL_EPOCHS[s.budget]
-    g = torch.Generator().manual_seed(s.seed)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_all, y_all.long()),
-                                         batch_size=64, shuffle=True, generator=g)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(s.seed)
-        twin.fit(loader, epochs=n_epochs, seed=s.seed, progress=s.progress)
-    twin.eval()
-    return (_defense_target(twin, s.vx), "undefended twin",
-            f"undefended twin ({_architecture(shield)} at cut {twin.cut}, "
-            f"trained {n_epochs} epochs on the audit's {len(x_all)} images)")
-
-
-def _control_from(r: AttackResult, kind: Any, description: str) -> ControlResult:
-    return ControlResult(kind=kind, description=description, attack=r.attack, images=r.images,
-                         psnr=r.psnr, balanced_accuracy=r.balanced_accuracy, status=r.status,
-                         evidence=r.evidence)
-
-
 # --------------------------------------------------------------------------- membership
-def _membership(report: AuditReport, model: nn.Module, s: _Setting, heldout: Any,
+def _membership(report: AuditReport, model: nn.Module, s: AttackSetting, heldout: Any,
                 control: Any, control_epochs: int | None, batch_size: int,
                 tolerance: Tolerance) -> None:
     """Membership inference on the victims (members) against ``heldout`` (non-members)."""
@@ -831,6 +414,11 @@ def _membership(report: AuditReport, model: nn.Module, s: _Setting, heldout: Any
 
 __all__ = [
     "CONTROL_EPOCHS",
+    "FEDAVG",
+    "FEDAVG_BATCHES",
+    "FEDERATED_VICTIMS",
+    "REFERENCE_EPOCHS",
+    "VICTIMS",
     "AttackResult",
     "AuditReport",
     "BaselineScore",

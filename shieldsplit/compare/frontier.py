@@ -120,6 +120,29 @@ class RunSpec(BaseModel):
 
 
 
+def fitting_defenses(attacks: Sequence[str] = DEFAULT_ATTACKS) -> list[str]:
+    """Every registered defence that one of ``attacks`` can observe: what :func:`compare`
+    (and ``shieldsplit compare``) compare when no defences are named.
+
+    A defence fits when an attack's position (``split`` or ``federated``) is among the
+    surfaces it declares; read from the declarations, so a defence registered later (a
+    plugin) is compared with no other edit.
+
+    Args:
+        attacks: the audit's attacks.
+
+    Returns:
+        Defence names, sorted.
+
+    Example:
+        >>> "pgsl" in fitting_defenses(), "pgsl" in fitting_defenses(["idlg"])
+        (True, False)
+    """
+    positions = {attack_class(a).position() for a in attacks}
+    return sorted({d for p in positions if p != "query"  # an outsider needs no surface
+                   for d in available_defenses(surface=p)})
+
+
 def with_adaptive(attacks: Sequence[str], defenses: Sequence[str]) -> tuple[str, ...]:
     """``attacks`` plus every registered attack that declares it adapts to one of
     ``defenses`` (a defence's *no leakage found* needs them; read from the declarations).
@@ -233,8 +256,7 @@ def compare(
     model: nn.Module,
     *,
     data: Any,
-    defenses: Sequence[str | tuple[str, Mapping[str, Any]]] = (
-        "none", "pgsl", "latent-fixed", "latent-learned", "dpsgd", "nopeek", "laplace", "bido"),
+    defenses: Sequence[str | tuple[str, Mapping[str, Any]]] | None = None,
     sweeps: Mapping[str, Sequence[float]] | None = None,
     attacks: Sequence[str] = DEFAULT_ATTACKS,
     cut: int | str = 2,
@@ -256,9 +278,10 @@ def compare(
             ``TensorDataset``, a DataLoader, an ``(x, y)`` pair) gets a seeded stratified
             70/15/15 split (``ImageDataset.from_tensors``). The train split trains and is
             the audit's victims/auxiliary pool; the test split scores accuracy and F1.
-        defenses: registered names, or ``(name, options)`` pairs. ``"none"`` (the
-            undefended split, every other defence's positive control) runs first and is
-            added when absent.
+        defenses: registered names, or ``(name, options)`` pairs (default: every
+            registered defence that one of ``attacks`` can observe,
+            :func:`fitting_defenses`). ``"none"`` (the undefended split, every other
+            defence's positive control) runs first and is added when absent.
         sweeps: ``name -> values`` of the defence's strength option (e.g.
             ``{"laplace": [0.1, 0.5, 1.0]}``); each value is one run, drawn as a curve.
         attacks: audit attack names (default: federated IG on a FedAvg update and the
@@ -288,7 +311,7 @@ def compare(
     Reference:
         Jiang, Firouzi, Chakrabarty 2025 (Fig. 4); Khowaja et al. 2022 (Table I).
     """
-    specs = _specs(defenses, sweeps)
+    specs = _specs(fitting_defenses(attacks) if defenses is None else defenses, sweeps)
     attacks = with_adaptive(attacks, [n for n, _ in specs])
     spec = build_config(RunSpec, dict(attacks=tuple(attacks), cut=cut, epochs=epochs,
                          batch_size=batch_size, budget=budget, victims=victims, seed=seed,
@@ -480,6 +503,7 @@ __all__ = [
     "RunSpec",
     "compare",
     "dp_sentence",
+    "fitting_defenses",
     "match_by_accuracy",
     "matched_on",
     "membership_curves",

@@ -352,9 +352,48 @@ def unregister_defense(name: str) -> None:
     _REGISTRY.unregister(name)
 
 
-def available_defenses() -> list[str]:
-    """Registered defence names, sorted."""
-    return _REGISTRY.names()
+def available_defenses(*, surface: Surface | None = None) -> list[str]:
+    """Registered defence names, sorted.
+
+    Args:
+        surface: only the defences that declare this attack surface in their
+            :attr:`~Defense.surfaces` (``"federated"``: those with a federated form);
+            None for all. Read from the declarations, so a defence registered later (a
+            plugin) is listed with no other edit.
+
+    Example:
+        >>> "pgsl" in available_defenses(), "pgsl" in available_defenses(surface="federated")
+        (True, False)
+    """
+    names = _REGISTRY.names()
+    if surface is None:
+        return names
+    return [n for n in names if surface in _declared_surfaces(_REGISTRY.get(n))]
+
+
+def defense_surfaces(name: str) -> frozenset[Surface]:
+    """The attack surfaces a registered defence declares (its :attr:`~Defense.surfaces`),
+    read from its factory without building it.
+
+    Args:
+        name: a name from :func:`available_defenses`.
+
+    Returns:
+        The surfaces; a factory that declares none (a plain function) gets
+        :class:`Defense`'s default, both.
+
+    Example:
+        >>> sorted(defense_surfaces("pgsl")), sorted(defense_surfaces("laplace"))
+        (['split'], ['federated', 'split'])
+    """
+    return _declared_surfaces(_REGISTRY.get(name))
+
+
+def _declared_surfaces(factory: DefenseFactory) -> frozenset[Surface]:
+    declared = getattr(factory, "surfaces", None)
+    if declared is None:  # a bound ``from_model`` classmethod: its class declares them
+        declared = getattr(getattr(factory, "__self__", None), "surfaces", None)
+    return frozenset(declared) if declared is not None else Defense.surfaces
 
 
 def defense_config(name: str) -> type[BaseModel]:
@@ -613,6 +652,7 @@ __all__ = [
     "create_defense",
     "defense_config",
     "defense_options",
+    "defense_surfaces",
     "register_defense",
     "unregister_defense",
 ]
