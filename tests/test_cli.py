@@ -6,7 +6,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from typer.testing import CliRunner
@@ -252,15 +252,15 @@ def test_options_lists_every_defence_and_attack_with_its_config_fields() -> None
     result = runner.invoke(app, ["options", "--json"])
     assert result.exit_code == 0, result.output
     listed = json.loads(result.output)
-    from shieldsplit.attacks.membership import (
-        available_membership_attacks,
-        membership_attack_class,
-    )
+    from shieldsplit.attacks.base import Family
 
+    titles = {"reconstruction": "attack", "membership": "membership attack",
+              "evasion": "evasion attack", "label_inference": "label inference attack"}
+    assert set(titles) == set(get_args(Family))
     configs = [("defence", n, defense_config(n)) for n in available_defenses()] + [
-        ("attack", n, attack_class(n).Config) for n in available_attacks()] + [
-        ("membership attack", n, membership_attack_class(n).Config)
-        for n in available_membership_attacks()]
+        (titles[attack_class(n).family], n, attack_class(n).Config)
+        for n in available_attacks()]
+    assert {"attack", "membership attack"} <= {kind for kind, _, _ in configs}
     for kind, name, config in configs:
         options = {row["option"].split(".")[0] for row in listed[kind][name]}
         assert options == set(config.model_fields), (name, options)
