@@ -504,3 +504,116 @@ def test_register_custom_adversary() -> None:
         register_adversary("", noop)
     with pytest.raises(ConfigError):
         register_adversary("bad", 3)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- the attack family
+
+#: One out-of-range value per attack (each Config's bound).
+OUT_OF_RANGE = {
+    "fgsm": ("eps", -0.1),
+    "bim": ("steps", 0),
+    "cw": ("c", 0.0),
+    "jsma": ("gamma", 1.5),
+}
+
+
+def test_the_evasion_family_is_the_four_attacks() -> None:
+    from shieldsplit.attacks import available_attacks
+
+    assert available_attacks("evasion") == ["bim", "cw", "fgsm", "jsma"]
+    assert available_adversaries() == available_attacks("evasion")
+
+
+@pytest.mark.parametrize("name", sorted(OUT_OF_RANGE))
+def test_every_evasion_config_rejects_unknown_and_out_of_range_options(name: str) -> None:
+    from shieldsplit.attacks import attack_class, create_attack
+    from shieldsplit.evasion.base import EvasionAttack
+
+    cls = attack_class(name, "evasion")
+    assert issubclass(cls, EvasionAttack) and cls.Config.model_config.get("extra") == "forbid"
+    assert "seed" not in cls.Config.model_fields  # the base's option
+    with pytest.raises(ConfigError) as err:
+        create_attack(name, family="evasion", no_such_option=1)
+    assert err.value.what == "no_such_option"
+    field, bad = OUT_OF_RANGE[name]
+    with pytest.raises(ConfigError) as err:
+        create_attack(name, family="evasion", **{field: bad})
+    assert err.value.what == field
+    with pytest.raises(ConfigError) as err:
+        create_attack(name, family="evasion", clip=(0.0, float("inf")))
+    assert err.value.what == "clip"
+    with pytest.raises(ConfigError):
+        create_attack(name, family="evasion", seed=-1)
+    attack = create_attack(name, family="evasion", seed=5)  # every attack takes a seed
+    assert attack.seed == 5 and attack.declaration().threat_model == "white_box_model"
+
+
+def test_create_attack_fgsm_perturbs_within_eps(digits) -> None:
+    from shieldsplit.attacks import create_attack
+
+    model, x, y = digits[0], digits[1][:20], digits[2][:20]
+    attack = create_attack("fgsm", family="evasion", eps=0.1)
+    adv = attack.perturb(model, x, y)
+    assert float(adv.perturbation.abs().max()) <= 0.1 + 1e-6
+    assert adv.linf > 0.09  # the sign step uses the whole budget where not clipped
+    assert torch.equal(adv.images, attack(model, x, y).images)  # __call__ is perturb
+    assert torch.equal(adv.images, fgsm(model, x, y, eps=0.1).images)  # the function too
+
+
+def test_create_adversary_names_only_evasion_attacks() -> None:
+    with pytest.raises(ConfigError) as err:
+        create_adversary("rmia")  # a membership attack
+    assert "['bim', 'cw', 'fgsm', 'jsma']" in str(err.value) and "lira" not in str(err.value)
+
+
+def test_jsma_target_type_is_a_label_error_when_built() -> None:
+    from shieldsplit.attacks import create_attack
+
+    with pytest.raises(LabelError) as err:
+        create_attack("jsma", family="evasion", target=1.5)
+    assert err.value.what == "target"
+    with pytest.raises(LabelError):
+        create_adversary("jsma", target=True)
+    built = create_adversary("jsma", target=torch.tensor([1, 2]))
+    assert built.options["target"].tolist() == [1, 2]
+
+
+def test_register_an_attack_class_and_a_function_with_a_seed() -> None:
+    from shieldsplit.evasion.base import EvasionAttack, EvasionConfig
+
+    class Zero(EvasionAttack):
+        name = "zero"
+        Config = EvasionConfig
+
+        def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> AdversarialExamples:
+            return AdversarialExamples.of(model, self.name, x, x.clone(), y)
+
+    seeds: list[int] = []
+
+    def seeded(model: nn.Module, x: Tensor, y: Tensor, *, scale: float = 1.0,
+               seed: int = 0) -> AdversarialExamples:
+        seeds.append(seed)
+        return AdversarialExamples.of(model, "seeded", x, x * scale, y)
+
+    register_adversary("zero", Zero)
+    register_adversary("seeded", seeded)
+    try:
+        assert {"zero", "seeded"} <= set(available_adversaries())
+        model, x, y = _tiny_model(), torch.rand(2, 1, 4, 4), torch.tensor([0, 1])
+        assert create_adversary("zero")(model, x, y).l2 == 0.0
+        attack = create_adversary("seeded", scale=0.5, seed=7)
+        assert attack.declaration().options == ["scale"]  # seed is the base's
+        assert torch.allclose(attack(model, x, y).images, x * 0.5) and seeds == [7]
+        with pytest.raises(ConfigError) as err:
+            create_adversary("seeded", scale="big")
+        assert err.value.what == "scale"
+        with pytest.raises(ConfigError):
+            register_adversary("zero", seeded)  # taken by another attack
+    finally:
+        unregister_adversary("zero")
+        unregister_adversary("seeded")
+    assert available_adversaries() == ["bim", "cw", "fgsm", "jsma"]
+    unregister_adversary("rmia")  # another family's name: left alone
+    from shieldsplit.attacks import available_attacks
+
+    assert "rmia" in available_attacks("membership")

@@ -162,13 +162,13 @@ def test_membership_column_cached_references_and_the_dp_bound(digits, monkeypatc
 
     mia.clear_reference_cache()
     trained: list[str | None] = []
-    real = mia.train_recipe
+    real = mia.references.train_recipe
 
     def counting(template, recipe, data, *, seed):  # type: ignore[no-untyped-def]
         trained.append(recipe.defense)
         return real(template, recipe, data, seed=seed)
 
-    monkeypatch.setattr(mia, "train_recipe", counting)
+    monkeypatch.setattr(mia.references, "train_recipe", counting)  # where train_cached looks
     table = compare(net(), data=digits, defenses=["dpsgd", "laplace"], seed=0,
                     **{**KW, "attacks": ["split-black-box"], "membership": True})
     assert [r.defense for r in table.rows] == ["none", "dpsgd", "laplace"]  # control first

@@ -441,9 +441,9 @@ def test_audit_of_a_defense_trains_references_with_its_recipe(
     assert report.recipe.defense == "none" and report.recipe.cut == 1
     assert report.control is None and report.verdict in ("leaks", "inconclusive")
     assert report.epsilon is None and report.dp_tpr_bound is None
-    from shieldsplit.attacks import membership as attacks_membership
+    from shieldsplit.attacks.membership import references
 
-    refs = list(attacks_membership._CACHE.values())
+    refs = list(references._CACHE.values())
     assert len(refs) == 1 and isinstance(refs[0], Defense)
 
 
