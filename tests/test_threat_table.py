@@ -25,4 +25,4 @@ def test_every_registered_attack_has_a_row_that_names_its_threat_model() -> None
         assert f"| {cls.position()} | {cls.server} |" in row
         assert cls.threat_words().startswith(
             {"split": "split-learning server", "federated": "federated server",
-             "query": "outsider"}[cls.position()])
+             "query": "outsider", "model": "holder"}[cls.position()])

@@ -52,9 +52,10 @@ ThreatModel = Literal[
     "black_box_query",  # queries the deployed model's class scores
     "white_box_model",  # holds the deployed model and its gradients (evasion)
 ]
-#: Attacker positions: the same words as a defence's ``surfaces``, and ``"query"`` for
-#: an outsider with black-box access to the deployed model's scores.
-Position = Literal["split", "federated", "query"]
+#: Attacker positions: the same words as a defence's ``surfaces``, ``"query"`` for an
+#: outsider with black-box access to the deployed model's scores, and ``"model"`` for
+#: one who holds the deployed model itself (white box: evasion).
+Position = Literal["split", "federated", "query", "model"]
 #: The attack families, one verb each.
 Family = Literal["reconstruction", "membership", "evasion", "label_inference"]
 #: What an attack observes: a reconstruction's :data:`ObservationKind`, or the deployed
@@ -229,10 +230,13 @@ class AttackBase(Configurable, abc.ABC):
     @classmethod
     def position(cls) -> Position:
         """Where the attacker sits: ``"split"`` (a split-learning server that sees the
-        cut), ``"federated"`` (a federated server that sees gradients or updates) or
-        ``"query"`` (an outsider that queries the deployed model)."""
+        cut), ``"federated"`` (a federated server that sees gradients or updates),
+        ``"query"`` (an outsider that queries the deployed model) or ``"model"`` (one who
+        holds the deployed model)."""
         if cls.observes == "activations":
             return "split"
+        if cls.observes == "model":
+            return "model"
         return "federated" if cls.observes in ("gradient", "update") else "query"
 
     @classmethod
@@ -261,7 +265,8 @@ class AttackBase(Configurable, abc.ABC):
             'split-learning server, honest (auxiliary data)'
         """
         where = {"split": "split-learning server", "federated": "federated server",
-                 "query": "outsider querying the model"}[cls.position()]
+                 "query": "outsider querying the model",
+                 "model": "holder of the deployed model"}[cls.position()]
         words = f"{where}, {cls.server}"
         if cls.server == "malicious":
             words += " (modifies the model it sends)"

@@ -139,7 +139,7 @@ def fitting_defenses(attacks: Sequence[str] = DEFAULT_ATTACKS) -> list[str]:
         (True, False)
     """
     positions = {attack_class(a).position() for a in attacks}
-    return sorted({d for p in positions if p != "query"  # an outsider needs no surface
+    return sorted({d for p in positions if p in ("split", "federated")  # others: no surface
                    for d in available_defenses(surface=p)})
 
 
