@@ -213,7 +213,7 @@ def train_sdar_decoder(
     *,
     seed: int,
     epochs: int,
-    batch_size: int = 64,
+    batch_size: int = 32,
     lr: float = 3e-3,
     width: int = 64,
     blocks: int = 1,
@@ -333,7 +333,7 @@ class SDARConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     epochs: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=64, ge=2)
+    batch_size: int = Field(default=32, ge=2)
     lr: float = Field(default=3e-3, gt=0.0, allow_inf_nan=False)
     width: int = Field(default=64, ge=1)
     blocks: int = Field(default=1, ge=0)
