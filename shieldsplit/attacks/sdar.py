@@ -96,6 +96,10 @@ class ResidualBlock(nn.Module):
 
     Args:
         width: channels in and out.
+
+    Example:
+        >>> tuple(ResidualBlock(4)(torch.rand(2, 4, 3, 3)).shape)
+        (2, 4, 3, 3)
     """
 
     def __init__(self, width: int) -> None:
@@ -328,6 +332,10 @@ class SDARConfig(BaseModel):
         loss: the pixel loss, ``"l2"``, ``"l1"`` or ``"l1+l2"``.
         adversarial_weight: weight of the decoder's adversarial term; 0 turns it off.
         discriminator_width: channels of the discriminator's first convolution.
+
+    Example:
+        >>> SDARConfig(adversarial_weight=0.0).batch_size
+        32
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -363,6 +371,11 @@ class SDAR(Attack):
     :class:`~shieldsplit.SplitShield` as a black box), or ``context.defense`` when
     ``context.model`` is None. :meth:`prepare` holds 10% of the auxiliary images out of
     training and reports the decoder's MSE on them (``meta['heldout_loss']``).
+
+    Example:
+        >>> attack = SDAR(seed=0, epochs=5, adversarial_weight=0.05, progress=False)
+        >>> attack.declaration().threat_model, sorted(attack.assumes)
+        ('split_black_box', ['auxiliary_data'])
     """
 
     name: ClassVar[str] = "sdar"

@@ -85,6 +85,10 @@ class UnSplitConfig(BaseModel):
         lr: Adam's initial step size (cosine-decayed to 1% of it).
         tv_weight: weight of the total-variation prior (>= 0).
         parametrization: ``"clamp"`` (pixels projected onto [0, 1]) or ``"sigmoid"``.
+
+    Example:
+        >>> UnSplitConfig(tv_weight=0.01).parametrization
+        'clamp'
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -108,6 +112,11 @@ class UnSplit(Attack):
         tv_weight: weight of the total-variation prior.
         parametrization: ``"clamp"`` (projected pixels, UnSplit's) or ``"sigmoid"``.
         progress: show a progress bar.
+
+    Example:
+        >>> attack = UnSplit(seed=0, iterations=50, progress=False)
+        >>> attack.declaration().threat_model, sorted(attack.assumes)
+        ('split_white_box', ['client_weights'])
     """
 
     name: ClassVar[str] = "unsplit"
