@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from shieldsplit._core.registry import Registry
 from shieldsplit._core.validate import Configurable, check_seed
 from shieldsplit.errors import ConfigError
+from shieldsplit.settings import Budget
 from shieldsplit.wire import Observation, ObservationKind
 
 ThreatModel = Literal[
@@ -80,7 +81,6 @@ ASSUMPTION_WORDS: dict[str, str] = {
     "defense_config": "the defence and its configuration",
 }
 
-Budget = Literal["quick", "standard", "thorough"]
 
 
 @dataclass(frozen=True)
