@@ -43,7 +43,11 @@ from torch.func import functional_call, grad_and_value, vmap
 from shieldsplit.attacks.base import Observation, Reconstruction
 from shieldsplit.attacks.gradient_base import GradientAttack
 from shieldsplit.attacks.observe import frozen_state, functional_copy, trainable_parameters
-from shieldsplit.functional.gradients import linear_input_from_gradient
+from shieldsplit.functional.gradients import (
+    cosine_distance,
+    linear_input_from_gradient,
+    squared_distance,
+)
 from shieldsplit.functional.separation import separate_nonnegative_sources
 
 logger = logging.getLogger(__name__)
@@ -351,10 +355,10 @@ class FeatureAttack(GradientAttack):
             functional_call(clone, weights, (xx,))
             h = captured[-1].flatten()
             if direction is False:
-                return (h - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)
+                return squared_distance(h, target) / target.pow(2).sum().clamp_min(1e-12)
             if scale is not None and shift is not None:  # compare h - shift with scale * r
                 h, target = h - shift, target * scale
-            return 1 - (h @ target) / (h.norm() * target.norm()).clamp_min(1e-12)
+            return cosine_distance(h, target)
 
         value = vmap(loss, in_dims=(0, 0), randomness="different")
         step = vmap(grad_and_value(loss), in_dims=(0, 0), randomness="different")
