@@ -7,7 +7,7 @@ Squared L2 distance between gradients
 Example:
     >>> import torch
     >>> from shieldsplit.attacks import AttackContext, create_attack
-    >>> from shieldsplit.attacks.observe import observe_gradient
+    >>> from shieldsplit.observe import observe_gradient
     >>> from shieldsplit.models import SmallConvNet
     >>> torch.manual_seed(0) and None
     >>> net = SmallConvNet(num_classes=4, image_size=8)

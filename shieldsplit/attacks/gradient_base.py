@@ -41,7 +41,7 @@ result is returned (``meta['incomplete']`` is never set) and the model is untouc
 Example:
     >>> import torch
     >>> from shieldsplit.attacks import AttackContext, create_attack
-    >>> from shieldsplit.attacks.observe import observe_gradient
+    >>> from shieldsplit.observe import observe_gradient
     >>> from shieldsplit.models import SmallConvNet
     >>> torch.manual_seed(0) and None
     >>> net = SmallConvNet(num_classes=4, image_size=8)
@@ -74,14 +74,6 @@ from shieldsplit.attacks.base import (
     ObservationKind,
     Reconstruction,
 )
-from shieldsplit.attacks.observe import (
-    fedavg_update,
-    frozen_state,
-    functional_copy,
-    loss_gradients,
-    minibatch_schedule,
-    trainable_parameters,
-)
 from shieldsplit.errors import (
     ConfigError,
     InputShapeError,
@@ -93,6 +85,14 @@ from shieldsplit.errors import (
 from shieldsplit.functional.image import total_variation
 from shieldsplit.functional.labels import infer_labels_idlg
 from shieldsplit.models import last_linear_name
+from shieldsplit.observe import (
+    fedavg_update,
+    frozen_state,
+    functional_copy,
+    loss_gradients,
+    minibatch_schedule,
+    trainable_parameters,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ class GradientAttack(Attack):
             field = "gradients" if obs.kind == "gradient" else "update"
             raise ConfigError.build(
                 what=f"observation.{field}", expected="a dict name -> tensor", received=None,
-                fix=f"fill Observation.{field} (see shieldsplit.attacks.observe)",
+                fix=f"fill Observation.{field} (see shieldsplit.observe)",
             )
         return tensors
 
@@ -244,7 +244,7 @@ class GradientAttack(Attack):
             if not isinstance(obs, Observation):
                 raise ConfigError.build(
                     what="observation", expected="an Observation", received=type(obs).__name__,
-                    fix="build it with shieldsplit.attacks.observe",
+                    fix="build it with shieldsplit.observe",
                 )
             if obs.kind not in self.accepts:
                 raise ConfigError.build(

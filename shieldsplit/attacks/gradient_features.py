@@ -16,7 +16,7 @@ of the Cocktail Party Attack, Kariyappa et al. 2023) and one image is fitted to 
 Example:
     >>> import torch
     >>> from shieldsplit.attacks import AttackContext, create_attack
-    >>> from shieldsplit.attacks.observe import observe_gradient
+    >>> from shieldsplit.observe import observe_gradient
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8),
     ...                           torch.nn.ReLU(), torch.nn.Linear(8, 3))
     >>> attack = create_attack("inverting-gradients", seed=0, iterations=5, progress=False)
@@ -42,13 +42,13 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from shieldsplit.attacks.base import Observation, Reconstruction
 from shieldsplit.attacks.gradient_base import GradientAttack
-from shieldsplit.attacks.observe import frozen_state, functional_copy, trainable_parameters
 from shieldsplit.functional.gradients import (
     cosine_distance,
     linear_input_from_gradient,
     squared_distance,
 )
 from shieldsplit.functional.separation import separate_nonnegative_sources
+from shieldsplit.observe import frozen_state, functional_copy, trainable_parameters
 
 logger = logging.getLogger(__name__)
 

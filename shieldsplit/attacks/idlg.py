@@ -70,7 +70,7 @@ class IDLG(DLG, FeatureAttack):
     Example:
         >>> import torch
         >>> from shieldsplit.attacks import AttackContext
-        >>> from shieldsplit.attacks.observe import observe_gradient
+        >>> from shieldsplit.observe import observe_gradient
         >>> from shieldsplit.functional.metrics import psnr
         >>> torch.manual_seed(0) and None
         >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 32),

@@ -16,7 +16,7 @@ bias the images are fitted to that layer's input instead
 Example:
     >>> import torch
     >>> from shieldsplit.attacks import AttackContext, create_attack
-    >>> from shieldsplit.attacks.observe import observe_gradient
+    >>> from shieldsplit.observe import observe_gradient
     >>> from shieldsplit.models import SmallConvNet
     >>> torch.manual_seed(0) and None
     >>> net = SmallConvNet(num_classes=4, image_size=8)
