@@ -191,4 +191,33 @@ def create_model(name: str, **kwargs: int) -> nn.Module:
     return MODELS[name](**kwargs)
 
 
-__all__ = ["MODELS", "PGSLNet", "SmallConvNet", "create_model"]
+def last_linear_name(model: nn.Module, *, trainable: bool = False) -> str | None:
+    """The name of a classifier's last ``nn.Linear`` (in registration order), or None.
+
+    The layer whose weight gradient reveals a batch's labels
+    (:func:`~shieldsplit.functional.labels.infer_labels_idlg`): its parameters are
+    ``f"{name}.weight"`` and ``f"{name}.bias"``, or ``"weight"`` and ``"bias"`` when the
+    model itself is the ``nn.Linear`` (name ``""``).
+
+    Args:
+        model: the model.
+        trainable: only count a layer whose weight requires a gradient (a layer
+            frozen by its owner has no gradient to read).
+
+    Returns:
+        The module name, ``""`` for the model itself, or None if it has no such layer.
+
+    Example:
+        >>> last_linear_name(SmallConvNet(num_classes=3, image_size=8))
+        '7'
+        >>> last_linear_name(nn.Linear(4, 2)), last_linear_name(nn.ReLU())
+        ('', None)
+    """
+    name = None
+    for mod_name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and (module.weight.requires_grad or not trainable):
+            name = mod_name
+    return name
+
+
+__all__ = ["MODELS", "PGSLNet", "SmallConvNet", "create_model", "last_linear_name"]
