@@ -44,6 +44,7 @@ from shieldsplit.functional.stats import (
     no_attack_baselines,
 )
 from shieldsplit.functional.verdict import evidence
+from shieldsplit.settings import AuditSettings
 from shieldsplit.training import accuracy, eval_mode, fit_plain
 
 
@@ -60,9 +61,8 @@ class AttackSetting:
         num_classes: classes of the audited model.
         reference: the classifier trained on the clean auxiliary images (the judge).
         baseline_psnr: ``(N,)`` the best no-attack guess's PSNR per victim.
-        budget: the audit budget.
-        seed: seeds every attack.
-        progress: show the attacks' progress bars.
+        run: the audit's run settings (budget, seed, progress: the run-settings family
+            of :mod:`shieldsplit.settings`).
         options: attack name -> its validated options.
 
     Example:
@@ -70,8 +70,8 @@ class AttackSetting:
         >>> s = AttackSetting(vx=torch.zeros(4, 1, 8, 8), vy=torch.zeros(4).long(),
         ...                   ax=torch.zeros(16, 1, 8, 8), ay=torch.zeros(16).long(),
         ...                   num_classes=2, reference=torch.nn.Identity(),
-        ...                   baseline_psnr=torch.zeros(4), budget="quick", seed=0,
-        ...                   progress=False, options={})
+        ...                   baseline_psnr=torch.zeros(4),
+        ...                   run=AuditSettings(budget="quick", progress=False), options={})
         >>> s.image_shape
         (1, 8, 8)
     """
@@ -83,10 +83,23 @@ class AttackSetting:
     num_classes: int
     reference: nn.Module
     baseline_psnr: Tensor
-    budget: Budget
-    seed: int
-    progress: bool
+    run: AuditSettings
     options: dict[str, dict[str, Any]]
+
+    @property
+    def budget(self) -> Budget:
+        """The audit budget."""
+        return self.run.budget
+
+    @property
+    def seed(self) -> int:
+        """Seeds every attack."""
+        return self.run.seed
+
+    @property
+    def progress(self) -> bool:
+        """Show the attacks' progress bars."""
+        return self.run.progress
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -138,7 +151,8 @@ def build_setting(
     return AttackSetting(vx=vx, vy=vy, ax=ax, ay=ay, num_classes=num_classes,
                          reference=reference,
                          baseline_psnr=_score_baselines(report, vx, vy, ax, reference),
-                         budget=budget, seed=seed, progress=progress, options=options)
+                         run=AuditSettings(budget=budget, seed=seed, progress=progress),
+                         options=options)
 
 
 def _reference_classifier(
