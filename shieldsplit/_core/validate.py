@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
@@ -458,6 +459,13 @@ def build_config(
         msg = str(err["msg"])
         received = options.get(top, err.get("input")) if top in options else err.get("input")
         known = cls.model_fields.get(top)
+        if err["type"] == "extra_forbidden":  # an unknown option: name the valid ones
+            valid = sorted(cls.model_fields)
+            near = difflib.get_close_matches(top, valid, n=1)
+            raise ConfigError.build(
+                what=field, expected=f"an option among {valid}", received=repr(top),
+                fix=f"rename it to {near[0]!r}" if near else "drop the unknown option",
+            ) from None
         if top in (fixes or {}):
             fix = (fixes or {})[top]
         elif known is not None and not known.is_required():
