@@ -275,16 +275,14 @@ class LatentPerturb(LatentModel):
         cfg = self.config
         main = [p for p in (*self.encoder.parameters(), *self.predictor.parameters())
                 if p.requires_grad]
-        groups: list[dict[str, Any]] = [{"params": main}]
+        # parameter groups (torch's optimisers take them where they take parameters)
+        groups: list[Any] = [{"params": main}]
         if cfg.noise == "learned" and not self.frozen:
             # a group of its own: at the encoder's rate m and s barely move
             groups.append({"params": [p for p in noise.parameters() if p.requires_grad],
                            "lr": self.noise_lr})
-        train = TrainConfig(lr=cfg.lr)
-        main_opt = torch.optim.Adam(groups, lr=train.lr, weight_decay=train.weight_decay)
-        decay = train.lr_decay  # the Keras-style decay of make_optimizer, on every group
-        main_sched = torch.optim.lr_scheduler.LambdaLR(
-            main_opt, lambda step: 1.0 / (1.0 + decay * step))
+        # make_optimizer's Adam and Keras-style decay, applied to every group
+        main_opt, main_sched = make_optimizer(groups, TrainConfig(lr=cfg.lr))
         dec_opt, dec_sched = make_optimizer(decoder.parameters(),
                                             TrainConfig(lr=cfg.decoder_lr or cfg.lr))
         return main_opt, dec_opt, [main_sched, dec_sched]
