@@ -24,10 +24,15 @@ from shieldsplit.datacontract import as_loader
 from shieldsplit.defenses.base import Surface, register_defense
 from shieldsplit.defenses.latent.config import LatentConfig, LatentEpoch, LatentHistory, NoiseKind
 from shieldsplit.defenses.latent.model import LatentModel
-from shieldsplit.defenses.pgsl.config import TrainConfig
 from shieldsplit.errors import ConfigError, StateError
 from shieldsplit.functional.image import pearson_correlation
-from shieldsplit.training import accuracy, fit_epochs, make_optimizer, restored_on_error
+from shieldsplit.training import (
+    TrainConfig,
+    accuracy,
+    fit_epochs,
+    make_optimizer,
+    restored_on_error,
+)
 
 
 class LatentPerturb(LatentModel):
