@@ -153,3 +153,14 @@ def test_function_level_imports_are_read() -> None:
     builtin = "shieldsplit.data.builtin"
     targets = {t for t, _ in imports(builtin, known[builtin], known)}
     assert any(t.startswith("shieldsplit.adapters.") for t in targets)
+
+
+def test_the_docs_layer_table_is_this_one() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    rows = [line for line in doc.splitlines() if line.startswith("| ") and ". " in line[:6]]
+    assert len(rows) == len(LAYERS), "docs/architecture.md's layer table has another count"
+    for i, (row, keys) in enumerate(zip(rows, LAYERS, strict=True)):
+        assert row.startswith(f"| {i}. "), row
+        modules_cell = row.split("|")[2]
+        for key in keys:
+            assert f"`{key.lstrip('=').replace('.', '/')}" in modules_cell, (i, key)
