@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from shieldsplit.errors import ConfigError
+from shieldsplit.errors import ConfigError, UnsupportedModelError
 
 
 class PGSLNet(nn.Sequential):
@@ -191,4 +191,38 @@ def create_model(name: str, **kwargs: int) -> nn.Module:
     return MODELS[name](**kwargs)
 
 
-__all__ = ["MODELS", "PGSLNet", "SmallConvNet", "create_model"]
+def last_linear_name(model: nn.Module) -> str:
+    """The name of a classifier's last trainable ``nn.Linear`` (its output layer).
+
+    Attacks that read labels off a gradient or an update read this layer's entries
+    (``f"{name}.weight"``, ``f"{name}.bias"``; ``name`` is ``""`` when ``model`` itself is
+    the layer, as ``model.get_submodule("")`` is ``model``).
+
+    Args:
+        model: the classifier.
+
+    Returns:
+        The module name, as ``model.named_modules()`` gives it.
+
+    Raises:
+        UnsupportedModelError: for a model without a trainable ``nn.Linear``.
+
+    Example:
+        >>> last_linear_name(SmallConvNet(num_classes=2, image_size=8))
+        '7'
+        >>> last_linear_name(nn.Linear(3, 2))
+        ''
+    """
+    found = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module.weight.requires_grad:
+            found = name
+    if found is None:
+        raise UnsupportedModelError.build(
+            what="model", expected="a classifier whose last layer is a trainable nn.Linear",
+            received=type(model).__name__,
+            fix="use a model ending in nn.Linear (or grant the labels)")
+    return found
+
+
+__all__ = ["MODELS", "PGSLNet", "SmallConvNet", "create_model", "last_linear_name"]
