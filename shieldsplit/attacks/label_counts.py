@@ -10,9 +10,7 @@ local data off the update of the classifier's last linear layer
   (it needs the local epochs and batch size, ``observation.meta``);
 - otherwise: the count heuristic of
   :func:`~shieldsplit.attacks.gradient.infer_labels_idlg` on minus the weight update (an
-  update is minus the learning rate times the summed gradients), with the model's mean
-  softmax output and feature sum measured on the auxiliary images (else on seeded random
-  images).
+  update is minus the learning rate times the summed gradients).
 
 Registered as ``"label-inference"`` (``available_attacks("label_inference")``); the Flower
 live audit (:class:`~shieldsplit.adapters.flower.AuditingStrategy`) runs it on every
@@ -23,12 +21,13 @@ Example:
     >>> from shieldsplit.attacks.observe import observe_update
     >>> from shieldsplit.models import SmallConvNet
     >>> torch.manual_seed(0) and None
-    >>> net = SmallConvNet(num_classes=3, image_size=8)
-    >>> x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 0, 0, 2, 2, 1])
+    >>> net = SmallConvNet(num_classes=10, image_size=8)
+    >>> x, y = torch.rand(8, 1, 8, 8), torch.tensor([1, 1, 5, 5, 5, 7, 9, 9])
     >>> attack = create_attack("label-inference", family="label_inference")
-    >>> attack.prepare(AttackContext(image_shape=(1, 8, 8), num_classes=3, model=net))
-    >>> attack.infer(observe_update(net, x, y, local_epochs=1, local_batch_size=6)).counts
-    tensor([3, 1, 2])
+    >>> attack.prepare(AttackContext(image_shape=(1, 8, 8), num_classes=10, model=net))
+    >>> found = attack.infer(observe_update(net, x, y, local_epochs=2, local_batch_size=4))
+    >>> found.counts.tolist(), found.meta["method"]
+    ([0, 2, 0, 0, 0, 3, 0, 1, 0, 2], 'count-heuristic')
 """
 
 from __future__ import annotations
@@ -61,19 +60,19 @@ def _layer_keys(name: str) -> tuple[str, str]:
     return f"{prefix}weight", f"{prefix}bias"
 
 
-def _last_layer_inputs(model: nn.Module, last: str, x: Tensor) -> tuple[Tensor, Tensor]:
-    """The logits of a copy of ``model`` in eval mode on ``x``, and the flattened features
-    that enter its layer ``last``."""
+def _last_layer_inputs(model: nn.Module, last: str, x: Tensor) -> Tensor:
+    """The flattened features that enter layer ``last`` of a copy of ``model`` (eval mode)
+    on ``x``."""
     replica = copy.deepcopy(model).eval()
     captured: list[Tensor] = []
     hook = replica.get_submodule(last).register_forward_hook(
         lambda _m, inputs, _out: captured.append(inputs[0].detach()))
     try:
         with torch.no_grad():
-            logits = replica(x)
+            replica(x)
     finally:
         hook.remove()
-    return logits, captured[0].flatten(1)
+    return captured[0].flatten(1)
 
 
 def replay_label_counts(model: nn.Module, update: Mapping[str, Tensor], *, images: int,
@@ -147,7 +146,7 @@ def replay_label_counts(model: nn.Module, update: Mapping[str, Tensor], *, image
                                 f"{sorted(update)[-2:]}",
                                 fix="use infer_labels_idlg for more classes")
     ax, ay = auxiliary
-    _, features = _last_layer_inputs(model, last, ax)
+    features = _last_layer_inputs(model, last, ax)
     seen = torch.cat([update[k].detach().flatten() for k in keys])
     gen = torch.Generator().manual_seed(seed)
     best: tuple[float, int] | None = None
@@ -284,27 +283,13 @@ class UpdateLabelCounts(LabelInferenceAttack):
                 grid=self.grid, repeats=self.repeats, seed=self.seed)
             method = "replay"
         else:
-            probs, feature_sum = self._model_statistics(model, last, context.image_shape)
-            labels = infer_labels_idlg(-update[weight], batch_size=observation.batch_size,
-                                       mean_probs=probs, feature_sum=feature_sum)
+            # the heuristic's defaults (uniform probabilities, the feature sum from the
+            # positive row sums) are scale-free: an update of several local steps at an
+            # unknown learning rate is a scaled sum of gradients
+            labels = infer_labels_idlg(-update[weight], batch_size=observation.batch_size)
             method = "count-heuristic"
         return LabelInference(counts=torch.bincount(labels.cpu(), minlength=classes),
                               attack=self.name, labels=labels, meta={"method": method})
-
-
-    def _model_statistics(self, model: nn.Module, last: str,
-                          image_shape: tuple[int, int, int]) -> tuple[Tensor, float]:
-        """The model's mean softmax output and the mean feature sum entering its last
-        layer, on the auxiliary images (else on seeded random images): what the count
-        heuristic needs of the model the attacker holds."""
-        context = self.context
-        x = context.auxiliary_images if context is not None else None
-        if x is None:
-            x = torch.rand(64, *image_shape, generator=self.generator())
-        param = next(model.parameters())
-        logits, features = _last_layer_inputs(model, last,
-                                              x.to(device=param.device, dtype=param.dtype))
-        return logits.softmax(-1).mean(0).cpu(), float(features.sum(1).mean())
 
 
 register_attack(UpdateLabelCounts.name, UpdateLabelCounts)
