@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from shieldsplit.errors import ConfigError
+from shieldsplit.errors import ConfigError, UnsupportedModelError
 
 
 class PGSLNet(nn.Sequential):
@@ -220,4 +220,31 @@ def last_linear_name(model: nn.Module, *, trainable: bool = False) -> str | None
     return name
 
 
-__all__ = ["MODELS", "PGSLNet", "SmallConvNet", "create_model", "last_linear_name"]
+def output_layer_name(model: nn.Module) -> str:
+    """The name of a classifier's output layer: its last trainable ``nn.Linear``
+    (:func:`last_linear_name` with ``trainable=True``), for attacks that need it.
+
+    Args:
+        model: the classifier.
+
+    Returns:
+        The module name (``""`` when ``model`` itself is the layer).
+
+    Raises:
+        UnsupportedModelError: for a model without a trainable ``nn.Linear``.
+
+    Example:
+        >>> output_layer_name(SmallConvNet(num_classes=2, image_size=8))
+        '7'
+    """
+    found = last_linear_name(model, trainable=True)
+    if found is None:
+        raise UnsupportedModelError.build(
+            what="model", expected="a classifier whose last layer is a trainable nn.Linear",
+            received=type(model).__name__,
+            fix="use a model ending in nn.Linear (or grant the labels)")
+    return found
+
+
+__all__ = ["MODELS", "PGSLNet", "SmallConvNet", "create_model", "last_linear_name",
+           "output_layer_name"]

@@ -17,7 +17,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
 from shieldsplit.errors import ConfigError, EmptyDataError, UnsupportedModelError
@@ -93,14 +92,14 @@ def test_bad_clients_labels_and_seed_raise_typed_errors() -> None:
 
 
 # ------------------------------------------------------------------ pure helpers
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=60))
-@settings(max_examples=60, deadline=None)
-def test_macro_f1_matches_scikit_learn(pairs: list[tuple[int, int]]) -> None:
-    true, pred = (np.array(v) for v in zip(*pairs, strict=True))
-    confusion = np.zeros((4, 4), dtype=np.int64)
-    np.add.at(confusion, (true, pred), 1)
-    expected = f1_score(true, pred, average="macro", zero_division=0)
-    assert flower.macro_f1(confusion) == pytest.approx(expected, abs=1e-12)
+def test_the_metric_maths_is_the_functional_one_under_its_old_names() -> None:
+    # the maths is tested against scikit-learn in test_functional_classification.py
+    from shieldsplit.attacks.label_counts import replay_label_counts
+    from shieldsplit.functional import classification
+
+    assert flower.macro_f1 is classification.macro_f1
+    assert flower.nearest_mean_labels is classification.nearest_mean_labels
+    assert flower.replay_label_counts is replay_label_counts
 
 
 def test_the_arrays_cross_without_pickle_and_the_accountant_stays_home() -> None:
