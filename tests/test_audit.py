@@ -99,7 +99,9 @@ def setup_attack(name: str, x: torch.Tensor, y: torch.Tensor) -> tuple[
 
 
 def test_every_registered_attack_is_in_the_matrix() -> None:
-    assert set(available_attacks()) == set(FAST)
+    # the reconstruction family's matrix (tests/test_registry.py checks every family's
+    # Config and declarations; each family's verb has its own test file)
+    assert set(available_attacks("reconstruction")) == set(FAST)
 
 
 @pytest.mark.parametrize("name", sorted(FAST))
