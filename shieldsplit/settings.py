@@ -85,18 +85,28 @@ class AuditSettings(RunSettings):
     victims: int | None = Field(default=None, ge=1)
 
 
-class FederatedSettings(TrainSettings):
+class FederatedSettings(RunSettings):
     """How a federated run trains (``shieldsplit federate``, the Flower adapter).
 
     Attributes:
         clients: the number of clients (hospitals).
         rounds: federated rounds.
         local_epochs: local epochs per round.
+        batch_size: the local batch size.
+        cut: the cut of a cut defence.
+        partition: ``"iid"`` or ``"dirichlet:ALPHA"``.
+
+    Example:
+        >>> FederatedSettings(clients=3).rounds
+        3
     """
 
     clients: int = Field(default=2, ge=1)
     rounds: int = Field(default=3, ge=1)
     local_epochs: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    cut: int | str = 2
+    partition: str = "iid"
 
 
 __all__ = ["AuditSettings", "Budget", "DataSettings", "FederatedSettings", "RunSettings",

@@ -33,7 +33,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, Strategy
 from torch import Tensor, nn
 
-from shieldsplit._core.validate import check_int, check_seed
+from shieldsplit._core.validate import build_config
 from shieldsplit.adapters.flower.audit import AuditingStrategy, AuditSetting
 from shieldsplit.adapters.flower.client import (
     ClientSpec,
@@ -49,8 +49,9 @@ from shieldsplit.adapters.flower.messages import to_record
 from shieldsplit.adapters.flower.report import FederatedResult
 from shieldsplit.adapters.flower.strategy import RecordingStrategy
 from shieldsplit.datacontract import as_tensors, check_model
-from shieldsplit.errors import ConfigError, ShieldSplitError
+from shieldsplit.errors import ShieldSplitError
 from shieldsplit.functional.classification import macro_f1
+from shieldsplit.settings import AuditSettings, FederatedSettings
 
 logger = logging.getLogger(__name__)
 
@@ -188,14 +189,14 @@ def simulate(
     from flwr.simulation import run_simulation
 
     check_model(model)
-    seed = check_seed(seed)
-    clients = check_int("clients", clients, low=1, fix="pass clients=2 or more")
-    rounds = check_int("rounds", rounds, low=1, fix="pass rounds=1 or more")
-    local_epochs = check_int("local_epochs", local_epochs, low=1, fix="pass local_epochs=1")
-    batch_size = check_int("batch_size", batch_size, low=1, fix="pass batch_size=32")
-    if audit not in (None, "quick", "standard", "thorough"):
-        raise ConfigError.build(what="audit", expected="None, 'quick', 'standard' or "
-                                "'thorough'", received=repr(audit), fix="pass audit='quick'")
+    # the run-settings family validates every option the same way as the other commands
+    run = build_config(FederatedSettings, {
+        "seed": seed, "clients": clients, "rounds": rounds, "local_epochs": local_epochs,
+        "batch_size": batch_size, "cut": cut, "partition": partition, "progress": progress})
+    if audit is not None:
+        build_config(AuditSettings, {"budget": audit, "seed": seed})
+    seed, clients, rounds = run.seed, run.clients, run.rounds
+    local_epochs, batch_size = run.local_epochs, run.batch_size
     x, y = as_tensors(data, model=model)
     options = {"cut": cut, "seed": seed, **(defense_options or {})}
     if defense.startswith("latent"):
