@@ -15,13 +15,15 @@ image that is alone in its bin exactly, as ``(dW_i - dW_{i+1}) / (db_i - db_{i+1
 (:func:`~shieldsplit.functional.imprint.expected_recovered_fraction`).
 
 What it observes. A FedSGD gradient of the modified model (``kind="gradient"``), or a
-FedAvg update (``kind="update"``): the read is invariant to scale, so an update of one
-local step (``-lr`` times the gradient) reads exactly as the gradient. Over several local
-steps the update is a sum of gradients at moving weights: an image alone in its bin is
-still read exactly while its bin's thresholds do not move past it (the imprint rows'
-updates are tiny beside their biases), so the attack accepts such updates and records
-the number of steps in ``meta["local_steps"]``; its exactness there is measured, not
-promised (``benchmarks/imprint.py``).
+FedAvg update (``kind="update"``). The read is invariant to scale, so an update of one
+local step (``-lr`` times the gradient) reads as the gradient, to the precision that a
+float32 difference of weights keeps (the ``gain`` option sets the imprint gradients' size
+beside the imprint weights). Over several local steps the update sums gradients taken at
+moving weights: each imprint row moves by its own gradient, so the rows stop measuring one
+functional and the bins shift; images are read only where their bin held still. The attack
+accepts such updates and records the number of local steps in ``meta["local_steps"]``;
+``docs/results/imprint.md`` measures how much of a batch it still reads (far less than from
+a gradient under the auditor's FedAvg protocol).
 
 What stops it. Anything that leaves the ratio of the imprint rows' gradients intact does
 not: per-example clipping scales an example's whole gradient, so it cancels in the ratio.

@@ -23,9 +23,8 @@ The expected fraction of the batch read exactly is therefore
 ``sum_j p_j (1 - p_j)^(B - 1)`` (:func:`expected_fraction_for_bins`) and, for equiprobable
 bins (``p_j = 1/k``, what the quantile calibration aims at),
 ``((k - 1) / k)^(B - 1)`` (:func:`expected_recovered_fraction`). Equivalently the
-expected number of bins holding exactly one image is ``B (1 - 1/k)^(B - 1)``. (This is
-derived here from the construction; it is the balls-into-bins count that Fowl et al.'s
-bin-size argument rests on.) Bins calibrated on a finite auxiliary set are only
+expected number of bins holding exactly one image is ``B (1 - 1/k)^(B - 1)``. (Derived here
+from the construction, as a balls-into-bins count; not copied from the paper.) Bins calibrated on a finite auxiliary set are only
 approximately equiprobable for the victims; where bins are small (every
 ``p_j < 2 / B``, where the summand is concave) unequal bins recover fewer images than
 equal ones.
