@@ -23,15 +23,16 @@ The expected fraction of the batch read exactly is therefore
 ``sum_j p_j (1 - p_j)^(B - 1)`` (:func:`expected_fraction_for_bins`) and, for equiprobable
 bins (``p_j = 1/k``, what the quantile calibration aims at),
 ``((k - 1) / k)^(B - 1)`` (:func:`expected_recovered_fraction`). Equivalently the
-expected number of bins holding exactly one image is ``B (1 - 1/k)^(B - 1)``. (Derived here
-from the construction, as a balls-into-bins count; not copied from the paper.) Bins calibrated on a finite auxiliary set are only
-approximately equiprobable for the victims; where bins are small (every
-``p_j < 2 / B``, where the summand is concave) unequal bins recover fewer images than
-equal ones.
+expected number of bins holding exactly one image is ``B (1 - 1/k)^(B - 1)`` (derived
+here from the construction, as a balls-into-bins count; not copied from the paper). Bins
+calibrated on a finite auxiliary set are only approximately equiprobable for the victims;
+where bins are small (every ``p_j < 2 / B``, where the summand is concave) unequal bins
+recover fewer images than equal ones.
 
 "Almost exactly" is :data:`EXACT_PSNR_DB` = 60 dB: a root-mean-square error of
 ``1e-3`` on images in ``[0, 1]``, below the ``1 / (255 sqrt 12)`` (58.9 dB) of an 8-bit
-image's own quantisation; a mixture of two different images is tens of dB below it.
+image's own quantisation. The mixture a shared bin gives is far below it, unless one
+image's share of the bin dwarfs the others' (``docs/results/imprint.md`` counts those).
 
 Example:
     >>> import torch
