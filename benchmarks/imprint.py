@@ -47,7 +47,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from shieldsplit._core.provenance import machine_info
 from shieldsplit.attacks.base import AttackContext
 from shieldsplit.attacks.imprint import ImprintAttack
-from shieldsplit.attacks.observe import observe_gradient, observe_update
 from shieldsplit.audit.budgets import FEDAVG
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.defenses.base import available_defenses, create_defense, defense_config
@@ -67,6 +66,7 @@ from shieldsplit.functional.stats import (
     pairwise_mse,
 )
 from shieldsplit.models import SmallConvNet
+from shieldsplit.observe import observe_gradient, observe_update
 from shieldsplit.training import fit_plain
 
 CUT = 1  # the user's cut for the split-based defences (after the first conv block)
@@ -200,7 +200,7 @@ def measure_data(name: str, args: argparse.Namespace) -> dict[str, Any]:
                             "recovered": summary(got, args.seed)})
 
     defenses = []
-    for dname in available_defenses():
+    for dname in available_defenses(surface="federated"):
         row: dict[str, Any] = {"defense": dname}
         options: dict[str, Any] = {}
         if "input_shape" in defense_config(dname).model_fields:
@@ -208,9 +208,6 @@ def measure_data(name: str, args: argparse.Namespace) -> dict[str, Any]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                plain = create_defense(dname, net, cut=CUT, seed=args.seed, **options)
-                if "federated" not in plain.surfaces:
-                    continue
                 defense = create_defense(dname, sent, cut=attack.modified_cut(CUT),
                                          seed=args.seed, **options)
                 scores = [score(attack, defense.observe_federated(

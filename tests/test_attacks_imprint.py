@@ -12,7 +12,6 @@ from torch import nn
 
 from shieldsplit.attacks import AttackContext, Observation, attack_class, create_attack
 from shieldsplit.attacks.imprint import IMPRINT_BIAS, IMPRINT_WEIGHT, ImprintAttack
-from shieldsplit.attacks.observe import observe_gradient, observe_update
 from shieldsplit.errors import ConfigError, StateError, UnsupportedModelError
 from shieldsplit.functional.imprint import (
     EXACT_PSNR_DB,
@@ -27,6 +26,7 @@ from shieldsplit.functional.imprint import (
 from shieldsplit.functional.metrics import psnr
 from shieldsplit.functional.stats import match_order
 from shieldsplit.models import SmallConvNet
+from shieldsplit.observe import observe_gradient, observe_update
 
 SHAPE = (1, 8, 8)
 BINS = 64

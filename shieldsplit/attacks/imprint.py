@@ -33,7 +33,7 @@ coordinate, while one image's share of a row is a small part of its clipped grad
 Example:
     >>> import torch
     >>> from shieldsplit.attacks.base import AttackContext
-    >>> from shieldsplit.attacks.observe import observe_gradient
+    >>> from shieldsplit.observe import observe_gradient
     >>> from shieldsplit.functional.imprint import recovered_mask
     >>> from shieldsplit.models import SmallConvNet
     >>> g = torch.Generator().manual_seed(0)
@@ -364,7 +364,7 @@ class ImprintAttack(Attack):
             raise ConfigError.build(
                 what=f"observation.{'gradients' if obs.kind == 'gradient' else 'update'}",
                 expected="a dict name -> tensor", received=type(tensors).__name__,
-                fix="build the observation with shieldsplit.attacks.observe")
+                fix="build the observation with shieldsplit.observe")
         found = []
         for key in (IMPRINT_WEIGHT, IMPRINT_BIAS):
             names = [n for n in tensors if n == key or n.endswith("." + key)]
