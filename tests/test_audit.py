@@ -47,6 +47,7 @@ FAST: dict[str, dict[str, Any]] = {
     "idlg": {"iterations": 4, "restarts": 1},
     "inverting-gradients": {"iterations": 15, "restarts": 1},
     "inverting-gradients-fedavg": {"iterations": 15, "restarts": 1},
+    "imprint": {"bins": 16},
 }
 
 #: The generic split-learning attacks, by their declarations.
@@ -82,6 +83,10 @@ def setup_attack(name: str, x: torch.Tensor, y: torch.Tensor) -> tuple[
         model = create_model("small-convnet", num_classes=10, image_size=8)
         ctx = AttackContext(image_shape=(1, 8, 8), num_classes=10, model=model,
                             auxiliary_images=aux_x, auxiliary_labels=aux_y, seed=0)
+        if attack_class(name).server == "malicious":  # the client trains what was sent
+            attacker = create_attack(name, seed=3, progress=False, **FAST[name])
+            attacker.prepare(ctx)
+            return ctx, observe_gradient(attacker.modify(model), x[:4], y[:4]), model
         if attack_class(name).observes == "update":
             return ctx, observe_update(model, x[:2], y[:2], local_epochs=1,
                                        local_batch_size=2, lr=0.01), model

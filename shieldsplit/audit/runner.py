@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -365,10 +366,13 @@ def setting_words(kind: str, cut: int | str) -> str:
     return "federated, gradient of one image"
 
 
-def _observe(target: AttackTarget, s: AttackSetting, kind: str
+def _observe(target: AttackTarget, s: AttackSetting, kind: str,
+             send: Callable[[nn.Module], nn.Module] | None = None,
              ) -> tuple[list[Observation], Tensor]:
     """The observations an attack gets of ``target`` and the victim indices they cover
-    (batch-1 gradients of the budget's count of victims)."""
+    (batch-1 gradients of the budget's count of victims); a federated client trains on
+    what the server sent (``send``: a malicious server's ``Attack.modify``)."""
+    fl_model = target.fl_model if send is None else send(target.fl_model).eval()
     if kind == "activations":
         return [target.wire], torch.arange(len(s.vx))
     if kind == "update":
@@ -378,16 +382,16 @@ def _observe(target: AttackTarget, s: AttackSetting, kind: str
         for b in range(batches):
             x, y = s.vx[b * k : (b + 1) * k], s.vy[b * k : (b + 1) * k]
             obs.append(target.defense.observe_federated(x, y, kind="update", seed=s.seed,
-                                                        **FEDAVG)
+                                                        send=send, **FEDAVG)
                        if target.defense is not None
-                       else observe_update(target.fl_model, x, y, seed=s.seed, **FEDAVG))
+                       else observe_update(fl_model, x, y, seed=s.seed, **FEDAVG))
         return obs, torch.arange(min(batches * k, len(s.vx)))
     n = min(FEDERATED_VICTIMS[s.budget], len(s.vx))
     obs = [
         target.defense.observe_federated(s.vx[i : i + 1], s.vy[i : i + 1], kind="gradient",
-                                         seed=s.seed + i)
+                                         seed=s.seed + i, send=send)
         if target.defense is not None
-        else observe_gradient(target.fl_model, s.vx[i : i + 1], s.vy[i : i + 1])
+        else observe_gradient(fl_model, s.vx[i : i + 1], s.vy[i : i + 1])
         for i in range(n)]
     return obs, torch.arange(n)
 
@@ -439,7 +443,9 @@ def run_attack(name: str, target: AttackTarget, s: AttackSetting
             budget=s.budget, seed=s.seed,
         )
         attack.prepare(context)
-        observations, idx = _observe(target, s, observes)
+        # the client trains on what the server sent: an honest attack's modify() returns
+        # the model unchanged, a malicious one's a modified copy
+        observations, idx = _observe(target, s, observes, attack.modify)
         many = getattr(attack, "reconstruct_many", None)  # batched: one optimisation
         recs = (list(many(observations)) if many is not None and len(observations) > 1
                 else [attack.reconstruct(o) for o in observations])

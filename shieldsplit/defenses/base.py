@@ -168,9 +168,25 @@ class Defense(Configurable, nn.Module, abc.ABC):
         """The module whose gradients and weight updates a federated server sees."""
         return self
 
+    def sent_model(self, send: Callable[[nn.Module], nn.Module] | None = None) -> nn.Module:
+        """An eval-mode copy of the model a federated server sends this client: the
+        protocol's (:meth:`federated_model`), or what ``send`` makes of it (a malicious
+        server's :meth:`~shieldsplit.attacks.base.Attack.modify`). The defence is not
+        changed.
+
+        Args:
+            send: the server's change to the model it sends, or None (an honest server).
+
+        Returns:
+            The model the client trains on.
+        """
+        model = copy.deepcopy(self.federated_model()).eval()
+        return model if send is None else send(model).eval()
+
     def observe_federated(
         self, x: Tensor, y: Tensor, *, kind: Literal["gradient", "update"],
-        seed: int | None = None, **local: Any,
+        seed: int | None = None, send: Callable[[nn.Module], nn.Module] | None = None,
+        **local: Any,
     ) -> Observation:
         """What a federated server receives when this client trains on ``(x, y)``.
 
@@ -184,6 +200,8 @@ class Defense(Configurable, nn.Module, abc.ABC):
             kind: ``"gradient"`` (one step) or ``"update"`` (local SGD, see
                 :func:`~shieldsplit.observe.observe_update`).
             seed: the local shuffling seed of an update.
+            send: a malicious server's change to the model it sends (see
+                :meth:`sent_model`); None for an honest server.
             **local: ``local_epochs``, ``local_batch_size``, ``lr`` of an update.
 
         Returns:
@@ -191,7 +209,7 @@ class Defense(Configurable, nn.Module, abc.ABC):
         """
         from shieldsplit.observe import observe_gradient, observe_update
 
-        model = copy.deepcopy(self.federated_model()).eval()
+        model = self.sent_model(send)
         if kind == "gradient":
             return observe_gradient(model, x, y)
         return observe_update(model, x, y, seed=seed, **local)
