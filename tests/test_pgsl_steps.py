@@ -404,7 +404,7 @@ def test_shield_calibration_follows_eqs_10_11() -> None:
     s_max = {
         "recovered": torch.tensor(0.8), "fused": torch.tensor(0.5), "attacked": torch.tensor(0.34),
     }
-    shield._calibrate(s_max)
+    shield.calibrate(s_max)
     ref = _np_adaptive(np.array([0.8, 0.5, 0.34]), np.array([0.5, 0.3, 0.2]))
     np.testing.assert_allclose(shield.stream_weights.numpy(), ref, rtol=1e-6)
 
@@ -468,18 +468,20 @@ def test_client_jsma_lowers_the_probes_true_class_confidence() -> None:
     assert probe is not None
     x, y = stripes(30, seed=1)
 
+    steps = shield.client_steps()
+
     def true_class_proba(images: torch.Tensor) -> torch.Tensor:
         """The client's local view (the same function its saliency differentiates)."""
         with torch.no_grad():
-            p = probe(shield.head(shield._assemble(images, None))).softmax(-1)
+            p = steps.probe_logits(images).softmax(-1)
         return p.gather(1, y[:, None]).squeeze(1)
 
     clean = true_class_proba(x)
     with torch.no_grad():
-        accuracy = (probe(shield.head(shield._assemble(x, None))).argmax(-1) == y).float().mean()
+        accuracy = (steps.probe_logits(x).argmax(-1) == y).float().mean()
     assert accuracy >= 0.8  # the probe has learnt the task
 
-    scores, heat = shield._saliency(x, y)
+    scores, heat = steps.saliency(x, y)
     p = cfg.perturb
     attack = jsma_perturb(x, scores, pixel_budget=p.pixel_budget, strength=p.strength, clip=p.clip)
     k = budget_count(x[0].numel(), p.pixel_budget)
@@ -487,7 +489,7 @@ def test_client_jsma_lowers_the_probes_true_class_confidence() -> None:
     # the shield's client sends exactly the activations of this attacked image
     with torch.no_grad():
         sent = shield.client(x, y).activations
-        expected = shield.head(shield._assemble(attack.adversarial, heat))
+        expected = steps.features(attack.adversarial, heat)
     torch.testing.assert_close(sent, expected)
 
     attacked = true_class_proba(attack.adversarial)
