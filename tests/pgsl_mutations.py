@@ -1,7 +1,9 @@
 """Switch each PGSL step off in turn and show which efficacy test catches it (issue 23).
 
 Every step of SplitShield's pipeline is one method or kernel (the mutation points
-``shieldsplit.defenses.pgsl.halves`` documents). For each step this script patches
+the docstring of ``shieldsplit.defenses.pgsl.halves`` lists: the methods of
+``ClientSteps`` and ``ServerSteps``, ``TrainableShield.calibrate`` and the two
+proximal kernels of ``shieldsplit.functional.rpca``). For each step this script patches
 that one point to "off" (``unittest.mock.patch``, in this process; no file is
 edited), runs the efficacy tests (``-k efficacy`` in tests/test_pgsl_steps.py and
 tests/test_recovery.py) and records which of them failed. A step that no test

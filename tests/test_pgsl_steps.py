@@ -440,7 +440,7 @@ def test_shield_calibration_follows_eqs_10_11() -> None:
     }
     shield.calibrate(s_max)
     ref = _np_adaptive(np.array([0.8, 0.5, 0.34]), np.array([0.5, 0.3, 0.2]))
-    np.testing.assert_allclose(shield.stream_weights.numpy(), ref, rtol=1e-6)
+    np.testing.assert_allclose(shield.current_weights().numpy(), ref, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- efficacy
@@ -621,7 +621,7 @@ def test_efficacy_decision_fusion_outvotes_a_failing_stream(
     last = [m for m in broken.tails["fused"].modules() if isinstance(m, nn.Linear)][-1]
     with torch.no_grad():
         last.weight.zero_()
-        last.bias.zero_()  # type: ignore[union-attr]
+        last.bias.zero_()
     streams = broken.predict_streams(x)
     assert accuracy(streams.fused, y) <= 0.4
     decision = accuracy(broken.predict_proba(x), y)
@@ -639,7 +639,7 @@ def test_efficacy_calibration_takes_weight_from_a_useless_stream(
     last = [m for m in shield.tails["attacked"].modules() if isinstance(m, nn.Linear)][-1]
     with torch.no_grad():
         last.weight.zero_()
-        last.bias.zero_()  # type: ignore[union-attr]
+        last.bias.zero_()
     for p in shield.tails["attacked"].parameters():
         p.requires_grad_(False)
     x, y = bands(48, seed=0)

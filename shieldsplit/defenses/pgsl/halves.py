@@ -22,7 +22,10 @@ Each step is one method, so a test can switch exactly one step off by patching i
 test of what it is for): :meth:`ClientSteps.saliency` (a), :meth:`ClientSteps.perturb`
 (b), :meth:`ClientSteps.assemble` (c), :meth:`ClientSteps.probe_loss` (the probe the
 saliency is taken through), :meth:`ServerSteps.recover` (d), :meth:`ServerSteps.fuse`
-(e) and :meth:`ServerSteps.decide` (g).
+(e) and :meth:`ServerSteps.decide` (g); outside this module,
+:meth:`~shieldsplit.defenses.pgsl.fitting.TrainableShield.calibrate` (eqs. 10-11) and
+the singular-value and soft thresholds of :mod:`shieldsplit.functional.rpca` (the
+nuclear-norm and L1 proximal steps inside (d)).
 
 Example:
     >>> import torch
