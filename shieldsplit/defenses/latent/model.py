@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from shieldsplit._core.device import device_of
 from shieldsplit._core.validate import check_batch
 from shieldsplit.cutting import split_model
 from shieldsplit.datacontract import check_model
@@ -103,7 +104,7 @@ class LatentModel(Defense):
         self.register_load_state_dict_pre_hook(_build_before_load)
         self.register_load_state_dict_post_hook(_freeze_after_load)
         if self.config.input_shape is not None:
-            self._build(torch.zeros(2, *self.config.input_shape, device=_device_of(self)))
+            self._build(torch.zeros(2, *self.config.input_shape, device=device_of(self)))
 
     @classmethod
     def from_model(
@@ -267,7 +268,7 @@ class LatentModel(Defense):
     def _prepare(self, x: Any, y: Any = None) -> tuple[Tensor, Tensor | None]:
         """Check a batch, build the defence at the first one, move it to the device."""
         check_batch(x, y, num_classes=self.num_classes)
-        device = _device_of(self)
+        device = device_of(self)
         x = x.to(device)
         self._ensure_built(x)
         expected = tuple(int(s) for s in self.image_shape.tolist())
@@ -318,12 +319,6 @@ class LatentModel(Defense):
 
 
 # ------------------------------------------------------------------ helpers
-def _device_of(module: nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _guess_classes(module: nn.Module) -> int:
     """``module.num_classes`` or the last Linear's width; 0 if unknown (set at the probe)."""
     out = getattr(module, "num_classes", None)
@@ -345,7 +340,7 @@ def _build_before_load(
     if not isinstance(shape, Tensor) or shape.numel() != 3 or int(shape.min()) < 1:
         return
     image_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
-    module._build(torch.zeros(2, *image_shape, device=_device_of(module)))
+    module._build(torch.zeros(2, *image_shape, device=device_of(module)))
 
 
 def _freeze_after_load(module: nn.Module, _incompatible: Any) -> None:
