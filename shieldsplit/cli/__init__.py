@@ -22,7 +22,8 @@ One module per command group, each command registered here on the one typer
 ``split-client``) and :mod:`~shieldsplit.cli.reproduce`. ``--model``/``--weights`` are
 read by :mod:`~shieldsplit.cli.loading`, the ``NAME.FIELD=VALUE`` options by
 :mod:`~shieldsplit.cli.parsing`; the option checks and output writing every command
-shares are :mod:`~shieldsplit.cli.common`.
+shares are :mod:`~shieldsplit.cli.common`, the names each option accepts before torch is
+imported :mod:`~shieldsplit.cli.choices`.
 """
 
 from __future__ import annotations

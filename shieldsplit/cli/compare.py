@@ -44,8 +44,8 @@ def compare(
     = "digits",
     data_root: Annotated[Path | None, typer.Option(help="folder holding the data files")] = None,
     defenses: Annotated[str | None, typer.Option(
-        help="comma-separated registered defences [default: every registered defence that "
-        "one of --attacks can observe (its declared surfaces)]")] = None,
+        help="comma-separated registered defences", show_default="every registered defence "
+        "that one of --attacks can observe (its declared surfaces)")] = None,
     sweep: Annotated[
         list[str] | None, typer.Option(help="NAME=V1,V2: sweep a defence's strength (repeat)")
     ] = None,
@@ -53,8 +53,8 @@ def compare(
         help="NAME.FIELD=VALUE: a defence's option (repeat; `shieldsplit options` lists "
         "them)")] = None,
     attacks: Annotated[str | None, typer.Option(
-        help="comma-separated audit attacks [default: inverting-gradients-fedavg,"
-        "split-black-box]")] = None,
+        help="comma-separated audit attacks",
+        show_default="inverting-gradients-fedavg,split-black-box")] = None,
     cut: Annotated[str, typer.Option(help="block index or submodule name")] = "2",
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,

@@ -43,7 +43,7 @@ def reproduce(
     """
     try:
         # every option, before torch is imported
-        check_choice("paper", paper, PAPERS.names())
+        check_choice("reproduce", paper, PAPERS.names())  # the fix: `reproduce pgsl`
         check_choice("--budget", budget, REPRO_BUDGETS.names())
         check_choice("--data", data, [d for d in data_names() if d != "digits"])
         check_data(data, data_root)
