@@ -337,9 +337,13 @@ def test_heldout_passes_a_split_or_a_file_to_the_membership_audit(
     assert audit_calls[-1]["heldout"] is None
     assert "--heldout auto" in result.stdout and "heldout=" not in result.stdout
 
+    calls = len(audit_calls)
     torch.save({"images": torch.zeros(2)}, tmp_path / "bad.pt")
-    result = runner.invoke(app, [*base, "--heldout", str(tmp_path / "bad.pt")])
-    assert result.exit_code == 2 and "(x, y) pair" in one_error_line(result)
+    (tmp_path / "bad.npz").write_text("not an archive")
+    for bad, expected in (("bad.pt", "(x, y) pair"), ("bad.npz", "np.savez")):
+        result = runner.invoke(app, [*base, "--heldout", str(tmp_path / bad)])
+        assert result.exit_code == 2 and expected in one_error_line(result), bad
+    assert len(audit_calls) == calls  # refused before the audit
 
 
 # ------------------------------------------------- a log keeps every row and verdict whole

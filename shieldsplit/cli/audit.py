@@ -112,12 +112,13 @@ def audit(
             victims = cap(victims, small.victims)
             names = list(small.attacks) if names is None else names
         ds = load_data(data, data_root, seed, None if small is None else small.limit)
+        held = load_heldout(heldout, ds)
         net = model_for(model, ds, weights)
         check_split(net, where)
         report = run_audit(
             net, data=ds, cut=where, budget=budget,  # type: ignore[arg-type]
             seed=seed, progress=not quiet, victims=victims, attacks=names,
-            attack_options=tuned or None, tolerance=bounds, heldout=load_heldout(heldout, ds),
+            attack_options=tuned or None, tolerance=bounds, heldout=held,
         )
     except ShieldSplitError as exc:
         fail(exc)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shieldsplit.cli.choices import MODEL_CUTS, MODELS
-from shieldsplit.errors import ConfigError, InvalidCutError
+from shieldsplit.errors import ConfigError, DataFileError, InvalidCutError
 
 #: ``--heldout``'s split names: the data set's validation images, its test images, or both
 #: (``auto``, what :func:`shieldsplit.audit`'s ``heldout="auto"`` takes), less any copy of
@@ -380,7 +380,7 @@ def load_heldout(spec: str | None, ds: Any) -> Any:
 
     Raises:
         ConfigError: a file that holds no ``(x, y)`` pair.
-        DataFileError: a ``.pt`` file that cannot be read safely.
+        DataFileError: a file that cannot be read (safely: no pickled objects).
 
     Example:
         >>> from shieldsplit.data import load_dataset
@@ -399,8 +399,14 @@ def load_heldout(spec: str | None, ds: Any) -> Any:
     if path.suffix.lower() == ".npz":
         import numpy as np
 
-        with np.load(path, allow_pickle=False) as arrays:
-            held: Any = {k: arrays[k] for k in arrays.files}
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                held: Any = {k: arrays[k] for k in arrays.files}
+        except Exception as exc:  # not an npz archive, or one with pickled objects
+            raise DataFileError.build(
+                what="--heldout", expected="a .npz file written by np.savez (no objects)",
+                received=f"{path} ({type(exc).__name__}: {' '.join(str(exc).split())})",
+                fix="save it with np.savez(path, x=x, y=y)") from exc
     else:
         from shieldsplit._core.io import safe_torch_load
 
