@@ -449,6 +449,14 @@ def build_config(
         ... except ConfigError as exc:
         ...     print(exc.what)
         scale
+        >>> class Attack(BaseModel):  # None: chosen by the component, no value to pass
+        ...     model_config = ConfigDict(extra="forbid")
+        ...     iterations: int | None = Field(default=None, ge=1)
+        >>> try:
+        ...     build_config(Attack, {"iterations": 0})
+        ... except ConfigError as exc:
+        ...     print(str(exc).split("Fix: ")[1])
+        pass iterations=1 or more, or leave iterations out for its default.
     """
     try:
         return cls.model_validate(dict(options))
@@ -466,14 +474,34 @@ def build_config(
                 what=field, expected=f"an option among {valid}", received=repr(top),
                 fix=f"rename it to {near[0]!r}" if near else "drop the unknown option",
             ) from None
+        default = (known.get_default(call_default_factory=True)
+                   if known is not None and not known.is_required() else None)
         if top in (fixes or {}):
             fix = (fixes or {})[top]
-        elif known is not None and not known.is_required():
-            fix = f"pass {top}={known.get_default(call_default_factory=True)!r} (its default)"
+        elif default is not None:
+            fix = f"pass {top}={default!r} (its default)"
+        elif known is not None and not known.is_required():  # None is no value to pass
+            bound = _bound_fix(field, err)
+            fix = f"{bound}, or leave {top} out for its default" if bound else (
+                f"leave {top} out for its default")
         raise ConfigError.build(
             what=field, expected=f"{field}: {msg[:1].lower()}{msg[1:]}",
             received=repr(received), fix=fix,
         ) from None
+
+
+#: pydantic's range errors: the bound's key in the error's context, and how to say it.
+_BOUNDS = {"greater_than_equal": ("ge", "={} or more"), "greater_than": ("gt", " above {}"),
+           "less_than_equal": ("le", "={} or less"), "less_than": ("lt", " below {}")}
+
+
+def _bound_fix(field: str, err: Any) -> str | None:
+    """``pass iterations=1 or more`` for a value out of its range, else None."""
+    kind = _BOUNDS.get(str(err.get("type")))
+    ctx = err.get("ctx") or {}
+    if kind is None or kind[0] not in ctx:
+        return None
+    return f"pass {field}" + kind[1].format(ctx[kind[0]])
 
 
 class NoOptions(BaseModel):
