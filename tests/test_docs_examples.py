@@ -31,8 +31,8 @@ How they run:
   run cannot show what *spawn* does to a script: the child imports the script again, so
   code without an ``if __name__ == "__main__":`` guard starts processes from the child.
   The other blocks run pasted only: without a child process a saved file runs them as
-  the pasted run does (measured: running every page as a script too took about 2 more
-  minutes on 2 loaded cores).
+  the pasted run does, and running every page twice would add the pasted runs' time
+  again (about 2 minutes on 2 loaded cores, 2026-12-06).
 - A line ``print(...)  # True`` (or ``# False``) is a claim: the booleans the run prints,
   in order, must be the ones its lines claim.
 - The runs import the ``shieldsplit`` this test imports (``PYTHONPATH``), so a checkout
