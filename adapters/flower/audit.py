@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from flwr.app import Message
@@ -59,6 +59,7 @@ from shieldsplit.functional.stats import (
     wilson_interval,
 )
 from shieldsplit.functional.verdict import Evidence, Tolerance, decide, evidence
+from shieldsplit.settings import AuditSettings, Budget
 from shieldsplit.wire import Observation
 
 #: the attack run on every real update, and the label inference beside it (registered
@@ -80,21 +81,30 @@ class AuditSetting:
         spec: the clients' spec (their shards are the ground truth, and the defence's
             architecture is the model the attacker holds).
         auxiliary: the server's own labelled images (never in a client's shard).
-        budget: the attack budget.
+        run: the attacks' run settings (budget and seed: the run-settings family of
+            :mod:`shieldsplit.settings`).
         max_images: updates that average more images are not attacked (reported n/a).
         lr: the local learning rate the attacker assumes.
-        seed: seeds the attacks.
         label_grid: candidate label compositions the label inference replays on a
             binary task (the ``grid`` option of :data:`LABEL_ATTACK`).
     """
 
     spec: ClientSpec
     auxiliary: tuple[Tensor, Tensor]
-    budget: str = "quick"
+    run: AuditSettings = field(default_factory=AuditSettings)
     max_images: int = 64
     lr: float = 1e-3
-    seed: int = 0
     label_grid: int = 33
+
+    @property
+    def budget(self) -> Budget:
+        """The attack budget."""
+        return self.run.budget
+
+    @property
+    def seed(self) -> int:
+        """Seeds the attacks."""
+        return self.run.seed
 
     def where(self) -> str:
         """The setting a client's update is observed in (target and control share it)."""
@@ -222,7 +232,7 @@ class AuditingStrategy(RecordingStrategy):
                                 "local_batch_size": s.spec.batch_size, "lr": s.lr})
         context = AttackContext(
             image_shape=shape, num_classes=upd.num_classes, model=upd.model,
-            auxiliary_images=ax, auxiliary_labels=ay, budget=s.budget,  # type: ignore[arg-type]
+            auxiliary_images=ax, auxiliary_labels=ay, budget=s.budget,
             seed=s.seed)
         return obs, context
 

@@ -193,7 +193,7 @@ def simulate(
     run = build_config(FederatedSettings, {
         "seed": seed, "clients": clients, "rounds": rounds, "local_epochs": local_epochs,
         "batch_size": batch_size, "cut": cut, "partition": partition, "progress": progress})
-    if audit is not None:
+    if audit is not None:  # checked now, before any work
         build_config(AuditSettings, {"budget": audit, "seed": seed})
     seed, clients, rounds = run.seed, run.clients, run.rounds
     local_epochs, batch_size = run.local_epochs, run.batch_size
@@ -223,8 +223,10 @@ def simulate(
     setting = None
     if auxiliary is not None:
         lr = float(getattr(probe, "lr", 1e-3))
-        setting = AuditSetting(spec=spec, auxiliary=auxiliary, budget=audit or "quick",
-                               max_images=audit_max_images, lr=lr, seed=seed)
+        setting = AuditSetting(spec=spec, auxiliary=auxiliary,
+                               run=build_config(AuditSettings, {"budget": audit or "quick",
+                                                                "seed": seed}),
+                               max_images=audit_max_images, lr=lr)
         result.notes.append("the live audit scores attacks with the clients' true images: "
                             "an evaluation device of the simulation, not what a server sees")
     val = None if validation is None else as_tensors(validation, model=model,
