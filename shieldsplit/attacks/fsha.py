@@ -82,7 +82,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -207,7 +207,8 @@ class Critic(nn.Module):
         return self.score(self.features(a)).squeeze(1)
 
 
-def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+def wgan_gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor,
+                          fake: Tensor) -> Tensor:
     """WGAN-GP's penalty ``mean((||grad D(a_hat)||_2 - 1)^2)`` on random interpolates.
 
     Args:
@@ -220,8 +221,8 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
 
     Example:
         >>> lin = nn.Linear(3, 1)
-        >>> penalty = gradient_penalty(lambda a: lin(a).squeeze(1), torch.rand(4, 3),
-        ...                            torch.rand(4, 3))
+        >>> penalty = wgan_gradient_penalty(lambda a: lin(a).squeeze(1), torch.rand(4, 3),
+        ...                                 torch.rand(4, 3))
         >>> penalty.dim(), float(penalty.detach()) >= 0
         (0, True)
     """
@@ -547,7 +548,7 @@ class FeatureSpaceHijacking(Attack):
             public = features.detach()
             critic_loss = critic(public).mean() - critic(received.detach()).mean()
             if self.gradient_penalty > 0:
-                critic_loss = critic_loss + self.gradient_penalty * gradient_penalty(
+                critic_loss = critic_loss + self.gradient_penalty * wgan_gradient_penalty(
                     critic, public, received)
             opt_critic.zero_grad(set_to_none=True)
             critic_loss.backward()
@@ -631,5 +632,5 @@ __all__ = [
     "FeatureSpaceHijackingConfig",
     "PairedBatches",
     "build_encoder",
-    "gradient_penalty",
+    "wgan_gradient_penalty",
 ]
