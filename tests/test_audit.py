@@ -48,6 +48,7 @@ FAST: dict[str, dict[str, Any]] = {
     "inverting-gradients": {"iterations": 15, "restarts": 1},
     "inverting-gradients-fedavg": {"iterations": 15, "restarts": 1},
     "imprint": {"bins": 16},
+    "fsha": {"client_steps": 4, "pretrain_epochs": 1, "width": 8, "discriminator_width": 8},
 }
 
 #: The generic split-learning attacks, by their declarations.
@@ -100,6 +101,10 @@ def setup_attack(name: str, x: torch.Tensor, y: torch.Tensor) -> tuple[
     head = ss.split_model(small_net(), 2).head.eval()
     ctx = AttackContext(image_shape=(1, 8, 8), num_classes=10, model=head,
                         auxiliary_images=aux_x, auxiliary_labels=aux_y, seed=0)
+    if attack_class(name).server == "malicious":  # the server steers the client first
+        attacker = create_attack(name, seed=3, progress=False, **FAST[name])
+        attacker.prepare(ctx)
+        return ctx, observe_activations(attacker.modify(head, x[:16]), x[:4]), head
     return ctx, observe_activations(head, x[:4]), head
 
 
@@ -120,6 +125,9 @@ def test_attack_matrix(name: str, digits: tuple[torch.Tensor, torch.Tensor]) -> 
     for _ in range(2):  # seeding: the same seed gives the same reconstruction
         attack = create_attack(name, seed=3, progress=False, **FAST[name])
         attack.prepare(ctx)
+        if obs.kind == "activations" and attack_class(name).server == "malicious":
+            # a steering server decodes the client it steered itself (same seed: same)
+            obs = observe_activations(attack.modify(touched, x[:16]), x[:4])
         rec = attack.reconstruct(obs)
         assert rec.images.shape == (obs.batch_size, 1, 8, 8)
         assert float(rec.images.min()) >= 0.0 and float(rec.images.max()) <= 1.0

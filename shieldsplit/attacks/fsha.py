@@ -454,6 +454,21 @@ class FeatureSpaceHijacking(Attack):
         self.hijacked, self.hijacked_steps, self.client_optimizer_state = None, 0, None
 
     # ------------------------------------------------------------------ the protocol
+    def modify(self, model: nn.Module, images: Tensor | None = None) -> nn.Module:
+        """The hijacked client part: :meth:`hijack` on the client's private ``images``
+        (the one hook through which the auditor asks a malicious server for the client it
+        observes, :meth:`~shieldsplit.attacks.base.Attack.modify`).
+
+        Raises:
+            ConfigError: without ``images`` (FSHA steers the client's training on them).
+        """
+        if images is None:
+            raise ConfigError.build(
+                what="images", expected="the client's private training images (FSHA steers "
+                "the client's training on them)", received=None,
+                fix="pass images=, the client's training batch")
+        return self.hijack(model, images)
+
     def hijack(self, client: nn.Module, private_images: Tensor, *,
                steps: int | None = None) -> nn.Module:
         """Run the malicious protocol on a copy of ``client`` and return the hijacked copy.

@@ -443,9 +443,14 @@ def run_attack(name: str, target: AttackTarget, s: AttackSetting
             budget=s.budget, seed=s.seed,
         )
         attack.prepare(context)
-        # the client trains on what the server sent: an honest attack's modify() returns
-        # the model unchanged, a malicious one's a modified copy
-        observations, idx = _observe(target, s, observes, attack.modify)
+        # the client observes with what the server made of it: an honest attack's
+        # modify() returns the model unchanged; a malicious federated server's a modified
+        # model; a malicious split server's a client steered on its own training images
+        if observes == "activations" and cls.server == "malicious":
+            steered = attack.modify(target.head, s.vx)
+            observations, idx = [observe_activations(steered, s.vx)], torch.arange(len(s.vx))
+        else:
+            observations, idx = _observe(target, s, observes, attack.modify)
         many = getattr(attack, "reconstruct_many", None)  # batched: one optimisation
         recs = (list(many(observations)) if many is not None and len(observations) > 1
                 else [attack.reconstruct(o) for o in observations])
