@@ -104,10 +104,12 @@ class Normalized(nn.Module):
 
 # ------------------------------------------------------------------ the model
 def check_model(model: Any, *, what: str = "model") -> nn.Module:
-    """A float32 ``nn.Module``, else a typed error.
+    """A float32 ``nn.Module`` with real weights, else a typed error (every entry point
+    that takes a model calls it first: the one check of the model itself).
 
     Raises:
-        UnsupportedModelError: not a module, or float64 (or other non-float32) weights.
+        UnsupportedModelError: not a module, weights on the meta device (shapes without
+            data: nothing could run), or float64 (or other non-float32) weights.
 
     Example:
         >>> check_model(nn.Linear(2, 2).double())  # doctest: +ELLIPSIS
@@ -119,6 +121,14 @@ def check_model(model: Any, *, what: str = "model") -> nn.Module:
         raise UnsupportedModelError.build(
             what=what, expected="a torch.nn.Module classifier", received=type(model).__name__,
             fix="pass the model object itself (load its weights first)",
+        )
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.is_meta for t in tensors):
+        raise UnsupportedModelError.build(
+            what=what, expected="a model with real weights (on the CPU or a GPU)",
+            received="weights on the meta device (shapes without data)",
+            fix="materialise the weights first: model.to_empty(device='cpu') then load a "
+            "state_dict (or build the model outside torch.device('meta'))",
         )
     dtypes = {t.dtype for t in model.parameters() if t.is_floating_point()}
     if dtypes - {torch.float32}:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from shieldsplit._core.device import device_of
-from shieldsplit._core.validate import check_batch
+from shieldsplit._core.validate import check_batch, check_seed
 from shieldsplit.cutting import split_model
 from shieldsplit.datacontract import check_model, probe_model
 from shieldsplit.defenses.base import Defense
@@ -67,10 +67,10 @@ class ShieldPair(Defense):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_model(model)  # a module with float32 weights (a float64 one: say it is the dtype)
+        check_model(model)  # real float32 weights (float64 or meta: say so, not torch's crash)
+        self.seed = check_seed(seed)  # torch.manual_seed below would crash, fit would refuse
         self.config = as_config(config)
         check_normalized(model, self.config)
-        self.seed = seed
         parts = split_model(model, cut)
         self.cut = parts.cut
         self.valid_cuts = parts.valid_cuts
