@@ -506,8 +506,9 @@ def test_each_step_can_be_switched_off(switch: str) -> None:
     ids=repr,
 )
 def test_invalid_configs_raise(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError) as info:  # typed, naming the fix (issue 26 item 5)
         PGSLConfig(**kwargs)
+    assert "Fix: " in str(info.value)
 
 
 def test_config_is_frozen_and_off_is_plain() -> None:

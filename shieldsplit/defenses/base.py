@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from shieldsplit._core.io import atomic_torch_save, load_checkpoint
+from shieldsplit._core.io import atomic_torch_save, load_checkpoint, restore_checkpoint
 from shieldsplit._core.registry import Registry
 from shieldsplit._core.validate import (
     Configurable,
@@ -321,12 +321,14 @@ class Defense(Configurable, nn.Module, abc.ABC):
 
         Raises:
             DataFileError: if the file is missing or not a defence checkpoint.
+            UnsupportedModelError: ``model`` is not the saved architecture.
         """
         ck = load_checkpoint(path, fmt=CHECKPOINT_FORMAT, saver="Defense.save")
-        defense = create_defense(str(ck["name"]), model, cut=ck["cut"], seed=int(ck["seed"]),
-                                 **dict(ck["options"]))
-        defense.load_state_dict(ck["state_dict"])
-        return defense
+        return restore_checkpoint(
+            lambda: create_defense(str(ck["name"]), model, cut=ck["cut"], seed=int(ck["seed"]),
+                                   **dict(ck["options"])),
+            ck["state_dict"], path=path, kind="defence checkpoint", model=model,
+        )
 
 
 # ----------------------------------------------------------------- registry
@@ -509,6 +511,7 @@ class CutDefense(Defense):
         self, model: nn.Module, *, cut: int | str = 2, seed: int = 0, **options: Any
     ) -> None:
         config = self.configure(options)
+        seed = check_seed(seed)  # before any work: fit and audit would refuse it later
         super().__init__()
         self.config = config
         network = self.adapt_model(check_model(model))

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from shieldsplit._core.device import device_of
-from shieldsplit._core.validate import check_batch
+from shieldsplit._core.validate import check_batch, check_seed
 from shieldsplit.cutting import split_model
 from shieldsplit.datacontract import check_model
 from shieldsplit.defenses.base import Defense
@@ -90,7 +90,7 @@ class LatentModel(Defense):
         # per instance: the registry name and the option that sets the strength
         self.__dict__["name"] = f"latent-{self.config.noise}"
         self.__dict__["strength"] = "std" if self.config.noise == "fixed" else "lam"
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.cut: int | str = "encoder"
         self.encoder = copy.deepcopy(encoder)
         self.predictor = copy.deepcopy(head)
@@ -128,6 +128,10 @@ class LatentModel(Defense):
             UnsupportedModelError: if ``model`` is not a traceable module.
             ConfigError: for an option out of range.
         """
+        # the options and the seed first, as typed errors and before the model is cut
+        # (an unknown option would otherwise be Python's TypeError from __init__)
+        build_latent_config(**options)
+        check_seed(seed)
         parts = split_model(copy.deepcopy(check_model(model)), cut)
         defense = cls(parts.head, head=parts.tail, seed=seed, **options)
         defense.cut = parts.cut

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from shieldsplit._core.device import device_of
-from shieldsplit._core.validate import check_batch
+from shieldsplit._core.validate import check_batch, check_seed
 from shieldsplit.cutting import split_model
 from shieldsplit.datacontract import check_model, probe_model
 from shieldsplit.defenses.base import Defense
@@ -43,10 +43,11 @@ from shieldsplit.defenses.pgsl.surgery import (
     check_normalized,
     client_channels,
     first_compute,
+    flat_cut_error,
     probe_shapes,
 )
 from shieldsplit.defenses.pgsl.unshuffle import SubPixelUpsample
-from shieldsplit.errors import ConfigError, InputShapeError, StateError, UnsupportedModelError
+from shieldsplit.errors import ConfigError, InputShapeError, StateError
 from shieldsplit.training import eval_mode
 from shieldsplit.wire import ClientMessage, StreamScores
 
@@ -67,10 +68,10 @@ class ShieldPair(Defense):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_model(model)  # a module with float32 weights (a float64 one: say it is the dtype)
+        check_model(model)  # real float32 weights (float64 or meta: say so, not torch's crash)
+        self.seed = check_seed(seed)  # torch.manual_seed below would crash, fit would refuse
         self.config = as_config(config)
         check_normalized(model, self.config)
-        self.seed = seed
         parts = split_model(model, cut)
         self.cut = parts.cut
         self.valid_cuts = parts.valid_cuts
@@ -85,7 +86,7 @@ class ShieldPair(Defense):
         if input_shape is not None:
             self.in_channels = input_shape[0]
         self.input_shape = input_shape
-        activation, self.num_classes = probe_shapes(
+        activation, self.num_classes, example = probe_shapes(
             self.__dict__["_template"], self.__dict__["_plain_head"], self.in_channels,
             input_shape,
         )
@@ -94,15 +95,8 @@ class ShieldPair(Defense):
         spatial = activation.dim() == 4
         cfg = self.config
         needs_image_head = cfg.unshuffle.enabled or (cfg.saliency.enabled and cfg.saliency.concat)
-        if needs_image_head and not spatial:
-            raise UnsupportedModelError.build(
-                what="cut",
-                expected="a cut whose activations are 4-D feature maps when unshuffle or "
-                "saliency concatenation is on",
-                received=f"activations of shape {tuple(activation.shape)} at cut={self.cut}",
-                fix="cut before the Flatten/Linear layers, or switch unshuffle and "
-                "saliency.concat off in PGSLConfig",
-            )
+        if needs_image_head and not spatial:  # the message lists the cuts and suggests one
+            raise flat_cut_error(self.__dict__["_template"], self.cut, activation, example)
         channels = int(activation.shape[1])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

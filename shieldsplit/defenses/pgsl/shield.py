@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from shieldsplit._core.device import device_of
-from shieldsplit._core.io import atomic_torch_save, load_checkpoint
+from shieldsplit._core.io import atomic_torch_save, load_checkpoint, restore_checkpoint
 from shieldsplit.defenses.base import Surface, register_defense
 from shieldsplit.defenses.pgsl.config import PGSLConfig
 from shieldsplit.defenses.pgsl.exported import ExportedShield
@@ -54,6 +54,7 @@ from shieldsplit.defenses.pgsl.fitting import (
     SplitServer,
     TrainableShield,
 )
+from shieldsplit.defenses.pgsl.surgery import as_config
 from shieldsplit.errors import ConfigError, StateError
 
 CHECKPOINT_FORMAT = "shieldsplit.SplitShield/1"
@@ -221,18 +222,21 @@ class SplitShield(TrainableShield):
 
         Raises:
             DataFileError: if the file is missing or not a SplitShield checkpoint.
+            UnsupportedModelError: ``model`` is not the saved architecture (other classes,
+                other layers), or cannot be wrapped at all.
         """
         ck = load_checkpoint(path, fmt=CHECKPOINT_FORMAT, saver="SplitShield.save")
         shape = ck.get("input_shape")
-        shield = cls(
-            model,
-            cut=ck["cut"] if isinstance(ck["cut"], str) else int(ck["cut"]),
-            config=PGSLConfig.model_validate(ck["config"]),
-            input_shape=(int(shape[0]), int(shape[1]), int(shape[2])) if shape else None,
-            seed=int(ck["seed"]),
+        return restore_checkpoint(
+            lambda: cls(
+                model,
+                cut=ck["cut"] if isinstance(ck["cut"], str) else int(ck["cut"]),
+                config=as_config(ck["config"]),
+                input_shape=(int(shape[0]), int(shape[1]), int(shape[2])) if shape else None,
+                seed=int(ck["seed"]),
+            ),
+            ck["state_dict"], path=path, kind="SplitShield checkpoint", model=model,
         )
-        shield.load_state_dict(ck["state_dict"])
-        return shield
 
 
 register_defense(SplitShield.name, SplitShield)

@@ -27,10 +27,15 @@ from torch import Tensor, nn
 
 from shieldsplit._core.device import device_of
 from shieldsplit._core.validate import build_config
-from shieldsplit.cutting import COMPUTE_TYPES
+from shieldsplit.cutting import COMPUTE_TYPES, cut_ranks, describe_cuts, list_cut_points
 from shieldsplit.datacontract import Normalized
 from shieldsplit.defenses.pgsl.config import PGSLConfig
-from shieldsplit.errors import ConfigError, UnsupportedModelError
+from shieldsplit.errors import (
+    ConfigError,
+    InvalidCutError,
+    ShieldSplitError,
+    UnsupportedModelError,
+)
 
 #: Square image sizes tried, in order, when the input size is not given.
 PROBE_SIZES = (28, 32, 8, 16, 64, 224)
@@ -149,7 +154,7 @@ def adapt_first_conv(head: nn.Module, channels: int) -> nn.Module:
 def probe_shapes(
     template: nn.Module, plain_head: nn.Module, in_channels: int | None,
     input_shape: tuple[int, int, int] | None,
-) -> tuple[Tensor, int]:
+) -> tuple[Tensor, int, Tensor]:
     """Dry-run the plain model to learn the activation at the cut and the class count.
 
     Args:
@@ -159,7 +164,7 @@ def probe_shapes(
         input_shape: ``(C, H, W)``, if given; else :data:`PROBE_SIZES` are tried.
 
     Returns:
-        ``(activation of a 2-image batch, classes)``.
+        ``(activation of a 2-image batch, classes, that batch)``.
 
     Raises:
         UnsupportedModelError: for a model that takes none of the sizes, returns no
@@ -189,12 +194,58 @@ def probe_shapes(
                 what="cut", expected="a single tensor at the cut",
                 received=type(activation).__name__, fix="pick another cut",
             )
-        return activation, int(logits.shape[1])
+        return activation, int(logits.shape[1]), x
     raise UnsupportedModelError.build(
         what="input_shape",
         expected="an input size the model accepts",
         received=f"none of the tried sizes worked ({'; '.join(errors)})",
         fix="pass input_shape=(C, H, W)",
+    )
+
+
+def flat_cut_error(template: nn.Module, cut: int | str, activation: Tensor,
+                   x: Tensor) -> ShieldSplitError:
+    """The error for a cut whose activations are flat (the cut falls after a ``Flatten``)
+    while unshuffle or the saliency channel needs feature maps: it lists the valid cuts
+    and suggests the last one that carries feature maps (:func:`~shieldsplit.cutting.cut_ranks`).
+
+    Args:
+        template: the wrapped model.
+        cut: the requested cut.
+        activation: its activation (not 4-D).
+        x: a batch the model takes.
+
+    Returns:
+        An InvalidCutError naming a cut with feature maps, or an UnsupportedModelError
+        when the model has none (then PGSL's input steps must be switched off).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(),
+        ...                     nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        ...                     nn.Linear(2 * 4 * 4, 3))
+        >>> x = torch.zeros(2, 1, 4, 4)
+        >>> err = flat_cut_error(net, 2, net[:5](x), x)
+        >>> type(err).__name__, str(err).split("Fix: ")[1][:9]
+        ('InvalidCutError', 'pass cut=')
+    """
+    points = list_cut_points(template)
+    ranks = cut_ranks(template, x)
+    spatial = [i for i, r in ranks.items() if r == 4]
+    received = f"cut={cut!r}, whose activations are {tuple(activation.shape)}"
+    expected = ("a cut whose activations are 4-D feature maps (unshuffle and the saliency "
+                f"channel act on them); valid cuts: {describe_cuts(points)}")
+    off = "or switch unshuffle and saliency.concat off in PGSLConfig"
+    if spatial:
+        best = spatial[-1]
+        return InvalidCutError.build(
+            what="cut", expected=f"{expected}, of which {spatial} carry feature maps",
+            received=received,
+            fix=f"pass cut={best} (the last cut before the Flatten/Linear layers), {off}",
+        )
+    return UnsupportedModelError.build(
+        what="cut", expected=expected, received=f"{received}; no cut carries feature maps",
+        fix="switch unshuffle and saliency.concat off in PGSLConfig "
+        "(PGSLConfig(unshuffle={'enabled': False}, saliency={'concat': False}))",
     )
 
 
@@ -257,5 +308,5 @@ def as_config(config: Any) -> PGSLConfig:
 
 __all__ = [
     "PROBE_SIZES", "ProbeHead", "adapt_first_conv", "as_config", "check_normalized",
-    "client_channels", "first_compute", "probe_shapes", "replace_submodule",
+    "client_channels", "first_compute", "flat_cut_error", "probe_shapes", "replace_submodule",
 ]
