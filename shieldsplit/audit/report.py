@@ -130,6 +130,8 @@ class AuditReport(BaseModel):
                       for k in kind_lines(v, self.results, self.membership)]
         if not self.verdicts:
             lines.append("- (none)")
+        if self.membership_note:
+            lines.append(f"- ({self.membership_note})")
         lines += [
             "",
             f"clean accuracy {self.clean_accuracy:.1%} on {self.victims} victim images; "
@@ -214,7 +216,8 @@ ul.kinds .k{display:inline-block;min-width:15em;font-weight:600}
 td,th{border:1px solid #ddd;padding:.3em .5em;vertical-align:top;text-align:left}
 th{background:#f0f0ee}td.n{text-align:right;white-space:nowrap}tr.base td{color:#555}
 td:first-child{white-space:nowrap}
-tr.why td{color:#555;font-size:.92em;border-top:none;padding-left:1.5em;white-space:normal}.note{color:#555;font-size:.9em}
+tr.why td{color:#555;font-size:.92em;border-top:none;padding-left:1.5em;white-space:normal}
+.note{color:#555;font-size:.9em}
 img{max-width:100%;height:auto}
 """
 
