@@ -199,9 +199,9 @@ class AuditReport(BaseModel):
 
 # --------------------------------------------------------------------------- HTML
 CSS = """
-body{margin:0;background:#f3f3f1;color:#222;font:15px/1.5 system-ui,-apple-system,"Segoe UI",
- Roboto,sans-serif}
-main{max-width:84em;margin:2em auto;padding:1.5em 2.5em 2.5em;background:#fff;
+body{margin:0;padding:0 1.5em;background:#f3f3f1;color:#222;
+ font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
+main{box-sizing:border-box;max-width:84em;margin:2em auto;padding:1.5em 2.5em 2.5em;background:#fff;
  box-shadow:0 1px 4px #0002;border-radius:6px}
 h1{margin:.2em 0 .8em;font-size:1.6em}h1 small{font-weight:normal;color:#666;font-size:.6em}
 h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
