@@ -8,12 +8,13 @@ the same update, read the labels, keep the model untouched and reject bad input.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
-from shieldsplit.attacks import AttackContext, attack_class, create_attack
+from shieldsplit.attacks import AttackContext, Reconstruction, attack_class, create_attack
 from shieldsplit.attacks.fedavg_simulation import FedAvgSimulation
 from shieldsplit.data import load_dataset
 from shieldsplit.errors import ConfigError, ShieldSplitError, StateError
@@ -51,7 +52,7 @@ def context(net: nn.Module, aux_x: torch.Tensor, aux_y: torch.Tensor) -> AttackC
 
 
 def mean_psnr(name: str, obs: Observation, ctx: AttackContext, x: torch.Tensor,
-              **options: object) -> tuple[float, object]:
+              **options: Any) -> tuple[float, Reconstruction]:
     attack = create_attack(name, seed=0, progress=False, **options)
     attack.prepare(ctx)
     rec = attack.reconstruct(obs)
@@ -70,7 +71,7 @@ def test_beats_the_mean_image_and_inverting_gradients_on_the_same_update(digits)
     baseline = float(psnr(ax.mean(0, keepdim=True).expand_as(x), x).mean())
     assert ours > baseline + 2.0, (ours, baseline)
     assert ours > theirs + 2.0, (ours, theirs)
-    assert sorted(rec.labels.tolist()) == sorted(y.tolist())  # counted from the bias update
+    assert rec.labels is not None and sorted(rec.labels.tolist()) == sorted(y.tolist())
     assert rec.meta["labels_from"] == "bias update"
     assert rec.meta["matched"] == "the simulated update"  # untrained: no feature step
     assert rec.meta["loss"] <= rec.meta["initial_loss"]
@@ -85,7 +86,7 @@ def test_shuffled_epochs_of_several_steps_use_the_order_prior(digits) -> None:
     score, rec = mean_psnr("fedavg-simulation", obs, context(net, ax, ay), x, iterations=30)
     baseline = float(psnr(ax.mean(0, keepdim=True).expand_as(x), x).mean())
     assert score > baseline + 2.0, (score, baseline)
-    assert sorted(rec.labels.tolist()) == sorted(y.tolist())
+    assert rec.labels is not None and sorted(rec.labels.tolist()) == sorted(y.tolist())
 
 
 def test_the_feature_step_runs_where_the_row_space_tells_images_apart(digits) -> None:
@@ -141,6 +142,7 @@ def test_declarations_and_bad_observations(digits) -> None:
     x, y, ax, ay = digits
     net = tiny_net()
     obs = observe_update(net, x, y, local_epochs=1, local_batch_size=4, lr=0.05)
+    assert obs.update is not None
     attack = create_attack("fedavg-simulation", seed=0, progress=False, iterations=2)
     with pytest.raises(StateError):
         attack.reconstruct(obs)
@@ -201,8 +203,8 @@ def test_order_prior_pairs_shuffled_epochs_within_a_class() -> None:
 def test_row_space_holds_the_victims_and_the_selection_finds_each_once() -> None:
     gen = torch.Generator().manual_seed(0)
     victims = torch.rand(3, 50, generator=gen)
-    coefficients = torch.randn(3, 8, generator=gen)
-    update = sum(torch.outer(coefficients[i], victims[i]) for i in range(3))
+    coefficients = torch.randn(3, 8, generator=gen)  # (victims, outputs)
+    update = coefficients.T @ victims  # one outer product per victim
     basis = row_space(update)
     assert basis.shape == (3, 50)
     others = torch.rand(5, 50, generator=gen)
