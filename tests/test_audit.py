@@ -47,6 +47,7 @@ FAST: dict[str, dict[str, Any]] = {
     "idlg": {"iterations": 4, "restarts": 1},
     "inverting-gradients": {"iterations": 15, "restarts": 1},
     "inverting-gradients-fedavg": {"iterations": 15, "restarts": 1},
+    "fedavg-simulation": {"iterations": 3, "restarts": 1, "feature_iterations": 3},
 }
 
 #: The generic split-learning attacks, by their declarations.
