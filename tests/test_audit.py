@@ -49,6 +49,7 @@ FAST: dict[str, dict[str, Any]] = {
     "inverting-gradients-fedavg": {"iterations": 15, "restarts": 1},
     "imprint": {"bins": 16},
     "fsha": {"client_steps": 4, "pretrain_epochs": 1, "width": 8, "discriminator_width": 8},
+    "fedavg-simulation": {"iterations": 3, "restarts": 1, "feature_iterations": 3},
 }
 
 #: The generic split-learning attacks, by their declarations.
