@@ -214,8 +214,9 @@ def check_budget(epsilon: float, budget: float | None, *, client: int) -> None:
     """
     if budget and epsilon > budget:
         raise BudgetExceededError.build(
-            what="epsilon budget", expected=f"client {client}'s epsilon at most {budget:g}",
-            received=f"{epsilon:.4g} after this round",
+            what="epsilon budget",
+            expected=f"client {client}'s cumulative epsilon at most {budget:g}",
+            received=f"epsilon {epsilon:.4g} with this round's update",
             fix="the client sent no update this round (its accountant is unchanged); raise "
                 "--epsilon-budget (run config epsilon-budget) or stop the run")
 
