@@ -363,7 +363,7 @@ def _train_message(arrays: Any, server_round: int) -> Any:
     meta = Metadata(run_id=7, message_id=f"train-{server_round}", src_node_id=0,
                     dst_node_id=1, reply_to_message_id="", group_id=str(server_round),
                     created_at=time.time(), ttl=3600, message_type="train")
-    return Message(RecordDict({"arrays": arrays,
+    return Message(RecordDict({"arrays": arrays,  # type: ignore[call-overload]
                                "config": ConfigRecord({"server-round": server_round})}),
                    metadata=meta)
 
