@@ -332,7 +332,9 @@ def test_the_auditing_strategy_adds_a_leakage_table(cli_run: dict) -> None:
 def test_a_bad_option_fails_before_any_work() -> None:
     from shieldsplit.cli import app
 
-    for args in (["--defense", "pgsl"], ["--partition", "dirichlet:0"], ["--audit", "x"]):
+    for args in (["--defense", "pgsl"], ["--partition", "dirichlet:0"], ["--audit", "x"],
+                 ["--defense", "dpsgd", "--epsilon-budget", "0"],
+                 ["--defense", "none", "--epsilon-budget", "8", "--limit", "40"]):
         done = CliRunner().invoke(app, ["federate", *args])
         assert done.exit_code == 2 and done.stderr.startswith("error: "), done.output
 
