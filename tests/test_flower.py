@@ -556,3 +556,20 @@ def test_the_report_flags_an_accountant_that_covers_fewer_rounds_than_were_train
     assert "budget 9" in flower.render_html(result)
     continued = [r.model_copy(update={"accountant_rounds": i + 1}) for i, r in enumerate(rounds)]
     assert result.model_copy(update={"client_rounds": continued}).accounting_gaps() == []
+
+
+def test_a_simulation_past_its_budget_records_every_refusal_and_is_not_complete() -> None:
+    from shieldsplit.data import load_dataset
+    from shieldsplit.models import SmallConvNet
+
+    ds = load_dataset("digits", seed=0, limit=60)
+    torch.manual_seed(0)
+    result = flower.simulate(SmallConvNet(num_classes=10, image_size=8, width=4),
+                             data=(ds.x_train, ds.y_train), defense="dpsgd", clients=2,
+                             rounds=2, batch_size=16, cut=1, progress=False,
+                             epsilon_budget=1e-3)
+    assert len(result.history) == 2, result.error
+    assert all(len(h.refused) == 2 and h.clients == [] for h in result.history)
+    assert all("Privacy budget exhausted" in r for h in result.history for r in h.refused)
+    assert result.client_rounds == [] and not result.complete
+    assert "0 of the 2 clients" in str(result.error) and result.epsilon_budget == 1e-3
