@@ -20,6 +20,9 @@ The package, by concern (every name below is re-exported here):
   of tensors, the server's gate :func:`check_reply`);
 - :mod:`~shieldsplit.adapters.flower.client`: the ``ClientApp`` (:class:`ClientSpec`,
   :func:`client_app`, :func:`make_shards`, :func:`aggregate_evaluation`);
+- :mod:`~shieldsplit.adapters.flower.ledger`: a client's privacy accountant on its own disk
+  (:class:`PrivacyLedger`, so a restarted SuperNode goes on counting) and its epsilon
+  budget (:func:`check_budget`);
 - :mod:`~shieldsplit.adapters.flower.strategy`: :class:`RecordingStrategy`, the server's
   typed record of every round;
 - :mod:`~shieldsplit.adapters.flower.audit`: the live audit (:class:`AuditingStrategy`;
@@ -55,7 +58,9 @@ from shieldsplit.adapters.flower.audit import (
     federated_update,
 )
 from shieldsplit.adapters.flower.client import (
+    EPSILON_BUDGET_KEY,
     LOCAL_STATE_KEY,
+    PRIVACY_DIR_KEY,
     ClientSpec,
     Shard,
     SpecSource,
@@ -72,6 +77,13 @@ from shieldsplit.adapters.flower.deployment import (
     deployment_client_app,
     deployment_server_app,
     spec_from_config,
+)
+from shieldsplit.adapters.flower.ledger import (
+    BudgetExceededError,
+    LedgerEntry,
+    PrivacyLedger,
+    check_budget,
+    default_privacy_dir,
 )
 from shieldsplit.adapters.flower.messages import (
     arrays_of,
@@ -104,18 +116,23 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "EPSILON_BUDGET_KEY",
     "LABEL_ATTACK",
     "LOCAL_STATE_KEY",
+    "PRIVACY_DIR_KEY",
     "RUN_CONFIG_DEFAULTS",
     "UPDATE_ATTACK",
     "AuditSetting",
     "AuditingStrategy",
+    "BudgetExceededError",
     "ClientRound",
     "ClientSpec",
     "ClientUpdate",
     "FederatedResult",
     "LabelEvidence",
     "LeakageRow",
+    "LedgerEntry",
+    "PrivacyLedger",
     "RecordingStrategy",
     "RoundRecord",
     "Shard",
@@ -123,8 +140,10 @@ __all__ = [
     "aggregate_evaluation",
     "arrays_of",
     "build_defense",
+    "check_budget",
     "check_reply",
     "client_app",
+    "default_privacy_dir",
     "deployment_client_app",
     "deployment_server_app",
     "evaluate_counts",

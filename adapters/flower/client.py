@@ -3,9 +3,12 @@
 A client holds its shard (:class:`ClientSpec`, :func:`make_shards`), builds the defence
 around the global weights it receives (:func:`build_defense`, :func:`load_shared`),
 trains it with the defence's own ``fit`` and sends back its shared state
-(:func:`shared_state`); the client-only state (DP-SGD's accountant) stays in its
-``context.state`` under :data:`LOCAL_STATE_KEY`. Federated evaluation sends confusion
-matrices and loss sums, which :func:`aggregate_evaluation` adds up exactly.
+(:func:`shared_state`); the client-only state (DP-SGD's accountant) stays on the client:
+in its ``context.state`` under :data:`LOCAL_STATE_KEY` and, so that a restarted SuperNode
+goes on counting, in its :class:`~shieldsplit.adapters.flower.ledger.PrivacyLedger` on
+disk. A client refuses a round that would take it past its epsilon budget. Federated
+evaluation sends confusion matrices and loss sums, which :func:`aggregate_evaluation` adds
+up exactly.
 
 Example:
     >>> x, y = torch.rand(10, 1, 8, 8), torch.arange(10) % 2
@@ -16,19 +19,29 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from pydantic import BaseModel
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from shieldsplit.adapters.flower.ledger import (
+    BudgetExceededError,
+    PrivacyLedger,
+    check_budget,
+    default_privacy_dir,
+    fingerprint,
+    tensor_digest,
+)
 from shieldsplit.adapters.flower.messages import (
     arrays_of,
     config_value,
@@ -42,16 +55,19 @@ from shieldsplit.errors import ConfigError, UnsupportedModelError
 from shieldsplit.functional.classification import confusion_matrix, macro_f1
 from shieldsplit.functional.partition import partition_indices
 
+logger = logging.getLogger(__name__)
+
 #: the key of the client-only state (DP-SGD's accountant) in a client's ``context.state``
 LOCAL_STATE_KEY = "shieldsplit.local"
+
+#: the node-config (or run-config) keys of a client's privacy folder and epsilon budget
+PRIVACY_DIR_KEY, EPSILON_BUDGET_KEY = "privacy-dir", "epsilon-budget"
 
 #: one client's data: ``((x_train, y_train), (x_eval, y_eval))``
 Shard = tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 @dataclass
-
-
 class ClientSpec:
     """Everything a client needs to train and evaluate one defence on its shard.
 
@@ -63,6 +79,11 @@ class ClientSpec:
         local_epochs: local epochs per round.
         batch_size: the local batch size.
         seed: the run's seed.
+        source: loads one partition on a SuperNode (``(partition_id, num_partitions)``).
+        privacy_dir: the folder of the clients' privacy ledgers (a node config's
+            ``privacy-dir`` wins; None: :func:`~.ledger.default_privacy_dir`).
+        epsilon_budget: a client refuses a round that would take its epsilon past this
+            (None: no budget; a node config's ``epsilon-budget`` can only lower it).
     """
 
     model: nn.Module
@@ -73,6 +94,8 @@ class ClientSpec:
     batch_size: int = 32
     seed: int = 0
     source: Callable[[int, int], Shard] | None = None
+    privacy_dir: str | Path | None = None
+    epsilon_budget: float | None = None
 
     def build(self) -> Defense:
         """A fresh defence around (a copy of) the model, with the run's initial weights."""
@@ -222,15 +245,54 @@ def _node(context: Context) -> tuple[int, int | None]:
     return int(cfg.get("partition-id", 0)), None if num is None else int(num)
 
 
+def _ledger(run: ClientSpec, defense: Defense, context: Context, pid: int, num: int | None,
+            x: Tensor, y: Tensor) -> PrivacyLedger | None:
+    """The client's ledger (None for a defence with no client-only state)."""
+    if not defense.client_only_state():
+        return None
+    folder = context.node_config.get(PRIVACY_DIR_KEY) or run.privacy_dir \
+        or default_privacy_dir()
+    key = fingerprint({"run": context.run_id, "seed": run.seed, "defense": run.defense,
+                       "options": run.options, "local-epochs": run.local_epochs,
+                       "batch-size": run.batch_size, "partition-id": pid,
+                       "num-partitions": num, "data": tensor_digest(x, y)})
+    return PrivacyLedger(str(folder), key)
+
+
+def _budget(run: ClientSpec, context: Context) -> float | None:
+    """The tighter of the run's and the node's epsilon budget (None: neither)."""
+    node = context.node_config.get(EPSILON_BUDGET_KEY)
+    declared = [float(b) for b in (run.epsilon_budget, node) if b]
+    return min(declared) if declared else None
+
+
+def _refusal(msg: Message, pid: int, examples: int, spent: float, budget: float | None,
+             reason: str) -> Message:
+    """The reply of a client that refuses to train: no arrays, its epsilon so far, why."""
+    metrics: dict[str, int | float | list[int] | list[float]] = {
+        "num-examples": examples, "partition-id": pid,
+        "refused": 1, "epsilon": spent, "epsilon-budget": float(budget or 0.0)}
+    return Message(RecordDict({"metrics": MetricRecord(metrics),
+                               "refusal": ConfigRecord({"reason": reason})}), reply_to=msg)
+
+
 def client_app(spec: SpecSource) -> ClientApp:
     """The Flower ``ClientApp`` of one defence (simulation and deployment alike).
 
     ``train``: load the global arrays and the client's own accountant state, run the
     defence's :meth:`~shieldsplit.defenses.base.Defense.fit` for ``local_epochs`` on its shard,
     reply with the new shared arrays and ``num-examples``, ``train-loss``,
-    ``partition-id`` (and ``epsilon``, ``delta`` for DP-SGD). ``evaluate``: loss and the
-    confusion matrix on the held-out shard. The client's partition id comes from the
-    node config (``partition-id``), as Flower's simulation engine sets it.
+    ``partition-id`` (and ``epsilon``, ``delta``, ``accountant-rounds`` for DP-SGD). The
+    client-only state is read from and written to the client's
+    :class:`~shieldsplit.adapters.flower.ledger.PrivacyLedger` (folder: node config
+    ``privacy-dir``, else ``spec.privacy_dir``, else the default), so a restarted
+    SuperNode's epsilon goes on from where it stopped. A round that would take the
+    client's epsilon past its budget (``spec.epsilon_budget``, node config
+    ``epsilon-budget``) is refused: the reply holds no arrays, ``refused`` 1 and a
+    ``refusal`` record with the reason, and the accountant is left unchanged.
+    ``evaluate``: loss and the confusion matrix on the held-out shard. The client's
+    partition id comes from the node config (``partition-id``), as Flower's simulation
+    engine sets it.
 
     Args:
         spec: the defence, the model and the shards, or a function of the run's
@@ -249,22 +311,39 @@ def client_app(spec: SpecSource) -> ClientApp:
         (x, y), _ = run.shard(pid, num)
         defense = run.build()
         load_shared(defense, arrays_of(msg.content))
-        if LOCAL_STATE_KEY in context.state:
+        ledger = _ledger(run, defense, context, pid, num, x, y)
+        entry = None if ledger is None else ledger.load()
+        if entry is not None and entry.rounds:  # the disk outlives a SuperNode's memory
+            defense.load_state_dict(entry.tensors(), strict=False)
+        elif LOCAL_STATE_KEY in context.state:
             defense.load_state_dict(from_record(arrays_of(context.state, LOCAL_STATE_KEY)),
                                     strict=False)
-        rnd = int(config_value(msg.content, "server-round"))
-        seed = run.round_seed(rnd, pid)
-        loader = DataLoader(TensorDataset(x, y), batch_size=run.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(seed))
-        history = defense.fit(loader, epochs=run.local_epochs, seed=seed, progress=False)
+        budget = _budget(run, context)
+        spent = defense.privacy().get("epsilon")
+        try:
+            if spent is not None:
+                check_budget(spent, budget, client=pid)  # spent already: no training
+            rnd = int(config_value(msg.content, "server-round"))
+            seed = run.round_seed(rnd, pid)
+            loader = DataLoader(TensorDataset(x, y), batch_size=run.batch_size, shuffle=True,
+                                generator=torch.Generator().manual_seed(seed))
+            history = defense.fit(loader, epochs=run.local_epochs, seed=seed, progress=False)
+            privacy = defense.privacy()
+            if "epsilon" in privacy:
+                check_budget(float(privacy["epsilon"]), budget, client=pid)
+        except BudgetExceededError as exc:
+            logger.warning("client %d refuses to train: %s", pid, exc)
+            return _refusal(msg, pid, len(x), float(spent or 0.0), budget, str(exc))
         local = _local_records(defense)
-        if local:
-            context.state[LOCAL_STATE_KEY] = to_record(local)
         metrics: dict[str, int | float | list[int] | list[float]] = {
             "num-examples": len(x), "partition-id": pid,
             "train-loss": _last_loss(history),
         }
-        privacy = defense.privacy()
+        if local:
+            context.state[LOCAL_STATE_KEY] = to_record(local)
+            if ledger is not None:
+                metrics["accountant-rounds"] = ledger.save(
+                    local, epsilon=float(privacy.get("epsilon", 0.0))).rounds
         if "epsilon" in privacy:
             metrics["epsilon"] = float(privacy["epsilon"])
             metrics["delta"] = float(privacy["delta"])
@@ -349,6 +428,6 @@ def make_shards(x: Tensor, y: Tensor, *, clients: int, partition: str, seed: int
     return out
 
 
-__all__ = ["LOCAL_STATE_KEY", "ClientSpec", "Shard", "SpecSource", "aggregate_evaluation",
-           "build_defense", "client_app", "evaluate_counts", "load_shared", "make_shards",
-           "shared_state"]
+__all__ = ["EPSILON_BUDGET_KEY", "LOCAL_STATE_KEY", "PRIVACY_DIR_KEY", "ClientSpec", "Shard",
+           "SpecSource", "aggregate_evaluation", "build_defense", "client_app",
+           "evaluate_counts", "load_shared", "make_shards", "shared_state"]

@@ -41,7 +41,7 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
     "defense": "none", "model": "small-convnet", "data": "digits", "limit": 0,
     "partition": "iid", "seed": 0, "local-epochs": 1, "batch-size": 32, "cut": 2,
     "num-clients": 2, "num-server-rounds": 2, "out": "", "min-clients": 0,
-    "round-timeout": 3600,
+    "round-timeout": 3600, "privacy-dir": "", "epsilon-budget": 0.0,
 }
 
 
@@ -59,7 +59,10 @@ def spec_from_config(run_config: Mapping[str, Any]) -> ClientSpec:
 
     Every SuperNode loads the named data set and keeps its own partition
     (``partition-id`` of ``num-partitions`` in its ``--node-config``), a stand-in for a
-    site's own data. Keys: see :data:`RUN_CONFIG_DEFAULTS` (``limit`` 0: no cap).
+    site's own data. Keys: see :data:`RUN_CONFIG_DEFAULTS` (``limit`` 0: no cap;
+    ``privacy-dir`` "": the node config's, else the default folder of
+    :func:`~shieldsplit.adapters.flower.ledger.default_privacy_dir`; ``epsilon-budget``
+    0: none).
 
     Args:
         run_config: the run config (``context.run_config``).
@@ -89,9 +92,14 @@ def spec_from_config(run_config: Mapping[str, Any]) -> ClientSpec:
         return make_shards(ds.x_train, ds.y_train, clients=num, partition=str(cfg["partition"]),
                            seed=seed)[pid]
 
+    budget = float(cfg["epsilon-budget"])
+    if not budget >= 0:  # NaN included
+        raise ConfigError.build(what="epsilon-budget", expected="a number >= 0 (0: none)",
+                                received=cfg["epsilon-budget"], fix="epsilon-budget=8.0")
     return ClientSpec(model=model, defense=str(cfg["defense"]), options=options,
                       local_epochs=int(cfg["local-epochs"]), batch_size=int(cfg["batch-size"]),
-                      seed=seed, source=source)
+                      seed=seed, source=source, privacy_dir=str(cfg["privacy-dir"]) or None,
+                      epsilon_budget=budget or None)
 
 
 def deployment_client_app() -> ClientApp:
@@ -114,7 +122,9 @@ def deployment_server_app() -> ServerApp:
     """The ``ServerApp`` of a deployed run: FedAvg over ``num-clients`` SuperNodes.
 
     With ``out`` in the run config the :class:`FederatedResult` is written there as JSON
-    (atomically) after every round.
+    (atomically) after every round (``complete`` false) and at the end: ``complete`` is
+    true only when every round finished with at least ``min-clients`` clients; a run
+    stopped by Ctrl-C or an error is written with ``complete`` false and the reason.
 
     Returns:
         The app (name it in ``[tool.flwr.app.components] serverapp``).
@@ -129,23 +139,32 @@ def deployment_server_app() -> ServerApp:
         spec = spec_from_config(cfg)
         clients, rounds = int(cfg["num-clients"]), int(cfg["num-server-rounds"])
         out = str(cfg["out"])
+        least = int(cfg["min-clients"]) or clients
         result = FederatedResult(
             defense=spec.defense, clients=clients, rounds=rounds,
             partition=str(cfg["partition"]), partition_sizes=[],
             local_epochs=spec.local_epochs, batch_size=spec.batch_size, seed=spec.seed,
             engine="flower deployment engine (SuperLink, SuperNodes)",
             flwr_version=str(getattr(flwr, "__version__", "")),
-            delta=spec.build().privacy().get("delta"))
+            delta=spec.build().privacy().get("delta"), epsilon_budget=spec.epsilon_budget,
+            min_clients=least, complete=False)
         # min-clients (0: all): a round goes ahead once this many SuperNodes are online,
         # so a run that lost a SuperNode can finish with the others
-        least = int(cfg["min-clients"]) or clients
         inner = FedAvg(min_train_nodes=least, min_evaluate_nodes=least,
                        min_available_nodes=least,
                        evaluate_metrics_aggr_fn=aggregate_evaluation)
-        strategy = RecordingStrategy(inner, result,
-                                     on_round=(lambda r: r.save_json(out)) if out else None)
-        strategy.start(grid=grid, initial_arrays=to_record(shared_state(spec.build())),
-                       num_rounds=rounds, timeout=float(cfg["round-timeout"]))
+        save = (lambda r: r.save_json(out)) if out else (lambda r: None)
+        strategy = RecordingStrategy(inner, result, on_round=save)
+        try:
+            strategy.start(grid=grid, initial_arrays=to_record(shared_state(spec.build())),
+                           num_rounds=rounds, timeout=float(cfg["round-timeout"]))
+        except KeyboardInterrupt:
+            save(result.finish("interrupted (Ctrl-C)"))
+            raise
+        except BaseException as exc:
+            save(result.finish(f"{type(exc).__name__}: {exc}"))
+            raise
+        save(result.finish())
 
     return app
 

@@ -36,8 +36,12 @@ class ClientRound(BaseModel):
         client: the client's partition id.
         examples: its training examples.
         train_loss: its mean training loss in the last local epoch.
-        epsilon: DP-SGD only: the client's epsilon after this round (all its rounds).
+        epsilon: DP-SGD only: the client's cumulative epsilon after this round (all its
+            rounds, those before a restart of its SuperNode included).
         delta: the delta of that epsilon.
+        accountant_rounds: DP-SGD only: how many rounds the client's accountant covers
+            (its privacy ledger's count); fewer than the rounds the server saw it train
+            means its accountant started again.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -48,6 +52,7 @@ class ClientRound(BaseModel):
     train_loss: float
     epsilon: float | None = None
     delta: float | None = None
+    accountant_rounds: int | None = None
 
 
 class RoundRecord(BaseModel):
@@ -64,6 +69,8 @@ class RoundRecord(BaseModel):
             known, else ``node <id>``); FedAvg averaged the others.
         rejected: replies refused by :func:`check_reply` (malformed or oversized), with
             the typed error's message; the round went on without them.
+        refused: clients that refused to train because the round would take them past
+            their epsilon budget (``client <id>: <reason>``); they sent no update.
         seconds: wall time of the round.
     """
 
@@ -77,6 +84,7 @@ class RoundRecord(BaseModel):
     clients: list[int] = Field(default_factory=list)
     lost: list[str] = Field(default_factory=list)
     rejected: list[str] = Field(default_factory=list)
+    refused: list[str] = Field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -135,8 +143,11 @@ class FederatedResult(BaseModel):
         leakage: the live audit's rows (empty without ``audit``).
         audit_budget: the audit's budget, or None.
         delta: DP-SGD's delta (None for other defences).
-        complete: False if the run stopped early (Ctrl-C, an error); the rounds kept
-            are those that finished.
+        epsilon_budget: the clients' declared epsilon budget (None: none).
+        min_clients: the fewest clients a round must aggregate (0: all ``clients``).
+        complete: True only when every requested round finished with at least
+            ``min_clients`` clients (:meth:`finish`); False after Ctrl-C or an error, and
+            while the run is going on.
         error: what stopped it, if anything.
         notes: what the numbers mean and what was not deterministic.
         validation_accuracy: accuracy of the final global model on the ``validation``
@@ -163,6 +174,8 @@ class FederatedResult(BaseModel):
     leakage: list[LeakageRow] = Field(default_factory=list)
     audit_budget: str | None = None
     delta: float | None = None
+    epsilon_budget: float | None = None
+    min_clients: int = 0
     complete: bool = True
     error: str | None = None
     notes: list[str] = Field(default_factory=list)
@@ -179,12 +192,14 @@ class FederatedResult(BaseModel):
         return out
 
     def accounting_gaps(self) -> list[str]:
-        """Where a client's epsilon did not grow from one of its rounds to the next.
+        """Where a client's privacy accounting is discontinuous.
 
-        DP-SGD's epsilon covers every round a client trained, so it grows with each one; a
-        value that does not grow means the client's accountant started again (a restarted
-        SuperNode loses what it kept in memory) and the epsilon it reports from then on
-        under-states what it spent. The true total is at least the largest value reported.
+        DP-SGD's epsilon covers every round a client trained, so it grows with each one.
+        Flagged: an epsilon that does not grow from one of a client's rounds to the next,
+        and an accountant that covers fewer rounds than the server saw the client train
+        (its ``accountant_rounds``): either means the client's accountant started again
+        (e.g. a SuperNode restarted without its privacy ledger) and the epsilon it reports
+        from then on under-states what it spent.
 
         Returns:
             One sentence per discontinuity (empty: every curve grows).
@@ -205,6 +220,7 @@ class FederatedResult(BaseModel):
             mine = sorted((r for r in self.client_rounds
                            if r.client == client and r.epsilon is not None),
                           key=lambda r: r.round)
+            total = max((r.epsilon or 0.0 for r in mine), default=0.0)
             for before, after in itertools.pairwise(mine):
                 if after.epsilon is not None and before.epsilon is not None \
                         and after.epsilon <= before.epsilon:
@@ -213,21 +229,64 @@ class FederatedResult(BaseModel):
                         f"{after.round} is not above {before.epsilon:.3g} after round "
                         f"{before.round}: its privacy accountant started again, so the "
                         "epsilon it reports from then on under-states what it spent (at "
-                        f"least {max(r.epsilon or 0.0 for r in mine):.3g} in all)")
+                        f"least {total:.3g} in all)")
+            for seen, r in enumerate(mine, start=1):
+                if r.accountant_rounds is not None and r.accountant_rounds < seen:
+                    out.append(
+                        f"client {client}: after round {r.round} its accountant covers "
+                        f"{r.accountant_rounds} round(s) but the server saw it train {seen}: "
+                        "its accountant restarted, so its epsilon under-states what it "
+                        f"spent (at least {total:.3g} in all)")
         return out
+
+    def shortfall(self) -> str | None:
+        """Why the run is not complete: a missing round or one with too few clients.
+
+        Example:
+            >>> r = FederatedResult(defense="none", clients=2, rounds=2, partition="iid",
+            ...                     partition_sizes=[4, 4], local_epochs=1, batch_size=2,
+            ...                     seed=0, history=[RoundRecord(round=1, accuracy=0.5,
+            ...                                                  clients=[0, 1])])
+            >>> r.shortfall()
+            '1 of 2 rounds finished'
+        """
+        least = self.min_clients or self.clients
+        for h in self.history:
+            if len(h.clients) < least:
+                gone = ", ".join([*h.lost, *(x.split(":")[0] for x in [*h.rejected, *h.refused])])
+                return (f"round {h.round} aggregated {len(h.clients)} of the {least} clients "
+                        f"required" + (f" ({gone})" if gone else ""))
+        done = sum(h.accuracy is not None for h in self.history)
+        return None if done >= self.rounds else f"{done} of {self.rounds} rounds finished"
+
+    def finish(self, error: str | None = None) -> FederatedResult:
+        """Set ``complete`` and ``error``: complete only with no error and no :meth:`shortfall`.
+
+        Args:
+            error: what stopped the run (Ctrl-C, an exception), if anything.
+
+        Returns:
+            The result itself.
+        """
+        self.error = error or self.error or self.shortfall()
+        self.complete = self.error is None
+        return self
 
     def table(self) -> str:
         """A plain-text table: one line per round, then the audit's verdicts."""
         lines = [f"{'round':>5} {'accuracy':>9} {'macro F1':>9} {'loss':>8}  lost / rejected"]
         for h in self.history:
-            refused = [r.split(":")[0] + " (rejected)" for r in h.rejected]
+            refused = [r.split(":")[0] + " (rejected)" for r in h.rejected] \
+                + [r.split(":")[0] + " (epsilon budget)" for r in h.refused]
             lines.append(f"{h.round:>5} {_fmt(h.accuracy, '.4f'):>9} "
                          f"{_fmt(h.macro_f1, '.4f'):>9} {_fmt(h.loss, '.4f'):>8}  "
                          f"{', '.join([*h.lost, *refused]) or '-'}")
         lines += [f"round {h.round}: rejected {r}" for h in self.history for r in h.rejected]
+        lines += [f"round {h.round}: refused {r}" for h in self.history for r in h.refused]
+        budget = "" if self.epsilon_budget is None else f", budget {self.epsilon_budget:g}"
         for client, eps in self.epsilons().items():
-            lines.append(f"client {client}: epsilon per round "
-                         f"{', '.join(f'{e:.3g}' for e in eps)} (delta {self.delta:g})")
+            lines.append(f"client {client}: cumulative epsilon per round "
+                         f"{', '.join(f'{e:.3g}' for e in eps)} (delta {self.delta:g}{budget})")
         lines += [f"PRIVACY ACCOUNTING: {gap}" for gap in self.accounting_gaps()]
         for row in self.leakage:
             lines.append(f"round {row.round} client {row.client} {row.attack}: {row.verdict} "
@@ -291,7 +350,8 @@ def render_html(result: FederatedResult) -> str:
     rows = "".join(
         f"<tr><td>{h.round}</td><td>{_fmt(h.accuracy, '.4f')}</td>"
         f"<td>{_fmt(h.macro_f1, '.4f')}</td><td>{_fmt(h.loss, '.4f')}</td>"
-        f"<td>{esc(', '.join(h.lost) or '-')}</td><td>{esc('; '.join(h.rejected) or '-')}</td>"
+        f"<td>{esc(', '.join(h.lost) or '-')}</td>"
+        f"<td>{esc('; '.join([*h.rejected, *h.refused]) or '-')}</td>"
         "</tr>" for h in result.history)
     acc = {"accuracy": [h.accuracy for h in result.history if h.accuracy is not None],
            "macro F1": [h.macro_f1 for h in result.history if h.macro_f1 is not None]}
@@ -317,15 +377,18 @@ def render_html(result: FederatedResult) -> str:
         f"flwr {esc(result.flwr_version)}.</p>",
         "" if result.complete else f"<p><b>Stopped early:</b> {esc(str(result.error))}</p>",
         "<h2>Accuracy per round</h2><table border='1'><tr><th>round</th><th>accuracy</th>"
-        f"<th>macro F1</th><th>loss</th><th>lost clients</th><th>rejected replies</th></tr>"
+        f"<th>macro F1</th><th>loss</th><th>lost clients</th><th>rejected / refused</th></tr>"
         f"{rows}</table>",
         _svg_lines(acc, title="accuracy and macro F1 per round"),
     ]
+    budget = result.epsilon_budget
     if eps:
         parts += [f"<p><b>Privacy accounting:</b> {esc(gap)}</p>"
                   for gap in result.accounting_gaps()]
         parts += [f"<h2>Epsilon per client (delta {result.delta:g})</h2><table border='1'>"
-                  f"<tr><th>client</th><th>epsilon after each round</th></tr>{eps_rows}"
+                  f"<tr><th>client</th><th>cumulative epsilon after each round"
+                  f"{'' if budget is None else f' (budget {budget:g})'}"
+                  f"</th></tr>{eps_rows}"
                   "</table>",
                   _svg_lines({f"client {c}": v for c, v in eps.items()},
                              title="epsilon per client per round")]

@@ -23,7 +23,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,7 +52,7 @@ from shieldsplit.adapters.flower.messages import to_record
 from shieldsplit.adapters.flower.report import FederatedResult
 from shieldsplit.adapters.flower.strategy import RecordingStrategy
 from shieldsplit.datacontract import as_tensors, check_model
-from shieldsplit.errors import ShieldSplitError
+from shieldsplit.errors import ConfigError, ShieldSplitError
 from shieldsplit.functional.classification import macro_f1
 from shieldsplit.settings import AuditSettings, FederatedSettings
 
@@ -124,6 +127,21 @@ def _flower_logs(quiet: bool) -> Iterator[None]:
         flwr_logger.setLevel(level)
 
 
+def _check_budget(budget: float | None, privacy: dict[str, float]) -> None:
+    """An epsilon budget is a positive number, for a defence that accounts for epsilon."""
+    if budget is None:
+        return
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) \
+            or not math.isfinite(budget) or budget <= 0:
+        raise ConfigError.build(what="epsilon_budget", expected="a positive finite number",
+                                received=repr(budget), fix="pass e.g. epsilon_budget=8.0")
+    if "epsilon" not in privacy:
+        raise ConfigError.build(
+            what="epsilon_budget", expected="a defence that accounts for epsilon (dpsgd)",
+            received="a defence without a privacy accountant",
+            fix="drop the epsilon budget or train dpsgd")
+
+
 def simulate(
     model: nn.Module,
     *,
@@ -142,6 +160,8 @@ def simulate(
     audit_max_images: int = 64,
     progress: bool = True,
     validation: Any = None,
+    epsilon_budget: float | None = None,
+    privacy_dir: str | Path | None = None,
 ) -> FederatedResult:
     """Federated training of a defence on Flower's simulation engine (Ray backend).
 
@@ -177,9 +197,16 @@ def simulate(
             ds.y_val)``) the final global model is scored on
             (``result.validation_accuracy``, ``validation_macro_f1``): the split a
             setting is chosen on.
+        epsilon_budget: DP-SGD: a client refuses (sends no update in) a round that would
+            take its cumulative epsilon past this; the round records the refusal.
+        privacy_dir: where the clients keep their privacy ledgers
+            (:class:`~shieldsplit.adapters.flower.ledger.PrivacyLedger`); None: a
+            temporary folder removed after the run.
 
     Returns:
-        The result (rounds finished so far if interrupted; ``complete`` says so).
+        The result (rounds finished so far if interrupted); ``complete`` is True only
+        when every round finished with every client
+        (:meth:`~shieldsplit.adapters.flower.report.FederatedResult.finish`).
 
     Raises:
         ConfigError: on a bad option.
@@ -202,6 +229,7 @@ def simulate(
     if defense.startswith("latent"):
         options.setdefault("input_shape", tuple(int(s) for s in x.shape[1:]))
     probe = build_defense(model, defense, options)
+    _check_budget(epsilon_budget, probe.privacy())
     auxiliary: tuple[Tensor, Tensor] | None = None
     if audit is not None:
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
@@ -211,13 +239,13 @@ def simulate(
     shards = make_shards(x, y, clients=clients, partition=partition, seed=seed)
     spec = ClientSpec(model=copy.deepcopy(model).cpu(), defense=defense, options=options,
                       shards=shards, local_epochs=local_epochs, batch_size=batch_size,
-                      seed=seed)
+                      seed=seed, privacy_dir=privacy_dir, epsilon_budget=epsilon_budget)
     result = FederatedResult(
         defense=defense, clients=clients, rounds=rounds, partition=partition,
         partition_sizes=[len(shards[p][0][1]) for p in range(clients)],
         local_epochs=local_epochs, batch_size=batch_size, seed=seed,
         flwr_version=str(getattr(flwr, "__version__", "")), audit_budget=audit,
-        delta=probe.privacy().get("delta"),
+        delta=probe.privacy().get("delta"), epsilon_budget=epsilon_budget, complete=False,
         notes=["accuracy, macro F1 and loss: the global model after each round on the "
                "clients' held-out shards (confusion matrices and loss sums added up)"])
     setting = None
@@ -237,24 +265,29 @@ def simulate(
                         errors=failure, final=final)
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": 1, "include_dashboard": False}}
-    try:
-        with _flower_logs(quiet=not progress):
-            run_simulation(server_app=server, client_app=client_app(spec),
-                           num_supernodes=clients, backend_config=backend)  # type: ignore[arg-type]
-    except KeyboardInterrupt:
-        result.complete, result.error = False, "interrupted (Ctrl-C)"
-    except Exception as exc:  # the engine re-raises the server's error: keep what finished
-        if isinstance(exc, ShieldSplitError):
-            raise
-        logger.warning("the simulation stopped: %s: %s", type(exc).__name__, exc)
-        result.complete, result.error = False, f"{type(exc).__name__}: {exc}"
+    error: str | None = None
+    with contextlib.ExitStack() as stack:
+        if privacy_dir is None:
+            spec.privacy_dir = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="shieldsplit-privacy-"))
+        try:
+            with _flower_logs(quiet=not progress):
+                run_simulation(server_app=server, client_app=client_app(spec),
+                               num_supernodes=clients,
+                               backend_config=backend)  # type: ignore[arg-type]
+        except KeyboardInterrupt:
+            error = "interrupted (Ctrl-C)"
+        except Exception as exc:  # the engine re-raises the server's error: keep what finished
+            if isinstance(exc, ShieldSplitError):
+                raise
+            logger.warning("the simulation stopped: %s: %s", type(exc).__name__, exc)
+            error = f"{type(exc).__name__}: {exc}"
     if failure:
-        result.complete, result.error = False, f"{type(failure[0]).__name__}: {failure[0]}"
+        error = error or f"{type(failure[0]).__name__}: {failure[0]}"
         if isinstance(failure[0], ShieldSplitError):
+            result.finish(error)
             raise failure[0]
-    done = [h for h in result.history if h.accuracy is not None]
-    if len(done) < rounds and result.complete:
-        result.complete, result.error = False, f"{len(done)} of {rounds} rounds finished"
+    result.finish(error)
     if val is not None and final:
         scored = spec.build()
         load_shared(scored, final[-1])

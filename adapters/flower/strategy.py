@@ -40,6 +40,17 @@ def _node_of(msg: Message) -> int:
     return int(msg.metadata.src_node_id)
 
 
+def _refusal(msg: Message) -> str | None:
+    """The reason of a client's refusal to train (its epsilon budget), or None."""
+    content = msg.content
+    metrics = next(iter(content.metric_records.values()), None)
+    if metrics is None or not metrics.get("refused"):
+        return None
+    record = content.get("refusal") if "refusal" in content else None
+    reason = record.get("reason") if isinstance(record, ConfigRecord) else None
+    return str(reason or "past its epsilon budget")
+
+
 class RecordingStrategy(Strategy):
     """Wraps a Flower strategy and keeps a typed record of every round.
 
@@ -68,6 +79,9 @@ class RecordingStrategy(Strategy):
         #: sent message id -> destination node (names error replies the SuperLink made)
         self.destinations: dict[str, int] = {}
         self.nodes: dict[int, int] = {}
+        #: partition_sizes comes from the clients' reports (a deployment: the server never
+        #: holds the data)
+        self._sizes_reported = not result.partition_sizes
         self._start = time.perf_counter()
         self._round_start = time.perf_counter()
 
@@ -86,11 +100,13 @@ class RecordingStrategy(Strategy):
         return messages
 
     def _sorted(self, replies: Iterable[Message], *, sent: ArrayRecord | None = None
-                ) -> tuple[list[Message], list[Message], list[str]]:
-        """Valid replies (sorted by client), error replies, and the rejected ones' reasons."""
+                ) -> tuple[list[Message], list[Message], list[str], list[str]]:
+        """Valid replies (sorted by client), error replies, the rejected ones' reasons and
+        the refusals (a client past its epsilon budget)."""
         good: list[Message] = []
         bad: list[Message] = []
         rejected: list[str] = []
+        refused: list[str] = []
         for msg in replies:
             if msg.has_error():
                 bad.append(msg)
@@ -98,6 +114,12 @@ class RecordingStrategy(Strategy):
             with contextlib.suppress(ShieldSplitError):  # name the client if it can be read
                 self.nodes[_node_of(msg)] = int(metric(metrics_of(msg.content),
                                                        "partition-id"))
+            why = _refusal(msg)
+            if why is not None:
+                name = self._lost_names([msg])[0]
+                logger.warning("%s refused to train: %s", name, why)
+                refused.append(f"{name}: {why}")
+                continue
             try:
                 check_reply(msg.content, sent)
             except ShieldSplitError as exc:
@@ -107,7 +129,7 @@ class RecordingStrategy(Strategy):
                 continue
             good.append(msg)
         good.sort(key=lambda m: self.nodes.get(_node_of(m), _node_of(m)))
-        return good, bad, rejected
+        return good, bad, rejected, refused
 
     def _lost_names(self, bad: list[Message]) -> list[str]:
         return [self._name(self.destinations.get(m.metadata.reply_to_message_id, _node_of(m)))
@@ -139,13 +161,13 @@ class RecordingStrategy(Strategy):
         replies = list(replies)
         for out in self.outgoing.get(server_round, []):
             self.destinations[out.metadata.message_id] = int(out.metadata.dst_node_id)
-        good, bad, rejected = self._sorted(replies, sent=self.sent.get(server_round))
+        good, bad, rejected, refused = self._sorted(replies, sent=self.sent.get(server_round))
         silent = self.silent(server_round, replies)
         for name in silent:
             logger.warning("round %d: lost %s (no reply before the round's timeout)",
                            server_round, name)
         record = RoundRecord(round=server_round, lost=[*self._lost_names(bad), *silent],
-                             rejected=rejected)
+                             rejected=rejected, refused=refused)
         for msg in good:
             m = metrics_of(msg.content)
             pid = int(metric(m, "partition-id"))
@@ -154,7 +176,11 @@ class RecordingStrategy(Strategy):
                 round=server_round, client=pid, examples=int(metric(m, "num-examples")),
                 train_loss=metric(m, "train-loss"),
                 epsilon=metric(m, "epsilon") if "epsilon" in m else None,
-                delta=metric(m, "delta") if "delta" in m else None))
+                delta=metric(m, "delta") if "delta" in m else None,
+                accountant_rounds=int(metric(m, "accountant-rounds"))
+                if "accountant-rounds" in m else None))
+        record.lost += self.absent(record)
+        self._fill_sizes()
         for msg in bad:
             logger.warning("round %d: lost %s (%s)", server_round,
                            self._lost_names([msg])[0], msg.error.reason)
@@ -163,6 +189,36 @@ class RecordingStrategy(Strategy):
         # the inner strategy sees the sorted valid replies and the errors after them (a
         # rejected reply is left out, as if lost)
         return self.inner.aggregate_train(server_round, [*good, *bad])
+
+    def absent(self, record: RoundRecord) -> list[str]:
+        """The clients the run has (partition ids ``0 .. clients-1``) that this round
+        neither trained nor named: e.g. a SuperNode that went offline before the round,
+        to which the inner strategy sent nothing.
+
+        Only when the inner strategy trains every available client (its
+        ``fraction_train`` is 1, as FedAvg's default) and every lost node could be
+        named (a ``node <id>`` may be any of them).
+
+        Args:
+            record: the round so far.
+
+        Returns:
+            ``client <id> (no reply: offline)`` for each.
+        """
+        if float(getattr(self.inner, "fraction_train", 1.0)) < 1.0 \
+                or any(name.startswith("node ") for name in record.lost):
+            return []
+        named = {x.split(":")[0].split(" (")[0]
+                 for x in [*record.lost, *record.rejected, *record.refused]}
+        return [f"client {p} (no reply: offline)" for p in range(self.result.clients)
+                if p not in record.clients and f"client {p}" not in named]
+
+    def _fill_sizes(self) -> None:
+        """A deployed run's training examples per client, as the clients report them."""
+        if not self._sizes_reported:
+            return
+        seen = {r.client: r.examples for r in self.result.client_rounds}
+        self.result.partition_sizes = [seen.get(p, 0) for p in range(self.result.clients)]
 
     def audit_round(self, server_round: int, replies: list[Message]) -> None:
         """A hook run on the valid replies of every round (nothing here)."""
@@ -175,7 +231,7 @@ class RecordingStrategy(Strategy):
     def aggregate_evaluate(self, server_round: int,
                            replies: Iterable[Message]) -> MetricRecord | None:
         """Aggregate (sorted) and record the round's accuracy, macro F1 and loss."""
-        good, bad, _ = self._sorted(replies)
+        good, bad, _, _ = self._sorted(replies)
         metrics = self.inner.aggregate_evaluate(server_round, [*good, *bad])
         record = next((r for r in self.result.history if r.round == server_round), None)
         if record is None:

@@ -65,6 +65,11 @@ def federate(
     out: Annotated[Path | None, typer.Option(help="write the HTML report here")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON here")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress lines, no Flower INFO logs")] = False,
+    epsilon_budget: Annotated[float | None, typer.Option(
+        help="dpsgd: a client refuses (sends no update in) a round that would take its "
+        "cumulative epsilon past this")] = None,
+    privacy_dir: Annotated[Path | None, typer.Option(
+        help="keep the clients' privacy ledgers here (default: a temporary folder)")] = None,
 ) -> None:
     """Train a defence with federated averaging on Flower's simulation engine (Ray), with
     per-round accuracy, each client's epsilon (DP-SGD) and, with --audit, the leakage of
@@ -79,6 +84,10 @@ def federate(
         check_cut(model, where)
         if audit is not None:
             check_choice("--audit", audit, budget_names())
+        if epsilon_budget is not None and not (0 < epsilon_budget < float("inf")):
+            raise ConfigError.build(what="--epsilon-budget", expected="a positive number",
+                                    received=epsilon_budget, fix="pass e.g. --epsilon-budget 8")
+
         if partition.strip().lower().partition(":")[0] not in PARTITION_KINDS:
             check_choice("--partition", partition, PARTITION_EXAMPLES,
                          expected="iid or dirichlet:ALPHA (label skew, any ALPHA > 0)")
@@ -105,15 +114,17 @@ def federate(
         result = ssfl.simulate(
             net, data=ds, defense=defense, clients=clients, rounds=rounds, partition=partition,
             local_epochs=local_epochs, batch_size=batch_size, audit=audit, seed=seed,
-            cut=where, progress=not quiet,
+            cut=where, progress=not quiet, epsilon_budget=epsilon_budget,
+            privacy_dir=privacy_dir,
         )
     except ShieldSplitError as exc:
         fail(exc)
     say(result.table())
     written = write_outputs([(json_out, result.save_json, "JSON report"),
                              (out, result.save_html, "HTML report")])
-    if not result.complete:
-        raise typer.Exit(code=130)
+    if not result.complete:  # Ctrl-C: 130, as a shell reports SIGINT; a shortfall: 1
+        interrupted = (result.error or "").startswith("interrupted")
+        raise typer.Exit(code=130 if interrupted else 1)
     if not written:
         raise typer.Exit(code=1)
 
