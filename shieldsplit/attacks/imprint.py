@@ -317,11 +317,12 @@ class ImprintAttack(Attack):
 
     # -- the malicious model --------------------------------------------------------------
 
-    def modify(self, model: nn.Module) -> nn.Module:
+    def modify(self, model: nn.Module, images: Tensor | None = None) -> nn.Module:
         """The model the malicious server sends: the imprint block, then a copy of ``model``.
 
         Args:
             model: the user's model (not modified: it is deep-copied).
+            images: unused (the server reads the client's images off the gradient only).
 
         Returns:
             A new :class:`ImprintedModel` on ``model``'s device and dtype, in its mode.
