@@ -54,7 +54,7 @@ FAST: dict[str, dict[str, Any]] = {
 
 #: The generic split-learning attacks, by their declarations.
 SPLIT_ATTACKS = [a for a in sorted(FAST) if attack_class(a).position() == "split"
-                 and not attack_class(a).adapts_to]
+                 and not attack_class(a).adapts_to and attack_class(a).server == "honest"]
 
 
 @pytest.fixture(scope="module")

@@ -111,8 +111,9 @@ _DEFENSES = ("bido", "dpsgd", "jsma-input", "laplace", "latent-fixed", "latent-l
 
 #: ``--attacks`` and the attack of ``--attack-option``: the reconstruction attacks.
 ATTACKS = Choices(
-    ("adaptive-split", "dlg", "gan-prior", "idlg", "imprint", "inverting-gradients",
-     "inverting-gradients-fedavg", "split-black-box", "split-white-box"),
+    ("adaptive-split", "dlg", "fedavg-simulation", "fsha", "gan-prior", "idlg", "imprint",
+     "inverting-gradients", "inverting-gradients-fedavg", "split-black-box",
+     "split-white-box"),
     "shieldsplit.attacks.base", _attacks, "shieldsplit.attacks")
 #: ``compare --defenses``: every registered defence.
 DEFENSES = Choices((*_DEFENSES, "pgsl"), "shieldsplit.defenses.base", _defenses,
