@@ -50,6 +50,8 @@ FAST: dict[str, dict[str, Any]] = {
     "imprint": {"bins": 16},
     "fsha": {"client_steps": 4, "pretrain_epochs": 1, "width": 8, "discriminator_width": 8},
     "fedavg-simulation": {"iterations": 3, "restarts": 1, "feature_iterations": 3},
+    "sdar": {"epochs": 1, "width": 8, "discriminator_width": 8},
+    "unsplit": {"iterations": 10, "restarts": 1},
 }
 
 #: The generic split-learning attacks, by their declarations.

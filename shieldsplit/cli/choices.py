@@ -112,8 +112,8 @@ _DEFENSES = ("bido", "dpsgd", "jsma-input", "laplace", "latent-fixed", "latent-l
 #: ``--attacks`` and the attack of ``--attack-option``: the reconstruction attacks.
 ATTACKS = Choices(
     ("adaptive-split", "dlg", "fedavg-simulation", "fsha", "gan-prior", "idlg", "imprint",
-     "inverting-gradients", "inverting-gradients-fedavg", "split-black-box",
-     "split-white-box"),
+     "inverting-gradients", "inverting-gradients-fedavg", "sdar", "split-black-box",
+     "split-white-box", "unsplit"),
     "shieldsplit.attacks.base", _attacks, "shieldsplit.attacks")
 #: ``compare --defenses``: every registered defence.
 DEFENSES = Choices((*_DEFENSES, "pgsl"), "shieldsplit.defenses.base", _defenses,
