@@ -46,7 +46,7 @@ def plain_step(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor],
 
 
 def shield_step(shield: ss.SplitShield) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    client_opt, server_opt, _ = shield._optimizers()
+    client_opt, server_opt, _ = shield.optimizers()
     shield.train()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:

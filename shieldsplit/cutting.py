@@ -35,8 +35,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import torch
 import torch.fx as fx
-from torch import nn
+from torch import Tensor, nn
+from torch.fx.passes.shape_prop import ShapeProp
 
 from shieldsplit.errors import InvalidCutError, UnsupportedModelError
 
@@ -166,6 +168,16 @@ def _cut_points(gm: fx.GraphModule) -> tuple[list[fx.Node], list[CutPoint], list
             received="a model without any Conv or Linear layer",
             fix="wrap a classifier built from nn.Conv2d / nn.Linear layers",
         )
+    out = next((n for n in reversed(nodes) if n.op == "output"), None)
+    if out is not None and out.args and isinstance(out.args[0], (tuple, list, dict)):
+        raise UnsupportedModelError.build(
+            what="model",
+            expected="a classifier whose forward returns one (N, classes) logits tensor",
+            received=f"a forward that returns a {type(out.args[0]).__name__} of "
+            f"{len(out.args[0])} values",
+            fix="wrap the model so that forward returns the logits alone, e.g. "
+            "forward(self, x): return self.model(x)[0]",
+        )
     points: list[CutPoint] = []
     boundaries: list[tuple[int, int]] = []
     position = {n: i for i, n in enumerate(nodes)}
@@ -201,7 +213,44 @@ def list_cut_points(model: nn.Module) -> list[CutPoint]:
     return _cut_points(trace(model))[1]
 
 
-def _describe(points: list[CutPoint]) -> str:
+def cut_ranks(model: nn.Module, x: Tensor) -> dict[int, int]:
+    """The rank of the activations that cross each valid cut, from one forward pass.
+
+    4 means feature maps ``(N, C, H, W)`` (what PGSL's unshuffle and saliency channel
+    need), 2 flat features ``(N, F)`` (the cut falls after a ``Flatten``).
+
+    Args:
+        model: the classifier (not modified: a traced copy runs, in eval mode).
+        x: an example batch the model takes.
+
+    Returns:
+        ``{block index: activation rank}`` for every valid cut, in order.
+
+    Raises:
+        UnsupportedModelError: if the model has no Conv/Linear layer or cannot be traced.
+
+    Example:
+        >>> import torch
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(),
+        ...                     nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        ...                     nn.Linear(2 * 4 * 4, 3))
+        >>> cut_ranks(net, torch.zeros(2, 1, 4, 4))
+        {1: 4, 2: 2}
+    """
+    gm = trace(model).eval()
+    _, points, _ = _cut_points(gm)
+    with torch.no_grad():
+        ShapeProp(gm).propagate(x)
+    by_name = {n.name: n for n in gm.graph.nodes}
+    ranks = {}
+    for p in points:
+        meta = by_name[p.node].meta.get("tensor_meta")
+        ranks[p.index] = len(meta.shape) if meta is not None and hasattr(meta, "shape") else 0
+    return ranks
+
+
+def describe_cuts(points: list[CutPoint]) -> str:
+    """The cut points as a message lists them: ``1 (after 0), 2 (after 2)``, or ``none``."""
     return ", ".join(f"{p.index} (after {p.after})" for p in points) or "none"
 
 
@@ -219,7 +268,7 @@ def _boundary_for_name(
         names = sorted({str(n.target).split(".")[0] for n in nodes if n.op == "call_module"})
         raise InvalidCutError.build(
             what="cut",
-            expected=f"a block index ({_describe(points)}) or a submodule name such as {names}",
+            expected=f"a block index ({describe_cuts(points)}) or a submodule name such as {names}",
             received=repr(name),
             fix="pick one of the listed cut points",
         )
@@ -239,7 +288,8 @@ def split_model(model: nn.Module, cut: int | str) -> SplitParts:
 
     Raises:
         InvalidCutError: if ``cut`` is not a valid cut point; the message lists the valid ones.
-        UnsupportedModelError: if the model has no Conv/Linear layer or cannot be traced.
+        UnsupportedModelError: if the model has no Conv/Linear layer, cannot be traced, or
+            returns several values (a tuple) instead of one logits tensor.
     """
     gm = trace(model)
     nodes, points, boundaries = _cut_points(gm)
@@ -247,7 +297,7 @@ def split_model(model: nn.Module, cut: int | str) -> SplitParts:
     if isinstance(cut, bool) or not isinstance(cut, (int, str)):
         raise InvalidCutError.build(
             what="cut",
-            expected=f"an int block index ({_describe(points)}) or a submodule name",
+            expected=f"an int block index ({describe_cuts(points)}) or a submodule name",
             received=f"{cut!r} of type {type(cut).__name__}",
             fix="pass cut=<int> or cut='<submodule name>'",
         )
@@ -265,7 +315,7 @@ def split_model(model: nn.Module, cut: int | str) -> SplitParts:
             raise InvalidCutError.build(
                 what="cut",
                 expected="a point where exactly one tensor crosses, no parameter is used on both "
-                f"sides and at least one layer stays on the server; valid: {_describe(points)}",
+                f"sides and at least one layer stays on the server; valid: {describe_cuts(points)}",
                 received=f"{cut!r} ({len(crossing)} tensor(s) cross there)",
                 fix="cut at the end of a residual block or pass one of the listed indices",
             )
@@ -276,7 +326,7 @@ def split_model(model: nn.Module, cut: int | str) -> SplitParts:
         if cut not in valid:
             raise InvalidCutError.build(
                 what="cut",
-                expected=f"one of {list(valid)}: {_describe(points)}",
+                expected=f"one of {list(valid)}: {describe_cuts(points)}",
                 received=cut,
                 fix="pass one of the listed cut indices",
             )
@@ -321,4 +371,7 @@ def _build_parts(
     return head, tail
 
 
-__all__ = ["COMPUTE_TYPES", "CutPoint", "SplitParts", "list_cut_points", "split_model", "trace"]
+__all__ = [
+    "COMPUTE_TYPES", "CutPoint", "SplitParts", "cut_ranks", "describe_cuts", "list_cut_points",
+    "split_model", "trace",
+]

@@ -6,6 +6,7 @@
 - a ``torch.utils.data.DataLoader`` of ``(images, labels)`` batches;
 - any map-style ``Dataset`` of ``(image, label)`` items (e.g. ``TensorDataset``);
 - an ``(x, y)`` pair of tensors (or numpy arrays);
+- a list of ``(image, label)`` items (``(C, H, W)`` images, one number per label);
 - a :class:`~shieldsplit.data.ImageDataset` (its training split).
 
 Images are float ``(N, C, H, W)`` with values in ``[0, 1]``; labels are ``(N,)`` or
@@ -104,10 +105,12 @@ class Normalized(nn.Module):
 
 # ------------------------------------------------------------------ the model
 def check_model(model: Any, *, what: str = "model") -> nn.Module:
-    """A float32 ``nn.Module``, else a typed error.
+    """A float32 ``nn.Module`` with real weights, else a typed error (every entry point
+    that takes a model calls it first: the one check of the model itself).
 
     Raises:
-        UnsupportedModelError: not a module, or float64 (or other non-float32) weights.
+        UnsupportedModelError: not a module, weights on the meta device (shapes without
+            data: nothing could run), or float64 (or other non-float32) weights.
 
     Example:
         >>> check_model(nn.Linear(2, 2).double())  # doctest: +ELLIPSIS
@@ -119,6 +122,14 @@ def check_model(model: Any, *, what: str = "model") -> nn.Module:
         raise UnsupportedModelError.build(
             what=what, expected="a torch.nn.Module classifier", received=type(model).__name__,
             fix="pass the model object itself (load its weights first)",
+        )
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.is_meta for t in tensors):
+        raise UnsupportedModelError.build(
+            what=what, expected="a model with real weights (on the CPU or a GPU)",
+            received="weights on the meta device (shapes without data)",
+            fix="materialise the weights first: model.to_empty(device='cpu') then load a "
+            "state_dict (or build the model outside torch.device('meta'))",
         )
     dtypes = {t.dtype for t in model.parameters() if t.is_floating_point()}
     if dtypes - {torch.float32}:
@@ -225,12 +236,29 @@ def _pair(item: Any, what: str) -> tuple[Any, Any]:
     return item[0], item[1]
 
 
+def _is_items(data: Any) -> bool:
+    """A list (or tuple) of ``(image, label)`` items, as a Dataset yields them: each image
+    without its batch dimension (``(C, H, W)``) and each label one number. Such a list is
+    a data set (stacked), not a list of ``(images, labels)`` batches."""
+    if not isinstance(data, (list, tuple)) or not data:
+        return False
+    first = data[0]
+    if not (isinstance(first, (tuple, list)) and len(first) == 2):
+        return False
+    image, label = first
+    return int(getattr(label, "ndim", 0)) == 0 and not isinstance(label, (str, bytes)) and (
+        int(getattr(image, "ndim", 4)) < 4)
+
+
 def _collect(data: Any, what: str) -> tuple[Any, Any]:
     """Any accepted form -> raw (images, labels), not yet checked."""
     if isinstance(data, ImageDataset):
         return data.x_train, data.y_train
     if isinstance(data, TensorDataset) and len(data.tensors) == 2:
         return data.tensors[0], data.tensors[1]
+    if _is_items(data):  # [(image, label), ...]: stacked like a map-style Dataset
+        pairs = [_pair(item, what) for item in data]
+        return _stack([p[0] for p in pairs], what), _stack([p[1] for p in pairs], what)
     if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(
         data[0], (tuple, list)
     ):
@@ -470,6 +498,7 @@ def _is_batches(data: Any) -> bool:
         and not isinstance(data, (str, bytes, Tensor, ImageDataset, tuple, Dataset))
         and not (isinstance(data, list) and len(data) == 2
                  and not isinstance(data[0], (tuple, list)))
+        and not _is_items(data)
     )
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from shieldsplit.errors import ConfigError
+from shieldsplit.errors import ConfigError, UnsupportedModelError
 
 
 class PGSLNet(nn.Sequential):
@@ -191,4 +191,60 @@ def create_model(name: str, **kwargs: int) -> nn.Module:
     return MODELS[name](**kwargs)
 
 
-__all__ = ["MODELS", "PGSLNet", "SmallConvNet", "create_model"]
+def last_linear_name(model: nn.Module, *, trainable: bool = False) -> str | None:
+    """The name of a classifier's last ``nn.Linear`` (in registration order), or None.
+
+    The layer whose weight gradient reveals a batch's labels
+    (:func:`~shieldsplit.functional.labels.infer_labels_idlg`): its parameters are
+    ``f"{name}.weight"`` and ``f"{name}.bias"``, or ``"weight"`` and ``"bias"`` when the
+    model itself is the ``nn.Linear`` (name ``""``).
+
+    Args:
+        model: the model.
+        trainable: only count a layer whose weight requires a gradient (a layer
+            frozen by its owner has no gradient to read).
+
+    Returns:
+        The module name, ``""`` for the model itself, or None if it has no such layer.
+
+    Example:
+        >>> last_linear_name(SmallConvNet(num_classes=3, image_size=8))
+        '7'
+        >>> last_linear_name(nn.Linear(4, 2)), last_linear_name(nn.ReLU())
+        ('', None)
+    """
+    name = None
+    for mod_name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and (module.weight.requires_grad or not trainable):
+            name = mod_name
+    return name
+
+
+def output_layer_name(model: nn.Module) -> str:
+    """The name of a classifier's output layer: its last trainable ``nn.Linear``
+    (:func:`last_linear_name` with ``trainable=True``), for attacks that need it.
+
+    Args:
+        model: the classifier.
+
+    Returns:
+        The module name (``""`` when ``model`` itself is the layer).
+
+    Raises:
+        UnsupportedModelError: for a model without a trainable ``nn.Linear``.
+
+    Example:
+        >>> output_layer_name(SmallConvNet(num_classes=2, image_size=8))
+        '7'
+    """
+    found = last_linear_name(model, trainable=True)
+    if found is None:
+        raise UnsupportedModelError.build(
+            what="model", expected="a classifier whose last layer is a trainable nn.Linear",
+            received=type(model).__name__,
+            fix="use a model ending in nn.Linear (or grant the labels)")
+    return found
+
+
+__all__ = ["MODELS", "PGSLNet", "SmallConvNet", "create_model", "last_linear_name",
+           "output_layer_name"]

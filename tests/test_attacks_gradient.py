@@ -10,7 +10,14 @@ import pytest
 import torch
 
 import shieldsplit.attacks.gradient as gradient_mod
-from shieldsplit.attacks import AttackContext, Observation, available_attacks, create_attack
+import shieldsplit.attacks.gradient_base as gradient_base
+from shieldsplit.attacks import (
+    AttackContext,
+    Observation,
+    attack_class,
+    available_attacks,
+    create_attack,
+)
 from shieldsplit.attacks.gradient import DLG, IDLG, InvertingGradients, infer_labels_idlg
 from shieldsplit.attacks.observe import observe_gradient, observe_update
 from shieldsplit.errors import (
@@ -21,7 +28,7 @@ from shieldsplit.errors import (
     StateError,
 )
 from shieldsplit.functional.metrics import psnr
-from shieldsplit.models import MODELS, SmallConvNet, create_model
+from shieldsplit.models import MODELS, SmallConvNet, create_model, last_linear_name
 
 torch.set_num_threads(1)
 
@@ -72,6 +79,39 @@ def test_registry_and_model_names() -> None:
         assert isinstance(create_attack(name, progress=False), cls)
     assert "small-convnet" in MODELS
     assert isinstance(create_model("small-convnet", num_classes=3, image_size=8), SmallConvNet)
+
+
+def test_one_module_per_attack_and_declared_assumptions() -> None:
+    """Each gradient attack lives in (and registers from) its own module and declares
+    what it is granted besides the model and the observation: iDLG and Inverting
+    Gradients infer the labels (no ``labels``) and start from the auxiliary images;
+    the FedAvg attack also replays the client's local steps with its hyperparameters."""
+    expected = {
+        "dlg": ("dlg", []),
+        "idlg": ("idlg", ["auxiliary_data"]),
+        "inverting-gradients": ("inverting_gradients", ["auxiliary_data"]),
+        "inverting-gradients-fedavg": ("inverting_gradients_fedavg",
+                                       ["auxiliary_data", "local_hyperparameters"]),
+    }
+    for name, (module, assumes) in expected.items():
+        cls = attack_class(name)
+        assert cls.__module__ == f"shieldsplit.attacks.{module}"
+        assert cls.declaration().assumes == assumes
+        assert getattr(gradient_mod, cls.__name__) is cls  # the old import path still works
+    assert attack_class("inverting-gradients-fedavg").threat_words() == (
+        "federated server, honest (auxiliary data, the local training hyperparameters)")
+    assert attack_class("dlg").threat_words() == "federated server, honest"
+
+
+def test_last_linear_name_skips_frozen_layers() -> None:
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.ReLU(),
+                              torch.nn.Linear(3, 2))
+    assert last_linear_name(net) == "3"
+    net[3].weight.requires_grad_(False)
+    assert last_linear_name(net) == "3"
+    assert last_linear_name(net, trainable=True) == "1"
+    assert last_linear_name(torch.nn.Linear(2, 2)) == ""
+    assert last_linear_name(torch.nn.Conv2d(1, 1, 3)) is None
 
 
 def test_small_convnet_rejects_bad_options() -> None:
@@ -311,7 +351,8 @@ def test_budget_picks_schedule(net) -> None:
         InvertingGradients.budgets["quick"][0], 3)
 
 
-def test_ctrl_c_propagates(net, images, monkeypatch) -> None:
+@pytest.mark.parametrize("cls", [InvertingGradients, DLG, IDLG])
+def test_ctrl_c_propagates(net, images, monkeypatch, caplog, cls) -> None:
     @contextlib.contextmanager
     def interrupting(items, **_):
         def gen():
@@ -322,12 +363,15 @@ def test_ctrl_c_propagates(net, images, monkeypatch) -> None:
 
         yield gen()
 
-    monkeypatch.setattr(gradient_mod, "progress_bar", interrupting)
+    monkeypatch.setattr(gradient_base, "progress_bar", interrupting)  # every attack's loop
     before = _state(net)
-    attack = InvertingGradients(iterations=10, progress=False)
+    attack = cls(iterations=30, progress=False)
     attack.prepare(_context(net))
     with pytest.raises(KeyboardInterrupt):
         attack.reconstruct(observe_gradient(net, images[:1], torch.tensor([0])))
+    per_tick = 1 if cls is InvertingGradients else DLG.chunk  # L-BFGS: a chunk a tick
+    # the bar stopped before its third tick: the second (iteration 1 * per_tick) ran last
+    assert f"{cls.name} interrupted at iteration {per_tick};" in caplog.text
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k])
 

@@ -200,6 +200,7 @@ def test_baselines_majority_and_balanced_accuracy(monkeypatch: pytest.MonkeyPatc
     assert names == ["auxiliary mean", "nearest auxiliary"]
     # the mean image is one class for every victim: its balanced accuracy is at most chance
     mean_row = report.baselines[0]
+    assert report.chance is not None
     assert mean_row.balanced_accuracy <= report.chance + 1e-9
     r = report.results[0]
     assert r.balanced_accuracy is not None and r.evidence is not None
@@ -447,3 +448,69 @@ def test_an_honest_and_a_malicious_server_get_a_verdict_each() -> None:
         ("split", "no leakage found"), ("split, malicious", "leaks")]
     assert verdicts[1].sentence.startswith("A malicious split-learning server")
     assert verdicts[1].attacks == ["test-hijack"] and verdicts[0].attacks == ["split-black-box"]
+
+
+def test_the_report_reads_each_kind_of_leak_apart(tmp_path: Any) -> None:
+    """Issue 26: an attack that rebuilt noise (16 dB, below the 23.6 dB baseline) but read
+    every label must not read like one that rebuilt the images."""
+    import base64
+    import html
+    import re
+
+    from shieldsplit.audit.report import COLOURS, ControlResult, headline, kind_lines
+    from shieldsplit.functional.verdict import evidence
+
+    n = 64
+    true = torch.arange(n) // 32
+    noise = evidence(rec_psnr=torch.full((n,), 16.0) + 0.1 * torch.randn(
+                         n, generator=torch.Generator().manual_seed(2)),
+                     baseline_psnr=torch.full((n,), 23.6), identified=torch.zeros(n).bool(),
+                     lineup_size=483, predicted=torch.zeros(n), true=true,
+                     inferred_labels=true, seed=0, setting="federated learning, gradients")
+    labels = _stored("idlg", noise, noise)
+    labels.psnr, labels.baseline_psnr, labels.label_recovery = 16.0, 23.6, 1.0
+    images = _stored("split-white-box", _split_evidence(64, 8.0), _split_evidence(64, 8.0))
+    calibrated = _stored("split-black-box", _split_evidence(0, -3.0), _split_evidence(64, 8.0))
+    calibrated.control = ControlResult(kind="calibration", description="a fresh copy",
+                                       attack="split-black-box", psnr=12.5)
+    report = AuditReport(created="", model="m", defense="none", cut=2, budget="quick", seed=0,
+                         victims=n, auxiliary=482, clean_accuracy=0.5,
+                         results=[labels, images, calibrated])
+    decide_report(report)
+    split, federated = report.verdicts
+    assert (split.verdict, federated.verdict) == ("leaks", "leaks")
+    kinds = {k.kind: k.status for k in kind_lines(federated, report.results)}
+    assert kinds == {"images (PSNR gain)": "not shown", "re-identification (line-up)":
+                     "not shown", "class": "not shown", "labels": "leaks"}
+    assert {k.kind: k.status for k in kind_lines(split, report.results)}["labels"] == \
+        "not measured"
+    lines = kind_lines(federated, report.results)
+    assert headline(federated, lines) == ("leaks labels only (no image leak shown)", "labels")
+    assert headline(split, kind_lines(split, report.results)) == (
+        "leaks images (rebuilt and re-identified)", "images")
+    assert COLOURS["labels"] != COLOURS["images"]
+    text = report.summary()
+    assert re.search(r"labels:\s+leaks\s+idlg: 100% of 64 labels", text), text
+    assert re.search(r"images \(PSNR gain\):\s+not shown\s+idlg: PSNR 16\.0 dB", text), text
+
+    report.save_html(tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    cards = re.findall(r'<div class="verdict" data-verdict="leaks" data-tone="(\w+)" '
+                       r'style="border-left-color:(#\w+)"', page)
+    assert cards == [("images", COLOURS["images"]), ("labels", COLOURS["labels"])]
+    assert "leaks labels only (no image leak shown)" in page and "leaks: leaks" not in page
+    # the threat model in words, not the internal id
+    for r in report.results:
+        cls = ss.attacks.attack_class(r.attack)
+        assert f"<td>{html.escape(cls.threat_words())}</td>" in page
+        assert f"<td>{r.threat_model}</td>" not in page
+    # the control's PSNR beside the target's, and what the control bought
+    row = re.search(r"<td>split-white-box</td>.*?</tr>", page)
+    assert row and "30.00 (your control)" in row[0] and ">10.00<" in row[0], row
+    row = re.search(r"<td>split-black-box</td>.*?</tr>", page)
+    assert row and "12.50 (calibration)" in row[0] and ">n/a<" in row[0], row
+    # the JSON is a download, not a dump
+    link = re.search(r'download="shieldsplit-audit.json"\s+href="data:application/json;'
+                     r'base64,([A-Za-z0-9+/=]+)"', page)
+    assert link and AuditReport.model_validate_json(base64.b64decode(link[1])) == report
+    assert "<pre>{" not in page and '"schema_version"' not in page

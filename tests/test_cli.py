@@ -172,6 +172,7 @@ def test_a_failing_json_does_not_lose_the_html(tmp_path: Path,
 
     class FakeReport:
         complete = True
+        membership = membership_note = None
 
         def summary(self) -> str:
             return "summary"
@@ -357,6 +358,7 @@ def test_audit_passes_the_tolerance_and_prints_verdicts_verbatim(
 
     class Report:
         complete = True
+        membership = membership_note = None
 
         def summary(self) -> str:
             return "Verdicts:\n- [leaks] A split-learning server\n- [no leakage found] x"

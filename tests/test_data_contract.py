@@ -9,6 +9,7 @@ typed error with a fix.
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from shieldsplit.errors import (
     DataFileError,
     EmptyDataError,
     InputShapeError,
+    InvalidCutError,
     LabelError,
     ShieldSplitError,
     UnsupportedModelError,
@@ -69,6 +71,52 @@ def _fit(shield: Any, data: Any, **kw: Any) -> Any:
 
 X, Y = _xy()
 X28_MODEL = 28
+
+# models a probe passed in, with their weights and mode then: each must come back unchanged
+_KEPT: list[tuple[nn.Module, dict[str, torch.Tensor], bool]] = []
+
+
+def _kept(model: nn.Module) -> nn.Module:
+    _KEPT.append((model, {k: v.clone() for k, v in model.state_dict().items()}, model.training))
+    return model
+
+
+def _meta_net() -> nn.Module:
+    with torch.device("meta"):  # shapes without data: nothing can run on it
+        return _net()
+
+
+class _TupleNet(nn.Module):
+    """A classifier whose forward returns (logits, features)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten())
+        self.fc = nn.Linear(4 * 8 * 8, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return self.fc(f), f
+
+
+def _plain_cnn() -> nn.Module:
+    """The simplest CNN: its Flatten falls in block 2, so cut=2 carries flat features."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+
+
+def _load_around_other_classes() -> Any:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "shield.pt"
+        _shield().save(path)
+        return ss.SplitShield.load(path, _kept(_net(classes=3)))
+
+
+def _items() -> list[tuple[torch.Tensor, int]]:
+    """What a Dataset yields, collected in a list: (C, H, W) images and int labels."""
+    return [(X[i], int(Y[i])) for i in range(N)]
+
 # name -> (call, expected error type, a fragment the message must hold)
 PROBES: dict[str, tuple[Callable[[], Any], type[ShieldSplitError], str]] = {
     # silent on main
@@ -118,16 +166,77 @@ PROBES: dict[str, tuple[Callable[[], Any], type[ShieldSplitError], str]] = {
         lambda: _audit("notamodel", (X, Y)), UnsupportedModelError, "torch.nn.Module"),
     "x and y of different lengths": (
         lambda: _audit(_net(), (X, Y[:10])), LabelError, "as many labels as images"),
+    # issue 26 item 5: crashes inside torch on main
+    "SplitShield(seed='zero')": (
+        lambda: ss.SplitShield(_kept(_net()), cut=2, seed="zero"),  # type: ignore[arg-type]
+        ConfigError, "integer seed"),
+    "SplitShield.load around a model with other classes": (
+        _load_around_other_classes, UnsupportedModelError, "pass an instance built as the saved"),
+    "SplitShield.predict_proba of a meta-device model": (
+        lambda: ss.SplitShield(_kept(_meta_net()), cut=2).predict_proba(X),
+        UnsupportedModelError, "model.to_empty(device='cpu')"),
+    # issue 26 item 5: accepted silently on main
+    "SplitShield(meta-device model)": (
+        lambda: ss.SplitShield(_kept(_meta_net()), cut=2), UnsupportedModelError,
+        "model.to_empty(device='cpu')"),
+    "create_defense('laplace', meta-device model)": (
+        lambda: create_defense("laplace", _kept(_meta_net()), cut=2), UnsupportedModelError,
+        "model.to_empty(device='cpu')"),
+    "SplitShield(seed=-1)": (
+        lambda: ss.SplitShield(_kept(_net()), cut=2, seed=-1), ConfigError, "integer seed"),
+    "SplitShield(seed=1.5)": (
+        lambda: ss.SplitShield(_kept(_net()), cut=2, seed=1.5),  # type: ignore[arg-type]
+        ConfigError, "integer seed"),
+    # issue 26 item 5: untyped errors on main
+    "LatentPerturb.from_model(foo=1)": (
+        lambda: ss.LatentPerturb.from_model(_kept(_net()), cut=2, foo=1), ConfigError,
+        "drop the unknown option"),
+    "audit(None)": (lambda: _audit(None, (X, Y)), UnsupportedModelError,
+                    "pass the model object itself"),
+    "PGSLConfig(bogus=1)": (
+        lambda: ss.PGSLConfig(bogus=1),  # type: ignore[call-arg]
+        ConfigError, "drop the unknown option"),
+    "PGSLConfig(recovry=...)": (
+        lambda: ss.PGSLConfig(recovry={"mu": 0.3}),  # type: ignore[call-arg]
+        ConfigError, "rename it to 'recovery'"),
+    "PGSLConfig(recovery={'mu': -1})": (lambda: ss.PGSLConfig(recovery={"mu": -1}),
+                                        ConfigError, "pass recovery.mu=0.55"),
+    "DPSGD(seed='a').fit": (
+        lambda: _fit(ss.DPSGD(_kept(_net()), cut=2, seed="a"), (X, Y)),  # type: ignore[arg-type]
+        ConfigError, "integer seed"),
+    # issue 26 item 5: misleading messages on main
+    "SplitShield of a model returning a tuple (was 'expected one of []')": (
+        lambda: ss.SplitShield(_kept(_TupleNet()), cut=1), UnsupportedModelError,
+        "return self.model(x)[0]"),
+    "audit a model returning a tuple": (
+        lambda: _audit(_kept(_TupleNet()), (X, Y)), UnsupportedModelError,
+        "forward returns a 2-D logits tensor"),
+    "audit a meta-device model (was 'resize the images')": (
+        lambda: _audit(_kept(_meta_net()), (X, Y)), UnsupportedModelError,
+        "model.to_empty(device='cpu')"),
+    "SplitShield of the plain 2-conv CNN at cut=2 (Flatten in block 2)": (
+        lambda: ss.SplitShield(_kept(_plain_cnn()), cut=2), InvalidCutError, "pass cut=1"),
 }
+
+
+def _unchanged(before: torch.Tensor, after: torch.Tensor) -> bool:
+    if before.is_meta or after.is_meta:  # no data to compare: the same shape on the same device
+        return before.is_meta == after.is_meta and before.shape == after.shape
+    return torch.equal(before, after)
 
 
 @pytest.mark.parametrize("name", list(PROBES))
 def test_bad_input_is_a_typed_error_with_a_fix(name: str) -> None:
     call, error, fragment = PROBES[name]
+    _KEPT.clear()
     with pytest.raises(error) as info:
         call()
     assert fragment in str(info.value)
     assert "Fix:" in str(info.value)
+    for model, state, training in _KEPT:  # the user's model is unchanged
+        after = model.state_dict()
+        assert after.keys() == state.keys() and model.training == training
+        assert all(_unchanged(state[k], after[k]) for k in state)
 
 
 def _labels_n1_int32() -> torch.Tensor:
@@ -146,6 +255,13 @@ ACCEPTED: dict[str, Callable[[], Any]] = {
         DataLoader(TensorDataset(X, _labels_n1_int32()), batch_size=8)),
     "DP-SGD fit an (x, y) pair with int32 labels": lambda: _fit(
         create_defense("dpsgd", _net(), cut=2, noise_multiplier=0.5), (X, Y.int())),
+    # issue 26 item 5: "add the batch/channel dimensions" in fit, a torch concat error in audit
+    "SplitShield.fit a list of (image, label) items": lambda: _fit(_shield(), _items()),
+    "audit a list of (image, label) items": lambda: _audit(_net(), _items()),
+    # issue 26 item 5: "received 's'" on main
+    "audit attacks='split-black-box', one name as a string": lambda: ss.audit(
+        _net(), data=(X, Y), attacks="split-black-box", victims=8, budget="quick", seed=0,
+        progress=False),
 }
 
 
@@ -436,3 +552,26 @@ def test_split_shield_takes_a_scalar_normalisation_and_names_the_per_channel_lim
     off = ss.SplitShield(Normalized(_rgb_net(), (0.4, 0.5, 0.6), (0.2, 0.3, 0.4)), cut=1,
                          config=ss.PGSLConfig.off())
     assert off.predict_proba(x).shape == (2, 2)
+
+
+def test_a_list_of_items_gives_the_tensors_of_the_pair() -> None:
+    x, y = as_tensors(_items(), model=_net())
+    torch.testing.assert_close(x, X)
+    assert torch.equal(y, Y)
+
+
+def test_the_suggested_cut_of_the_plain_cnn_works() -> None:
+    with pytest.raises(InvalidCutError) as info:
+        ss.SplitShield(_plain_cnn(), cut=2)
+    assert "valid cuts: 1 (after 0), 2 (after 2)" in str(info.value)
+    shield = ss.SplitShield(_plain_cnn(), cut=1, seed=0)  # the cut the message suggests
+    proba = shield.predict_proba(X[:4])
+    assert proba.shape == (4, 2) and torch.allclose(proba.sum(1), torch.ones(4))
+
+
+def test_check_seed_is_the_one_seed_check_of_every_entry_point() -> None:
+    for bad in ("zero", -1, 1.5, True, 2**32):
+        with pytest.raises(ConfigError, match="integer seed"):
+            check_seed(bad)
+    shield = ss.SplitShield(_net(), cut=2, seed=np.int64(3))  # type: ignore[arg-type]
+    assert shield.seed == 3 and type(shield.seed) is int  # stored as a plain int

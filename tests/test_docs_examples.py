@@ -24,6 +24,19 @@ How they run:
   issue 14).
 - A block that needs ``../shared/data`` is skipped, with the reason, when the data
   folder is absent.
+- Every block that starts processes (:data:`SPAWNS`: ``multiprocessing``, Flower, the
+  split learning's ``run_local``, DataLoader workers...) also runs as users run a saved
+  example (issue 26): written to a ``.py`` file, together with the page's runnable blocks
+  before it, and run with ``python file.py``, at torch's default thread count. A pasted
+  run cannot show what *spawn* does to a script: the child imports the script again, so
+  code without an ``if __name__ == "__main__":`` guard starts processes from the child.
+  The other blocks run pasted only: without a child process a saved file runs them as
+  the pasted run does, and running every page twice would add the pasted runs' time
+  again (about 2 minutes on 2 loaded cores, 2026-12-06).
+- A line ``print(...)  # True`` (or ``# False``) is a claim: the booleans the run prints,
+  in order, must be the ones its lines claim.
+- The runs import the ``shieldsplit`` this test imports (``PYTHONPATH``), so a checkout
+  tests its own code whichever copy is installed.
 """
 
 from __future__ import annotations
@@ -46,6 +59,12 @@ BLOCK_TIMEOUT = 600
 LANGS = {"python": "python", "py": "python", "bash": "bash", "sh": "bash", "shell": "bash"}
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w+-]*)[ \t]*$")
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(?P<reason>.*?)\s*-->")
+#: Code that starts processes, directly or through shieldsplit or Flower.
+SPAWNS = re.compile(r"multiprocessing|\bspawn\b|\bProcess\(|ProcessPool|\brun_local\(|"
+                    r"\bserver_process\(|\bflwr\b|adapters import flower|adapters\.flower|"
+                    r"\bnum_workers\s*=\s*[1-9]")
+#: ``print(...)  # True``: a line that claims what it prints.
+CLAIM = re.compile(r"^\s*print\(.*\)\s*#\s*(?P<value>True|False)\s*$")
 #: Shell lines (or ``&&`` parts) that are not run, and why.
 LEFT_OUT = (
     (re.compile(r"^\s*(python -m )?pip install\b"), "installs packages"),
@@ -73,6 +92,15 @@ class Block:
     @property
     def needs_data(self) -> bool:
         return "shared/data" in self.code or "--data breastmnist" in self.code
+
+    @property
+    def spawns(self) -> bool:
+        return self.lang == "python" and SPAWNS.search(self.code) is not None
+
+    @property
+    def claims(self) -> list[str]:
+        """What its ``print(...)  # True`` / ``# False`` lines claim, in order."""
+        return [m["value"] for line in self.code.splitlines() if (m := CLAIM.match(line))]
 
 
 def parse_blocks(page: Path) -> list[Block]:
@@ -106,6 +134,7 @@ def parse_blocks(page: Path) -> list[Block]:
 ALL_BLOCKS = [b for page in doc_pages() for b in parse_blocks(page)]
 PY_PAGES = sorted({b.page for b in ALL_BLOCKS if b.lang == "python"})
 SHELL_BLOCKS = [b for b in ALL_BLOCKS if b.lang == "bash"]
+SPAWNING_BLOCKS = [b for b in ALL_BLOCKS if b.spawns]
 
 
 def test_the_examples_are_found_and_every_marker_gives_a_reason() -> None:
@@ -211,7 +240,11 @@ def sandbox(tmp_path: Path) -> Path:
 
 
 def environment() -> dict[str, str]:
-    env = {**os.environ, "SHIELDSPLIT_SMOKE": "1", "OMP_NUM_THREADS": "1",
+    import shieldsplit
+
+    here = str(Path(shieldsplit.__file__).resolve().parents[1])  # the shieldsplit under test
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "SHIELDSPLIT_SMOKE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("SHIELDSPLIT_DATA_ROOT", None)  # the examples name ../shared/data themselves
     return env
@@ -245,6 +278,74 @@ def test_python_examples_run(page: Path, sandbox: Path) -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=sandbox, env=environment(),
                           capture_output=True, text=True, timeout=BLOCK_TIMEOUT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert printed_booleans(done.stdout) == [c for b in runnable for c in b.claims], done.stdout
+
+
+def printed_booleans(stdout: str) -> list[str]:
+    """The lines of ``stdout`` that are ``True`` or ``False``, in order."""
+    return [line.strip() for line in stdout.splitlines() if line.strip() in ("True", "False")]
+
+
+def saved_with(block: Block) -> list[Block]:
+    """The page's runnable Python blocks up to ``block``: what a reader saves to run it."""
+    return [b for b in ALL_BLOCKS if b.page == block.page and b.lang == "python"
+            and b.not_run is None and b.line <= block.line]
+
+
+def run_as_script(code: str, folder: Path, name: str = "example.py",
+                  ) -> subprocess.CompletedProcess[str]:
+    """``python name`` in ``folder`` with ``code`` in it, as a user runs a saved example:
+    torch's default thread count (no ``OMP_NUM_THREADS``), the shieldsplit under test."""
+    (folder / name).write_text(code, encoding="utf-8")
+    env = environment()
+    env.pop("OMP_NUM_THREADS")
+    return subprocess.run([sys.executable, name], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=BLOCK_TIMEOUT)
+
+
+#: Starts a process with spawn and claims that it ran; a builtin target pickles by name.
+SPAWN = textwrap.dedent("""\
+    child = multiprocessing.get_context("spawn").Process(target=abs, args=(0,))
+    child.start()
+    child.join()
+    print(child.exitcode == 0)  # True
+""")
+
+
+def test_a_script_run_shows_what_a_pasted_run_hides(tmp_path: Path) -> None:
+    """Without the ``__main__`` guard the spawned child runs the script's top level again
+    and fails; pasted (``python -c``) there is no script to import again and it passes."""
+    unguarded = f"import multiprocessing\n{SPAWN}"
+    guarded = ('import multiprocessing\nif __name__ == "__main__":\n'
+               + textwrap.indent(SPAWN, "    "))
+    block = Block(tmp_path, 1, "python", guarded, None)
+    claims = block.claims
+    assert claims == ["True"] and block.spawns
+    pasted = subprocess.run([sys.executable, "-c", unguarded], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert printed_booleans(pasted.stdout) == claims, pasted.stderr
+    assert printed_booleans(run_as_script(unguarded, tmp_path).stdout) == ["False"]
+    done = run_as_script(guarded, tmp_path, "guarded.py")
+    assert printed_booleans(done.stdout) == claims, done.stderr
+
+
+def test_the_spawning_examples_are_found() -> None:
+    labels = {b.label for b in SPAWNING_BLOCKS}
+    assert "docs/federated.md:37" in labels  # Flower's simulation, not run (Ray, a minute)
+    assert any(label.startswith("docs/federated.md:2") for label in labels)  # run_local
+    assert not any(b.spawns for b in ALL_BLOCKS if b.page.name == "membership.md")
+
+
+@pytest.mark.parametrize("block", SPAWNING_BLOCKS, ids=lambda b: b.label)
+def test_spawning_examples_run_as_scripts(block: Block, sandbox: Path) -> None:
+    if block.not_run is not None:
+        pytest.skip(f"marked not run: {block.not_run}")
+    saved = saved_with(block)
+    skip_without_data(saved, sandbox)
+    code = "\n".join(f"# --- {b.label}\n{b.code}" for b in saved)
+    done = run_as_script(code, sandbox)
+    assert done.returncode == 0, code + done.stdout[-3000:] + done.stderr[-5000:]
+    assert printed_booleans(done.stdout) == [c for b in saved for c in b.claims], code + done.stdout
 
 
 @pytest.mark.parametrize("block", SHELL_BLOCKS, ids=lambda b: b.label)

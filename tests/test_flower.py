@@ -8,6 +8,7 @@ audit) is shared by the tests that read its result; Ray's start-up is the slow p
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
 from shieldsplit.errors import ConfigError, EmptyDataError, UnsupportedModelError
@@ -93,14 +93,14 @@ def test_bad_clients_labels_and_seed_raise_typed_errors() -> None:
 
 
 # ------------------------------------------------------------------ pure helpers
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=60))
-@settings(max_examples=60, deadline=None)
-def test_macro_f1_matches_scikit_learn(pairs: list[tuple[int, int]]) -> None:
-    true, pred = (np.array(v) for v in zip(*pairs, strict=True))
-    confusion = np.zeros((4, 4), dtype=np.int64)
-    np.add.at(confusion, (true, pred), 1)
-    expected = f1_score(true, pred, average="macro", zero_division=0)
-    assert flower.macro_f1(confusion) == pytest.approx(expected, abs=1e-12)
+def test_the_metric_maths_is_the_functional_one_under_its_old_names() -> None:
+    # the maths is tested against scikit-learn in test_functional_classification.py
+    from shieldsplit.attacks.label_counts import replay_label_counts
+    from shieldsplit.functional import classification
+
+    assert flower.macro_f1 is classification.macro_f1
+    assert flower.nearest_mean_labels is classification.nearest_mean_labels
+    assert flower.replay_label_counts is replay_label_counts
 
 
 def test_the_arrays_cross_without_pickle_and_the_accountant_stays_home() -> None:
@@ -332,7 +332,9 @@ def test_the_auditing_strategy_adds_a_leakage_table(cli_run: dict) -> None:
 def test_a_bad_option_fails_before_any_work() -> None:
     from shieldsplit.cli import app
 
-    for args in (["--defense", "pgsl"], ["--partition", "dirichlet:0"], ["--audit", "x"]):
+    for args in (["--defense", "pgsl"], ["--partition", "dirichlet:0"], ["--audit", "x"],
+                 ["--defense", "dpsgd", "--epsilon-budget", "0"],
+                 ["--defense", "none", "--epsilon-budget", "8", "--limit", "40"]):
         done = CliRunner().invoke(app, ["federate", *args])
         assert done.exit_code == 2 and done.stderr.startswith("error: "), done.output
 
@@ -351,3 +353,223 @@ def test_a_restarted_accountant_is_flagged_in_the_table_and_the_html() -> None:
     assert "Privacy accounting:" in flower.render_html(result)
     growing = result.model_copy(update={"client_rounds": rounds[:3]})
     assert growing.accounting_gaps() == []
+
+
+# ------------------------------------------------------------------ durable accounting (issue 25)
+def _train_message(arrays: Any, server_round: int) -> Any:
+    """A server's training message of one round, as a SuperNode receives it."""
+    import time
+
+    from flwr.app import ConfigRecord, Message, Metadata, RecordDict
+
+    meta = Metadata(run_id=7, message_id=f"train-{server_round}", src_node_id=0,
+                    dst_node_id=1, reply_to_message_id="", group_id=str(server_round),
+                    created_at=time.time(), ttl=3600, message_type="train")
+    return Message(RecordDict({"arrays": arrays,  # type: ignore[call-overload]
+                               "config": ConfigRecord({"server-round": server_round})}),
+                   metadata=meta)
+
+
+def _fresh_context(**node: Any) -> Any:
+    """A SuperNode's context right after it (re)started: nothing in memory."""
+    from flwr.app import Context, RecordDict
+
+    return Context(run_id=7, node_id=1, node_config={"partition-id": 0, "num-partitions": 1,
+                                                     **node},
+                   state=RecordDict(), run_config={})
+
+
+@pytest.fixture(scope="module")
+def dp_spec() -> Any:
+    from shieldsplit.models import SmallConvNet
+
+    torch.manual_seed(0)
+    x, y = torch.rand(24, 1, 8, 8), torch.arange(24) % 2
+    shards = flower.make_shards(x, y, clients=1, partition="iid", seed=0)
+    return flower.ClientSpec(model=SmallConvNet(num_classes=2, image_size=8, width=4),
+                             defense="dpsgd", options={"cut": 1, "noise_multiplier": 1.0},
+                             shards=shards, batch_size=8)
+
+
+def test_the_ledger_round_trips_exactly_and_is_keyed_by_its_fingerprint(tmp_path: Path) -> None:
+    from shieldsplit.adapters.flower.ledger import fingerprint
+
+    key = fingerprint({"run": 7, "partition-id": 0, "seed": 0})
+    ledger = flower.PrivacyLedger(tmp_path, key)
+    curve = torch.tensor([0.1, 1 / 3, 2.0**-40], dtype=torch.float64)
+    ledger.save({"rdp": curve, "fits": torch.tensor(3)}, epsilon=1.5)
+    ledger.save({"rdp": 2 * curve, "fits": torch.tensor(4)}, epsilon=2.5)
+    back = flower.PrivacyLedger(tmp_path, key).load()
+    assert back.rounds == 2 and back.epsilons == [1.5, 2.5]
+    assert torch.equal(back.tensors()["rdp"], 2 * curve)  # float64 survives JSON exactly
+    assert back.tensors()["fits"].dtype == torch.int64 and int(back.tensors()["fits"]) == 4
+    assert json.loads(ledger.path.read_text())["format"].startswith("shieldsplit.privacy")
+    # another run, seed or partition: another file, starting at zero
+    for other in ({"run": 8, "partition-id": 0, "seed": 0},
+                  {"run": 7, "partition-id": 1, "seed": 0},
+                  {"run": 7, "partition-id": 0, "seed": 1}):
+        assert fingerprint(other) != key
+        assert flower.PrivacyLedger(tmp_path, fingerprint(other)).load().rounds == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{key}.json"]  # no temp file
+
+
+def test_a_failed_ledger_write_keeps_the_previous_entry(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from shieldsplit.errors import OutputPathError
+
+    ledger = flower.PrivacyLedger(tmp_path, "k")
+    ledger.save({"rdp": torch.ones(2, dtype=torch.float64)}, epsilon=1.0)
+
+    def broken(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OutputPathError):
+        ledger.save({"rdp": torch.full((2,), 5.0, dtype=torch.float64)}, epsilon=9.0)
+    monkeypatch.undo()
+    kept = ledger.load()
+    assert kept.epsilons == [1.0] and kept.tensors()["rdp"].tolist() == [1.0, 1.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["k.json"]
+
+
+def test_a_corrupt_or_foreign_ledger_is_a_typed_error_not_a_silent_zero(tmp_path: Path) -> None:
+    ledger = flower.PrivacyLedger(tmp_path, "k")
+    ledger.path.write_text("{not json")
+    with pytest.raises(ConfigError, match="privacy-ledger"):
+        ledger.load()
+    flower.PrivacyLedger(tmp_path, "other").save({"rdp": torch.ones(1)}, epsilon=1.0)
+    (tmp_path / "other.json").rename(ledger.path)  # someone else's curve under our name
+    with pytest.raises(ConfigError, match="key k"):
+        ledger.load()
+
+
+def test_a_restarted_client_continues_its_epsilon_from_its_ledger(dp_spec: Any,
+                                                                   tmp_path: Path) -> None:
+    app = flower.client_app(dp_spec)
+    arrays = flower.to_record(flower.shared_state(dp_spec.build()))
+    replies = [app(_train_message(arrays, r), _fresh_context(**{"privacy-dir": str(tmp_path)}))
+               for r in (1, 2, 3)]
+    eps = [float(m.content["metrics"]["epsilon"]) for m in replies]
+    assert eps[0] < eps[1] < eps[2]
+    assert [int(m.content["metrics"]["accountant-rounds"]) for m in replies] == [1, 2, 3]
+    # the same three rounds on one SuperNode that never restarted: the same curve
+    kept = _fresh_context(**{"privacy-dir": str(tmp_path / "kept")})
+    steady = [float(app(_train_message(arrays, r), kept).content["metrics"]["epsilon"])
+              for r in (1, 2, 3)]
+    assert eps == pytest.approx(steady, rel=1e-9)
+    # without its ledger a restart would have started again at round 1's value
+    lost = app(_train_message(arrays, 3), _fresh_context(**{"privacy-dir": str(tmp_path / "x")}))
+    assert float(lost.content["metrics"]["epsilon"]) == pytest.approx(eps[0], rel=1e-9)
+
+
+def test_a_client_refuses_to_train_past_its_epsilon_budget(dp_spec: Any, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from flwr.app import ArrayRecord
+
+    node = {"privacy-dir": str(tmp_path)}
+    first = flower.client_app(dp_spec)(
+        _train_message(flower.to_record(flower.shared_state(dp_spec.build())), 1),
+        _fresh_context(**node))
+    spent = float(first.content["metrics"]["epsilon"])
+    budgeted = flower.client_app(replace(dp_spec, epsilon_budget=spent * 1.01))
+    arrays = flower.to_record(flower.shared_state(dp_spec.build()))
+    reply = budgeted(_train_message(arrays, 2), _fresh_context(**node))
+    metrics = reply.content["metrics"]
+    assert metrics["refused"] == 1 and float(metrics["epsilon"]) == pytest.approx(spent)
+    assert not any(isinstance(v, ArrayRecord) for v in reply.content.values())  # no update
+    assert "budget" in str(reply.content["refusal"]["reason"])
+    ledger_files = list(tmp_path.iterdir())
+    assert len(ledger_files) == 1
+    assert json.loads(ledger_files[0].read_text())["rounds"] == 1  # the accountant is unchanged
+    # a node's own, tighter budget refuses even when the run declares none
+    tight = flower.client_app(dp_spec)(_train_message(arrays, 2),
+                                       _fresh_context(**node, **{"epsilon-budget": 0.5}))
+    assert tight.content["metrics"]["refused"] == 1
+
+
+def test_the_server_records_a_refusal_and_the_run_is_then_not_complete() -> None:
+    from flwr.app import ConfigRecord, MetricRecord, RecordDict
+    from flwr.serverapp.strategy import FedAvg
+
+    result = flower.FederatedResult(defense="dpsgd", clients=2, rounds=1, partition="iid",
+                                    partition_sizes=[], local_epochs=1, batch_size=4, seed=0,
+                                    complete=False)
+    strategy = flower.RecordingStrategy(FedAvg(), result)
+    refusal = _train_message(flower.to_record({"w": torch.zeros(2)}), 1)
+    refusal.__dict__["_content"] = RecordDict({
+        "metrics": MetricRecord({"num-examples": 5, "partition-id": 1, "refused": 1,
+                                 "epsilon": 9.0}),
+        "refusal": ConfigRecord({"reason": "past its epsilon budget 8"})})
+    good, bad, rejected, refused = strategy._sorted([refusal])
+    assert good == bad == rejected == [] and refused == ["client 1: past its epsilon budget 8"]
+    result.history.append(flower.RoundRecord(round=1, accuracy=0.5, clients=[0],
+                                             refused=refused))
+    result.finish()
+    assert not result.complete and "1 of the 2 clients" in str(result.error)
+    assert "client 1 (epsilon budget)" in result.table()
+
+
+def test_a_run_is_complete_only_with_every_round_and_its_clients() -> None:
+    def run(*history: Any, min_clients: int = 0) -> Any:
+        return flower.FederatedResult(
+            defense="none", clients=2, rounds=2, partition="iid", partition_sizes=[4, 4],
+            local_epochs=1, batch_size=2, seed=0, min_clients=min_clients,
+            history=list(history), complete=False).finish()
+
+    full = [flower.RoundRecord(round=r, accuracy=0.5, clients=[0, 1]) for r in (1, 2)]
+    assert run(*full).complete and run(*full).error is None
+    short = flower.RoundRecord(round=2, accuracy=0.5, clients=[0], lost=["client 1"])
+    assert not run(full[0], short).complete
+    assert "client 1" in str(run(full[0], short).error)
+    assert run(full[0], short, min_clients=1).complete
+    assert not run(full[0]).complete
+    interrupted = flower.FederatedResult.model_validate(run(*full).model_dump())
+    interrupted.error = None
+    assert interrupted.finish("interrupted (Ctrl-C)").complete is False
+
+
+def test_an_offline_client_is_named_lost_even_when_it_was_sent_nothing() -> None:
+    from flwr.serverapp.strategy import FedAvg
+
+    result = flower.FederatedResult(defense="none", clients=3, rounds=1, partition="iid",
+                                    partition_sizes=[], local_epochs=1, batch_size=4, seed=0)
+    strategy = flower.RecordingStrategy(FedAvg(), result)
+    record = flower.RoundRecord(round=2, clients=[0], rejected=["client 2: bad arrays"])
+    assert strategy.absent(record) == ["client 1 (no reply: offline)"]
+    unnamed = flower.RoundRecord(round=2, clients=[0], lost=["node 99"])
+    assert strategy.absent(unnamed) == []  # node 99 may be client 1 or 2: not guessed
+
+
+def test_the_report_flags_an_accountant_that_covers_fewer_rounds_than_were_trained() -> None:
+    rounds = [flower.ClientRound(round=r, client=0, examples=10, train_loss=0.1, epsilon=e,
+                                 accountant_rounds=a)
+              for r, e, a in ((1, 5.2, 1), (2, 6.8, 2), (3, 7.1, 1))]
+    result = flower.FederatedResult(defense="dpsgd", clients=1, rounds=3, partition="iid",
+                                    partition_sizes=[10], local_epochs=1, batch_size=4, seed=0,
+                                    delta=1e-5, epsilon_budget=9.0, client_rounds=rounds)
+    gaps = result.accounting_gaps()
+    assert len(gaps) == 1 and "covers 1 round(s) but the server saw it train 3" in gaps[0]
+    assert "cumulative epsilon per round 5.2, 6.8, 7.1" in result.table()
+    assert "budget 9" in flower.render_html(result)
+    continued = [r.model_copy(update={"accountant_rounds": i + 1}) for i, r in enumerate(rounds)]
+    assert result.model_copy(update={"client_rounds": continued}).accounting_gaps() == []
+
+
+def test_a_simulation_past_its_budget_records_every_refusal_and_is_not_complete() -> None:
+    from shieldsplit.data import load_dataset
+    from shieldsplit.models import SmallConvNet
+
+    ds = load_dataset("digits", seed=0, limit=60)
+    torch.manual_seed(0)
+    result = flower.simulate(SmallConvNet(num_classes=10, image_size=8, width=4),
+                             data=(ds.x_train, ds.y_train), defense="dpsgd", clients=2,
+                             rounds=1, batch_size=16, cut=1, progress=False,
+                             epsilon_budget=1e-3)
+    assert len(result.history) == 1, result.error
+    assert all(len(h.refused) == 2 and h.clients == [] for h in result.history)
+    assert all("Privacy budget exhausted" in r for h in result.history for r in h.refused)
+    assert result.client_rounds == [] and not result.complete
+    assert "0 of the 2 clients" in str(result.error) and result.epsilon_budget == 1e-3

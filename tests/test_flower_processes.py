@@ -10,6 +10,7 @@ different test workers.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import signal
@@ -101,8 +102,8 @@ def test_a_crashed_client_and_a_malformed_reply_do_not_stop_the_run() -> None:
 
     @faulty.train()
     def train(msg: Message, context: Context) -> Message:
-        pid = int(context.node_config["partition-id"])
-        rnd = int(msg.content["config"]["server-round"])
+        pid = int(str(context.node_config["partition-id"]))
+        rnd = int(str(msg.content["config"]["server-round"]))
         if (pid, rnd) == (1, 2):
             raise RuntimeError("client 1 killed mid-round")
         reply = real(msg, context)
@@ -160,7 +161,7 @@ def test_a_client_that_never_replies_is_named_as_lost() -> None:
     from types import SimpleNamespace
 
     strategy = flower.RecordingStrategy(
-        inner=None, result=flower.FederatedResult(  # type: ignore[arg-type]
+        inner=None, result=flower.FederatedResult(
             defense="none", clients=2, rounds=1, partition="iid", partition_sizes=[],
             local_epochs=1, batch_size=16, seed=0))
 
@@ -175,3 +176,45 @@ def test_a_client_that_never_replies_is_named_as_lost() -> None:
     assert strategy.silent(2, []) == []
     strategy.nodes[9] = 1  # a client that replied in an earlier round is named by partition
     assert strategy.silent(1, [reply]) == ["client 1"]
+
+
+def test_a_restarted_supernode_continues_its_epsilon_from_its_ledger(tmp_path: Path) -> None:
+    """Issue 25: client 1's SuperNode is stopped after round 1 of a 3-round DP-SGD run and
+    started again with the same partition and privacy folder; the epsilon it reports
+    afterwards continues its curve (its privacy ledger outlived the process), the report
+    flags no discontinuity, and the run's status is honest about any round it missed."""
+    with LocalFederation(tmp_path) as fed:
+        fed.start_superlink()
+        nodes = {pid: f"partition-id={pid} num-partitions=2 privacy-dir='{tmp_path / f'site{pid}'}'"
+                 for pid in (0, 1)}
+        for pid in (0, 1):
+            fed.start_supernode(f"supernode{pid}", nodes[pid])
+        out = _submit(fed, "defense='dpsgd' num-server-rounds=3 round-timeout=120")
+        deadline = time.monotonic() + 240
+        while True:  # round 1 finished (its report is written after every round)
+            assert time.monotonic() < deadline, fed.log("superlink")[-2000:]
+            result = (flower.FederatedResult.model_validate_json(out.read_text())
+                      if out.exists() else None)
+            if result is not None and result.history and result.history[0].accuracy is not None:
+                break
+            time.sleep(0.2)
+        signal_group(fed.procs[2], signal.SIGTERM)  # supernode1 stops...
+        fed.procs[2].wait(timeout=30)
+        fed.start_supernode("supernode1-restarted", nodes[1])  # ...and starts again
+        deadline = time.monotonic() + 300
+        while result.error is None and not result.complete:  # the final report
+            assert time.monotonic() < deadline, fed.log("supernode1-restarted")[-2000:]
+            time.sleep(0.5)
+            result = flower.FederatedResult.model_validate_json(out.read_text())
+    mine = sorted((r for r in result.client_rounds if r.client == 1), key=lambda r: r.round)
+    assert mine[0].round == 1 and mine[-1].round == 3, result.client_rounds
+    eps = [r.epsilon or 0.0 for r in mine]
+    assert all(a < b for a, b in itertools.pairwise(eps)), eps  # the curve goes on
+    assert [r.accountant_rounds for r in mine] == list(range(1, len(mine) + 1))
+    assert result.accounting_gaps() == []
+    ledger = next((tmp_path / "site1").iterdir())
+    assert json.loads(ledger.read_text())["epsilons"] == pytest.approx(eps)
+    missed = [h for h in result.history if 1 not in h.clients]
+    assert result.complete == (not missed), result.error
+    assert all(h.lost for h in missed)  # a round without client 1 names it lost
+    assert result.partition_sizes[1] == mine[0].examples > 0

@@ -1,14 +1,21 @@
-"""Each PGSL step on its own, against independent references.
+"""Each PGSL step on its own, against independent references, then what each is for.
 
-(a) saliency (Captum vs autograd, the softmax identity of eq. 1), (b) the JSMA
-perturbation (numpy argsort reference), (c) pixel-unshuffle and sub-pixel
-up-sampling, (e) conv-sum fusion (eqs. 7-8), (g) adaptive weighted averaging
-(eqs. 9-11), and one paper-level check: the client's JSMA perturbation lowers
-its probe's confidence in the true class.
+References: (a) saliency (Captum vs autograd, the softmax identity of eq. 1, the
+shield's own gradient vs Captum), (b) the JSMA perturbation (numpy argsort
+reference), (c) pixel-unshuffle and sub-pixel up-sampling, (e) conv-sum fusion
+(eqs. 7-8), (g) adaptive weighted averaging (eqs. 9-11).
+
+Efficacy (``test_efficacy_*``, on tiny seeded models): the probe learns the task, (a)
+the map aims the pixel attack, (b) the attack lowers what an inversion attack rebuilds,
+(c) unshuffle is reversible, (e) fusion lifts the fused stream over the attacked one,
+(g) decision fusion outvotes a failing stream, and eqs. 10-11 take weight from a
+useless stream; (d) is in tests/test_recovery.py. ``tests/pgsl_mutations.py`` switches
+each step off and checks that one of them fails.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import numpy as np
@@ -21,7 +28,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from shieldsplit import PGSLConfig, PGSLNet, SplitShield
+from shieldsplit import ClientMessage, PGSLConfig, PGSLNet, SplitShield
 from shieldsplit.defenses.pgsl.fusion import (
     ConvSumFusion,
     adaptive_weights,
@@ -119,6 +126,33 @@ def test_softmax_identity_behind_jsma_saliency(seed: int, batch: int, classes: i
     torch.testing.assert_close(
         jsma_saliency(grad_target), jsma_saliency(grad_target, grad_others), atol=1e-20, rtol=1e-9
     )
+
+
+@pytest.mark.parametrize("method", ["saliency", "input_x_gradient"])
+@pytest.mark.parametrize("target", ["predicted", "label"])
+def test_shield_saliency_gradient_equals_captum(method: str, target: str) -> None:
+    """The shield takes eq. 1's derivative with torch.autograd (TorchScript cannot run
+    Captum); it equals Captum's attribution of the probe's softmax through the client."""
+    cfg = PGSLConfig(saliency={"method": method, "target": target})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        net = PGSLNet(num_classes=3, image_size=8, width=4, hidden=8)
+    shield = SplitShield(net, cut=2, config=cfg, input_shape=(1, 8, 8), seed=3).eval()
+    steps = shield.client_steps()
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.rand(5, 1, 8, 8, generator=g), torch.randint(0, 3, (5,), generator=g)
+
+    def proba(images: torch.Tensor) -> torch.Tensor:
+        return steps.probe_logits(images).softmax(-1)
+
+    with torch.no_grad():
+        predicted = proba(x).argmax(-1)
+    expected_target = y if target == "label" else predicted
+    expected = class_gradient(proba, x, expected_target, method=method)  # type: ignore[arg-type]
+    torch.testing.assert_close(steps.gradient(x, y), expected)
+    scores, heat = steps.saliency(x, y)
+    torch.testing.assert_close(scores, jsma_saliency(expected))
+    assert tuple(heat.shape) == (5, 1, 8, 8)
 
 
 @FAST
@@ -404,100 +438,215 @@ def test_shield_calibration_follows_eqs_10_11() -> None:
     s_max = {
         "recovered": torch.tensor(0.8), "fused": torch.tensor(0.5), "attacked": torch.tensor(0.34),
     }
-    shield._calibrate(s_max)
+    shield.calibrate(s_max)
     ref = _np_adaptive(np.array([0.8, 0.5, 0.34]), np.array([0.5, 0.3, 0.2]))
-    np.testing.assert_allclose(shield.stream_weights.numpy(), ref, rtol=1e-6)
+    np.testing.assert_allclose(shield.current_weights().numpy(), ref, rtol=1e-6)
 
 
-def _useless_attacked_stream_weights(seed: int) -> dict[str, float]:
-    """Train a shield whose attacked stream is frozen to constant (uniform) scores."""
+# --------------------------------------------------------------------------- efficacy
+# One test per PGSL step, each measuring what the step is *for* on a tiny seeded model:
+# tests/pgsl_mutations.py switches each step off in turn (through the methods
+# shieldsplit.defenses.pgsl.halves names) and checks that one of these tests fails.
+
+
+def bands(n: int, seed: int, image: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three classes: a bright band of rows at the top, middle or bottom, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = 0.2 * torch.rand(n, 1, image, image, generator=g)
+    band = image // 3
+    for i in range(n):
+        k = int(y[i])
+        x[i, :, k * band : (k + 1) * band, :] += 0.6
+    return x.clamp(0, 1), y
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[SplitShield, torch.Tensor, torch.Tensor]:
+    """A PGSL shield (every step on; a 10% pixel budget, 6 of 64 pixels) trained four
+    epochs on 48 band images, in eval mode, and 60 held-out images."""
+    cfg = PGSLConfig(train={"lr": 3e-2}, perturb={"pixel_budget": 0.1})
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(0)
         net = PGSLNet(num_classes=3, image_size=8, width=8, hidden=16)
-    shield = SplitShield(net, cut=2, config=PGSLConfig(train={"lr": 3e-2}),
-                         input_shape=(1, 8, 8), seed=seed)
-    last = [m for m in shield.tails["attacked"].modules() if isinstance(m, torch.nn.Linear)][-1]
+    shield = SplitShield(net, cut=2, config=cfg, input_shape=(1, 8, 8), seed=0)
+    train = DataLoader(TensorDataset(*bands(48, seed=0)), batch_size=8, shuffle=True)
+    shield.fit(train, epochs=4, seed=0, progress=False)
+    x, y = bands(60, seed=1)
+    return shield.eval(), x, y
+
+
+def accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
+    return float((probs.argmax(-1) == y).float().mean())
+
+
+def test_efficacy_probe_learns_the_task(
+    trained: tuple[SplitShield, torch.Tensor, torch.Tensor],
+) -> None:
+    """The client's local probe is what the map is taken through: it must know the task
+    (on held-out images) for the map to point at the pixels the decision rests on."""
+    shield, x, y = trained
+    with torch.no_grad():
+        assert accuracy(shield.client_steps().probe_logits(x), y) >= 0.9
+
+
+def test_efficacy_saliency_aims_the_pixel_attack(
+    trained: tuple[SplitShield, torch.Tensor, torch.Tensor],
+) -> None:
+    """(a) Eq. 1's map picks the pixels that matter: raising them lowers the client's own
+    confidence in the true class far more than raising as many random pixels."""
+    shield, x, y = trained
+    steps = shield.client_steps()
+
+    def true_class_proba(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return steps.probe_logits(images).softmax(-1).gather(1, y[:, None]).squeeze(1)
+
+    clean = true_class_proba(x)
+    attacked, _ = steps.attack(x)
+    k = budget_count(x[0].numel(), shield.config.perturb.pixel_budget)
+    assert ((attacked != x).flatten(1).sum(1) <= k).all()
+    random_scores = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+    blind = jsma_perturb(x, random_scores, pixel_budget=shield.config.perturb.pixel_budget,
+                         strength=1.0, clip=(0.0, 1.0)).adversarial
+    aimed_drop = float((clean - true_class_proba(attacked)).mean())
+    blind_drop = float((clean - true_class_proba(blind)).mean())
+    assert aimed_drop > 0.05
+    assert float((true_class_proba(attacked) < clean).float().mean()) >= 0.8
+    assert aimed_drop > 3 * max(blind_drop, 0.0)
+
+
+def _ridge_inversion(train: torch.Tensor, targets: torch.Tensor, victims: torch.Tensor,
+                     lam: float = 1e-2) -> torch.Tensor:
+    """A black-box model-inversion attacker (the paper's threat model, linear): a ridge
+    decoder from activations to images, fitted on the attacker's own images."""
+    def design(a: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a.flatten(1), torch.ones(a.shape[0], 1)], 1).double()
+
+    a = design(train)
+    w = torch.linalg.solve(a.T @ a + lam * torch.eye(a.shape[1], dtype=a.dtype),
+                           a.T @ targets.flatten(1).double())
+    return (design(victims) @ w).float().reshape(victims.shape[0], *targets.shape[1:])
+
+
+def test_efficacy_pixel_attack_lowers_what_an_inversion_attack_rebuilds(
+    trained: tuple[SplitShield, torch.Tensor, torch.Tensor],
+) -> None:
+    """(b) What crosses the cut comes from the attacked images: an attacker who trains a
+    decoder on the client's activations of its own images rebuilds the victims' images
+    worse than from the activations of the same images unattacked (same client, same map)."""
+    shield, victims, _ = trained
+    own = bands(300, seed=5)[0]
+    steps = shield.client_steps()
+
+    def wire(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what the client sends, what it would send without the pixel attack)."""
+        with torch.no_grad():
+            sent = shield.client(x).activations
+            _, heat = steps.saliency(x)
+            return sent, steps.features(x, heat)
+
+    sent_own, plain_own = wire(own)
+    sent_victims, plain_victims = wire(victims)
+    defended = F.mse_loss(_ridge_inversion(sent_own, own, sent_victims), victims)
+    undefended = F.mse_loss(_ridge_inversion(plain_own, own, plain_victims), victims)
+    assert float(defended) > 1.3 * float(undefended)
+
+
+def test_efficacy_unshuffle_is_reversible_at_half_resolution(
+    trained: tuple[SplitShield, torch.Tensor, torch.Tensor],
+) -> None:
+    """(c) The client's layers take every pixel of the attacked image, at half the
+    resolution: pixel-shuffling the tensor back gives the image exactly (and the map
+    channel is the average-pooled map)."""
+    shield, x, _ = trained
+    steps = shield.client_steps()
+    images, heat = steps.attack(x)
+    assert heat is not None
+    tensor = steps.assemble(images, heat)
+    assert tuple(tensor.shape) == (60, 5, 4, 4)
+    assert torch.equal(reshuffle(tensor[:, :4], 2), images)
+    torch.testing.assert_close(tensor[:, 4:], F.avg_pool2d(heat, 2))
+
+
+def _corrupted_messages(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activations of 8 channels on 4x4 pixels: a rank-one class signal (each class
+    brightens its own two channels) under a dense sparse attack (a quarter of the
+    entries raised by up to 8), which robust PCA strips and a linear read-out of the
+    attacked map cannot fully see through."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    loadings = torch.ones(3, 8)
+    for k in range(3):
+        loadings[k, 2 * k : 2 * k + 2] += 1.0
+    profile = torch.linspace(0.5, 1.5, 16)
+    low = (loadings[y][:, :, None] * profile[None, None, :]).reshape(n, 8, 4, 4)
+    hit = torch.rand(n, 8, 4, 4, generator=g) < 0.25
+    return low + hit * 8.0 * torch.rand(n, 8, 4, 4, generator=g), y
+
+
+def test_efficacy_fusion_lifts_the_fused_stream_over_the_attacked_one() -> None:
+    """(e) Conv-sum fusion lets the fused stream read the recovered map: trained on the
+    same attacked activations, the fused stream beats the attacked stream (the two are
+    the same network, from the same weights, and differ by the fusion alone)."""
+    cfg = PGSLConfig(train={"lr": 3e-2}, unshuffle={"enabled": False},
+                     saliency={"concat": False}, recovery={"max_iter": 50, "tol": 1e-6})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    shield = SplitShield(net, cut=1, config=cfg, input_shape=(1, 4, 4), seed=0)
+    half = shield.server_half()
+    a, y = _corrupted_messages(96, seed=0)
+    for _ in range(4):
+        for i in range(0, 96, 16):
+            half.step(ClientMessage(a[i : i + 16], None, y[i : i + 16]))
+        half.end_epoch()
+    shield.eval()
+    held_out, labels = _corrupted_messages(150, seed=1000)
+    with torch.no_grad():
+        logits = shield.server_streams(ClientMessage(held_out, None))
+    fused, attacked = accuracy(logits["fused"], labels), accuracy(logits["attacked"], labels)
+    assert fused >= 0.9
+    assert fused >= attacked + 0.1, (fused, attacked)
+
+
+def test_efficacy_decision_fusion_outvotes_a_failing_stream(
+    trained: tuple[SplitShield, torch.Tensor, torch.Tensor],
+) -> None:
+    """(g) Eq. 9 lets no single stream decide: with the fused stream broken (its output
+    layer zeroed: uniform scores), the decision keeps the other streams' accuracy."""
+    shield, x, y = trained
+    broken = copy.deepcopy(shield)
+    last = [m for m in broken.tails["fused"].modules() if isinstance(m, nn.Linear)][-1]
     with torch.no_grad():
         last.weight.zero_()
-        last.bias.zero_()  # type: ignore[union-attr]
+        last.bias.zero_()
+    streams = broken.predict_streams(x)
+    assert accuracy(streams.fused, y) <= 0.4
+    decision = accuracy(broken.predict_proba(x), y)
+    assert decision >= 0.85
+    assert decision >= accuracy(streams.fused, y) + 0.4
+
+
+def test_efficacy_calibration_takes_weight_from_a_useless_stream(
+    trained: tuple[SplitShield, torch.Tensor, torch.Tensor],
+) -> None:
+    """Eqs. 10-11: after an epoch in which the attacked stream only guesses (its output
+    layer frozen at zero: 1/3 per class), its weight falls well below its initial 0.2,
+    and the streams that learned gain what it loses."""
+    shield = copy.deepcopy(trained[0])
+    last = [m for m in shield.tails["attacked"].modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
     for p in shield.tails["attacked"].parameters():
         p.requires_grad_(False)
-    train = DataLoader(TensorDataset(*stripes(48, seed=seed)), batch_size=8, shuffle=True)
-    history = shield.fit(train, epochs=3, seed=seed, progress=False)
-    return history.epochs[-1].stream_weights
-
-
-def test_a_useless_stream_loses_weight() -> None:
-    """Eqs. 10-11 on the true class: a stream that only guesses (1/3 per class) falls
-    well below its initial 0.2, and the streams that learned gain what it loses."""
-    w = _useless_attacked_stream_weights(seed=0)
+    x, y = bands(48, seed=0)
+    half = shield.server_half()
+    for i in range(0, 48, 16):
+        half.step(shield.client(x[i : i + 16], y[i : i + 16]))
+    w = half.end_epoch().stream_weights
     assert w["attacked"] < 0.2 * 0.6, w
     assert w["recovered"] > 0.5 and w["fused"] > 0.3, w
     assert sum(w.values()) == pytest.approx(1.0)
-
-
-# --------------------------------------------------------------------------- paper-level check
-
-
-def stripes(n: int, seed: int, image: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Horizontal stripes, vertical stripes or a checkerboard, plus noise: 3 easy classes."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 3
-    i = torch.arange(image)
-    patterns = torch.stack(
-        [
-            (i[:, None] % 2).expand(image, image).float(),
-            (i[None, :] % 2).expand(image, image).float(),
-            ((i[:, None] + i[None, :]) % 2).float(),
-        ]
-    )
-    x = 0.15 + 0.6 * patterns[y][:, None] + 0.1 * torch.rand(n, 1, image, image, generator=g)
-    return x, y
-
-
-def test_client_jsma_lowers_the_probes_true_class_confidence() -> None:
-    cfg = PGSLConfig(train={"lr": 3e-2}, perturb={"pixel_budget": 0.05})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(2)
-        net = PGSLNet(num_classes=3, image_size=8, width=8, hidden=16)
-    shield = SplitShield(net, cut=2, config=cfg, input_shape=(1, 8, 8), seed=2)
-    train = DataLoader(TensorDataset(*stripes(48, seed=0)), batch_size=8, shuffle=True)
-    shield.fit(train, epochs=5, seed=2, progress=False)
-    shield.eval()
-    probe = shield.probe
-    assert probe is not None
-    x, y = stripes(30, seed=1)
-
-    def true_class_proba(images: torch.Tensor) -> torch.Tensor:
-        """The client's local view (the same function its saliency differentiates)."""
-        with torch.no_grad():
-            p = probe(shield.head(shield._assemble(images, None))).softmax(-1)
-        return p.gather(1, y[:, None]).squeeze(1)
-
-    clean = true_class_proba(x)
-    with torch.no_grad():
-        accuracy = (probe(shield.head(shield._assemble(x, None))).argmax(-1) == y).float().mean()
-    assert accuracy >= 0.8  # the probe has learnt the task
-
-    scores, heat = shield._saliency(x, y)
-    p = cfg.perturb
-    attack = jsma_perturb(x, scores, pixel_budget=p.pixel_budget, strength=p.strength, clip=p.clip)
-    k = budget_count(x[0].numel(), p.pixel_budget)
-    assert (attack.mask.flatten(1).sum(1) <= k).all()
-    # the shield's client sends exactly the activations of this attacked image
-    with torch.no_grad():
-        sent = shield.client(x, y).activations
-        expected = shield.head(shield._assemble(attack.adversarial, heat))
-    torch.testing.assert_close(sent, expected)
-
-    attacked = true_class_proba(attack.adversarial)
-    # control: the same number of random pixels raised by the same strength
-    random_scores = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
-    control = jsma_perturb(
-        x, random_scores, pixel_budget=p.pixel_budget, strength=p.strength, clip=p.clip
-    )
-    random_drop = float((clean - true_class_proba(control.adversarial)).mean())
-    jsma_drop = float((clean - attacked).mean())
-    assert jsma_drop > 0.02
-    assert float((attacked < clean).float().mean()) >= 0.8
-    assert jsma_drop > 2 * max(random_drop, 0.0)

@@ -157,3 +157,15 @@ def test_a_broken_plugin_is_skipped_with_its_name(tmp_path: Path,
     loaded = load_entry_points("shieldsplit.attacks", lambda n, o: registered.append(n))
     assert "broken" not in loaded and registered == []
     assert "ModuleNotFoundError" in plugin_failures()["shieldsplit.attacks:broken"]
+
+
+def test_federate_offers_a_plugin_defense_with_a_federated_form(site: Path,
+                                                                tmp_path: Path) -> None:
+    # the plugin's defence passes federate's --defense check (read from the registry's
+    # declared surfaces), so the first error is the bad cut that follows it
+    done = shieldsplit_cli(site, "federate", "--defense", "toy-clip", "--cut", "99",
+                           cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--cut" in done.stdout + done.stderr and "--defense" not in done.stdout + done.stderr
+    unknown = shieldsplit_cli(site, "federate", "--defense", "toy-clipp", cwd=tmp_path)
+    assert unknown.returncode == 2 and "toy-clip" in unknown.stdout + unknown.stderr

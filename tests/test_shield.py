@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import shieldsplit.defenses.pgsl.shield as shield_module
+import shieldsplit.defenses.pgsl.fitting as fitting_module
 from shieldsplit import (
     ClientMessage,
     PGSLConfig,
@@ -361,20 +361,20 @@ def test_only_the_fused_gradient_reaches_the_client(monkeypatch: pytest.MonkeyPa
     torch.manual_seed(0)
     shield = make_shield(small_net(dropout=0.5), cut=2)
     shield.train()
-    client_opt, server_opt, _ = shield._optimizers()
+    client_opt, server_opt, _ = shield.optimizers()
     x, y = easy_data(6)
     before = shield.state_dict(keep_vars=False)
     before = {k: v.clone() for k, v in before.items()}
     pre_step = copy.deepcopy(shield)
 
     seen: dict[str, Any] = {}
-    real_server_forward = shield._server_forward
+    real_server_streams = shield.server_streams
 
-    def spy_server_forward(msg: ClientMessage) -> dict[str, torch.Tensor]:
+    def spy_server_streams(msg: ClientMessage) -> dict[str, torch.Tensor]:
         seen["activations"] = msg.activations.detach().clone()
         seen["target_size"] = msg.target_size
         seen["rng"] = torch.get_rng_state()
-        return real_server_forward(msg)
+        return real_server_streams(msg)
 
     replies: list[torch.Tensor] = []
 
@@ -383,8 +383,8 @@ def test_only_the_fused_gradient_reaches_the_client(monkeypatch: pytest.MonkeyPa
             super().__init__(grad)
             replies.append(grad.detach().clone())
 
-    monkeypatch.setattr(shield, "_server_forward", spy_server_forward)
-    monkeypatch.setattr(shield_module, "ServerGradient", SpyGradient)
+    monkeypatch.setattr(shield, "server_streams", spy_server_streams)
+    monkeypatch.setattr(fitting_module, "ServerGradient", SpyGradient)
     torch.manual_seed(7)
     shield.train_step(x, y, client_opt, server_opt)
     assert len(replies) == 1
@@ -394,7 +394,7 @@ def test_only_the_fused_gradient_reaches_the_client(monkeypatch: pytest.MonkeyPa
     # with the pre-step weights and the same dropout masks.
     leaf = seen["activations"].clone().requires_grad_(True)
     torch.set_rng_state(seen["rng"])
-    out = pre_step._server_forward(ClientMessage(leaf, seen["target_size"], y))
+    out = pre_step.server_steps()(leaf, seen["target_size"])
     assert set(out) == {"recovered", "fused", "attacked"}
     (fused_grad,) = torch.autograd.grad(F.cross_entropy(out["fused"], y), leaf, retain_graph=True)
     assert fused_grad.abs().sum() > 0
@@ -410,7 +410,7 @@ def test_only_the_fused_gradient_reaches_the_client(monkeypatch: pytest.MonkeyPa
         )
 
     # The client back-propagated exactly that reply: its head gradients are the VJP.
-    ref_msg = pre_step._client_forward(x, y)
+    ref_msg = pre_step.client_message(x, y, track=True)
     head_params = list(pre_step.head.parameters())
     expected = torch.autograd.grad(ref_msg.activations, head_params, grad_outputs=reply)
     for (name, p), g in zip(shield.head.named_parameters(), expected, strict=True):
@@ -506,8 +506,9 @@ def test_each_step_can_be_switched_off(switch: str) -> None:
     ids=repr,
 )
 def test_invalid_configs_raise(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError) as info:  # typed, naming the fix (issue 26 item 5)
         PGSLConfig(**kwargs)
+    assert "Fix: " in str(info.value)
 
 
 def test_config_is_frozen_and_off_is_plain() -> None:
@@ -691,7 +692,7 @@ ENTRY_POINTS = {
     "predict_streams": lambda s, x, y: s.predict_streams(x),
     "client": lambda s, x, y: s.client(x, y),
     "forward": lambda s, x, y: s(x),
-    "train_step": lambda s, x, y: s.train_step(x, y, *s._optimizers()[:2]),
+    "train_step": lambda s, x, y: s.train_step(x, y, *s.optimizers()[:2]),
     "evaluate": lambda s, x, y: s.evaluate([(x, y)]),
     "fit": lambda s, x, y: s.fit([(x, y)], epochs=1, progress=False),
 }

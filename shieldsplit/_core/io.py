@@ -30,11 +30,16 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from shieldsplit.errors import DataFileError, OutputPathError
+from shieldsplit.errors import DataFileError, OutputPathError, UnsupportedModelError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+_Module = TypeVar("_Module", bound="nn.Module")
 
 logger = logging.getLogger(__name__)
 
@@ -325,12 +330,56 @@ def load_checkpoint(path: str | Path, *, fmt: str, saver: str) -> dict[str, Any]
     return ck
 
 
+def restore_checkpoint(
+    build: Callable[[], _Module], state: Mapping[str, Any], *, path: str | Path, kind: str,
+    model: Any,
+) -> _Module:
+    """Rebuild a saved object around the user's ``model`` and load its weights, turning
+    torch's error on another architecture (other classes, other layers) into a typed one.
+
+    Args:
+        build: makes the object around ``model`` (a constructor's own typed errors pass).
+        state: the saved ``state_dict``.
+        path: the checkpoint file (named in the message).
+        kind: what the file is, e.g. ``"SplitShield checkpoint"``.
+        model: the instance the user passed (named in the message).
+
+    Returns:
+        The object, its weights loaded.
+
+    Raises:
+        UnsupportedModelError: the saved weights do not fit an object built around ``model``.
+
+    Example:
+        >>> import torch
+        >>> restore_checkpoint(lambda: torch.nn.Linear(2, 3), {"weight": torch.zeros(2, 2)},
+        ...                    path="w.pt", kind="checkpoint", model=None)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        shieldsplit.errors.UnsupportedModelError: ... Fix: pass an instance built as the saved...
+    """
+    restored = build()
+    try:
+        restored.load_state_dict(dict(state))
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise UnsupportedModelError.build(
+            what="model",
+            expected=f"an instance of the architecture saved in the {kind} {path}",
+            received=f"a {type(model).__name__} whose weights do not fit the checkpoint "
+            f"({detail})",
+            fix="pass an instance built as the saved one (same class, num_classes, image size "
+            "and layers), e.g. the model you wrapped before calling save",
+        ) from exc
+    return restored
+
+
 __all__ = [
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_output_path",
-    "load_checkpoint", "safe_torch_load",
+    "load_checkpoint", "restore_checkpoint", "safe_torch_load",
     "sweep_stale_temp_files",
     "temp_pattern",
 ]

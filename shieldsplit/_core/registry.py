@@ -101,6 +101,10 @@ class Registry(Generic[T]):
             ConfigError: if the name is not registered and ``missing_ok`` is false.
         """
         key = self.key(name)
+        if key not in self._items:
+            # a built-in not yet loaded must be loaded before it can be removed, or the
+            # first lookup would bring it back
+            self.populate()
         if key not in self._items and not missing_ok:
             raise self._unknown(name)
         self._items.pop(key, None)

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
@@ -402,8 +403,19 @@ def check_int(what: str, value: Any, *, low: int, fix: str) -> int:
 
 
 __all__ = [
-    "UNIT_RANGE_SLACK", "as_labels", "check_batch", "check_int", "check_labels", "check_loader",
-    "check_mean_std", "check_number", "check_pair", "check_seed", "check_unit_range", "denormalize",
+    "UNIT_RANGE_SLACK",
+    "as_labels",
+    "check_batch",
+    "check_int",
+    "check_labels",
+    "check_loader",
+    "check_mean_std",
+    "check_number",
+    "check_pair",
+    "check_seed",
+    "check_unit_range",
+    "config_error",
+    "denormalize",
 ]
 
 
@@ -448,24 +460,103 @@ def build_config(
         ... except ConfigError as exc:
         ...     print(exc.what)
         scale
+        >>> class Attack(BaseModel):  # None: chosen by the component, no value to pass
+        ...     model_config = ConfigDict(extra="forbid")
+        ...     iterations: int | None = Field(default=None, ge=1)
+        >>> try:
+        ...     build_config(Attack, {"iterations": 0})
+        ... except ConfigError as exc:
+        ...     print(str(exc).split("Fix: ")[1])
+        pass iterations=1 or more, or leave iterations out for its default.
     """
     try:
         return cls.model_validate(dict(options))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(v) for v in err["loc"]) or "options"
-        top = str(err["loc"][0]) if err["loc"] else field
-        msg = str(err["msg"])
-        received = options.get(top, err.get("input")) if top in options else err.get("input")
-        known = cls.model_fields.get(top)
-        if top in (fixes or {}):
-            fix = (fixes or {})[top]
-        elif known is not None and not known.is_required():
-            fix = f"pass {top}={known.get_default(call_default_factory=True)!r} (its default)"
-        raise ConfigError.build(
-            what=field, expected=f"{field}: {msg[:1].lower()}{msg[1:]}",
-            received=repr(received), fix=fix,
-        ) from None
+        raise config_error(cls, options, exc, fixes=fixes, fix=fix) from None
+
+
+def config_error(
+    cls: type[BaseModel],
+    options: Mapping[str, Any],
+    exc: ValidationError,
+    *,
+    fixes: Mapping[str, str] | None = None,
+    fix: str = "see the component's docstring for its options",
+) -> ConfigError:
+    """The typed error for pydantic's ``exc`` on ``options`` (see :func:`build_config`):
+    for a config whose own ``__init__`` turns its validation failure into a ConfigError.
+
+    Example:
+        >>> from pydantic import BaseModel, ConfigDict, ValidationError
+        >>> class Knob(BaseModel):
+        ...     model_config = ConfigDict(extra="forbid")
+        ...     level: int = 1
+        >>> try:
+        ...     Knob(levle=2)
+        ... except ValidationError as exc:
+        ...     print(config_error(Knob, {"levle": 2}, exc).what)
+        levle
+    """
+    err = exc.errors()[0]
+    inner = (err.get("ctx") or {}).get("error")
+    if isinstance(inner, ConfigError):  # a config's own __init__ already made the typed error
+        return inner
+    field = ".".join(str(v) for v in err["loc"]) or "options"
+    top = str(err["loc"][0]) if err["loc"] else field
+    msg = str(err["msg"])
+    received = options.get(top, err.get("input")) if top in options else err.get("input")
+    owner = _owner(cls, err["loc"])  # the (nested) config that holds the faulty field
+    leaf = str(err["loc"][-1]) if err["loc"] else field
+    known = cls.model_fields.get(top)
+    if len(err["loc"]) > 1 and owner is not cls:  # a nested field: say its own default
+        top, known, received = field, owner.model_fields.get(leaf), err.get("input")
+    if err["type"] == "extra_forbidden":  # an unknown option: name the valid ones
+        valid = sorted(owner.model_fields)
+        near = difflib.get_close_matches(leaf, valid, n=1)
+        return ConfigError.build(
+            what=field, expected=f"an option among {valid}", received=repr(leaf),
+            fix=f"rename it to {near[0]!r}" if near else "drop the unknown option",
+        )
+    default = (known.get_default(call_default_factory=True)
+               if known is not None and not known.is_required() else None)
+    if top in (fixes or {}):
+        fix = (fixes or {})[top]
+    elif default is not None:
+        fix = f"pass {top}={default!r} (its default)"
+    elif known is not None and not known.is_required():  # None is no value to pass
+        bound = _bound_fix(field, err)
+        fix = f"{bound}, or leave {top} out for its default" if bound else (
+            f"leave {top} out for its default")
+    return ConfigError.build(
+        what=field, expected=f"{field}: {msg[:1].lower()}{msg[1:]}",
+        received=repr(received), fix=fix,
+    )
+
+
+def _owner(cls: type[BaseModel], loc: Any) -> type[BaseModel]:
+    """The config class that holds the last field of ``loc`` (``cls`` or a nested one)."""
+    model = cls
+    for part in list(loc)[:-1]:
+        info = model.model_fields.get(str(part))
+        ann = info.annotation if info is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return model
+        model = ann
+    return model
+
+
+#: pydantic's range errors: the bound's key in the error's context, and how to say it.
+_BOUNDS = {"greater_than_equal": ("ge", "={} or more"), "greater_than": ("gt", " above {}"),
+           "less_than_equal": ("le", "={} or less"), "less_than": ("lt", " below {}")}
+
+
+def _bound_fix(field: str, err: Any) -> str | None:
+    """``pass iterations=1 or more`` for a value out of its range, else None."""
+    kind = _BOUNDS.get(str(err.get("type")))
+    ctx = err.get("ctx") or {}
+    if kind is None or kind[0] not in ctx:
+        return None
+    return f"pass {field}" + kind[1].format(ctx[kind[0]])
 
 
 class NoOptions(BaseModel):

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from shieldsplit._core.registry import Registry
 from shieldsplit._core.validate import Configurable, check_seed
 from shieldsplit.errors import ConfigError
+from shieldsplit.settings import Budget
 from shieldsplit.wire import Observation, ObservationKind
 
 ThreatModel = Literal[
@@ -80,7 +81,6 @@ ASSUMPTION_WORDS: dict[str, str] = {
     "defense_config": "the defence and its configuration",
 }
 
-Budget = Literal["quick", "standard", "thorough"]
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,8 @@ class AttackBase(Configurable, abc.ABC):
                  "model": "holder of the deployed model"}[cls.position()]
         words = f"{where}, {cls.server}"
         if cls.server == "malicious":
-            words += " (modifies the model it sends)"
+            words += (" (steers the client's training)" if cls.position() == "split"
+                      else " (modifies the model it sends)")
         if cls.assumes:
             words += f" ({', '.join(ASSUMPTION_WORDS[a] for a in sorted(cls.assumes))})"
         return words
@@ -318,19 +319,23 @@ class Attack(AttackBase):
         super().__init__(seed=seed, progress=progress, **options)
         self.context: AttackContext | None = None
 
-    def modify(self, model: nn.Module) -> nn.Module:
-        """The model the server sends the client before the observed step.
+    def modify(self, model: nn.Module, images: Tensor | None = None) -> nn.Module:
+        """The model the client observes with, under this attacker's server.
 
-        An honest server sends the model the protocol says (the default returns ``model``
-        itself); a malicious attack (``server = "malicious"``) returns a modified copy,
-        and the victim's gradient or update is observed on that. The user's model is
-        never changed.
+        An honest server follows the protocol (the default returns ``model`` itself). A
+        malicious attack (``server = "malicious"``) returns a changed copy: a federated
+        server sends a modified model, whose gradient or update is then observed; a split
+        server steers the client's training on its private ``images`` (the client's own
+        copy reads them, the server never does), whose activations are then observed.
+        The user's model is never changed.
 
         Args:
-            model: the model the protocol would send.
+            model: the model (federated) or the client part (split) the protocol has.
+            images: the client's private training images, for a server that steers the
+                client's training; None otherwise.
 
         Returns:
-            What this attacker sends.
+            What the client observes with.
         """
         return model
 

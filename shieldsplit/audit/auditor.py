@@ -67,7 +67,7 @@ from torch import nn
 from shieldsplit import attacks as _attacks  # noqa: F401  (tests patch _attacks.create_attack)
 from shieldsplit._core.progress import progress_bar
 from shieldsplit._core.provenance import library_versions, machine_info
-from shieldsplit._core.validate import check_int
+from shieldsplit._core.validate import check_int, check_seed
 from shieldsplit.attacks.base import Budget, ThreatModel, attack_class, available_attacks
 from shieldsplit.audit.budgets import (
     CONTROL_EPOCHS,
@@ -104,7 +104,7 @@ from shieldsplit.audit.verdicts import (
     membership_verdict,
     unrun_adaptive,
 )
-from shieldsplit.datacontract import as_tensors
+from shieldsplit.datacontract import as_tensors, check_model
 from shieldsplit.defenses.base import Defense
 from shieldsplit.errors import ConfigError, EmptyDataError
 from shieldsplit.functional.metrics import distance_correlation
@@ -191,7 +191,7 @@ def audit(
     cut: int | str = 2,
     budget: Budget = "quick",
     seed: int = 0,
-    attacks: Sequence[str] | None = None,
+    attacks: Sequence[str] | str | None = None,
     victims: int | None = None,
     control: Any = "auto",
     control_epochs: int | None = None,
@@ -214,8 +214,8 @@ def audit(
             Defense, which has its own cut).
         budget: ``quick``, ``standard`` or ``thorough`` (iterations, epochs, image counts).
         seed: seeds the victim/auxiliary split, every attack and the control.
-        attacks: attack names to run (default: every applicable one; the quick budget
-            leaves out those that declare ``quick_default = False``).
+        attacks: attack names to run, or one name as a string (default: every applicable
+            one; the quick budget leaves out those that declare ``quick_default = False``).
         victims: number of victim images (default by budget: 64/128/256).
         control: the positive control. ``"auto"``: a defence's undefended twin, trained
             on ``data`` for ``control_epochs``; a plain model's calibration. An
@@ -266,6 +266,8 @@ def audit(
         Geiping et al. 2020; Zhu et al. 2019; Zhao et al. 2020; He et al. 2019;
         Titcombe et al. 2021; Khowaja et al. 2022.
     """
+    check_model(model)  # a module with real float32 weights, before anything else
+    seed = check_seed(seed)
     if budget not in VICTIMS:
         raise ConfigError.build(
             what="budget", expected=f"one of {sorted(VICTIMS)}", received=repr(budget),
@@ -305,7 +307,9 @@ def audit(
         with eval_mode(model):
             target = plain_target(model, cut, vx)
     applicable = applicable_attacks(model)
-    names = list(attacks) if attacks is not None else default_attacks(model, budget)
+    # one name as a string is that one attack (not its letters)
+    names = ([attacks] if isinstance(attacks, str) else list(attacks)) if attacks is not None \
+        else default_attacks(model, budget)
     for name in names:
         if name not in applicable:
             raise ConfigError.build(

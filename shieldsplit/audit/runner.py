@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ from shieldsplit.functional.stats import (
     no_attack_baselines,
 )
 from shieldsplit.functional.verdict import evidence
+from shieldsplit.settings import AuditSettings
 from shieldsplit.training import accuracy, eval_mode, fit_plain
 
 
@@ -60,9 +62,8 @@ class AttackSetting:
         num_classes: classes of the audited model.
         reference: the classifier trained on the clean auxiliary images (the judge).
         baseline_psnr: ``(N,)`` the best no-attack guess's PSNR per victim.
-        budget: the audit budget.
-        seed: seeds every attack.
-        progress: show the attacks' progress bars.
+        run: the audit's run settings (budget, seed, progress: the run-settings family
+            of :mod:`shieldsplit.settings`).
         options: attack name -> its validated options.
 
     Example:
@@ -70,8 +71,8 @@ class AttackSetting:
         >>> s = AttackSetting(vx=torch.zeros(4, 1, 8, 8), vy=torch.zeros(4).long(),
         ...                   ax=torch.zeros(16, 1, 8, 8), ay=torch.zeros(16).long(),
         ...                   num_classes=2, reference=torch.nn.Identity(),
-        ...                   baseline_psnr=torch.zeros(4), budget="quick", seed=0,
-        ...                   progress=False, options={})
+        ...                   baseline_psnr=torch.zeros(4),
+        ...                   run=AuditSettings(budget="quick", progress=False), options={})
         >>> s.image_shape
         (1, 8, 8)
     """
@@ -83,10 +84,23 @@ class AttackSetting:
     num_classes: int
     reference: nn.Module
     baseline_psnr: Tensor
-    budget: Budget
-    seed: int
-    progress: bool
+    run: AuditSettings
     options: dict[str, dict[str, Any]]
+
+    @property
+    def budget(self) -> Budget:
+        """The audit budget."""
+        return self.run.budget
+
+    @property
+    def seed(self) -> int:
+        """Seeds every attack."""
+        return self.run.seed
+
+    @property
+    def progress(self) -> bool:
+        """Show the attacks' progress bars."""
+        return self.run.progress
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -138,7 +152,8 @@ def build_setting(
     return AttackSetting(vx=vx, vy=vy, ax=ax, ay=ay, num_classes=num_classes,
                          reference=reference,
                          baseline_psnr=_score_baselines(report, vx, vy, ax, reference),
-                         budget=budget, seed=seed, progress=progress, options=options)
+                         run=AuditSettings(budget=budget, seed=seed, progress=progress),
+                         options=options)
 
 
 def _reference_classifier(
@@ -351,10 +366,13 @@ def setting_words(kind: str, cut: int | str) -> str:
     return "federated, gradient of one image"
 
 
-def _observe(target: AttackTarget, s: AttackSetting, kind: str
+def _observe(target: AttackTarget, s: AttackSetting, kind: str,
+             send: Callable[[nn.Module], nn.Module] | None = None,
              ) -> tuple[list[Observation], Tensor]:
     """The observations an attack gets of ``target`` and the victim indices they cover
-    (batch-1 gradients of the budget's count of victims)."""
+    (batch-1 gradients of the budget's count of victims); a federated client trains on
+    what the server sent (``send``: a malicious server's ``Attack.modify``)."""
+    fl_model = target.fl_model if send is None else send(target.fl_model).eval()
     if kind == "activations":
         return [target.wire], torch.arange(len(s.vx))
     if kind == "update":
@@ -364,16 +382,16 @@ def _observe(target: AttackTarget, s: AttackSetting, kind: str
         for b in range(batches):
             x, y = s.vx[b * k : (b + 1) * k], s.vy[b * k : (b + 1) * k]
             obs.append(target.defense.observe_federated(x, y, kind="update", seed=s.seed,
-                                                        **FEDAVG)
+                                                        send=send, **FEDAVG)
                        if target.defense is not None
-                       else observe_update(target.fl_model, x, y, seed=s.seed, **FEDAVG))
+                       else observe_update(fl_model, x, y, seed=s.seed, **FEDAVG))
         return obs, torch.arange(min(batches * k, len(s.vx)))
     n = min(FEDERATED_VICTIMS[s.budget], len(s.vx))
     obs = [
         target.defense.observe_federated(s.vx[i : i + 1], s.vy[i : i + 1], kind="gradient",
-                                         seed=s.seed + i)
+                                         seed=s.seed + i, send=send)
         if target.defense is not None
-        else observe_gradient(target.fl_model, s.vx[i : i + 1], s.vy[i : i + 1])
+        else observe_gradient(fl_model, s.vx[i : i + 1], s.vy[i : i + 1])
         for i in range(n)]
     return obs, torch.arange(n)
 
@@ -425,7 +443,14 @@ def run_attack(name: str, target: AttackTarget, s: AttackSetting
             budget=s.budget, seed=s.seed,
         )
         attack.prepare(context)
-        observations, idx = _observe(target, s, observes)
+        # the client observes with what the server made of it: an honest attack's
+        # modify() returns the model unchanged; a malicious federated server's a modified
+        # model; a malicious split server's a client steered on its own training images
+        if observes == "activations" and cls.server == "malicious":
+            steered = attack.modify(target.head, s.vx)
+            observations, idx = [observe_activations(steered, s.vx)], torch.arange(len(s.vx))
+        else:
+            observations, idx = _observe(target, s, observes, attack.modify)
         many = getattr(attack, "reconstruct_many", None)  # batched: one optimisation
         recs = (list(many(observations)) if many is not None and len(observations) > 1
                 else [attack.reconstruct(o) for o in observations])

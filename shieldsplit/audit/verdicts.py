@@ -19,7 +19,14 @@ from collections.abc import Sequence
 from shieldsplit.attacks.base import attack_class, available_attacks
 from shieldsplit.audit.budgets import FEDAVG
 from shieldsplit.audit.membership import MembershipReport, decide_membership_report
-from shieldsplit.audit.report import AttackResult, AuditReport, PositionVerdict
+from shieldsplit.audit.report import AuditReport
+from shieldsplit.audit.results import (
+    MALICIOUS_WORDS,
+    POSITION_WORDS,
+    AttackResult,
+    PositionVerdict,
+    server_of,
+)
 from shieldsplit.functional.verdict import (
     DEFAULT_TOLERANCE,
     Decision,
@@ -28,31 +35,6 @@ from shieldsplit.functional.verdict import (
     decide,
     position_verdict,
 )
-
-POSITION_WORDS: dict[str, str] = {
-    "split": "A split-learning server", "federated": "A federated-learning server",
-}
-#: The same positions held by a server that changes what it sends.
-MALICIOUS_WORDS: dict[str, str] = {
-    "split": "A malicious split-learning server (it steers the client's training)",
-    "federated": "A malicious federated-learning server (it modifies the model it sends)",
-}
-
-
-def server_of(result: AttackResult) -> str:
-    """The threat model's server of a result: recorded, or else the registered attack's
-    declaration (``honest`` for an attack no longer registered).
-
-    Example:
-        >>> r = AttackResult(attack="dlg", threat_model="federated", observes="gradient",
-        ...                  images=1, seconds=0.0)
-        >>> server_of(r)
-        'honest'
-    """
-    if result.server is not None:
-        return result.server
-    return attack_class(result.attack).server if result.attack in available_attacks() \
-        else "honest"
 
 
 def decide_report(report: AuditReport) -> None:

@@ -5,8 +5,12 @@ SplitShield, prints their accuracies side by side, then what the split-learning
 attacks rebuild from each (the audit of both). Tables go to the
 terminal; ``--json`` writes the full report for programs.
 
-Every command checks its options and output paths before any work: a mistake
-ends it at once with one line on stderr and exit code 2. Each output file is
+Every command checks its options and output paths before any work, and before torch is
+imported wherever the option allows it (the names each option accepts are in
+:mod:`~shieldsplit.cli.choices`): a mistake, a usage error included, ends it at once with
+one line on stderr and exit code 2, its fix naming the nearest valid value. Output is
+plain text (never rich markup); when stdout is not a terminal, tables keep their natural
+width and lines are not wrapped, so a log keeps every row and name whole. Each output file is
 written on its own, so a failing ``--json`` does not lose the HTML. This package
 imports neither torch nor the data, attack and defence modules until a command
 runs, so ``shieldsplit --help`` answers at once.
@@ -18,7 +22,8 @@ One module per command group, each command registered here on the one typer
 ``split-client``) and :mod:`~shieldsplit.cli.reproduce`. ``--model``/``--weights`` are
 read by :mod:`~shieldsplit.cli.loading`, the ``NAME.FIELD=VALUE`` options by
 :mod:`~shieldsplit.cli.parsing`; the option checks and output writing every command
-shares are :mod:`~shieldsplit.cli.common`.
+shares are :mod:`~shieldsplit.cli.common`, the names each option accepts before torch is
+imported :mod:`~shieldsplit.cli.choices`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import typer
 
 from shieldsplit.cli import audit, compare, demo, federate, options, reproduce, split
 from shieldsplit.cli.common import (
+    OneLineErrors,
     check_attacks,
     check_choice,
     check_outputs,
@@ -58,6 +64,7 @@ from shieldsplit.cli.reproduce import REPRODUCE_OUT
 
 app = typer.Typer(
     name="shieldsplit",
+    cls=OneLineErrors,
     help="Defend medical image classifiers (PGSL split learning) and measure what leaks.",
     no_args_is_help=True,
     add_completion=False,

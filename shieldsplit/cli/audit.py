@@ -13,19 +13,41 @@ from shieldsplit.cli.common import (
     budget_names,
     check_attacks,
     check_choice,
+    check_data,
+    check_file,
     check_outputs,
-    console,
     fail,
     load_data,
     parse_cut,
+    say,
     smoke,
     split_names,
     write_outputs,
 )
-from shieldsplit.cli.loading import model_for
-from shieldsplit.cli.parsing import parse_attack_options, parse_tolerance
+from shieldsplit.cli.loading import (
+    HELDOUT_FILES,
+    check_cut,
+    check_heldout,
+    check_model,
+    check_split,
+    load_heldout,
+    model_for,
+)
+from shieldsplit.cli.parsing import (
+    parse_attack_options,
+    parse_tolerance,
+    read_attack_options,
+    read_tolerance,
+)
 from shieldsplit.errors import ShieldSplitError
 from shieldsplit.experiments.smoke import cap
+
+#: The report's note when membership inference did not run, in the command line's words.
+HELDOUT_NOTE = ("membership inference not run (it trains reference models and an overfitted "
+                "control: several times the model's own training); pass --heldout auto to "
+                "use the data's validation and test images as the non-members, --heldout "
+                f"val or test for one of them, or a {' / '.join(HELDOUT_FILES)} file of "
+                "labelled images of the same distribution the model never saw")
 
 
 def audit(
@@ -38,13 +60,17 @@ def audit(
     data_root: Annotated[Path | None, typer.Option(help="folder holding the data files")] = None,
     cut: Annotated[str, typer.Option(help="block index or submodule name")] = "2",
     budget: Annotated[str, typer.Option(help="quick | standard | thorough")] = "quick",
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
     attacks: Annotated[
         str | None, typer.Option(help="comma-separated attack names (default: every one that "
                                       "applies; the list is in docs/audit.md)")
     ] = None,
     victims: Annotated[int | None, typer.Option(min=1, help="victim images (default by budget)")]
     = None,
+    heldout: Annotated[str | None, typer.Option(
+        help="also run membership inference against images the model did not train on: "
+        "auto (the data's validation and test images), val, test, or a .npz (x, y arrays) "
+        "/ .pt ((x, y) pair) file; docs/membership.md")] = None,
     out: Annotated[Path | None, typer.Option(help="write the HTML report here")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON here")] = None,
     include_images: Annotated[
@@ -61,11 +87,22 @@ def audit(
     """Attack a trained model (or a saved SplitShield / defence) with every applicable attack
     (or --attacks) and report what leaks."""
     try:
+        # every option, before torch is imported
         check_outputs(out=out, json=json_out)
+        check_model(model)
+        check_file("--weights", weights, "pass the file torch.save(model.state_dict(), "
+                   "path), SplitShield.save or Defense.save wrote")
+        check_data(data, data_root)
+        where = parse_cut(cut)
+        check_cut(model, where)
         check_choice("--budget", budget, budget_names())
         names = None if attacks is None else split_names(attacks)
         if names is not None:
             check_attacks(names)
+        check_heldout(heldout)
+        read_attack_options(attack_option or [])
+        read_tolerance(tolerance or [])
+        # the values, by the Config that owns them: before any data or model
         tuned = parse_attack_options(attack_option or [])
         bounds = parse_tolerance(tolerance or [])
         from shieldsplit.audit.auditor import audit as run_audit
@@ -75,16 +112,19 @@ def audit(
             victims = cap(victims, small.victims)
             names = list(small.attacks) if names is None else names
         ds = load_data(data, data_root, seed, None if small is None else small.limit)
+        held = load_heldout(heldout, ds)
         net = model_for(model, ds, weights)
+        check_split(net, where)
         report = run_audit(
-            net, data=(ds.x_train, ds.y_train),
-            cut=parse_cut(cut), budget=budget,  # type: ignore[arg-type]
+            net, data=ds, cut=where, budget=budget,  # type: ignore[arg-type]
             seed=seed, progress=not quiet, victims=victims, attacks=names,
-            attack_options=tuned or None, tolerance=bounds,
+            attack_options=tuned or None, tolerance=bounds, heldout=held,
         )
     except ShieldSplitError as exc:
         fail(exc)
-    console.print(report.summary(), markup=False, highlight=False)
+    if report.membership is None and report.membership_note and heldout is None:
+        report.membership_note = HELDOUT_NOTE
+    say(report.summary())
     written = write_outputs([
         (json_out, report.to_json, "JSON report"),
         (out, lambda p: report.save_html(p, include_images=include_images), "HTML report"),
@@ -95,4 +135,4 @@ def audit(
         raise typer.Exit(code=1)
 
 
-__all__ = ["audit"]
+__all__ = ["HELDOUT_NOTE", "audit"]

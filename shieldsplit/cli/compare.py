@@ -14,21 +14,24 @@ from typing import Annotated
 
 import typer
 
+from shieldsplit.cli.choices import DEFENSES
 from shieldsplit.cli.common import (
     budget_names,
     check_attacks,
     check_choice,
+    check_data,
+    check_file,
     check_outputs,
-    console,
     fail,
     load_data,
     parse_cut,
+    say,
     smoke,
     split_names,
     write_outputs,
 )
-from shieldsplit.cli.loading import model_for
-from shieldsplit.cli.parsing import parse_options, parse_sweeps
+from shieldsplit.cli.loading import check_cut, check_model, check_split, model_for
+from shieldsplit.cli.parsing import parse_dotted, parse_options, parse_sweeps
 from shieldsplit.errors import ShieldSplitError
 from shieldsplit.experiments.smoke import cap
 
@@ -41,8 +44,8 @@ def compare(
     = "digits",
     data_root: Annotated[Path | None, typer.Option(help="folder holding the data files")] = None,
     defenses: Annotated[str | None, typer.Option(
-        help="comma-separated registered defences [default: every registered defence that "
-        "one of --attacks can observe (its declared surfaces)]")] = None,
+        help="comma-separated registered defences", show_default="every registered defence "
+        "that one of --attacks can observe (its declared surfaces)")] = None,
     sweep: Annotated[
         list[str] | None, typer.Option(help="NAME=V1,V2: sweep a defence's strength (repeat)")
     ] = None,
@@ -50,15 +53,15 @@ def compare(
         help="NAME.FIELD=VALUE: a defence's option (repeat; `shieldsplit options` lists "
         "them)")] = None,
     attacks: Annotated[str | None, typer.Option(
-        help="comma-separated audit attacks [default: inverting-gradients-fedavg,"
-        "split-black-box]")] = None,
+        help="comma-separated audit attacks",
+        show_default="inverting-gradients-fedavg,split-black-box")] = None,
     cut: Annotated[str, typer.Option(help="block index or submodule name")] = "2",
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     budget: Annotated[str, typer.Option(help="quick | standard | thorough")] = "quick",
     victims: Annotated[int | None, typer.Option(min=1, help="victim images per audit")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="cap each split's size")] = None,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
     membership: Annotated[bool, typer.Option(
         help="membership inference on every defence (reference models per defence)")] = True,
     out: Annotated[Path | None, typer.Option(help="write the HTML (plot + table) here")] = None,
@@ -67,19 +70,31 @@ def compare(
 ) -> None:
     """Train every defence on the same split, audit each the same way, print the frontier."""
     try:
+        # every option, before torch is imported
         check_outputs(out=out, json=json_out)
+        check_model(model)
+        check_file("--weights", weights, "pass the file torch.save(model.state_dict(), "
+                   "path) wrote")
+        check_data(data, data_root)
+        where = parse_cut(cut)
+        check_cut(model, where)
         check_choice("--budget", budget, budget_names())
+        if attacks:
+            check_attacks(split_names(attacks))
+        chosen = None if defenses is None else split_names(defenses)
+        for name in chosen or []:
+            check_choice("--defenses", name, DEFENSES.names())
+        sweeps = parse_sweeps(sweep or [])
+        for name in sweeps:
+            check_choice("--sweep", name, chosen or DEFENSES.names())
+        parse_dotted(option or [], chosen or DEFENSES.names(), option="--option",
+                     example="laplace.scale=0.2")
+        # the defaults and the values, from the registries: before any data or model
         from shieldsplit.compare.frontier import DEFAULT_ATTACKS, fitting_defenses
         from shieldsplit.compare.frontier import compare as run_compare
-        from shieldsplit.defenses.base import available_defenses
 
         attack_names = split_names(attacks) if attacks else list(DEFAULT_ATTACKS)
-        check_attacks(attack_names)
-        names = (fitting_defenses(attack_names) if defenses is None
-                 else split_names(defenses))
-        for name in names:
-            check_choice("--defenses", name, available_defenses())
-        sweeps = parse_sweeps(sweep or [])
+        names = fitting_defenses(attack_names) if chosen is None else chosen
         for name in sweeps:
             check_choice("--sweep", name, names)
         given = parse_options(option or [], names)
@@ -90,10 +105,7 @@ def compare(
             attack_names = list(small.attacks) if attacks is None else attack_names
         ds = load_data(data, data_root, seed, limit)
         net = model_for(model, ds, weights, defended_ok=False)
-        from shieldsplit.cutting import split_model
-
-        where = parse_cut(cut)
-        split_model(net, where)  # an impossible cut fails now, not after the first defence
+        check_split(net, where)  # an impossible cut fails now, not after the first defence
         table = run_compare(
             net, data=ds, defenses=[(n, given.get(n, {})) for n in names], sweeps=sweeps,
             attacks=attack_names,
@@ -103,7 +115,7 @@ def compare(
         )
     except ShieldSplitError as exc:
         fail(exc)
-    console.print(table.summary(), soft_wrap=True, markup=False, highlight=False)
+    say(table.summary())
     written = write_outputs([(json_out, table.to_json, "JSON frontier"),
                              (out, table.save_html, "HTML frontier")])
     if not table.complete:

@@ -12,14 +12,16 @@ from rich.table import Table
 
 from shieldsplit._core.io import atomic_write_text
 from shieldsplit.cli.common import (
-    check_choice,
+    cell,
+    check_data,
     check_outputs,
-    console,
-    data_names,
     fail,
+    print_table,
+    say,
     smoke,
     write_outputs,
 )
+from shieldsplit.cli.loading import check_cut
 from shieldsplit.errors import ConfigError, ShieldSplitError
 from shieldsplit.experiments.smoke import cap
 
@@ -46,18 +48,20 @@ def demo_table(report: DemoReport) -> Table:
     """
     o = report.options
     table = Table(
-        title=f"PGSL paper network on {o.data}, cut={o.cut}, {o.epochs} epochs, seed {o.seed}",
-        caption=report.dataset,
+        title=cell(f"PGSL paper network on {o.data}, cut={o.cut}, {o.epochs} epochs, "
+                   f"seed {o.seed}"),
+        caption=cell(report.dataset),
     )
-    table.add_column("model")
+    table.add_column("model", overflow="fold")
     table.add_column("test accuracy", justify="right")
     table.add_column("train seconds", justify="right")
-    table.add_row("plain (undefended)", f"{report.plain_test_accuracy:.1%}",
-                  f"{report.seconds['plain']:.1f}")
+    table.add_row(cell("plain (undefended)"), cell(f"{report.plain_test_accuracy:.1%}"),
+                  cell(f"{report.seconds['plain']:.1f}"))
     for key, label in STREAM_ROWS:
         if key in report.shield_test_accuracy:
-            table.add_row(f"SplitShield {label}", f"{report.shield_test_accuracy[key]:.1%}",
-                          f"{report.seconds['splitshield']:.1f}" if key == "decision" else "")
+            table.add_row(
+                cell(f"SplitShield {label}"), cell(f"{report.shield_test_accuracy[key]:.1%}"),
+                cell(f"{report.seconds['splitshield']:.1f}" if key == "decision" else ""))
     return table
 
 
@@ -73,18 +77,20 @@ def leakage_table(plain: AuditReport, shielded: AuditReport) -> Table:
         accuracy.
     """
     table = Table(
-        title=f"What split-learning attacks rebuild of {plain.victims} training images "
-        "(higher PSNR / balanced attacker accuracy = more leakage)",
-        caption=f"no-attack baseline (best of the mean and the nearest auxiliary image): "
-        f"{_num(max((b.psnr for b in plain.baselines), default=None))} dB; reference "
-        f"classifier on clean images: balanced {_pct(plain.reference_balanced_accuracy)}, "
-        f"chance {_pct(plain.chance)}. Verdicts: see docs/audit.md",
+        title=cell(f"What split-learning attacks rebuild of {plain.victims} training images "
+                   "(higher PSNR / balanced attacker accuracy = more leakage)"),
+        caption=cell(
+            f"no-attack baseline (best of the mean and the nearest auxiliary image): "
+            f"{_num(max((b.psnr for b in plain.baselines), default=None))} dB; reference "
+            f"classifier on clean images: balanced {_pct(plain.reference_balanced_accuracy)}, "
+            f"chance {_pct(plain.chance)}. Verdicts: see docs/audit.md"),
     )
-    table.add_column("attack")
-    table.add_column("model")
+    # names and verdicts fold onto a second line in a narrow terminal, never cut short
+    table.add_column("attack", overflow="fold")
+    table.add_column("model", overflow="fold")
     for metric in ("PSNR dB", "SSIM", "line-up", "bal. att. acc"):
         table.add_column(metric, justify="right")
-    table.add_column("verdict")
+    table.add_column("verdict", overflow="fold")
     reports = (("plain", plain), ("SplitShield", shielded))
     by_name = {who: {r.attack: r for r in rep.results} for who, rep in reports}
     names = list(dict.fromkeys(r.attack for _, rep in reports for r in rep.results))
@@ -99,8 +105,9 @@ def leakage_table(plain: AuditReport, shielded: AuditReport) -> Table:
                         _pct(r.balanced_accuracy) + ("!" if r.flipped else "")]
                        if r.status == "ok" and r.psnr is not None and r.ssim is not None
                        else [r.status, "", "", ""])
-            table.add_row(name if who == "plain" or name not in by_name["plain"] else "",
-                          who, *metrics, r.verdict or r.status)
+            table.add_row(*map(cell, [
+                name if who == "plain" or name not in by_name["plain"] else "", who,
+                *metrics, r.verdict or r.status]))
     return table
 
 
@@ -120,7 +127,7 @@ def demo(
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     cut: Annotated[int, typer.Option(min=1, help="blocks on the client (the paper: 2)")] = 2,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="cap each split's size")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars or progress lines")] = False,
@@ -135,11 +142,13 @@ def demo(
     and what the split-learning attacks rebuild from each."""
     from pydantic import ValidationError
 
-    from shieldsplit.experiments.demo import DemoOptions, run_demo
-
     try:
+        # every option, before torch is imported (the network is the paper's: pgsl-net)
         check_outputs(json=json_out)
-        check_choice("--data", data, data_names())
+        check_data(data, data_root)
+        check_cut("pgsl-net", cut)
+        from shieldsplit.experiments.demo import DemoOptions, run_demo
+
         small = smoke()
         sizes: dict[str, Any] = {} if small is None else {
             "width": small.width, "hidden": small.hidden, "audit_victims": small.victims}
@@ -156,17 +165,15 @@ def demo(
     except ValidationError as exc:
         fail(ConfigError.build(what="demo options", expected="valid options",
                                received=str(exc), fix="check the options (--help)"))
-    console.print(demo_table(report))
+    print_table(demo_table(report))
     if report.plain_audit is not None and report.shield_audit is not None:
-        console.print(leakage_table(report.plain_audit, report.shield_audit))
+        print_table(leakage_table(report.plain_audit, report.shield_audit))
         for who, audited in (("plain", report.plain_audit), ("SplitShield", report.shield_audit)):
             for v in audited.verdicts:
-                console.print(f"{who}: [{v.verdict}] {v.sentence}", soft_wrap=True,
-                              markup=False)
+                say(f"{who}: [{v.verdict}] {v.sentence}")
         from shieldsplit.experiments.demo import conclusion
 
-        console.print(conclusion(report.plain_audit.results, report.shield_audit.results),
-                      soft_wrap=True, markup=False, highlight=False)
+        say(conclusion(report.plain_audit.results, report.shield_audit.results))
     written = write_outputs([(json_out, lambda p: atomic_write_text(
         p, report.model_dump_json(indent=2)), "report")])
     if not written:

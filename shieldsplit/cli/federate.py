@@ -15,18 +15,20 @@ from typing import Annotated
 
 import typer
 
+from shieldsplit.cli.choices import FEDERATED_DEFENSES, PARTITION_EXAMPLES, PARTITION_KINDS
 from shieldsplit.cli.common import (
     budget_names,
     check_choice,
+    check_data,
     check_outputs,
-    console,
     fail,
     load_data,
     parse_cut,
+    say,
     smoke,
     write_outputs,
 )
-from shieldsplit.cli.loading import model_for
+from shieldsplit.cli.loading import check_cut, check_model, check_split, model_for
 from shieldsplit.errors import ConfigError, ShieldSplitError
 from shieldsplit.experiments.smoke import cap
 
@@ -39,10 +41,7 @@ def federated_defenses() -> list[str]:
         >>> "dpsgd" in federated_defenses(), "pgsl" in federated_defenses()
         (True, False)
     """
-    from shieldsplit.defenses.base import available_defenses
-
-    return available_defenses(surface="federated")
-
+    return FEDERATED_DEFENSES.names()
 
 
 def federate(
@@ -62,19 +61,37 @@ def federate(
         help="run the live audit on the real updates at this budget: quick | standard | "
         "thorough")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="cap each split's size")] = None,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
     out: Annotated[Path | None, typer.Option(help="write the HTML report here")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON here")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress lines, no Flower INFO logs")] = False,
+    epsilon_budget: Annotated[float | None, typer.Option(
+        help="dpsgd: a client refuses (sends no update in) a round that would take its "
+        "cumulative epsilon past this")] = None,
+    privacy_dir: Annotated[Path | None, typer.Option(
+        help="keep the clients' privacy ledgers here (default: a temporary folder)")] = None,
 ) -> None:
     """Train a defence with federated averaging on Flower's simulation engine (Ray), with
     per-round accuracy, each client's epsilon (DP-SGD) and, with --audit, the leakage of
     the updates the server really received."""
     try:
+        # every option, before torch is imported
         check_outputs(out=out, json=json_out)
         check_choice("--defense", defense, federated_defenses())
+        check_model(model)
+        check_data(data, data_root)
+        where = parse_cut(cut)
+        check_cut(model, where)
         if audit is not None:
             check_choice("--audit", audit, budget_names())
+        if epsilon_budget is not None and not (0 < epsilon_budget < float("inf")):
+            raise ConfigError.build(what="--epsilon-budget", expected="a positive number",
+                                    received=epsilon_budget, fix="pass e.g. --epsilon-budget 8")
+
+        if partition.strip().lower().partition(":")[0] not in PARTITION_KINDS:
+            check_choice("--partition", partition, PARTITION_EXAMPLES,
+                         expected="iid or dirichlet:ALPHA (label skew, any ALPHA > 0)")
+        # the partition's alpha, by the function that reads it: before any data or model
         from shieldsplit.functional.partition import parse_partition
 
         parse_partition(partition)
@@ -93,18 +110,21 @@ def federate(
 
         torch.manual_seed(seed)  # the model's initial weights: same seed, same report
         net = model_for(model, ds, None, defended_ok=False)
+        check_split(net, where)
         result = ssfl.simulate(
             net, data=ds, defense=defense, clients=clients, rounds=rounds, partition=partition,
             local_epochs=local_epochs, batch_size=batch_size, audit=audit, seed=seed,
-            cut=parse_cut(cut), progress=not quiet,
+            cut=where, progress=not quiet, epsilon_budget=epsilon_budget,
+            privacy_dir=privacy_dir,
         )
     except ShieldSplitError as exc:
         fail(exc)
-    console.print(result.table(), markup=False, highlight=False, soft_wrap=True)
+    say(result.table())
     written = write_outputs([(json_out, result.save_json, "JSON report"),
                              (out, result.save_html, "HTML report")])
-    if not result.complete:
-        raise typer.Exit(code=130)
+    if not result.complete:  # Ctrl-C: 130, as a shell reports SIGINT; a shortfall: 1
+        interrupted = (result.error or "").startswith("interrupted")
+        raise typer.Exit(code=130 if interrupted else 1)
     if not written:
         raise typer.Exit(code=1)
 

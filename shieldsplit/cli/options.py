@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from shieldsplit.cli.common import console
+from shieldsplit.cli.common import cell, print_table
 
 
 def options(
@@ -38,11 +38,13 @@ def options(
             for kind, found in listing.items()}, indent=1))
         return
     for title, found in listing.items():
-        table = Table(title, "option", "type", "default")
+        table = Table(title=cell(title))
+        for column in ("name", "option", "type", "default"):
+            table.add_column(column, overflow="fold")
         for name, rows in found.items():
             for i, (field, kind, default) in enumerate(rows or [("(none)", "", "")]):
-                table.add_row(name if i == 0 else "", field, kind, default)
-        console.print(table)
+                table.add_row(*map(cell, (name if i == 0 else "", field, kind, default)))
+        print_table(table)
 
 
 def _config_rows(config: type[Any], prefix: str = "") -> list[tuple[str, str, str]]:

@@ -1,6 +1,10 @@
 """The repeatable ``NAME.FIELD=VALUE`` options: ``--option`` (a defence's), ``--attack-option``
 (an attack's), ``--tolerance`` (the audit's) and ``--sweep`` (a defence's strengths), each
 parsed and checked against its ``Config`` before any work.
+
+Each is checked in two steps: its form and names first, without torch (``read_*``,
+:func:`parse_dotted`, :func:`parse_sweeps`), then its values by the ``Config`` that owns
+them (``parse_*``, which import the component), still before any data or model.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from shieldsplit.cli.choices import ATTACKS, TOLERANCE_FIELDS
 from shieldsplit.cli.common import check_choice
 from shieldsplit.errors import ConfigError
 
@@ -87,10 +92,33 @@ def parse_options(specs: Sequence[str], names: Sequence[str]) -> dict[str, dict[
         >>> parse_options(["laplace.scale=0.2"], ["none", "laplace"])
         {'laplace': {'scale': 0.2}}
     """
+    given = parse_dotted(specs, names, option="--option", example="laplace.scale=0.2")
     from shieldsplit.defenses.base import defense_options
 
-    given = parse_dotted(specs, names, option="--option", example="laplace.scale=0.2")
     return {name: defense_options(name, fields) for name, fields in given.items()}
+
+
+def read_tolerance(specs: Sequence[str]) -> dict[str, str]:
+    """``--tolerance FIELD=VALUE`` specs -> ``{field: value}``, the form and field names
+    checked (without torch; :func:`parse_tolerance` checks the values).
+
+    Raises:
+        ConfigError: a malformed spec or an unknown field (the nearest one as its fix).
+
+    Example:
+        >>> read_tolerance(["reidentification=0.05"])
+        {'reidentification': '0.05'}
+    """
+    given: dict[str, str] = {}
+    for spec in specs:
+        field, sep, value = spec.partition("=")
+        if not sep or not field.strip():
+            raise ConfigError.build(what="--tolerance", expected="FIELD=VALUE",
+                                    received=repr(spec),
+                                    fix="pass --tolerance reidentification=0.05")
+        check_choice("--tolerance", field.strip(), TOLERANCE_FIELDS.names())
+        given[field.strip()] = value.strip()
+    return given
 
 
 def parse_tolerance(specs: Sequence[str]) -> Any:
@@ -103,17 +131,25 @@ def parse_tolerance(specs: Sequence[str]) -> Any:
         >>> parse_tolerance(["reidentification=0.05"]).reidentification
         0.05
     """
+    given = read_tolerance(specs)
     from shieldsplit.functional.verdict import check_tolerance
 
-    given: dict[str, Any] = {}
-    for spec in specs:
-        field, sep, value = spec.partition("=")
-        if not sep or not field:
-            raise ConfigError.build(what="--tolerance", expected="FIELD=VALUE",
-                                    received=repr(spec),
-                                    fix="pass --tolerance reidentification=0.05")
-        given[field.strip()] = value.strip()
     return check_tolerance(given)
+
+
+def read_attack_options(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--attack-option`` specs -> options per attack, the form and attack names checked
+    (without torch; :func:`parse_attack_options` checks the fields and values).
+
+    Raises:
+        ConfigError: a malformed spec or an unknown attack (the nearest one as its fix).
+
+    Example:
+        >>> read_attack_options(["idlg.iterations=7"])
+        {'idlg': {'iterations': 7}}
+    """
+    return parse_dotted(specs, ATTACKS.names(), option="--attack-option",
+                        example="inverting-gradients.iterations=500")
 
 
 def parse_attack_options(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -127,14 +163,13 @@ def parse_attack_options(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
         >>> parse_attack_options(["inverting-gradients.iterations=500"])
         {'inverting-gradients': {'iterations': 500}}
     """
-    from shieldsplit.attacks import attack_class, available_attacks
+    given = read_attack_options(specs)
+    from shieldsplit.attacks import attack_class
 
-    given = parse_dotted(specs, available_attacks("reconstruction"), option="--attack-option",
-                         example="inverting-gradients.iterations=500")
     for name, fields in given.items():
         attack_class(name, "reconstruction").configure(fields)
     return given
 
 
 __all__ = ["parse_attack_options", "parse_dotted", "parse_options", "parse_sweeps",
-           "parse_tolerance"]
+           "parse_tolerance", "read_attack_options", "read_tolerance"]

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from shieldsplit._core.io import check_output_path
-from shieldsplit.cli.common import check_choice, console, data_names, err_console, fail
+from shieldsplit.cli.choices import PAPERS, REPRO_BUDGETS
+from shieldsplit.cli.common import check_choice, check_data, data_names, fail, say
 from shieldsplit.errors import ShieldSplitError
 
 #: Where ``shieldsplit reproduce`` writes by default: a folder in the current directory,
@@ -27,7 +28,7 @@ def reproduce(
     = "quick",
     out: Annotated[Path, typer.Option(help="folder for the page, plots and cells")]
     = REPRODUCE_OUT,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
     fresh: Annotated[bool, typer.Option(help="discard finished cells instead of resuming")]
     = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars or progress lines")] = False,
@@ -41,16 +42,15 @@ def reproduce(
     With --render nothing is computed: the page is re-worded from the finished cells.
     """
     try:
-        from typing import get_args
-
+        # every option, before torch is imported
+        check_choice("reproduce", paper, PAPERS.names())  # the fix: `reproduce pgsl`
+        check_choice("--budget", budget, REPRO_BUDGETS.names())
+        check_choice("--data", data, [d for d in data_names() if d != "digits"])
+        check_data(data, data_root)
+        check_output_path(out / f"reproduce_{paper}_{data}_{budget}.md")
         from shieldsplit.data import default_data_root
-        from shieldsplit.experiments.reproduce import ReproBudget, available_papers
         from shieldsplit.experiments.reproduce import reproduce as run_reproduce
 
-        check_choice("paper", paper, available_papers())
-        check_choice("--budget", budget, list(get_args(ReproBudget)))
-        check_choice("--data", data, [d for d in data_names() if d != "digits"])
-        check_output_path(out / f"reproduce_{paper}_{data}_{budget}.md")
         result = run_reproduce(
             paper, data=data, data_root=data_root or default_data_root(),  # type: ignore[arg-type]
             budget=budget, out=out, seed=seed, fresh=fresh, progress=not quiet,  # type: ignore[arg-type]
@@ -59,13 +59,13 @@ def reproduce(
     except ShieldSplitError as exc:
         fail(exc)
     except KeyboardInterrupt as exc:
-        err_console.print(f"interrupted: finished cells are kept in {out}; run the same "
-                          "command again to resume")
+        typer.echo(f"interrupted: finished cells are kept in {out}; run the same command "
+                   "again to resume", err=True)
         raise typer.Exit(code=130) from exc
-    console.print(result.markdown, soft_wrap=True, markup=False, highlight=False)
-    console.print(f"Written: {result.page} ({result.computed} cells computed, "
-                  f"{result.reused} read back, {result.seconds / 60:.1f} min); plots: "
-                  + ", ".join(str(p) for p in result.plots), markup=False)
+    say(result.markdown)
+    say(f"Written: {result.page} ({result.computed} cells computed, {result.reused} read "
+        f"back, {result.seconds / 60:.1f} min); plots: "
+        + ", ".join(str(p) for p in result.plots))
 
 
 __all__ = ["REPRODUCE_OUT", "reproduce"]

@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict
 from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch import nn
 
@@ -77,6 +77,7 @@ from shieldsplit.defenses.base import available_defenses, create_defense
 from shieldsplit.errors import ConfigError
 from shieldsplit.functional.stats import majority_rate
 from shieldsplit.functional.verdict import Tolerance
+from shieldsplit.settings import AuditSettings, TrainSettings
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +86,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_ATTACKS = ("inverting-gradients-fedavg", "split-black-box")
 
 
-class RunSpec(BaseModel):
+class RunSpec(TrainSettings, AuditSettings):
     """How every defence of a comparison is trained and audited: the one source of the
-    options :func:`compare` and :func:`run_defense` share (and of what a result records).
+    options :func:`compare` and :func:`run_defense` share (and of what a result records),
+    built from the run-settings family (:mod:`shieldsplit.settings`).
 
     Attributes:
         attacks: audit attack names; those whose threat model does not apply to a
@@ -109,14 +111,7 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
-    cut: int | str = 2
-    epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=64, ge=1)
-    budget: Budget = "quick"
-    victims: int | None = Field(default=None, ge=1)
-    seed: int = Field(default=0, ge=0)
     membership: bool = True
-    progress: bool = True
 
 
 

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from shieldsplit._core.io import atomic_torch_save, load_checkpoint
+from shieldsplit._core.io import atomic_torch_save, load_checkpoint, restore_checkpoint
 from shieldsplit._core.registry import Registry
 from shieldsplit._core.validate import (
     Configurable,
@@ -168,9 +168,25 @@ class Defense(Configurable, nn.Module, abc.ABC):
         """The module whose gradients and weight updates a federated server sees."""
         return self
 
+    def sent_model(self, send: Callable[[nn.Module], nn.Module] | None = None) -> nn.Module:
+        """An eval-mode copy of the model a federated server sends this client: the
+        protocol's (:meth:`federated_model`), or what ``send`` makes of it (a malicious
+        server's :meth:`~shieldsplit.attacks.base.Attack.modify`). The defence is not
+        changed.
+
+        Args:
+            send: the server's change to the model it sends, or None (an honest server).
+
+        Returns:
+            The model the client trains on.
+        """
+        model = copy.deepcopy(self.federated_model()).eval()
+        return model if send is None else send(model).eval()
+
     def observe_federated(
         self, x: Tensor, y: Tensor, *, kind: Literal["gradient", "update"],
-        seed: int | None = None, **local: Any,
+        seed: int | None = None, send: Callable[[nn.Module], nn.Module] | None = None,
+        **local: Any,
     ) -> Observation:
         """What a federated server receives when this client trains on ``(x, y)``.
 
@@ -184,6 +200,8 @@ class Defense(Configurable, nn.Module, abc.ABC):
             kind: ``"gradient"`` (one step) or ``"update"`` (local SGD, see
                 :func:`~shieldsplit.observe.observe_update`).
             seed: the local shuffling seed of an update.
+            send: a malicious server's change to the model it sends (see
+                :meth:`sent_model`); None for an honest server.
             **local: ``local_epochs``, ``local_batch_size``, ``lr`` of an update.
 
         Returns:
@@ -191,7 +209,7 @@ class Defense(Configurable, nn.Module, abc.ABC):
         """
         from shieldsplit.observe import observe_gradient, observe_update
 
-        model = copy.deepcopy(self.federated_model()).eval()
+        model = self.sent_model(send)
         if kind == "gradient":
             return observe_gradient(model, x, y)
         return observe_update(model, x, y, seed=seed, **local)
@@ -303,12 +321,14 @@ class Defense(Configurable, nn.Module, abc.ABC):
 
         Raises:
             DataFileError: if the file is missing or not a defence checkpoint.
+            UnsupportedModelError: ``model`` is not the saved architecture.
         """
         ck = load_checkpoint(path, fmt=CHECKPOINT_FORMAT, saver="Defense.save")
-        defense = create_defense(str(ck["name"]), model, cut=ck["cut"], seed=int(ck["seed"]),
-                                 **dict(ck["options"]))
-        defense.load_state_dict(ck["state_dict"])
-        return defense
+        return restore_checkpoint(
+            lambda: create_defense(str(ck["name"]), model, cut=ck["cut"], seed=int(ck["seed"]),
+                                   **dict(ck["options"])),
+            ck["state_dict"], path=path, kind="defence checkpoint", model=model,
+        )
 
 
 # ----------------------------------------------------------------- registry
@@ -491,6 +511,7 @@ class CutDefense(Defense):
         self, model: nn.Module, *, cut: int | str = 2, seed: int = 0, **options: Any
     ) -> None:
         config = self.configure(options)
+        seed = check_seed(seed)  # before any work: fit and audit would refuse it later
         super().__init__()
         self.config = config
         network = self.adapt_model(check_model(model))

@@ -65,7 +65,7 @@ import importlib.util
 import logging
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -350,7 +350,8 @@ class DPSGD(CutDefense):
 
     def observe_federated(
         self, x: Tensor, y: Tensor, *, kind: Literal["gradient", "update"],
-        seed: int | None = None, **local: Any,
+        seed: int | None = None, send: Callable[[nn.Module], nn.Module] | None = None,
+        **local: Any,
     ) -> Observation:
         """What a federated server receives from a DP-SGD client training on ``(x, y)``.
 
@@ -442,7 +443,7 @@ class DPSGD(CutDefense):
             local_batch_size = check_int("local_batch_size", local.get("local_batch_size", 8),
                                          low=1, fix="pass local_batch_size>=1")
             lr = _check_positive("lr", local.get("lr", 0.1), example="0.1")
-        model = copy.deepcopy(self.federated_model()).eval()
+        model = self.sent_model(send)  # a malicious server's model, if it sent one
         clone, params, frozen, x = functional_victim(model, x, y)
         y = y.to(x.device)
         device = next(iter(params.values())).device

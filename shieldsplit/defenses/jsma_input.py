@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -142,14 +142,16 @@ class JsmaInput(CutDefense):
 
     def observe_federated(
         self, x: Tensor, y: Tensor, *, kind: Literal["gradient", "update"],
-        seed: int | None = None, **local: Any,
+        seed: int | None = None, send: Callable[[nn.Module], nn.Module] | None = None,
+        **local: Any,
     ) -> Observation:
-        """The plain network's gradient (or FedAvg update) on the perturbed images."""
+        """The plain network's gradient (or FedAvg update) on the perturbed images (of
+        the model a malicious server sent, with ``send``)."""
         from shieldsplit.observe import observe_gradient, observe_update
 
         check_batch(x, y, num_classes=self.num_classes, in_channels=self.in_channels)
         images = self.perturb(x)
-        model = copy.deepcopy(self.network()).eval()
+        model = self.sent_model(send)
         if kind == "gradient":
             return observe_gradient(model, images, y)
         return observe_update(model, images, y, seed=seed, **local)

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import difflib
 import inspect
 import logging
 import math
 import typing
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, cast
 
@@ -314,24 +313,6 @@ class EvasionAttack(AttackBase):
     observes: ClassVar[Observes] = "model"
     assumes: ClassVar[frozenset[Assumption]] = frozenset({"labels"})
     Config = EvasionConfig
-
-    @classmethod
-    def configure(cls, options: Mapping[str, Any]) -> Any:
-        """Validate keyword options into ``Config``; an unknown option's error lists the
-        valid ones (and the nearest).
-
-        Raises:
-            ConfigError: an unknown option, or one of the wrong type or out of range.
-        """
-        valid = sorted(cls.Config.model_fields)
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            near = difflib.get_close_matches(unknown[0], valid, n=1)
-            raise ConfigError.build(
-                what=unknown[0], expected=f"options of {cls.name!r} among {valid} (and seed)",
-                received=unknown, fix=f"rename it to {near[0]!r}" if near else
-                "drop the unknown option(s)")
-        return super().configure(options)
 
     @property
     def options(self) -> dict[str, Any]:

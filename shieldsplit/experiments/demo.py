@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -27,6 +26,7 @@ from shieldsplit.data import default_data_root, load_dataset, make_loaders
 from shieldsplit.defenses.pgsl.config import PGSLConfig
 from shieldsplit.defenses.pgsl.shield import FitHistory, SplitShield
 from shieldsplit.models import PGSLNet
+from shieldsplit.settings import DataSettings, TrainSettings
 from shieldsplit.training import PlainHistory, accuracy, fit_plain
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ logger = logging.getLogger(__name__)
 DEMO_ATTACKS = ("split-black-box", "split-white-box", "gan-prior")
 
 
-class DemoOptions(BaseModel):
-    """Options of :func:`run_demo` (and of ``shieldsplit demo``).
+class DemoOptions(DataSettings, TrainSettings):
+    """Options of :func:`run_demo` (and of ``shieldsplit demo``), built from the
+    run-settings family (:mod:`shieldsplit.settings`).
 
     Attributes:
         data: data set name (``digits`` ships with scikit-learn; the others need ``data_root``).
@@ -60,18 +61,13 @@ class DemoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: Literal["digits", "breastmnist", "pneumoniamnist", "mnist"] = "digits"
-    data_root: Path | None = None
-    epochs: int = Field(10, ge=1)
     cut: int = Field(2, ge=1)
-    batch_size: int = Field(64, ge=1)
-    seed: int = 0
     limit: int | None = Field(None, ge=1)
     width: int = Field(64, ge=1)
     hidden: int = Field(128, ge=1)
     restore_best: bool = False
     audit: bool = True
     audit_victims: int = Field(32, ge=1)
-    progress: bool = True
     pgsl: PGSLConfig = PGSLConfig()
 
 

@@ -1,9 +1,11 @@
 """PGSL (Khowaja et al., IEEE TNSE 2022): :class:`SplitShield` and its steps.
 
 ``saliency`` (a), ``perturb`` (b), ``unshuffle`` (c), ``recovery`` (d), ``fusion`` (e,
-eqs. 9-11), ``config`` (one pydantic model per step), ``shield`` (the client/server
-pair) and ``exported`` (the TorchScript deployment form). The names below load on
-first use.
+eqs. 9-11), ``config`` (one pydantic model per step). ``SplitShield`` is built in
+layers: ``surgery`` (what PGSL changes in the wrapped model), ``halves`` (the client's
+steps and the server's streams: the one inference path), ``pair`` (the client/server
+pair), ``fitting`` (training), ``shield`` (checkpoints and export); ``exported`` is
+the TorchScript deployment form of ``halves``. The names below load on first use.
 """
 
 from __future__ import annotations

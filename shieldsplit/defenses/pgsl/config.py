@@ -16,23 +16,45 @@ Example:
     0.3
     >>> try:
     ...     PGSLConfig(recovry={"mu": 0.3})
-    ... except Exception as exc:
-    ...     print(type(exc).__name__)
-    ValidationError
+    ... except ValueError as exc:
+    ...     print(type(exc).__name__, str(exc).split("Fix: ")[1])
+    ConfigError rename it to 'recovery'.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from contextvars import ContextVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shieldsplit._core.validate import config_error
 
 # the optimiser settings live with the one training loop (a low layer); re-exported here
 from shieldsplit.training import TrainConfig
 
+#: True while a config validates its fields: a nested config then leaves its error to the
+#: outermost one, which names the whole path (``recovery.mu``) once.
+_VALIDATING: ContextVar[bool] = ContextVar("_VALIDATING", default=False)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **data: Any) -> None:
+        """Validate the fields; a bad one is a typed ConfigError (naming it and its fix),
+        not pydantic's raw error (:func:`~shieldsplit._core.validate.config_error`)."""
+        if _VALIDATING.get():
+            super().__init__(**data)
+            return
+        token = _VALIDATING.set(True)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error(type(self), data, exc, fix="check the field names and ranges "
+                               "in shieldsplit.defenses.pgsl.config") from None
+        finally:
+            _VALIDATING.reset(token)
 
 
 class SaliencyConfig(_Strict):

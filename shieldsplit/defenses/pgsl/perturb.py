@@ -65,7 +65,26 @@ def budget_count(numel: int, pixel_budget: float) -> int:
             what="pixel_budget", expected="a fraction in (0, 1]", received=pixel_budget,
             fix="pass e.g. pixel_budget=0.02",
         )
-    return max(1, round(numel * pixel_budget))
+    return budget_kernel(numel, pixel_budget)
+
+
+def budget_kernel(numel: int, pixel_budget: float) -> int:
+    """The kernel of :func:`budget_count`, unchecked: ``max(1, round(numel * pixel_budget))``.
+
+    It compiles with :func:`torch.jit.script` (whose ``round`` also rounds half to even).
+
+    Args:
+        numel: elements per image.
+        pixel_budget: fraction in (0, 1].
+
+    Returns:
+        Elements per image the pixel attack raises.
+
+    Example:
+        >>> budget_kernel(64, 0.02)
+        1
+    """
+    return max(1, int(round(numel * pixel_budget)))  # noqa: RUF046 (TorchScript: a float)
 
 
 def raise_top(
@@ -135,4 +154,4 @@ def jsma_perturb(
     return Perturbation(adversarial=adversarial, delta=adversarial - x, mask=mask)
 
 
-__all__ = ["Perturbation", "budget_count", "jsma_perturb", "raise_top"]
+__all__ = ["Perturbation", "budget_count", "budget_kernel", "jsma_perturb", "raise_top"]

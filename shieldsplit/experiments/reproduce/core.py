@@ -31,6 +31,7 @@ from shieldsplit.defenses.pgsl.config import PGSLConfig
 from shieldsplit.errors import ConfigError
 from shieldsplit.experiments.reproduce.cells import CellStore
 from shieldsplit.models import PGSLNet
+from shieldsplit.settings import DataSettings
 
 matplotlib.use("Agg")
 logger = logging.getLogger(__name__)
@@ -79,8 +80,9 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-class ReproduceOptions(BaseModel):
-    """Options of :func:`reproduce` (and of ``shieldsplit reproduce``).
+class ReproduceOptions(DataSettings):
+    """Options of :func:`reproduce` (and of ``shieldsplit reproduce``), built from the
+    run-settings family (:mod:`shieldsplit.settings`).
 
     Attributes:
         paper: a registered paper: ``pgsl`` (Khowaja et al. 2022) or ``latent``
@@ -100,12 +102,9 @@ class ReproduceOptions(BaseModel):
 
     paper: str
     data: PaperData = "breastmnist"
-    data_root: Path | None = None
     budget: ReproBudget = "quick"
     out: Path = Path("docs/results")
-    seed: int = 0
     fresh: bool = False
-    progress: bool = True
     render: bool = False
 
 

@@ -20,6 +20,10 @@ The paper's numbers are for MIAS (330 mammograms) and MNIST. BreastMNIST and
 PneumoniaMNIST stand in for MIAS (the MIAS column is shown beside them), MNIST
 is compared with the MNIST column. The paper's MSE scale is not stated (its MIAS
 values, 1 to 8, are not MSEs of images in [0, 1]); ours are on [0, 1] images.
+
+This module holds the settings and assembles the page; the cells' computations are in
+:mod:`~shieldsplit.experiments.reproduce.pgsl_cells` and the page's computed text and
+plot in :mod:`~shieldsplit.experiments.reproduce.pgsl_page`.
 """
 
 from __future__ import annotations
@@ -27,50 +31,47 @@ from __future__ import annotations
 import functools
 import statistics
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-
 from shieldsplit._core.progress import progress_bar
-from shieldsplit.attacks import create_attack
-from shieldsplit.attacks.base import AttackContext
-from shieldsplit.attacks.observe import observe_gradient
-from shieldsplit.attacks.observe_split import observe_activations
 from shieldsplit.audit.auditor import AttackResult
 from shieldsplit.compare.frontier import DefenseRun, redecide_run, run_defense, stuck
-from shieldsplit.cutting import split_model
-from shieldsplit.data import make_loaders
-from shieldsplit.defenses.pgsl.perturb import jsma_perturb
-from shieldsplit.defenses.pgsl.recovery import recover
-from shieldsplit.defenses.pgsl.saliency import class_gradient, jsma_saliency, normalised_heat
-from shieldsplit.evasion.adversarial import create_adversary
-from shieldsplit.experiments.demo import DemoOptions, run_demo
 from shieldsplit.experiments.reproduce.core import (
     RunContext,
     differences_section,
     mean_sd,
     register_experiment,
 )
+from shieldsplit.experiments.reproduce.pgsl_cells import (
+    MUS,
+    ReferenceNetwork,
+    adversarial_cell,
+    mu_sweep,
+    rebuild,
+    rebuild_cell,
+    streams_cell,
+)
+from shieldsplit.experiments.reproduce.pgsl_page import (
+    DATA_DIFFERENCE,
+    DIFFERENCES,
+    budget_note,
+    map_subtraction_sentence,
+    ordering_rows,
+    paper_pgsl_sentence,
+    plot_mu,
+    recovered_accuracy_sentence,
+    table2_notes,
+)
 from shieldsplit.experiments.reproduce.reading import (
     LEVEL,
-    ClaimLabel,
     balanced_cell,
     chance_sentence,
-    claim,
-    control_leaks_images,
-    image_control_reason,
     image_leak_sentence,
-    psnr_range,
-    seed_part,
     stuck_reason,
     sweep_sentence,
     verdict_cell,
-    verdict_count_sentence,
 )
 from shieldsplit.functional.stats import majority_rate
-from shieldsplit.training import accuracy, fit_plain
 
 T1_ATTACKS = ("dlg", "idlg", "gan-prior", "split-black-box")
 ATTACK_TITLE = {"dlg": "DLG", "idlg": "iDLG", "gan-prior": "DCGAN", "split-black-box": "MIA"}
@@ -106,19 +107,21 @@ PAPER_T2: dict[str, tuple[float, float]] = {
 }
 ADVERSARIES = ("jsma", "cw", "bim", "fgsm")
 REBUILDERS = ("dlg", "idlg", "gan-prior")
-MUS = [round(0.05 + 0.1 * i, 2) for i in range(10)]
+
+
+def _column_index(ctx: RunContext) -> int:
+    """Which of the paper's (MIAS, MNIST) values we compare with: MNIST's for MNIST."""
+    return 1 if ctx.options.data == "mnist" else 0
 
 
 def _paper(ctx: RunContext, value: tuple[float, float] | None) -> str:
     if value is None:
         return "not reported"
-    return f"{value[1] if ctx.options.data == 'mnist' else value[0]:g}"
+    return f"{value[_column_index(ctx)]:g}"
 
 
 def _column(ctx: RunContext) -> str:
-    return "MNIST" if ctx.options.data == "mnist" else "MIAS"
-
-
+    return ("MIAS", "MNIST")[_column_index(ctx)]
 
 
 # ------------------------------------------------------------------ Table I
@@ -182,8 +185,8 @@ def table1(ctx: RunContext) -> tuple[list[str], list[str]]:
         *_orderings(ctx, runs),
         "",
         paper_pgsl_sentence(_column(ctx), {
-            ATTACK_TITLE[a]: PAPER_T1[(a, "ours")][1 if _column(ctx) == "MNIST" else 0]
-            - PAPER_T1[(a, "none")][1 if _column(ctx) == "MNIST" else 0]
+            ATTACK_TITLE[a]: PAPER_T1[(a, "ours")][_column_index(ctx)]
+            - PAPER_T1[(a, "none")][_column_index(ctx)]
             for a in ("dlg", "idlg", "gan-prior")}),
         "",
     ], [budget_note(ctx.preset.audit, {
@@ -191,45 +194,6 @@ def table1(ctx: RunContext) -> tuple[list[str], list[str]]:
                           for r in _setting_runs(ctx, runs, label)] for a in ("dlg", "idlg")},
         {ATTACK_TITLE[a]: [r.leakage[a] for r in _setting_runs(ctx, runs, "undefended split")]
          for a in ("dlg", "idlg")})]
-
-
-def budget_note(budget: str, results: dict[str, list[AttackResult]],
-                undefended: dict[str, list[AttackResult]]) -> str:
-    """The page's note on the gradient attacks' strength, from their PSNR and verdicts.
-
-    Args:
-        budget: the audit budget.
-        results: attack title -> its results over every setting and seed.
-        undefended: attack title -> its results on the undefended split (one per seed).
-
-    Returns:
-        One bullet's text.
-
-    Example:
-        >>> from shieldsplit.audit.auditor import AttackResult
-        >>> r = AttackResult(attack="dlg", threat_model="t", observes="gradient", images=8,
-        ...                  seconds=1.0, psnr=5.04, verdict="inconclusive")
-        >>> note = budget_note("quick", {"DLG": [r, r.model_copy(update={"psnr": 9.2})]},
-        ...                    {"DLG": [r]})
-        >>> "PSNR 5.0-9.2 dB" in note, "*inconclusive*" in note
-        (True, True)
-    """
-    ranges = {n: psnr_range(rs) for n, rs in results.items()}
-    psnr = ", ".join(f"{n} PSNR {lo:.1f}-{hi:.1f} dB" for n, r in ranges.items() if r
-                     for lo, hi in [r])
-    leak = all(control_leaks_images(rs) for rs in undefended.values())
-    return (
-        f"**Attack budget.** Every attack runs at the auditor's `{budget}` budget on a CPU. "
-        f"Over every setting and seed the gradient attacks reach {psnr or 'no finished run'}; "
-        "on the undefended split, "
-        + "; ".join(verdict_count_sentence(n, rs) for n, rs in undefended.items()) + "; "
-        + "; ".join(image_leak_sentence(n, rs) for n, rs in undefended.items()) + ". "
-        + ("Both leak images on every undefended seed, so their ordering rows are decided "
-           f"wherever the {LEVEL:.0%} t-intervals across seeds separate." if leak else
-           "Where an attack does not leak images (re-identification or rebuilt images) on "
-           "every undefended seed, its MSE differences between settings are not evidence, "
-           "and its ordering rows read *inconclusive*.")
-        + " The paper does not give its attack budgets.")
 
 
 def _setting_runs(ctx: RunContext, runs: dict[str, DefenseRun], label: str) -> list[DefenseRun]:
@@ -256,41 +220,6 @@ def _mse_values(ctx: RunContext, runs: dict[str, DefenseRun], label: str,
             for a in [r.leakage[attack]] if a.status == "ok" and a.mse is not None]
 
 
-def paper_pgsl_sentence(column: str, pgsl_minus_none: dict[str, float]) -> str:
-    """How the paper's own PGSL rows sit against its undefended rows, computed from its
-    Table I column (the MIAS and MNIST columns differ).
-
-    Args:
-        column: the paper's column compared (``MIAS`` or ``MNIST``).
-        pgsl_minus_none: attack -> the paper's PGSL MSE minus its undefended MSE.
-
-    Returns:
-        One paragraph.
-
-    Example:
-        >>> paper_pgsl_sentence("MNIST", {"DLG": -0.07, "DCGAN": 0.02}).split(":")[0]
-        "Reading the paper's table (MNIST column)"
-        >>> "below its undefended MSE for DLG; above it for DCGAN" in paper_pgsl_sentence(
-        ...     "MNIST", {"DLG": -0.07, "DCGAN": 0.02})
-        True
-    """
-    lower = [a for a, d in pgsl_minus_none.items() if d < 0]
-    higher = [a for a, d in pgsl_minus_none.items() if d > 0]
-    parts = []
-    if lower:
-        parts.append(f"below its undefended MSE for {', '.join(lower)}")
-    if higher:
-        parts.append(f"above it for {', '.join(higher)}")
-    text = (f"Reading the paper's table ({column} column): its PGSL MSE is "
-            + "; ".join(parts) + ".")
-    if lower:
-        text += (" Where it is lower, PGSL's recovery brings the images back towards the "
-                 "originals in the paper, so a lower MSE there means better recovery, not "
-                 "more protection.")
-    return (text + " We report the same quantity (MSE between the attacker's reconstruction "
-            "and the original image) for every row.")
-
-
 def _setting_stuck(ctx: RunContext, runs: dict[str, DefenseRun], label: str) -> str:
     """Why a Table I setting's client classifier learned nothing ("" when it learned)."""
     classes = ctx.data.num_classes
@@ -305,7 +234,7 @@ def _setting_stuck(ctx: RunContext, runs: dict[str, DefenseRun], label: str) -> 
 
 def _orderings(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
     """Does each of the paper's orderings (setting MSE above or below undefended) hold here?"""
-    col = 1 if ctx.options.data == "mnist" else 0
+    col = _column_index(ctx)
     rows = ordering_rows(
         {attack: [r.leakage[attack] for r in _setting_runs(ctx, runs, "undefended split")]
          for attack in ("dlg", "idlg", "gan-prior")},
@@ -347,186 +276,15 @@ def _orderings(ctx: RunContext, runs: dict[str, DefenseRun]) -> list[str]:
     return lines
 
 
-def ordering_rows(control: dict[str, list[AttackResult]], mse: dict[tuple[str, str], list[float]],
-                  paper_up: dict[tuple[str, str], bool], *, stuck: dict[str, str] | None = None,
-                  ) -> list[tuple[str, str, bool, bool, ClaimLabel, str]]:
-    """The ordering table's rows, decided from the numbers.
-
-    Args:
-        control: attack -> its results on the undefended split (one per seed).
-        mse: ``(attack, setting)`` -> MSE per seed (the undefended setting included, as
-            ``"undefended split"``).
-        paper_up: ``(attack, setting)`` -> whether the paper's MSE is above its undefended one.
-        stuck: setting -> why its classifier learned nothing (such settings, or an
-            undefended split listed here, are excluded: *inconclusive*).
-
-    Returns:
-        ``(attack, setting, paper above, ours above, holds|does not hold|inconclusive, why)``
-        per setting with numbers on both sides.
-
-    Example:
-        >>> from shieldsplit.audit.auditor import AttackResult
-        >>> noise = AttackResult(attack="dlg", threat_model="t", observes="gradient", images=8,
-        ...                      seconds=1.0, verdict="inconclusive")
-        >>> rows = ordering_rows({"dlg": [noise]},
-        ...                      {("dlg", "undefended split"): [0.1, 0.11], ("dlg", "x"): [0.2]},
-        ...                      {("dlg", "x"): True})
-        >>> rows[0][4:]
-        ('inconclusive', 'the attack does not leak on the undefended run')
-    """
-    stuck = stuck or {}
-    out: list[tuple[str, str, bool, bool, ClaimLabel, str]] = []
-    for (attack, label), p_up in paper_up.items():
-        base, ours = mse.get((attack, "undefended split"), []), mse.get((attack, label), [])
-        if not base or not ours:
-            continue
-        o_up = statistics.mean(ours) > statistics.mean(base)
-        why_stuck = stuck.get(label) or stuck.get("undefended split")
-        if why_stuck:
-            out.append((attack, label, p_up, o_up, "inconclusive",
-                        f"excluded: {why_stuck}"))
-            continue
-        results = control.get(attack, [])
-        verdict, why = claim([seed_part("MSE", o_up == p_up, base, ours)],
-                             control_leaks=control_leaks_images(results),
-                             control_why=image_control_reason(results))
-        out.append((attack, label, p_up, o_up, verdict, why))
-    return out
-
-
-# ------------------------------------------------------------------ Table II
-class _Reference:
-    """The undefended network trained on clean images (built once, only if needed)."""
-
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
-        self._net: nn.Module | None = None
-
-    def __call__(self) -> nn.Module:
-        if self._net is None:
-            ctx, seed = self.ctx, self.ctx.options.seed
-            net = ctx.network(seed)
-            loaders = make_loaders(ctx.data, batch_size=64, seed=seed)
-            fit_plain(net, loaders.train, epochs=ctx.preset.epochs, seed=seed,
-                      progress=ctx.options.progress)
-            self._net = net.eval()
-        return self._net
-
-
-def _train_and_test(ctx: RunContext, x_train: Tensor, y_train: Tensor, x_test: Tensor,
-                    y_test: Tensor, seed: int) -> float:
-    """Train a fresh network on ``(x_train, y_train)``; its accuracy on ``(x_test, y_test)``."""
-    net = ctx.network(seed)
-    g = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_train, y_train),
-                                         batch_size=64, shuffle=True, generator=g)
-    fit_plain(net, loader, epochs=ctx.preset.epochs, seed=seed, progress=False)
-    return accuracy(net.eval(), [(x_test, y_test)])
-
-
-def _attack_in_chunks(adversary: Any, model: nn.Module, x: Tensor, y: Tensor,
-                      size: int = 64) -> tuple[Tensor, dict[str, float]]:
-    """Adversarial images of ``x`` in chunks (JSMA's pairwise map is quadratic in pixels),
-    and the attack's success on the images ``model`` classified correctly."""
-    chunks = [adversary(model, x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
-    images = torch.cat([c.images for c in chunks])
-    success = torch.cat([c.success for c in chunks])
-    delta = (images - x).flatten(1)
-    with torch.no_grad():
-        correct = model(x).argmax(-1) == y
-    return images, {
-        "success_rate": float(success[correct].float().mean()) if bool(correct.any()) else 0.0,
-        "l0": float((delta != 0).float().mean()),
-        "l2": float(delta.norm(dim=1).mean()),
-        "linf": float(delta.abs().amax(dim=1).mean()),
-    }
-
-
-def _adversarial_cell(ctx: RunContext, ref: _Reference, name: str) -> dict[str, Any]:
-    d, seed = ctx.data, ctx.options.seed
-    adversary = create_adversary(name, seed=seed) if name in ("cw", "jsma") \
-        else create_adversary(name)
-    train, _ = _attack_in_chunks(adversary, ref(), d.x_train, d.y_train)
-    test, stats = _attack_in_chunks(adversary, ref(), d.x_test, d.y_test)
-    return {"accuracy": _train_and_test(ctx, train, d.y_train, test, d.y_test, seed), **stats}
-
-
-def rebuild(model: nn.Module, attack: str, x: Tensor, y: Tensor, *, auxiliary: Tensor,
-            auxiliary_labels: Tensor, num_classes: int, cut: int, budget: Any, seed: int,
-            progress: bool) -> Tensor:
-    """Images ``attack`` rebuilds from what ``model`` leaks about ``x`` (one per image).
-
-    Gradient attacks observe the per-image gradient of the whole model (eval mode);
-    the DCGAN prior observes the activations at ``cut`` and is trained on ``auxiliary``.
-
-    Args:
-        model: the trained, undefended classifier.
-        attack: a registered attack name (``dlg``, ``idlg``, ``gan-prior``, ...).
-        x: the images to rebuild, in [0, 1].
-        y: their labels (used to compute the observed gradients).
-        auxiliary: the attacker's own images (disjoint from ``x``).
-        auxiliary_labels: their labels.
-        num_classes: the classifier's classes.
-        cut: where a split-learning attack observes the model.
-        budget: the attack budget.
-        seed: seeds the attack.
-        progress: show the attack's progress bar.
-
-    Returns:
-        The reconstructions, shaped like ``x``, in [0, 1] (kept in memory only).
-    """
-    image_shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
-    att = create_attack(attack, seed=seed, progress=progress)
-    if att.observes == "activations":
-        head = split_model(model, cut).head.eval()
-        att.prepare(AttackContext(image_shape=image_shape, num_classes=num_classes, model=head,
-                                  auxiliary_images=auxiliary, auxiliary_labels=auxiliary_labels,
-                                  budget=budget, seed=seed))
-        return att.reconstruct(observe_activations(head, x)).images.detach().clamp(0, 1)
-    fl = model.eval()
-    att.prepare(AttackContext(image_shape=image_shape, num_classes=num_classes, model=fl,
-                              auxiliary_images=auxiliary, auxiliary_labels=auxiliary_labels,
-                              budget=budget, seed=seed))
-    obs = [observe_gradient(fl, x[i:i + 1], y[i:i + 1]) for i in range(len(x))]
-    many = getattr(att, "reconstruct_many", None)
-    recs = many(obs) if many is not None else [att.reconstruct(o) for o in obs]
-    return torch.cat([r.images for r in recs]).detach().clamp(0, 1)
-
-
-def _rebuild_cell(ctx: RunContext, ref: _Reference, name: str) -> dict[str, Any]:
-    d, seed, n = ctx.data, ctx.options.seed, ctx.preset.rebuild
-    aux_x, aux_y = d.x_val, d.y_val  # the attacker's own images: disjoint from both
-    out = {}
-    for split, (x, y) in {"train": (d.x_train[:n], d.y_train[:n]),
-                          "test": (d.x_test[:n], d.y_test[:n])}.items():
-        out[split] = (rebuild(ref(), name, x, y, auxiliary=aux_x, auxiliary_labels=aux_y,
-                              num_classes=d.num_classes, cut=2, budget=ctx.preset.audit, seed=seed,
-                              progress=ctx.options.progress), y)
-        out[f"{split}_original"] = (x, y)
-    mse_test = float(((out["test"][0] - out["test_original"][0]) ** 2).mean())
-    return {
-        "accuracy": _train_and_test(ctx, *out["train"], *out["test"], seed),
-        "images": n, "mse_test": mse_test,
-    }
-
-
-def _streams_cell(ctx: RunContext, seed: int) -> dict[str, Any]:
-    o, p = ctx.options, ctx.preset
-    report = run_demo(DemoOptions(data=o.data, data_root=o.data_root, epochs=p.epochs, seed=seed,
-                                  limit=p.limit, width=p.width, hidden=p.hidden, audit=False,
-                                  progress=o.progress))
-    return {"plain": report.plain_test_accuracy, **report.shield_test_accuracy}
-
-
-def table2(ctx: RunContext, ref: _Reference) -> tuple[list[str], list[str]]:
+def table2(ctx: RunContext, ref: ReferenceNetwork) -> tuple[list[str], list[str]]:
     """Table II cells, Markdown and the page's notes computed from them."""
     col = _column(ctx)
     run = ctx.store.run
-    adv = {n: run(f"table2 adversarial {n}", functools.partial(_adversarial_cell, ctx, ref, n))
+    adv = {n: run(f"table2 adversarial {n}", functools.partial(adversarial_cell, ctx, ref, n))
            for n in ADVERSARIES}
-    reb = {n: run(f"table2 rebuilt {n}", functools.partial(_rebuild_cell, ctx, ref, n))
+    reb = {n: run(f"table2 rebuilt {n}", functools.partial(rebuild_cell, ctx, ref, n))
            for n in REBUILDERS}
-    streams = [run(f"table2 streams seed={s}", functools.partial(_streams_cell, ctx, s))
+    streams = [run(f"table2 streams seed={s}", functools.partial(streams_cell, ctx, s))
                for s in ctx.seeds]
     lines = [
         "## Table II: accuracy",
@@ -583,180 +341,7 @@ def table2(ctx: RunContext, ref: _Reference) -> tuple[list[str], list[str]]:
         stuck=stuck)
 
 
-def table2_notes(adversarial: dict[str, float], rebuilt_accuracy: dict[str, float], *,
-                 plain: float, attacked_stream: float, majority: float, rebuilt: int,
-                 paper_jsma: str, stuck: dict[str, str] | None = None) -> list[str]:
-    """Table II's notes, each computed from its accuracies.
-
-    Args:
-        adversarial: attack -> accuracy of the network trained and tested on its images.
-        rebuilt_accuracy: attack -> accuracy of the network trained on its reconstructions.
-        plain: plain training's clean test accuracy.
-        attacked_stream: PGSL's attacked stream's accuracy.
-        majority: the whole test split's majority-class rate.
-        rebuilt: images rebuilt per split.
-        paper_jsma: the paper's accuracy of its attacked stream.
-        stuck: row (attack) -> why its network learned nothing
-            (:func:`~shieldsplit.experiments.reproduce.reading.stuck_reason`, on the
-            exact images it was tested on): reported, and left out of every comparison.
-
-    Returns:
-        Three bullets' text.
-
-    Example:
-        >>> notes = table2_notes({"FGSM": 0.9, "BIM": 0.731}, {"DLG": 0.646}, plain=0.7,
-        ...                      attacked_stream=0.78, majority=0.731, rebuilt=48,
-        ...                      paper_jsma="46.3", stuck={"BIM": "stuck at 73.1%",
-        ...                      "DLG": "scores exactly the majority rate (31/48)"})
-        >>> "FGSM (90.0%)" in notes[0], "BIM (73.1%)" in notes[0], "1 of 1 networks" in notes[1]
-        (True, False, True)
-        >>> "+8.0 points" in notes[2]
-        True
-    """
-    stuck = stuck or {}
-    # a stuck row learned nothing: it is not evidence of a feature
-    above = [f"{n} ({a:.1%})" for n, a in adversarial.items() if a > plain and n not in stuck]
-    first = (f"**Table II, attacked images.** Trained and tested on images attacked against a "
-             f"fixed undefended network, the network scores above plain training's clean "
-             f"accuracy ({plain:.1%}) on {', '.join(above)}: it can learn the attack's "
-             "class-dependent perturbation as a feature. The paper's lower numbers suggest a "
-             "different protocol (for example training on clean and testing on attacked "
-             "images), which it does not describe." if above else
-             f"**Table II, attacked images.** No attacked-image row that learned scores above "
-             f"plain training's clean accuracy ({plain:.1%}); the paper does not describe its "
-             "protocol (trained and tested on attacked images, as ours, or not).")
-    adv_stuck = [n for n in adversarial if n in stuck]
-    if adv_stuck:
-        first += (f" {len(adv_stuck)} of {len(adversarial)} attacked-image networks are stuck "
-                  "(" + "; ".join(f"{n}: {stuck[n]}" for n in adv_stuck) + ") and left out.")
-    reb_stuck = [n for n in rebuilt_accuracy if n in stuck]
-    second = (f"**Table II, rebuilt images.** Trained on {rebuilt} reconstructions per split "
-              f"and tested on the first {rebuilt} test images (the whole test split's "
-              f"majority rate, {majority:.1%}, is not theirs), {len(reb_stuck)} of "
-              f"{len(rebuilt_accuracy)} networks are stuck")
-    second += (": " + "; ".join(f"{n} {stuck[n]}" for n in reb_stuck) + ". They learned "
-               "nothing from the reconstructions, so their rows are reported as stuck and "
-               "left out of every comparison with the paper" if reb_stuck else "")
-    second += "; the paper does not say how many images it rebuilt."
-    third = (f"**Table II, PGSL streams.** Our JSMA step changes 2% of the pixels; our attacked "
-             f"stream scores {attacked_stream:.1%}, {100 * (attacked_stream - plain):+.1f} "
-             f"points from plain training ({plain:.1%}), where the paper's falls to "
-             f"{paper_jsma}%.")
-    return [first, second, third]
-
-
-# ------------------------------------------------------------------ Fig. 3
-def mu_sweep(net: nn.Module, x: Tensor, y: Tensor, *, mus: Sequence[float] = MUS,
-             pixel_budget: float = 0.02, max_iter: int = 100) -> dict[str, Any]:
-    """PGSL Fig. 3: attack ``x`` with the JSMA step, recover it at each ``mu``, score MSE.
-
-    Args:
-        net: the trained, undefended network whose saliency guides the attack.
-        x: images in [0, 1].
-        y: their labels (the saliency target).
-        mus: the relaxation parameters to sweep.
-        pixel_budget: the JSMA step's fraction of pixels.
-        max_iter: APG iterations of each recovery.
-
-    Returns:
-        ``{"mse_attacked", "attacked_accuracy", "mse_map_subtracted",
-        "accuracy_on_map_subtracted", "rows": [{"mu", "mse_recovered",
-        "accuracy_on_recovered"}]}`` (``map_subtracted``: the paper's ``x ~ x_hat - Map``).
-    """
-    net = net.eval()
-    grad = class_gradient(lambda t: net(t).softmax(-1), x, y)
-    scores = jsma_saliency(grad)
-    attacked = jsma_perturb(x, scores, pixel_budget=pixel_budget, strength=1.0,
-                            clip=(0.0, 1.0)).adversarial
-    # The paper's own approximation (Sec. IV-C): x ~ x_hat - Map, with Map the map
-    # PGSL sends along (the normalised saliency channel), clipped to the pixel range.
-    subtracted = (attacked - normalised_heat(scores)).clamp(0.0, 1.0)
-    rows = []
-    for mu in mus:
-        rec = recover(attacked, mu=mu, max_iter=max_iter, tol=1e-6, matrix="rows_x_cols")
-        rows.append({"mu": mu, "mse_recovered": float(((rec - x) ** 2).mean()),
-                     "accuracy_on_recovered": accuracy(net, [(rec, y)])})
-    return {"mse_attacked": float(((attacked - x) ** 2).mean()),
-            "attacked_accuracy": accuracy(net, [(attacked, y)]),
-            "mse_map_subtracted": float(((subtracted - x) ** 2).mean()),
-            "accuracy_on_map_subtracted": accuracy(net, [(subtracted, y)]), "rows": rows}
-
-
-def map_subtraction_sentence(sweep: dict[str, Any], best_recovered: float) -> str:
-    """The computed reading of the paper's ``x ~ x_hat - Map`` beside robust PCA.
-
-    Args:
-        sweep: :func:`mu_sweep`'s result.
-        best_recovered: the lowest MSE of the robust-PCA recovery over ``mu``.
-
-    Returns:
-        One sentence (empty for a result made before the map row existed).
-
-    Example:
-        >>> s = map_subtraction_sentence({"mse_attacked": 0.02, "mse_map_subtracted": 0.03}, 0.01)
-        >>> s.endswith("worse than the attacked images (0.02000) and worse than robust PCA "
-        ...            "at its best mu (0.01000).")
-        True
-    """
-    sub = sweep.get("mse_map_subtracted")
-    if sub is None:
-        return ""
-    attacked = sweep["mse_attacked"]
-    vs_attacked = "better than" if sub < attacked else "worse than"
-    vs_rpca = "better than" if sub < best_recovered else "worse than"
-    return (f"The paper's own approximation x ~ x_hat - Map (the saliency channel subtracted) "
-            f"gives MSE {sub:.5f}: {vs_attacked} the attacked images ({attacked:.5f}) and "
-            f"{vs_rpca} robust PCA at its best mu ({best_recovered:.5f}).")
-
-
-def recovered_accuracy_sentence(sweep: dict[str, Any], classes: int) -> str:
-    """What the sweep's accuracies on recovered images say, computed; below chance is
-    flagged as unexplained (the cells hold accuracies only, not predictions).
-
-    Args:
-        sweep: :func:`mu_sweep`'s result.
-        classes: the task's classes (chance is ``1 / classes``).
-
-    Returns:
-        One paragraph.
-
-    Example:
-        >>> sweep = {"attacked_accuracy": 0.59, "rows": [
-        ...     {"mu": 0.05, "accuracy_on_recovered": 0.45},
-        ...     {"mu": 0.15, "accuracy_on_recovered": 0.62}]}
-        >>> text = recovered_accuracy_sentence(sweep, 2)
-        >>> "below chance (50.0%) at 1 of 2 values of mu" in text, "Unexplained" in text
-        (True, True)
-        >>> fine = {"attacked_accuracy": 0.59,
-        ...         "rows": [{"mu": 0.05, "accuracy_on_recovered": 0.7}]}
-        >>> "Unexplained" in recovered_accuracy_sentence(fine, 2)
-        False
-    """
-    accs = [float(r["accuracy_on_recovered"]) for r in sweep["rows"]]
-    if not accs:
-        return ""
-    chance, attacked = 1 / classes, float(sweep["attacked_accuracy"])
-    below = sum(a < chance for a in accs)
-    worse = sum(a < attacked for a in accs)
-    text = (f"The undefended network scores {min(accs):.1%}-{max(accs):.1%} on the recovered "
-            f"images, below its {attacked:.1%} on the attacked images at {worse} of "
-            f"{len(accs)} values of mu")
-    sub = sweep.get("accuracy_on_map_subtracted")
-    if sub is not None:
-        text += f", and {float(sub):.1%} on the map-subtracted images"
-    text += "."
-    if below:
-        text += (f" It is below chance ({chance:.1%}) at {below} of {len(accs)} values of mu: "
-                 "on the recovered images the network picks the wrong class more often than "
-                 "a guess would. "
-                 "Unexplained: the cells record these accuracies only (no predictions per "
-                 "class, nor the network's accuracy on the clean test images), so the cause "
-                 "cannot be read from them; `benchmarks/mu_sweep.py` measures the same "
-                 "quantity with its own network (see its page).")
-    return text
-
-
-def fig3(ctx: RunContext, ref: _Reference) -> tuple[list[str], list[str]]:
+def fig3(ctx: RunContext, ref: ReferenceNetwork) -> tuple[list[str], list[str]]:
     """Fig. 3 cell, Markdown, plot and the page's note computed from it."""
     sweep = ctx.store.run("fig3 mu sweep", lambda: mu_sweep(ref(), ctx.data.x_test,
                                                             ctx.data.y_test))
@@ -780,50 +365,16 @@ def fig3(ctx: RunContext, ref: _Reference) -> tuple[list[str], list[str]]:
               for r in sweep["rows"]]
     accuracy_reading = recovered_accuracy_sentence(sweep, ctx.data.num_classes)
     lines += ["", accuracy_reading]
-    _plot_mu(ctx, sweep)
+    plot_mu(ctx, sweep)
     note = (f"**Fig. 3.** Recovery with lam = 1/sqrt(28), APG started at the image: {reading} "
             f"The paper's minimum is at mu = 0.55, ours at {best['mu']:.2f}. See `docs/pgsl.md` "
             f"for why SplitShield keeps 0.55 on activations. {accuracy_reading}").strip()
     return [*lines, "", f"![Fig. 3: MSE over mu]({ctx.stem}_fig3.png)", ""], [note]
 
 
-def _plot_mu(ctx: RunContext, sweep: dict[str, Any]) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.plot([r["mu"] for r in sweep["rows"]], [r["mse_recovered"] for r in sweep["rows"]],
-            marker="o", label="recovered vs original")
-    ax.axhline(sweep["mse_attacked"], color="grey", ls="--", label="attacked vs original")
-    ax.axvline(0.55, color="red", ls=":", label="paper's choice (0.55)")
-    ax.set_xlabel("mu")
-    ax.set_ylabel("MSE")
-    ax.legend(fontsize=8)
-    ctx.save_plot("fig3", fig)
-
-
-#: Why our numbers differ from the paper's (the most likely reasons, stated on the page).
-DATA_DIFFERENCE = {
-    "mnist": "**Data.** The paper's MNIST column is compared with MNIST, but ours is the "
-    "10,000-image MNIST test set split into train/val/test and capped per split (the "
-    "preset's limit), not the 60,000 training images.",
-    "other": "**Data.** The paper used MIAS (330 mammograms, 3 classes) and MNIST; the MIAS "
-    "column is compared with BreastMNIST or PneumoniaMNIST (ultrasound / X-ray, 2 classes, "
-    "28x28), which are different images, classes and sizes.",
-}
-DIFFERENCES = [
-    "**MSE scale.** The paper does not state its scale; its MIAS values (1 to 8) cannot be "
-    "MSEs of images in [0, 1]. Only the *ordering* of its rows is comparable with ours, "
-    "which is what the ordering table checks.",
-    "**DLG and iDLG against PGSL.** A split-learning server receives no weight gradient of "
-    "the client, so they cannot observe SplitShield; their PGSL row uses PGSL's two image "
-    "steps (JSMA, then proximal-gradient recovery) before a plainly trained network, our "
-    "reading of the paper's 'gradients from the proximal gradient method'.",
-]
-
-
 def run(ctx: RunContext) -> list[str]:
     """All cells of the PGSL paper, then its page (Markdown lines) and plots."""
-    ref = _Reference(ctx)
+    ref = ReferenceNetwork(ctx)
     t1, t1_notes = table1(ctx)
     t2, t2_notes = table2(ctx, ref)
     f3, f3_notes = fig3(ctx, ref)
@@ -839,5 +390,5 @@ def run(ctx: RunContext) -> list[str]:
 
 register_experiment("pgsl", run)
 
-__all__ = ["budget_note", "mu_sweep", "ordering_rows", "paper_pgsl_sentence", "rebuild",
-           "recovered_accuracy_sentence", "table2_notes"]
+__all__ = ["MUS", "budget_note", "map_subtraction_sentence", "mu_sweep", "ordering_rows",
+           "paper_pgsl_sentence", "rebuild", "recovered_accuracy_sentence", "table2_notes"]

@@ -1,0 +1,113 @@
+"""The run settings every entry point builds from: one small family of pydantic models
+sharing one base.
+
+:class:`RunSettings` holds what every run has (a seed and whether to show progress);
+:class:`DataSettings` where the data come from; :class:`TrainSettings` how a model is cut
+and trained; :class:`AuditSettings` how hard the attacks try. ``audit``
+(:class:`~shieldsplit.audit.runner.AttackSetting`), ``compare``
+(:class:`~shieldsplit.compare.frontier.RunSpec`), ``reproduce``
+(:class:`~shieldsplit.experiments.reproduce.core.ReproduceOptions`), the demo
+(:class:`~shieldsplit.experiments.demo.DemoOptions`) and ``federate``
+(:class:`FederatedSettings`) compose them, so a seed, a cut or a budget is
+validated the same way everywhere and named the same in every record.
+
+Example:
+    >>> s = TrainSettings(cut=2, epochs=3, seed=1)
+    >>> s.batch_size, s.progress
+    (64, True)
+    >>> try:
+    ...     AuditSettings(budget="huge")
+    ... except ValueError as exc:
+    ...     print("budget" in str(exc))
+    True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: How hard an audit's attacks try.
+Budget = Literal["quick", "standard", "thorough"]
+
+
+class RunSettings(BaseModel):
+    """What every run has.
+
+    Attributes:
+        seed: seeds everything random in the run (the same seed gives the same report).
+        progress: show progress bars or progress lines on long work.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(default=0, ge=0)
+    progress: bool = True
+
+
+class DataSettings(RunSettings):
+    """Where the data come from.
+
+    Attributes:
+        data: a registered data set (``digits`` ships with scikit-learn).
+        data_root: the folder with the verified data files (None: the default).
+    """
+
+    data: str = "digits"
+    data_root: Path | None = None
+
+
+class TrainSettings(RunSettings):
+    """How a model is cut and trained.
+
+    Attributes:
+        cut: the split point (a block index or a submodule name).
+        epochs: training epochs.
+        batch_size: training batch size.
+    """
+
+    cut: int | str = 2
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+
+
+class AuditSettings(RunSettings):
+    """How hard an audit's attacks try.
+
+    Attributes:
+        budget: the attack budget.
+        victims: victim images per audit (None: the budget's).
+    """
+
+    budget: Budget = "quick"
+    victims: int | None = Field(default=None, ge=1)
+
+
+class FederatedSettings(RunSettings):
+    """How a federated run trains (``shieldsplit federate``, the Flower adapter).
+
+    Attributes:
+        clients: the number of clients (hospitals).
+        rounds: federated rounds.
+        local_epochs: local epochs per round.
+        batch_size: the local batch size.
+        cut: the cut of a cut defence.
+        partition: ``"iid"`` or ``"dirichlet:ALPHA"``.
+
+    Example:
+        >>> FederatedSettings(clients=3).rounds
+        3
+    """
+
+    clients: int = Field(default=2, ge=1)
+    rounds: int = Field(default=3, ge=1)
+    local_epochs: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    cut: int | str = 2
+    partition: str = "iid"
+
+
+__all__ = ["AuditSettings", "Budget", "DataSettings", "FederatedSettings", "RunSettings",
+           "TrainSettings"]
