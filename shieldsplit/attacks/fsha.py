@@ -111,7 +111,13 @@ from shieldsplit.attacks.split import (
     decode,
     require_prepared,
 )
-from shieldsplit.errors import ConfigError, EmptyDataError, InputShapeError, StateError
+from shieldsplit.errors import (
+    ConfigError,
+    EmptyDataError,
+    InputShapeError,
+    StateError,
+    UnsupportedModelError,
+)
 from shieldsplit.training import fit_epochs, seeded, tensor_batches
 
 #: Hijacked client steps per budget (the paper runs 10^4 and more on MNIST).
@@ -306,6 +312,20 @@ class FeatureSpaceHijackingConfig(BaseModel):
     discriminator_width: int = Field(default=32, ge=1)
 
 
+def client_activations(client: nn.Module, images: Tensor) -> Tensor:
+    """What ``client`` sends for ``images`` (the activations crossing the cut).
+
+    Raises:
+        UnsupportedModelError: a client whose output carries no activations.
+    """
+    probe = observe_activations(client, images).activations
+    if probe is None:
+        raise UnsupportedModelError.build(
+            what="client", expected="a client part whose output crosses the cut",
+            received=type(client).__name__, fix="pass split_model(model, cut).head")
+    return probe
+
+
 class FeatureSpaceHijacking(Attack):
     """FSHA (Pasquini et al., CCS 2021): a malicious split server hijacks the client's
     feature space, then inverts it with its own decoder.
@@ -410,8 +430,7 @@ class FeatureSpaceHijacking(Attack):
                 "(split_model(model, cut).head)",
                 received=type(client).__name__, fix="pass AttackContext(model=head)",
             )
-        probe = observe_activations(client, images[:16]).activations
-        assert probe is not None  # an "activations" observation always carries them
+        probe = client_activations(client, images[:16])
         act_shape = tuple(int(s) for s in probe.shape[1:])
         with seeded(self.seed):
             encoder = build_encoder(context.image_shape, act_shape, width=self.width,
@@ -505,8 +524,10 @@ class FeatureSpaceHijacking(Attack):
         decoder = require_prepared(self.decoder, self.name)
         encoder, critic = self.encoder, self.critic
         opt_attacker, opt_critic = self.opt_attacker, self.opt_critic
-        assert encoder is not None and critic is not None and self.context is not None
-        assert opt_attacker is not None and opt_critic is not None  # set by prepare
+        if (encoder is None or critic is None or self.context is None or opt_attacker is None
+                or opt_critic is None):  # all set by prepare, with the decoder
+            raise StateError.build(what=self.name, expected="a prepared attack",
+                                   received="an unprepared one", fix="call prepare() first")
         check_images(private_images, "private_images")
         if tuple(private_images.shape[1:]) != tuple(self.context.image_shape):
             raise InputShapeError.build(
@@ -526,8 +547,7 @@ class FeatureSpaceHijacking(Attack):
         if isinstance(total, bool) or not isinstance(total, int) or total < 1:
             raise ConfigError.build(what="steps", expected="an int >= 1 or None",
                                     received=repr(steps), fix="pass steps=100")
-        probe = observe_activations(client, private_images[:2]).activations
-        assert probe is not None
+        probe = client_activations(client, private_images[:2])
         if tuple(probe.shape[1:]) != self.act_shape:
             raise InputShapeError.build(
                 what="client", expected=f"activations of per-sample shape {self.act_shape}, "
@@ -541,7 +561,9 @@ class FeatureSpaceHijacking(Attack):
         if resumed and self.client_optimizer_state is not None:  # the protocol goes on
             opt_client.load_state_dict(self.client_optimizer_state)
         aux = self.context.auxiliary_images
-        assert aux is not None
+        if aux is None:  # prepare() refused a context without it; a changed context
+            raise ConfigError.build(what=self.name, expected="auxiliary data",
+                                    received=None, fix="pass AttackContext(auxiliary_images=)")
         batch = min(self.batch_size, int(private_images.shape[0]), int(aux.shape[0]))
         pairs = PairedBatches(private_images.float(), aux.float(), steps=total,
                               batch_size=batch)
@@ -647,5 +669,6 @@ __all__ = [
     "FeatureSpaceHijackingConfig",
     "PairedBatches",
     "build_encoder",
+    "client_activations",
     "wgan_gradient_penalty",
 ]

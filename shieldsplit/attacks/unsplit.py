@@ -46,7 +46,6 @@ import time
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from shieldsplit._core.progress import progress_bar
@@ -62,6 +61,7 @@ from shieldsplit.attacks.base import (
 )
 from shieldsplit.attacks.split import (
     SEARCH_RESTARTS,
+    WhiteBoxInversionConfig,
     check_activation_observation,
     check_context,
     client_map,
@@ -75,8 +75,9 @@ from shieldsplit.training import eval_mode
 UNSPLIT_ITERATIONS = {"quick": 300, "standard": 1000, "thorough": 3000}
 
 
-class UnSplitConfig(BaseModel):
-    """Options of :class:`UnSplit` (see its Args).
+class UnSplitConfig(WhiteBoxInversionConfig):
+    """Options of :class:`UnSplit` (see its Args): the white-box inversion's options (the
+    same search, one config), with pixels projected onto [0, 1] by default.
 
     Attributes:
         iterations: Adam steps; None: the budget's (:data:`UNSPLIT_ITERATIONS`).
@@ -91,12 +92,6 @@ class UnSplitConfig(BaseModel):
         'clamp'
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    iterations: int | None = Field(default=None, ge=1)
-    restarts: int | None = Field(default=None, ge=1)
-    lr: float = Field(default=0.05, gt=0.0, allow_inf_nan=False)
-    tv_weight: float = Field(default=0.05, ge=0.0, allow_inf_nan=False)
     parametrization: Literal["clamp", "sigmoid"] = "clamp"
 
 
