@@ -30,9 +30,9 @@ How they run:
   before it, and run with ``python file.py``, at torch's default thread count. A pasted
   run cannot show what *spawn* does to a script: the child imports the script again, so
   code without an ``if __name__ == "__main__":`` guard starts processes from the child.
-  The other blocks run pasted only: without a child process a saved file runs them as
-  the pasted run does, and running every page twice would add the pasted runs' time
-  again (about 2 minutes on 2 loaded cores, 2026-12-06).
+  Every page's runnable Python blocks are also saved as one file and run that way
+  (:data:`PAGE_SCRIPTS`: the page's last block with those before it), so every Python
+  block runs as a script too (about 35 s on 2 cores, 2026-12-06).
 - A line ``print(...)  # True`` (or ``# False``) is a claim: the booleans the run prints,
   in order, must be the ones its lines claim.
 - The runs import the ``shieldsplit`` this test imports (``PYTHONPATH``), so a checkout
@@ -135,6 +135,13 @@ ALL_BLOCKS = [b for page in doc_pages() for b in parse_blocks(page)]
 PY_PAGES = sorted({b.page for b in ALL_BLOCKS if b.lang == "python"})
 SHELL_BLOCKS = [b for b in ALL_BLOCKS if b.lang == "bash"]
 SPAWNING_BLOCKS = [b for b in ALL_BLOCKS if b.spawns]
+#: Each page's last runnable Python block: saved with the page's earlier blocks, it is the
+#: whole page as one script file (pages whose last block spawns are run that way above).
+PAGE_SCRIPTS = [
+    max(runnable, key=lambda b: b.line) for page in PY_PAGES
+    if (runnable := [b for b in ALL_BLOCKS if b.page == page and b.lang == "python"
+                     and b.not_run is None])
+    and not max(runnable, key=lambda b: b.line).spawns]
 
 
 def test_the_examples_are_found_and_every_marker_gives_a_reason() -> None:
@@ -336,8 +343,10 @@ def test_the_spawning_examples_are_found() -> None:
     assert not any(b.spawns for b in ALL_BLOCKS if b.page.name == "membership.md")
 
 
-@pytest.mark.parametrize("block", SPAWNING_BLOCKS, ids=lambda b: b.label)
-def test_spawning_examples_run_as_scripts(block: Block, sandbox: Path) -> None:
+@pytest.mark.parametrize("block", SPAWNING_BLOCKS + PAGE_SCRIPTS, ids=lambda b: b.label)
+def test_examples_run_as_scripts(block: Block, sandbox: Path) -> None:
+    """Every page's Python blocks saved as one file and run with ``python file.py`` (a
+    block that starts processes also on its own, with the blocks before it)."""
     if block.not_run is not None:
         pytest.skip(f"marked not run: {block.not_run}")
     saved = saved_with(block)
