@@ -309,12 +309,6 @@ class Attack(AttackBase):
     control_attack: ClassVar[str | None] = None
     quick_default: ClassVar[bool] = True
 
-    @classmethod
-    def position(cls) -> Position:
-        """Where the attacker sits: ``"split"`` (a split-learning server that sees the
-        cut) or ``"federated"`` (a federated server that sees gradients or updates)."""
-        return "split" if cls.observes == "activations" else "federated"
-
     def __init__(self, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
         super().__init__(seed=seed, progress=progress, **options)
         self.context: AttackContext | None = None

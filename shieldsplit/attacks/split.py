@@ -164,7 +164,8 @@ def check_auxiliary(context: AttackContext, minimum: int, attack: str) -> Tensor
 
 
 def check_activation_observation(
-    observation: Any, attack: str, expected_shape: tuple[int, ...] | None = None
+    observation: Any, attack: str, expected_shape: tuple[int, ...] | None = None, *,
+    image_shape: tuple[int, ...] | None = None,
 ) -> Tensor:
     """The activations of an ``"activations"`` observation, checked.
 
@@ -172,6 +173,8 @@ def check_activation_observation(
         observation: what the attacker observed.
         attack: the attack's name, for the message.
         expected_shape: the per-sample activation shape the attack was prepared for.
+        image_shape: the image shape the attack was prepared for (an input search must
+            rebuild images of the context's shape).
 
     Returns:
         The activations as float32.
@@ -206,6 +209,12 @@ def check_activation_observation(
             expected=f"per-sample shape {tuple(expected_shape)}, as in prepare()",
             received=tuple(a.shape[1:]),
             fix="observe the same client (and cut) the attack was prepared on",
+        )
+    if image_shape is not None and tuple(observation.image_shape) != tuple(image_shape):
+        raise InputShapeError.build(
+            what="observation.image_shape", expected=str(tuple(image_shape)),
+            received=tuple(observation.image_shape),
+            fix="observe images of the context's shape",
         )
     return a.detach().float()
 
@@ -712,13 +721,8 @@ class WhiteBoxInversion(Attack):
             InputShapeError: when the image shape disagrees with the context.
         """
         context = require_prepared(self.context, self.name)
-        a = check_activation_observation(observation, self.name)
-        if tuple(observation.image_shape) != tuple(context.image_shape):
-            raise InputShapeError.build(
-                what="observation.image_shape", expected=str(tuple(context.image_shape)),
-                received=tuple(observation.image_shape),
-                fix="observe images of the context's shape",
-            )
+        a = check_activation_observation(observation, self.name,
+                                         image_shape=context.image_shape)
         start = time.perf_counter()
         iterations = self.iterations or SEARCH_ITERATIONS[context.budget]
         restarts = self.restarts or SEARCH_RESTARTS[context.budget]

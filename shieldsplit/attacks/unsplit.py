@@ -67,7 +67,7 @@ from shieldsplit.attacks.split import (
     client_map,
     require_prepared,
 )
-from shieldsplit.errors import ConfigError, InputShapeError
+from shieldsplit.errors import ConfigError
 from shieldsplit.functional.image import total_variation
 from shieldsplit.training import eval_mode
 
@@ -167,12 +167,8 @@ class UnSplit(Attack):
             InputShapeError: when the image shape disagrees with the context.
         """
         context = require_prepared(self.context, self.name)
-        a = check_activation_observation(observation, self.name)
-        if tuple(observation.image_shape) != tuple(context.image_shape):
-            raise InputShapeError.build(
-                what="observation.image_shape", expected=str(tuple(context.image_shape)),
-                received=tuple(observation.image_shape),
-                fix="observe images of the context's shape")
+        a = check_activation_observation(observation, self.name,
+                                         image_shape=context.image_shape)
         start = time.perf_counter()
         iterations = self.iterations or UNSPLIT_ITERATIONS[context.budget]
         restarts = self.restarts or SEARCH_RESTARTS[context.budget]
