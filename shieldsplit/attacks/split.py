@@ -173,8 +173,7 @@ def check_activation_observation(
         observation: what the attacker observed.
         attack: the attack's name, for the message.
         expected_shape: the per-sample activation shape the attack was prepared for.
-        image_shape: the image shape the attack was prepared for (an input search must
-            rebuild images of the context's shape).
+        image_shape: the image shape the attack was prepared for (input searches).
 
     Returns:
         The activations as float32.
@@ -213,9 +212,7 @@ def check_activation_observation(
     if image_shape is not None and tuple(observation.image_shape) != tuple(image_shape):
         raise InputShapeError.build(
             what="observation.image_shape", expected=str(tuple(image_shape)),
-            received=tuple(observation.image_shape),
-            fix="observe images of the context's shape",
-        )
+            received=tuple(observation.image_shape), fix="observe images of the context's shape")
     return a.detach().float()
 
 
@@ -721,8 +718,7 @@ class WhiteBoxInversion(Attack):
             InputShapeError: when the image shape disagrees with the context.
         """
         context = require_prepared(self.context, self.name)
-        a = check_activation_observation(observation, self.name,
-                                         image_shape=context.image_shape)
+        a = check_activation_observation(observation, self.name, image_shape=context.image_shape)
         start = time.perf_counter()
         iterations = self.iterations or SEARCH_ITERATIONS[context.budget]
         restarts = self.restarts or SEARCH_RESTARTS[context.budget]
