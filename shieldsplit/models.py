@@ -159,10 +159,26 @@ class SmallConvNet(nn.Sequential):
         super().__init__(*layers)
 
 
+def small_convnet_tanh(*, in_channels: int = 1, num_classes: int = 2, image_size: int = 28,
+                       width: int = 12) -> SmallConvNet:
+    """:class:`SmallConvNet` with Tanh activations (``"small-convnet-tanh"``): the Sigmoid
+    version trained by FedAvg for a few rounds stays at the majority class on digits and
+    BreastMNIST, this one learns (``shieldsplit federate``'s default model, chosen on the
+    validation split: docs/results/federate_defaults.json).
+
+    Example:
+        >>> small_convnet_tanh(num_classes=3, image_size=8)[1]
+        Tanh()
+    """
+    return SmallConvNet(in_channels=in_channels, num_classes=num_classes,
+                        image_size=image_size, width=width, activation="tanh")
+
+
 #: Named model factories: ``name -> factory(in_channels, num_classes, image_size)``.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "pgsl-net": PGSLNet,
     "small-convnet": SmallConvNet,
+    "small-convnet-tanh": small_convnet_tanh,
 }
 
 
@@ -247,4 +263,4 @@ def output_layer_name(model: nn.Module) -> str:
 
 
 __all__ = ["MODELS", "PGSLNet", "SmallConvNet", "create_model", "last_linear_name",
-           "output_layer_name"]
+           "output_layer_name", "small_convnet_tanh"]

@@ -248,6 +248,64 @@ def test_the_undefended_federated_model_beats_the_majority_class_on_validation()
     assert result.validation_macro_f1 is not None
     assert result.validation_macro_f1 > majority_f1 + 0.2
     assert result.history[-1].macro_f1 is not None and result.history[-1].macro_f1 > majority_f1
+    # every round records the majority rate and balanced accuracy; a model that learnt
+    # predicts both classes and draws no warning
+    last = result.history[-1]
+    assert last.majority_rate is not None and 0.5 <= last.majority_rate < 1
+    assert last.balanced_accuracy is not None and last.balanced_accuracy > 0.5
+    assert last.predicted_classes == 2 and result.learning_warnings() == []
+    assert result.validation_majority == pytest.approx(share)
+    assert result.validation_balanced_accuracy is not None
+    assert result.validation_balanced_accuracy > 0.5
+
+
+def test_a_model_stuck_at_one_class_is_flagged_in_words() -> None:
+    stuck = flower.RoundRecord(round=2, accuracy=0.667, macro_f1=0.4, majority_rate=0.667,
+                               balanced_accuracy=0.5, predicted_classes=1)
+    result = flower.FederatedResult(defense="none", clients=2, rounds=2, partition="iid",
+                                    partition_sizes=[9, 9], local_epochs=1, batch_size=4,
+                                    seed=0, history=[stuck])
+    for text in (result.table(), flower.render_html(result)):
+        assert "NOT LEARNING" in text and "single class" in text
+    page = flower.render_html(result)
+    assert "majority class" in page and "balanced accuracy" in page and "0.6670" in page
+    # two classes predicted, but no better than the majority class: flagged too
+    result.history[0] = stuck.model_copy(update={"predicted_classes": 2})
+    assert "no better than always predicting the majority" in result.learning_warnings()[0]
+    result.history[0] = stuck.model_copy(update={"predicted_classes": 2, "accuracy": 0.8})
+    assert result.learning_warnings() == []
+
+
+def test_flower_and_ray_logs_go_through_the_projects_logging_once() -> None:
+    import logging
+
+    flwr_logger, project = logging.getLogger("flwr"), logging.getLogger("shieldsplit")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    keep, level = Keep(), project.level
+    logging.getLogger().addHandler(keep)
+    try:
+        own = list(flwr_logger.handlers)
+        project.setLevel(logging.WARNING)  # shieldsplit without --verbose: silent
+        with flower.engine_logs() as verbose:
+            assert not verbose and flwr_logger.handlers == []
+            flwr_logger.info("info line")
+            flwr_logger.warning("DEPRECATED FEATURE")
+            flwr_logger.error("an error")
+        project.setLevel(logging.INFO)  # --verbose: Flower's INFO, once, at the root
+        with flower.engine_logs() as verbose:
+            assert verbose
+            flwr_logger.info("verbose line")
+            flwr_logger.debug("debug line")
+        assert seen == ["an error", "verbose line"]
+        assert flwr_logger.handlers == own  # restored after the run
+    finally:
+        logging.getLogger().removeHandler(keep)
+        project.setLevel(level)
 
 
 # ------------------------------------------------------------------ one simulation
@@ -258,7 +316,7 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
     out = tmp_path_factory.mktemp("federate")
     args = ["federate", "--defense", "dpsgd", "--clients", "2", "--rounds", "2",
-            "--data", "digits", "--limit", "150", "--partition", "iid",
+            "--local-epochs", "1", "--data", "digits", "--limit", "150", "--partition", "iid",
             "--batch-size", "16", "--cut", "1", "--audit", "quick", "--seed", "0",
             "--json", str(out / "fl.json"), "--out", str(out / "fl.html")]
     done = CliRunner().invoke(app, args)
@@ -278,6 +336,12 @@ def test_the_command_line_trains_on_flower_and_writes_both_reports(cli_run: dict
     for heading in ("Accuracy per round", "Epsilon per client", "Leakage per round"):
         assert heading in page
     assert page.count("<svg") == 3
+    # plots with an axis title, units and a legend; the table with the baselines
+    assert page.count(">round</text>") == 3 and ">epsilon</text>" in page
+    for column in ("majority class", "balanced accuracy", "no-attack PSNR (dB)",
+                   "control label recovery", "victims (attacked)"):
+        assert column in page, column
+    assert "majority" in done.output and "balanced" in done.output
 
 
 def test_each_round_is_aggregated_over_every_client(cli_run: dict) -> None:

@@ -56,6 +56,7 @@ from shieldsplit.adapters.flower.audit import (
     ClientUpdate,
     LabelEvidence,
     federated_update,
+    victim_indices,
 )
 from shieldsplit.adapters.flower.client import (
     EPSILON_BUDGET_KEY,
@@ -100,7 +101,7 @@ from shieldsplit.adapters.flower.report import (
     RoundRecord,
     render_html,
 )
-from shieldsplit.adapters.flower.simulation import server_app, simulate
+from shieldsplit.adapters.flower.simulation import engine_logs, server_app, simulate
 from shieldsplit.adapters.flower.strategy import RecordingStrategy
 from shieldsplit.functional.classification import macro_f1, nearest_mean_labels
 
@@ -146,6 +147,7 @@ __all__ = [
     "default_privacy_dir",
     "deployment_client_app",
     "deployment_server_app",
+    "engine_logs",
     "evaluate_counts",
     "federated_update",
     "from_record",
@@ -162,4 +164,5 @@ __all__ = [
     "simulate",
     "spec_from_config",
     "to_record",
+    "victim_indices",
 ]

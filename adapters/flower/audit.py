@@ -83,7 +83,9 @@ class AuditSetting:
         auxiliary: the server's own labelled images (never in a client's shard).
         run: the attacks' run settings (budget and seed: the run-settings family of
             :mod:`shieldsplit.settings`).
-        max_images: updates that average more images are not attacked (reported n/a).
+        max_images: the most images the reconstruction attack rebuilds from one update: a
+            client holding more is attacked on a seeded subsample of this many of its
+            images (:func:`victim_indices`; the row's ``victims``); 0 turns it off.
         lr: the local learning rate the attacker assumes.
         label_grid: candidate label compositions the label inference replays on a
             binary task (the ``grid`` option of :data:`LABEL_ATTACK`).
@@ -173,14 +175,15 @@ class AuditingStrategy(RecordingStrategy):
         target = federated_update(defense, sent, received)
         control = target if s.spec.defense == "none" else self._twin_update(rnd, pid, x, y)
         rows = [self._labels(rnd, pid, target, control, y)]
-        if len(x) > s.max_images:
+        if s.max_images < 1:
             rows.append(LeakageRow(
-                round=rnd, client=pid, attack=UPDATE_ATTACK, images=len(x),
+                round=rnd, client=pid, attack=UPDATE_ATTACK, images=len(x), victims=0,
                 verdict="inconclusive", status="n/a",
-                reason=f"the update averages {len(x)} images, more than max_images="
-                       f"{s.max_images}: not attacked"))
+                reason="not attacked: the reconstruction attack is off (max_images=0)"))
             return rows
-        rows.append(self._invert(rnd, pid, target, control, x, y))
+        victims = victim_indices(len(x), s.max_images, seed=s.spec.round_seed(rnd, pid))
+        rows.append(self._invert(rnd, pid, target, control, x[victims], y[victims],
+                                 averaged=len(x)))
         return rows
 
     def _twin_update(self, rnd: int, pid: int, x: Tensor, y: Tensor) -> ClientUpdate:
@@ -209,15 +212,22 @@ class AuditingStrategy(RecordingStrategy):
                           seconds=time.perf_counter() - start)
 
     def _invert(self, rnd: int, pid: int, target: ClientUpdate, control: ClientUpdate, x: Tensor,
-                y: Tensor) -> LeakageRow:
+                y: Tensor, *, averaged: int) -> LeakageRow:
+        """Inverting Gradients on the update for the victims ``x`` (all the client's images,
+        or a seeded subsample of ``max_images`` of its ``averaged`` images)."""
         start = time.perf_counter()
         t_ev, t_psnr, base = self._inversion_evidence(target, x, y)
         c_ev, c_psnr, _ = ((t_ev, t_psnr, base) if control is target
                            else self._inversion_evidence(control, x, y))
         decision = decide(t_ev, c_ev, control_name="an undefended client's update")
-        return LeakageRow(round=rnd, client=pid, attack=UPDATE_ATTACK, images=len(x),
-                          psnr=t_psnr, baseline_psnr=base, control_psnr=c_psnr,
-                          verdict=decision.verdict, reason=decision.reason,
+        reason = decision.reason
+        if len(x) < averaged:
+            reason = (f"victims: a seeded subsample of {len(x)} of the client's {averaged} "
+                      f"images (the update averages all {averaged}; the attack rebuilds "
+                      f"{len(x)}); {reason}")
+        return LeakageRow(round=rnd, client=pid, attack=UPDATE_ATTACK, images=averaged,
+                          victims=len(x), psnr=t_psnr, baseline_psnr=base,
+                          control_psnr=c_psnr, verdict=decision.verdict, reason=reason,
                           seconds=time.perf_counter() - start)
 
     def _observe(self, upd: ClientUpdate, images: int) -> tuple[Observation, AttackContext]:
@@ -274,6 +284,32 @@ class AuditingStrategy(RecordingStrategy):
                       predicted=nearest_mean_labels(images, ax, ay), true=y, seed=s.seed,
                       setting=s.where())
         return ev, float(per.mean()), float(best.mean())
+
+
+def victim_indices(images: int, most: int, *, seed: int) -> Tensor:
+    """The images the live audit's reconstruction attack targets in a client's update: all
+    of them, or a seeded subsample of ``most`` when the client holds more (the update
+    still averages them all; the attack rebuilds ``most`` and is scored on those).
+
+    Args:
+        images: the client's training images.
+        most: the most images attacked (``AuditSetting.max_images``).
+        seed: the subsample's seed (the client's round seed).
+
+    Returns:
+        Sorted indices into the client's images.
+
+    Example:
+        >>> victim_indices(5, 64, seed=0).tolist()
+        [0, 1, 2, 3, 4]
+        >>> len(victim_indices(100, 8, seed=0)), victim_indices(100, 8, seed=0).equal(
+        ...     victim_indices(100, 8, seed=0))
+        (8, True)
+    """
+    if images <= most:
+        return torch.arange(images)
+    perm = torch.randperm(images, generator=torch.Generator().manual_seed(seed))
+    return perm[:most].sort().values
 
 
 @dataclass
@@ -337,4 +373,4 @@ class LabelEvidence(Evidence):
 
 
 __all__ = ["LABEL_ATTACK", "UPDATE_ATTACK", "AuditSetting", "AuditingStrategy", "ClientUpdate",
-           "LabelEvidence", "federated_update"]
+           "LabelEvidence", "federated_update", "victim_indices"]

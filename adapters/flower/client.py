@@ -52,7 +52,12 @@ from shieldsplit.adapters.flower.messages import (
 )
 from shieldsplit.defenses.base import Defense, create_defense
 from shieldsplit.errors import ConfigError, UnsupportedModelError
-from shieldsplit.functional.classification import confusion_matrix, macro_f1
+from shieldsplit.functional.classification import (
+    balanced_accuracy,
+    confusion_matrix,
+    macro_f1,
+    majority_share,
+)
 from shieldsplit.functional.partition import partition_indices
 
 logger = logging.getLogger(__name__)
@@ -375,7 +380,9 @@ def aggregate_evaluation(records: list[RecordDict], weight_key: str) -> MetricRe
         weight_key: the examples key (``num-examples``).
 
     Returns:
-        ``accuracy``, ``macro-f1``, ``loss`` (per example) and ``num-examples``.
+        ``accuracy``, ``macro-f1``, ``balanced-accuracy``, ``majority-rate`` (always
+        predicting the commonest true class), ``predicted-classes`` (how many classes the
+        model predicted at all), ``loss`` (per example) and ``num-examples``.
     """
     total, loss, confusion = 0, 0.0, None
     for record in records:
@@ -390,7 +397,10 @@ def aggregate_evaluation(records: list[RecordDict], weight_key: str) -> MetricRe
     matrix = confusion.reshape(k, k)
     return MetricRecord({weight_key: total, "loss": loss / total,
                          "accuracy": float(np.trace(matrix)) / total,
-                         "macro-f1": macro_f1(matrix)})
+                         "macro-f1": macro_f1(matrix),
+                         "balanced-accuracy": balanced_accuracy(matrix),
+                         "majority-rate": majority_share(matrix),
+                         "predicted-classes": int((matrix.sum(axis=0) > 0).sum())})
 
 
 def make_shards(x: Tensor, y: Tensor, *, clients: int, partition: str, seed: int,

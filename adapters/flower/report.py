@@ -10,8 +10,8 @@ Example:
     ...                     history=[RoundRecord(round=1, accuracy=0.75, macro_f1=0.7,
     ...                                          loss=0.5)])
     >>> print(r.table())
-    round  accuracy  macro F1     loss  lost / rejected
-        1    0.7500    0.7000   0.5000  -
+    round  accuracy  majority  balanced  macro F1     loss  lost / rejected
+        1    0.7500         -         -    0.7000   0.5000  -
     >>> "<svg" in render_html(r)
     True
 """
@@ -62,11 +62,19 @@ class RoundRecord(BaseModel):
         round: the round (1-based).
         accuracy: accuracy on the clients' held-out shards (summed counts).
         macro_f1: macro F1 of the summed confusion matrix.
+        balanced_accuracy: its balanced accuracy (mean recall over the true classes).
+        majority_rate: the accuracy of always predicting the commonest true class of the
+            held-out examples (the baseline a model stuck at one class scores).
+        predicted_classes: how many classes the model predicted at all (1: stuck at one
+            class).
         loss: cross-entropy, weighted by each client's examples.
         examples: held-out examples evaluated.
         clients: partition ids that trained this round.
         lost: clients whose training reply was an error (named by partition id when
             known, else ``node <id>``); FedAvg averaged the others.
+        errors: the error replies behind ``lost`` (``<name>: <reason>``): a client that
+            crashed, or the SuperLink's own reply for a SuperNode that stopped sending
+            heartbeats (Flower 1.42: "Node Unavailable", about 70 s after a SIGKILL).
         rejected: replies refused by :func:`check_reply` (malformed or oversized), with
             the typed error's message; the round went on without them.
         refused: clients that refused to train because the round would take them past
@@ -79,10 +87,14 @@ class RoundRecord(BaseModel):
     round: int
     accuracy: float | None = None
     macro_f1: float | None = None
+    balanced_accuracy: float | None = None
+    majority_rate: float | None = None
+    predicted_classes: int | None = None
     loss: float | None = None
     examples: int = 0
     clients: list[int] = Field(default_factory=list)
     lost: list[str] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
     rejected: list[str] = Field(default_factory=list)
     refused: list[str] = Field(default_factory=list)
     seconds: float = 0.0
@@ -95,7 +107,10 @@ class LeakageRow(BaseModel):
         round: the round.
         client: the client's partition id.
         attack: ``inverting-gradients-fedavg`` or ``label-inference``.
-        images: images the update averages (the victims).
+        images: images the update averages (the client's training images).
+        victims: the images the reconstruction attack rebuilt and was scored on: all
+            ``images``, or a seeded subsample when the client held more than the audit's
+            ``max_images`` (None for label inference, which reads every label).
         psnr: mean PSNR of the order-matched reconstructions (dB).
         baseline_psnr: mean PSNR of the best no-attack guess.
         label_recovery: labels inferred correctly (label inference).
@@ -113,6 +128,7 @@ class LeakageRow(BaseModel):
     client: int
     attack: str
     images: int
+    victims: int | None = None
     psnr: float | None = None
     baseline_psnr: float | None = None
     label_recovery: float | None = None
@@ -154,6 +170,9 @@ class FederatedResult(BaseModel):
             data passed to :func:`simulate` (None without it): what a setting is chosen
             on, never the held-out shards.
         validation_macro_f1: its macro F1.
+        validation_balanced_accuracy: its balanced accuracy (mean recall).
+        validation_majority: the accuracy of always predicting the validation data's
+            commonest class (what a model stuck at one class scores).
         validation_examples: the validation examples.
     """
 
@@ -181,6 +200,8 @@ class FederatedResult(BaseModel):
     notes: list[str] = Field(default_factory=list)
     validation_accuracy: float | None = None
     validation_macro_f1: float | None = None
+    validation_balanced_accuracy: float | None = None
+    validation_majority: float | None = None
     validation_examples: int = 0
 
     def epsilons(self) -> dict[int, list[float]]:
@@ -239,6 +260,37 @@ class FederatedResult(BaseModel):
                         f"spent (at least {total:.3g} in all)")
         return out
 
+    def learning_warnings(self) -> list[str]:
+        """Whether the global model learnt, in words: the last evaluated round's model is
+        flagged when it predicts a single class, or when its accuracy is no better than
+        always predicting the majority class (then its accuracy says nothing about the
+        defence).
+
+        Example:
+            >>> r = FederatedResult(defense="none", clients=1, rounds=1, partition="iid",
+            ...                     partition_sizes=[8], local_epochs=1, batch_size=4, seed=0,
+            ...                     history=[RoundRecord(round=1, accuracy=0.667,
+            ...                              majority_rate=0.667, predicted_classes=1)])
+            >>> print(r.learning_warnings()[0])  # doctest: +ELLIPSIS
+            NOT LEARNING: after round 1 the global model predicts a single class ...
+        """
+        done = [h for h in self.history if h.accuracy is not None]
+        if not done:
+            return []
+        last, out = done[-1], []
+        if last.predicted_classes == 1:
+            out.append(f"NOT LEARNING: after round {last.round} the global model predicts a "
+                       "single class for every held-out example (stuck at one class): its "
+                       "accuracy is the majority rate and says nothing about the defence; "
+                       "train more rounds or local epochs")
+        elif last.majority_rate is not None and last.accuracy is not None \
+                and last.accuracy <= last.majority_rate + 1e-9:
+            out.append(f"NOT LEARNING: after round {last.round} the global model's accuracy "
+                       f"{last.accuracy:.3f} is no better than always predicting the majority "
+                       f"class ({last.majority_rate:.3f}); read its balanced accuracy "
+                       f"({_fmt(last.balanced_accuracy, '.3f')}) and macro F1 instead")
+        return out
+
     def shortfall(self) -> str | None:
         """Why the run is not complete: a missing round or one with too few clients.
 
@@ -274,13 +326,18 @@ class FederatedResult(BaseModel):
 
     def table(self) -> str:
         """A plain-text table: one line per round, then the audit's verdicts."""
-        lines = [f"{'round':>5} {'accuracy':>9} {'macro F1':>9} {'loss':>8}  lost / rejected"]
+        lines = [f"{'round':>5} {'accuracy':>9} {'majority':>9} {'balanced':>9} "
+                 f"{'macro F1':>9} {'loss':>8}  lost / rejected"]
         for h in self.history:
             refused = [r.split(":")[0] + " (rejected)" for r in h.rejected] \
                 + [r.split(":")[0] + " (epsilon budget)" for r in h.refused]
             lines.append(f"{h.round:>5} {_fmt(h.accuracy, '.4f'):>9} "
+                         f"{_fmt(h.majority_rate, '.4f'):>9} "
+                         f"{_fmt(h.balanced_accuracy, '.4f'):>9} "
                          f"{_fmt(h.macro_f1, '.4f'):>9} {_fmt(h.loss, '.4f'):>8}  "
                          f"{', '.join([*h.lost, *refused]) or '-'}")
+        lines += self.learning_warnings()
+        lines += [f"round {h.round}: error reply of {r}" for h in self.history for r in h.errors]
         lines += [f"round {h.round}: rejected {r}" for h in self.history for r in h.rejected]
         lines += [f"round {h.round}: refused {r}" for h in self.history for r in h.refused]
         budget = "" if self.epsilon_budget is None else f", budget {self.epsilon_budget:g}"
@@ -308,30 +365,75 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _svg_lines(series: Mapping[str, Sequence[float]], *, title: str) -> str:
-    """A small inline SVG line plot (no matplotlib needed)."""
+def _lost_text(h: RoundRecord) -> str:
+    """The round's lost clients, each with its error reply's reason where one came."""
+    explained = {e.split(":")[0] for e in h.errors}
+    return "; ".join([*h.errors, *(n for n in h.lost if n not in explained)]) or "-"
+
+
+def _svg_lines(series: Mapping[str, Sequence[float]], *, title: str, y_label: str) -> str:
+    """A small inline SVG line plot with axes, ticks and a legend (no matplotlib needed).
+
+    The x axis is the round (1-based); every series has its own colour, dash pattern and
+    marker size, drawn widest first, so series with equal values (e.g. clients with the
+    same epsilon) stay visible on top of each other and the legend names every one.
+
+    Example:
+        >>> svg = _svg_lines({"client 0": [1.0, 2.0], "client 1": [1.0, 2.0]},
+        ...                  title="epsilon", y_label="epsilon")
+        >>> svg.count("<polyline"), "round" in svg, "client 1" in svg
+        (2, True, True)
+    """
     points = [v for s in series.values() for v in s]
     if not points:
         return ""
-    w, h, pad = 420, 180, 30
+    w, h, left, right, top, bottom = 560, 240, 56, 150, 12, 40
     lo, hi = min(points), max(points)
-    hi = hi if hi > lo else lo + 1.0
+    lo, hi = (lo - 0.5, hi + 0.5) if hi <= lo else (lo, hi)
     longest = max(len(s) for s in series.values())
+    pw, ph = w - left - right, h - top - bottom
+
+    def px(j: int) -> float:
+        return left + pw * (j / max(1, longest - 1))
+
+    def py(v: float) -> float:
+        return top + ph - ph * ((v - lo) / (hi - lo))
+
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-    lines = []
+    dashes = ["", "6,3", "2,3", "8,3,2,3", "4,4", "1,2"]
+    axes = [f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" '
+            'stroke="black"/>',
+            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="black"/>']
+    for j in range(longest):
+        axes.append(f'<text x="{px(j):.1f}" y="{top + ph + 14}" font-size="10" '
+                    f'text-anchor="middle">{j + 1}</text>')
+    for k in range(5):
+        v = lo + (hi - lo) * k / 4
+        axes.append(f'<line x1="{left - 4}" y1="{py(v):.1f}" x2="{left}" y2="{py(v):.1f}" '
+                    f'stroke="black"/><text x="{left - 6}" y="{py(v) + 3:.1f}" font-size="10" '
+                    f'text-anchor="end">{v:.3g}</text>')
+    axes.append(f'<text x="{left + pw / 2:.0f}" y="{h - 6}" font-size="11" '
+                'text-anchor="middle">round</text>')
+    axes.append(f'<text x="12" y="{top + ph / 2:.0f}" font-size="11" text-anchor="middle" '
+                f'transform="rotate(-90 12 {top + ph / 2:.0f})">{html.escape(y_label)}</text>')
+    lines, legend = [], []
+    n = len(series)
     for i, (name, s) in enumerate(series.items()):
-        xs = [pad + (w - 2 * pad) * (j / max(1, longest - 1)) for j in range(len(s))]
-        ys = [h - pad - (h - 2 * pad) * ((v - lo) / (hi - lo)) for v in s]
-        path = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(xs, ys, strict=True))
-        colour = colours[i % len(colours)]
-        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
-                     f'points="{path}"/><text x="{w - pad}" y="{pad + 14 * i}" '
-                     f'fill="{colour}" font-size="11" text-anchor="end">'
-                     f"{html.escape(name)}</text>")
+        colour, dash = colours[i % len(colours)], dashes[i % len(dashes)]
+        width = 1.5 + 1.5 * (n - 1 - i) / max(1, n - 1)  # the first widest, under the rest
+        path = " ".join(f"{px(j):.1f},{py(v):.1f}" for j, v in enumerate(s))
+        style = f'stroke="{colour}" stroke-width="{width:.1f}"' + (
+            f' stroke-dasharray="{dash}"' if dash else "")
+        marks = "".join(f'<circle cx="{px(j):.1f}" cy="{py(v):.1f}" r="{1.5 + width:.1f}" '
+                        f'fill="none" stroke="{colour}"/>' for j, v in enumerate(s))
+        lines.append(f'<polyline fill="none" {style} points="{path}"/>{marks}')
+        y = top + 10 + 16 * i
+        legend.append(f'<line x1="{w - right + 10}" y1="{y}" x2="{w - right + 34}" y2="{y}" '
+                      f'{style}/><text x="{w - right + 38}" y="{y + 4}" font-size="11">'
+                      f"{html.escape(name)}</text>")
     return (f'<figure><svg width="{w}" height="{h}" role="img" '
-            f'aria-label="{html.escape(title)}"><rect width="{w}" height="{h}" fill="white" '
-            f'stroke="#ccc"/>{"".join(lines)}<text x="{pad}" y="{h - 8}" font-size="11">'
-            f"round 1..{longest}; {lo:.3g} to {hi:.3g}</text></svg>"
+            f'aria-label="{html.escape(title)}"><rect width="{w}" height="{h}" fill="white"/>'
+            f'{"".join(axes)}{"".join(lines)}{"".join(legend)}</svg>'
             f"<figcaption>{html.escape(title)}</figcaption></figure>")
 
 
@@ -349,19 +451,27 @@ def render_html(result: FederatedResult) -> str:
     esc = html.escape
     rows = "".join(
         f"<tr><td>{h.round}</td><td>{_fmt(h.accuracy, '.4f')}</td>"
+        f"<td>{_fmt(h.majority_rate, '.4f')}</td><td>{_fmt(h.balanced_accuracy, '.4f')}</td>"
         f"<td>{_fmt(h.macro_f1, '.4f')}</td><td>{_fmt(h.loss, '.4f')}</td>"
-        f"<td>{esc(', '.join(h.lost) or '-')}</td>"
+        f"<td>{esc(_lost_text(h))}</td>"
         f"<td>{esc('; '.join([*h.rejected, *h.refused]) or '-')}</td>"
         "</tr>" for h in result.history)
-    acc = {"accuracy": [h.accuracy for h in result.history if h.accuracy is not None],
-           "macro F1": [h.macro_f1 for h in result.history if h.macro_f1 is not None]}
+    acc = {name: [v for v in values if v is not None] for name, values in (
+        ("accuracy", [h.accuracy for h in result.history]),
+        ("balanced accuracy", [h.balanced_accuracy for h in result.history]),
+        ("macro F1", [h.macro_f1 for h in result.history]),
+        ("majority class", [h.majority_rate for h in result.history]))}
+    acc = {k: v for k, v in acc.items() if v}
     eps = result.epsilons()
     eps_rows = "".join(f"<tr><td>{c}</td><td>{esc(', '.join(f'{e:.4g}' for e in v))}</td></tr>"
                        for c, v in eps.items())
     leak_rows = "".join(
         f"<tr><td>{r.round}</td><td>{r.client}</td><td>{esc(r.attack)}</td>"
-        f"<td>{_fmt(r.psnr, '.2f')}</td><td>{_fmt(r.control_psnr, '.2f')}</td>"
-        f"<td>{_fmt(r.label_recovery, '.2f')}</td><td>{esc(r.verdict)}</td>"
+        f"<td>{r.images}</td><td>{'-' if r.victims is None else r.victims}</td>"
+        f"<td>{_fmt(r.psnr, '.2f')}</td>"
+        f"<td>{_fmt(r.baseline_psnr, '.2f')}</td><td>{_fmt(r.control_psnr, '.2f')}</td>"
+        f"<td>{_fmt(r.label_recovery, '.2f')}</td>"
+        f"<td>{_fmt(r.control_label_recovery, '.2f')}</td><td>{esc(r.verdict)}</td>"
         f"<td>{esc(r.reason)}</td></tr>" for r in result.leakage)
     leak_series: dict[str, list[float]] = {}
     for r in result.leakage:
@@ -376,10 +486,16 @@ def render_html(result: FederatedResult) -> str:
         f"{result.local_epochs} local epoch(s), seed {result.seed}; {esc(result.engine)}, "
         f"flwr {esc(result.flwr_version)}.</p>",
         "" if result.complete else f"<p><b>Stopped early:</b> {esc(str(result.error))}</p>",
-        "<h2>Accuracy per round</h2><table border='1'><tr><th>round</th><th>accuracy</th>"
-        f"<th>macro F1</th><th>loss</th><th>lost clients</th><th>rejected / refused</th></tr>"
-        f"{rows}</table>",
-        _svg_lines(acc, title="accuracy and macro F1 per round"),
+        *(f"<p><b>{esc(w)}</b></p>" for w in result.learning_warnings()),
+        "<h2>Accuracy per round</h2><p>The global model after each round on the clients' "
+        "held-out examples; <i>majority class</i> is the accuracy of always predicting the "
+        "commonest class (a model stuck at one class scores it), balanced accuracy is the "
+        "mean recall over the classes.</p><table border='1'><tr><th>round</th>"
+        "<th>accuracy</th><th>majority class</th><th>balanced accuracy</th>"
+        f"<th>macro F1</th><th>loss (nats)</th><th>lost clients</th>"
+        f"<th>rejected / refused</th></tr>{rows}</table>",
+        _svg_lines(acc, title="accuracy, balanced accuracy, macro F1 and the majority "
+                   "class's accuracy per round (fractions)", y_label="fraction"),
     ]
     budget = result.epsilon_budget
     if eps:
@@ -391,12 +507,21 @@ def render_html(result: FederatedResult) -> str:
                   f"</th></tr>{eps_rows}"
                   "</table>",
                   _svg_lines({f"client {c}": v for c, v in eps.items()},
-                             title="epsilon per client per round")]
+                             title=f"cumulative epsilon per client per round (delta "
+                             f"{result.delta:g})", y_label="epsilon")]
     if result.leakage:
-        parts += ["<h2>Leakage per round (live audit)</h2><table border='1'><tr><th>round"
-                  "</th><th>client</th><th>attack</th><th>PSNR</th><th>control PSNR</th>"
-                  f"<th>label recovery</th><th>verdict</th><th>reason</th></tr>{leak_rows}"
-                  "</table>", _svg_lines(leak_series, title="label recovery per round")]
+        parts += ["<h2>Leakage per round (live audit)</h2><p>PSNR in dB of the "
+                  "reconstructions against the attacked images; <i>no-attack PSNR</i>: the "
+                  "best guess without the update (the baseline); <i>control</i>: the same "
+                  "attack on an undefended client's update from the same data.</p>"
+                  "<table border='1'><tr><th>round</th><th>client</th><th>attack</th>"
+                  "<th>images</th><th>victims (attacked)</th><th>PSNR (dB)</th>"
+                  "<th>no-attack PSNR (dB)</th>"
+                  "<th>control PSNR (dB)</th><th>label recovery</th>"
+                  "<th>control label recovery</th><th>verdict</th><th>reason</th></tr>"
+                  f"{leak_rows}</table>",
+                  _svg_lines(leak_series, title="label recovery per round (fraction of the "
+                             "client's labels inferred)", y_label="fraction")]
     parts += [f"<ul>{''.join(f'<li>{esc(n)}</li>' for n in result.notes)}</ul>",
               "</body></html>"]
     return "\n".join(p for p in parts if p)

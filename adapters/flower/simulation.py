@@ -25,6 +25,7 @@ import copy
 import logging
 import math
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ from shieldsplit.adapters.flower.report import FederatedResult
 from shieldsplit.adapters.flower.strategy import RecordingStrategy
 from shieldsplit.datacontract import as_tensors, check_model
 from shieldsplit.errors import ConfigError, ShieldSplitError
-from shieldsplit.functional.classification import macro_f1
+from shieldsplit.functional.classification import balanced_accuracy, macro_f1, majority_share
 from shieldsplit.settings import AuditSettings, FederatedSettings
 
 logger = logging.getLogger(__name__)
@@ -113,18 +114,59 @@ def server_app(spec: ClientSpec, *, rounds: int, result: FederatedResult,
     return app
 
 
+#: the loggers of the engines :func:`simulate` drives (Flower's, and Ray's in this process)
+ENGINE_LOGGERS = ("flwr", "ray")
+
+
 @contextlib.contextmanager
+def engine_logs() -> Iterator[bool]:
+    """Route Flower's and Ray's logs through the project's logging while a simulation runs.
 
+    Flower installs its own console handler on the ``flwr`` logger and lets records
+    propagate to the root logger as well, so under ``logging.basicConfig`` (the command
+    line) every Flower line printed twice, DEBUG lines included. For the block, the engines'
+    own handlers are removed (each record reaches the root's handlers once, in the
+    project's format), and they are silent below ERROR unless the ``shieldsplit`` logger
+    shows INFO (``shieldsplit --verbose``); Ray's and Flower's Python warnings (Flower's
+    ``run_simulation`` deprecation, Ray's accelerator tip) are hidden likewise. Everything
+    is restored after the block.
 
-def _flower_logs(quiet: bool) -> Iterator[None]:
-    flwr_logger = logging.getLogger("flwr")
-    level = flwr_logger.level
-    if quiet:
-        flwr_logger.setLevel(logging.WARNING)
+    Yields:
+        Whether the run is verbose (Ray then forwards its workers' output too).
+
+    Example:
+        >>> import logging
+        >>> flwr_logger = logging.getLogger("flwr")
+        >>> handlers = list(flwr_logger.handlers)
+        >>> with engine_logs():
+        ...     flwr_logger.handlers
+        []
+        >>> flwr_logger.handlers == handlers
+        True
+    """
+    verbose = logging.getLogger("shieldsplit").isEnabledFor(logging.INFO)
+    saved = []
+    for name in ENGINE_LOGGERS:
+        engine = logging.getLogger(name)
+        saved.append((engine, engine.level, list(engine.handlers), engine.propagate))
+        for handler in list(engine.handlers):
+            engine.removeHandler(handler)
+        engine.setLevel(logging.INFO if verbose else logging.ERROR)
+        engine.propagate = True
     try:
-        yield
+        with warnings.catch_warnings():
+            if not verbose:
+                for module in (r"ray(\..*)?", r"flwr(\..*)?"):
+                    warnings.filterwarnings("ignore", module=module)
+            yield verbose
     finally:
-        flwr_logger.setLevel(level)
+        for engine, level, handlers, propagate in saved:
+            for handler in list(engine.handlers):
+                engine.removeHandler(handler)
+            for handler in handlers:
+                engine.addHandler(handler)
+            engine.setLevel(level)
+            engine.propagate = propagate
 
 
 def _check_budget(budget: float | None, privacy: dict[str, float]) -> None:
@@ -191,8 +233,12 @@ def simulate(
         cut: the defence's cut.
         defense_options: the defence's own keyword options.
         audit_share: the share of the data the server keeps as auxiliary images.
-        audit_max_images: the audit skips updates that average more images.
-        progress: a line per round on stderr; Flower's INFO logs otherwise hidden.
+        audit_max_images: the most images the reconstruction attack rebuilds from one
+            update: a client holding more is attacked on a seeded subsample of this many
+            (the victims, stated in each row); 0 turns the reconstruction attack off.
+        progress: a line per round on stderr. Flower's and Ray's logs go through
+            :func:`engine_logs` (silent below ERROR unless the ``shieldsplit`` logger
+            shows INFO).
         validation: labelled images (any form of docs/data.md; e.g. ``(ds.x_val,
             ds.y_val)``) the final global model is scored on
             (``result.validation_accuracy``, ``validation_macro_f1``): the split a
@@ -263,18 +309,21 @@ def simulate(
     final: list[ArrayRecord] = []
     server = server_app(spec, rounds=rounds, result=result, audit=setting, progress=progress,
                         errors=failure, final=final)
-    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-               "init_args": {"num_cpus": 1, "include_dashboard": False}}
+    backend: dict[str, Any] = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                               "init_args": {"num_cpus": 1, "include_dashboard": False}}
     error: str | None = None
     with contextlib.ExitStack() as stack:
         if privacy_dir is None:
             spec.privacy_dir = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="shieldsplit-privacy-"))
         try:
-            with _flower_logs(quiet=not progress):
+            with engine_logs() as verbose:
+                backend["init_args"].update(
+                    logging_level=logging.INFO if verbose else logging.ERROR,
+                    log_to_driver=verbose)
                 run_simulation(server_app=server, client_app=client_app(spec),
                                num_supernodes=clients,
-                               backend_config=backend)  # type: ignore[arg-type]
+                               backend_config=backend)
         except KeyboardInterrupt:
             error = "interrupted (Ctrl-C)"
         except Exception as exc:  # the engine re-raises the server's error: keep what finished
@@ -295,7 +344,9 @@ def simulate(
         result.validation_examples = int(confusion.sum())
         result.validation_accuracy = float(np.trace(confusion)) / max(1, len(val[1]))
         result.validation_macro_f1 = macro_f1(confusion)
+        result.validation_balanced_accuracy = balanced_accuracy(confusion)
+        result.validation_majority = majority_share(confusion)
     return result
 
 
-__all__ = ["server_app", "simulate"]
+__all__ = ["ENGINE_LOGGERS", "engine_logs", "server_app", "simulate"]

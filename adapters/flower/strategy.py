@@ -167,6 +167,8 @@ class RecordingStrategy(Strategy):
             logger.warning("round %d: lost %s (no reply before the round's timeout)",
                            server_round, name)
         record = RoundRecord(round=server_round, lost=[*self._lost_names(bad), *silent],
+                             errors=[f"{name}: {msg.error.reason}" for name, msg
+                                     in zip(self._lost_names(bad), bad, strict=True)],
                              rejected=rejected, refused=refused)
         for msg in good:
             m = metrics_of(msg.content)
@@ -240,6 +242,12 @@ class RecordingStrategy(Strategy):
         if metrics is not None and "accuracy" in metrics:
             record.accuracy = metric(metrics, "accuracy")
             record.macro_f1 = metric(metrics, "macro-f1")
+            for key, name in (("balanced-accuracy", "balanced_accuracy"),
+                              ("majority-rate", "majority_rate"),
+                              ("predicted-classes", "predicted_classes")):
+                if key in metrics:  # a caller's own strategy may not send them
+                    value = metric(metrics, key)
+                    setattr(record, name, int(value) if name == "predicted_classes" else value)
             record.loss = metric(metrics, "loss")
             record.examples = int(metric(metrics, "num-examples"))
         record.seconds = time.perf_counter() - self._round_start

@@ -44,17 +44,26 @@ def federated_defenses() -> list[str]:
     return FEDERATED_DEFENSES.names()
 
 
+#: ``federate``'s training defaults, chosen on the validation split of digits and
+#: BreastMNIST (``benchmarks/federate_defaults.py``, docs/results/federate_defaults.json):
+#: with Sigmoid, or fewer local epochs, the federated model stayed at the majority class.
+DEFAULT_MODEL, DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS = "small-convnet-tanh", 3, 10
+
+
 def federate(
-    defense: Annotated[str, typer.Option(help="a defence with a federated form")] = "none",
+    defense: Annotated[str, typer.Option(
+        help="a defence with a federated form: " + ", ".join(FEDERATED_DEFENSES.builtin)
+        + " (or a plugin's)")] = "none",
     clients: Annotated[int, typer.Option(min=1, help="clients (virtual SuperNodes)")] = 4,
-    rounds: Annotated[int, typer.Option(min=1, help="server rounds")] = 5,
+    rounds: Annotated[int, typer.Option(min=1, help="server rounds")] = DEFAULT_ROUNDS,
     model: Annotated[str, typer.Option(help="'package.module:factory' or a built-in name")]
-    = "small-convnet",
+    = DEFAULT_MODEL,
     data: Annotated[str, typer.Option(help="digits | breastmnist | pneumoniamnist | mnist")]
     = "digits",
     data_root: Annotated[Path | None, typer.Option(help="folder holding the data files")] = None,
     partition: Annotated[str, typer.Option(help="iid | dirichlet:ALPHA (label skew)")] = "iid",
-    local_epochs: Annotated[int, typer.Option(min=1, help="local epochs per round")] = 1,
+    local_epochs: Annotated[int, typer.Option(min=1, help="local epochs per round")]
+    = DEFAULT_LOCAL_EPOCHS,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     cut: Annotated[str, typer.Option(help="block index or submodule name")] = "2",
     audit: Annotated[str | None, typer.Option(
@@ -64,7 +73,9 @@ def federate(
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
     out: Annotated[Path | None, typer.Option(help="write the HTML report here")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON here")] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress lines, no Flower INFO logs")] = False,
+    quiet: Annotated[bool, typer.Option(
+        help="no progress lines (Flower's and Ray's logs show only with shieldsplit "
+        "--verbose)")] = False,
     epsilon_budget: Annotated[float | None, typer.Option(
         help="dpsgd: a client refuses (sends no update in) a round that would take its "
         "cumulative epsilon past this")] = None,
@@ -77,6 +88,8 @@ def federate(
     try:
         # every option, before torch is imported
         check_outputs(out=out, json=json_out)
+        if privacy_dir is not None:  # a folder the ledgers can be written in
+            check_outputs(privacy_dir=privacy_dir / "ledger.json")
         check_choice("--defense", defense, federated_defenses())
         check_model(model)
         check_data(data, data_root)
@@ -129,4 +142,5 @@ def federate(
         raise typer.Exit(code=1)
 
 
-__all__ = ["federate", "federated_defenses"]
+__all__ = ["DEFAULT_LOCAL_EPOCHS", "DEFAULT_MODEL", "DEFAULT_ROUNDS", "federate",
+           "federated_defenses"]

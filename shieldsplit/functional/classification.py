@@ -5,6 +5,9 @@
 - :func:`macro_f1`: macro F1 of a confusion matrix
   (``sklearn.metrics.f1_score(average="macro", zero_division=0)``); confusion matrices of
   several clients add up, so a federated evaluation sums them and scores once.
+- :func:`balanced_accuracy`: the mean recall over the classes that occur in the truth
+  (``sklearn.metrics.balanced_accuracy_score``), and :func:`majority_share`: the accuracy
+  of always predicting the commonest true class, both of a confusion matrix.
 - :func:`nearest_mean_labels`: the label of the nearest class-mean image
   (``sklearn.neighbors.NearestCentroid``), the class judge of the Flower live audit.
 
@@ -81,10 +84,7 @@ def macro_f1(confusion: Any) -> float:
         >>> round(macro_f1([[2, 1], [0, 3]]), 4)
         0.8286
     """
-    c = np.asarray(confusion, dtype=np.float64)
-    if c.ndim != 2 or c.shape[0] != c.shape[1] or (c < 0).any():
-        raise ConfigError.build(what="confusion", expected="a square matrix of counts",
-                                received=f"shape {c.shape}", fix="pass a (K, K) count matrix")
+    c = _counts(confusion)
     tp = np.diag(c)
     true, pred = c.sum(axis=1), c.sum(axis=0)
     present = (true + pred) > 0
@@ -92,6 +92,60 @@ def macro_f1(confusion: Any) -> float:
         return 0.0
     f1 = np.where(present, 2 * tp / np.maximum(true + pred, 1e-300), 0.0)
     return float(f1[present].mean())
+
+
+def _counts(confusion: Any) -> np.ndarray:
+    c = np.asarray(confusion, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or (c < 0).any():
+        raise ConfigError.build(what="confusion", expected="a square matrix of counts",
+                                received=f"shape {c.shape}", fix="pass a (K, K) count matrix")
+    return c
+
+
+def balanced_accuracy(confusion: Any) -> float:
+    """Balanced accuracy of a confusion matrix: the mean recall over the classes that occur
+    in the truth (scikit-learn's ``balanced_accuracy_score``). A model that always predicts
+    one class scores ``1 / K`` over ``K`` true classes, whatever the class balance.
+
+    Args:
+        confusion: a square ``(K, K)`` array of counts (rows: true class).
+
+    Returns:
+        The balanced accuracy in ``[0, 1]`` (0.0 for an empty matrix).
+
+    Raises:
+        ConfigError: if ``confusion`` is not a square matrix of non-negative counts.
+
+    Example:
+        >>> balanced_accuracy([[8, 0], [2, 0]])  # always class 0: accuracy 0.8
+        0.5
+    """
+    c = _counts(confusion)
+    true = c.sum(axis=1)
+    present = true > 0
+    if not present.any():
+        return 0.0
+    return float((np.diag(c)[present] / true[present]).mean())
+
+
+def majority_share(confusion: Any) -> float:
+    """The accuracy of always predicting the commonest true class of a confusion matrix.
+
+    Args:
+        confusion: a square ``(K, K)`` array of counts (rows: true class).
+
+    Returns:
+        The commonest class's share of the examples (0.0 for an empty matrix).
+
+    Raises:
+        ConfigError: if ``confusion`` is not a square matrix of non-negative counts.
+
+    Example:
+        >>> majority_share([[6, 2], [1, 1]])
+        0.8
+    """
+    true = _counts(confusion).sum(axis=1)
+    return float(true.max() / true.sum()) if true.sum() > 0 else 0.0
 
 
 def nearest_mean_labels(images: Tensor, auxiliary: Tensor, labels: Tensor) -> Tensor:
@@ -126,4 +180,5 @@ def nearest_mean_labels(images: Tensor, auxiliary: Tensor, labels: Tensor) -> Te
     return classes[dist.argmin(1)]
 
 
-__all__ = ["confusion_matrix", "macro_f1", "nearest_mean_labels"]
+__all__ = ["balanced_accuracy", "confusion_matrix", "macro_f1", "majority_share",
+           "nearest_mean_labels"]
