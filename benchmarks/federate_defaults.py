@@ -44,7 +44,7 @@ DATASETS = ("digits", "breastmnist")
 
 
 def score(ds: Any, model: str, local_epochs: int, rounds: int, seed: int,
-          defense: str = "none") -> dict[str, Any]:
+          defense: str = "none", lr: float | None = None) -> dict[str, Any]:
     """Train one candidate federated (``federate``'s other defaults) and score it on the
     validation split."""
     torch.manual_seed(seed)  # as federate: the model's initial weights from the seed
@@ -53,10 +53,11 @@ def score(ds: Any, model: str, local_epochs: int, rounds: int, seed: int,
     t0 = time.perf_counter()
     result = ssfl.simulate(net, data=ds, defense=defense, clients=4, rounds=rounds,
                            partition="iid", local_epochs=local_epochs, batch_size=32, cut=2,
-                           seed=seed, progress=False, validation=(ds.x_val, ds.y_val))
+                           seed=seed, progress=False, validation=(ds.x_val, ds.y_val),
+                           defense_options=None if lr is None else {"lr": lr})
     share = result.validation_majority or 0.0
     return {"model": model, "local_epochs": local_epochs, "rounds": rounds,
-            "defense": defense, "complete": result.complete,
+            "defense": defense, "lr": lr, "complete": result.complete,
             "val_accuracy": result.validation_accuracy,
             "val_balanced_accuracy": result.validation_balanced_accuracy,
             "val_macro_f1": result.validation_macro_f1, "val_majority": share,
@@ -76,11 +77,17 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--dpsgd-lr", action="store_true",
+                        help="only the second stage: DP-SGD's learning rate at the chosen "
+                        "setting (reads and extends the JSON)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = args.data_root or default_data_root()
     data = {name: load_dataset(name, root=None if name == "digits" else root, seed=args.seed)
             for name in DATASETS}
+    if args.dpsgd_lr:
+        dpsgd_lr(data, args)
+        return
     tried: list[dict[str, Any]] = []
     path = args.out / "federate_defaults.json"
     record: dict[str, Any] = {
@@ -111,6 +118,40 @@ def main() -> None:
         {"data": name, **score(ds, *best, args.seed, defense="dpsgd")}
         for name, ds in data.items()]
     print(record["chosen"], record["dpsgd_at_chosen"], flush=True)
+    atomic_write_text(path, json.dumps(record, indent=2))
+
+
+#: DP-SGD's learning rates tried at the chosen setting (0.001 is its default, tried in
+#: the first stage as ``dpsgd_at_chosen``)
+DPSGD_LRS = (0.003, 0.01, 0.03)
+
+
+def dpsgd_lr(data: dict[str, Any], args: argparse.Namespace) -> None:
+    """The second stage: DP-SGD (the README's command) at the chosen setting stayed at the
+    majority class on BreastMNIST at its default learning rate (0.001); its private Adam's
+    learning rate is chosen on validation like the rest (same rule, over both data sets)."""
+    path = args.out / "federate_defaults.json"
+    record = json.loads(path.read_text())
+    c = record["chosen"]
+    tried = [dict(r, lr=0.001) for r in record["dpsgd_at_chosen"]]
+    for lr in DPSGD_LRS:
+        for name, ds in data.items():
+            tried.append({"data": name, **score(ds, c["model"], c["local_epochs"],
+                                                 c["rounds"], args.seed, defense="dpsgd",
+                                                 lr=lr)})
+            print(tried[-1], flush=True)
+    by_lr: dict[float, list[dict[str, Any]]] = {}
+    for row in tried:
+        by_lr.setdefault(row["lr"], []).append(row)
+    ok = {k: v for k, v in by_lr.items() if all(beats(r) for r in v)}
+    pool = ok or by_lr
+    best = max(pool, key=lambda k: round(
+        sum(r["val_balanced_accuracy"] or 0.0 for r in pool[k]) / len(pool[k]), 3))
+    record["dpsgd_lr"] = {"rule": "DP-SGD at the chosen setting: the learning rate with the "
+                                  "highest validation balanced accuracy averaged over the two "
+                                  "data sets among those whose macro F1 beats the majority "
+                                  "class's on both", "tried": tried, "chosen": best}
+    print(record["dpsgd_lr"]["chosen"], flush=True)
     atomic_write_text(path, json.dumps(record, indent=2))
 
 

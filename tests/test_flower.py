@@ -389,6 +389,9 @@ def test_the_auditing_strategy_adds_a_leakage_table(cli_run: dict) -> None:
         assert row.images == result.partition_sizes[client]
         if attack == flower.UPDATE_ATTACK:
             assert row.status == "ok" and row.psnr is not None and row.control_psnr is not None
+            # every client holds more than the 16 images the audit attacks: a seeded
+            # subsample of 16 are the victims, and the row says so
+            assert row.images > 16 and row.victims == 16 and "subsample of 16" in row.reason
         else:
             assert row.label_recovery is not None and row.control_label_recovery is not None
 
@@ -398,7 +401,10 @@ def test_a_bad_option_fails_before_any_work() -> None:
 
     for args in (["--defense", "pgsl"], ["--partition", "dirichlet:0"], ["--audit", "x"],
                  ["--defense", "dpsgd", "--epsilon-budget", "0"],
-                 ["--defense", "none", "--epsilon-budget", "8", "--limit", "40"]):
+                 ["--defense", "none", "--epsilon-budget", "8", "--limit", "40"],
+                 ["--defense", "dpsgd", "--lr", "0"],
+                 ["--defense", "none", "--lr", "0.1", "--limit", "40"],
+                 ["--out", "/dev/null/sub/r.html"], ["--privacy-dir", "/dev/null/x"]):
         done = CliRunner().invoke(app, ["federate", *args])
         assert done.exit_code == 2 and done.stderr.startswith("error: "), done.output
 

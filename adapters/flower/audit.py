@@ -94,7 +94,7 @@ class AuditSetting:
     spec: ClientSpec
     auxiliary: tuple[Tensor, Tensor]
     run: AuditSettings = field(default_factory=AuditSettings)
-    max_images: int = 64
+    max_images: int = 16
     lr: float = 1e-3
     label_grid: int = 33
 

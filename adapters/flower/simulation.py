@@ -199,7 +199,7 @@ def simulate(
     cut: int | str = 2,
     defense_options: dict[str, Any] | None = None,
     audit_share: float = 0.1,
-    audit_max_images: int = 64,
+    audit_max_images: int = 16,
     progress: bool = True,
     validation: Any = None,
     epsilon_budget: float | None = None,
