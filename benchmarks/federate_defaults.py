@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--dpsgd-lr", action="store_true",
                         help="only the second stage: DP-SGD's learning rate at the chosen "
                         "setting (reads and extends the JSON)")
@@ -85,6 +88,13 @@ def main() -> None:
     root = args.data_root or default_data_root()
     data = {name: load_dataset(name, root=None if name == "digits" else root, seed=args.seed)
             for name in DATASETS}
+    if args.one:  # one DP-SGD run at the chosen setting, as a JSON line on stdout
+        name, lr = args.one.split(",")
+        chosen = json.loads((args.out / "federate_defaults.json").read_text())["chosen"]
+        row = score(data[name], chosen["model"], chosen["local_epochs"], chosen["rounds"],
+                    args.seed, defense="dpsgd", lr=float(lr))
+        print(json.dumps({"data": name, **row}))
+        return
     if args.dpsgd_lr:
         dpsgd_lr(data, args)
         return
@@ -123,7 +133,7 @@ def main() -> None:
 
 #: DP-SGD's learning rates tried at the chosen setting (0.001 is its default, tried in
 #: the first stage as ``dpsgd_at_chosen``)
-DPSGD_LRS = (0.003, 0.01, 0.03)
+DPSGD_LRS = (0.003, 0.01)
 
 
 def dpsgd_lr(data: dict[str, Any], args: argparse.Namespace) -> None:
@@ -132,14 +142,23 @@ def dpsgd_lr(data: dict[str, Any], args: argparse.Namespace) -> None:
     learning rate is chosen on validation like the rest (same rule, over both data sets)."""
     path = args.out / "federate_defaults.json"
     record = json.loads(path.read_text())
-    c = record["chosen"]
-    tried = [dict(r, lr=0.001) for r in record["dpsgd_at_chosen"]]
+    stage = record.setdefault("dpsgd_lr", {"tried": [dict(r, lr=0.001)
+                                                     for r in record["dpsgd_at_chosen"]]})
+    tried = stage["tried"]
     for lr in DPSGD_LRS:
-        for name, ds in data.items():
-            tried.append({"data": name, **score(ds, c["model"], c["local_epochs"],
-                                                 c["rounds"], args.seed, defense="dpsgd",
-                                                 lr=lr)})
+        for name in data:
+            if any(r["data"] == name and r["lr"] == lr for r in tried):
+                continue  # resumed: this one is recorded already
+            # each run in a process of its own: one process's second Ray simulation once
+            # scored arrays of the first (a loaded machine); a fresh process cannot
+            done = subprocess.run(
+                [sys.executable, __file__, "--one", f"{name},{lr}", "--seed", str(args.seed),
+                 "--out", str(args.out),
+                 *(["--data-root", str(args.data_root)] if args.data_root else [])],
+                capture_output=True, text=True, check=True)
+            tried.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(tried[-1], flush=True)
+            atomic_write_text(path, json.dumps(record, indent=2))
     by_lr: dict[float, list[dict[str, Any]]] = {}
     for row in tried:
         by_lr.setdefault(row["lr"], []).append(row)
@@ -147,10 +166,10 @@ def dpsgd_lr(data: dict[str, Any], args: argparse.Namespace) -> None:
     pool = ok or by_lr
     best = max(pool, key=lambda k: round(
         sum(r["val_balanced_accuracy"] or 0.0 for r in pool[k]) / len(pool[k]), 3))
-    record["dpsgd_lr"] = {"rule": "DP-SGD at the chosen setting: the learning rate with the "
-                                  "highest validation balanced accuracy averaged over the two "
-                                  "data sets among those whose macro F1 beats the majority "
-                                  "class's on both", "tried": tried, "chosen": best}
+    stage.update(rule="DP-SGD at the chosen setting: the learning rate with the highest "
+                      "validation balanced accuracy averaged over the two data sets among "
+                      "those whose macro F1 beats the majority class's on both",
+                 chosen=best)
     print(record["dpsgd_lr"]["chosen"], flush=True)
     atomic_write_text(path, json.dumps(record, indent=2))
 

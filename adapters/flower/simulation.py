@@ -339,7 +339,13 @@ def simulate(
     result.finish(error)
     if val is not None and final:
         scored = spec.build()
-        load_shared(scored, final[-1])
+        try:
+            load_shared(scored, final[-1])
+        except ConfigError as exc:  # seen after Ray's OOM killer stopped the clients
+            result.notes.append(f"validation not scored: the final arrays do not fit the "
+                                f"model ({exc})")
+            return result.finish(result.error or "the final global arrays do not fit the "
+                                 "model")
         _, confusion = evaluate_counts(scored, *val)
         result.validation_examples = int(confusion.sum())
         result.validation_accuracy = float(np.trace(confusion)) / max(1, len(val[1]))
