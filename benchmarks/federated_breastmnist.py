@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from shieldsplit._core.io import atomic_write_text
 from shieldsplit._core.provenance import load_note
 from shieldsplit.adapters import flower as ssfl
+from shieldsplit.cli.federate import DEFAULT_LR, local_options
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.experiments.demo import machine_info
 from shieldsplit.models import SmallConvNet
@@ -213,6 +214,9 @@ def main() -> None:
     parser.add_argument("--activation", default=None, choices=["sigmoid", "tanh"])
     parser.add_argument("--audit-max-images", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dpsgd-lr", type=float, default=DEFAULT_LR["dpsgd"],
+                        help="DP-SGD's local learning rate (default: federate's, chosen on "
+                        "the validation split by benchmarks/federate_defaults.py)")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--resume", action="store_true",
                         help="keep the defences the page's JSON already holds")
@@ -261,6 +265,8 @@ def main() -> None:
         max_images = args.audit_max_images if ig_control_leaked(rows) else 0
         if name != "none" and not args.defense_ig:
             max_images = 0
+        lr = args.dpsgd_lr if name == "dpsgd" else None
+        lr = args.dpsgd_lr if name == "dpsgd" else None
         t0 = time.perf_counter()
         result = simulate_retrying(net, data=ds, defense=name, clients=args.clients,
                                    rounds=args.rounds, partition=args.partition,
@@ -268,8 +274,9 @@ def main() -> None:
                                    local_epochs=args.local_epochs, cut=1, audit=args.audit,
                                    seed=args.seed, progress=False,
                                    audit_max_images=max_images,
+                                   defense_options=local_options(name, lr),
                                    validation=(ds.x_val, ds.y_val))
-        options = central_options(ds, name, args.seed)
+        options = {**central_options(ds, name, args.seed), **(local_options(name, lr) or {})}
         # the same shards as the simulation: the server's share first, then the partition
         shards = ssfl.make_shards(*client_data(ds, args.seed), clients=args.clients,
                                   partition=args.partition, seed=args.seed)
@@ -299,9 +306,12 @@ def main() -> None:
                      "macro_f1": last.macro_f1, "examples": last.examples,
                      "val_accuracy": result.validation_accuracy,
                      "val_macro_f1": result.validation_macro_f1,
-                     "verdicts": verdicts, "seconds": time.perf_counter() - t0})
+                     "verdicts": verdicts, "lr": (local_options(name, lr) or {}).get("lr"),
+                     "seconds": time.perf_counter() - t0})
         print(name, last.accuracy, cen, verdicts, flush=True)
         # the page after every defence: an interrupted run keeps what finished
+        write_page(rows, args, ds=ds, selection=selection, started=started)
+    if rows:  # once more: a resumed run with nothing left to do rewrites the page too
         write_page(rows, args, ds=ds, selection=selection, started=started)
 
 
@@ -437,7 +447,13 @@ def write_page(rows: list[dict[str, Any]], args: argparse.Namespace, *, ds: Any,
     if dp:
         delta = dp[0]["result"]["delta"]
         lines += ["", f"DP-SGD's epsilons are at delta {delta:g}, each client's own, composed "
-                  "over all its rounds by its accountant."]
+                  "over all its rounds by its accountant. Its private Adam's learning rate: "
+                  f"{dp[0].get('lr') or 0.001:g}"
+                  + (" (`federate`'s default, chosen on the validation split: "
+                     "docs/results/federate_defaults.json)."
+                     if dp[0].get("lr") == DEFAULT_LR["dpsgd"] else
+                     " (DP-SGD's own default; `federate` now uses "
+                     f"{DEFAULT_LR['dpsgd']:g}, chosen on the validation split).")]
     lines += ["", "The live audit attacks the updates Flower delivered: label inference on "
               "the last layer (on a binary task by replaying the clients' local training on "
               "the server's auxiliary images for 33 candidate label compositions, "
