@@ -133,7 +133,7 @@ def main() -> None:
 
 #: DP-SGD's learning rates tried at the chosen setting (0.001 is its default, tried in
 #: the first stage as ``dpsgd_at_chosen``)
-DPSGD_LRS = (0.003, 0.01)
+DPSGD_LRS = (0.003, 0.01, 0.03)
 
 
 def dpsgd_lr(data: dict[str, Any], args: argparse.Namespace) -> None:

@@ -51,7 +51,7 @@ DEFAULT_MODEL, DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS = "small-convnet-tanh", 3, 1
 #: ``--lr``'s default for each defence that takes a learning rate, chosen on the same
 #: validation splits (its own default, 0.001, left DP-SGD at the majority class on
 #: BreastMNIST); the other defences train with Adam at 0.001.
-DEFAULT_LR: dict[str, float] = {"dpsgd": 0.01}
+DEFAULT_LR: dict[str, float] = {"dpsgd": 0.03}
 
 
 def local_options(defense: str, lr: float | None) -> dict[str, float] | None:
@@ -63,7 +63,7 @@ def local_options(defense: str, lr: float | None) -> dict[str, float] | None:
 
     Example:
         >>> local_options("dpsgd", None), local_options("dpsgd", 0.1), local_options("none", None)
-        ({'lr': 0.01}, {'lr': 0.1}, None)
+        ({'lr': 0.03}, {'lr': 0.1}, None)
     """
     from shieldsplit.defenses.base import defense_config
 
