@@ -218,6 +218,8 @@ def main() -> None:
                         help="DP-SGD's local learning rate (default: federate's, chosen on "
                         "the validation split by benchmarks/federate_defaults.py)")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--page-only", action="store_true",
+                        help="with --resume: rewrite the page from the JSON, run nothing")
     parser.add_argument("--resume", action="store_true",
                         help="keep the defences the page's JSON already holds")
     parser.add_argument("--no-defense-ig", dest="defense_ig", action="store_false",
@@ -252,11 +254,11 @@ def main() -> None:
     page_json = args.out / f"federated_{args.data}.json"
     if args.resume and page_json.exists():  # the defences an interrupted run finished
         before = json.loads(page_json.read_text())
-        rows = [dict(r, resumed=True) for r in before["rows"]
-                if r["defense"] in args.defenses.split(",")]
+        rows = [dict(r, resumed=r.get("resumed", False) or not args.page_only)
+                for r in before["rows"] if r["defense"] in args.defenses.split(",")]
         started -= before["seconds"]
     for name in args.defenses.split(","):
-        if any(r["defense"] == name for r in rows):
+        if any(r["defense"] == name for r in rows) or args.page_only:
             continue
         net = make_net(ds, args.activation, args.seed)
         # Inverting Gradients runs on the undefended clients' updates first; where it never
@@ -365,7 +367,8 @@ def write_page(rows: list[dict[str, Any]], args: argparse.Namespace, *, ds: Any,
         "command": "python benchmarks/federated_breastmnist.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
             if k not in ("out", "data_root", "select_on_val", "resume", "add_central_f1",
-                         "defense_ig")) + ("" if args.defense_ig else " --no-defense-ig"),
+                         "defense_ig", "page_only"))
+        + ("" if args.defense_ig else " --no-defense-ig"),
         "resumed": [r["defense"] for r in rows if r.get("resumed")],
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(), "load_average": list(os.getloadavg()),
@@ -391,6 +394,8 @@ def write_page(rows: list[dict[str, Any]], args: argparse.Namespace, *, ds: Any,
         lines += [f"Resumed (`--resume`): {', '.join(record['resumed'])} ran first and "
                   "was kept, the other defences ran in the resumed part; the time above is "
                   "both parts'.", ""]
+    lines += [f"{r['defense']}: {r['note']}" for r in rows if r.get("note")]
+    lines += [""] if any(r.get("note") for r in rows) else []
     lines += selection_lines(selection, args)
     if len(rows) < len(asked):
         lines += [f"Partial: {len(rows)} of the {len(asked)} defences asked for have finished "
