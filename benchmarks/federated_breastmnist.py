@@ -435,6 +435,13 @@ def write_page(rows: list[dict[str, Any]], args: argparse.Namespace, *, ds: Any,
                   f"{rows[0]['majority_share']:.3f}): at this number of rounds it has not "
                   "learned to separate the classes, so its accuracy says nothing about the "
                   "defence."]
+    below = [r["defense"] for r in rows if r["defense"] not in stuck
+             and r.get("majority_rate") is not None
+             and (r["federated_accuracy"] or 0.0) <= r["majority_rate"] + 1e-9]
+    if below:
+        lines += ["", f"{', '.join(below)}: accuracy no better than the majority class's, "
+                  "though balanced accuracy and macro F1 are above the majority class's "
+                  "(both classes predicted): on so few held-out examples read those two."]
     cen_stuck = [r["defense"] for r in rows if r.get("central_macro_f1") is not None
                  and r["central_macro_f1"] <= r["majority_macro_f1"] + 1e-9]
     if cen_stuck:
@@ -474,11 +481,14 @@ def write_page(rows: list[dict[str, Any]], args: argparse.Namespace, *, ds: Any,
                 if row["attack"] == ssfl.UPDATE_ATTACK and row["status"] == "ok"]
     if attacked and ig_control_leaked(rows) and not args.defense_ig:
         leaked = sum(row["verdict"] == "leaks" for row in attacked)
+        skipped = 2 * sum(row["attack"] == ssfl.UPDATE_ATTACK for r in rows
+                          if r["defense"] != "none" for row in r["result"]["leakage"])
         lines += [f"Inverting Gradients leaked on {leaked} of the {len(attacked)} undefended "
                   "client-rounds, but this run did not attack the defences' updates with it "
-                  "(`--no-defense-ig`: a target and a control attack per update, 560 in all, "
-                  "did not fit the CPU time available): their rows say *not attacked*, and "
-                  "the defences' verdicts below are label inference's only.", ""]
+                  f"(`--no-defense-ig`: a target and a control attack per update, "
+                  f"{skipped}"
+                  " in all, did not fit the CPU time available): their rows say *not "
+                  "attacked*, and the defences' verdicts are label inference's only.", ""]
     if attacked and not ig_control_leaked(rows):
         gain = [row["psnr"] - row["baseline_psnr"] for row in attacked]
         lines += [f"Inverting Gradients never leaked on the undefended clients' updates "
