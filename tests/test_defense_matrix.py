@@ -292,8 +292,9 @@ def test_interface(name: str) -> None:
     json.dumps(defense.options())
     assert defense.surfaces and defense.surfaces <= {"split", "federated"}
     assert defense.name == name and defense.num_classes == CLASSES
-    assert defense.strength is None or defense.strength in defense.options() or (
-        name == "pgsl")
+    knob = defense.knob  # the declared strength: its default lies in its declared range
+    assert knob is None or (defense.strength == knob.option
+                            and knob.contains(knob.value_of(defense.config)))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -73,7 +73,13 @@ from shieldsplit.compare.report import (
 )
 from shieldsplit.data import ImageDataset, make_loaders
 from shieldsplit.datacontract import as_dataset
-from shieldsplit.defenses.base import available_defenses, create_defense
+from shieldsplit.defenses.base import (
+    available_defenses,
+    create_defense,
+    defense_knob,
+    defense_options,
+    merge_options,
+)
 from shieldsplit.errors import ConfigError
 from shieldsplit.functional.stats import majority_rate
 from shieldsplit.functional.verdict import Tolerance
@@ -324,9 +330,8 @@ def compare(
         budget=budget, seed=seed, epochs=epochs, attacks=list(attacks),
         victims=victims or 0, machine=machine_info(), versions=library_versions(),
     )
-    for name, opts in specs:  # a bad sweep fails now, not after hours of other rows
-        if name in (sweeps or {}) and create_defense(name, model, cut=cut, seed=seed,
-                                                     **opts).strength is None:
+    for name, _ in specs:  # a bad sweep fails now, not after hours of other rows
+        if name in (sweeps or {}) and defense_knob(name) is None:
             raise ConfigError.build(
                 what="sweeps", expected=f"a defence with a strength option ({name!r} has none)",
                 received=repr(name), fix="drop its sweep",
@@ -341,10 +346,9 @@ def compare(
             control: AuditReport | None = None
             for name, opts, value in todo:
                 options = dict(opts)
-                if value is not None:
-                    strength = create_defense(name, model, cut=cut, seed=seed,
-                                              **options).strength
-                    options[str(strength)] = value  # checked above: it has one
+                knob = defense_knob(name)
+                if value is not None and knob is not None:  # checked above: it has one
+                    options = merge_options(options, defense_options(name, knob.fields(value)))
                 row, report = _run_seeded(model, data, name, options, spec,
                                           "auto" if name == "none" else control)
                 if name == "none" and value is None:
