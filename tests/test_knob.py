@@ -74,3 +74,24 @@ def test_a_nested_option_reaches_its_config() -> None:
     knob = require_knob("pgsl")
     assert defense_options("pgsl", knob.fields(0.1)) == {
         "config": {"perturb": {"pixel_budget": 0.1}}}
+
+
+def test_the_docs_table_is_the_declarations() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "defenses.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0].startswith("`") and cells[0] != "`name`":
+            rows[cells[0].strip("`")] = cells
+    assert set(rows) == set(available_defenses())
+    for name, cells in rows.items():
+        knob = defense_knob(name)
+        if knob is None:
+            assert cells[4] == "none"
+            continue
+        default = knob.value_of(defense_config(name)())
+        assert cells[4] == f"`{knob.option}` ({default:g})", name
+        assert cells[5] == f"{knob.low:g} to {knob.high:g}, {knob.scale}", name
+        assert cells[6].startswith("larger" if knob.stronger == "higher" else "smaller"), name
