@@ -425,6 +425,20 @@ def _declared_surfaces(factory: DefenseFactory) -> frozenset[Surface]:
     return frozenset(declared) if declared is not None else Defense.surfaces
 
 
+def defense_class(name: str) -> type[Defense] | None:
+    """The :class:`Defense` subclass a registered defence's factory builds (the factory
+    itself, or the class of a bound ``from_model``), read without building it; None for a
+    plain function factory.
+
+    Example:
+        >>> defense_class("laplace").__name__, defense_class("pgsl").__name__
+        ('LaplaceNoise', 'SplitShield')
+    """
+    factory = _REGISTRY.get(name)
+    owner = factory if isinstance(factory, type) else getattr(factory, "__self__", None)
+    return owner if isinstance(owner, type) and issubclass(owner, Defense) else None
+
+
 def defense_knob(name: str) -> Knob | None:
     """The strength a registered defence declares (its :class:`~shieldsplit.defenses.knob.Knob`),
     read from its factory without building it, or None.
@@ -741,6 +755,7 @@ __all__ = [
     "Surface",
     "available_defenses",
     "create_defense",
+    "defense_class",
     "defense_config",
     "defense_knob",
     "defense_options",
