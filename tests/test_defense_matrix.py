@@ -47,6 +47,8 @@ FAST: dict[str, dict[str, Any]] = {
     "laplace": {"scale": 0.5},
     "bido": {"lambda_x": 0.05, "lambda_y": 0.5},
     "jsma-input": {"pixel_budget": 0.05, "recover": True, "max_iter": 5},
+    "compose": {"parts": [{"name": "nopeek", "options": {"alpha": 0.1}},
+                          {"name": "laplace", "options": {"scale": 0.5}}]},
 }
 NAMES = sorted(FAST)
 CLASSES = 3
