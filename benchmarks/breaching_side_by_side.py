@@ -72,6 +72,7 @@ from shieldsplit.attacks.base import Budget
 from shieldsplit.attacks.imprint import ImprintAttack
 from shieldsplit.attacks.observe import observe_gradient, observe_update
 from shieldsplit.audit.auditor import FEDAVG, default_attacks
+from shieldsplit.functional.imprint import EXACT_PSNR_DB
 from shieldsplit.functional.metrics import psnr
 from shieldsplit.functional.stats import lineup_identified, match_order
 
@@ -357,7 +358,7 @@ def verdict(row: dict[str, Any]) -> str:
 def markdown(record: dict[str, Any]) -> str:
     lines = [
         "# breaching and shieldsplit side by side (one run)", "",
-        *header(record, seed=record["seed"], own=2 * record["threads"]),
+        *header(record, seed=record["seed"], own=record["threads"]),
         f"breaching: commit `{record['breaching_commit']}`, run in its own venv by "
         "`benchmarks/breaching_worker.py` (never a dependency of shieldsplit).  ",
         f"Wall time {record['wall_seconds'] / 60:.1f} min; {record['threads']} torch thread(s) "
@@ -388,7 +389,8 @@ def markdown(record: dict[str, Any]) -> str:
                   f"{net['arch']} ({net['params']:,} parameters) trained on BreastMNIST's "
                   f"{net['train_images']} training images: test accuracy {net['accuracy']:.1%}"
                   f" (majority rate {net['majority_rate']:.1%}). Line-up: the victim and "
-                  f"{v['auxiliary']} auxiliary images. The mean auxiliary image scores "
+                  f"{v['auxiliary']} auxiliary images (chance {1 / (v['auxiliary'] + 1):.2%}). "
+                  "The mean auxiliary image scores "
                   f"{v['mean_image_psnr']:.2f} dB on the first 8 victims.", "",
                   "| setting | budget | iterations (restarts: shieldsplit / breaching) | "
                   "images | shieldsplit PSNR | breaching PSNR | shieldsplit line-up | "
@@ -410,6 +412,14 @@ def markdown(record: dict[str, Any]) -> str:
                          f"{s['estimate_seconds'] / 60:.0f} min for both tools, over this "
                          f"run's {record['max_seconds'] / 60:.0f} min cap per setting).")
         for r in v["rows"]:
+            if r["setting"] == "imprint":
+                exact = [sum(q >= EXACT_PSNR_DB for q in r[t]["psnr_per_image"])
+                         for t in ("ours", "breaching")]
+                lines.append(f"- imprint: images read almost exactly (PSNR at least "
+                             f"{EXACT_PSNR_DB:.0f} dB): shieldsplit {exact[0]} of "
+                             f"{r['ours']['images']}, breaching {exact[1]} of "
+                             f"{r['breaching']['images']} (breaching fills the images it "
+                             "cannot read with zeros).")
             if "matched" in r["ours"]:
                 lines.append(f"- {r['setting']} at {r['budget']}: shieldsplit's path: "
                              f"{', '.join(r['ours']['matched'])}; breaching's labels right in "
