@@ -421,10 +421,24 @@ def markdown(record: dict[str, Any]) -> str:
                              f"{r['breaching']['images']} (breaching fills the images it "
                              "cannot read with zeros).")
             if "matched" in r["ours"]:
+                b = r["breaching"]
+                labels = ("breaching was given each local step's labels" if r["setting"] ==
+                          "fedavg" else f"breaching's inferred labels right in "
+                          f"{b['label_sets_right']} of {b['label_sets']} observation(s)")
                 lines.append(f"- {r['setting']} at {r['budget']}: shieldsplit's path: "
-                             f"{', '.join(r['ours']['matched'])}; breaching's labels right in "
-                             f"{r['breaching']['label_sets_right']} of "
-                             f"{r['breaching']['label_sets']} observation(s).")
+                             f"{', '.join(r['ours']['matched'])}; {labels}.")
+        optimised = [r for r in v["rows"] if "matched" in r["ours"]]
+        above = {t: [r["setting"] for r in optimised if r[t]["psnr"] > v["mean_image_psnr"]]
+                 for t in ("ours", "breaching")}
+        ones = [r["ours"]["images"] for r in optimised if r["setting"] == "batch1"]
+        lines.append(
+            f"- Against the mean auxiliary image ({v['mean_image_psnr']:.2f} dB on the first 8 "
+            "victims" + (f"; batch 1 scores the first {ones[0]} of them" if ones else "") + "): "
+            f"shieldsplit's optimisation rows above it: {', '.join(above['ours']) or 'none'}; "
+            f"breaching's: {', '.join(above['breaching']) or 'none'}"
+            + (". At this budget neither tool rebuilds these images better than the mean "
+               "image on this network; the comparison is between two failures"
+               if not above["ours"] and not above["breaching"] else "") + ".")
         lines.append("")
     met = [(v, r) for v, r in all_rows if all(meets(r))]
     short = [(v, r) for v, r in all_rows if not all(meets(r))]
@@ -435,12 +449,16 @@ def markdown(record: dict[str, Any]) -> str:
         "." if not short else "; where not: " + "; ".join(
             f"{NAMES[v['victim']]} {r['setting']} ({r['budget']}): {verdict(r)}"
             for v, r in short) + "."))
-    budgets_not = sorted({(NAMES[v["victim"]], s["budget"]) for v in record["victims"]
-                          for s in v["not_run"]})
-    if budgets_not:
+    not_run = [(v, s) for v in record["victims"] for s in v["not_run"]]
+    if not_run:
         lines.append("")
         lines.append("Not measured, so not shown to meet the target: " + "; ".join(
-            f"{n} at the {b} budget" for n, b in budgets_not) + " (see the notes above).")
+            f"{NAMES[v['victim']]} {s['setting']} at the {s['budget']} budget"
+            for v, s in not_run) + f" (each estimated above the run's "
+            f"{record['max_seconds'] / 60:.0f} min cap per setting; see the notes above).")
+    lines += ["", f"Times: both tools ran one after the other in the same run, so they shared "
+              f"the same load (1-minute load average {record['load_average'][0]:.1f} at the end"
+              f"); the run took {record['wall_seconds'] / 60:.1f} min."]
     lines += ["", "DenseNet-121 is not in this run (no 28 px DenseNet-121 victim is cached by "
               "`attack_strength_resnet.py` yet).", ""]
     return "\n".join(lines)

@@ -64,7 +64,7 @@ class _Denormalise(torch.nn.Conv2d):
         super().__init__(len(mean), len(mean), 1, groups=len(mean))
         with torch.no_grad():
             self.weight.copy_(torch.tensor(std).view(-1, 1, 1, 1))
-            self.bias.copy_(torch.tensor(mean))
+            self.bias = torch.nn.Parameter(torch.tensor(mean))
 
 
 class _Unnormalise(torch.nn.Module):
