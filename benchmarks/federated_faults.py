@@ -47,6 +47,7 @@ from typing import Any
 
 from pages import add_page_options, command_line, header, publish
 
+from shieldsplit._core.provenance import other_work_ran
 from shieldsplit.adapters import split_process as sp
 from shieldsplit.adapters.flower import FederatedResult
 from shieldsplit.adapters.flower_local import LocalFederation, signal_group
@@ -321,7 +322,7 @@ FAULTS: dict[str, Callable[[Path, int], Record]] = {
 
 def run(args: argparse.Namespace) -> Record:
     rows = []
-    load = list(os.getloadavg())
+    load = list(os.getloadavg())  # at the start: the faults' own processes come and go
     for name in args.faults:
         with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
             print(f"running: {name}", file=sys.stderr)
@@ -334,7 +335,8 @@ def run(args: argparse.Namespace) -> Record:
     return {"command": command_line("benchmarks/federated_faults.py", args,
                                     skip=("faults",) if every else ()),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine_info(), "load_average": load, "seed": args.seed, "rows": rows}
+            "machine": machine_info(), "load_average": load,
+            "load_average_end": list(os.getloadavg()), "seed": args.seed, "rows": rows}
 
 
 # ------------------------------------------------------------------ the page
@@ -357,7 +359,10 @@ def wording(row: Record) -> tuple[str, str, str]:
                 + (f", error={row['error']!r}" if row["error"] else ""))
         ok = (row["rounds_recorded"] == row["rounds_requested"] and row["accuracy"] is not None
               and len(row["lost"]) == 1)
-        return happened, said, _yes(ok) + " (the survivor's round kept, the lost node named)"
+        return happened, said, _yes(ok) + (
+            " (the survivor's round kept, the lost node named)" if ok else
+            f" ({row['rounds_recorded']} of {row['rounds_requested']} rounds recorded, "
+            f"{len(row['lost'])} node(s) named lost)")
     if f == "restarted node":
         eps = row["client1_epsilons"]
         rising = all(a is not None and b is not None and a < b
@@ -381,18 +386,23 @@ def wording(row: Record) -> tuple[str, str, str]:
                                    if honest else "; complete misstates a missed round") + ")")
     if f == "Ctrl-C":
         happened = ("SIGINT once a round had finished"
-                    + ("; still running 60 s later (Flower's server thread waits for the "
-                       "interrupted round), a second SIGINT" if row["second_sigint"] else "")
+                    + ("; still running 60 s later, so a second SIGINT (docs/federated.md: "
+                       "Flower's server thread waits for the interrupted round)"
+                       if row["second_sigint"] else "")
                     + f"; the process exited with code {row['exit_code']} "
                     f"{row['exit_after_s']:.1f} s after the first")
-        said = (f"JSON written: {row['json_written']}; complete={row['complete']}, "
+        said = (f"JSON written: {row['json_written']}"
+                + (f" (before the second SIGINT: {row['json_before_second_sigint']})"
+                   if row.get("second_sigint") else "")
+                + f"; complete={row['complete']}, "
                 f"error={row['error']!r}, {row['rounds_recorded']} of "
                 f"{row['rounds_requested']} rounds recorded, "
                 f"{row['rounds_with_accuracy']} with an accuracy")
         ok = (row["json_written"] and row["complete"] is False and row["rounds_recorded"] >= 1
               and row["rounds_with_accuracy"] == row["rounds_recorded"])
-        return happened, said, _yes(ok) + " (every finished round in the report, marked " \
-            "incomplete)"
+        return happened, said, _yes(ok) + (
+            " (every finished round in the report, marked incomplete)" if ok else
+            " (the report does not show an interrupted run with its finished rounds)")
     if f == "stalled split client":
         happened = (f"a connection sent half a frame header and stopped; split-client in "
                     f"another process trained {row['client_epochs']} epoch(s), exit code "
@@ -415,9 +425,10 @@ def wording(row: Record) -> tuple[str, str, str]:
         ok = (row["client_exit_code"] == 0 and row["stalled_still_open_after_client"]
               and row["served"] == 1 and all(row["halves_load"].values())
               and row["short_next_welcomed"] and row["short_served"] == 1)
-        return happened, said, _yes(ok) + (" (the second client's run whole; both saved "
-                                           "halves load with SplitShield.load: "
-                                           f"{row['halves_load']})")
+        return happened, said, _yes(ok) + (
+            " (the second client's run whole" if ok else " (not all of: the second "
+            "client's run whole, the stalled one open beside it, the next hello welcomed")\
+            + f"; saved halves that load with SplitShield.load: {row['halves_load']})"
     if f == "malformed frames":
         replies = "; ".join(f"{k}: {(v or '')[:90]!r}" for k, v in row["replies"].items())
         happened = (f"{len(row['replies'])} bad connections, then split-client (exit code "
@@ -428,14 +439,23 @@ def wording(row: Record) -> tuple[str, str, str]:
         ok = (row["client_exit_code"] == 0 and row["served"] == 1
               and row["dropped"] == len(row["replies"])
               and all(v and v.split(":")[0].endswith("Error") for v in row["replies"].values()))
-        return happened, said, _yes(ok) + " (each bad connection refused with a typed error, " \
-            "the server went on to serve the run)"
+        return happened, said, _yes(ok) + (
+            " (each bad connection refused with a typed error, the server went on to serve "
+            "the run)" if ok else " (not every bad connection was refused with a typed "
+            "error and dropped, or the run after them was not served)")
     return "-", "-", "-"
 
 
 def markdown(record: Record) -> str:
+    top = header(record, seed=record["seed"], own=2)
+    start = record["load_average"][0]
+    end = record.get("load_average_end", [None])[0]
+    top[3] = (f"Load: 1-minute load average {start:.1f} when the run started"
+              + (f", {end:.1f} at its end" if end is not None else "")
+              + (" (other work shared the cores" if other_work_ran(max(start, end or 0), own=2)
+                 else " (no other work") + "; the faults' own processes come and go).  ")
     lines = ["# Faults of the federated and split deployments, measured", "",
-             *header(record, seed=record["seed"], own=2), "",
+             *top, "",
              "Each fault was run once with real processes on 127.0.0.1 (Flower's SuperLink "
              "and SuperNodes, `shieldsplit federate`, `shieldsplit split-serve` and "
              "`split-client`); the report columns quote the JSON reports those processes "
