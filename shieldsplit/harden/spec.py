@@ -79,7 +79,9 @@ def check_target(target: str, positions: Sequence[str], defenses: Sequence[str])
                  or any(POSITIONS[p][0] in defense_surfaces(d) for d in defenses)]
     if not supported:
         raise ConfigError.build(
-            what="target", expected=f"{target!r} at a position some defence is deployed at",
+            what="target",
+            expected=f"a target ({target!r}) that a named position supports: one where some "
+                     "searched defence is deployed",
             received=f"positions {list(positions)}, which none of {list(defenses)} exposes "
                      "to an attacker (their declared surfaces)",
             fix="name a position the defences expose (split-server for a split-learning "
