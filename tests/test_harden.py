@@ -75,7 +75,12 @@ def fake_harden(monkeypatch: pytest.MonkeyPatch, fake: FakeAudit, net: Any, ds: 
 def test_bisection_finds_the_boundary_in_the_expected_probes() -> None:
     knob = Knob(option="scale", low=0.01, high=10.0, scale="log")
     seen: list[float] = []
-    trace = bisect_knob(knob, lambda v: seen.append(v) or v >= 0.5, bound=8)
+
+    def meets(v: float) -> bool:
+        seen.append(v)
+        return v >= 0.5
+
+    trace = bisect_knob(knob, meets, bound=8)
     assert len(seen) == 8 and trace.monotone  # both ends, then 6 halvings of the log range
     assert seen[:2] == [10.0, 0.01]
     fails = max(v for v in seen if v < 0.5)
