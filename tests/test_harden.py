@@ -199,3 +199,36 @@ def test_harden_end_to_end_with_laplace(net: Any, ds: Any) -> None:
                for p in probes)
     assert result.baseline is not None and result.baseline.seeds == [0]
     assert result.summary().startswith("shieldsplit harden: PGSLNet")
+
+
+def test_the_command_line_writes_json_and_html(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from shieldsplit.cli import app
+
+    monkeypatch.setattr(harden_run, "evaluate_defense", FakeAudit(0.5))
+    out, page = tmp_path / "h.json", tmp_path / "h.html"
+    result = CliRunner().invoke(app, ["harden", "--defenses", "laplace", "--limit", "60",
+                                      "--epochs", "1", "--json", str(out), "--html",
+                                      str(page), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Recommended: laplace with scale=" in result.stdout
+    assert json.loads(out.read_text())["recommended"] == "laplace"
+    assert "Recommended: laplace" in page.read_text()
+
+
+@pytest.mark.parametrize(("args", "fix"), [
+    (["--positions", "split-sever"], "pass --positions split-server"),
+    (["--utility", "f2"], "pass --utility f1"),
+    (["--range", "laplace=1"], "NAME=LOW,HIGH"),
+    (["--range", "nopeek=1,2"], "pass --range laplace"),
+    (["--json", "/no/such/folder/h.json"], "h.json"),
+])
+def test_the_command_line_checks_its_options_first(args: list[str], fix: str) -> None:
+    from typer.testing import CliRunner
+
+    from shieldsplit.cli import app
+
+    result = CliRunner().invoke(app, ["harden", "--defenses", "laplace", *args])
+    assert result.exit_code == 2 and fix in result.output, result.output

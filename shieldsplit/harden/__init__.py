@@ -4,7 +4,8 @@
 audit reaches a target verdict at every named attacker position (on the validation
 split), confirms the chosen settings on the test split over 3 seeds, and recommends the
 most useful one: :class:`HardenResult` (``summary()``, ``.defense``, ``save_html``).
-See ``docs/harden.md``.
+See ``docs/harden.md``. The names it accepts are in :mod:`shieldsplit.settings`
+(``HARDEN_POSITIONS``, ...), which imports no torch.
 """
 
 from __future__ import annotations

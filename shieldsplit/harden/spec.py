@@ -1,4 +1,5 @@
-"""What ``harden`` searches for, checked before any work: the attacker positions, the
+"""What ``harden`` searches for (the names live in :mod:`shieldsplit.settings`, torch-free,
+for the command line), checked before any work: the attacker positions, the
 target verdict, the utility metric, the budget, and the ranges.
 
 Every bad input gets a typed :class:`~shieldsplit.errors.ConfigError` that says what to
@@ -15,7 +16,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 import torch
 
@@ -24,39 +24,27 @@ from shieldsplit.data import ImageDataset
 from shieldsplit.defenses.base import defense_surfaces
 from shieldsplit.defenses.knob import Knob
 from shieldsplit.errors import ConfigError
-
-#: Attacker positions a user names -> (the audit's position, its server threat model).
-POSITIONS: dict[str, tuple[str, str]] = {
-    "split-server": ("split", "honest"),
-    "split-server-malicious": ("split", "malicious"),
-    "federated-server": ("federated", "honest"),
-    "federated-server-malicious": ("federated", "malicious"),
-    "membership": ("membership", "honest"),
-}
-
-#: Each position's attacks when none are named (the adaptive ones are added per defence).
-POSITION_ATTACKS: dict[str, tuple[str, ...]] = {
-    "split-server": ("split-black-box",),
-    "split-server-malicious": ("fsha",),
-    "federated-server": ("inverting-gradients-fedavg",),
-    "federated-server-malicious": ("imprint",),
-    "membership": (),
-}
-
-#: The targets a search can aim for: a verdict every named position must reach.
-TARGETS: tuple[str, ...] = ("no leakage found",)
-
-Utility = Literal["balanced_accuracy", "f1", "accuracy"]
-#: Utility metrics the search maximises (on the validation split), with their words.
-UTILITIES: dict[str, str] = {
-    "balanced_accuracy": "balanced accuracy", "f1": "macro F1", "accuracy": "accuracy",
-}
-
-#: Candidates per defence (probes of its knob) by budget: both ends, then bisection.
-CANDIDATES: dict[str, int] = {"quick": 4, "standard": 6, "thorough": 8}
-
-#: Seeds the chosen setting is retrained and confirmed with on the test split.
-CONFIRM_SEEDS = 3
+from shieldsplit.settings import (
+    HARDEN_CANDIDATES as CANDIDATES,
+)
+from shieldsplit.settings import (
+    HARDEN_CONFIRM_SEEDS as CONFIRM_SEEDS,
+)
+from shieldsplit.settings import (
+    HARDEN_POSITION_ATTACKS as POSITION_ATTACKS,
+)
+from shieldsplit.settings import (
+    HARDEN_POSITIONS as POSITIONS,
+)
+from shieldsplit.settings import (
+    HARDEN_TARGETS as TARGETS,
+)
+from shieldsplit.settings import (
+    HARDEN_UTILITIES as UTILITIES,
+)
+from shieldsplit.settings import (
+    HardenUtility as Utility,
+)
 
 
 def check_target(target: str, positions: Sequence[str], defenses: Sequence[str]) -> str:
