@@ -232,3 +232,36 @@ def test_the_command_line_checks_its_options_first(args: list[str], fix: str) ->
 
     result = CliRunner().invoke(app, ["harden", "--defenses", "laplace", *args])
     assert result.exit_code == 2 and fix in result.output, result.output
+
+
+def test_pairs_of_cut_defences_are_candidates_when_compose_is_registered(net: Any) -> None:
+    from shieldsplit.defenses.base import (
+        available_defenses,
+        register_defense,
+        require_knob,
+        unregister_defense,
+    )
+    from shieldsplit.harden.search import candidates
+
+    knobs = {n: require_knob(n) for n in ("laplace", "nopeek", "pgsl")}
+    if "compose" not in available_defenses():  # stands in for the registered composition
+        def compose(model: Any, *, cut: Any, seed: int, parts: Any) -> Any:
+            return create_defense(parts[0]["name"], model, cut=cut, seed=seed,
+                                  **parts[0]["options"])
+        register_defense("compose", compose)
+        added = True
+    else:
+        added = False
+    try:
+        found, _ = candidates(list(knobs), knobs, model=net, cut=2, compose=True)
+        without, note = candidates(list(knobs), knobs, model=net, cut=2, compose=False)
+    finally:
+        if added:
+            unregister_defense("compose")
+    pairs = [c for c in found if c.parts]
+    assert [c.label for c in pairs] == ["laplace+nopeek"]  # pgsl is no cut defence
+    weakest, strongest = pairs[0].options(0.0), pairs[0].options(1.0)
+    assert weakest == {"parts": [{"name": "laplace", "options": {"scale": 0.01}},
+                                 {"name": "nopeek", "options": {"alpha": 0.01}}]}
+    assert strongest["parts"][0]["options"] == {"scale": 10.0}
+    assert not [c for c in without if c.parts] and "not asked" in note

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,10 +180,12 @@ def pair_value(knob: Knob, t: float) -> float:
 def is_cut_defense(name: str, model: nn.Module, cut: int | str) -> bool:
     """Whether ``name`` builds a :class:`~shieldsplit.defenses.base.CutDefense` around
     ``model`` (what a composition takes as a part)."""
-    try:
-        return isinstance(create_defense(name, model, cut=cut, seed=0), CutDefense)
-    except ShieldSplitError:
-        return False
+    with warnings.catch_warnings():  # building it only to ask: its notices are not news
+        warnings.simplefilter("ignore")
+        try:
+            return isinstance(create_defense(name, model, cut=cut, seed=0), CutDefense)
+        except ShieldSplitError:
+            return False
 
 
 def candidates(defenses: Sequence[str], knobs: dict[str, Knob], *, model: nn.Module,
