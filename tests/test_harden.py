@@ -223,13 +223,16 @@ def test_the_command_line_writes_json_and_html(monkeypatch: pytest.MonkeyPatch,
     (["--utility", "f2"], "pass --utility f1"),
     (["--range", "laplace=1"], "NAME=LOW,HIGH"),
     (["--range", "nopeek=1,2"], "pass --range laplace"),
-    (["--json", "/no/such/folder/h.json"], "h.json"),
+    (["--json", "{file}/h.json"], "is a file, not a folder"),
 ])
-def test_the_command_line_checks_its_options_first(args: list[str], fix: str) -> None:
+def test_the_command_line_checks_its_options_first(args: list[str], fix: str,
+                                                   tmp_path: Any) -> None:
     from typer.testing import CliRunner
 
     from shieldsplit.cli import app
 
+    (tmp_path / "file").write_text("not a folder")
+    args = [a.format(file=tmp_path / "file") for a in args]
     result = CliRunner().invoke(app, ["harden", "--defenses", "laplace", *args])
     assert result.exit_code == 2 and fix in result.output, result.output
 
