@@ -86,6 +86,17 @@ class Knob(BaseModel):
         """
         return self._from((self._to(a) + self._to(b)) / 2)
 
+    def at(self, t: float) -> float:
+        """The value at fraction ``t`` of the way from the weakest end (0) to the strongest
+        (1), on the knob's scale.
+
+        Example:
+            >>> Knob(option="s", low=0.01, high=1.0, scale="log").at(0.5)
+            0.1
+        """
+        a, b = self._to(self.weakest), self._to(self.strongest)
+        return self._from(a + (b - a) * t)
+
     def grid(self, n: int) -> list[float]:
         """``n`` values evenly spaced on the knob's scale, weakest first.
 
