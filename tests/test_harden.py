@@ -268,3 +268,24 @@ def test_pairs_of_cut_defences_are_candidates_when_compose_is_registered(net: An
                                  {"name": "nopeek", "options": {"alpha": 0.01}}]}
     assert strongest["parts"][0]["options"] == {"scale": 10.0}
     assert not [c for c in without if c.parts] and "not asked" in note
+
+
+def test_the_dp_row_puts_riskcal_beside_the_empirical_noise(ds: Any) -> None:
+    pytest.importorskip("riskcal", reason="riskcal is the 'harden' extra")
+    from shieldsplit.compare.frontier import RunSpec
+    from shieldsplit.defenses.base import require_knob
+    from shieldsplit.harden.result import DefenseSearch
+    from shieldsplit.harden.run import riskcal_check
+
+    spec = RunSpec(epochs=2, batch_size=16)
+    found = riskcal_check(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd"), chosen=0.3),
+                          None, ds, spec)
+    assert found.empirical_noise == 0.3 and found.riskcal_noise is not None
+    assert 0.0 < found.riskcal_risk <= 1.0 and "riskcal's is" in found.note
+    # more noise than riskcal needs: the theory is the tighter one, and says so
+    lots = riskcal_check(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd"),
+                                       chosen=found.riskcal_noise * 4), None, ds, spec)
+    assert "riskcal's needs" in lots.note and lots.riskcal_risk < found.riskcal_risk
+    none = riskcal_check(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd")), None, ds,
+                         spec)
+    assert none.empirical_noise is None and none.riskcal_noise == found.riskcal_noise

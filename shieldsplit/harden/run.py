@@ -36,6 +36,7 @@ from shieldsplit.data import ImageDataset
 from shieldsplit.datacontract import as_dataset
 from shieldsplit.defenses.base import Defense, available_defenses, defense_surfaces, require_knob
 from shieldsplit.errors import ConfigError, ShieldSplitError
+from shieldsplit.functional.verdict import Tolerance
 from shieldsplit.harden.result import (
     Confirmation,
     DefenseSearch,
@@ -118,14 +119,29 @@ def validation_view(data: ImageDataset) -> ImageDataset:
     return dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val)
 
 
+def lineup_chance(confirmation: Confirmation | None, data: ImageDataset) -> float:
+    """The line-up's chance rate in the confirmed runs' audits (``1 / (auxiliary + 1)``),
+    else the training split's ``1 / (n + 1)``."""
+    for run in confirmation.runs if confirmation is not None else []:
+        for res in run.leakage.values():
+            chance = getattr(res.evidence, "lineup_chance", None) if res.evidence else None
+            if chance:
+                return float(chance)
+    return 1.0 / (len(data.x_train) + 1)
+
+
 def riskcal_check(search: DefenseSearch, confirmation: Confirmation | None,
                   data: ImageDataset, spec: RunSpec) -> DpCheck:
     """DP-SGD's empirical setting beside riskcal's calibration for the same target.
 
-    The hook for :mod:`shieldsplit.functional.dp_risk` (``noise_for_risk``,
-    ``risk_of_noise``): used where importable, else the row says riskcal is not installed
-    here. They can differ because riskcal bounds the strongest possible attacker from
-    the theory, while the search measures the attacks that ran.
+    The target in attack terms: a reconstruction that picks the victim out of the audit's
+    line-up succeeds with probability at most the DP-SGD trade-off curve's TPR at FPR =
+    the line-up's chance rate (reconstruction robustness, Hayes et al. 2023; Kulynych et
+    al. 2024), and the audit calls re-identification a leak above chance + its tolerance.
+    So riskcal's noise is the least that keeps that TPR at or below chance + tolerance
+    (:func:`shieldsplit.functional.dp_risk.compare_noise`). They can differ because
+    riskcal bounds the strongest possible attacker from the theory, while the search only
+    measures the attacks that ran.
     """
     noise = search.chosen
     eps = None
@@ -134,34 +150,37 @@ def riskcal_check(search: DefenseSearch, confirmation: Confirmation | None,
     n = len(data.x_train)
     sample_rate = min(1.0, spec.batch_size / n)
     steps = spec.epochs * math.ceil(n / spec.batch_size)
+    chance = lineup_chance(confirmation, data)
+    target = min(0.999, chance + Tolerance().reidentification)
+    goal = (f"TPR <= {target:.3g} at FPR {chance:.3g} (the line-up's chance plus the "
+            f"audit's re-identification tolerance), sample rate {sample_rate:.3g}, "
+            f"{steps} steps")
     try:
-        from shieldsplit.functional import dp_risk  # type: ignore[attr-defined]
-    except ImportError:
+        from shieldsplit.functional import dp_risk
+
+        if noise is None:
+            calibrated = dp_risk.noise_for_risk(target, chance, sample_rate=sample_rate,
+                                                steps=steps)
+            return DpCheck(empirical_noise=None, epsilon=eps, riskcal_noise=calibrated,
+                           note=f"the search found no DP-SGD noise meeting the target; for "
+                                f"{goal}, riskcal calibrates a noise multiplier of "
+                                f"{calibrated:.3g}")
+        c = dp_risk.compare_noise(noise, target_tpr=target, at_fpr=chance,
+                                  sample_rate=sample_rate, steps=steps)
+    except ShieldSplitError as exc:  # riskcal absent, or a setting it cannot take
         return DpCheck(empirical_noise=noise, epsilon=eps,
-                       note="riskcal cross-check not available here "
-                            "(shieldsplit.functional.dp_risk is not installed); empirical "
-                            f"noise multiplier {noise if noise is not None else 'not found'}")
-    delta = 1.0 / n
-    try:
-        risk = None if noise is None else float(dp_risk.risk_of_noise(
-            noise_multiplier=noise, sample_rate=sample_rate, steps=steps, delta=delta))
-        calibrated = float(dp_risk.noise_for_risk(
-            risk=risk if risk is not None else 0.05, sample_rate=sample_rate, steps=steps,
-            delta=delta))
-    except (TypeError, ValueError, ShieldSplitError) as exc:
-        return DpCheck(empirical_noise=noise, epsilon=eps,
-                       note=f"riskcal could not be computed for this setting ({exc})")
-    if noise is None:
-        note = (f"the search found no DP-SGD noise meeting the target; riskcal calibrates "
-                f"{calibrated:.3g} for a 5% risk")
-    else:
-        tighter = "the empirical setting" if noise < calibrated else "riskcal"
-        note = (f"empirical noise multiplier {noise:.3g} (riskcal risk {risk:.3g}) against "
-                f"riskcal's {calibrated:.3g} for the same risk: {tighter} is tighter by "
-                f"{abs(calibrated - noise):.3g}; riskcal bounds any attacker from the theory, "
-                "the search only the attacks that ran")
-    return DpCheck(empirical_noise=noise, epsilon=eps, riskcal_noise=calibrated,
-                   riskcal_risk=risk, note=note)
+                       note=f"riskcal cross-check not computed: {exc}")
+    tighter = {"empirical": f"the empirical setting needs {c.ratio:.3g} times less noise",
+               "riskcal": f"riskcal's needs {1 / c.ratio:.3g} times less noise",
+               "equal": "they agree"}[c.tighter]
+    return DpCheck(
+        empirical_noise=noise, epsilon=eps, riskcal_noise=c.riskcal_noise,
+        riskcal_risk=c.riskcal_tpr_at_empirical,
+        note=(f"for {goal}: the audit's weakest passing noise multiplier is {noise:.3g}, "
+              f"riskcal's is {c.riskcal_noise:.3g}; {tighter}. At the empirical setting "
+              f"riskcal bounds any attacker's TPR by {c.riskcal_tpr_at_empirical:.3g}. "
+              "riskcal bounds the strongest attacker the theory allows, the audit only the "
+              "attacks that ran, so the audit can pass a setting that the bound does not"))
 
 
 def harden(
