@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,14 +28,11 @@ from typing import Any
 from torch import nn
 
 from shieldsplit.defenses.base import (
-    CutDefense,
     available_defenses,
-    create_defense,
     defense_options,
     require_knob,
 )
 from shieldsplit.defenses.knob import Knob
-from shieldsplit.errors import ShieldSplitError
 
 #: The registered name of the composition defence (from the registry, when present).
 COMPOSE = "compose"
@@ -177,17 +173,6 @@ def pair_value(knob: Knob, t: float) -> float:
     return knob.at(t)
 
 
-def is_cut_defense(name: str, model: nn.Module, cut: int | str) -> bool:
-    """Whether ``name`` builds a :class:`~shieldsplit.defenses.base.CutDefense` around
-    ``model`` (what a composition takes as a part)."""
-    with warnings.catch_warnings():  # building it only to ask: its notices are not news
-        warnings.simplefilter("ignore")
-        try:
-            return isinstance(create_defense(name, model, cut=cut, seed=0), CutDefense)
-        except ShieldSplitError:
-            return False
-
-
 def candidates(defenses: Sequence[str], knobs: dict[str, Knob], *, model: nn.Module,
                cut: int | str, compose: bool) -> tuple[list[Candidate], str]:
     """The searched candidates: each defence with its knob, then, where ``compose`` is
@@ -201,14 +186,18 @@ def candidates(defenses: Sequence[str], knobs: dict[str, Knob], *, model: nn.Mod
         return out, "compositions not asked for"
     if COMPOSE not in available_defenses():
         return out, "no 'compose' defence is registered: no pairs searched"
-    cut_ones = [n for n in defenses if n != COMPOSE and is_cut_defense(n, model, cut)]
+    from shieldsplit.defenses.compose import composable_defenses  # registered: importable
+
+    parts = set(composable_defenses())  # read from the defences' classes, no name list
+    cut_ones = [n for n in defenses if n in parts]
     for i, a in enumerate(cut_ones):
         for b in cut_ones[i + 1:]:
             out.append(Candidate(f"{a}+{b}", COMPOSE, PAIR_KNOB,
                                  parts=((a, require_knob(a)), (b, require_knob(b)))))
-    note = "" if len(cut_ones) > 1 else "fewer than two cut defences: no pairs searched"
+    note = "" if len(cut_ones) > 1 else ("fewer than two defences that compose "
+                                         f"(of {sorted(parts)}): no pairs searched")
     return out, note
 
 
 __all__ = ["COMPOSE", "PAIR_KNOB", "Candidate", "Trace", "bisect_knob", "candidates",
-           "is_cut_defense", "monotone_over", "pair_value"]
+           "monotone_over", "pair_value"]
