@@ -210,7 +210,7 @@ def test_the_command_line_writes_json_and_html(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(harden_run, "evaluate_defense", FakeAudit(0.5))
     out, page = tmp_path / "h.json", tmp_path / "h.html"
     result = CliRunner().invoke(app, ["harden", "--defenses", "laplace", "--limit", "60",
-                                      "--epochs", "1", "--json", str(out), "--html",
+                                      "--epochs", "1", "--json", str(out), "--out",
                                       str(page), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "Recommended: laplace with scale=" in result.stdout

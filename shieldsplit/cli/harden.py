@@ -3,7 +3,7 @@ confirmed on the test split, and the recommendation in words.
 
 Every option is checked before torch is imported (the positions, targets and utility
 metrics are read from :mod:`shieldsplit.settings`, the defences from
-:mod:`shieldsplit.cli.choices`); ``--json`` and ``--html`` are checked before any work.
+:mod:`shieldsplit.cli.choices`); ``--json`` and ``--out`` are checked before any work.
 """
 
 from __future__ import annotations
@@ -92,14 +92,14 @@ def harden(
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
     cache: Annotated[Path | None, typer.Option(
         help="folder keeping trained settings between runs (shared with compare)")] = None,
-    html: Annotated[Path | None, typer.Option("--html", help="write the HTML here")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the HTML here")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON here")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars or progress lines")] = False,
 ) -> None:
     """Find the most useful defence setting that the audit cannot break, and confirm it."""
     try:
         # every option, before torch is imported
-        check_outputs(html=html, json=json_out)
+        check_outputs(html=out, json=json_out)
         check_model(model)
         check_file("--weights", weights, "pass the file torch.save(model.state_dict(), "
                    "path) wrote")
@@ -140,7 +140,7 @@ def harden(
         fail(exc)
     say(result.summary())
     written = write_outputs([(json_out, result.to_json, "JSON result"),
-                             (html, result.save_html, "HTML result")])
+                             (out, result.save_html, "HTML result")])
     if not result.complete:
         raise typer.Exit(code=130)
     if not written:
