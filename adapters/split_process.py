@@ -18,8 +18,9 @@ payload is the raw little-endian bytes of the tensors the header lists (name, dt
 shape). Nothing is pickled. The receiver checks the header's size, the payload's size
 against its limit and against the listed tensors, the dtypes, shapes and finiteness, and
 refuses anything else with a :class:`~shieldsplit.errors.WireError`; the server replies
-with an ``error`` frame and keeps serving (after a frame it cannot delimit it closes that
-connection and accepts the next one).
+with an ``error`` frame and keeps serving (after a frame it cannot delimit, or none whole
+within the frame timeout, it closes that connection alone: every client has a thread of
+its own, so one that stalls does not hold the others).
 
 The modules: :mod:`~shieldsplit.adapters.split_wire` (frames, :class:`Connection`, the
 hello), :mod:`~shieldsplit.adapters.split_server` (:func:`serve`),
@@ -51,9 +52,10 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from shieldsplit._core.validate import check_int, check_seed
-from shieldsplit.adapters.split_client import RemoteServer, train_client
-from shieldsplit.adapters.split_server import ServerReport, check_message, serve
+from shieldsplit.adapters.split_client import Evaluation, RemoteServer, train_client
+from shieldsplit.adapters.split_server import MAX_CLIENTS, ServerReport, check_message, serve
 from shieldsplit.adapters.split_wire import (
+    DEFAULT_FRAME_TIMEOUT,
     DEFAULT_MAX_MESSAGE_BYTES,
     MAGIC,
     MAX_HEADER_BYTES,
@@ -115,8 +117,10 @@ def server_process(
     seed: int = 0,
     connections: int | None = 1,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
     report: str | Path | None = None,
     record: str | Path | None = None,
+    save: str | Path | None = None,
     start_timeout: float = 120.0,
 ) -> Iterator[int]:
     """A server process (:func:`serve`) on 127.0.0.1, stopped on exit however the block
@@ -133,10 +137,13 @@ def server_process(
         config: the shield's PGSL configuration.
         input_shape: as for :class:`SplitShield`.
         seed: the shield's seed (its added layers' initial weights).
-        connections: connections to serve before the process ends (None: until stopped).
+        connections: runs to serve before the process ends (None: until stopped;
+            dropped connections do not count, see :func:`serve`).
         max_message_bytes: the server's payload limit.
+        frame_timeout: seconds a client has for each whole frame before it is dropped.
         report: where the server writes its :class:`ServerReport`.
         record: where it writes what it received (see :func:`serve`).
+        save: where it saves its shield after every served run (see :func:`serve`).
         start_timeout: seconds to wait for the server to listen.
 
     Yields:
@@ -156,7 +163,8 @@ def server_process(
     queue = ctx.Queue()
     options = {"cut": cut, "config": config, "input_shape": input_shape, "seed": seed}
     serve_options = {"connections": connections, "max_message_bytes": max_message_bytes,
-                     "report": report, "record": record}
+                     "frame_timeout": frame_timeout, "report": report, "record": record,
+                     "save": save}
     proc = ctx.Process(target=_server_main, args=(queue, model, options, serve_options),
                        daemon=True)
     proc.start()
@@ -181,6 +189,51 @@ def server_process(
             proc.kill()
             proc.join(timeout=10)
         queue.close()
+
+
+def join_halves(client: str | Path, server: str | Path, model: nn.Module) -> SplitShield:
+    """The pair trained across processes, in one shield: the client half of the client's
+    ``--save`` file and the server half of the server's (both :meth:`SplitShield.save`
+    files of the same shield; each side trains only its own half). For an audit or an
+    evaluation by someone entitled to both halves.
+
+    Args:
+        client: the client's file.
+        server: the server's file.
+        model: an instance of the wrapped architecture (as for :meth:`SplitShield.load`).
+
+    Returns:
+        A shield with the client's client half and the server's server half.
+
+    Raises:
+        StateError: the files are not of the same shield (cut or configuration).
+        DataFileError: a file is missing or not a SplitShield checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> from shieldsplit.models import PGSLNet
+        >>> net = PGSLNet(num_classes=2, image_size=8, width=4, hidden=8)
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> a, b = SplitShield(net, cut=2, seed=1), SplitShield(net, cut=2, seed=2)
+        >>> a.save(folder / "client.pt"); b.save(folder / "server.pt")
+        >>> both = join_halves(folder / "client.pt", folder / "server.pt", net)
+        >>> got, ca, sb = both.state_dict(), a.state_dict(), b.state_dict()
+        >>> torch.equal(got["head.0.weight"], ca["head.0.weight"])
+        True
+        >>> torch.equal(got["fusion.conv.weight"], sb["fusion.conv.weight"])
+        True
+    """
+    mine = SplitShield.load(client, model)
+    theirs = SplitShield.load(server, model)
+    if mine.cut != theirs.cut or mine.config != theirs.config:
+        raise StateError.build(
+            what="halves", expected="two saves of the same shield (cut and configuration)",
+            received=f"cut {mine.cut} / {theirs.cut}", fix="pass the files of one run")
+    client_ids = {id(p) for p in mine.client_parameters()}
+    owners = {name.split(".")[0] for name, p in mine.named_parameters() if id(p) in client_ids}
+    state = {k: v for k, v in theirs.state_dict().items() if k.split(".")[0] not in owners}
+    mine.load_state_dict(state, strict=False)
+    return mine
 
 
 def run_local(
@@ -251,8 +304,9 @@ def run_local(
 
 
 __all__ = [
-    "DEFAULT_MAX_MESSAGE_BYTES", "MAGIC", "MAX_HEADER_BYTES", "PROTOCOL", "Connection",
-    "FrameHeader", "Hello", "Kind", "RemoteServer", "ServerReport", "SplitRun", "TensorSpec",
-    "check_message", "decode_frame", "encode_frame", "hello_of", "parse_header",
+    "DEFAULT_FRAME_TIMEOUT", "DEFAULT_MAX_MESSAGE_BYTES", "MAGIC", "MAX_CLIENTS",
+    "MAX_HEADER_BYTES", "PROTOCOL", "Connection", "Evaluation", "FrameHeader", "Hello", "Kind",
+    "RemoteServer", "ServerReport", "SplitRun", "TensorSpec",
+    "check_message", "decode_frame", "encode_frame", "hello_of", "join_halves", "parse_header",
     "parse_prefix", "parse_tensors", "run_local", "serve", "server_process", "train_client",
 ]

@@ -28,6 +28,7 @@ import contextlib
 import math
 import socket
 import struct
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -54,22 +55,25 @@ _CHUNK = 1 << 20
 #: connection goes on); a larger one closes the connection.
 _SKIP_LIMIT = 16
 
-Kind = Literal["hello", "welcome", "message", "gradient", "end_epoch", "summary", "error",
-               "bye"]
+Kind = Literal["hello", "welcome", "message", "gradient", "end_epoch", "summary", "predict",
+               "scores", "error", "bye"]
+#: The default limit, in seconds, on receiving one frame (header and payload): a peer that
+#: sends part of a frame and stops is dropped after this long.
+DEFAULT_FRAME_TIMEOUT = 30.0
 
 
 class TensorSpec(BaseModel):
     """One tensor of a frame's payload, in payload order.
 
     Attributes:
-        name: what it is (``activations``, ``labels``, ``grad``).
+        name: what it is (``activations``, ``labels``, ``grad``, ``scores``).
         dtype: ``float32`` or ``int64`` (little-endian).
         shape: its shape (at most 8 dimensions).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["activations", "labels", "grad"]
+    name: Literal["activations", "labels", "grad", "scores"]
     dtype: Literal["float32", "int64"]
     shape: list[int] = Field(max_length=8)
 
@@ -300,17 +304,26 @@ class Connection:
     Args:
         sock: a connected socket.
         max_message_bytes: the largest payload this side accepts.
+        frame_timeout: seconds one :meth:`receive` may take in all, from its call to the
+            frame's last byte (None: no limit); past it :meth:`receive` raises
+            ``TimeoutError``, so a peer that sends half a frame and stops, or trickles
+            bytes, is given up after this long.
     """
 
-    def __init__(self, sock: socket.socket, *, max_message_bytes: int) -> None:
+    def __init__(self, sock: socket.socket, *, max_message_bytes: int,
+                 frame_timeout: float | None = None) -> None:
         self.sock = sock
         self.max_message_bytes = max_message_bytes
+        self.frame_timeout = frame_timeout
         self.bytes_sent = 0
         self.bytes_received = 0
+        self._deadline: float | None = None
 
     def send(self, header: FrameHeader, tensors: Mapping[str, Tensor] | None = None) -> int:
         """Send one frame; returns its size in bytes."""
         frame = encode_frame(header, tensors)
+        if self.frame_timeout is not None:
+            self.sock.settimeout(self.frame_timeout)
         self.sock.sendall(frame)
         self.bytes_sent += len(frame)
         return len(frame)
@@ -318,7 +331,17 @@ class Connection:
     def _read(self, n: int) -> bytes:
         buf = bytearray()
         while len(buf) < n:
-            chunk = self.sock.recv(min(n - len(buf), _CHUNK))
+            if self._deadline is not None:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no whole frame within {self.frame_timeout} s "
+                                       f"({len(buf)}/{n} bytes of a part)")
+                self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(min(n - len(buf), _CHUNK))
+            except TimeoutError as exc:
+                raise TimeoutError(f"no whole frame within {self.frame_timeout} s "
+                                   f"({len(buf)}/{n} bytes of a part)") from exc
             if not chunk:
                 raise ConnectionError(f"peer closed the connection ({len(buf)}/{n} bytes)")
             buf += chunk
@@ -342,7 +365,16 @@ class Connection:
                 oversized payload is skipped without being kept) and the next frame can
                 follow.
             ConnectionError: the peer closed the connection.
+            TimeoutError: no whole frame within ``frame_timeout`` seconds.
         """
+        self._deadline = (None if self.frame_timeout is None
+                          else time.monotonic() + self.frame_timeout)
+        try:
+            return self._receive()
+        finally:
+            self._deadline = None
+
+    def _receive(self) -> tuple[FrameHeader, dict[str, Tensor]]:
         head_len, payload_len, oversized = parse_prefix(
             self._read(_PREFIX.size), max_message_bytes=self.max_message_bytes)
         raw = self._read(head_len)
@@ -387,7 +419,8 @@ def hello_of(shield: SplitShield, seed: int) -> Hello:
 
 
 __all__ = [
-    "DEFAULT_MAX_MESSAGE_BYTES", "MAGIC", "MAX_HEADER_BYTES", "PROTOCOL", "Connection",
+    "DEFAULT_FRAME_TIMEOUT", "DEFAULT_MAX_MESSAGE_BYTES", "MAGIC", "MAX_HEADER_BYTES",
+    "PROTOCOL", "Connection",
     "FrameHeader", "Hello", "Kind", "TensorSpec", "decode_frame", "encode_frame", "hello_of",
     "parse_header", "parse_prefix", "parse_tensors",
 ]

@@ -70,9 +70,6 @@ VICTIMS: dict[str, tuple[str, str, int, int | None, bool]] = {
 }
 SETTINGS = ("batch1", "batch8", "fedavg", "idlg")
 BAR_BATCH1_DB = 20.0
-#: breaching's Inverting Gradients measured on this machine (untrained 3-conv ReLU net,
-#: MNIST, 1000 iterations, labels given)
-BREACHING = {"batch1": 24.3, "batch8": 20.5}
 
 
 def _grey3(x: Tensor) -> Tensor:
@@ -318,9 +315,9 @@ def to_markdown(results: dict[str, dict[str, Any]], victims: dict[str, Any],
     b8 = [r for r in results.values() if r["setting"] == "batch8"]
     if b1:
         lines.append(
-            f"breaching's IG on an untrained 3-conv ReLU net (MNIST, 1000 iterations, labels "
-            f"given) reached {BREACHING['batch1']} dB at batch 1 and {BREACHING['batch8']} dB "
-            "at batch 8 on this machine. Here, on trained networks at the quick budget, batch "
+            "breaching's numbers, measured in one run beside shieldsplit's on the same trained "
+            "networks, images and gradients, are on `breaching_side_by_side.md` "
+            "(`benchmarks/breaching_side_by_side.py`). Here, at the quick budget, batch "
             "1 reaches " + ", ".join(
                 f"{r['data']} {r['psnr_mean']:.1f} dB in {r['iterations']} iterations "
                 f"({r['seconds'] / r['images']:.1f} s per image)" for r in b1) + "; batch 8 "

@@ -20,10 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from pages import add_page_options, command_line, header
+from pages import add_page_options, command_line, header, load_line
 
 import shieldsplit as ss
 from shieldsplit._core.io import atomic_write_text
+from shieldsplit.attacks.base import attack_class
 from shieldsplit.compare.frontier import (
     CompareTable,
     match_by_accuracy,
@@ -57,6 +58,23 @@ FEDAVG = "inverting-gradients-fedavg"
 #: The latent paper's claim: >= 12.4% higher MSE and >= 12.5% lower attacker accuracy.
 MSE_GAIN, ACC_DROP = 0.124, 0.125
 BLACK_BOX = "split-black-box"
+#: the honest FedAvg attacks (Inverting Gradients on the update, Dimitrov et al.'s
+#: simulation of the local steps), the malicious server's imprint block, the split decoder
+ATTACKS = (FEDAVG, "fedavg-simulation", "imprint", BLACK_BOX)
+
+
+def attack_words(table: CompareTable, attack: str) -> str:
+    """One attack in words: what it does and its threat model, from its declaration."""
+    if attack == FEDAVG:
+        what = "Inverting Gradients on the weight update after 5 local epochs of SGD at batch 8"
+    elif attack == BLACK_BOX:
+        what = "inversion decoder trained on the auxiliary training images' wire activations"
+    else:
+        cls = attack_class(attack)
+        what = (cls.__doc__ or attack).strip().splitlines()[0].rstrip(".")
+        what = what[0].lower() + what[1:] if what[:2] != what[:2].upper() else what
+    return (f"`{attack}` = {what} ({attack_class(attack).threat_words()}; "
+            f"{victims(table, attack)} victims)")
 
 
 def matched(table: CompareTable, baseline: str, attack: str) -> list[tuple[str, str]]:
@@ -156,6 +174,49 @@ def reading(table: CompareTable) -> list[str]:
     return [*out, "", chance]
 
 
+def added_lines(run: dict) -> list[str]:
+    """How the attacks added to an earlier table were run (``--add-attacks``)."""
+    out = []
+    for added in run.get("added", []):
+        load = load_line(added, own=2).removeprefix("Load: ").strip().rstrip(".")
+        line = (f"Added attacks {', '.join(f'`{a}`' for a in added['attacks'])}: "
+                f"`{added['command']}` on {added['date']}, {added['wall_minutes']:.1f} min; "
+                f"load: {load}. Every defence was retrained with the table's seed; ")
+        if added["same_models"]:
+            line += (f"all {added['rows']} retrained runs reproduced the table's test "
+                     "accuracy exactly, so the added columns attack the same models.  ")
+        else:
+            line += (f"{len(added['mismatched'])} of {added['rows']} did not reproduce the "
+                     f"table's test accuracy ({', '.join(added['mismatched'])}): their added "
+                     "columns attack a retrained model, not the one in the other columns.  ")
+        out.append(line)
+    return out
+
+
+def add_attacks(table: CompareTable, net: torch.nn.Module, ds, args) -> CompareTable:
+    """Run ``--add-attacks`` on every defence of an earlier table (retrained with its seed)
+    and merge their results into its rows, recording whether the retrained models are the
+    table's (equal test accuracy)."""
+    start = time.time()
+    new = ss.compare(net, data=ds, sweeps=SWEEPS, epochs=table.epochs, seed=table.seed,
+                     attacks=args.add_attacks, budget=table.budget, progress=False)
+    by_key = {(r.defense, r.strength_value): r for r in new.rows}
+    mismatched = []
+    for row in table.rows:
+        fresh = by_key[(row.defense, row.strength_value)]
+        if fresh.accuracy != row.accuracy:
+            mismatched.append(run_label(row))
+        row.leakage.update({a: res for a, res in fresh.leakage.items()
+                            if a not in table.attacks})
+    table.attacks += [a for a in new.attacks if a not in table.attacks]
+    table.run.setdefault("added", []).append({
+        "attacks": list(args.add_attacks), "command": command_line("benchmarks/frontier.py", args),
+        "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "wall_minutes": (time.time() - start) / 60, "load_average": os.getloadavg()[0],
+        "rows": len(table.rows), "same_models": not mismatched, "mismatched": mismatched})
+    return table
+
+
 def page(table: CompareTable) -> str:
     """The Markdown page, worded from the table alone (so ``--render`` rewrites it)."""
     run = table.run
@@ -167,17 +228,16 @@ def page(table: CompareTable) -> str:
         "",
         *header({**run, "machine": table.machine}, seed=seed, own=2),
         f"Wall time: {run.get('wall_minutes', float('nan')):.1f} min.  ",
+        *added_lines(run),
         f"Data: {table.dataset} (`../shared/data`, MD5-checked; the validation split pairs "
         "runs at matched accuracy, the test split only reports).  ",
         f"Model: PGSLNet (the PGSL paper's 7-conv network at width {run.get('width', '?')}, "
         f"hidden {run.get('hidden', '?')}), cut {table.cut}, {table.epochs} epochs per "
         "defence, the same initial weights for every defence.  ",
-        f"Attacks (budget {table.budget}): {stars}. `{FEDAVG}` = Inverting Gradients on the "
-        f"weight update after 5 local epochs of SGD at batch 8 ({victims(table, FEDAVG)} "
-        f"victims); `{BLACK_BOX}` = inversion decoder trained on the auxiliary training "
-        f"images' wire activations ({victims(table, BLACK_BOX)} victims); an attack that "
-        "declares it adapts to a defence (`adaptive-split` for PGSL) runs on that defence, "
-        "its control being its stand-in on the undefended run.  ",
+        f"Attacks (budget {table.budget}): {stars}. "
+        + "; ".join(attack_words(table, a) for a in table.attacks)
+        + "; an attack that declares it adapts to a defence (`adaptive-split` for PGSL) runs "
+        "on that defence, its control being its stand-in on the undefended run.  ",
         f"Rule: each verdict is decided from the stored evidence by the current rule "
         f"(`docs/audit.md`), the undefended run as positive control; {table.tolerance.words()}.",
         "",
@@ -229,12 +289,25 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--attacks", nargs="+", default=list(ATTACKS),
+                    help="reconstruction attacks (adaptive ones are added per defence)")
+    ap.add_argument("--add-attacks", nargs="+", default=None,
+                    help="retrain every defence of the existing table with its seed and add "
+                         "these attacks' columns to it")
     add_page_options(ap)
     args = ap.parse_args()
     stem = args.out / f"frontier_{args.data}"
     if args.render:
         table = CompareTable.model_validate_json(stem.with_suffix(".json").read_text())
         redecide(table)
+    elif args.add_attacks:
+        table = CompareTable.model_validate_json(stem.with_suffix(".json").read_text())
+        torch.set_num_threads(args.threads)
+        ds = load_dataset(args.data, root=args.data_root, seed=args.seed, limit=args.limit)
+        torch.manual_seed(args.seed)
+        net = ss.PGSLNet(in_channels=ds.in_channels, num_classes=ds.num_classes,
+                         image_size=ds.image_size[0], width=args.width, hidden=args.hidden)
+        redecide(add_attacks(table, net, ds, args))
     else:
         torch.set_num_threads(args.threads)
         ds = load_dataset(args.data, root=args.data_root, seed=args.seed, limit=args.limit)
@@ -243,7 +316,7 @@ def main() -> None:
                          image_size=ds.image_size[0], width=args.width, hidden=args.hidden)
         start = time.time()
         table = ss.compare(net, data=ds, sweeps=SWEEPS, epochs=args.epochs, seed=args.seed,
-                           budget="quick", progress=False)
+                           attacks=args.attacks, budget="quick", progress=False)
         table.run = {"command": command_line("benchmarks/frontier.py", args),
                      "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
                      "wall_minutes": (time.time() - start) / 60,

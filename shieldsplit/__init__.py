@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the names below load lazily at run time (see __getattr__)
     from shieldsplit.defenses.pgsl.config import PGSLConfig
     from shieldsplit.defenses.pgsl.shield import FitHistory, SplitShield
     from shieldsplit.errors import ShieldSplitError
+    from shieldsplit.harden import HardenResult, harden
     from shieldsplit.models import PGSLNet, create_model
     from shieldsplit.wire import ClientMessage, ServerGradient, StreamScores
 
@@ -35,6 +36,7 @@ from shieldsplit._core.version import __version__
 _LAZY: dict[str, str] = {
     "AuditReport": "audit", "audit": "audit",
     "CompareTable": "compare", "compare": "compare",
+    "HardenResult": "harden", "harden": "harden",
     "PGSLConfig": "defenses.pgsl",
     "list_cut_points": "cutting", "split_model": "cutting",
     "Defense": "defenses.base", "available_defenses": "defenses.base",
@@ -83,6 +85,7 @@ __all__ = [
     "CompareTable",
     "Defense",
     "FitHistory",
+    "HardenResult",
     "JsmaInput",
     "LaplaceNoise",
     "LatentPerturb",
@@ -99,6 +102,7 @@ __all__ = [
     "compare",
     "create_defense",
     "create_model",
+    "harden",
     "list_cut_points",
     "split_model",
 ]

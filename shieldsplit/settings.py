@@ -33,6 +33,40 @@ from pydantic import BaseModel, ConfigDict, Field
 Budget = Literal["quick", "standard", "thorough"]
 
 
+#: ``harden``: attacker positions a user names -> (the audit's position, its server).
+HARDEN_POSITIONS: dict[str, tuple[str, str]] = {
+    "split-server": ("split", "honest"),
+    "split-server-malicious": ("split", "malicious"),
+    "federated-server": ("federated", "honest"),
+    "federated-server-malicious": ("federated", "malicious"),
+    "membership": ("membership", "honest"),
+}
+
+#: Each position's attacks when none are named (the adaptive ones are added per defence).
+HARDEN_POSITION_ATTACKS: dict[str, tuple[str, ...]] = {
+    "split-server": ("split-black-box",),
+    "split-server-malicious": ("fsha",),
+    "federated-server": ("inverting-gradients-fedavg",),
+    "federated-server-malicious": ("imprint",),
+    "membership": (),
+}
+
+#: The targets a search can aim for: a verdict every named position must reach.
+HARDEN_TARGETS: tuple[str, ...] = ("no leakage found",)
+
+HardenUtility = Literal["balanced_accuracy", "f1", "accuracy"]
+#: Utility metrics the search maximises (on the validation split), with their words.
+HARDEN_UTILITIES: dict[str, str] = {
+    "balanced_accuracy": "balanced accuracy", "f1": "macro F1", "accuracy": "accuracy",
+}
+
+#: Candidates per defence (probes of its knob) by budget: both ends, then bisection.
+HARDEN_CANDIDATES: dict[str, int] = {"quick": 4, "standard": 6, "thorough": 8}
+
+#: Seeds the chosen setting is retrained and confirmed with on the test split.
+HARDEN_CONFIRM_SEEDS = 3
+
+
 class RunSettings(BaseModel):
     """What every run has.
 
@@ -109,5 +143,7 @@ class FederatedSettings(RunSettings):
     partition: str = "iid"
 
 
-__all__ = ["AuditSettings", "Budget", "DataSettings", "FederatedSettings", "RunSettings",
+__all__ = ["HARDEN_CANDIDATES", "HARDEN_CONFIRM_SEEDS", "HARDEN_POSITIONS",
+           "HARDEN_POSITION_ATTACKS", "HARDEN_TARGETS", "HARDEN_UTILITIES", "AuditSettings",
+           "Budget", "DataSettings", "FederatedSettings", "HardenUtility", "RunSettings",
            "TrainSettings"]

@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("attacks", "evasion"),
     ("audit",),
     ("compare",),
-    ("experiments", "adapters"),
+    ("experiments", "harden", "adapters"),
     ("cli", "__main__"),
 ]
 #: The longest a module may be (issue 23).

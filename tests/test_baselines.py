@@ -182,7 +182,7 @@ def test_bad_option_raises_config_error_naming_it(
 
 def test_baselines_are_registered_with_their_strength() -> None:
     assert {"nopeek", "laplace", "bido"} <= set(available_defenses())
-    assert (NoPeek.strength, LaplaceNoise.strength, BiDO.strength) == (
+    assert (NoPeek.knob.option, LaplaceNoise.knob.option, BiDO.knob.option) == (
         "alpha", "scale", "lambda_x")
     defense = create_defense("bido", _net(), cut=2, seed=0, lambda_x=0.2, lambda_y=0.0)
     assert isinstance(defense, BiDO) and defense.options() == {"lambda_x": 0.2, "lambda_y": 0.0}

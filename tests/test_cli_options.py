@@ -138,13 +138,17 @@ def sweep_cases(tmp: Path) -> list[tuple[list[str], str]]:
             (["--port", "70000"], "--port"),
             (["--connections", "-1"], "--connections"),
             (["--max-message-bytes", "0"], "--max-message-bytes"),
+            (["--frame-timeout", "0"], "--frame-timeout"),
             (["--report", folder], "a folder"),
+            (["--save", folder], "a folder"),
         ],
         ("split-client",): [
             *shared("--model", "--data", "--data-root", "--limit", "--epochs", "--batch-size",
                     "--seed", "--json"),
             (["--cut", "9"], "pass --cut 8"),
             (["--port", "0"], "--port"),
+            (["--frame-timeout", "0"], "--frame-timeout"),
+            (["--save", folder], "a folder"),
         ],
         ("reproduce", "pgsl"): [
             (["--data", "breastmnst"], "pass --data breastmnist"),

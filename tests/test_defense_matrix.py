@@ -47,6 +47,8 @@ FAST: dict[str, dict[str, Any]] = {
     "laplace": {"scale": 0.5},
     "bido": {"lambda_x": 0.05, "lambda_y": 0.5},
     "jsma-input": {"pixel_budget": 0.05, "recover": True, "max_iter": 5},
+    "compose": {"parts": [{"name": "nopeek", "options": {"alpha": 0.1}},
+                          {"name": "laplace", "options": {"scale": 0.5}}]},
 }
 NAMES = sorted(FAST)
 CLASSES = 3
@@ -292,8 +294,9 @@ def test_interface(name: str) -> None:
     json.dumps(defense.options())
     assert defense.surfaces and defense.surfaces <= {"split", "federated"}
     assert defense.name == name and defense.num_classes == CLASSES
-    assert defense.strength is None or defense.strength in defense.options() or (
-        name == "pgsl")
+    knob = defense.knob  # the declared strength: its default lies in its declared range
+    assert knob is None or (defense.strength == knob.option
+                            and knob.contains(knob.value_of(defense.config)))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -55,7 +55,7 @@ def _hooks(module: nn.Module) -> list[str]:
 
 def test_registered() -> None:
     assert "dpsgd" in available_defenses()
-    assert DPSGD.strength == "noise_multiplier"
+    assert DPSGD.knob.option == "noise_multiplier"
 
 
 def test_batchnorm_swap_warns_and_leaves_model_unchanged(caplog: pytest.LogCaptureFixture) -> None:

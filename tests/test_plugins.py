@@ -29,6 +29,7 @@ PLUGIN = textwrap.dedent('''
 
     from shieldsplit.attacks.base import Attack, Reconstruction
     from shieldsplit.defenses.base import CutDefense
+    from shieldsplit.defenses.knob import Knob
 
 
     class MeanImage(Attack):
@@ -54,7 +55,8 @@ PLUGIN = textwrap.dedent('''
         """Clamps what crosses the cut to [-bound, bound]."""
 
         name: ClassVar[str] = "toy-clip"
-        strength: ClassVar[str] = "bound"
+        knob: ClassVar[Knob] = Knob(option="bound", low=0.1, high=10.0, scale="log",
+                                    stronger="lower")
         Config = ClipConfig
 
         def transform(self, a):

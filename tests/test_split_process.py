@@ -8,7 +8,11 @@ batch.
   any run of its channels (shieldsplit.defenses.pgsl.unshuffle.reshuffle), checked against every
   training image; the detector catches the unshuffled images themselves.
 - Malformed and oversized frames are refused with a WireError reply and the server
-  serves the next run.
+  serves the next run (issue 25, item 4): a garbage connection does not stop a server
+  that serves one run, a client that sends half a header and stops does not keep a
+  second client from training and getting its validation and test accuracy, a stalled
+  one is dropped after the frame timeout, and both sides save halves that
+  ``SplitShield.load`` and ``shieldsplit audit --weights`` read.
 
 The processes are started by ``server_process`` and stopped when its block ends,
 however the test ends. Each process test takes about 10-15 s on one core.
@@ -113,7 +117,7 @@ def split_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     workdir = tmp_path_factory.mktemp("split")
     run = sp.run_local(net, (x, y), cut=2, epochs=2, seed=0, workdir=workdir, record=True)
     net2, x2, y2 = tiny()
-    local = SplitShield(net2, cut=2, seed=0).fit((x2, y2), epochs=2, seed=0, progress=False)
+    local = SplitShield(net2, cut=2, seed=0).fit((x2, y2), epochs=2, seed=0, progress=False)  # type: ignore[arg-type]
     return {"run": run, "local": local, "x": x, "y": y, "workdir": workdir}
 
 
@@ -148,7 +152,7 @@ def test_malformed_and_oversized_frames_are_refused_and_the_server_goes_on(
     torch.set_num_threads(1)
     net, x, y = tiny()
     report = tmp_path / "server.json"
-    with sp.server_process(net, cut=2, seed=0, connections=4, report=report,
+    with sp.server_process(net, cut=2, seed=0, connections=2, report=report,
                            max_message_bytes=64 * 1024) as port:
         # 1: not our framing at all: an error frame, then that connection is closed
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
@@ -187,37 +191,108 @@ def test_malformed_and_oversized_frames_are_refused_and_the_server_goes_on(
                                           epochs=1, seed=0, progress=False)
     assert len(history.epochs) == 1 and remote.frames == 2
     rep = sp.ServerReport.model_validate_json(report.read_text())
-    assert rep.connections == 4 and rep.messages == 2
+    # the two undelimitable connections were dropped and not counted as served runs
+    assert (rep.connections, rep.served, rep.dropped, rep.messages) == (4, 2, 2, 2)
     assert len(rep.rejected) == 4 and all(r.startswith("WireError") for r in rep.rejected)
 
 
-def test_the_command_line_trains_across_two_processes(tmp_path: Path) -> None:
+def test_a_client_that_stalls_mid_frame_is_dropped_after_the_frame_timeout() -> None:
+    import threading
+
+    net, _, _ = tiny()
+    # the next client's hello, made before any connection (the server's clock runs per frame)
+    hello = sp.encode_frame(sp.FrameHeader(kind="hello",
+                                           hello=sp.hello_of(SplitShield(net, cut=2), 0)))
+    ports: list[int] = []
+    server = threading.Thread(target=sp.serve, args=(SplitShield(net, cut=2),), kwargs={
+        "connections": 1, "frame_timeout": 1.0, "ready": ports.append}, daemon=True)
+    server.start()
+    while not ports:
+        server.join(timeout=0.05)
+    with socket.create_connection(("127.0.0.1", ports[0]), timeout=30) as s:
+        s.sendall(sp.MAGIC + struct.pack(">I", 40))  # half a prefix, then nothing
+        header, _ = sp.Connection(s, max_message_bytes=1 << 20).receive()
+        assert header.kind == "error" and "TimeoutError" in (header.error or "")
+        assert "within 1.0 s (8/16 bytes" in (header.error or "")
+        assert s.recv(1) == b""  # and closed
+    with socket.create_connection(("127.0.0.1", ports[0]), timeout=30) as s:
+        s.sendall(hello)  # the server still answers, and a run ends it (connections=1)
+        conn = sp.Connection(s, max_message_bytes=1 << 20)
+        assert conn.receive()[0].kind == "welcome"
+        conn.send(sp.FrameHeader(kind="bye"))
+    server.join(timeout=30)
+    assert not server.is_alive()
+
+
+def test_the_command_line_serves_a_client_past_a_stalled_and_a_garbage_one(
+        tmp_path: Path) -> None:
+    """split-serve with the default --connections 1: a connection that sends garbage and
+    one that sends half a header and stalls (open until the end) do not end the server nor
+    keep split-client from training, evaluating and saving; then the server exits."""
     from typer.testing import CliRunner
 
     from shieldsplit.cli import app
+    from shieldsplit.cli.loading import load_weights
 
     server = subprocess.Popen(
         [sys.executable, "-m", "shieldsplit", "split-serve", "--image-size", "8",
-         "--num-classes", "10", "--port", "0", "--report", str(tmp_path / "server.json")],
+         "--num-classes", "10", "--port", "0", "--frame-timeout", "120",
+         "--report", str(tmp_path / "server.json"), "--save", str(tmp_path / "server.pt")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    stalled = None
     try:
         line = server.stdout.readline() if server.stdout else ""
         assert line.startswith("split server listening on 127.0.0.1:"), line
         port = line.rsplit(":", 1)[1].strip()
+        stalled = socket.create_connection(("127.0.0.1", int(port)), timeout=30)
+        stalled.sendall(sp.MAGIC + struct.pack(">I", 60))  # half a prefix, then nothing
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as garbage:
+            garbage.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            reply, _ = sp.Connection(garbage, max_message_bytes=1 << 20).receive()
+            assert reply.kind == "error"
         done = CliRunner().invoke(app, [
             "split-client", "--data", "digits", "--limit", "60", "--epochs", "1", "--port", port,
-            "--quiet", "--json", str(tmp_path / "history.json")])
+            "--quiet", "--frame-timeout", "120", "--json", str(tmp_path / "history.json"),
+            "--save", str(tmp_path / "client.pt")])
         assert done.exit_code == 0, done.output
+        assert "val accuracy" in done.output and "test accuracy" in done.output
+        assert "balanced accuracy" in done.output
+        # the stalled connection is still open and unanswered: the client was served
+        # beside it, not after its timeout
+        stalled.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            stalled.recv(1)
+        stalled.close()  # now the server drops it and, one run served, exits
         assert server.wait(timeout=60) == 0
+        output = server.stdout.read() if server.stdout else ""
+        assert "served 1 run(s), dropped 2 connection(s)" in output, output
     finally:
+        if stalled is not None:
+            stalled.close()
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
-    history = json.loads((tmp_path / "history.json").read_text())
-    assert len(history["epochs"]) == 1 and history["epochs"][0]["val_accuracy"] is None
+    result = json.loads((tmp_path / "history.json").read_text())
+    assert len(result["epochs"]) == 1 and result["epochs"][0]["val_accuracy"] is None
     rep = sp.ServerReport.model_validate_json((tmp_path / "server.json").read_text())
-    assert rep.messages == 2 and rep.epochs[0].train_loss == history["epochs"][0]["train_loss"]
+    assert rep.messages == 2 and rep.epochs[0].train_loss == result["epochs"][0]["train_loss"]
+    assert (rep.served, rep.dropped) == (1, 2) and rep.predictions == 60 + 60
+    # both halves load as SplitShield checkpoints (SplitShield.load, audit --weights),
+    # each with its own half trained from the same initial weights
+    ds = load_dataset("digits", seed=0, limit=60)
+    client = load_weights(PGSLNet(num_classes=10, image_size=8), tmp_path / "client.pt")
+    server_side = SplitShield.load(tmp_path / "server.pt", PGSLNet(num_classes=10, image_size=8))
+    assert isinstance(client, SplitShield)
+    mine, theirs = client.state_dict(), server_side.state_dict()
+    assert not torch.equal(mine["head.0.weight"], theirs["head.0.weight"])
+    assert not torch.equal(mine["fusion.conv.weight"], theirs["fusion.conv.weight"])
+    # joined, the pair computes in one process the test accuracy the client reported
+    pair = sp.join_halves(tmp_path / "client.pt", tmp_path / "server.pt",
+                          PGSLNet(num_classes=10, image_size=8))
+    test = result["evaluation"]["test"]
+    assert pair.evaluate((ds.x_test, ds.y_test)) == test["accuracy"]
+    assert 0.0 <= test["balanced_accuracy"] <= 1.0 and test["examples"] == 60
     # nobody listening: one line, exit code 2
     done = CliRunner().invoke(app, ["split-client", "--data", "digits", "--limit", "60",
                                     "--port", port])

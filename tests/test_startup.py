@@ -16,7 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-HEAVY = ("opacus", "matplotlib", "medmnist", "torchvision", "captum", "flwr", "ray")
+HEAVY = ("opacus", "matplotlib", "medmnist", "torchvision", "captum", "flwr", "ray", "riskcal")
 
 
 def run_python(code: str, cwd: Path | None = None) -> str:
@@ -90,7 +90,7 @@ def test_public_names_are_the_same_objects_as_before_lazy_loading() -> None:
     assert out.split() == ["True", "True", "True", "[]"]
 
 
-OPTIONAL = ("medmnist", "torchvision", "flwr", "ray")
+OPTIONAL = ("medmnist", "torchvision", "flwr", "ray", "riskcal")
 
 
 def site_without(tmp: Path, absent: tuple[str, ...]) -> Path:

@@ -33,7 +33,7 @@ from typing import Annotated
 
 import typer
 
-from shieldsplit.cli import audit, compare, demo, federate, options, reproduce, split
+from shieldsplit.cli import audit, compare, demo, federate, harden, options, reproduce, split
 from shieldsplit.cli.common import (
     OneLineErrors,
     check_attacks,
@@ -85,6 +85,7 @@ app.command()(demo.demo)
 app.command()(audit.audit)
 app.command()(options.options)
 app.command()(compare.compare)
+app.command()(harden.harden)
 app.command()(federate.federate)
 app.command("split-serve")(split.split_serve)
 app.command("split-client")(split.split_client)

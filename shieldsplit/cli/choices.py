@@ -106,7 +106,7 @@ def _repro_budgets() -> list[str]:
     return list(get_args(ReproBudget))
 
 
-_DEFENSES = ("bido", "dpsgd", "jsma-input", "laplace", "latent-fixed", "latent-learned",
+_DEFENSES = ("bido", "compose", "dpsgd", "jsma-input", "laplace", "latent-fixed", "latent-learned",
              "none", "nopeek")
 
 #: ``--attacks`` and the attack of ``--attack-option``: the reconstruction attacks.

@@ -172,10 +172,29 @@ def federate(
     written = write_outputs([(json_out, result.save_json, "JSON report"),
                              (out, result.save_html, "HTML report")])
     if not result.complete:  # Ctrl-C: 130, as a shell reports SIGINT; a shortfall: 1
-        interrupted = (result.error or "").startswith("interrupted")
-        raise typer.Exit(code=130 if interrupted else 1)
+        if (result.error or "").startswith("interrupted"):
+            exit_now(130)
+        raise typer.Exit(code=1)
     if not written:
         raise typer.Exit(code=1)
+
+
+def exit_now(code: int) -> None:
+    """End the process at once with ``code``, once the report is on disk.
+
+    After a Ctrl-C, Flower's server thread (not a daemon) still waits for the round it was
+    in, so a normal exit would hang until a second Ctrl-C and then print a threading
+    traceback. Everything finished is already written (atomically), so the process flushes
+    its streams and logs and leaves without joining that thread.
+    """
+    import logging
+    import os
+    import sys
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 __all__ = ["DEFAULT_LOCAL_EPOCHS", "DEFAULT_LR", "DEFAULT_MODEL", "DEFAULT_ROUNDS", "federate",

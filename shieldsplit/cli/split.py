@@ -1,9 +1,16 @@
 """``shieldsplit split-serve`` and ``split-client``: SplitShield's two halves as two
 processes (one TCP frame each way per batch; docs/federated.md).
+
+The server serves clients at once (a thread each) and drops a bad or stalled one without
+stopping; ``--connections`` counts served runs only. Both sides ``--save`` their shield
+as :meth:`SplitShield.save <shieldsplit.defenses.pgsl.shield.SplitShield.save>` writes it
+(what ``SplitShield.load`` and ``shieldsplit audit --weights`` read), each with its own
+half trained. The client ends by evaluating the pair on the validation and test splits.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +39,11 @@ def _split_process() -> Any:
     return split_process
 
 
+FrameTimeout = Annotated[float, typer.Option(
+    min=0.001, help="seconds the other side has for each whole frame (header and payload) "
+    "before its connection is dropped")]
+
+
 def split_serve(
     model: Annotated[str, typer.Option(help="'package.module:factory' or a built-in name")]
     = "pgsl-net",
@@ -43,17 +55,23 @@ def split_serve(
     host: Annotated[str, typer.Option(help="address to listen on (no TLS: keep it local)")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="0 picks a free port")] = 9300,
-    connections: Annotated[int, typer.Option(min=0, help="runs to serve; 0: until stopped")]
-    = 1,
+    connections: Annotated[int, typer.Option(
+        min=0, help="client runs to serve (ended by the client's bye) before exiting; "
+        "dropped connections do not count; 0: until stopped")] = 1,
     max_message_bytes: Annotated[int, typer.Option(min=1)] = 64 * 1024 * 1024,
+    frame_timeout: FrameTimeout = 30.0,
     report: Annotated[Path | None, typer.Option(help="write the server's report (JSON)")]
     = None,
+    save: Annotated[Path | None, typer.Option(
+        help="save the shield (SplitShield.save; its server half trained) after every run")]
+    = None,
 ) -> None:
-    """Run SplitShield's server half: trains the server's streams on the activations a
-    `split-client` sends (one TCP frame each way per batch; docs/federated.md)."""
+    """Run SplitShield's server half: trains the server's streams on the activations
+    `split-client`s send (one TCP frame each way per batch; clients at once, a bad or
+    stalled one is dropped and the server goes on; docs/federated.md)."""
     try:
         # every option, before torch is imported
-        check_outputs(report=report)
+        check_outputs(report=report, save=save)
         check_model(model)
         where = parse_cut(cut)
         check_cut(model, where)
@@ -72,11 +90,14 @@ def split_serve(
             say(f"split server listening on {host}:{bound}")
 
         rep = sp.serve(shield, host=host, port=port, connections=connections or None,
-                       max_message_bytes=max_message_bytes, report=report, ready=ready)
+                       max_message_bytes=max_message_bytes, frame_timeout=frame_timeout,
+                       report=report, save=save, ready=ready)
     except ShieldSplitError as exc:
         fail(exc)
-    say(f"served {rep.connections} connection(s), {rep.messages} batches, "
-        f"{len(rep.rejected)} refused frame(s)")
+    say(f"served {rep.served} run(s), dropped {rep.dropped} connection(s), {rep.messages} "
+        f"batches, {len(rep.rejected)} refused frame(s)")
+    if save is not None and rep.served:
+        say(f"saved the shield (server half trained) to {save}")
 
 
 def split_client(
@@ -92,15 +113,19 @@ def split_client(
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
     host: Annotated[str, typer.Option(help="the split server's address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 9300,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the history here")]
-    = None,
+    frame_timeout: FrameTimeout = 30.0,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="write the history and the evaluation here")] = None,
+    save: Annotated[Path | None, typer.Option(
+        help="save the shield (SplitShield.save; its client half trained)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Train SplitShield's client half on this machine's images against a `split-serve`
-    process: only the activations at the cut and the labels leave this process."""
+    process, then report the pair's validation and test accuracy: only the activations
+    at the cut and the training labels leave this process."""
     try:
         # every option, before torch is imported
-        check_outputs(json=json_out)
+        check_outputs(json=json_out, save=save)
         check_model(model)
         check_data(data, data_root)
         where = parse_cut(cut)
@@ -118,8 +143,12 @@ def split_client(
         shield = SplitShield(net, cut=where, seed=seed)
         loader = DataLoader(TensorDataset(ds.x_train, ds.y_train), batch_size=batch_size,
                             shuffle=True, generator=torch.Generator().manual_seed(seed))
-        history, remote = sp.train_client(shield, loader, host=host, port=port, epochs=epochs,
-                                          seed=seed, progress=not quiet)
+        splits = {"val": (ds.x_val, ds.y_val), "test": (ds.x_test, ds.y_test)}
+        history, remote = sp.train_client(
+            shield, loader, host=host, port=port, epochs=epochs, seed=seed,
+            progress=not quiet, frame_timeout=frame_timeout,
+            evaluate={k: DataLoader(TensorDataset(*v), batch_size=batch_size)
+                      for k, v in splits.items() if len(v[1])})
     except OSError as exc:  # refused, reset or timed out
         fail(f"no split server answered at {host}:{port} ({exc}); start `shieldsplit "
              "split-serve` there first")
@@ -128,10 +157,17 @@ def split_client(
     for record in history.epochs:
         losses = ", ".join(f"{k} {v:.4f}" for k, v in record.train_loss.items())
         say(f"epoch {record.epoch}: train loss {losses}")
+    for name, ev in remote.evaluations.items():
+        streams = ", ".join(f"{k} {v:.4f}" for k, v in ev.accuracy.items() if k != "decision")
+        say(f"{name} accuracy {ev.accuracy['decision']:.4f}, balanced accuracy "
+            f"{ev.balanced_accuracy:.4f} ({ev.examples} images; streams: {streams})")
     per_batch = remote.message_bytes / max(remote.frames, 1)
     say(f"{remote.frames} batches, {per_batch:,.0f} bytes sent per batch")
-    if not write_outputs([(json_out, lambda p: atomic_write_text(
-            p, history.model_dump_json(indent=2)), "history")]):
+    result = {**history.model_dump(mode="json"),
+              "evaluation": {k: v.model_dump() for k, v in remote.evaluations.items()}}
+    if not write_outputs([
+            (json_out, lambda p: atomic_write_text(p, json.dumps(result, indent=2)), "history"),
+            (save, shield.save, "shield")]):
         raise typer.Exit(code=1)
 
 

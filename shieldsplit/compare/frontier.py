@@ -32,13 +32,12 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from pydantic import ConfigDict
@@ -58,6 +57,7 @@ from shieldsplit.audit.auditor import (
     membership_verdict,
 )
 from shieldsplit.audit.membership import decide_membership_report, heldout_of
+from shieldsplit.compare.cache import DefenseCache, as_cache, train_defense
 from shieldsplit.compare.report import (
     CompareTable,
     DefenseRun,
@@ -71,9 +71,15 @@ from shieldsplit.compare.report import (
     run_label,
     stuck,
 )
-from shieldsplit.data import ImageDataset, make_loaders
+from shieldsplit.data import ImageDataset
 from shieldsplit.datacontract import as_dataset
-from shieldsplit.defenses.base import available_defenses, create_defense
+from shieldsplit.defenses.base import (
+    Defense,
+    available_defenses,
+    defense_knob,
+    defense_options,
+    merge_options,
+)
 from shieldsplit.errors import ConfigError
 from shieldsplit.functional.stats import majority_rate
 from shieldsplit.functional.verdict import Tolerance
@@ -262,6 +268,7 @@ def compare(
     seed: int = 0,
     membership: bool = True,
     progress: bool = True,
+    cache: DefenseCache | str | Path | None = None,
 ) -> CompareTable:
     """Train each defence on the same split and audit each with the same attacks.
 
@@ -294,6 +301,9 @@ def compare(
             overfitted control shared by every defence). A column per defence, DP-SGD's
             epsilon beside the TPR bound it implies, and the ROC curves in the HTML.
         progress: show progress bars.
+        cache: a :class:`~shieldsplit.compare.cache.DefenseCache` or a folder: a setting
+            already trained there (same model, data, defence, options, cut, seed,
+            epochs) is read back instead of trained (``harden`` shares it).
 
     Returns:
         The frontier table. Ctrl-C returns what finished, marked ``complete=False``.
@@ -324,13 +334,13 @@ def compare(
         budget=budget, seed=seed, epochs=epochs, attacks=list(attacks),
         victims=victims or 0, machine=machine_info(), versions=library_versions(),
     )
-    for name, opts in specs:  # a bad sweep fails now, not after hours of other rows
-        if name in (sweeps or {}) and create_defense(name, model, cut=cut, seed=seed,
-                                                     **opts).strength is None:
+    for name, _ in specs:  # a bad sweep fails now, not after hours of other rows
+        if name in (sweeps or {}) and defense_knob(name) is None:
             raise ConfigError.build(
                 what="sweeps", expected=f"a defence with a strength option ({name!r} has none)",
                 received=repr(name), fix="drop its sweep",
             )
+    store = as_cache(cache)
     runs: list[tuple[str, dict[str, Any], float | None]] = []
     for name, opts in specs:
         for value in (sweeps or {}).get(name, [None]):
@@ -341,12 +351,12 @@ def compare(
             control: AuditReport | None = None
             for name, opts, value in todo:
                 options = dict(opts)
-                if value is not None:
-                    strength = create_defense(name, model, cut=cut, seed=seed,
-                                              **options).strength
-                    options[str(strength)] = value  # checked above: it has one
-                row, report = _run_seeded(model, data, name, options, spec,
-                                          "auto" if name == "none" else control)
+                knob = defense_knob(name)
+                if value is not None and knob is not None:  # checked above: it has one
+                    options = merge_options(options, defense_options(name, knob.fields(value)))
+                row, report, _ = evaluate_defense(model, data, name, options, spec,
+                                                  "auto" if name == "none" else control,
+                                                  cache=store)
                 if name == "none" and value is None:
                     control = report
                 if row.victims:
@@ -374,6 +384,7 @@ def run_defense(
     progress: bool = True,
     control: Any = "auto",
     membership: bool = False,
+    cache: DefenseCache | str | Path | None = None,
 ) -> DefenseRun:
     """Train one defence with its own protocol, score its utility, audit it: one frontier point.
 
@@ -398,6 +409,8 @@ def run_defense(
         membership: also run membership inference (see :func:`compare`); off by
             default here, so the paper reproductions and the frontier, which report
             reconstruction, do not pay for it.
+        cache: a :class:`~shieldsplit.compare.cache.DefenseCache` or a folder (see
+            :func:`compare`).
 
     Returns:
         The run.
@@ -421,32 +434,64 @@ def run_defense(
                          seed=seed, membership=membership, progress=progress),
                         fix="see the options of shieldsplit.compare.frontier")
     data = as_dataset(data, model=model, seed=seed)
-    return _run_seeded(model, data, name, dict(options or {}), spec, control)[0]
+    return evaluate_defense(model, data, name, dict(options or {}), spec, control,
+                            cache=as_cache(cache)).run
 
 
-def _run_seeded(
-    model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any], spec: RunSpec,
-    control: Any,
-) -> tuple[DefenseRun, AuditReport | None]:
+class Evaluation(NamedTuple):
+    """One defence trained, scored and audited (:func:`evaluate_defense`).
+
+    Attributes:
+        run: the frontier point (utility on ``data``'s test split, verdicts).
+        report: the audit's report (None when no attack applied).
+        defense: the trained defence.
+    """
+
+    run: DefenseRun
+    report: AuditReport | None
+    defense: Defense
+
+
+def evaluate_defense(
+    model: nn.Module, data: ImageDataset, name: str, options: Mapping[str, Any],
+    spec: RunSpec, control: Any, *, cache: DefenseCache | None = None,
+) -> Evaluation:
+    """Train one defence (or read it from ``cache``), score it on ``data``'s test split
+    and audit it: what :func:`compare`, :func:`run_defense` and ``harden`` each do per
+    setting (one training loop, one audit).
+
+    Args:
+        model: the classifier to defend (copied, never modified).
+        data: the split data (``harden`` passes one whose test split is the validation
+            split while it searches).
+        name: a registered defence.
+        options: its keyword options.
+        spec: how it is trained and audited.
+        control: the audit's positive control (see :func:`run_defense`).
+        cache: trained settings (see :mod:`shieldsplit.compare.cache`).
+
+    Returns:
+        The run, the audit's report and the trained defence.
+
+    Raises:
+        KeyboardInterrupt: the audit was cancelled.
+    """
     # Noisy defences draw from torch's global generator: seed it here, so a run's numbers
     # depend on its seed only, not on what ran before it (a resumed sweep = an unbroken one).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        return _train_and_audit(model, data, name, options, spec, control)
+        return _train_and_audit(model, data, name, dict(options), spec, control, cache)
 
 
 def _train_and_audit(
     model: nn.Module, data: ImageDataset, name: str, options: dict[str, Any], spec: RunSpec,
-    control: Any,
-) -> tuple[DefenseRun, AuditReport | None]:
+    control: Any, cache: DefenseCache | None,
+) -> Evaluation:
     seed, attacks = spec.seed, spec.attacks
-    defense = create_defense(name, copy.deepcopy(model), cut=spec.cut, seed=seed, **options)
+    defense, train_seconds = train_defense(
+        model, data, name, options, cut=spec.cut, seed=seed, epochs=spec.epochs,
+        batch_size=spec.batch_size, progress=spec.progress, cache=cache)
     strength = defense.strength
-    loaders = make_loaders(data, batch_size=spec.batch_size, seed=seed)
-    start = time.perf_counter()
-    defense.train_protocol(loaders.train, epochs=spec.epochs, val_loader=loaders.val,
-                           seed=seed, progress=spec.progress)
-    train_seconds = time.perf_counter() - start
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         acc, bal, f1, predicted = _utility(defense, data.x_test, data.y_test)
@@ -487,17 +532,19 @@ def _train_and_audit(
         distance_correlation=dcor, victims=audited,
         membership=report.membership if report is not None else None,
     )
-    return run, report
+    return Evaluation(run, report, defense)
 
 
 __all__ = [
     "DEFAULT_ATTACKS",
     "CompareTable",
     "DefenseRun",
+    "Evaluation",
     "MatchedPair",
     "RunSpec",
     "compare",
     "dp_sentence",
+    "evaluate_defense",
     "fitting_defenses",
     "match_by_accuracy",
     "matched_on",

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shieldsplit.defenses.bido import BiDO
+    from shieldsplit.defenses.compose import Compose
     from shieldsplit.defenses.dpsgd import DPSGD
     from shieldsplit.defenses.jsma_input import JsmaInput
     from shieldsplit.defenses.laplace import LaplaceNoise
     from shieldsplit.defenses.latent import LatentPerturb
     from shieldsplit.defenses.nopeek import NoPeek
 
-_LAZY = {"BiDO": "bido", "DPSGD": "dpsgd", "JsmaInput": "jsma_input",
+_LAZY = {"BiDO": "bido", "Compose": "compose", "DPSGD": "dpsgd", "JsmaInput": "jsma_input",
          "LaplaceNoise": "laplace", "LatentPerturb": "latent", "NoPeek": "nopeek"}
 
 
@@ -31,4 +32,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
-__all__ = ["DPSGD", "BiDO", "JsmaInput", "LaplaceNoise", "LatentPerturb", "NoPeek"]
+__all__ = ["DPSGD", "BiDO", "Compose", "JsmaInput", "LaplaceNoise", "LatentPerturb", "NoPeek"]

@@ -58,6 +58,7 @@ from shieldsplit._core.validate import (
 )
 from shieldsplit.cutting import split_model
 from shieldsplit.datacontract import as_loader, check_model
+from shieldsplit.defenses.knob import Knob, declared_knob
 from shieldsplit.errors import ConfigError, UnsupportedModelError
 from shieldsplit.training import PlainHistory, eval_mode, fit_plain, restored_on_error
 from shieldsplit.wire import ClientMessage
@@ -80,7 +81,10 @@ class Defense(Configurable, nn.Module, abc.ABC):
         name: the registry name.
         surfaces: the threat models the defence is deployed under.
         strength: the option that sets the defence's strength (what ``compare``
-            sweeps), or None.
+            sweeps), or None: the option of :attr:`knob`.
+        knob: the declared strength (:class:`~shieldsplit.defenses.knob.Knob`: the
+            option, its range, scale and stronger direction) that ``harden``
+            searches, or None for a defence with no strength.
         Config: the pydantic model (``extra="forbid"``) of the defence's own keyword
             options besides ``cut`` and ``seed``: the single source of their names,
             types, ranges and defaults. :meth:`configure` validates options with it,
@@ -91,7 +95,7 @@ class Defense(Configurable, nn.Module, abc.ABC):
 
     name: ClassVar[str] = ""
     surfaces: ClassVar[frozenset[Surface]] = frozenset({"split", "federated"})
-    strength: ClassVar[str | None] = None
+    knob: ClassVar[Knob | None] = None
     #: None: the constructor takes :attr:`Config`'s fields as keywords; else the one
     #: keyword that takes the whole config (SplitShield's ``config=``)
     config_option: ClassVar[str | None] = None
@@ -99,6 +103,11 @@ class Defense(Configurable, nn.Module, abc.ABC):
 
     cut: int | str
     num_classes: int
+
+    @property
+    def strength(self) -> str | None:
+        """The option that sets the defence's strength: :attr:`knob`'s, or None."""
+        return None if self.knob is None else self.knob.option
 
     @property
     def client_part(self) -> nn.Module:
@@ -416,6 +425,60 @@ def _declared_surfaces(factory: DefenseFactory) -> frozenset[Surface]:
     return frozenset(declared) if declared is not None else Defense.surfaces
 
 
+def defense_class(name: str) -> type[Defense] | None:
+    """The :class:`Defense` subclass a registered defence's factory builds (the factory
+    itself, or the class of a bound ``from_model``), read without building it; None for a
+    plain function factory.
+
+    Example:
+        >>> defense_class("laplace").__name__, defense_class("pgsl").__name__
+        ('LaplaceNoise', 'SplitShield')
+    """
+    factory = _REGISTRY.get(name)
+    owner = factory if isinstance(factory, type) else getattr(factory, "__self__", None)
+    return owner if isinstance(owner, type) and issubclass(owner, Defense) else None
+
+
+def defense_knob(name: str) -> Knob | None:
+    """The strength a registered defence declares (its :class:`~shieldsplit.defenses.knob.Knob`),
+    read from its factory without building it, or None.
+
+    Args:
+        name: a name from :func:`available_defenses`.
+
+    Raises:
+        ConfigError: for an unknown name.
+
+    Example:
+        >>> defense_knob("laplace").option, defense_knob("none") is None
+        ('scale', True)
+    """
+    return declared_knob(_REGISTRY.get(name))
+
+
+def require_knob(name: str) -> Knob:
+    """:func:`defense_knob`, or a typed error for a defence that declares no strength.
+
+    Raises:
+        ConfigError: the defence declares no knob.
+
+    Example:
+        >>> require_knob("nopeek").option
+        'alpha'
+    """
+    knob = defense_knob(name)
+    if knob is None:
+        searchable = [n for n in available_defenses() if defense_knob(n) is not None]
+        raise ConfigError.build(
+            what="defenses",
+            expected=f"a defence with a declared strength (a `knob`): one of {searchable}",
+            received=f"{name!r}, which has no declared strength",
+            fix="drop it from the search, or declare `knob = Knob(option=..., low=..., "
+                "high=...)` on its class (shieldsplit.defenses.knob)",
+        )
+    return knob
+
+
 def defense_config(name: str) -> type[BaseModel]:
     """The pydantic model of a registered defence's own options (its ``Config``).
 
@@ -461,6 +524,27 @@ def defense_options(name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     build_config(config_cls, fields, fix=f"see `shieldsplit options` for {name!r}")
     keyword = getattr(_REGISTRY.get(name), "config_option", None)
     return {keyword: dict(fields)} if isinstance(keyword, str) else dict(fields)
+
+
+def merge_options(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``extra``, nested mappings merged key by key (a strength
+    value into a defence's other options, SplitShield's ``config=`` included).
+
+    Example:
+        >>> merge_options({"config": {"recovery": {"mu": 0.3}}},
+        ...               {"config": {"perturb": {"pixel_budget": 0.1}}})
+        {'config': {'recovery': {'mu': 0.3}, 'perturb': {'pixel_budget': 0.1}}}
+    """
+    out = dict(base)
+    for key, value in extra.items():
+        old = out.get(key)
+        if isinstance(old, BaseModel):
+            old = old.model_dump()
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            out[key] = merge_options(old, value)
+        else:
+            out[key] = value
+    return out
 
 
 def create_defense(name: str, model: nn.Module, **options: Any) -> Defense:
@@ -671,9 +755,13 @@ __all__ = [
     "Surface",
     "available_defenses",
     "create_defense",
+    "defense_class",
     "defense_config",
+    "defense_knob",
     "defense_options",
     "defense_surfaces",
+    "merge_options",
     "register_defense",
+    "require_knob",
     "unregister_defense",
 ]

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from shieldsplit.defenses.base import CutDefense, register_defense
+from shieldsplit.defenses.knob import Knob
 from shieldsplit.functional.dependence import hsic
 
 #: Gaussian bandwidth for one-hot labels: different classes lie sqrt(2) apart, so their
@@ -87,7 +88,9 @@ class BiDO(CutDefense):
     """
 
     name: ClassVar[str] = "bido"
-    strength: ClassVar[str | None] = "lambda_x"
+    knob: ClassVar[Knob | None] = Knob(
+        option="lambda_x", low=0.005, high=5.0, scale="log",
+        description="the weight of the input-dependence (HSIC) penalty")
 
     Config = BiDOConfig
     config: BiDOConfig

@@ -80,6 +80,7 @@ from shieldsplit._core.logsafe import keep_root_logger
 from shieldsplit._core.validate import check_batch, check_int, check_number, check_seed
 from shieldsplit.datacontract import check_model
 from shieldsplit.defenses.base import CutDefense, register_defense
+from shieldsplit.defenses.knob import Knob
 from shieldsplit.errors import ConfigError, EmptyDataError, UnsupportedModelError
 from shieldsplit.training import PlainHistory, fit_plain, restored_on_error
 from shieldsplit.wire import ClientMessage
@@ -301,7 +302,9 @@ class DPSGD(CutDefense):
     """
 
     name: ClassVar[str] = "dpsgd"
-    strength: ClassVar[str | None] = "noise_multiplier"
+    knob: ClassVar[Knob | None] = Knob(
+        option="noise_multiplier", low=0.1, high=8.0, scale="log",
+        description="DP-SGD's noise multiplier (Gaussian noise over the clipping norm)")
     Config = DPSGDConfig
     config: DPSGDConfig
 

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from shieldsplit._core.validate import check_batch
 from shieldsplit.defenses.base import CutDefense, register_defense
+from shieldsplit.defenses.knob import Knob
 from shieldsplit.defenses.pgsl.perturb import jsma_perturb
 from shieldsplit.defenses.pgsl.recovery import recover as rpca_recover
 from shieldsplit.defenses.pgsl.saliency import class_gradient, jsma_saliency
@@ -86,7 +87,9 @@ class JsmaInput(CutDefense):
     """
 
     name: ClassVar[str] = "jsma-input"
-    strength: ClassVar[str | None] = "pixel_budget"
+    knob: ClassVar[Knob | None] = Knob(
+        option="pixel_budget", low=0.005, high=0.5, scale="log",
+        description="the share of pixels raised by the saliency perturbation")
 
     Config = JsmaInputConfig
     config: JsmaInputConfig

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from shieldsplit.defenses.base import CutDefense, register_defense
+from shieldsplit.defenses.knob import Knob
 
 
 def laplace_noise_like(a: Tensor, scale: float) -> Tensor:
@@ -98,7 +99,9 @@ class LaplaceNoise(CutDefense):
     """
 
     name: ClassVar[str] = "laplace"
-    strength: ClassVar[str | None] = "scale"
+    knob: ClassVar[Knob | None] = Knob(
+        option="scale", low=0.01, high=10.0, scale="log",
+        description="the Laplace noise's scale added to the cut activations")
 
     Config = LaplaceConfig
     config: LaplaceConfig

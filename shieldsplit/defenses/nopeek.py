@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from shieldsplit.defenses.base import CutDefense, register_defense
+from shieldsplit.defenses.knob import Knob
 from shieldsplit.functional.dependence import distance_correlation_loss
 
 
@@ -77,7 +78,9 @@ class NoPeek(CutDefense):
     """
 
     name: ClassVar[str] = "nopeek"
-    strength: ClassVar[str | None] = "alpha"
+    knob: ClassVar[Knob | None] = Knob(
+        option="alpha", low=0.01, high=10.0, scale="log",
+        description="the weight of the distance-correlation loss at the cut")
 
     Config = NoPeekConfig
     config: NoPeekConfig

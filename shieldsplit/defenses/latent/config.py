@@ -12,9 +12,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shieldsplit._core.validate import build_config
+from shieldsplit.defenses.knob import Knob
 from shieldsplit.training import History
 
 NoiseKind = Literal["fixed", "learned"]
+
+#: the declared strength of each noise kind: the fixed noise's std, the learned noise's
+#: correlation weight (eq. 3's alpha)
+LATENT_KNOBS: dict[str, Knob] = {
+    "fixed": Knob(option="std", low=0.05, high=10.0, scale="log",
+                  description="the standard deviation of the fixed noise at the cut"),
+    "learned": Knob(option="lam", low=0.01, high=100.0, scale="log",
+                    description="the weight of the correlation term that trains the noise"),
+}
 
 _FIXES = {
     "noise": "pass noise='fixed' or noise='learned'",
@@ -145,4 +155,5 @@ class LatentHistory(History):
     epochs: list[LatentEpoch]
 
 
-__all__ = ["LatentConfig", "LatentEpoch", "LatentHistory", "NoiseKind", "build_latent_config"]
+__all__ = ["LATENT_KNOBS", "LatentConfig", "LatentEpoch", "LatentHistory", "NoiseKind",
+           "build_latent_config"]

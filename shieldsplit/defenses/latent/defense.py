@@ -22,7 +22,13 @@ from torch import Tensor, nn
 from shieldsplit._core.validate import check_int, check_loader, check_seed
 from shieldsplit.datacontract import as_loader
 from shieldsplit.defenses.base import Surface, register_defense
-from shieldsplit.defenses.latent.config import LatentConfig, LatentEpoch, LatentHistory, NoiseKind
+from shieldsplit.defenses.latent.config import (
+    LATENT_KNOBS,
+    LatentConfig,
+    LatentEpoch,
+    LatentHistory,
+    NoiseKind,
+)
 from shieldsplit.defenses.latent.model import LatentModel
 from shieldsplit.errors import ConfigError, StateError
 from shieldsplit.functional.image import pearson_correlation
@@ -121,7 +127,6 @@ class LatentPerturb(LatentModel):
 
     name: ClassVar[str] = "latent"
     surfaces: ClassVar[frozenset[Surface]] = frozenset({"split", "federated"})
-    strength: ClassVar[str | None] = "std"
 
     # --------------------------------------------------------------- training
     def fit(
@@ -382,6 +387,7 @@ def _factory(kind: NoiseKind) -> Any:
         return LatentPerturb.from_model(model, cut=cut, seed=seed, noise=kind, **options)
 
     build.Config = LatentConfig  # type: ignore[attr-defined]
+    build.knob = LATENT_KNOBS[kind]  # type: ignore[attr-defined]
     build.__name__ = build.__qualname__ = f"latent_{kind}"
     build.__doc__ = f"Build a LatentPerturb with {kind} noise (the 'latent-{kind}' factory)."
     return build

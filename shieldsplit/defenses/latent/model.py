@@ -31,7 +31,12 @@ from shieldsplit._core.validate import check_batch, check_seed
 from shieldsplit.cutting import split_model
 from shieldsplit.datacontract import check_model
 from shieldsplit.defenses.base import Defense
-from shieldsplit.defenses.latent.config import LatentConfig, NoiseKind, build_latent_config
+from shieldsplit.defenses.latent.config import (
+    LATENT_KNOBS,
+    LatentConfig,
+    NoiseKind,
+    build_latent_config,
+)
 from shieldsplit.defenses.latent.decoder import LatentDecoder
 from shieldsplit.defenses.latent.noise import LatentNoise
 from shieldsplit.errors import InputShapeError, StateError, UnsupportedModelError
@@ -87,9 +92,9 @@ class LatentModel(Defense):
             lr=lr, decoder_lr=decoder_lr, noise_lr=noise_lr, decoder_width=decoder_width,
             input_shape=None if input_shape is None else tuple(input_shape),
         )
-        # per instance: the registry name and the option that sets the strength
+        # per instance: the registry name and the declared strength
         self.__dict__["name"] = f"latent-{self.config.noise}"
-        self.__dict__["strength"] = "std" if self.config.noise == "fixed" else "lam"
+        self.__dict__["knob"] = LATENT_KNOBS[self.config.noise]
         self.seed = check_seed(seed)
         self.cut: int | str = "encoder"
         self.encoder = copy.deepcopy(encoder)

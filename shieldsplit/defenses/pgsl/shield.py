@@ -45,6 +45,7 @@ from torch import nn
 from shieldsplit._core.device import device_of
 from shieldsplit._core.io import atomic_torch_save, load_checkpoint, restore_checkpoint
 from shieldsplit.defenses.base import Surface, register_defense
+from shieldsplit.defenses.knob import Knob
 from shieldsplit.defenses.pgsl.config import PGSLConfig
 from shieldsplit.defenses.pgsl.exported import ExportedShield
 from shieldsplit.defenses.pgsl.fitting import (
@@ -95,6 +96,9 @@ class SplitShield(TrainableShield):
     surfaces: ClassVar[frozenset[Surface]] = frozenset({"split"})
     Config = PGSLConfig
     config_option = "config"
+    knob: ClassVar[Knob | None] = Knob(
+        option="perturb.pixel_budget", low=0.005, high=0.5, scale="log",
+        description="the share of pixels the saliency perturbation raises")
 
     # ------------------------------------------------------------------ state
     def unwrap(self) -> nn.Module:

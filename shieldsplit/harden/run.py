@@ -1,0 +1,424 @@
+"""``shieldsplit.harden``: the most useful defence setting that the audit cannot break.
+
+For each named defence (and, where a ``compose`` defence is registered, each pair of
+cut defences) the search bisects the defence's declared knob (:mod:`.search`) for the
+weakest setting whose audit reaches the target verdict at every named attacker position.
+Each candidate is trained once (:mod:`shieldsplit.compare.cache`) and audited through
+compare's own :func:`~shieldsplit.compare.frontier.evaluate_defense` (one training
+loop, one audit), with every applicable attack, the adaptive ones included, against one
+undefended control audited once. Utility is measured on the validation split while
+searching. The chosen setting of every defence that reached the target is then retrained
+with 3 seeds and confirmed on the test split, beside the undefended model on the same
+seeds; those seeds, not the search's best trial, are what the result reports and
+recommends from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from shieldsplit._core.progress import progress_bar
+from shieldsplit._core.validate import build_config, check_int
+from shieldsplit.attacks.base import Budget
+from shieldsplit.audit.auditor import AuditReport, library_versions
+from shieldsplit.compare.cache import DefenseCache, as_cache
+from shieldsplit.compare.frontier import RunSpec, evaluate_defense, with_adaptive
+from shieldsplit.compare.report import DefenseRun, stuck
+from shieldsplit.data import ImageDataset
+from shieldsplit.datacontract import as_dataset
+from shieldsplit.defenses.base import Defense, available_defenses, defense_surfaces, require_knob
+from shieldsplit.errors import ConfigError, ShieldSplitError
+from shieldsplit.functional.verdict import Tolerance
+from shieldsplit.harden.result import (
+    Confirmation,
+    DefenseSearch,
+    DpCheck,
+    HardenResult,
+    Probe,
+    Utility,
+)
+from shieldsplit.harden.search import Candidate, bisect_knob, candidates
+from shieldsplit.harden.spec import (
+    CONFIRM_SEEDS,
+    POSITIONS,
+    check_attacks,
+    check_budget,
+    check_positions,
+    check_target,
+    check_utility,
+    default_attacks,
+    ranged_knob,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def position_verdicts(run: DefenseRun, positions: Sequence[str], name: str
+                      ) -> tuple[dict[str, str], list[str]]:
+    """Each named position's verdict in ``run`` (``n/a`` where the defence is not deployed
+    there, ``no verdict`` where no attack finished), and the sentences of those that are
+    not *no leakage found*.
+
+    Example:
+        >>> from shieldsplit.audit.results import PositionVerdict
+        >>> v = PositionVerdict(position="split", verdict="leaks", sentence="It leaks.",
+        ...                     attacks=["split-black-box"])
+        >>> run = DefenseRun(defense="laplace", options={}, strength=None, strength_value=None,
+        ...                  accuracy=0.9, f1=0.9, train_seconds=1.0, leakage={}, verdicts=[v])
+        >>> position_verdicts(run, ["split-server", "federated-server"], "laplace")
+        ({'split-server': 'leaks', 'federated-server': 'no verdict'}, ['It leaks.'])
+    """
+    out: dict[str, str] = {}
+    leaks: list[str] = []
+    for p in positions:
+        position, server = POSITIONS[p]
+        v = next((v for v in run.verdicts if v.position == position and v.server == server),
+                 None)
+        if v is not None:
+            out[p] = v.verdict
+            if v.verdict != "no leakage found":
+                leaks.append(v.sentence)
+        elif position != "membership" and position not in defense_surfaces(name):
+            out[p] = "n/a"
+        else:
+            out[p] = "no verdict"
+    return out, leaks
+
+
+def meets_target(verdicts: Mapping[str, str], target: str) -> bool:
+    """Every position at ``target`` or not applicable, and at least one at ``target``.
+
+    Example:
+        >>> meets_target({"a": "no leakage found", "b": "n/a"}, "no leakage found")
+        True
+        >>> meets_target({"a": "n/a"}, "no leakage found")
+        False
+    """
+    values = list(verdicts.values())
+    return target in values and all(v in (target, "n/a") for v in values)
+
+
+def metric(run: DefenseRun, utility: str) -> float:
+    """The searched utility of a run (on the split it was scored on)."""
+    value = {"balanced_accuracy": run.balanced_accuracy, "f1": run.f1,
+             "accuracy": run.accuracy}[utility]
+    return float(value) if value is not None else float("nan")
+
+
+def validation_view(data: ImageDataset) -> ImageDataset:
+    """``data`` with its validation split in the test split's place: what the search
+    scores candidates on (the training data, and so the cache's fingerprint, unchanged)."""
+    return dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val)
+
+
+def lineup_chance(confirmation: Confirmation | None, data: ImageDataset) -> float:
+    """The line-up's chance rate in the confirmed runs' audits (``1 / (auxiliary + 1)``),
+    else the training split's ``1 / (n + 1)``."""
+    for run in confirmation.runs if confirmation is not None else []:
+        for res in run.leakage.values():
+            chance = getattr(res.evidence, "lineup_chance", None) if res.evidence else None
+            if chance:
+                return float(chance)
+    return 1.0 / (len(data.x_train) + 1)
+
+
+def riskcal_check(search: DefenseSearch, confirmation: Confirmation | None,
+                  data: ImageDataset, spec: RunSpec) -> DpCheck:
+    """DP-SGD's empirical setting beside riskcal's calibration for the same target.
+
+    The target in attack terms: a reconstruction that picks the victim out of the audit's
+    line-up succeeds with probability at most the DP-SGD trade-off curve's TPR at FPR =
+    the line-up's chance rate (reconstruction robustness, Hayes et al. 2023; Kulynych et
+    al. 2024), and the audit calls re-identification a leak above chance + its tolerance.
+    So riskcal's noise is the least that keeps that TPR at or below chance + tolerance
+    (:func:`shieldsplit.functional.dp_risk.compare_noise`). They can differ because
+    riskcal bounds the strongest possible attacker from the theory, while the search only
+    measures the attacks that ran.
+    """
+    noise = search.chosen
+    eps = None
+    if confirmation is not None and confirmation.runs:
+        eps = confirmation.runs[0].epsilon
+    n = len(data.x_train)
+    sample_rate = min(1.0, spec.batch_size / n)
+    steps = spec.epochs * math.ceil(n / spec.batch_size)
+    chance = lineup_chance(confirmation, data)
+    target = min(0.999, chance + Tolerance().reidentification)
+    goal = (f"TPR <= {target:.3g} at FPR {chance:.3g} (the line-up's chance plus the "
+            f"audit's re-identification tolerance), sample rate {sample_rate:.3g}, "
+            f"{steps} steps")
+    try:
+        from shieldsplit.functional import dp_risk
+
+        if noise is None:
+            calibrated = dp_risk.noise_for_risk(target, chance, sample_rate=sample_rate,
+                                                steps=steps)
+            return DpCheck(empirical_noise=None, epsilon=eps, riskcal_noise=calibrated,
+                           note=f"the search found no DP-SGD noise meeting the target; for "
+                                f"{goal}, riskcal calibrates a noise multiplier of "
+                                f"{calibrated:.3g}")
+        c = dp_risk.compare_noise(noise, target_tpr=target, at_fpr=chance,
+                                  sample_rate=sample_rate, steps=steps)
+    except ShieldSplitError as exc:  # riskcal absent, or a setting it cannot take
+        return DpCheck(empirical_noise=noise, epsilon=eps,
+                       note=f"riskcal cross-check not computed: {exc}")
+    tighter = {"empirical": f"the empirical setting needs {c.ratio:.3g} times less noise",
+               "riskcal": f"riskcal's needs {1 / c.ratio:.3g} times less noise",
+               "equal": "they agree"}[c.tighter]
+    return DpCheck(
+        empirical_noise=noise, epsilon=eps, riskcal_noise=c.riskcal_noise,
+        riskcal_risk=c.riskcal_tpr_at_empirical,
+        note=(f"for {goal}: the audit's weakest passing noise multiplier is {noise:.3g}, "
+              f"riskcal's is {c.riskcal_noise:.3g}; {tighter}. At the empirical setting "
+              f"riskcal bounds any attacker's TPR by {c.riskcal_tpr_at_empirical:.3g}. "
+              "riskcal bounds the strongest attacker the theory allows, the audit only the "
+              "attacks that ran, so the audit can pass a setting that the bound does not"))
+
+
+def harden(
+    model: nn.Module,
+    *,
+    data: Any,
+    defenses: Sequence[str],
+    positions: Sequence[str] | str = ("split-server",),
+    target: str = "no leakage found",
+    utility: str = "balanced_accuracy",
+    budget: Budget = "quick",
+    attacks: Sequence[str] | None = None,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    compose: bool = True,
+    candidates_per_defense: int | None = None,
+    confirm_seeds: int = CONFIRM_SEEDS,
+    cut: int | str = 2,
+    epochs: int = 10,
+    batch_size: int = 64,
+    victims: int | None = None,
+    seed: int = 0,
+    cache: DefenseCache | str | Path | None = None,
+    progress: bool = True,
+) -> HardenResult:
+    """Find the most useful defence setting whose audit reaches ``target`` everywhere named.
+
+    Args:
+        model: the classifier to defend (copied, never modified).
+        data: labelled images in any form of docs/data.md (see :func:`shieldsplit.compare`).
+        defenses: registered defences, each with a declared strength (a knob).
+        positions: attacker positions that must reach the target: ``split-server``,
+            ``federated-server``, their ``-malicious`` forms, ``membership``.
+        target: the verdict to reach (``"no leakage found"``).
+        utility: what to keep: ``balanced_accuracy``, ``f1`` (macro) or ``accuracy``.
+        budget: ``quick`` / ``standard`` / ``thorough``: the audit's budget and the
+            candidates per defence (4 / 6 / 8: both ends, then bisection).
+        attacks: the attacks (default: each position's; the adaptive ones are added).
+        ranges: ``name -> (low, high)`` narrowing a defence's declared range (its ends
+            must then give different verdicts).
+        compose: also search pairs of cut defences through a registered ``compose``.
+        candidates_per_defense: the most candidates probed per defence (default: the
+            budget's; at least 2, both ends of the range).
+        confirm_seeds: seeds the chosen settings are confirmed with on the test split.
+        cut: the cut of every defence.
+        epochs: training epochs of every candidate.
+        batch_size: training batch size.
+        victims: victim images per audit (default: the budget's).
+        seed: seeds the search; the confirmation uses it and the next two.
+        cache: a :class:`~shieldsplit.compare.cache.DefenseCache` or a folder shared with
+            ``compare`` (default: in memory, for this call).
+        progress: show progress (candidates done out of the search's bound).
+
+    Returns:
+        The result; ``.defense`` is the trained recommended defence.
+
+    Raises:
+        ConfigError: an unknown defence or position; a defence without a declared
+            strength; a target no named position supports; a utility the data cannot
+            give; a given range outside the declared one, or whose ends give the same
+            verdict.
+
+    Example:
+        >>> import shieldsplit as ss
+        >>> from shieldsplit.data import load_dataset
+        >>> ds = load_dataset("digits", seed=0, limit=90)
+        >>> net = ss.PGSLNet(num_classes=10, image_size=8, width=8, hidden=16)
+        >>> harden(net, data=ds, defenses=["none"], progress=False)
+        Traceback (most recent call last):
+        ...
+        shieldsplit.errors.ConfigError: ...
+    """
+    valid = available_defenses()
+    names = list(dict.fromkeys(defenses))
+    for name in names:
+        if name not in valid:
+            raise ConfigError.build(what="defenses", expected=f"names from {valid}",
+                                    received=repr(name), fix="pick registered defences")
+    if not names:
+        raise ConfigError.build(what="defenses", expected="at least one defence",
+                                received="none", fix="pass defenses=['laplace']")
+    declared = {n: require_knob(n) for n in names}
+    for name in ranges or {}:
+        if name not in names:
+            raise ConfigError.build(what="ranges", expected=f"keys among {names}",
+                                    received=repr(name), fix="drop it or search that defence")
+    knobs = {n: ranged_knob(n, k, ranges) for n, k in declared.items()}
+    pos = check_positions(positions, names)
+    check_target(target, pos, names)
+    per = check_budget(budget) if candidates_per_defense is None else check_int(
+        "candidates_per_defense", candidates_per_defense, low=2,
+        fix="pass 2 or more (both ends of the range), or None for the budget's")
+    n_seeds = check_int("confirm_seeds", confirm_seeds, low=1, fix="pass 3")
+    asked = check_attacks(attacks, pos) if attacks is not None else default_attacks(pos)
+    if not asked:
+        raise ConfigError.build(
+            what="positions", expected="a reconstruction position beside 'membership'",
+            received=repr(pos), fix="add 'split-server' (membership is audited beside it)")
+    data = as_dataset(data, model=model, seed=seed)
+    check_utility(utility, data)
+    cands, pair_note = candidates(names, {n: k for n, (k, _) in knobs.items()}, model=model,
+                                  cut=cut, compose=compose)
+    parts = [n for c in cands for n, _ in c.parts]
+    run_attacks = with_adaptive(asked, [*names, *parts])
+    spec = build_config(RunSpec, dict(attacks=tuple(run_attacks), cut=cut, epochs=epochs,
+                                      batch_size=batch_size, budget=budget, victims=victims,
+                                      seed=seed, membership="membership" in pos,
+                                      progress=False),
+                        fix="see the options of shieldsplit.harden")
+    from shieldsplit._core.provenance import machine_info
+
+    result = HardenResult(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        dataset=data.summary().splitlines()[0], model=type(model).__name__, cut=cut,
+        epochs=epochs, budget=budget, seed=seed, positions=pos, target=target,
+        utility=utility, attacks=list(run_attacks), candidates_bound=per * len(cands),
+        machine=machine_info(), versions=library_versions(),
+        notes=[pair_note] if pair_note and compose else [])
+    store = as_cache(cache) or DefenseCache()
+    given = {c.label: knobs[c.label][1] if c.label in knobs else False for c in cands}
+    try:
+        _search(result, model, data, cands, given, spec, store, per, progress)
+        _confirm(result, model, data, cands, spec, store, n_seeds, progress)
+    except KeyboardInterrupt:
+        result.complete = False
+        logger.warning("harden cancelled; the result is partial")
+    return result
+
+
+def _search(result: HardenResult, model: nn.Module, data: ImageDataset,
+            cands: list[Candidate], given: dict[str, bool], spec: RunSpec,
+            store: DefenseCache, per: int, progress: bool) -> None:
+    view = validation_view(data)
+    control = evaluate_defense(model, view, "none", {}, spec, "auto", cache=store)
+    result.control = control.run
+    with progress_bar(range(result.candidates_bound), total=result.candidates_bound,
+                      description="harden: candidates", enabled=progress) as slots:
+        slot: Iterator[int] = iter(slots)
+        for cand in cands:
+            search = DefenseSearch(defense=cand.label, knob=cand.knob)
+            result.searches.append(search)
+
+            def probe(value: float, cand: Candidate = cand,
+                      search: DefenseSearch = search) -> bool:
+                next(slot, None)
+                result.candidates_run += 1
+                ev = evaluate_defense(model, view, cand.name, cand.options(value), spec,
+                                      control.report, cache=store)
+                verdicts, leaks = position_verdicts(ev.run, result.positions, cand.name)
+                is_stuck = stuck(ev.run)
+                ok = meets_target(verdicts, result.target) and not is_stuck
+                search.probes.append(Probe(value=value, meets=ok, positions=verdicts,
+                                           leaks=leaks, utility=metric(ev.run, result.utility),
+                                           stuck=is_stuck, run=ev.run))
+                return ok
+
+            try:
+                trace = bisect_knob(cand.knob, probe, bound=per)
+            except ShieldSplitError as exc:  # a candidate that cannot be built or trained
+                search.error = str(exc).splitlines()[0]
+                continue
+            search.chosen, search.monotone = trace.chosen, trace.monotone
+            ends = trace.probes[:2]
+            if given.get(cand.label) and len(ends) == 2 and ends[0][1] == ends[1][1]:
+                verdict = "meet" if ends[0][1] else "fail"
+                raise ConfigError.build(
+                    what=f"ranges[{cand.label!r}]",
+                    expected="a range whose weak end fails the target and strong end meets it",
+                    received=f"{cand.knob.low:g}..{cand.knob.high:g}, where both ends "
+                             f"{verdict} {result.target!r}",
+                    fix="widen the range (or drop it to search the declared one)")
+        for _ in slot:  # the bound not spent (a boundary found early): the bar completes
+            pass
+
+
+def _confirm(result: HardenResult, model: nn.Module, data: ImageDataset,
+             cands: list[Candidate], spec: RunSpec, store: DefenseCache, n_seeds: int,
+             progress: bool) -> None:
+    seeds = [result.seed + i for i in range(n_seeds)]
+    chosen = [s for s in result.searches if s.chosen is not None]
+    work = [("none", None, None), *[(s.defense, s, s.chosen) for s in chosen]]
+    controls: dict[int, AuditReport | None] = {}
+    first: dict[str, Defense] = {}
+    labels = {c.label: c for c in cands}
+    with progress_bar(work, total=len(work), description="harden: confirm on test",
+                      enabled=progress) as todo:
+        for label, search, value in todo:
+            runs = []
+            for s in seeds:
+                seeded = spec.model_copy(update={"seed": s})
+                if label == "none":
+                    ev = evaluate_defense(model, data, "none", {}, seeded, "auto", cache=store)
+                    controls[s] = ev.report
+                elif value is not None:  # a search that chose a setting
+                    cand = labels[label]
+                    ev = evaluate_defense(model, data, cand.name, cand.options(value), seeded,
+                                          controls[s], cache=store)
+                first.setdefault(label, ev.defense)
+                runs.append(ev.run)
+            conf = _confirmation(label, value, seeds, runs, result, search)
+            if label == "none":
+                result.baseline = conf
+            else:
+                result.confirmations.append(conf)
+    for c in result.confirmations:
+        base = result.baseline
+        if base is not None:
+            c.balanced_accuracy_cost = Utility.of(
+                [b - a for a, b in zip(c.balanced_accuracy.values, base.balanced_accuracy.values,
+                                       strict=True)])
+            c.f1_cost = Utility.of([b - a for a, b in zip(c.f1.values, base.f1.values,
+                                                         strict=True)])
+    ok = [c for c in result.confirmations if c.confirmed]
+    if ok:
+        best = max(ok, key=lambda c: _mean([metric(r, result.utility) for r in c.runs]))
+        result.recommend(best.defense, first[best.defense])
+    dp = next((s for s in result.searches if s.defense == "dpsgd"), None)
+    if dp is not None:
+        result.dp = riskcal_check(dp, result.confirmation("dpsgd"), data, spec)
+
+
+def _mean(values: list[float]) -> float:
+    """The mean, NaN-free (a NaN utility ranks last)."""
+    clean = [v for v in values if not math.isnan(v)]
+    return sum(clean) / len(clean) if clean else float("-inf")
+
+
+def _confirmation(label: str, value: float | None, seeds: list[int], runs: list[DefenseRun],
+                  result: HardenResult, search: DefenseSearch | None) -> Confirmation:
+    holds, stucks = [], []
+    for r in runs:
+        verdicts, _ = position_verdicts(r, result.positions, r.defense)
+        holds.append(meets_target(verdicts, result.target))
+        stucks.append(stuck(r))
+    return Confirmation(
+        defense=label, value=value, seeds=seeds, runs=runs, holds=holds, stuck=stucks,
+        balanced_accuracy=Utility.of([float(r.balanced_accuracy or 0.0) for r in runs]),
+        f1=Utility.of([float(r.f1) for r in runs]))
+
+
+__all__ = ["harden", "meets_target", "metric", "position_verdicts", "riskcal_check",
+           "validation_view"]

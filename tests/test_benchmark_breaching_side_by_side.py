@@ -1,0 +1,78 @@
+"""benchmarks/breaching_side_by_side.py: its scoring, its verdicts and its page."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from breaching_side_by_side import markdown, score, verdict
+from test_results_pages import missing_fields
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _side(psnr: float, seconds: float, **extra: object) -> dict:
+    return {"psnr": psnr, "psnr_per_image": [psnr] * 8, "identified": 2, "images": 8,
+            "seconds": seconds * 8, "seconds_per_image": seconds, **extra}
+
+
+def _record() -> dict:
+    rows = [{"setting": "batch8", "budget": "quick", "batch": 8,
+             "ours": _side(20.0, 3.0, iterations=100, restarts=1, matched=["features"]),
+             "breaching": _side(21.5, 1.5, iterations=100, restarts=1, label_sets_right=1,
+                                label_sets=1)},
+            {"setting": "imprint", "budget": "any", "batch": 8,
+             "ours": _side(99.0, 0.1, bins=128), "breaching": _side(30.0, 0.2, bins=64)}]
+    victim = {"victim": "resnet", "auxiliary": 99, "mean_image_psnr": 17.0, "rows": rows,
+              "network": {"arch": "resnet18", "params": 11, "train_images": 546,
+                          "accuracy": 0.8, "majority_rate": 0.7},
+              "not_run": [{"setting": "batch1", "budget": "standard",
+                           "estimate_seconds": 5400.0}]}
+    return {"command": "python benchmarks/breaching_side_by_side.py --seed 0",
+            "date": "2026-12-06 22:00 UTC", "load_average": [2.0, 2.0, 2.0], "seed": 0,
+            "machine": {"cpus": "2", "torch_threads": "1", "gpu": "none", "torch": "2"},
+            "threads": 1, "breaching_commit": "abc", "max_seconds": 300.0,
+            "fedavg": {"local_epochs": 5, "local_batch_size": 8, "lr": 1e-3},
+            "wall_seconds": 600.0, "victims": [victim]}
+
+
+def test_verdict_says_by_how_much_a_row_falls_short() -> None:
+    row = _record()["victims"][0]["rows"][0]
+    assert verdict(row) == "PSNR short by 1.50 dB, time over by 2.0x"
+    row["ours"].update(psnr=22.0, seconds_per_image=1.0)
+    assert verdict(row) == "PSNR met, time met"
+
+
+def test_score_pairs_a_batch_before_it_measures() -> None:
+    x = torch.rand(8, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    aux = torch.rand(20, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    shuffled = score(x.flip(0), x, aux, batch=8, seconds=4.0)
+    assert shuffled["psnr"] == 100.0 and shuffled["identified"] == 8
+    assert shuffled["seconds_per_image"] == 0.5
+    unpaired = score(x.flip(0), x, aux, batch=1, seconds=4.0)  # batch 1: no pairing
+    assert unpaired["psnr"] < 100.0
+
+
+def test_page_states_its_fields_the_shortfalls_and_what_did_not_run() -> None:
+    page = markdown(_record())
+    assert missing_fields(page) == set()
+    assert "Met in 1 of 2 rows" in page and "PSNR short by 1.50 dB" in page
+    assert "Not run: batch1 at the standard budget (estimated 90 min" in page
+    assert "DenseNet-121 is not in this run" in page
+
+
+def test_the_worker_never_imports_shieldsplit_attacks() -> None:
+    """breaching's side runs in its own venv: the worker reads a victim's class by name,
+    and imports nothing of shieldsplit itself."""
+    tree = ast.parse((ROOT / "benchmarks" / "breaching_worker.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom)}
+    assert not any(name.startswith("shieldsplit") for name in imported)
+    assert "breaching" in imported

@@ -1,0 +1,291 @@
+"""``shieldsplit.harden``: the search, the confirmation, the words and the bad inputs.
+
+The search's logic is tested against a fake audit step (monkeypatched
+``evaluate_defense``: a verdict that is a known function of the knob), so the boundary
+and the number of probes are exact; the real path runs once end to end.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import shieldsplit as ss
+from shieldsplit.audit.results import PositionVerdict
+from shieldsplit.compare.cache import DefenseCache, train_defense
+from shieldsplit.compare.frontier import Evaluation
+from shieldsplit.compare.report import DefenseRun
+from shieldsplit.data import load_dataset
+from shieldsplit.defenses.base import create_defense
+from shieldsplit.defenses.knob import Knob
+from shieldsplit.errors import ConfigError
+from shieldsplit.harden import run as harden_run
+from shieldsplit.harden.search import bisect_knob
+
+
+@pytest.fixture(scope="module")
+def ds() -> Any:
+    return load_dataset("digits", seed=0, limit=60)
+
+
+@pytest.fixture(scope="module")
+def net() -> Any:
+    return ss.PGSLNet(num_classes=10, image_size=8, width=8, hidden=16)
+
+
+class FakeAudit:
+    """``evaluate_defense`` whose split verdict is *no leakage found* from ``boundary`` on,
+    recording every call (defence, options, seed, which split scored utility)."""
+
+    def __init__(self, boundary: float, *, stuck_from: float | None = None,
+                 fail_seeds: tuple[int, ...] = ()) -> None:
+        self.boundary, self.stuck_from, self.fail_seeds = boundary, stuck_from, fail_seeds
+        self.calls: list[tuple[str, dict[str, Any], int, bool]] = []
+
+    def __call__(self, model: Any, data: Any, name: str, options: Any, spec: Any,
+                 control: Any, *, cache: Any = None) -> Evaluation:
+        on_val = bool((data.x_test.shape == data.x_val.shape)
+                      and (data.x_test == data.x_val).all())
+        self.calls.append((name, dict(options), spec.seed, on_val))
+        value = float(options.get("scale", 0.0)) if name != "none" else 0.0
+        safe = name != "none" and value >= self.boundary and spec.seed not in self.fail_seeds
+        is_stuck = self.stuck_from is not None and value >= self.stuck_from
+        verdict = PositionVerdict(position="split", verdict="no leakage found" if safe
+                                  else "leaks", sentence="A split-learning server: "
+                                  + ("nothing" if safe else "rebuilds images") + ".",
+                                  attacks=["split-black-box"])
+        bal = 0.9 - 0.05 * value
+        run = DefenseRun(defense=name, options=dict(options), strength=None,
+                         strength_value=None, accuracy=bal, balanced_accuracy=bal,
+                         f1=bal - 0.01, train_seconds=0.0, leakage={}, verdicts=[verdict],
+                         predicted_classes=1 if is_stuck else 10, majority_rate=0.1)
+        return Evaluation(run, None, create_defense(name, model, cut=2, seed=spec.seed,
+                                                    **options))
+
+
+def fake_harden(monkeypatch: pytest.MonkeyPatch, fake: FakeAudit, net: Any, ds: Any,
+                **kw: Any) -> Any:
+    monkeypatch.setattr(harden_run, "evaluate_defense", fake)
+    return ss.harden(net, data=ds, defenses=kw.pop("defenses", ["laplace"]),
+                     positions=["split-server"], epochs=1, progress=False, **kw)
+
+
+def test_bisection_finds_the_boundary_in_the_expected_probes() -> None:
+    knob = Knob(option="scale", low=0.01, high=10.0, scale="log")
+    seen: list[float] = []
+
+    def meets(v: float) -> bool:
+        seen.append(v)
+        return v >= 0.5
+
+    trace = bisect_knob(knob, meets, bound=8)
+    assert len(seen) == 8 and trace.monotone  # both ends, then 6 halvings of the log range
+    assert seen[:2] == [10.0, 0.01]
+    fails = max(v for v in seen if v < 0.5)
+    assert trace.chosen is not None
+    assert trace.chosen >= 0.5 and trace.chosen / fails < 1.12  # 3 decades / 2**6 in log
+    # a boundary at the weak end: two probes; none reached: two probes
+    assert len(bisect_knob(knob, lambda v: True, bound=8).probes) == 2
+    assert bisect_knob(knob, lambda v: False, bound=8).chosen is None
+    # a verdict that is not monotone over the probed points is said
+    assert bisect_knob(knob, lambda v: v < 1.0, bound=8).monotone is False
+
+
+def test_harden_searches_on_validation_confirms_on_test_with_3_seeds(
+        monkeypatch: pytest.MonkeyPatch, net: Any, ds: Any) -> None:
+    fake = FakeAudit(0.5)
+    result = fake_harden(monkeypatch, fake, net, ds)
+    search = result.searches[0]
+    assert search.chosen is not None and search.chosen >= 0.5
+    assert len(search.probes) == 4 and result.candidates_run == 4  # the quick budget's bound
+    searched = [c for c in fake.calls if c[0] == "laplace" and c[3]]
+    assert len(searched) == 4  # every probe scored on the validation split
+    confirmed = [c for c in fake.calls if c[0] == "laplace" and not c[3]]
+    assert sorted(c[2] for c in confirmed) == [0, 1, 2]  # on the test split, seeds 0, 1, 2
+    assert all(c[1]["scale"] == search.chosen for c in confirmed)
+    conf = result.confirmation()
+    assert result.recommended == "laplace" and conf is not None and conf.seeds == [0, 1, 2]
+    assert conf.balanced_accuracy.low is not None and conf.balanced_accuracy_cost is not None
+    assert result.defense is not None and result.defense.name == "laplace"
+    text = result.summary()
+    assert text.splitlines()[2].startswith(f"Recommended: laplace with scale={search.chosen:g}")
+    assert "seeds [0, 1, 2]" in text and "balanced accuracy" in text and "macro F1" in text
+
+
+def test_harden_says_plainly_when_nothing_reaches_the_target(
+        monkeypatch: pytest.MonkeyPatch, net: Any, ds: Any, tmp_path: Any) -> None:
+    result = fake_harden(monkeypatch, FakeAudit(100.0), net, ds)
+    assert result.recommended is None and result.defense is None
+    text = result.summary()
+    assert "nothing is recommended" in text
+    assert "failing at split-server (leaks)" in text and "rebuilds images" in text
+    result.save_html(tmp_path / "h.html")
+    assert "nothing is recommended" in (tmp_path / "h.html").read_text()
+    assert json.loads(result.model_dump_json())["recommended"] is None
+
+
+def test_stuck_models_are_never_recommended(monkeypatch: pytest.MonkeyPatch, net: Any,
+                                            ds: Any) -> None:
+    # every setting that reaches the target predicts one class: none may be recommended
+    result = fake_harden(monkeypatch, FakeAudit(0.5, stuck_from=0.5), net, ds)
+    assert result.recommended is None
+    assert all(not p.meets for p in result.searches[0].probes if p.stuck)
+    assert "stuck at the majority class" in result.summary()
+
+
+def test_a_setting_that_fails_a_confirmation_seed_is_not_recommended(
+        monkeypatch: pytest.MonkeyPatch, net: Any, ds: Any) -> None:
+    result = fake_harden(monkeypatch, FakeAudit(0.5, fail_seeds=(2,)), net, ds)
+    assert result.recommended is None and result.confirmations[0].holds == [True, True, False]
+    assert "failed on seeds [2]" in result.summary()
+
+
+@pytest.mark.parametrize(("kwargs", "what"), [
+    ({"target": "no leaks"}, "target"),  # not a verdict the audit gives
+    ({"defenses": ["pgsl"], "positions": ["federated-server"]}, "target"),  # no position
+    ({"defenses": ["none"]}, "declared strength"),
+    ({"utility": "auc"}, "utility"),
+    ({"ranges": {"laplace": (5.0, 50.0)}}, "declared range"),
+    ({"positions": ["the-moon"]}, "positions"),
+])
+def test_bad_input_gets_a_typed_error(net: Any, ds: Any, kwargs: dict[str, Any],
+                                      what: str) -> None:
+    args: dict[str, Any] = {"defenses": ["laplace"], "positions": ["split-server"], **kwargs}
+    with pytest.raises(ConfigError, match=what):
+        ss.harden(net, data=ds, epochs=1, progress=False, **args)
+
+
+def test_a_utility_the_data_cannot_give(net: Any) -> None:
+    one = load_dataset("digits", seed=0, limit=60)
+    import dataclasses
+
+    import torch
+    one = dataclasses.replace(one, y_val=torch.zeros_like(one.y_val))
+    with pytest.raises(ConfigError, match="two classes"):
+        ss.harden(net, data=one, defenses=["laplace"], progress=False)
+
+
+def test_a_range_whose_ends_give_the_same_verdict(monkeypatch: pytest.MonkeyPatch,
+                                                  net: Any, ds: Any) -> None:
+    fake = FakeAudit(0.5)
+    with pytest.raises(ConfigError, match="both ends meet"):
+        fake_harden(monkeypatch, fake, net, ds, ranges={"laplace": (1.0, 5.0)})
+    assert len([c for c in fake.calls if c[0] == "laplace"]) == 2  # only the two ends
+
+
+def test_each_setting_is_trained_once_and_read_back_from_disk(net: Any, ds: Any,
+                                                              tmp_path: Any) -> None:
+    kw: dict[str, Any] = dict(cut=2, seed=0, epochs=1, batch_size=64, progress=False)
+    first = DefenseCache(tmp_path)
+    a, _ = train_defense(net, ds, "laplace", {"scale": 0.5}, cache=first, **kw)
+    again = DefenseCache(tmp_path)  # a later run: reads the file, trains nothing
+    b, _ = train_defense(net, ds, "laplace", {"scale": 0.5}, cache=again, **kw)
+    assert (first.trained, again.trained, again.hits) == (1, 0, 1)
+    for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert v.equal(w), k
+
+
+def test_harden_end_to_end_with_laplace(net: Any, ds: Any) -> None:
+    result = ss.harden(net, data=ds, defenses=["laplace"], positions=["split-server"],
+                       epochs=1, victims=8, candidates_per_defense=2, confirm_seeds=1,
+                       progress=False)
+    assert result.control is not None and result.control.defense == "none"
+    assert "split-black-box" in result.attacks
+    probes = result.searches[0].probes
+    assert [p.value for p in probes] == [10.0, 0.01]  # strongest end first, then weakest
+    assert all(p.positions["split-server"] in ("leaks", "inconclusive", "no leakage found")
+               for p in probes)
+    assert result.baseline is not None and result.baseline.seeds == [0]
+    assert result.summary().startswith("shieldsplit harden: PGSLNet")
+
+
+def test_the_command_line_writes_json_and_html(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from shieldsplit.cli import app
+
+    monkeypatch.setattr(harden_run, "evaluate_defense", FakeAudit(0.5))
+    out, page = tmp_path / "h.json", tmp_path / "h.html"
+    result = CliRunner().invoke(app, ["harden", "--defenses", "laplace", "--limit", "60",
+                                      "--epochs", "1", "--json", str(out), "--out",
+                                      str(page), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Recommended: laplace with scale=" in result.stdout
+    assert json.loads(out.read_text())["recommended"] == "laplace"
+    assert "Recommended: laplace" in page.read_text()
+
+
+@pytest.mark.parametrize(("args", "fix"), [
+    (["--positions", "split-sever"], "pass --positions split-server"),
+    (["--utility", "f2"], "pass --utility f1"),
+    (["--range", "laplace=1"], "NAME=LOW,HIGH"),
+    (["--range", "nopeek=1,2"], "pass --range laplace"),
+    (["--json", "{file}/h.json"], "is a file, not a folder"),
+])
+def test_the_command_line_checks_its_options_first(args: list[str], fix: str,
+                                                   tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from shieldsplit.cli import app
+
+    (tmp_path / "file").write_text("not a folder")
+    args = [a.format(file=tmp_path / "file") for a in args]
+    result = CliRunner().invoke(app, ["harden", "--defenses", "laplace", *args])
+    assert result.exit_code == 2 and fix in result.output, result.output
+
+
+def test_pairs_of_cut_defences_are_candidates_when_compose_is_registered(net: Any) -> None:
+    from shieldsplit.defenses.base import (
+        available_defenses,
+        register_defense,
+        require_knob,
+        unregister_defense,
+    )
+    from shieldsplit.harden.search import candidates
+
+    knobs = {n: require_knob(n) for n in ("laplace", "nopeek", "pgsl")}
+    if "compose" not in available_defenses():  # stands in for the registered composition
+        def compose(model: Any, *, cut: Any, seed: int, parts: Any) -> Any:
+            return create_defense(parts[0]["name"], model, cut=cut, seed=seed,
+                                  **parts[0]["options"])
+        register_defense("compose", compose)
+        added = True
+    else:
+        added = False
+    try:
+        found, _ = candidates(list(knobs), knobs, model=net, cut=2, compose=True)
+        without, note = candidates(list(knobs), knobs, model=net, cut=2, compose=False)
+    finally:
+        if added:
+            unregister_defense("compose")
+    pairs = [c for c in found if c.parts]
+    assert [c.label for c in pairs] == ["laplace+nopeek"]  # pgsl is no cut defence
+    weakest, strongest = pairs[0].options(0.0), pairs[0].options(1.0)
+    assert weakest == {"parts": [{"name": "laplace", "options": {"scale": 0.01}},
+                                 {"name": "nopeek", "options": {"alpha": 0.01}}]}
+    assert strongest["parts"][0]["options"] == {"scale": 10.0}
+    assert not [c for c in without if c.parts] and "not asked" in note
+
+
+def test_the_dp_row_puts_riskcal_beside_the_empirical_noise(ds: Any) -> None:
+    pytest.importorskip("riskcal", reason="riskcal is the 'harden' extra")
+    from shieldsplit.compare.frontier import RunSpec
+    from shieldsplit.defenses.base import require_knob
+    from shieldsplit.harden.result import DefenseSearch
+    from shieldsplit.harden.run import riskcal_check
+
+    spec = RunSpec(epochs=2, batch_size=16)
+    found = riskcal_check(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd"), chosen=0.3),
+                          None, ds, spec)
+    assert found.empirical_noise == 0.3 and found.riskcal_noise is not None
+    assert 0.0 < found.riskcal_risk <= 1.0 and "riskcal's is" in found.note
+    # more noise than riskcal needs: the theory is the tighter one, and says so
+    lots = riskcal_check(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd"),
+                                       chosen=found.riskcal_noise * 4), None, ds, spec)
+    assert "riskcal's needs" in lots.note and lots.riskcal_risk < found.riskcal_risk
+    none = riskcal_check(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd")), None, ds,
+                         spec)
+    assert none.empirical_noise is None and none.riskcal_noise == found.riskcal_noise
