@@ -42,6 +42,7 @@ def measure(args: argparse.Namespace) -> Record:
     torch.manual_seed(args.seed)
     net = ss.PGSLNet(in_channels=ds.in_channels, num_classes=ds.num_classes,
                      image_size=ds.image_size[0], width=args.width, hidden=args.hidden)
+    cached = set(args.cache.glob("*.pt")) if args.cache and args.cache.is_dir() else set()
     start = time.time()
     result = ss.harden(net, data=ds, defenses=args.defenses, positions=["split-server"],
                        target="no leakage found", utility="balanced_accuracy",
@@ -56,7 +57,21 @@ def measure(args: argparse.Namespace) -> Record:
             "machine": machine_info(), "load_average": os.getloadavg()[0], "seed": args.seed,
             "data": args.data, "width": args.width, "hidden": args.hidden,
             "wall_minutes": (time.time() - start) / 60,
+            "cache": None if args.cache is None else {
+                "before": len(cached), "after": len(set(args.cache.glob("*.pt")))},
             "result": result.model_dump(mode="json")}
+
+
+def cache_words(cache: dict | None) -> str:
+    """How many trained settings this run added to its cache, and whether it began empty
+    (a run that reads settings back trains less than its wall time suggests)."""
+    if not cache:
+        return ""
+    trained = cache["after"] - cache["before"]
+    return (f" ({trained} settings trained in this run"
+            + ("; the cache was empty at the start)" if cache["before"] == 0 else
+               f"; {cache['before']} trained settings were already cached from earlier runs "
+               "and any of them this run asked for were read back)"))
 
 
 def _points(c: Confirmation) -> str:
@@ -72,7 +87,8 @@ def defence_row(r: HardenResult, s: DefenseSearch) -> str:
     found = "not reached" if s.chosen is None else f"{s.knob.option}={s.chosen:g}"
     best = s.best()
     if s.chosen is None and best is not None:
-        found += f" (closest {best.value:g}: {best.positions.get('split-server', '-')})"
+        found += (f" (closest {best.value:g}: {best.positions.get('split-server', '-')}"
+                  + (", but stuck at the majority class" if best.stuck else "") + ")")
     probes = ", ".join(f"{p.value:g} {'meets' if p.meets else 'fails'}" for p in s.probes)
     probes += "" if s.monotone else " (not monotone)"
     if c is None:
@@ -115,7 +131,8 @@ def markdown(record: Record) -> str:
     md = [
         f"# Hardening to *no leakage found* at the split server on {record['data']}", "",
         *header(record, seed=record.get("seed")),
-        f"Wall time: {record.get('wall_minutes', float('nan')):.1f} min.  ",
+        f"Wall time: {record.get('wall_minutes', float('nan')):.1f} min"
+        + cache_words(record.get("cache")) + ".  ",
         f"Data: {r.dataset} (search on the validation split, confirmation on the test "
         f"split).  ",
         f"Model: PGSLNet (width {record.get('width')}, hidden {record.get('hidden')}), cut "

@@ -131,7 +131,8 @@ def lineup_chance(confirmation: Confirmation | None, data: ImageDataset) -> floa
 
 
 def riskcal_check(search: DefenseSearch, confirmation: Confirmation | None,
-                  data: ImageDataset, spec: RunSpec) -> DpCheck:
+                  data: ImageDataset, spec: RunSpec,
+                  positions: Sequence[str] = ("federated-server",)) -> DpCheck:
     """DP-SGD's empirical setting beside riskcal's calibration for the same target.
 
     The target in attack terms: a reconstruction that picks the victim out of the audit's
@@ -155,6 +156,13 @@ def riskcal_check(search: DefenseSearch, confirmation: Confirmation | None,
     goal = (f"TPR <= {target:.3g} at FPR {chance:.3g} (the line-up's chance plus the "
             f"audit's re-identification tolerance), sample rate {sample_rate:.3g}, "
             f"{steps} steps")
+    scope = ""
+    if any(p.startswith("split-server") for p in positions):
+        scope = (" At the split server the attacker reads each image's activations, which "
+                 "DP-SGD's guarantee does not cover (it bounds what the trained weights and "
+                 "their updates reveal about one example), so there riskcal's bound is not a "
+                 "bound on the audit's attacks; it applies to the federated server and to "
+                 "membership.")
     try:
         from shieldsplit.functional import dp_risk
 
@@ -164,7 +172,7 @@ def riskcal_check(search: DefenseSearch, confirmation: Confirmation | None,
             return DpCheck(empirical_noise=None, epsilon=eps, riskcal_noise=calibrated,
                            note=f"the search found no DP-SGD noise meeting the target; for "
                                 f"{goal}, riskcal calibrates a noise multiplier of "
-                                f"{calibrated:.3g}")
+                                f"{calibrated:.3g}.{scope}")
         c = dp_risk.compare_noise(noise, target_tpr=target, at_fpr=chance,
                                   sample_rate=sample_rate, steps=steps)
     except ShieldSplitError as exc:  # riskcal absent, or a setting it cannot take
@@ -180,7 +188,8 @@ def riskcal_check(search: DefenseSearch, confirmation: Confirmation | None,
               f"riskcal's is {c.riskcal_noise:.3g}; {tighter}. At the empirical setting "
               f"riskcal bounds any attacker's TPR by {c.riskcal_tpr_at_empirical:.3g}. "
               "riskcal bounds the strongest attacker the theory allows, the audit only the "
-              "attacks that ran, so the audit can pass a setting that the bound does not"))
+              "attacks that ran, so the audit can pass a setting that the bound does not."
+              + scope))
 
 
 def harden(
@@ -398,7 +407,8 @@ def _confirm(result: HardenResult, model: nn.Module, data: ImageDataset,
         result.recommend(best.defense, first[best.defense])
     dp = next((s for s in result.searches if s.defense == "dpsgd"), None)
     if dp is not None:
-        result.dp = riskcal_check(dp, result.confirmation("dpsgd"), data, spec)
+        result.dp = riskcal_check(dp, result.confirmation("dpsgd"), data, spec,
+                                  positions=result.positions)
 
 
 def _mean(values: list[float]) -> float:
