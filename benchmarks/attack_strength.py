@@ -179,7 +179,7 @@ def run_setting(v: dict[str, Any], setting: str, images: int, seed: int) -> dict
     else:
         obs = [observe_gradient(net, xb, yb) for xb, yb in batches]
     start = time.perf_counter()
-    recs = attack.reconstruct_many(obs)  # type: ignore[attr-defined]
+    recs = attack.reconstruct_many(obs)
     seconds = time.perf_counter() - start
     rec = torch.cat([match_order(r.images, xb) if b > 1 else r.images
                      for r, (xb, _) in zip(recs, batches, strict=True)])

@@ -130,7 +130,8 @@ def attack_cut(net: torch.nn.Module, cut: str, x: Tensor, aux: Tensor,
     guesses = no_attack_baselines(x, aux)
     per = {k: psnr(v, x).clamp(max=100) for k, v in guesses.items()}
     best = torch.maximum(per["auxiliary mean"], per["nearest auxiliary"])
-    ctx = AttackContext(image_shape=tuple(x.shape[1:]), num_classes=2, model=head,
+    ctx = AttackContext(image_shape=(int(x.shape[1]), int(x.shape[2]), int(x.shape[3])),
+                        num_classes=2, model=head,
                         auxiliary_images=aux, budget="quick", seed=args.seed)
     shape = tuple(int(s) for s in obs.activations.shape[1:]) if obs.activations is not None \
         else ()
@@ -407,9 +408,22 @@ def markdown(record: dict[str, Any]) -> str:
                 "attacked on `attack_strength_densenet.md` (this script, `--arch densenet121`)."
                 if not dn["runs_at_28px"] else "takes a 28 px input; it is attacked on "
                 "`attack_strength_densenet.md` (this script, `--arch densenet121`)."))
-    elif not dn["runs_at_28px"]:
-        lines.append(f"Unadapted, torchvision's DenseNet-121 does not take a 28 px input "
-                     f"(`{dn['error']}`: its third transition pools a 1x1 map).")
+    else:
+        if not dn["runs_at_28px"]:
+            lines += [f"Unadapted, torchvision's DenseNet-121 does not take a 28 px input "
+                      f"(`{dn['error']}`: its third transition pools a 1x1 map).", ""]
+        ran = {d["data"]: d for d in record["datasets"]}
+        breast = ran.get("breastmnist")
+        if "pneumoniamnist" not in ran and breast is not None:
+            v = breast["victim"]
+            pace = v.get("train_seconds")
+            lines += ["## Not run", "", (
+                f"- PneumoniaMNIST: not run by this command. Its DenseNet-121 victim trains on "
+                f"{DENSENET_TRAIN_LIMIT} images, {DENSENET_TRAIN_LIMIT / v['train_images']:.1f}"
+                f" times BreastMNIST's {v['train_images']}"
+                + (f": about {pace * DENSENET_TRAIN_LIMIT / v['train_images'] / 60:.0f} min at "
+                   f"the BreastMNIST victim's recorded pace ({pace / 60:.0f} min, beside other "
+                   "work), before its attacks." if pace else "."))]
     p = record.get("pneumoniamnist")
     if p is not None:
         est = p["estimated_train_seconds"]
