@@ -97,6 +97,8 @@ NAMES = {"breastmnist": "BreastMNIST", "pneumoniamnist": "PneumoniaMNIST"}
 RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("split-black-box", {}), ("sdar", {}), ("sdar", {"adversarial_weight": 0.0}),
     ("unsplit", {}))
+#: ``--attacks`` names of the runs (SDAR without its adversarial term is ``sdar-plain``)
+RUN_NAMES = ("split-black-box", "sdar", "sdar-plain", "unsplit")
 
 
 def attack_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -141,7 +143,9 @@ def attack_cut(net: torch.nn.Module, cut: str, x: Tensor, aux: Tensor,
         "pixels": int(x[0].numel()),
         "baselines": {k: float(v.mean()) for k, v in per.items()}, "best_baseline": float(
             best.mean()), "attacks": []}
-    for name, extra in RUNS:
+    for (name, extra), run_name in zip(RUNS, RUN_NAMES, strict=True):
+        if run_name not in args.attacks:
+            continue
         options = {**attack_options(name, args), **extra}
         start, cpu = time.perf_counter(), time.process_time()
         attack = create_attack(name, seed=args.seed, progress=False, **options)
@@ -222,7 +226,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "threads": args.threads, "arch": args.arch,
         "settings": {"epochs": args.epochs, "iterations": args.iterations,
                      "restarts": args.restarts, "victims": args.victims,
-                     "aux_limit": args.aux_limit},
+                     "aux_limit": args.aux_limit, "attacks": list(args.attacks)},
         "budgets": {"sdar": SDAR_EPOCHS, "split-black-box": DECODER_EPOCHS,
                     "unsplit": UNSPLIT_ITERATIONS,
                     "audit_quick_victims": VICTIMS["quick"]},
@@ -380,7 +384,12 @@ def markdown(record: dict[str, Any]) -> str:
         "Attacks: `split-black-box` (the existing inversion decoder), `sdar` (SDAR's residual "
         "decoder with adversarial regularisation, also run without its adversarial term), "
         "`unsplit` (UnSplit's input search with a TV prior, given the client's weights, no "
-        "auxiliary data).",
+        "auxiliary data)."
+        + ("" if len(st.get("attacks", RUN_NAMES)) == len(RUN_NAMES) else
+           " This record ran only " + ", ".join(f"`{a}`" for a in st["attacks"])
+           + " (`--attacks`); not run by its command: "
+           + ", ".join(f"`{a}`" for a in RUN_NAMES if a not in st["attacks"])
+           + " (`sdar-plain`: SDAR without its adversarial term)."),
         "",
         "A cut leaks when an attack's re-identification share (victims whose reconstruction "
         "is nearer to them than to every auxiliary image) has an exact 95% lower bound above "
@@ -469,6 +478,7 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", choices=sorted(ARCHS["resnet18"]["victims"]),
                         default=["breastmnist", "pneumoniamnist"])
     parser.add_argument("--aux-limit", type=int, default=1000)
+    parser.add_argument("--attacks", nargs="+", choices=RUN_NAMES, default=list(RUN_NAMES))
     parser.add_argument("--cache", type=Path, default=attack_strength.CACHE)
     add_page_options(parser)
     args = parser.parse_args()

@@ -89,8 +89,8 @@ def audit_at(size: int, net: torch.nn.Module, args: argparse.Namespace) -> dict[
         "attacks_run": run, "attacks_left_out": [a for a in everything if a not in run],
         "attacks": [{"attack": r.attack, "position": r.position, "server": r.server,
                      "status": r.status, "verdict": r.verdict, "seconds": r.seconds,
-                     "images": r.images, "control_seconds": None if r.control is None
-                     else r.control.seconds} for r in report.results],
+                     "images": r.images, "control": None if r.control is None
+                     else r.control.status} for r in report.results],
         "verdicts": [{"position": v.position, "server": v.server, "verdict": v.verdict,
                       "sentence": v.sentence} for v in report.verdicts],
     }
@@ -175,19 +175,21 @@ def size_section(s: dict[str, Any], record: dict[str, Any]) -> list[str]:
         f"{s['load_before'][0]:.1f} before and {s['load_after'][0]:.1f} after: "
         + target_sentence(s, record["threads"]), "",
         f"Positions: {decided(s)} Verdicts: {verdict_words(s)}.", "",
-        "| attack | position | server | seconds | control seconds | verdict |",
+        "| attack | position | server | seconds | its control | verdict |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for a in s["attacks"]:
-        ctrl = "-" if a["control_seconds"] is None else f"{a['control_seconds']:.0f}"
         lines.append(f"| `{a['attack']}` | {a['position']} | {a['server']} | "
-                     f"{a['seconds']:.0f} | {ctrl} | {a['verdict'] or a['status']} |")
-    rest = s["seconds"] - sum(a["seconds"] + (a["control_seconds"] or 0) for a in s["attacks"])
+                     f"{a['seconds']:.0f} | {a['control'] or 'not run'} | "
+                     f"{a['verdict'] or a['status']} |")
+    rest = s["seconds"] - sum(a["seconds"] for a in s["attacks"])
+    controls = sum(a["control"] is not None for a in s["attacks"])
     lines += ["", f"The rest ({rest:.0f} s): the reference classifier ({b['reference_epochs']} "
               f"epochs on the auxiliary images" + (
                   f", which it sees average-pooled to {s['reference_pixels']} px"
                   if s["reference_pixels"] < s["size"] else "")
-              + "), the no-attack baselines and the split.", ""]
+              + f"), the no-attack baselines, the split and {controls} control run(s) (the "
+              "calibration runs only for an attack that did not show a leak).", ""]
     if s["attacks_left_out"]:
         lines += [f"At {s['size']} px ({s['size'] ** 2} pixels a channel, above the quick "
                   f"budget's {b['large_image_pixels']}) the quick budget leaves out "
