@@ -76,19 +76,33 @@ def _grey3(x: Tensor) -> Tensor:
     return x.expand(-1, 3, -1, -1).contiguous()
 
 
+def densenet121_28(num_classes: int) -> nn.Module:
+    """torchvision's DenseNet-121 adapted to 28 px by its stem only: the stem's max-pool
+    (``features.pool0``) is removed, so a 28 px image reaches the first dense block at
+    14x14 and the fourth at 1x1 (unadapted, the third transition pools a 1x1 map and
+    fails); every other layer is torchvision's."""
+    from torchvision.models import densenet121
+
+    net = densenet121(num_classes=num_classes)
+    net.features.pool0 = nn.Identity()
+    return net
+
+
 def load(data: str, seed: int) -> dict[str, Any]:
     """Data set, images (3-channel for the ResNet) and the trained victim (cached)."""
     name, arch, epochs, limit, select = VICTIMS[data]
     ds = load_dataset(name, root=default_data_root(), seed=seed)
     x_tr, y_tr, x_te, y_te = ds.x_train, ds.y_train.long(), ds.x_test, ds.y_test.long()
     x_va, y_va = ds.x_val, ds.y_val.long()
-    if arch == "resnet18":
+    if arch != "pgsl":  # torchvision networks take 3 channels
         x_tr, x_va, x_te = _grey3(x_tr), _grey3(x_va), _grey3(x_te)
     if limit is not None:
         x_tr, y_tr = x_tr[:limit], y_tr[:limit]
     torch.manual_seed(seed)
     if arch == "pgsl":
         net: nn.Module = PGSLNet(num_classes=ds.num_classes, image_size=28)
+    elif arch == "densenet121":
+        net = densenet121_28(ds.num_classes)
     else:
         from torchvision.models import resnet18
 
@@ -162,7 +176,7 @@ def run_setting(v: dict[str, Any], setting: str, images: int, seed: int) -> dict
     else:
         obs = [observe_gradient(net, xb, yb) for xb, yb in batches]
     start = time.perf_counter()
-    recs = attack.reconstruct_many(obs)  # type: ignore[attr-defined]
+    recs = attack.reconstruct_many(obs)
     seconds = time.perf_counter() - start
     rec = torch.cat([match_order(r.images, xb) if b > 1 else r.images
                      for r, (xb, _) in zip(recs, batches, strict=True)])

@@ -71,17 +71,34 @@ from shieldsplit.functional.stats import (
     no_attack_baselines,
 )
 
-CUTS = ("layer1", "layer2")
-#: data set -> its ResNet-18 victim in attack_strength.py's table (PneumoniaMNIST's is
-#: added to that table here, with the same recipe: 20 epochs, best validation epoch kept)
-VICTIM_KEYS = {"breastmnist": "resnet", "pneumoniamnist": "resnet_pneumoniamnist"}
+#: DenseNet-121 trains on at most this many PneumoniaMNIST training images (of 4708): at
+#: 28 px without its stem's max-pool it costs about 20 times a ResNet-18 step on CPU
+DENSENET_TRAIN_LIMIT = 1000
+#: architecture -> its page, its name, its two cuts (DenseNet's equivalents of ResNet's
+#: layer1 and layer2: after dense block 1 and its transition, after block 2 and its
+#: transition) and, per data set, its victim in attack_strength.py's table (the ones
+#: added to that table here have the same recipe: 20 epochs, best validation epoch kept)
+ARCHS: dict[str, dict[str, Any]] = {
+    "resnet18": {"stem": "attack_strength_resnet", "name": "ResNet-18",
+                 "cuts": ("layer1", "layer2"),
+                 "victims": {"breastmnist": "resnet", "pneumoniamnist": "resnet_pneumoniamnist"}},
+    "densenet121": {"stem": "attack_strength_densenet", "name": "DenseNet-121",
+                    "cuts": ("features.transition1", "features.transition2"),
+                    "victims": {"breastmnist": "densenet",
+                                "pneumoniamnist": "densenet_pneumoniamnist"}},
+}
 attack_strength.VICTIMS.setdefault("resnet_pneumoniamnist",
                                    ("pneumoniamnist", "resnet18", 20, None, True))
+attack_strength.VICTIMS.setdefault("densenet", ("breastmnist", "densenet121", 20, None, True))
+attack_strength.VICTIMS.setdefault("densenet_pneumoniamnist", (
+    "pneumoniamnist", "densenet121", 20, DENSENET_TRAIN_LIMIT, True))
 NAMES = {"breastmnist": "BreastMNIST", "pneumoniamnist": "PneumoniaMNIST"}
 #: (attack, options beyond the budget's): SDAR also without its adversarial term
 RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("split-black-box", {}), ("sdar", {}), ("sdar", {"adversarial_weight": 0.0}),
     ("unsplit", {}))
+#: ``--attacks`` names of the runs (SDAR without its adversarial term is ``sdar-plain``)
+RUN_NAMES = ("split-black-box", "sdar", "sdar-plain", "unsplit")
 
 
 def attack_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -115,7 +132,8 @@ def attack_cut(net: torch.nn.Module, cut: str, x: Tensor, aux: Tensor,
     guesses = no_attack_baselines(x, aux)
     per = {k: psnr(v, x).clamp(max=100) for k, v in guesses.items()}
     best = torch.maximum(per["auxiliary mean"], per["nearest auxiliary"])
-    ctx = AttackContext(image_shape=tuple(x.shape[1:]), num_classes=2, model=head,
+    ctx = AttackContext(image_shape=(int(x.shape[1]), int(x.shape[2]), int(x.shape[3])),
+                        num_classes=2, model=head,
                         auxiliary_images=aux, budget="quick", seed=args.seed)
     shape = tuple(int(s) for s in obs.activations.shape[1:]) if obs.activations is not None \
         else ()
@@ -125,7 +143,9 @@ def attack_cut(net: torch.nn.Module, cut: str, x: Tensor, aux: Tensor,
         "pixels": int(x[0].numel()),
         "baselines": {k: float(v.mean()) for k, v in per.items()}, "best_baseline": float(
             best.mean()), "attacks": []}
-    for name, extra in RUNS:
+    for (name, extra), run_name in zip(RUNS, RUN_NAMES, strict=True):
+        if run_name not in args.attacks:
+            continue
         options = {**attack_options(name, args), **extra}
         start, cpu = time.perf_counter(), time.process_time()
         attack = create_attack(name, seed=args.seed, progress=False, **options)
@@ -173,7 +193,8 @@ def pneumonia_estimate(record_data: list[dict[str, Any]], seed: int) -> dict[str
 def attack_data(data: str, args: argparse.Namespace) -> dict[str, Any]:
     """The victim of one data set (trained and cached by attack_strength.py's recipe) and
     every attack on each of its cuts."""
-    victim = attack_strength.load(VICTIM_KEYS[data], args.seed)
+    key = ARCHS[args.arch]["victims"][data]
+    victim = attack_strength.load(key, args.seed)
     net = victim["net"].eval()
     order = torch.randperm(len(victim["x_train"]),
                            generator=torch.Generator().manual_seed(args.seed))
@@ -182,9 +203,14 @@ def attack_data(data: str, args: argparse.Namespace) -> dict[str, Any]:
     aux = victim["x_train"][rest if args.aux_limit is None else rest[:args.aux_limit]]
     keep = ("accuracy", "balanced_accuracy", "majority_rate", "best_epoch", "epochs",
             "train_images", "params", "selected_on_val")
-    return {"data": data, "victim": {k: victim[k] for k in keep}, "victims": len(x),
-            "auxiliary": len(aux), "auxiliary_available": len(rest),
-            "cuts": [attack_cut(net, cut, x, aux, args) for cut in CUTS]}
+    meta = attack_strength.CACHE / f"victim_{key}_seed{args.seed}_val{victim['epochs']}.meta.json"
+    seconds = victim["train_seconds"] if victim["train_seconds"] is not None else (
+        json.loads(meta.read_text()).get("train_seconds") if meta.exists() else None)
+    split = int(load_dataset(data, root=default_data_root(), seed=args.seed).x_train.shape[0])
+    return {"data": data, "victim": {**{k: victim[k] for k in keep}, "arch": args.arch,
+                                     "train_seconds": seconds, "train_available": split},
+            "victims": len(x), "auxiliary": len(aux), "auxiliary_available": len(rest),
+            "cuts": [attack_cut(net, cut, x, aux, args) for cut in ARCHS[args.arch]["cuts"]]}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -197,15 +223,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": command_line("benchmarks/attack_strength_resnet.py", args),
         "date": f"{datetime.fromtimestamp(start, timezone.utc):%Y-%m-%d %H:%M} UTC",
         "machine": machine_info(), "load_average": list(os.getloadavg()), "seed": args.seed,
-        "threads": args.threads,
+        "threads": args.threads, "arch": args.arch,
         "settings": {"epochs": args.epochs, "iterations": args.iterations,
                      "restarts": args.restarts, "victims": args.victims,
-                     "aux_limit": args.aux_limit},
+                     "aux_limit": args.aux_limit, "attacks": list(args.attacks)},
         "budgets": {"sdar": SDAR_EPOCHS, "split-black-box": DECODER_EPOCHS,
                     "unsplit": UNSPLIT_ITERATIONS,
                     "audit_quick_victims": VICTIMS["quick"]},
         "datasets": datasets, "densenet121": densenet_check(),
-        "pneumoniamnist": None if "pneumoniamnist" in args.data
+        "pneumoniamnist": None if "pneumoniamnist" in args.data or args.arch != "resnet18"
         else pneumonia_estimate(datasets, args.seed),
         "wall_seconds": time.time() - start, "cpu_seconds": time.process_time() - cpu,
     }
@@ -283,6 +309,15 @@ def cut_sentences(c: dict[str, Any], n: int, seed: int) -> list[str]:
     return lines
 
 
+def victim_words(v: dict[str, Any]) -> str:
+    """The victim network, with DenseNet-121's 28 px adaptation stated."""
+    if v.get("arch", "resnet18") == "resnet18":
+        return "torchvision ResNet-18"
+    return ("torchvision DenseNet-121 adapted to 28 px by its stem only (the stem's max-pool "
+            "`features.pool0` removed; the 7x7 stride-2 convolution and every later layer "
+            "are torchvision's)")
+
+
 def data_section(d: dict[str, Any], seed: int) -> list[str]:
     """One data set's victim, table and sentences."""
     v, n = d["victim"], d["victims"]
@@ -295,8 +330,11 @@ def data_section(d: dict[str, Any], seed: int) -> list[str]:
         "",
         f"Data: {name} 28 px (grey channel replicated to 3), training split: {n} victims "
         f"(seeded), {d['auxiliary']} other images the attacker's auxiliary data{capped}.  ",
-        f"Victim: torchvision ResNet-18 ({v['params']} parameters) trained on the "
-        f"{v['train_images']} training images (the victims among them, as in the auditor: "
+        f"Victim: {victim_words(v)} ({v['params']} parameters) trained on the "
+        + (f"first {v['train_images']} of the {v['train_available']} training images (capped "
+           "for CPU time)" if v.get("train_available", v["train_images"]) > v["train_images"]
+           else f"{v['train_images']} training images")
+        + " (the victims among them, as in the auditor: "
         "a split-learning server observes training batches), kept at its best validation epoch "
         f"{v['best_epoch']} of {v['epochs']}: test accuracy {v['accuracy']:.1%} "
         f"(balanced {v['balanced_accuracy']:.1%}) against the majority rate "
@@ -333,8 +371,10 @@ def data_section(d: dict[str, Any], seed: int) -> list[str]:
 def markdown(record: dict[str, Any]) -> str:
     """The page, every sentence from the record."""
     m, b, st = record["machine"], record["budgets"], record["settings"]
+    arch = record.get("arch", "resnet18")
     lines = [
-        "# Split learning on ResNet-18 cuts: SDAR, UnSplit and the black-box decoder",
+        f"# Split learning on {ARCHS[arch]['name']} cuts: SDAR, UnSplit and the black-box "
+        "decoder",
         "",
         *header(record, seed=record["seed"], own=record["threads"]),
         f"Data: {', '.join(NAMES[d['data']] for d in record['datasets'])} (one section each "
@@ -344,7 +384,12 @@ def markdown(record: dict[str, Any]) -> str:
         "Attacks: `split-black-box` (the existing inversion decoder), `sdar` (SDAR's residual "
         "decoder with adversarial regularisation, also run without its adversarial term), "
         "`unsplit` (UnSplit's input search with a TV prior, given the client's weights, no "
-        "auxiliary data).",
+        "auxiliary data)."
+        + ("" if len(st.get("attacks", RUN_NAMES)) == len(RUN_NAMES) else
+           " This record ran only " + ", ".join(f"`{a}`" for a in st["attacks"])
+           + " (`--attacks`); not run by its command: "
+           + ", ".join(f"`{a}`" for a in RUN_NAMES if a not in st["attacks"])
+           + " (`sdar-plain`: SDAR without its adversarial term)."),
         "",
         "A cut leaks when an attack's re-identification share (victims whose reconstruction "
         "is nearer to them than to every auxiliary image) has an exact 95% lower bound above "
@@ -353,16 +398,41 @@ def markdown(record: dict[str, Any]) -> str:
         "has a bootstrap 95% lower bound above 0 dB: the auditor's image evidence.",
         "",
     ]
+    if arch == "densenet121":
+        lines += [
+            "DenseNet-121's cuts are its equivalents of ResNet-18's layer1 and layer2: "
+            "`features.transition1` (after dense block 1 and its transition) and "
+            "`features.transition2` (after dense block 2 and its transition), cut by "
+            "`shieldsplit.split_model`.",
+            ""]
     for d in record["datasets"]:
         lines += data_section(d, record["seed"])
-    lines += ["## Not run", ""]
     dn = record["densenet121"]
-    lines.append(
-        "- DenseNet-121: torchvision's network " + (
-            f"does not take a 28 px input (`{dn['error']}`: its third transition pools a 1x1 "
-            "map); adapting its stem is a different model, not run here."
-            if not dn["runs_at_28px"] else "takes a 28 px input but was not run in this "
-            "time budget."))
+    if arch == "resnet18":
+        lines += ["## Not run", ""]
+        lines.append(
+            "- DenseNet-121: torchvision's network " + (
+                f"does not take a 28 px input unadapted (`{dn['error']}`: its third "
+                "transition pools a 1x1 map); adapted by its stem (max-pool removed) it is "
+                "attacked on `attack_strength_densenet.md` (this script, `--arch densenet121`)."
+                if not dn["runs_at_28px"] else "takes a 28 px input; it is attacked on "
+                "`attack_strength_densenet.md` (this script, `--arch densenet121`)."))
+    else:
+        if not dn["runs_at_28px"]:
+            lines += [f"Unadapted, torchvision's DenseNet-121 does not take a 28 px input "
+                      f"(`{dn['error']}`: its third transition pools a 1x1 map).", ""]
+        ran = {d["data"]: d for d in record["datasets"]}
+        breast = ran.get("breastmnist")
+        if "pneumoniamnist" not in ran and breast is not None:
+            v = breast["victim"]
+            pace = v.get("train_seconds")
+            lines += ["## Not run", "", (
+                f"- PneumoniaMNIST: not run by this command. Its DenseNet-121 victim trains on "
+                f"{DENSENET_TRAIN_LIMIT} images, {DENSENET_TRAIN_LIMIT / v['train_images']:.1f}"
+                f" times BreastMNIST's {v['train_images']}"
+                + (f": about {pace * DENSENET_TRAIN_LIMIT / v['train_images'] / 60:.0f} min at "
+                   f"the BreastMNIST victim's recorded pace ({pace / 60:.0f} min, beside other "
+                   "work), before its attacks." if pace else "."))]
     p = record.get("pneumoniamnist")
     if p is not None:
         est = p["estimated_train_seconds"]
@@ -386,9 +456,11 @@ def markdown(record: dict[str, Any]) -> str:
         f"within about 20 minutes on {m['cpus']} shared cores (victims' training, when not "
         f"cached, aside); it took {record['wall_seconds'] / 60:.1f} min.",
         "",
-        "SDAR's batch-size default (32) was chosen by PSNR on 32 of the BreastMNIST layer2 "
-        "victims (see docs/results/README.md, settings chosen on evaluation data): its "
-        "BreastMNIST rows are not an independent measure of that default.",
+        "SDAR's batch-size default (32) was chosen by PSNR on 32 of the ResNet-18's BreastMNIST "
+        "layer2 victims (see docs/results/README.md, settings chosen on evaluation data)"
+        + (": its BreastMNIST rows are not an independent measure of that default."
+           if arch == "resnet18" else "; these images are among this page's BreastMNIST "
+           "victims (a different network)."),
         "",
     ]
     return "\n".join(lines)
@@ -402,13 +474,15 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", nargs="+", choices=sorted(VICTIM_KEYS),
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="resnet18")
+    parser.add_argument("--data", nargs="+", choices=sorted(ARCHS["resnet18"]["victims"]),
                         default=["breastmnist", "pneumoniamnist"])
     parser.add_argument("--aux-limit", type=int, default=1000)
+    parser.add_argument("--attacks", nargs="+", choices=RUN_NAMES, default=list(RUN_NAMES))
     parser.add_argument("--cache", type=Path, default=attack_strength.CACHE)
     add_page_options(parser)
     args = parser.parse_args()
-    publish(args, "attack_strength_resnet", measure=lambda: run(args), markdown=markdown)
+    publish(args, ARCHS[args.arch]["stem"], measure=lambda: run(args), markdown=markdown)
 
 
 if __name__ == "__main__":

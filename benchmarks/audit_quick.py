@@ -98,7 +98,7 @@ def write_page(args: argparse.Namespace, report: ss.AuditReport, seconds: float,
     busy = other_work_ran(load[0], own=args.threads)  # the audit's threads count too
     trained = ("trained (the victim of benchmarks/attack_strength.py)" if args.trained
                else "untrained")
-    by_position = "; ".join(f"{v.position}: {v.verdict}" for v in report.verdicts)
+    by_position = "; ".join(f"{v.label}: {v.verdict}" for v in report.verdicts)
     lines = [
         f"# A quick audit of the {'paper network' if args.model == 'pgsl' else 'ResNet-18'}: "
         "time, scores and verdicts",

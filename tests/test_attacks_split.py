@@ -283,3 +283,15 @@ def test_ctrl_c_leaves_the_attack_unprepared(head, digits, monkeypatch):
         attack.prepare(context(head, digits.x_val))
     with pytest.raises(StateError):
         attack.reconstruct(observe_activations(head, digits.x_test[:2]))
+
+
+def test_a_capped_decoder_decodes_small_then_resizes_to_the_image() -> None:
+    """``max_side`` (the quick budget on large images) stops the transposed convolutions
+    at that side and resizes the decoded image, not the hidden maps."""
+    full = build_decoder((4, 7, 7), (3, 224, 224), width=4)
+    capped = build_decoder((4, 7, 7), (3, 224, 224), width=4, max_side=64)
+    ups = [sum(isinstance(m, nn.ConvTranspose2d) for m in d) for d in (full, capped)]
+    assert ups == [5, 3]
+    assert tuple(capped(torch.rand(2, 4, 7, 7)).shape) == (2, 3, 224, 224)
+    assert type(list(capped)[-2]).__name__ == "FitToSize"
+    assert type(list(full)[-2]).__name__ == "Conv2d"

@@ -262,6 +262,22 @@ def test_attacks_are_chosen_by_their_declarations() -> None:
     assert {"dlg", "idlg"} <= set(default_attacks(tiny(), "standard"))
 
 
+def test_the_quick_budget_on_large_images_runs_the_attacks_that_fit_them() -> None:
+    """At 224 px the quick budget keeps the split decoder and the imprint (the split and
+    the malicious-server positions) and leaves out the optimisation and GAN attacks; the
+    standard budget and small images keep them; the reference classifier is pooled."""
+    from shieldsplit.audit.budgets import REFERENCE_SIDE, reference_pixels
+
+    large = set(default_attacks(tiny(), "quick", image_shape=(3, 224, 224)))
+    small = set(default_attacks(tiny(), "quick", image_shape=(3, 28, 28)))
+    assert {"split-black-box", "imprint"} <= large
+    assert small - large == {"split-white-box", "gan-prior", "inverting-gradients",
+                             "inverting-gradients-fedavg"}
+    assert small == set(default_attacks(tiny(), "quick"))
+    assert "inverting-gradients" in default_attacks(tiny(), "standard", image_shape=(3, 224, 224))
+    assert (reference_pixels((3, 224, 224)), reference_pixels((1, 64, 64))) == (REFERENCE_SIDE, 64)
+
+
 def test_a_new_attack_is_one_class_plus_its_registration(
     monkeypatch: pytest.MonkeyPatch, digits: tuple[Tensor, Tensor]
 ) -> None:

@@ -74,6 +74,10 @@ Assumption = Literal[
     "defense_config",  # the deployed defence and its configuration
 ]
 #: Each assumption in words, as the report names it.
+#: Pixels a channel (height x width) above which an image is *large* for the ``quick``
+#: budget (64x64; MedMNIST up-sampled to 224 px has 50176): see ``Attack.quick_max_pixels``.
+LARGE_IMAGE_PIXELS = 64 * 64
+
 ASSUMPTION_WORDS: dict[str, str] = {
     "auxiliary_data": "auxiliary data", "client_weights": "the client's weights",
     "batchnorm_statistics": "BatchNorm statistics", "labels": "the victims' labels",
@@ -302,12 +306,16 @@ class Attack(AttackBase):
             without the defence it adapts to (its positive control), if any.
         quick_default: run by the ``quick`` budget's default list (False where a
             cheaper attack stands for it at that budget).
+        quick_max_pixels: the largest image (pixels a channel) the ``quick`` budget's
+            default list runs it on; None: any size. The optimisation and GAN attacks
+            declare :data:`LARGE_IMAGE_PIXELS`: at 224 px their quick run would take hours.
     """
 
     family: ClassVar[Family] = "reconstruction"
     observes: ClassVar[ObservationKind]
     control_attack: ClassVar[str | None] = None
     quick_default: ClassVar[bool] = True
+    quick_max_pixels: ClassVar[int | None] = None
 
     def __init__(self, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
         super().__init__(seed=seed, progress=progress, **options)
@@ -533,6 +541,7 @@ def create_attack(name: str, *, family: Family | None = None, **options: Any) ->
 __all__ = [
     "ASSUMPTION_WORDS",
     "BUILTIN_PACKAGES",
+    "LARGE_IMAGE_PIXELS",
     "Assumption",
     "Attack",
     "AttackBase",

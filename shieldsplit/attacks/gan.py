@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from shieldsplit._core.progress import progress_bar
 from shieldsplit.attacks.base import (
+    LARGE_IMAGE_PIXELS,
     Assumption,
     Attack,
     AttackContext,
@@ -306,6 +307,7 @@ class DCGANPrior(Attack):
     """
 
     name: ClassVar[str] = "gan-prior"
+    quick_max_pixels: ClassVar[int | None] = LARGE_IMAGE_PIXELS
     threat_model: ClassVar[ThreatModel] = "gan_prior"
     assumes: ClassVar[frozenset[Assumption]] = frozenset({"auxiliary_data", "client_weights"})
     observes: ClassVar[ObservationKind] = "activations"

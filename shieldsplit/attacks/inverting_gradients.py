@@ -38,7 +38,13 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.func import grad_and_value
 
-from shieldsplit.attacks.base import Assumption, Observation, ObservationKind, register_attack
+from shieldsplit.attacks.base import (
+    LARGE_IMAGE_PIXELS,
+    Assumption,
+    Observation,
+    ObservationKind,
+    register_attack,
+)
 from shieldsplit.attacks.gradient_base import GradientAttackConfig
 from shieldsplit.attacks.gradient_features import FeatureAttack
 from shieldsplit.errors import ConfigError
@@ -110,6 +116,7 @@ class InvertingGradients(FeatureAttack):
     """
 
     name = "inverting-gradients"
+    quick_max_pixels = LARGE_IMAGE_PIXELS
     #: the auxiliary images start the search (``init="auxiliary"``); the labels are
     #: inferred unless an observation carries them
     assumes: ClassVar[frozenset[Assumption]] = frozenset({"auxiliary_data"})

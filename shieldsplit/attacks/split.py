@@ -63,6 +63,7 @@ from torch import Tensor, nn
 
 from shieldsplit._core.progress import progress_bar
 from shieldsplit.attacks.base import (
+    LARGE_IMAGE_PIXELS,
     Assumption,
     Attack,
     AttackContext,
@@ -85,6 +86,10 @@ DECODER_EPOCHS = {"quick": 10, "standard": 30, "thorough": 80}
 SEARCH_ITERATIONS = {"quick": 200, "standard": 800, "thorough": 2500}
 #: Random restarts per budget for input/latent searches.
 SEARCH_RESTARTS = {"quick": 1, "standard": 2, "thorough": 4}
+#: The largest side (px) the quick budget's decoder decodes a large image at (more than
+#: ``LARGE_IMAGE_PIXELS`` a channel) before up-sampling it: at 224 px a full-size decoder
+#: costs 10 times as much per image.
+QUICK_DECODE_SIDE = 64
 
 _CHUNK = 256
 
@@ -317,6 +322,7 @@ def build_decoder(
     unshuffle_factor: int | None = None,
     mean: Tensor | None = None,
     std: Tensor | None = None,
+    max_side: int | None = None,
 ) -> nn.Module:
     """An inversion decoder from activations of ``act_shape`` to images of ``image_shape``.
 
@@ -330,6 +336,8 @@ def build_decoder(
             PGSL's unshuffle layout) instead of up-sampling with transposed convolutions.
         mean: per-channel (or per-feature) activation mean for input standardisation.
         std: matching standard deviation.
+        max_side: up-sample by transposed convolutions only up to this side, decode
+            there and resize (bilinear) to the image's size; None: decode at full size.
 
     Returns:
         A module ``(B, *act_shape) -> (B, *image_shape)`` with values in (0, 1).
@@ -355,14 +363,15 @@ def build_decoder(
         layers += _block(width, width)
         layers += [nn.Conv2d(width, c, 3, padding=1), nn.Sigmoid()]
         return nn.Sequential(*layers)
-    while h * 2 <= h_img and w * 2 <= w_img:
+    top_h, top_w = min(h_img, max_side or h_img), min(w_img, max_side or w_img)
+    while h * 2 <= top_h and w * 2 <= top_w:
         layers += [nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
                    nn.BatchNorm2d(width), nn.ReLU()]
         h, w = h * 2, w * 2
-    if (h, w) != (h_img, w_img):
-        layers.append(FitToSize((h_img, w_img)))
-    layers += _block(width, width)
-    layers += [nn.Conv2d(width, c, 3, padding=1), nn.Sigmoid()]
+    fit = [FitToSize((h_img, w_img))] if (h, w) != (h_img, w_img) else []
+    late = max_side is not None and max(h, w) <= max_side  # resize the decoded image
+    layers += [*([] if late else fit), *_block(width, width), nn.Conv2d(width, c, 3, padding=1),
+               *(fit if late else []), nn.Sigmoid()]
     return nn.Sequential(*layers)
 
 
@@ -387,6 +396,7 @@ def train_inversion_decoder(
     unshuffle_factor: int | None = None,
     progress: bool = True,
     description: str = "inversion decoder",
+    max_side: int | None = None,
 ) -> tuple[nn.Module, list[float]]:
     """Train an inversion decoder on ``(activations, image)`` pairs with MSE.
 
@@ -408,6 +418,7 @@ def train_inversion_decoder(
         unshuffle_factor: see :func:`build_decoder`.
         progress: show a progress bar over the epochs.
         description: the bar's label.
+        max_side: see :func:`build_decoder`.
 
     Returns:
         The decoder in eval mode and the mean training MSE of every epoch.
@@ -425,7 +436,7 @@ def train_inversion_decoder(
     act_shape = tuple(int(s) for s in flat.shape[1:])
     batches = tensor_batches(flat, images, batch_size=batch_size)
     with seeded(seed):
-        decoder = build_decoder(act_shape, image_shape, width=width,
+        decoder = build_decoder(act_shape, image_shape, width=width, max_side=max_side,
                                 unshuffle_factor=unshuffle_factor, mean=mean, std=std)
     opt = torch.optim.Adam(decoder.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(batches)))
@@ -613,8 +624,8 @@ class BlackBoxDecoder(Attack):
             acts[train], images[train], seed=self.seed, epochs=epochs,
             batch_size=self.batch_size or 64, lr=self.lr, width=self.width or 32,
             unshuffle_factor=self._unshuffle_factor(context), progress=self.progress,
-            description=f"{self.name}: decoder",
-        )
+            description=f"{self.name}: decoder", max_side=QUICK_DECODE_SIDE if (
+                context.budget == "quick" and images[0, 0].numel() > LARGE_IMAGE_PIXELS) else None)
         self.context = context
         self.decoder = decoder
         self.act_shape = tuple(int(s) for s in acts.shape[1:])
@@ -677,6 +688,7 @@ class WhiteBoxInversion(Attack):
     """
 
     name: ClassVar[str] = "split-white-box"
+    quick_max_pixels: ClassVar[int | None] = LARGE_IMAGE_PIXELS
     threat_model: ClassVar[ThreatModel] = "split_white_box"
     assumes: ClassVar[frozenset[Assumption]] = frozenset({"auxiliary_data", "client_weights"})
     observes: ClassVar[ObservationKind] = "activations"
@@ -780,20 +792,8 @@ class WhiteBoxInversion(Attack):
 register_attack(BlackBoxDecoder.name, BlackBoxDecoder)
 register_attack(WhiteBoxInversion.name, WhiteBoxInversion)
 
-__all__ = [
-    "DECODER_EPOCHS",
-    "SEARCH_ITERATIONS",
-    "SEARCH_RESTARTS",
-    "BlackBoxDecoder",
-    "BlackBoxDecoderConfig",
-    "WhiteBoxInversion",
-    "WhiteBoxInversionConfig",
-    "build_decoder",
-    "check_activation_observation",
-    "check_auxiliary",
-    "collect_activations",
-    "decode",
-    "heldout_split",
-    "total_variation",
-    "train_inversion_decoder",
-]
+__all__ = ["DECODER_EPOCHS", "QUICK_DECODE_SIDE", "SEARCH_ITERATIONS", "SEARCH_RESTARTS",
+           "BlackBoxDecoder", "BlackBoxDecoderConfig", "WhiteBoxInversion",
+           "WhiteBoxInversionConfig", "build_decoder", "check_activation_observation",
+           "check_auxiliary", "collect_activations", "decode", "heldout_split",
+           "total_variation", "train_inversion_decoder"]

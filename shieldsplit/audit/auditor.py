@@ -168,19 +168,35 @@ def defense_attacks(defense: Defense) -> tuple[str, ...]:
     return applicable_attacks(defense)
 
 
-def default_attacks(model: nn.Module, budget: Budget) -> list[str]:
+def default_attacks(model: nn.Module, budget: Budget, *,
+                    image_shape: tuple[int, ...] | None = None) -> list[str]:
     """The attacks an audit runs when none are named: every applicable one, less those
-    that declare another stands for them at the quick budget.
+    that declare another stands for them at the quick budget, and, on images larger than
+    they declare they fit at the quick budget (``Attack.quick_max_pixels``), those too.
 
     Args:
         model: the audited model.
         budget: the audit budget.
+        image_shape: ``(C, H, W)`` of the audited images (None: any size fits).
 
     Returns:
         Attack names.
+
+    Example:
+        >>> from torch import nn
+        >>> small = default_attacks(nn.Linear(2, 2), "quick", image_shape=(3, 28, 28))
+        >>> large = default_attacks(nn.Linear(2, 2), "quick", image_shape=(3, 224, 224))
+        >>> sorted(set(small) - set(large))
+        ['gan-prior', 'inverting-gradients', 'inverting-gradients-fedavg', 'split-white-box']
     """
+    pixels = 0 if image_shape is None else int(image_shape[-1]) * int(image_shape[-2])
+
+    def fits(cls: Any) -> bool:
+        return cls.quick_default and (cls.quick_max_pixels is None
+                                      or pixels <= cls.quick_max_pixels)
+
     return [n for n in applicable_attacks(model)
-            if budget != "quick" or attack_class(n, "reconstruction").quick_default]
+            if budget != "quick" or fits(attack_class(n, "reconstruction"))]
 
 
 # --------------------------------------------------------------------------- the audit
@@ -215,7 +231,9 @@ def audit(
         budget: ``quick``, ``standard`` or ``thorough`` (iterations, epochs, image counts).
         seed: seeds the victim/auxiliary split, every attack and the control.
         attacks: attack names to run, or one name as a string (default: every applicable
-            one; the quick budget leaves out those that declare ``quick_default = False``).
+            one; the quick budget leaves out those that declare ``quick_default = False``
+            and, on images of more than 64x64 pixels, those whose ``quick_max_pixels`` is
+            smaller: at 224 px the split decoder and the malicious server's imprint run).
         victims: number of victim images (default by budget: 64/128/256).
         control: the positive control. ``"auto"``: a defence's undefended twin, trained
             on ``data`` for ``control_epochs``; a plain model's calibration. An
@@ -309,7 +327,7 @@ def audit(
     applicable = applicable_attacks(model)
     # one name as a string is that one attack (not its letters)
     names = ([attacks] if isinstance(attacks, str) else list(attacks)) if attacks is not None \
-        else default_attacks(model, budget)
+        else default_attacks(model, budget, image_shape=tuple(vx.shape[1:]))
     for name in names:
         if name not in applicable:
             raise ConfigError.build(

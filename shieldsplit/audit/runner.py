@@ -31,7 +31,13 @@ from shieldsplit.attacks.base import (
 )
 from shieldsplit.attacks.observe import observe_gradient, observe_update
 from shieldsplit.attacks.observe_split import observe_activations
-from shieldsplit.audit.budgets import FEDAVG, FEDAVG_BATCHES, FEDERATED_VICTIMS, REFERENCE_EPOCHS
+from shieldsplit.audit.budgets import (
+    FEDAVG,
+    FEDAVG_BATCHES,
+    FEDERATED_VICTIMS,
+    REFERENCE_EPOCHS,
+    reference_pixels,
+)
 from shieldsplit.audit.report import AttackResult, AuditReport, BaselineScore
 from shieldsplit.cutting import split_model
 from shieldsplit.defenses.base import Defense
@@ -159,12 +165,14 @@ def build_setting(
 def _reference_classifier(
     x: Tensor, y: Tensor, num_classes: int, *, epochs: int, seed: int
 ) -> nn.Module:
-    """A small CNN trained on the clean auxiliary data: the attacker-accuracy judge."""
-    c = x.shape[1]
+    """A small CNN trained on the clean auxiliary data: the attacker-accuracy judge (a
+    large image average-pooled first, see :func:`~shieldsplit.audit.budgets.reference_pixels`)."""
+    c, side = x.shape[1], reference_pixels(tuple(x.shape[1:]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        pool = [nn.AdaptiveAvgPool2d(side)] if side < x.shape[2] else []
         ref = nn.Sequential(
-            nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(32), nn.MaxPool2d(2),
+            *pool, nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(32), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(64),
             nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(256, num_classes),
         )
