@@ -809,7 +809,7 @@ def test_frontier_page_renders_from_a_table(tmp_path: Path, monkeypatch: pytest.
                                       "--out", str(tmp_path)])
     frontier.main()
     text = (tmp_path / "frontier_digits.md").read_text()
-    assert "(8 victims)" in text and "is not shown to leak undefended" in text
+    assert "; 8 victims)" in text and "is not shown to leak undefended" in text
     assert "20.0% **flipped**" in text  # DP-SGD's attacker accuracy is below chance
     assert "Of 2 matched pairs, the claim holds: 0, does not hold: 0, inconclusive: 2." in text
 
