@@ -10,15 +10,10 @@ from typing import Annotated
 import typer
 
 from shieldsplit.cli.common import (
-    budget_names,
     check_attacks,
-    check_choice,
-    check_data,
-    check_file,
     check_outputs,
     fail,
     load_data,
-    parse_cut,
     say,
     smoke,
     split_names,
@@ -26,9 +21,9 @@ from shieldsplit.cli.common import (
 )
 from shieldsplit.cli.loading import (
     HELDOUT_FILES,
-    check_cut,
+    WEIGHTS_FIX,
     check_heldout,
-    check_model,
+    check_model_inputs,
     check_split,
     load_heldout,
     model_for,
@@ -89,13 +84,9 @@ def audit(
     try:
         # every option, before torch is imported
         check_outputs(out=out, json=json_out)
-        check_model(model)
-        check_file("--weights", weights, "pass the file torch.save(model.state_dict(), "
-                   "path), SplitShield.save or Defense.save wrote")
-        check_data(data, data_root)
-        where = parse_cut(cut)
-        check_cut(model, where)
-        check_choice("--budget", budget, budget_names())
+        where = check_model_inputs(
+            model, weights, data, data_root, cut, budget,
+            weights_fix=f"{WEIGHTS_FIX}, or SplitShield.save or Defense.save wrote")
         names = None if attacks is None else split_names(attacks)
         if names is not None:
             check_attacks(names)

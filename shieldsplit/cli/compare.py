@@ -16,21 +16,17 @@ import typer
 
 from shieldsplit.cli.choices import DEFENSES
 from shieldsplit.cli.common import (
-    budget_names,
     check_attacks,
     check_choice,
-    check_data,
-    check_file,
     check_outputs,
     fail,
     load_data,
-    parse_cut,
     say,
     smoke,
     split_names,
     write_outputs,
 )
-from shieldsplit.cli.loading import check_cut, check_model, check_split, model_for
+from shieldsplit.cli.loading import check_model_inputs, check_split, model_for
 from shieldsplit.cli.parsing import parse_dotted, parse_options, parse_sweeps
 from shieldsplit.errors import ShieldSplitError
 from shieldsplit.experiments.smoke import cap
@@ -72,13 +68,7 @@ def compare(
     try:
         # every option, before torch is imported
         check_outputs(out=out, json=json_out)
-        check_model(model)
-        check_file("--weights", weights, "pass the file torch.save(model.state_dict(), "
-                   "path) wrote")
-        check_data(data, data_root)
-        where = parse_cut(cut)
-        check_cut(model, where)
-        check_choice("--budget", budget, budget_names())
+        where = check_model_inputs(model, weights, data, data_root, cut, budget)
         if attacks:
             check_attacks(split_names(attacks))
         chosen = None if defenses is None else split_names(defenses)

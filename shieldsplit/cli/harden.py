@@ -15,21 +15,17 @@ import typer
 
 from shieldsplit.cli.choices import DEFENSES
 from shieldsplit.cli.common import (
-    budget_names,
     check_attacks,
     check_choice,
-    check_data,
-    check_file,
     check_outputs,
     fail,
     load_data,
-    parse_cut,
     say,
     smoke,
     split_names,
     write_outputs,
 )
-from shieldsplit.cli.loading import check_cut, check_model, check_split, model_for
+from shieldsplit.cli.loading import check_model_inputs, check_split, model_for
 from shieldsplit.cli.parsing import parse_sweeps
 from shieldsplit.errors import ConfigError, ShieldSplitError
 from shieldsplit.experiments.smoke import cap
@@ -100,13 +96,7 @@ def harden(
     try:
         # every option, before torch is imported
         check_outputs(html=out, json=json_out)
-        check_model(model)
-        check_file("--weights", weights, "pass the file torch.save(model.state_dict(), "
-                   "path) wrote")
-        check_data(data, data_root)
-        where = parse_cut(cut)
-        check_cut(model, where)
-        check_choice("--budget", budget, budget_names())
+        where = check_model_inputs(model, weights, data, data_root, cut, budget)
         check_choice("--target", target, list(HARDEN_TARGETS))
         check_choice("--utility", utility, list(HARDEN_UTILITIES))
         places = split_names(positions)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from shieldsplit.cli.choices import MODEL_CUTS, MODELS
+from shieldsplit.cli.choices import MODEL_CUTS, MODELS, budget_names
 from shieldsplit.errors import ConfigError, DataFileError, InvalidCutError
 
 #: ``--heldout``'s split names: the data set's validation images, its test images, or both
@@ -423,6 +423,34 @@ def load_heldout(spec: str | None, ds: Any) -> Any:
     return tuple(held)
 
 
+WEIGHTS_FIX = "pass the file torch.save(model.state_dict(), path) wrote"
+
+
+def check_model_inputs(model: str, weights: Path | None, data: str, data_root: Path | None,
+                       cut: str, budget: str | None = None, *,
+                       weights_fix: str = WEIGHTS_FIX) -> int | str:
+    """The checks every command that trains or audits a model makes first, before torch
+    is imported: ``--model``, ``--weights``, ``--data``/``--data-root``, ``--cut`` on that
+    model and, where given, ``--budget``.
+
+    Returns:
+        The parsed cut.
+
+    Raises:
+        ConfigError: the first option that is wrong, naming it and how to fix it.
+    """
+    from shieldsplit.cli.common import check_choice, check_data, check_file, parse_cut
+
+    check_model(model)
+    check_file("--weights", weights, weights_fix)
+    check_data(data, data_root)
+    where = parse_cut(cut)
+    check_cut(model, where)
+    if budget is not None:
+        check_choice("--budget", budget, budget_names())
+    return where
+
+
 __all__ = ["HELDOUT_FILES", "HELDOUT_SPLITS", "build_model", "check_cut", "check_heldout",
-           "check_model", "check_split", "cwd_on_path", "describe_checkpoint",
+           "check_model", "check_model_inputs", "check_split", "cwd_on_path", "describe_checkpoint",
            "load_heldout", "load_model_factory", "load_weights", "model_for"]
