@@ -74,6 +74,10 @@ def cache_words(cache: dict | None) -> str:
                "and any of them this run asked for were read back)"))
 
 
+def _num(value: float | None) -> str:
+    return "none" if value is None else f"{value:.3g}"
+
+
 def _points(c: Confirmation) -> str:
     cost = c.balanced_accuracy_cost
     return "-" if cost is None else cost.words(points=True).replace(" points", "")
@@ -160,10 +164,11 @@ def markdown(record: Record) -> str:
     md += ["", "## DP-SGD against riskcal", "",
            r.dp.note if r.dp is not None else "DP-SGD was not searched in this run.",
            "" if r.dp is None else
-           f"(empirical noise multiplier {r.dp.empirical_noise}, epsilon {r.dp.epsilon}, "
-           f"riskcal's noise {r.dp.riskcal_noise}, riskcal's risk of the empirical setting "
-           f"{r.dp.riskcal_risk}.) They can differ because riskcal bounds any attacker "
-           "from the theory, while the search measures the attacks that ran.", ""]
+           f"(empirical noise multiplier {_num(r.dp.empirical_noise)}, epsilon "
+           f"{_num(r.dp.epsilon)}, riskcal's noise multiplier {_num(r.dp.riskcal_noise)}, "
+           f"riskcal's TPR bound at the empirical setting {_num(r.dp.riskcal_risk)}.) They "
+           "can differ because riskcal bounds any attacker from the theory, while the search "
+           "measures the attacks that ran.", ""]
     return "\n".join(md) + "\n"
 
 
