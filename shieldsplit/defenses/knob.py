@@ -110,8 +110,7 @@ class Knob(BaseModel):
         if n < 2:
             raise ConfigError.build(what="grid size", expected="an integer >= 2",
                                     received=n, fix="ask for at least both ends")
-        a, b = self._to(self.weakest), self._to(self.strongest)
-        values = [self._from(a + (b - a) * i / (n - 1)) for i in range(n)]
+        values = [self.at(i / (n - 1)) for i in range(n)]
         return list(dict.fromkeys(values))  # integer knobs may repeat a value
 
     def is_stronger(self, a: float, b: float) -> bool:
