@@ -157,6 +157,22 @@ def test_audit_unwritable_out_fails_before_any_work(tmp_path: Path, audit_spy: S
     assert audit_spy.calls == []
 
 
+def test_an_output_into_a_missing_folder_is_announced_before_any_work(
+        tmp_path: Path, audit_spy: Spy) -> None:
+    """Issue 25: a missing folder is created when the file is written, and the command says
+    so on stderr before the work (a mistyped folder is seen at once, not afterwards)."""
+    missing = tmp_path / "not-yet" / "deeper"
+    result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--json",
+                                 str(missing / "r.json"), "--quiet"])
+    note = [line for line in result.stderr.splitlines()  # type: ignore[attr-defined]
+            if line.startswith("note: --json:")]
+    assert note and str(missing) in note[0] and "will be created" in note[0], result.stderr
+    assert audit_spy.calls  # announced, not refused: the work went on
+    result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--json",
+                                 str(tmp_path / "r.json"), "--quiet"])
+    assert "will be created" not in result.stderr  # type: ignore[attr-defined]
+
+
 def test_audit_bad_budget_and_attack_fail_before_any_work(audit_spy: Spy) -> None:
     result = runner.invoke(app, ["audit", "--model", "pgsl-net", "--budget", "nope"])
     assert result.exit_code == 2 and "'nope'" in one_error_line(result)

@@ -144,6 +144,10 @@ def print_table(table: Table) -> None:
 def check_outputs(**paths: Path | None) -> None:
     """Check that every given output file can be written, before any work.
 
+    A folder on the way that does not exist yet is created when the file is written; the
+    command says so now, on stderr (stdout may carry the JSON), so that a mistyped folder
+    is seen before the work rather than found afterwards.
+
     Args:
         **paths: option name (``out``, ``json``) to path, None when not asked for.
 
@@ -159,9 +163,13 @@ def check_outputs(**paths: Path | None) -> None:
         ...
         shieldsplit.errors.OutputPathError: Cannot write output: expected a file name, ...
     """
-    for path in paths.values():
+    for name, path in paths.items():
         if path is not None:
             check_output_path(path)
+            if not Path(path).parent.exists():
+                option = "--" + name.replace("_", "-")
+                typer.echo(f"note: {option}: folder {Path(path).parent} does not exist yet; "
+                           "it will be created when the file is written", err=True)
 
 
 def write_outputs(writers: Sequence[tuple[Path | None, Callable[[Path], None], str]]) -> bool:

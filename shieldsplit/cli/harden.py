@@ -95,7 +95,7 @@ def harden(
     """Find the most useful defence setting that the audit cannot break, and confirm it."""
     try:
         # every option, before torch is imported
-        check_outputs(html=out, json=json_out)
+        check_outputs(out=out, json=json_out)
         where = check_model_inputs(model, weights, data, data_root, cut, budget)
         check_choice("--target", target, list(HARDEN_TARGETS))
         check_choice("--utility", utility, list(HARDEN_UTILITIES))
