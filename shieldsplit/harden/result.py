@@ -133,17 +133,17 @@ class DefenseSearch(BaseModel):
     error: str | None = None
 
     def setting(self, value: float, cut: int | str | None) -> str:
-        """A setting in words: ``scale=2 with the cut at 3``, ``the cut at 4``, ``scale=2``.
+        """A setting in words: ``scale=2 and the cut at 3``, ``the cut at 4``, ``scale=2``.
 
         Example:
             >>> DefenseSearch(defense="laplace", knob=Knob(option="scale", low=0.1, high=10),
             ...               depth=Knob(option="cut", low=2, high=4)).setting(2.0, 3)
-            'scale=2 with the cut at 3'
+            'scale=2 and the cut at 3'
         """
         if self.knob.is_cut:
             return f"the cut at {cut if cut is not None else f'{value:g}'}"
         words = f"{self.knob.option}={value:g}"
-        return words if self.depth is None else f"{words} with the cut at {cut}"
+        return words if self.depth is None else f"{words} and the cut at {cut}"
 
     def best(self) -> Probe | None:
         """The probe that came closest: the one meeting at the most positions, then the
@@ -393,12 +393,16 @@ class HardenResult(BaseModel):
             failing = [f"{p} ({v})" for p, v in best.positions.items()
                        if v not in ("no leakage found", "n/a")]
             stuck_words = " (and it is stuck at the majority class)" if best.stuck else ""
+            alone = (" A deeper cut alone is the undefended model at that cut, which is also "
+                     "the audit's control there: the audit can show that it leaks, never that "
+                     "it does not." if s.knob.is_cut else "")
             within = f"{s.knob.option} {s.knob.low:g}..{s.knob.high:g}" + (
                 "" if s.depth is None else f" and the cut {s.depth.low:g}..{s.depth.high:g}")
             out.append(f"{s.defense} did not reach '{self.target}' within {within}; closest "
                        f"at {s.setting(best.value, best.cut if best.cut is not None else self.cut)}"
                        f"{stuck_words}: failing at " + (", ".join(failing) or "no position")
-                       + (". Still leaks: " + " ".join(best.leaks) if best.leaks else "."))
+                       + (". Still leaks: " + " ".join(best.leaks) if best.leaks else ".")
+                       + alone)
         return out
 
     def summary(self) -> str:
@@ -451,7 +455,7 @@ def study_words(search: DefenseSearch) -> str:
         ...     seed=0, why="two knobs", bound=4, trials=[Trial(
         ...         number=0, values={"scale": 10.0}, meets=True, utility=0.8, cost=0.05)]))
         >>> print(study_words(s))
-        an Optuna study (TPESampler, seed 0; two knobs) ran 1 trial (1 probed, bound 4); 1 met
+        An Optuna study (TPESampler, seed 0; two knobs) ran 1 trial (1 probed, bound 4); 1 met
         the target.
     """
     study = search.study
@@ -460,17 +464,25 @@ def study_words(search: DefenseSearch) -> str:
     probed = sum(t.probed for t in study.trials)
     met = sum(t.meets for t in study.trials)
     n = len(study.trials)
-    return (f"an Optuna study ({study.sampler}, seed {study.seed}; {study.why}) ran {n} "
+    return (f"An Optuna study ({study.sampler}, seed {study.seed}; {study.why}) ran {n} "
             f"trial{'s' if n != 1 else ''} ({probed} probed, bound {study.bound}); {met} met "
             "the target" + (f"; {study.stopped}" if study.stopped else "") + ".")
 
 
 def trial_words(trial: Trial) -> str:
-    """One trial in a line: ``#2 scale=1.5 cut=3: meets, utility 81.0%, cost +2.0 points``."""
+    """One trial in a line.
+
+    Example:
+        >>> trial_words(Trial(number=2, values={"scale": 1.5, "cut": 3.0}, meets=True,
+        ...                   utility=0.81, cost=0.02))
+        '#2 scale=1.5 cut=3: meets, utility 81.0%, cost +2.0 points'
+    """
     values = " ".join(f"{k}={v:g}" for k, v in trial.values.items())
-    verdict = f"error ({trial.error})" if trial.error else ("meets" if trial.meets else "fails")
-    return (f"#{trial.number} {values}: {verdict}, utility {trial.utility:.1%}, cost "
-            f"{100 * trial.cost:+.1f} points" + ("" if trial.probed else " (read back)"))
+    if trial.error:
+        return f"#{trial.number} {values}: not built or trained ({trial.error})"
+    return (f"#{trial.number} {values}: {'meets' if trial.meets else 'fails'}, utility "
+            f"{trial.utility:.1%}, cost {100 * trial.cost:+.1f} points"
+            + ("" if trial.probed else " (read back)"))
 
 
 def _cell(value: Any) -> str:
@@ -500,8 +512,9 @@ def render_html(result: HardenResult) -> str:
     trials = "".join(
         "<tr>" + _cell(s.defense) + _cell(t.number)
         + _cell(", ".join(f"{k}={v:g}" for k, v in t.values.items()))
-        + _cell(t.error or ("meets" if t.meets else "fails")) + _cell(f"{t.utility:.1%}")
-        + _cell(f"{100 * t.cost:+.1f}") + _cell("yes" if t.probed else "read back") + "</tr>"
+        + _cell(t.error or ("meets" if t.meets else "fails"))
+        + _cell("-" if t.error else f"{t.utility:.1%}")
+        + _cell("-" if t.error else f"{100 * t.cost:+.1f}") + _cell("yes" if t.probed else "read back") + "</tr>"
         for s in result.searches if s.study is not None for t in s.study.trials)
     studies = "" if not trials else (
         "<h2>Optuna studies</h2><p>" + "".join(

@@ -5,8 +5,10 @@ knobs at once (a defence's strength and the cut).
 within the candidate's bound: it minimises the utility cost subject to meeting the target
 (Optuna's constraint: how far a setting misses it, 0 when it meets). Settings already
 probed (the bisection's, in a non-monotone search) are told to the study first and cost
-nothing; a setting the sampler suggests twice is read back, not probed again. Every trial
-is kept, so a report can list them; the same seed gives the same trials.
+nothing; a setting the sampler suggests twice is read back, not probed again. A suggested
+value is rounded to 3 significant digits (what a report quotes; a study of a few trials
+resolves no finer) and snapped onto its knob (an integer, a valid cut). Every trial is
+kept, so a report can list them; the same seed gives the same trials.
 
 Optuna is the ``harden`` extra: :func:`require_optuna` raises a typed error that says how
 to install it.
@@ -194,7 +196,7 @@ def run_study(
             while probed < bound and asked < cap:
                 asked += 1
                 trial = study.ask(space)
-                point = tuple(k.snap(float(trial.params[k.option])) for k in knobs)
+                point = tuple(k.snap(float(f"{trial.params[k.option]:.3g}")) for k in knobs)
                 new = point not in seen
                 if new:
                     seen[point] = evaluate(point)
