@@ -5,8 +5,9 @@ the weakest setting whose audit (the split black-box decoder and every adaptive 
 against the undefended control at the same cut) gives *no leakage found* at the split
 server; it also searches the cut depth (a deeper cut alone, and each defence with the cut
 by a seeded Optuna study; ``--no-cut-depth`` skips them). It then retrains each chosen
-setting with 3 seeds and confirms it on the test split beside the undefended model. Writes ``harden_<data>.json`` (the record), ``.md`` (the page, every
-interpreting sentence computed from the record) and ``.html`` to ``--out``.
+setting with 3 seeds and confirms it on the test split beside the undefended model.
+Writes ``harden_<data>.json`` (the record), ``.md`` (the page, every interpreting
+sentence computed from the record) and ``.html`` to ``--out``.
 
 Usage:
     python benchmarks/harden.py --data breastmnist --data-root ../shared/data
@@ -166,8 +167,10 @@ def markdown(record: Record) -> str:
         f"split).  ",
         f"Model: PGSLNet (width {record.get('width')}, hidden {record.get('hidden')}), cut "
         f"{r.cut}, {r.epochs} epochs per candidate.  ",
-        f"Attacks (budget {r.budget}): {', '.join(f'`{a}`' for a in r.attacks)}, against one "
-        f"undefended control; at most {r.candidates_bound} candidates, "
+        f"Attacks (budget {r.budget}): {', '.join(f'`{a}`' for a in r.attacks)}, against "
+        + (f"the undefended control at each candidate's cut (cuts {', '.join(r.controls)})"
+           if len(r.controls) > 1 else "one undefended control")
+        + f"; at most {r.candidates_bound} candidates, "
         f"{r.candidates_run} probed.  ",
         f"Confirmation seeds: {seeds}.", "",
         "## The answer (computed from this run)", "",

@@ -437,3 +437,27 @@ def test_a_cut_that_is_not_valid_is_a_typed_error(net: Any, ds: Any) -> None:
 
     with pytest.raises(InvalidCutError, match="cut"):
         ss.harden(net, data=ds, defenses=["laplace"], cut=99, progress=False)
+
+
+def test_a_depth_a_defence_cannot_be_built_at_is_a_failed_trial(
+        monkeypatch: pytest.MonkeyPatch, net: Any, ds: Any) -> None:
+    from shieldsplit.harden import HardenResult
+
+    def rule(name: str, scale: float, cut: Any) -> bool:
+        if cut == 8:  # as SplitShield refuses a cut without feature maps
+            raise ConfigError.build(what="cut", expected="feature maps", received=cut,
+                                    fix="cut earlier")
+        return scale >= 1.0
+
+    fake = FakeAudit(0.0, rule=rule)
+    result = fake_harden(monkeypatch, fake, net, ds, cut_depth=True, candidates_per_defense=4,
+                         confirm_seeds=1)
+    two = result.searches[2]
+    assert two.error is None and two.study is not None  # the study went on
+    first = two.study.trials[0]
+    assert first.values == {"scale": 10.0, "cut": 8.0} and first.error is not None
+    assert first.utility is None and not first.meets and "not built" in result.summary()
+    assert len([t for t in two.study.trials if t.probed]) == 4  # the failure spent one
+    assert result.searches[1].error is not None  # the cut alone: its deepest end failed
+    back = HardenResult.model_validate_json(result.model_dump_json())
+    assert back.searches[2].study == two.study  # the record reads back

@@ -65,8 +65,10 @@ class Trial(BaseModel):
         number: Optuna's trial number.
         values: each knob's value (``{"scale": 2.0, "cut": 3.0}``).
         meets: whether the setting met the target (its constraint held).
-        utility: the searched metric on the validation split (NaN where it failed).
-        cost: what the study minimised: the undefended control's utility minus this one.
+        utility: the searched metric on the validation split (None where the setting
+            could not be built or trained, or the metric is undefined).
+        cost: what the study minimised: the undefended control's utility minus this one
+            (None where ``utility`` is).
         probed: False when it was read back (probed before the study, or earlier in it).
         error: why the setting could not be built or trained, or None.
     """
@@ -76,8 +78,8 @@ class Trial(BaseModel):
     number: int
     values: dict[str, float]
     meets: bool
-    utility: float
-    cost: float
+    utility: float | None
+    cost: float | None
     probed: bool = True
     error: str | None = None
 
@@ -480,9 +482,10 @@ def trial_words(trial: Trial) -> str:
     values = " ".join(f"{k}={v:g}" for k, v in trial.values.items())
     if trial.error:
         return f"#{trial.number} {values}: not built or trained ({trial.error})"
+    utility = "-" if trial.utility is None else f"{trial.utility:.1%}"
+    cost = "-" if trial.cost is None else f"{100 * trial.cost:+.1f} points"
     return (f"#{trial.number} {values}: {'meets' if trial.meets else 'fails'}, utility "
-            f"{trial.utility:.1%}, cost {100 * trial.cost:+.1f} points"
-            + ("" if trial.probed else " (read back)"))
+            f"{utility}, cost {cost}" + ("" if trial.probed else " (read back)"))
 
 
 def _cell(value: Any) -> str:
@@ -513,8 +516,9 @@ def render_html(result: HardenResult) -> str:
         "<tr>" + _cell(s.defense) + _cell(t.number)
         + _cell(", ".join(f"{k}={v:g}" for k, v in t.values.items()))
         + _cell(t.error or ("meets" if t.meets else "fails"))
-        + _cell("-" if t.error else f"{t.utility:.1%}")
-        + _cell("-" if t.error else f"{100 * t.cost:+.1f}") + _cell("yes" if t.probed else "read back") + "</tr>"
+        + _cell("-" if t.utility is None else f"{t.utility:.1%}")
+        + _cell("-" if t.cost is None else f"{100 * t.cost:+.1f}")
+        + _cell("yes" if t.probed else "read back") + "</tr>"
         for s in result.searches if s.study is not None for t in s.study.trials)
     studies = "" if not trials else (
         "<h2>Optuna studies</h2><p>" + "".join(

@@ -429,8 +429,8 @@ class Searcher:
                                       "pass a larger candidates_per_defense"),
             trials=[Trial(number=t.number,
                           values={k.option: v for k, v in zip(cand.knobs, t.point, strict=True)},
-                          meets=t.outcome.meets, utility=utilities.get(t.point, float("nan")),
-                          cost=t.outcome.cost, probed=t.probed, error=t.outcome.error)
+                          meets=t.outcome.meets, utility=_finite(utilities.get(t.point)),
+                          cost=_finite(t.outcome.cost), probed=t.probed, error=t.outcome.error)
                     for t in trace.trials])
         return trace.chosen
 
@@ -564,6 +564,11 @@ def _confirm(result: HardenResult, model: nn.Module, data: ImageDataset,
     if dp is not None:
         result.dp = riskcal_check(dp, result.confirmation("dpsgd"), data, spec,
                                   positions=result.positions)
+
+
+def _finite(value: float | None) -> float | None:
+    """``value``, or None for a missing, NaN or infinite one (what JSON can hold)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _mean(values: list[float]) -> float:
