@@ -2,10 +2,12 @@
 
 For each defence, ``ss.harden`` bisects its declared strength on the validation split for
 the weakest setting whose audit (the split black-box decoder and every adaptive attack,
-against one undefended control) gives *no leakage found* at the split server, then
-retrains that setting with 3 seeds and confirms it on the test split beside the
-undefended model. Writes ``harden_<data>.json`` (the record), ``.md`` (the page, every
-interpreting sentence computed from the record) and ``.html`` to ``--out``.
+against the undefended control at the same cut) gives *no leakage found* at the split
+server; it also searches the cut depth (a deeper cut alone, and each defence with the cut
+by a seeded Optuna study; ``--no-cut-depth`` skips them). It then retrains each chosen
+setting with 3 seeds and confirms it on the test split beside the undefended model.
+Writes ``harden_<data>.json`` (the record), ``.md`` (the page, every interpreting
+sentence computed from the record) and ``.html`` to ``--out``.
 
 Usage:
     python benchmarks/harden.py --data breastmnist --data-root ../shared/data
@@ -28,7 +30,7 @@ import shieldsplit as ss
 from shieldsplit._core.provenance import machine_info
 from shieldsplit.data import load_dataset
 from shieldsplit.harden import HardenResult
-from shieldsplit.harden.result import Confirmation, DefenseSearch
+from shieldsplit.harden.result import Confirmation, DefenseSearch, study_words, trial_words
 
 DEFENSES = ["laplace", "nopeek", "latent-fixed", "latent-learned", "dpsgd", "pgsl"]
 #: The question of issue 24, in balanced-accuracy points.
@@ -46,13 +48,15 @@ def measure(args: argparse.Namespace) -> Record:
     start = time.time()
     result = ss.harden(net, data=ds, defenses=args.defenses, positions=["split-server"],
                        target="no leakage found", utility="balanced_accuracy",
-                       budget=args.budget, candidates_per_defense=args.candidates,
+                       budget=args.budget, cut_depth=args.cut_depth,
+                       candidates_per_defense=args.candidates,
                        confirm_seeds=args.confirm_seeds, epochs=args.epochs,
                        victims=args.victims, seed=args.seed, cache=args.cache,
                        progress=not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
     result.save_html(args.out / f"harden_{args.data}.html")
-    return {"command": command_line("benchmarks/harden.py", args, skip=("cache", "quiet")),
+    command = command_line("benchmarks/harden.py", args, skip=("cache", "quiet", "cut_depth"))
+    return {"command": command + ("" if args.cut_depth else " --no-cut-depth"),
             "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
             "machine": machine_info(), "load_average": os.getloadavg()[0], "seed": args.seed,
             "data": args.data, "width": args.width, "hidden": args.hidden,
@@ -84,23 +88,43 @@ def _points(c: Confirmation) -> str:
 
 
 def defence_row(r: HardenResult, s: DefenseSearch) -> str:
-    """One table row: the weakest setting found, its probes, its test-split utility."""
+    """One table row: the setting found, its probes, its test-split utility."""
     c = r.confirmation(s.defense)
     if s.error is not None:
         return f"| {s.defense} | not searched: {s.error} | - | - | - | - | - |"
-    found = "not reached" if s.chosen is None else f"{s.knob.option}={s.chosen:g}"
+    found = ("not reached" if s.chosen is None else
+             r.setting(s.defense, s.chosen, s.chosen_cut))
     best = s.best()
     if s.chosen is None and best is not None:
-        found += (f" (closest {best.value:g}: {best.positions.get('split-server', '-')}"
+        found += (f" (closest {r.setting(s.defense, best.value, best.cut)}: "
+                  f"{best.positions.get('split-server', '-')}"
                   + (", but stuck at the majority class" if best.stuck else "") + ")")
-    probes = ", ".join(f"{p.value:g} {'meets' if p.meets else 'fails'}" for p in s.probes)
+    cut_moves = s.depth is not None or s.knob.is_cut
+    probes = ", ".join(f"{p.value:g}{f' at cut {p.cut}' if cut_moves and not s.knob.is_cut else ''}"
+                       f" {'meets' if p.meets else 'fails'}" for p in s.probes)
     probes += "" if s.monotone else " (not monotone)"
+    probes += "" if s.study is None else f" (Optuna study, seed {s.study.seed})"
     if c is None:
         return f"| {s.defense} | {found} | {probes} | - | - | - | - |"
     holds = "/".join("holds" if h else "fails" for h in c.holds)
     return (f"| {s.defense} | {found} | {probes} | {c.balanced_accuracy.words()} | "
             f"{c.f1.words()} | {_points(c)} | {holds}"
             f"{' (stuck)' if any(c.stuck) else ''} |")
+
+
+def studies(r: HardenResult) -> list[str]:
+    """The Optuna studies section: why each ran, and every trial."""
+    ran = [s for s in r.searches if s.study is not None]
+    if not ran:
+        return ["No Optuna study ran: every search was one knob whose verdicts were "
+                "monotone over its probes (bisection).", ""]
+    out = ["Each study minimises the validation utility lost against the undefended control "
+           "at the run's cut, subject to meeting the target at every named position.", ""]
+    for s in ran:
+        assert s.study is not None
+        out += [f"**{s.defense}**: {study_words(s)}", ""]
+        out += [f"- {trial_words(t)}" for t in s.study.trials] + [""]
+    return out
 
 
 def answer(r: HardenResult) -> str:
@@ -110,7 +134,8 @@ def answer(r: HardenResult) -> str:
              and 100 * c.balanced_accuracy_cost.mean < POINTS]
     data = r.dataset.split(":")[0]
     if cheap:
-        names = ", ".join(f"{c.defense} at {c.value:g} ({_points(c)} points)" for c in cheap)
+        names = ", ".join(f"{c.defense} at {r.setting(c.defense, c.value, c.cut)} "
+                          f"({_points(c)} points)" for c in cheap)
         sure = [c for c in cheap if c.balanced_accuracy_cost is not None
                 and c.balanced_accuracy_cost.high is not None
                 and 100 * c.balanced_accuracy_cost.high < POINTS]
@@ -122,7 +147,8 @@ def answer(r: HardenResult) -> str:
         best = min(confirmed, key=lambda c: c.balanced_accuracy_cost.mean
                    if c.balanced_accuracy_cost else float("inf"))
         return (f"No on {data}: the cheapest defence that held *no leakage found* at the "
-                f"split server on every seed is {best.defense} at {best.value:g}, at a cost of "
+                f"split server on every seed is {best.defense} at "
+                f"{r.setting(best.defense, best.value, best.cut)}, at a cost of "
                 f"{_points(best)} points of balanced accuracy (95% interval across seeds).")
     return (f"No on {data}: no defence held *no leakage found* at the split server on every "
             "confirmation seed within its range while learning more than the majority class "
@@ -141,19 +167,22 @@ def markdown(record: Record) -> str:
         f"split).  ",
         f"Model: PGSLNet (width {record.get('width')}, hidden {record.get('hidden')}), cut "
         f"{r.cut}, {r.epochs} epochs per candidate.  ",
-        f"Attacks (budget {r.budget}): {', '.join(f'`{a}`' for a in r.attacks)}, against one "
-        f"undefended control; at most {r.candidates_bound} candidates, "
+        f"Attacks (budget {r.budget}): {', '.join(f'`{a}`' for a in r.attacks)}, against "
+        + (f"the undefended control at each candidate's cut (cuts {', '.join(r.controls)})"
+           if len(r.controls) > 1 else "one undefended control")
+        + f"; at most {r.candidates_bound} candidates, "
         f"{r.candidates_run} probed.  ",
         f"Confirmation seeds: {seeds}.", "",
         "## The answer (computed from this run)", "",
         answer(r), "",
         *(f"- {line}" for line in r.headline()), "",
         "## Per defence", "",
-        "The weakest setting that reached the target on the validation split, the probes "
+        "The setting chosen on the validation split (the weakest that reached the target, by "
+        "bisection; the most useful that reached it, where an Optuna study ran), the probes "
         "in the order run, and that setting retrained and confirmed on the test split "
         f"(mean [95% interval] over seeds {seeds}; cost = the undefended model's balanced "
         "accuracy minus the defence's, seed by seed).", "",
-        "| defence | weakest setting | probes | balanced accuracy | macro F1 | cost (points)"
+        "| defence | setting | probes | balanced accuracy | macro F1 | cost (points)"
         " | target per seed |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         *(defence_row(r, s) for s in r.searches),
@@ -161,7 +190,8 @@ def markdown(record: Record) -> str:
     if r.baseline is not None:
         md.append(f"| none (undefended) | - | - | {r.baseline.balanced_accuracy.words()} | "
                   f"{r.baseline.f1.words()} | 0 | - |")
-    md += ["", "## DP-SGD against riskcal", "",
+    md += ["", "## Optuna studies", "", *studies(r)]
+    md += ["## DP-SGD against riskcal", "",
            r.dp.note if r.dp is not None else "DP-SGD was not searched in this run.",
            "" if r.dp is None else
            f"(empirical noise multiplier {_num(r.dp.empirical_noise)}, epsilon "
@@ -181,6 +211,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--budget", default="quick")
     ap.add_argument("--candidates", type=int, default=None)
+    ap.add_argument("--no-cut-depth", dest="cut_depth", action="store_false",
+                    help="search each defence at cut 2 only (no deeper cut alone, no Optuna "
+                         "study of a defence with the cut)")
     ap.add_argument("--confirm-seeds", type=int, default=3)
     ap.add_argument("--victims", type=int, default=None)
     ap.add_argument("--width", type=int, default=16)

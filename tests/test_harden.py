@@ -8,6 +8,7 @@ and the number of probes are exact; the real path runs once end to end.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -36,21 +37,29 @@ def net() -> Any:
 
 
 class FakeAudit:
-    """``evaluate_defense`` whose split verdict is *no leakage found* from ``boundary`` on,
-    recording every call (defence, options, seed, which split scored utility)."""
+    """``evaluate_defense`` whose split verdict is *no leakage found* from ``boundary`` on
+    (or where ``rule(name, scale, cut)`` says so), recording every call (defence, options,
+    seed, which split scored utility) and, in ``audits``, each call's cut and the control
+    it was audited against (an undefended run's report is ``("control", cut, seed)``)."""
 
     def __init__(self, boundary: float, *, stuck_from: float | None = None,
-                 fail_seeds: tuple[int, ...] = ()) -> None:
+                 fail_seeds: tuple[int, ...] = (),
+                 rule: Callable[[str, float, Any], bool] | None = None) -> None:
         self.boundary, self.stuck_from, self.fail_seeds = boundary, stuck_from, fail_seeds
+        self.rule = rule
         self.calls: list[tuple[str, dict[str, Any], int, bool]] = []
+        self.audits: list[tuple[str, Any, Any]] = []
 
     def __call__(self, model: Any, data: Any, name: str, options: Any, spec: Any,
                  control: Any, *, cache: Any = None) -> Evaluation:
         on_val = bool((data.x_test.shape == data.x_val.shape)
                       and (data.x_test == data.x_val).all())
         self.calls.append((name, dict(options), spec.seed, on_val))
+        self.audits.append((name, spec.cut, control))
         value = float(options.get("scale", 0.0)) if name != "none" else 0.0
-        safe = name != "none" and value >= self.boundary and spec.seed not in self.fail_seeds
+        meets = (value >= self.boundary if self.rule is None
+                 else self.rule(name, value, spec.cut))
+        safe = name != "none" and meets and spec.seed not in self.fail_seeds
         is_stuck = self.stuck_from is not None and value >= self.stuck_from
         verdict = PositionVerdict(position="split", verdict="no leakage found" if safe
                                   else "leaks", sentence="A split-learning server: "
@@ -61,13 +70,15 @@ class FakeAudit:
                          strength_value=None, accuracy=bal, balanced_accuracy=bal,
                          f1=bal - 0.01, train_seconds=0.0, leakage={}, verdicts=[verdict],
                          predicted_classes=1 if is_stuck else 10, majority_rate=0.1)
-        return Evaluation(run, None, create_defense(name, model, cut=2, seed=spec.seed,
-                                                    **options))
+        report = ("control", spec.cut, spec.seed) if name == "none" else None
+        return Evaluation(run, report, create_defense(name, model, cut=spec.cut,  # type: ignore[arg-type]
+                                                      seed=spec.seed, **options))
 
 
 def fake_harden(monkeypatch: pytest.MonkeyPatch, fake: FakeAudit, net: Any, ds: Any,
                 **kw: Any) -> Any:
     monkeypatch.setattr(harden_run, "evaluate_defense", fake)
+    kw.setdefault("cut_depth", False)  # the cut as a knob has its own tests
     return ss.harden(net, data=ds, defenses=kw.pop("defenses", ["laplace"]),
                      positions=["split-server"], epochs=1, progress=False, **kw)
 
@@ -199,6 +210,13 @@ def test_harden_end_to_end_with_laplace(net: Any, ds: Any) -> None:
                for p in probes)
     assert result.baseline is not None and result.baseline.seeds == [0]
     assert result.summary().startswith("shieldsplit harden: PGSLNet")
+    # the cut as a knob, for real: the deepest cut's own control, a study over two knobs
+    assert [s.defense for s in result.searches] == ["laplace", "cut", "laplace+cut"]
+    assert set(result.controls) == {"2", "8"} and result.controls["8"].defense == "none"
+    study = result.searches[2].study
+    assert study is not None and [t.values for t in study.trials] == [
+        {"scale": 10.0, "cut": 8.0}, {"scale": 0.01, "cut": 2.0}]  # the corners, first
+    assert [p.cut for p in result.searches[2].probes] == [8, 2]
 
 
 def test_the_command_line_writes_json_and_html(monkeypatch: pytest.MonkeyPatch,
@@ -257,7 +275,7 @@ def test_pairs_of_cut_defences_are_candidates_when_compose_is_registered(net: An
         added = False
     try:
         found, _ = candidates(list(knobs), knobs, model=net, cut=2, compose=True)
-        without, note = candidates(list(knobs), knobs, model=net, cut=2, compose=False)
+        without, notes = candidates(list(knobs), knobs, model=net, cut=2, compose=False)
     finally:
         if added:
             unregister_defense("compose")
@@ -267,7 +285,7 @@ def test_pairs_of_cut_defences_are_candidates_when_compose_is_registered(net: An
     assert weakest == {"parts": [{"name": "laplace", "options": {"scale": 0.01}},
                                  {"name": "nopeek", "options": {"alpha": 0.01}}]}
     assert strongest["parts"][0]["options"] == {"scale": 10.0}
-    assert not [c for c in without if c.parts] and "not asked" in note
+    assert not [c for c in without if c.parts] and notes == []  # not asked: nothing to say
 
 
 def test_the_dp_row_puts_riskcal_beside_the_empirical_noise(ds: Any) -> None:
@@ -281,11 +299,165 @@ def test_the_dp_row_puts_riskcal_beside_the_empirical_noise(ds: Any) -> None:
     found = riskcal_check(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd"), chosen=0.3),
                           None, ds, spec)
     assert found.empirical_noise == 0.3 and found.riskcal_noise is not None
+    assert found.riskcal_risk is not None
     assert 0.0 < found.riskcal_risk <= 1.0 and "riskcal's is" in found.note
     # more noise than riskcal needs: the theory is the tighter one, and says so
     lots = riskcal_check(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd"),
                                        chosen=found.riskcal_noise * 4), None, ds, spec)
-    assert "riskcal's needs" in lots.note and lots.riskcal_risk < found.riskcal_risk
+    assert "riskcal's needs" in lots.note and lots.riskcal_risk is not None
+    assert lots.riskcal_risk < found.riskcal_risk
     none = riskcal_check(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd")), None, ds,
                          spec)
     assert none.empirical_noise is None and none.riskcal_noise == found.riskcal_noise
+
+
+# ---------------------------------------------------------------- the cut as a knob
+def test_the_cut_knob_is_a_candidate_for_split_defences_only(net: Any) -> None:
+    from shieldsplit.cutting import list_cut_points
+    from shieldsplit.defenses.base import register_defense, require_knob, unregister_defense
+    from shieldsplit.defenses.laplace import LaplaceNoise
+    from shieldsplit.harden.search import candidates
+
+    class FederatedOnly(LaplaceNoise):  # a defence not deployed at the split
+        name = "test-federated-only"
+        surfaces = frozenset({"federated"})
+
+    register_defense(FederatedOnly.name, FederatedOnly)
+    try:
+        names = ["laplace", FederatedOnly.name]
+        knobs = {n: require_knob(n) for n in names}
+        found, notes = candidates(names, knobs, model=net, cut=3, compose=False, deeper=True)
+        flat, _ = candidates(names, knobs, model=net, cut=3, compose=False, deeper=False)
+        deepest, deep_notes = candidates(names, knobs, model=net, cut=8, compose=False,
+                                         deeper=True)
+    finally:
+        unregister_defense(FederatedOnly.name)
+    labels = [c.label for c in found]
+    assert labels == ["laplace", FederatedOnly.name, "cut", "laplace+cut"] and notes == []
+    alone, with_cut = found[2], found[3]
+    valid = [float(p.index) for p in list_cut_points(net)]
+    assert alone.name == "none" and alone.knob.is_cut and alone.depth is None
+    assert list(alone.knob.points) == [c for c in valid if c >= 3]  # the given cut, deeper
+    assert alone.knob.strongest == max(valid)  # deeper is stronger
+    assert with_cut.name == "laplace" and with_cut.depth == alone.knob
+    assert with_cut.options(0.5) == {"scale": 0.5} and with_cut.cut_at((0.5, 6.0), 3) == 6
+    assert alone.options(6.0) == {} and alone.cut_at((6.0,), 3) == 6
+    assert [c.label for c in flat] == names  # not asked: no cut candidates
+    assert [c.label for c in deepest] == names and "deeper than 8" in deep_notes[0]
+
+
+def test_every_candidate_is_audited_against_the_control_at_its_cut(
+        monkeypatch: pytest.MonkeyPatch, net: Any, ds: Any) -> None:
+    # laplace protects only from cut 5 on: only a deeper cut with noise meets the target
+    fake = FakeAudit(0.0, rule=lambda name, scale, cut: scale >= 0.1 and cut >= 5)
+    result = fake_harden(monkeypatch, fake, net, ds, cut_depth=True, candidates_per_defense=4)
+    assert [s.defense for s in result.searches] == ["laplace", "cut", "laplace+cut"]
+    audited = [(name, cut, control) for name, cut, control in fake.audits if name != "none"]
+    assert audited and all(control[:2] == ("control", cut) for _, cut, control in audited)
+    # while searching (on validation): one control per cut, at every cut a candidate used
+    on_val = [(a, c[3]) for a, c in zip(fake.audits, fake.calls, strict=True)]
+    control_cuts = [a[1] for a, v in on_val if a[0] == "none" and v]
+    candidate_cuts = {a[1] for a, v in on_val if a[0] != "none" and v}
+    assert len(control_cuts) == len(set(control_cuts))  # each cut's control audited once
+    assert candidate_cuts <= set(control_cuts) and {2, 8} <= set(control_cuts)
+    assert set(result.controls) == {str(c) for c in control_cuts}
+    alone = result.searches[1]  # the undefended model cut deeper is its own control:
+    assert all(p.positions["split-server"] == "leaks" for p in alone.probes)  # never meets
+    assert alone.chosen is None and alone.probes[0].cut == 8
+    two = result.searches[2]
+    assert two.depth is not None and two.study is not None and two.study.why.startswith("two")
+    assert two.chosen is not None and two.chosen_cut is not None and int(two.chosen_cut) >= 5
+    assert len([t for t in two.study.trials if t.probed]) <= 4
+    assert result.recommended == "laplace+cut" and result.searches[0].chosen is None
+    conf = result.confirmation()
+    assert conf is not None and conf.cut == two.chosen_cut and conf.seeds == [0, 1, 2]
+    confirmed = [a for a, c in zip(fake.audits, fake.calls, strict=True)
+                 if a[0] == "laplace" and not c[3]]
+    assert [a[2] for a in confirmed] == [("control", two.chosen_cut, s) for s in (0, 1, 2)]
+    text = result.summary()
+    assert f"and the cut at {two.chosen_cut}" in text.splitlines()[2]
+    assert "Optuna studies" in text and "#0 scale=10 cut=8: meets" in text
+
+
+def test_a_non_monotone_verdict_runs_a_seeded_optuna_study(
+        monkeypatch: pytest.MonkeyPatch, net: Any, ds: Any, tmp_path: Any) -> None:
+    # a weaker setting meets where a stronger fails: bisection alone would stop at the weak end
+    def run() -> Any:
+        fake = FakeAudit(0.0, rule=lambda name, scale, cut: scale <= 1.0)
+        return fake_harden(monkeypatch, fake, net, ds, candidates_per_defense=6,
+                           confirm_seeds=1), fake
+
+    result, fake = run()
+    search = result.searches[0]
+    assert search.monotone is False and search.study is not None
+    study = search.study
+    assert (study.seed, study.bound, study.sampler) == (0, 4, "TPESampler")
+    assert [t.probed for t in study.trials[:2]] == [False, False]  # the bisection's, told
+    assert [t.values["scale"] for t in study.trials[:2]] == [10.0, 0.01]
+    new = [t for t in study.trials if t.probed]
+    assert len(new) == 4 == len([p for p in search.probes if p.method == "optuna"])
+    assert all(t.meets == (t.values["scale"] <= 1.0) for t in study.trials)
+    laplace_calls = [c for c in fake.calls if c[0] == "laplace" and c[3]]
+    assert len(laplace_calls) == 6  # the bound: 2 bisection probes, 4 trials
+    # the most useful setting that met the target (the fake's utility falls with scale)
+    met = [t for t in study.trials if t.meets]
+    assert search.chosen == min(met, key=lambda t: t.cost).values["scale"]
+    again, _ = run()
+    assert again.searches[0].study == study  # the same seed, the same trials
+    text = result.summary()
+    assert "not monotone" in text and "An Optuna study (TPESampler, seed 0" in text
+    result.save_html(tmp_path / "h.html")
+    assert "Optuna studies" in (tmp_path / "h.html").read_text()
+    back = json.loads(result.model_dump_json())["searches"][0]["study"]
+    assert len(back["trials"]) == len(study.trials) and back["seed"] == 0
+
+
+def test_optuna_missing_is_a_typed_error(monkeypatch: pytest.MonkeyPatch, net: Any,
+                                         ds: Any) -> None:
+    import importlib
+
+    from shieldsplit.errors import ShieldSplitError
+
+    real = importlib.import_module
+
+    def no_optuna(name: str, *a: Any, **k: Any) -> Any:
+        if name == "optuna":
+            raise ImportError("No module named 'optuna'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", no_optuna)
+    fake = FakeAudit(0.5)
+    with pytest.raises(ShieldSplitError, match=r'pip install -e "\.\[harden\]"'):
+        fake_harden(monkeypatch, fake, net, ds)
+    assert fake.calls == []  # refused before any training
+
+
+def test_a_cut_that_is_not_valid_is_a_typed_error(net: Any, ds: Any) -> None:
+    from shieldsplit.errors import InvalidCutError
+
+    with pytest.raises(InvalidCutError, match="cut"):
+        ss.harden(net, data=ds, defenses=["laplace"], cut=99, progress=False)
+
+
+def test_a_depth_a_defence_cannot_be_built_at_is_a_failed_trial(
+        monkeypatch: pytest.MonkeyPatch, net: Any, ds: Any) -> None:
+    from shieldsplit.harden import HardenResult
+
+    def rule(name: str, scale: float, cut: Any) -> bool:
+        if cut == 8:  # as SplitShield refuses a cut without feature maps
+            raise ConfigError.build(what="cut", expected="feature maps", received=cut,
+                                    fix="cut earlier")
+        return scale >= 1.0
+
+    fake = FakeAudit(0.0, rule=rule)
+    result = fake_harden(monkeypatch, fake, net, ds, cut_depth=True, candidates_per_defense=4,
+                         confirm_seeds=1)
+    two = result.searches[2]
+    assert two.error is None and two.study is not None  # the study went on
+    first = two.study.trials[0]
+    assert first.values == {"scale": 10.0, "cut": 8.0} and first.error is not None
+    assert first.utility is None and not first.meets and "not built" in result.summary()
+    assert len([t for t in two.study.trials if t.probed]) == 4  # the failure spent one
+    assert result.searches[1].error is not None  # the cut alone: its deepest end failed
+    back = HardenResult.model_validate_json(result.model_dump_json())
+    assert back.searches[2].study == two.study  # the record reads back

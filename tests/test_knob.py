@@ -96,3 +96,31 @@ def test_the_docs_table_is_the_declarations() -> None:
         assert cells[4] == f"`{knob.option}` ({default:g})", name
         assert cells[5] == f"{knob.low:g} to {knob.high:g}, {knob.scale}", name
         assert cells[6].startswith("larger" if knob.stronger == "higher" else "smaller"), name
+
+
+def test_a_knob_with_points_takes_only_those_values() -> None:
+    knob = Knob(option="cut", low=1, high=8, integer=True, points=(1, 2, 5, 8))
+    assert knob.between(1, 8) == 5.0 and knob.between(2, 5) in (2.0, 5.0)  # snapped
+    assert knob.grid(8) == [1.0, 2.0, 5.0, 8.0] and knob.snap(3.4) == 2.0
+    assert knob.snap(99) == 8.0 and knob.contains(5) and not knob.contains(3)
+    for bad in [(1, 5), (2, 8), (1, 5, 2, 8), (1, 2, 2, 8)]:  # must ascend from low to high
+        with pytest.raises(ValueError, match="points"):
+            Knob(option="cut", low=1, high=8, points=bad)
+
+
+def test_the_cut_knob_is_the_models_valid_cuts_from_the_given_one() -> None:
+    import shieldsplit as ss
+    from shieldsplit.cutting import list_cut_points
+    from shieldsplit.defenses.knob import CUT, cut_knob
+    from shieldsplit.errors import InvalidCutError
+
+    net = ss.PGSLNet(num_classes=2, image_size=8, width=8, hidden=8)
+    valid = [p.index for p in list_cut_points(net)]
+    knob = cut_knob(net, 3)
+    assert knob is not None and knob.option == CUT and knob.is_cut and knob.integer
+    assert list(knob.points) == [c for c in valid if c >= 3]
+    assert (knob.weakest, knob.strongest) == (3.0, float(max(valid)))  # deeper is stronger
+    assert cut_knob(net, max(valid)) is None  # nothing deeper to search
+    assert not require_knob("laplace").is_cut
+    with pytest.raises(InvalidCutError):
+        cut_knob(net, 99)

@@ -16,7 +16,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-HEAVY = ("opacus", "matplotlib", "medmnist", "torchvision", "captum", "flwr", "ray", "riskcal")
+HEAVY = ("opacus", "matplotlib", "medmnist", "torchvision", "captum", "flwr", "ray", "riskcal",
+         "optuna")
 
 
 def run_python(code: str, cwd: Path | None = None) -> str:
@@ -90,7 +91,7 @@ def test_public_names_are_the_same_objects_as_before_lazy_loading() -> None:
     assert out.split() == ["True", "True", "True", "[]"]
 
 
-OPTIONAL = ("medmnist", "torchvision", "flwr", "ray", "riskcal")
+OPTIONAL = ("medmnist", "torchvision", "flwr", "ray", "riskcal", "optuna")
 
 
 def site_without(tmp: Path, absent: tuple[str, ...]) -> Path:
@@ -115,9 +116,9 @@ def site_without(tmp: Path, absent: tuple[str, ...]) -> Path:
 
 
 def test_the_core_works_without_the_optional_extras(tmp_path: Path) -> None:
-    """Issue 11 item 5: in an environment without medmnist, torchvision and Flower
-    (their packages and metadata removed from the path), shieldsplit imports, trains a
-    SplitShield, audits a model and writes its HTML report. matplotlib stays: Captum, a
+    """Issue 11 item 5: in an environment without medmnist, torchvision, Flower, riskcal
+    and Optuna (their packages and metadata removed from the path), shieldsplit imports,
+    trains a SplitShield, audits a model and writes its HTML report. matplotlib stays: Captum, a
     core dependency, requires it (captum 0.9 imports it in ``captum.attr``), so it is
     present wherever shieldsplit runs; the ``plots`` extra only states its version."""
     site = site_without(tmp_path, OPTIONAL)

@@ -76,6 +76,9 @@ def harden(
     compose: Annotated[bool, typer.Option(
         help="also search pairs of cut defences (when a 'compose' defence is registered)")]
     = True,
+    cut_depth: Annotated[bool, typer.Option(
+        help="also search the cut as a knob, from --cut to the deepest: a deeper cut alone "
+        "and each split defence with the cut (an Optuna study)")] = True,
     candidates: Annotated[int | None, typer.Option(
         min=2, help="candidates per defence", show_default="the budget's")] = None,
     confirm_seeds: Annotated[int, typer.Option(min=1, help="seeds of the test-split "
@@ -123,7 +126,8 @@ def harden(
             net, data=ds, defenses=names, positions=places, target=target, utility=utility,
             budget=budget,  # type: ignore[arg-type]
             attacks=split_names(attacks) if attacks else None, ranges=ranges,
-            compose=compose, candidates_per_defense=candidates, confirm_seeds=confirm_seeds,
+            compose=compose, cut_depth=cut_depth, candidates_per_defense=candidates,
+            confirm_seeds=confirm_seeds,
             cut=where, epochs=epochs, batch_size=batch_size, victims=victims, seed=seed,
             cache=cache, progress=not quiet)
     except ShieldSplitError as exc:

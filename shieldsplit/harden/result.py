@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -32,7 +32,10 @@ class Probe(BaseModel):
     validation split.
 
     Attributes:
-        value: the knob's value.
+        value: the knob's value (the cut, for a deeper cut alone).
+        cut: the cut it was trained and audited at (None in records made before the cut
+            was searched: the run's cut).
+        method: what chose it: the bisection, or the Optuna study.
         meets: whether every named position reached the target (and it is not stuck).
         positions: named position -> its verdict (``n/a`` where the defence is not
             deployed there, ``no verdict`` where no attack finished).
@@ -45,6 +48,8 @@ class Probe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     value: float
+    cut: int | str | None = None
+    method: Literal["bisection", "optuna"] = "bisection"
     meets: bool
     positions: dict[str, str]
     leaks: list[str] = Field(default_factory=list)
@@ -53,15 +58,67 @@ class Probe(BaseModel):
     run: DefenseRun
 
 
-class DefenseSearch(BaseModel):
-    """The search of one candidate defence (or composed pair).
+class Trial(BaseModel):
+    """One trial of an Optuna study.
 
     Attributes:
-        defense: its label (``laplace``, ``nopeek+laplace``).
+        number: Optuna's trial number.
+        values: each knob's value (``{"scale": 2.0, "cut": 3.0}``).
+        meets: whether the setting met the target (its constraint held).
+        utility: the searched metric on the validation split (None where the setting
+            could not be built or trained, or the metric is undefined).
+        cost: what the study minimised: the undefended control's utility minus this one
+            (None where ``utility`` is).
+        probed: False when it was read back (probed before the study, or earlier in it).
+        error: why the setting could not be built or trained, or None.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    number: int
+    values: dict[str, float]
+    meets: bool
+    utility: float | None
+    cost: float | None
+    probed: bool = True
+    error: str | None = None
+
+
+class Study(BaseModel):
+    """The Optuna study of one candidate: why it ran, its seed and every trial.
+
+    Attributes:
+        sampler: the sampler (``TPESampler``).
+        seed: its seed.
+        why: the verdict was not monotone over the bisection's probes, or two knobs.
+        bound: the most new settings it could probe.
+        trials: every trial, in order.
+        stopped: why it stopped before its bound, or "".
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    sampler: str = "TPESampler"
+    seed: int
+    why: str
+    bound: int
+    trials: list[Trial] = Field(default_factory=list)
+    stopped: str = ""
+
+
+class DefenseSearch(BaseModel):
+    """The search of one candidate defence (or composed pair, or deeper cut).
+
+    Attributes:
+        defense: its label (``laplace``, ``nopeek+laplace``, ``cut``, ``laplace+cut``).
         knob: the knob searched (its range narrowed where one was given).
+        depth: the cut knob searched with ``knob`` (two knobs), or None.
         probes: the candidates probed, in order.
-        chosen: the weakest value that met the target, or None.
+        chosen: the chosen value of ``knob``: the weakest that met the target (bisection),
+            or the most useful that met it (a study); None if none met it.
+        chosen_cut: the cut of the chosen setting.
         monotone: False when a weaker probed setting met the target where a stronger failed.
+        study: the Optuna study, where one ran.
         error: why the defence could not be searched (it failed to build or train).
     """
 
@@ -69,20 +126,36 @@ class DefenseSearch(BaseModel):
 
     defense: str
     knob: Knob
+    depth: Knob | None = None
     probes: list[Probe] = Field(default_factory=list)
     chosen: float | None = None
+    chosen_cut: int | str | None = None
     monotone: bool = True
+    study: Study | None = None
     error: str | None = None
+
+    def setting(self, value: float, cut: int | str | None) -> str:
+        """A setting in words: ``scale=2 and the cut at 3``, ``the cut at 4``, ``scale=2``.
+
+        Example:
+            >>> DefenseSearch(defense="laplace", knob=Knob(option="scale", low=0.1, high=10),
+            ...               depth=Knob(option="cut", low=2, high=4)).setting(2.0, 3)
+            'scale=2 and the cut at 3'
+        """
+        if self.knob.is_cut:
+            return f"the cut at {cut if cut is not None else f'{value:g}'}"
+        words = f"{self.knob.option}={value:g}"
+        return words if self.depth is None else f"{words} and the cut at {cut}"
 
     def best(self) -> Probe | None:
         """The probe that came closest: the one meeting at the most positions, then the
         strongest among them."""
         if not self.probes:
             return None
-        def score(p: Probe) -> tuple[int, float]:
+        def score(p: Probe) -> tuple[int, float, float]:
             met = sum(v in ("no leakage found", "n/a") for v in p.positions.values())
             strength = p.value if self.knob.stronger == "higher" else -p.value
-            return met, strength
+            return met, strength, float(p.cut) if isinstance(p.cut, int) else 0.0
         return max(self.probes, key=score)
 
 
@@ -124,6 +197,7 @@ class Confirmation(BaseModel):
     Attributes:
         defense: its label.
         value: the knob's value confirmed.
+        cut: the cut it was trained and audited at (None in older records: the run's).
         seeds: the seeds.
         runs: one run per seed (test-split utility, verdicts).
         holds: per seed, whether every named position reached the target.
@@ -138,6 +212,7 @@ class Confirmation(BaseModel):
 
     defense: str
     value: float | None
+    cut: int | str | None = None
     seeds: list[int]
     runs: list[DefenseRun]
     holds: list[bool]
@@ -185,7 +260,10 @@ class HardenResult(BaseModel):
         attacks: the attacks run (the adaptive ones included).
         candidates_bound: the most candidates the search could probe.
         candidates_run: the candidates probed.
-        control: the undefended model on the search data (every audit's control).
+        control: the undefended model on the search data at the run's cut (every audit's
+            control at that cut).
+        controls: the undefended model at each cut searched (``str(cut)`` -> its run):
+            every candidate is audited against the control at its own cut.
         searches: one per candidate defence or pair.
         baseline: the undefended model on the test split over the confirmation seeds.
         confirmations: the chosen settings confirmed on the test split.
@@ -210,6 +288,7 @@ class HardenResult(BaseModel):
     candidates_bound: int
     candidates_run: int = 0
     control: DefenseRun | None = None
+    controls: dict[str, DefenseRun] = Field(default_factory=dict)
     searches: list[DefenseSearch] = Field(default_factory=list)
     baseline: Confirmation | None = None
     confirmations: list[Confirmation] = Field(default_factory=list)
@@ -238,6 +317,19 @@ class HardenResult(BaseModel):
         return next((c for c in self.confirmations if c.defense == label), None)
 
     # ------------------------------------------------------------------ words
+    def search(self, label: str) -> DefenseSearch | None:
+        """The search of the candidate ``label``."""
+        return next((s for s in self.searches if s.defense == label), None)
+
+    def setting(self, label: str, value: float | None, cut: int | str | None) -> str:
+        """A candidate's setting in words (:meth:`DefenseSearch.setting`)."""
+        search = self.search(label)
+        if value is None:
+            return "-"
+        if search is None:
+            return f"{value:g}"
+        return search.setting(value, self.cut if cut is None else cut)
+
     def headline(self) -> list[str]:
         """The report's opening lines (see the module docstring)."""
         where = ", ".join(self.positions)
@@ -245,9 +337,11 @@ class HardenResult(BaseModel):
         chosen = self.confirmation()
         lines: list[str] = []
         if chosen is not None:
-            search = next(s for s in self.searches if s.defense == chosen.defense)
-            lines.append(f"Recommended: {chosen.defense} with {search.knob.option}="
-                         f"{chosen.value:g}, the weakest setting that reached "
+            search = self.search(chosen.defense)
+            how = ("the most useful setting that reached" if search is not None
+                   and search.study is not None else "the weakest setting that reached")
+            lines.append(f"Recommended: {chosen.defense} with "
+                         f"{self.setting(chosen.defense, chosen.value, chosen.cut)}, {how} "
                          f"'{self.target}' at {where} on the validation split, and held on "
                          f"the test split for seeds {chosen.seeds}.")
             base = self.baseline
@@ -270,8 +364,8 @@ class HardenResult(BaseModel):
                 failed = [s for s, ok in zip(c.seeds, c.holds, strict=True) if not ok]
                 why = (f"the target failed on seeds {failed}" if failed else
                        "it is stuck at the majority class")
-                lines.append(f"{c.defense} at {c.value:g} met it on the validation split, but "
-                             f"{why} on the test split.")
+                lines.append(f"{c.defense} at {self.setting(c.defense, c.value, c.cut)} met it "
+                             f"on the validation split, but {why} on the test split.")
         lines += self.unreached()
         lines.append(f"Utility searched: {metric} on the validation split; "
                      f"{self.candidates_run} of at most {self.candidates_bound} candidates "
@@ -280,7 +374,8 @@ class HardenResult(BaseModel):
 
     def unreached(self) -> list[str]:
         """One sentence per search that did not reach the target: its closest setting,
-        which position fails there and what it still leaks."""
+        which position fails there and what it still leaks; and what a study did where
+        the verdict was not monotone."""
         out = []
         for s in self.searches:
             if s.error is not None:
@@ -290,7 +385,8 @@ class HardenResult(BaseModel):
                 out.append(f"{s.defense}: the verdict is not monotone over the probed "
                            f"{s.knob.option} values "
                            + ", ".join(f"{p.value:g} ({'meets' if p.meets else 'fails'})"
-                                       for p in s.probes) + ".")
+                                       for p in s.probes if p.method == "bisection") + "."
+                           + ("" if s.study is None else " " + study_words(s)))
             if s.chosen is not None:
                 continue
             best = s.best()
@@ -299,14 +395,21 @@ class HardenResult(BaseModel):
             failing = [f"{p} ({v})" for p, v in best.positions.items()
                        if v not in ("no leakage found", "n/a")]
             stuck_words = " (and it is stuck at the majority class)" if best.stuck else ""
-            out.append(f"{s.defense} did not reach '{self.target}' within {s.knob.option} "
-                       f"{s.knob.low:g}..{s.knob.high:g}; closest at {best.value:g}"
+            alone = (" A deeper cut alone is the undefended model at that cut, which is also "
+                     "the audit's control there: the audit can show that it leaks, never that "
+                     "it does not." if s.knob.is_cut else "")
+            within = f"{s.knob.option} {s.knob.low:g}..{s.knob.high:g}" + (
+                "" if s.depth is None else f" and the cut {s.depth.low:g}..{s.depth.high:g}")
+            out.append(f"{s.defense} did not reach '{self.target}' within {within}; closest "
+                       f"at {s.setting(best.value, best.cut if best.cut is not None else self.cut)}"
                        f"{stuck_words}: failing at " + (", ".join(failing) or "no position")
-                       + (". Still leaks: " + " ".join(best.leaks) if best.leaks else "."))
+                       + (". Still leaks: " + " ".join(best.leaks) if best.leaks else ".")
+                       + alone)
         return out
 
     def summary(self) -> str:
-        """One screen of text: the answer first, then a row per probe.
+        """One screen of text: the answer first, then a row per probe, then every Optuna
+        study's trials.
 
         Returns:
             Plain text.
@@ -316,12 +419,22 @@ class HardenResult(BaseModel):
                 f"'{self.target}' at {', '.join(self.positions)}"
                 + ("" if self.complete else "  [INCOMPLETE: cancelled]"))
         lines = [head, "", *self.headline(), "",
-                 f"{'defence':24s} {'setting':>10s} {'val ' + self.utility[:12]:>17s}  verdicts"]
+                 f"{'defence':24s} {'setting':>10s} {'cut':>4s} "
+                 f"{'val ' + self.utility[:12]:>17s}  verdicts"]
         for s in self.searches:
             for p in s.probes:
                 verdicts = "; ".join(f"{k}: {v}" for k, v in p.positions.items())
-                lines.append(f"{s.defense[:24]:24s} {p.value:>10.4g} {p.utility:>17.1%}  "
-                             f"{verdicts}{' [stuck]' if p.stuck else ''}")
+                cut = self.cut if p.cut is None else p.cut
+                lines.append(f"{s.defense[:24]:24s} {p.value:>10.4g} {cut!s:>4s} "
+                             f"{p.utility:>17.1%}  {verdicts}{' [stuck]' if p.stuck else ''}"
+                             f"{' [optuna]' if p.method == 'optuna' else ''}")
+        studies = [s for s in self.searches if s.study is not None]
+        if studies:
+            lines += ["", "Optuna studies (each minimises the utility cost against the "
+                      "undefended control, subject to meeting the target):"]
+            for s in studies:
+                lines.append(f"  {s.defense}: {study_words(s)}")
+                lines += [f"    {trial_words(t)}" for t in s.study.trials] if s.study else []
         if self.dp is not None:
             lines += ["", f"DP cross-check: {self.dp.note}"]
         return "\n".join(lines)
@@ -333,6 +446,46 @@ class HardenResult(BaseModel):
     def save_html(self, path: str | Path) -> None:
         """Write the answer, the probes and the confirmations as one HTML page, atomically."""
         atomic_write_text(path, render_html(self))
+
+
+def study_words(search: DefenseSearch) -> str:
+    """What a search's Optuna study was, in one sentence.
+
+    Example:
+        >>> knob = Knob(option="scale", low=0.1, high=10)
+        >>> s = DefenseSearch(defense="laplace", knob=knob, study=Study(
+        ...     seed=0, why="two knobs", bound=4, trials=[Trial(
+        ...         number=0, values={"scale": 10.0}, meets=True, utility=0.8, cost=0.05)]))
+        >>> print(study_words(s))
+        An Optuna study (TPESampler, seed 0; two knobs) ran 1 trial (1 probed, bound 4); 1 met
+        the target.
+    """
+    study = search.study
+    if study is None:
+        return ""
+    probed = sum(t.probed for t in study.trials)
+    met = sum(t.meets for t in study.trials)
+    n = len(study.trials)
+    return (f"An Optuna study ({study.sampler}, seed {study.seed}; {study.why}) ran {n} "
+            f"trial{'s' if n != 1 else ''} ({probed} probed, bound {study.bound}); {met} met "
+            "the target" + (f"; {study.stopped}" if study.stopped else "") + ".")
+
+
+def trial_words(trial: Trial) -> str:
+    """One trial in a line.
+
+    Example:
+        >>> trial_words(Trial(number=2, values={"scale": 1.5, "cut": 3.0}, meets=True,
+        ...                   utility=0.81, cost=0.02))
+        '#2 scale=1.5 cut=3: meets, utility 81.0%, cost +2.0 points'
+    """
+    values = " ".join(f"{k}={v:g}" for k, v in trial.values.items())
+    if trial.error:
+        return f"#{trial.number} {values}: not built or trained ({trial.error})"
+    utility = "-" if trial.utility is None else f"{trial.utility:.1%}"
+    cost = "-" if trial.cost is None else f"{100 * trial.cost:+.1f} points"
+    return (f"#{trial.number} {values}: {'meets' if trial.meets else 'fails'}, utility "
+            f"{utility}, cost {cost}" + ("" if trial.probed else " (read back)"))
 
 
 def _cell(value: Any) -> str:
@@ -353,12 +506,29 @@ def render_html(result: HardenResult) -> str:
     title = html.escape(f"shieldsplit harden: {result.dataset}")
     answer = "".join(f"<p>{html.escape(line)}</p>" for line in result.headline())
     probes = "".join(
-        "<tr>" + _cell(s.defense) + _cell(f"{p.value:g}") + _cell(f"{p.utility:.1%}")
+        "<tr>" + _cell(s.defense) + _cell(f"{p.value:g}")
+        + _cell(result.cut if p.cut is None else p.cut) + _cell(p.method)
+        + _cell(f"{p.utility:.1%}")
         + _cell("meets" if p.meets else "fails") + _cell("yes" if p.stuck else "no")
         + _cell("; ".join(f"{k}: {v}" for k, v in p.positions.items())) + "</tr>"
         for s in result.searches for p in s.probes)
+    trials = "".join(
+        "<tr>" + _cell(s.defense) + _cell(t.number)
+        + _cell(", ".join(f"{k}={v:g}" for k, v in t.values.items()))
+        + _cell(t.error or ("meets" if t.meets else "fails"))
+        + _cell("-" if t.utility is None else f"{t.utility:.1%}")
+        + _cell("-" if t.cost is None else f"{100 * t.cost:+.1f}")
+        + _cell("yes" if t.probed else "read back") + "</tr>"
+        for s in result.searches if s.study is not None for t in s.study.trials)
+    studies = "" if not trials else (
+        "<h2>Optuna studies</h2><p>" + "".join(
+            f"{html.escape(s.defense)}: {html.escape(study_words(s))}<br>"
+            for s in result.searches if s.study is not None)
+        + "</p><table><tr><th>candidate</th><th>trial</th><th>setting</th><th>target</th>"
+        "<th>validation utility</th><th>cost (points)</th><th>probed</th></tr>"
+        f"{trials}</table>")
     confirmed = "".join(
-        "<tr>" + _cell(c.defense) + _cell("-" if c.value is None else f"{c.value:g}")
+        "<tr>" + _cell(c.defense) + _cell(result.setting(c.defense, c.value, c.cut))
         + _cell(c.seeds) + _cell(c.balanced_accuracy.words()) + _cell(c.f1.words())
         + _cell("-" if c.balanced_accuracy_cost is None else c.balanced_accuracy_cost.words(True))
         + _cell(["holds" if h else "fails" for h in c.holds]) + "</tr>"
@@ -377,9 +547,9 @@ def render_html(result: HardenResult) -> str:
         "<th>seeds</th><th>balanced accuracy [95% CI]</th><th>macro F1 [95% CI]</th>"
         f"<th>cost (balanced accuracy)</th><th>target per seed</th></tr>{confirmed}</table>"
         "<h2>Search on the validation split</h2><table><tr><th>defence</th><th>setting</th>"
-        "<th>validation utility</th><th>target</th><th>stuck</th><th>verdicts</th></tr>"
-        f"{probes}</table>{dp}</body></html>")
+        "<th>cut</th><th>by</th><th>validation utility</th><th>target</th><th>stuck</th>"
+        f"<th>verdicts</th></tr>{probes}</table>{studies}{dp}</body></html>")
 
 
-__all__ = ["Confirmation", "DefenseSearch", "DpCheck", "HardenResult", "Probe", "Utility",
-           "render_html"]
+__all__ = ["Confirmation", "DefenseSearch", "DpCheck", "HardenResult", "Probe", "Study", "Trial",
+           "Utility", "render_html", "study_words", "trial_words"]

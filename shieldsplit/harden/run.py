@@ -16,6 +16,7 @@ recommends from.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,9 +29,9 @@ from torch import nn
 from shieldsplit._core.progress import progress_bar
 from shieldsplit._core.validate import build_config, check_int
 from shieldsplit.attacks.base import Budget
-from shieldsplit.audit.auditor import AuditReport, library_versions
+from shieldsplit.audit.auditor import library_versions
 from shieldsplit.compare.cache import DefenseCache, as_cache
-from shieldsplit.compare.frontier import RunSpec, evaluate_defense, with_adaptive
+from shieldsplit.compare.frontier import Evaluation, RunSpec, evaluate_defense, with_adaptive
 from shieldsplit.compare.report import DefenseRun, stuck
 from shieldsplit.data import ImageDataset
 from shieldsplit.datacontract import as_dataset
@@ -43,9 +44,11 @@ from shieldsplit.harden.result import (
     DpCheck,
     HardenResult,
     Probe,
+    Study,
+    Trial,
     Utility,
 )
-from shieldsplit.harden.search import Candidate, bisect_knob, candidates
+from shieldsplit.harden.search import CONTROL, Candidate, bisect_knob, candidates
 from shieldsplit.harden.spec import (
     CONFIRM_SEEDS,
     POSITIONS,
@@ -57,6 +60,7 @@ from shieldsplit.harden.spec import (
     default_attacks,
     ranged_knob,
 )
+from shieldsplit.harden.study import Outcome, Point, require_optuna, run_study
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +208,7 @@ def harden(
     attacks: Sequence[str] | None = None,
     ranges: Mapping[str, tuple[float, float]] | None = None,
     compose: bool = True,
+    cut_depth: bool = True,
     candidates_per_defense: int | None = None,
     confirm_seeds: int = CONFIRM_SEEDS,
     cut: int | str = 2,
@@ -230,10 +235,13 @@ def harden(
         ranges: ``name -> (low, high)`` narrowing a defence's declared range (its ends
             must then give different verdicts).
         compose: also search pairs of cut defences through a registered ``compose``.
+        cut_depth: also search the cut as a knob, from ``cut`` to the model's deepest
+            (where a split position is named): a deeper cut alone, and every defence
+            deployed at the split with its own knob and the cut (a seeded Optuna study).
         candidates_per_defense: the most candidates probed per defence (default: the
             budget's; at least 2, both ends of the range).
         confirm_seeds: seeds the chosen settings are confirmed with on the test split.
-        cut: the cut of every defence.
+        cut: the cut of every defence (the shallowest searched where ``cut_depth``).
         epochs: training epochs of every candidate.
         batch_size: training batch size.
         victims: victim images per audit (default: the budget's).
@@ -250,6 +258,8 @@ def harden(
             strength; a target no named position supports; a utility the data cannot
             give; a given range outside the declared one, or whose ends give the same
             verdict.
+        InvalidCutError: ``cut`` is not a valid cut of ``model``.
+        ShieldSplitError: optuna is not installed (``pip install -e ".[harden]"``).
 
     Example:
         >>> import shieldsplit as ss
@@ -289,8 +299,10 @@ def harden(
             received=repr(pos), fix="add 'split-server' (membership is audited beside it)")
     data = as_dataset(data, model=model, seed=seed)
     check_utility(utility, data)
-    cands, pair_note = candidates(names, {n: k for n, (k, _) in knobs.items()}, model=model,
-                                  cut=cut, compose=compose)
+    require_optuna()  # a study searches two knobs, or a knob that is not monotone
+    deeper = cut_depth and any(POSITIONS[p][0] == "split" for p in pos)
+    cands, notes = candidates(names, {n: k for n, (k, _) in knobs.items()}, model=model,
+                              cut=cut, compose=compose, deeper=deeper)
     parts = [n for c in cands for n, _ in c.parts]
     run_attacks = with_adaptive(asked, [*names, *parts])
     spec = build_config(RunSpec, dict(attacks=tuple(run_attacks), cut=cut, epochs=epochs,
@@ -306,7 +318,7 @@ def harden(
         epochs=epochs, budget=budget, seed=seed, positions=pos, target=target,
         utility=utility, attacks=list(run_attacks), candidates_bound=per * len(cands),
         machine=machine_info(), versions=library_versions(),
-        notes=[pair_note] if pair_note and compose else [])
+        notes=notes)
     store = as_cache(cache) or DefenseCache()
     given = {c.label: knobs[c.label][1] if c.label in knobs else False for c in cands}
     try:
@@ -318,48 +330,179 @@ def harden(
     return result
 
 
+class Searcher:
+    """The search's state: one undefended control per cut (audited once, on first use),
+    every setting audited once across candidates (``laplace+cut`` at the run's cut reads
+    back ``laplace``'s probe), and the progress slots.
+
+    Args:
+        result: the result the probes and controls are recorded in.
+        model: the classifier to defend.
+        view: the data scored on (the validation split in the test split's place).
+        spec: how candidates are trained and audited (its ``cut`` is the run's).
+        store: the training cache.
+        slot: the progress bar's slots (one per probe).
+    """
+
+    def __init__(self, result: HardenResult, model: nn.Module, view: ImageDataset,
+                 spec: RunSpec, store: DefenseCache, slot: Iterator[int]) -> None:
+        self.result, self.model, self.view, self.spec = result, model, view, spec
+        self.store, self.slot = store, slot
+        self.controls: dict[int | str, Evaluation] = {}
+        self.seen: dict[tuple[str, str, int | str], Probe] = {}
+
+    def control(self, cut: int | str) -> Evaluation:
+        """The undefended model at ``cut``, trained and audited once."""
+        if cut not in self.controls:
+            ev = evaluate_defense(self.model, self.view, CONTROL, {},
+                                  self.spec.model_copy(update={"cut": cut}), "auto",
+                                  cache=self.store)
+            self.controls[cut] = ev
+            self.result.controls[str(cut)] = ev.run
+        return self.controls[cut]
+
+    @property
+    def base_utility(self) -> float:
+        """The undefended control's searched utility at the run's cut."""
+        return metric(self.control(self.spec.cut).run, self.result.utility)
+
+    def probe(self, cand: Candidate, search: DefenseSearch, point: Point,
+              method: str) -> Probe:
+        """Train and audit ``cand`` at ``point`` against the control at its cut (or read
+        the setting back), and record the probe in ``search``."""
+        next(self.slot, None)
+        self.result.candidates_run += 1
+        cut = cand.cut_at(point, self.spec.cut)
+        options = cand.options(point[0])
+        key = (cand.name, json.dumps(options, sort_keys=True, default=str), cut)
+        found = self.seen.get(key)
+        if found is None:
+            control = self.control(cut)
+            ev = control if cand.name == CONTROL and not options else evaluate_defense(
+                self.model, self.view, cand.name, options,
+                self.spec.model_copy(update={"cut": cut}), control.report, cache=self.store)
+            verdicts, leaks = position_verdicts(ev.run, self.result.positions, cand.name)
+            is_stuck = stuck(ev.run)
+            found = Probe(value=point[0], cut=cut,
+                          meets=meets_target(verdicts, self.result.target) and not is_stuck,
+                          positions=verdicts, leaks=leaks,
+                          utility=metric(ev.run, self.result.utility), stuck=is_stuck,
+                          run=ev.run)
+            self.seen[key] = found
+        made = found.model_copy(update={"value": point[0], "cut": cut, "method": method})
+        search.probes.append(made)
+        return made
+
+    def outcome(self, probe: Probe) -> Outcome:
+        """What a probe tells a study: whether it meets, its utility cost against the
+        undefended control, and how far it misses the target (positions failing, and one
+        more for a model stuck at one class)."""
+        missing = sum(v not in (self.result.target, "n/a") for v in probe.positions.values())
+        return Outcome(meets=probe.meets, cost=self.base_utility - probe.utility,
+                       violation=0.0 if probe.meets else float(max(1, missing + probe.stuck)))
+
+    def study(self, cand: Candidate, search: DefenseSearch, *, bound: int, why: str,
+              start: Sequence[Point] = ()) -> Point | None:
+        """A seeded Optuna study of ``cand`` within ``bound`` new probes (the probes
+        already in ``search`` told to it first); records it in ``search``."""
+        known = {point_of(cand, p): self.outcome(p) for p in search.probes}
+        utilities: dict[Point, float] = {}
+
+        def evaluate(point: Point) -> Outcome:
+            try:
+                p = self.probe(cand, search, point, "optuna")
+            except ShieldSplitError as exc:  # a setting that cannot be built or trained
+                utilities[point] = float("nan")
+                return Outcome(meets=False, cost=float("inf"),
+                               violation=float(len(self.result.positions) + 1),
+                               error=str(exc).splitlines()[0])
+            utilities[point] = p.utility
+            return self.outcome(p)
+
+        trace = run_study(cand.knobs, evaluate, bound=bound, seed=self.result.seed,
+                          known=known, start=start)
+        for p in search.probes:
+            utilities.setdefault(point_of(cand, p), p.utility)
+        search.study = Study(
+            seed=trace.seed, why=why, bound=bound,
+            stopped=trace.stopped or ("" if bound else "the bisection spent the bound: "
+                                      "pass a larger candidates_per_defense"),
+            trials=[Trial(number=t.number,
+                          values={k.option: v for k, v in zip(cand.knobs, t.point, strict=True)},
+                          meets=t.outcome.meets, utility=_finite(utilities.get(t.point)),
+                          cost=_finite(t.outcome.cost), probed=t.probed, error=t.outcome.error)
+                    for t in trace.trials])
+        return trace.chosen
+
+    def search(self, cand: Candidate, search: DefenseSearch, per: int
+               ) -> list[tuple[float, bool]]:
+        """Search one candidate: a study over two knobs; else bisection, then a study
+        where the bisection's verdicts are not monotone.
+
+        Returns:
+            The bisection's first two probes (both ends of the range), if it ran.
+        """
+        if cand.depth is not None:
+            ends = [tuple(k.strongest for k in cand.knobs), tuple(k.weakest for k in cand.knobs)]
+            chosen = self.study(cand, search, bound=per, start=ends,
+                                why=f"two knobs: {cand.knob.option} and the cut")
+            if chosen is not None:
+                search.chosen, search.chosen_cut = chosen[0], cand.cut_at(chosen, self.spec.cut)
+            return []
+        trace = bisect_knob(cand.knob, lambda v: self.probe(cand, search, (v,),
+                                                            "bisection").meets, bound=per)
+        search.monotone = trace.monotone
+        value = trace.chosen
+        if not trace.monotone:
+            point = self.study(cand, search, bound=per - len(trace.probes),
+                               why="the bisection's verdicts are not monotone")
+            value = value if point is None else point[0]
+        if value is not None:
+            search.chosen, search.chosen_cut = value, cand.cut_at((value,), self.spec.cut)
+        return trace.probes[:2]
+
+
+def point_of(cand: Candidate, probe: Probe) -> Point:
+    """The setting of ``cand`` that ``probe`` tried (one value per knob)."""
+    if cand.depth is None:
+        return (probe.value,)
+    return (probe.value, float(probe.cut) if isinstance(probe.cut, int) else 0.0)
+
+
+def check_ends(cand: Candidate, ends: list[tuple[float, bool]], target: str) -> None:
+    """Refuse a given range whose two ends gave the same verdict.
+
+    Raises:
+        ConfigError: both ends meet, or both fail, ``target``.
+    """
+    if len(ends) == 2 and ends[0][1] == ends[1][1]:
+        verdict = "meet" if ends[0][1] else "fail"
+        raise ConfigError.build(
+            what=f"ranges[{cand.label!r}]",
+            expected="a range whose weak end fails the target and strong end meets it",
+            received=f"{cand.knob.low:g}..{cand.knob.high:g}, where both ends "
+                     f"{verdict} {target!r}",
+            fix="widen the range (or drop it to search the declared one)")
+
+
 def _search(result: HardenResult, model: nn.Module, data: ImageDataset,
             cands: list[Candidate], given: dict[str, bool], spec: RunSpec,
             store: DefenseCache, per: int, progress: bool) -> None:
-    view = validation_view(data)
-    control = evaluate_defense(model, view, "none", {}, spec, "auto", cache=store)
-    result.control = control.run
     with progress_bar(range(result.candidates_bound), total=result.candidates_bound,
                       description="harden: candidates", enabled=progress) as slots:
         slot: Iterator[int] = iter(slots)
+        searcher = Searcher(result, model, validation_view(data), spec, store, slot)
+        result.control = searcher.control(spec.cut).run
         for cand in cands:
-            search = DefenseSearch(defense=cand.label, knob=cand.knob)
+            search = DefenseSearch(defense=cand.label, knob=cand.knob, depth=cand.depth)
             result.searches.append(search)
-
-            def probe(value: float, cand: Candidate = cand,
-                      search: DefenseSearch = search) -> bool:
-                next(slot, None)
-                result.candidates_run += 1
-                ev = evaluate_defense(model, view, cand.name, cand.options(value), spec,
-                                      control.report, cache=store)
-                verdicts, leaks = position_verdicts(ev.run, result.positions, cand.name)
-                is_stuck = stuck(ev.run)
-                ok = meets_target(verdicts, result.target) and not is_stuck
-                search.probes.append(Probe(value=value, meets=ok, positions=verdicts,
-                                           leaks=leaks, utility=metric(ev.run, result.utility),
-                                           stuck=is_stuck, run=ev.run))
-                return ok
-
             try:
-                trace = bisect_knob(cand.knob, probe, bound=per)
+                ends = searcher.search(cand, search, per)
             except ShieldSplitError as exc:  # a candidate that cannot be built or trained
                 search.error = str(exc).splitlines()[0]
                 continue
-            search.chosen, search.monotone = trace.chosen, trace.monotone
-            ends = trace.probes[:2]
-            if given.get(cand.label) and len(ends) == 2 and ends[0][1] == ends[1][1]:
-                verdict = "meet" if ends[0][1] else "fail"
-                raise ConfigError.build(
-                    what=f"ranges[{cand.label!r}]",
-                    expected="a range whose weak end fails the target and strong end meets it",
-                    received=f"{cand.knob.low:g}..{cand.knob.high:g}, where both ends "
-                             f"{verdict} {result.target!r}",
-                    fix="widen the range (or drop it to search the declared one)")
+            if given.get(cand.label):
+                check_ends(cand, ends, result.target)
         for _ in slot:  # the bound not spent (a boundary found early): the bar completes
             pass
 
@@ -369,29 +512,41 @@ def _confirm(result: HardenResult, model: nn.Module, data: ImageDataset,
              progress: bool) -> None:
     seeds = [result.seed + i for i in range(n_seeds)]
     chosen = [s for s in result.searches if s.chosen is not None]
-    work = [("none", None, None), *[(s.defense, s, s.chosen) for s in chosen]]
-    controls: dict[int, AuditReport | None] = {}
+    base_cut = spec.cut
+    work = [(CONTROL, None, None, base_cut),
+            *[(s.defense, s, s.chosen, base_cut if s.chosen_cut is None else s.chosen_cut)
+              for s in chosen]]
+    controls: dict[tuple[int, int | str], Evaluation] = {}
     first: dict[str, Defense] = {}
     labels = {c.label: c for c in cands}
+
+    def control(seed: int, cut: int | str) -> Evaluation:
+        if (seed, cut) not in controls:
+            seeded = spec.model_copy(update={"seed": seed, "cut": cut})
+            controls[seed, cut] = evaluate_defense(model, data, CONTROL, {}, seeded, "auto",
+                                                   cache=store)
+        return controls[seed, cut]
+
     with progress_bar(work, total=len(work), description="harden: confirm on test",
                       enabled=progress) as todo:
-        for label, search, value in todo:
+        for label, search, value, cut in todo:
             runs = []
             for s in seeds:
-                seeded = spec.model_copy(update={"seed": s})
-                if label == "none":
-                    ev = evaluate_defense(model, data, "none", {}, seeded, "auto", cache=store)
-                    controls[s] = ev.report
-                elif value is not None:  # a search that chose a setting
-                    cand = labels[label]
+                cand = labels.get(label)
+                if cand is None or value is None or (cand.name == CONTROL
+                                                     and not cand.options(value)):
+                    ev = control(s, cut)
+                else:
+                    seeded = spec.model_copy(update={"seed": s, "cut": cut})
                     ev = evaluate_defense(model, data, cand.name, cand.options(value), seeded,
-                                          controls[s], cache=store)
+                                          control(s, cut).report, cache=store)
                 first.setdefault(label, ev.defense)
                 runs.append(ev.run)
             conf = _confirmation(label, value, seeds, runs, result, search)
-            if label == "none":
+            if label == CONTROL:
                 result.baseline = conf
             else:
+                conf.cut = cut
                 result.confirmations.append(conf)
     for c in result.confirmations:
         base = result.baseline
@@ -409,6 +564,11 @@ def _confirm(result: HardenResult, model: nn.Module, data: ImageDataset,
     if dp is not None:
         result.dp = riskcal_check(dp, result.confirmation("dpsgd"), data, spec,
                                   positions=result.positions)
+
+
+def _finite(value: float | None) -> float | None:
+    """``value``, or None for a missing, NaN or infinite one (what JSON can hold)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _mean(values: list[float]) -> float:

@@ -9,7 +9,12 @@ said in the result, never hidden.
 
 Candidates include pairs of cut defences through the registered ``compose`` defence where
 one is registered: the pair's knob moves both parts' knobs together along their scales
-(:class:`PairKnob`), so no pair is written by hand.
+(:data:`PAIR_KNOB`), so no pair is written by hand. Where the cut depth is searched, the
+cut is a knob too (:func:`~shieldsplit.defenses.knob.cut_knob`, declared once from the
+model's valid cuts): a deeper cut alone (the undefended model cut deeper: label ``cut``),
+and, for every defence whose declared surfaces include the split, that defence's knob
+with the cut (label ``laplace+cut``: two knobs, searched by an Optuna study,
+:mod:`shieldsplit.harden.study`).
 
 Example:
     >>> from shieldsplit.defenses.knob import Knob
@@ -30,12 +35,17 @@ from torch import nn
 from shieldsplit.defenses.base import (
     available_defenses,
     defense_options,
+    defense_surfaces,
     require_knob,
 )
-from shieldsplit.defenses.knob import Knob
+from shieldsplit.defenses.knob import Knob, cut_knob
 
 #: The registered name of the composition defence (from the registry, when present).
 COMPOSE = "compose"
+#: The undefended control, which a deeper cut alone is built as.
+CONTROL = "none"
+#: The label of a deeper cut alone, and the suffix of a defence searched with the cut.
+CUT_LABEL = "cut"
 
 
 @dataclass
@@ -133,25 +143,53 @@ class Candidate:
     """One searchable defence: a registered one with its knob, or a pair composed.
 
     Attributes:
-        label: how reports name it (``laplace``, ``nopeek+laplace``).
-        name: the registered defence built (``compose`` for a pair).
-        knob: the knob searched.
+        label: how reports name it (``laplace``, ``nopeek+laplace``, ``cut``,
+            ``laplace+cut``).
+        name: the registered defence built (``compose`` for a pair, ``none`` for a
+            deeper cut alone).
+        knob: the knob searched (the cut knob for a deeper cut alone).
         parts: the pair's parts, each with its own knob (empty for a single defence).
+        depth: the cut knob searched together with ``knob`` (two knobs), or None.
     """
 
     label: str
     name: str
     knob: Knob
     parts: tuple[tuple[str, Knob], ...] = ()
+    depth: Knob | None = None
+
+    @property
+    def knobs(self) -> tuple[Knob, ...]:
+        """The knobs searched, in the order of a setting's values."""
+        return (self.knob,) if self.depth is None else (self.knob, self.depth)
+
+    def cut_at(self, point: Sequence[float], default: int | str) -> int | str:
+        """The cut of the setting ``point`` (one value per knob): the cut knob's value,
+        or ``default`` where the cut is not searched.
+
+        Example:
+            >>> from shieldsplit.defenses.base import require_knob
+            >>> cut = Knob(option="cut", low=2, high=4, integer=True)
+            >>> Candidate("laplace+cut", "laplace", require_knob("laplace"),
+            ...           depth=cut).cut_at((0.5, 3.0), 2)
+            3
+        """
+        for knob, value in zip(self.knobs, point, strict=True):
+            if knob.is_cut:
+                return int(value)
+        return default
 
     def options(self, value: float) -> dict[str, Any]:
-        """The keyword options of the defence at ``value`` of its knob.
+        """The keyword options of the defence at ``value`` of its knob (none for the cut
+        knob: the cut is not an option of the defence's ``Config``).
 
         Example:
             >>> from shieldsplit.defenses.base import require_knob
             >>> Candidate("laplace", "laplace", require_knob("laplace")).options(0.5)
             {'scale': 0.5}
         """
+        if self.knob.is_cut:
+            return {}
         if not self.parts:
             return defense_options(self.name, self.knob.fields(value))
         return {"parts": [{"name": n, "options": defense_options(n, k.fields(pair_value(k, value)))}
@@ -173,17 +211,55 @@ def pair_value(knob: Knob, t: float) -> float:
     return knob.at(t)
 
 
+def depth_candidates(defenses: Sequence[str], knobs: dict[str, Knob], depth: Knob
+                     ) -> list[Candidate]:
+    """The cut searched as a knob: a deeper cut alone, then each defence whose declared
+    surfaces include the split with its own knob and the cut (read from the declarations,
+    no list of names).
+
+    Example:
+        >>> from shieldsplit.defenses.base import require_knob
+        >>> cut = Knob(option="cut", low=2, high=4, integer=True)
+        >>> [(c.label, c.name, [k.option for k in c.knobs]) for c in
+        ...  depth_candidates(["pgsl"], {"pgsl": require_knob("pgsl")}, cut)]
+        [('cut', 'none', ['cut']), ('pgsl+cut', 'pgsl', ['perturb.pixel_budget', 'cut'])]
+    """
+    out = [Candidate(CUT_LABEL, CONTROL, depth)]
+    out += [Candidate(f"{n}+{CUT_LABEL}", n, knobs[n], depth=depth) for n in defenses
+            if "split" in defense_surfaces(n)]
+    return out
+
+
 def candidates(defenses: Sequence[str], knobs: dict[str, Knob], *, model: nn.Module,
-               cut: int | str, compose: bool) -> tuple[list[Candidate], str]:
-    """The searched candidates: each defence with its knob, then, where ``compose`` is
-    asked and a ``compose`` defence is registered, each pair of the cut defences.
+               cut: int | str, compose: bool, deeper: bool = False
+               ) -> tuple[list[Candidate], list[str]]:
+    """The searched candidates: each defence with its knob; where ``deeper`` is asked, the
+    cut as a knob (:func:`depth_candidates`, from ``cut`` to the model's deepest cut);
+    then, where ``compose`` is asked and a ``compose`` defence is registered, each pair
+    of the cut defences.
 
     Returns:
-        The candidates, and a note on the pairs (why there are none, when there are none).
+        The candidates, and notes on what was not searched and why.
     """
     out = [Candidate(n, n, knobs[n]) for n in defenses]
+    notes: list[str] = []
+    if deeper:
+        depth = cut_knob(model, cut)
+        if depth is None:
+            notes.append(f"no valid cut lies deeper than {cut!r} (or it names a point inside "
+                         "a block): the cut depth is not searched")
+        else:
+            out += depth_candidates(defenses, knobs, depth)
+    out_pairs, note = pairs(defenses, compose)
+    return out + out_pairs, notes + ([note] if note else [])
+
+
+def pairs(defenses: Sequence[str], compose: bool) -> tuple[list[Candidate], str]:
+    """Each pair of the cut defences among ``defenses``, composed, where ``compose`` is
+    asked and a ``compose`` defence is registered; and a note when there are none."""
+    out: list[Candidate] = []
     if not compose:
-        return out, "compositions not asked for"
+        return out, ""
     if COMPOSE not in available_defenses():
         return out, "no 'compose' defence is registered: no pairs searched"
     from shieldsplit.defenses.compose import composable_defenses  # registered: importable
@@ -199,5 +275,5 @@ def candidates(defenses: Sequence[str], knobs: dict[str, Knob], *, model: nn.Mod
     return out, note
 
 
-__all__ = ["COMPOSE", "PAIR_KNOB", "Candidate", "Trace", "bisect_knob", "candidates",
-           "monotone_over", "pair_value"]
+__all__ = ["COMPOSE", "CONTROL", "CUT_LABEL", "PAIR_KNOB", "Candidate", "Trace", "bisect_knob",
+           "candidates", "depth_candidates", "monotone_over", "pair_value", "pairs"]
