@@ -290,10 +290,12 @@ def to_markdown(results: dict[str, dict[str, Any]], victims: dict[str, Any],
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, v in victims.items():
-        trained = (f"{v['epochs']} epochs on {v['train_images']} images"
+        trained = (f"{v['epochs']} epochs on {v['train_images']} images (a fixed count, "
+                   "not selected on the validation split)"
                    if not v.get("selected_on_val") else
                    f"epoch {v['best_epoch']} of {v['epochs']} (best validation accuracy) on "
-                   f"{v['train_images']} images")
+                   f"{v['train_images']} images (this protocol replaced 5 fixed epochs after "
+                   "their test accuracy was seen: a choice made on the test split)")
         bal = v.get("balanced_accuracy")
         maj = v.get("majority_rate")
         lines.append(f"| {key} | {v['arch']} on {v['name']} | {v['params']:,} | {trained} | "

@@ -325,7 +325,9 @@ def page(table: CompareTable) -> str:
         "runs at matched accuracy, the test split only reports).  ",
         f"Model: PGSLNet (the PGSL paper's 7-conv network at width {run.get('width', '?')}, "
         f"hidden {run.get('hidden', '?')}), cut {table.cut}, {table.epochs} epochs per "
-        "defence, the same initial weights for every defence.  ",
+        "defence, the same initial weights for every defence; the epochs and learning rate "
+        "are fixed for every defence, not selected on the validation split (a defence whose "
+        "classifier is stuck (see below) may have needed others).  ",
         f"Attacks (budget {table.budget}): {stars}. "
         + "; ".join(attack_words(table, a) for a in table.attacks)
         + "; an attack that declares it adapts to a defence (`adaptive-split` for PGSL) runs "
