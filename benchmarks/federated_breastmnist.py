@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -231,6 +232,11 @@ def main() -> None:
                         help="re-run only the central references of the page's JSON (seeded: "
                         "their accuracy must match) to add their macro F1, and rewrite it")
     args = parser.parse_args()
+    if args.page_only:  # the page is worded with the options of the run that made it
+        kept = json.loads((args.out / f"federated_{args.data}.json").read_text())
+        root_option = ["--data-root", str(args.data_root)] if args.data_root else []
+        args = parser.parse_args([*shlex.split(kept["command"])[2:], "--out", str(args.out),
+                                  "--resume", "--page-only", *root_option])
     torch.set_num_threads(1)
     root = None if args.data == "digits" else (args.data_root or default_data_root())
     ds = load_dataset(args.data, root=root, seed=args.seed, limit=args.limit or None)
@@ -257,6 +263,9 @@ def main() -> None:
         rows = [dict(r, resumed=r.get("resumed", False) or not args.page_only)
                 for r in before["rows"] if r["defense"] in args.defenses.split(",")]
         started -= before["seconds"]
+        if args.page_only:  # the run's own command, date, machine, load and time stay
+            write_page(rows, args, ds=ds, selection=selection, started=started, kept=before)
+            return
     for name in args.defenses.split(","):
         if any(r["defense"] == name for r in rows) or args.page_only:
             continue
@@ -347,6 +356,48 @@ def add_central_f1(ds: Any, args: argparse.Namespace, selection: dict[str, Any] 
         print(r["defense"], acc, r["central_accuracy"], f1, flush=True)
     record["central_f1_added"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_page(record["rows"], args, ds=ds, selection=selection, started=0.0, kept=record)
+
+
+#: The final-round and validation metrics two runs must share to read as one model.
+SAME_METRICS = ("federated_accuracy", "balanced_accuracy", "macro_f1", "val_accuracy",
+                "val_macro_f1")
+
+
+def same_as_undefended(rows: list[dict[str, Any]]) -> list[str]:
+    """Defences whose federated model scores exactly as the undefended one on every
+    held-out and validation metric, with how far their per-round losses are apart, and
+    why their label verdicts can still differ (the undefended update is its own control).
+    """
+    base = next((r for r in rows if r["defense"] == "none"), None)
+    if base is None:
+        return []
+
+    def counts(row: dict[str, Any]) -> str:
+        found = row["verdicts"].get(ssfl.LABEL_ATTACK, {})
+        return ", ".join(f"{n} {v}" for v, n in sorted(found.items())) or "no verdict"
+
+    out = []
+    for r in rows:
+        if r is base or any(r.get(k) != base.get(k) for k in SAME_METRICS):
+            continue
+        losses = [abs(a["loss"] - b["loss"]) for a, b in zip(
+            r["result"]["history"], base["result"]["history"], strict=False)
+            if a.get("loss") is not None and b.get("loss") is not None]
+        gap = (f"its per-round held-out loss differs from the undefended run's by at most "
+               f"{max(losses):.1e} over {len(losses)} rounds" if losses else
+               "the run records no per-round loss to compare")
+        out += ["", f"{r['defense']}: its federated model scores exactly as the undefended "
+                f"one on every held-out and validation metric (accuracy "
+                f"{r['federated_accuracy']:.3f}, macro F1 {r['macro_f1']:.3f}; validation "
+                f"{_fmt3(r.get('val_accuracy'))} / {_fmt3(r.get('val_macro_f1'))}), and "
+                f"{gap}: at this strength it barely changed training, too little to change "
+                f"a prediction on {r['examples']} held-out examples. Its label verdicts can "
+                "still differ from the undefended row's: the undefended client's update is "
+                "its own positive control (adapters/flower/audit.py), so its label verdicts "
+                f"are *leaks* or *inconclusive* only (here {counts(base)}), while a "
+                "defence's can be *no leakage found* in a round where the control leaked "
+                f"and the defence did not (here {counts(r)})."]
+    return out
 
 
 def ig_control_leaked(rows: list[dict[str, Any]]) -> bool:
@@ -442,6 +493,7 @@ def write_page(rows: list[dict[str, Any]], args: argparse.Namespace, *, ds: Any,
         lines += ["", f"{', '.join(below)}: accuracy no better than the majority class's, "
                   "though balanced accuracy and macro F1 are above the majority class's "
                   "(both classes predicted): on so few held-out examples read those two."]
+    lines += same_as_undefended(rows)
     cen_stuck = [r["defense"] for r in rows if r.get("central_macro_f1") is not None
                  and r["central_macro_f1"] <= r["majority_macro_f1"] + 1e-9]
     if cen_stuck:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import cast
 
 import torch
 from pages import add_page_options, command_line, header, load_line
@@ -27,6 +29,7 @@ from shieldsplit._core.io import atomic_write_text
 from shieldsplit.attacks.base import attack_class
 from shieldsplit.compare.frontier import (
     CompareTable,
+    DefenseRun,
     match_by_accuracy,
     matched_on,
     redecide,
@@ -45,6 +48,7 @@ from shieldsplit.experiments.reproduce.reading import (
     verdict_count_sentence,
 )
 from shieldsplit.functional.verdict import Evidence
+from shieldsplit.settings import Budget
 
 SWEEPS = {
     "latent-fixed": [0.1, 0.5, 1.0, 2.0],
@@ -91,13 +95,21 @@ def matched(table: CompareTable, baseline: str, attack: str) -> list[tuple[str, 
         b, c = p.baseline.leakage[attack], p.candidate.leakage[attack]
         label, why = matched_claim([p], control, mse_gain=MSE_GAIN, accuracy_drop=ACC_DROP)
         out.append((
-            f"| {attack} | {run_label(p.baseline)} ({p.baseline.accuracy:.1%}) "
-            f"| {run_label(p.candidate)} ({p.candidate.accuracy:.1%}) "
+            f"| {attack} | {run_label(p.baseline)} ({accuracies(p.baseline)}) "
+            f"| {run_label(p.candidate)} ({accuracies(p.candidate)}) "
             f"| {b.mse:.4f} -> {c.mse:.4f} ({p.mse_gain:+.1%}) "
             f"| {balanced_cell([b])} -> {balanced_cell([c])} ({-p.attacker_accuracy_drop:+.1%}) "
             f"| {verdict_cell([b])} / {verdict_cell([c])} "
             f"| {'**' + label + '**' if label == 'does not hold' else label} | {why} |", label))
     return out
+
+
+def accuracies(r: DefenseRun) -> str:
+    """A run's accuracy as the matched table shows it: validation (what pairs it) and test,
+    or test alone for a table made before validation accuracy was kept."""
+    if r.val_accuracy is None:
+        return f"test {r.accuracy:.1%}"
+    return f"val {r.val_accuracy:.1%}, test {r.accuracy:.1%}"
 
 
 def victims(table: CompareTable, attack: str) -> str:
@@ -126,7 +138,8 @@ def reading(table: CompareTable) -> list[str]:
         none = [r.leakage[attack] for r in table.rows if r.defense == "none"
                 and attack in r.leakage and r.leakage[attack].status != "n/a"]
         rng = psnr_range(res)
-        shown = f"PSNR {rng[0]:.1f}-{rng[1]:.1f} dB over the defences" if rng else "no result"
+        shown = ("no result" if not rng else f"PSNR {rng[0]:.1f} dB on its one defence"
+                 if len(res) == 1 else f"PSNR {rng[0]:.1f}-{rng[1]:.1f} dB over the defences")
         if not none:
             vouch = ("It does not apply to the undefended run; its control is its stand-in "
                      "there (the attack it adapts from).")
@@ -150,21 +163,9 @@ def reading(table: CompareTable) -> list[str]:
                       "defences (the same victims, one seed).")
         out.append(f"- `{attack}`: {shown}; " + verdict_count_sentence("verdicts", res) + "; "
                    + verdict_count_sentence("on the undefended run", none) + ". " + vouch)
-    stuck_runs = [run_label(r) for r in table.rows if stuck(r)]
-    if stuck_runs:
-        out.append(f"- Stuck classifiers: {len(stuck_runs)} of {len(table.rows)} runs predict "
-                   f"one class for every image ({', '.join(stuck_runs)}). They have learned "
-                   "nothing to protect: a *no leakage found* there is not protection, and "
-                   "their accuracy is the majority rate.")
-    controls = [(run_label(r), c) for r in table.rows if r.membership is not None
-                for c in (r.membership.control or [])[:1]]
-    if controls:
-        leaked = [name for name, c in controls if c.evidence.leaks]
-        aucs = sorted({round(c.auc, 3) for _, c in controls})
-        out.append(f"- Membership's overfitted control leaked for {len(leaked)} of "
-                   f"{len(controls)} runs (control AUCs {', '.join(f'{a:.3f}' for a in aucs)}); "
-                   "where it did not leak, membership verdicts are *inconclusive*, never "
-                   "*no leakage found*.")
+    out += stuck_lines(table)
+    out += image_verdict_lines(table)
+    out += membership_control_lines(table)
     chance = chance_sentence([r.leakage[a] for r in table.rows for a in table.attacks
                               if a in r.leakage and r.leakage[a].status == "ok"])
     majority = {r.majority_rate for r in table.rows if r.majority_rate is not None}
@@ -173,6 +174,96 @@ def reading(table: CompareTable) -> list[str]:
                    f"{max(majority):.1%}.")
     return [*out, "", chance]
 
+
+def stuck_lines(table: CompareTable) -> list[str]:
+    """The runs whose classifier predicts one class, and the membership *no leakage
+    found* verdicts that rest on them (a model that learned nothing leaks nothing)."""
+    runs = [r for r in table.rows if stuck(r)]
+    if not runs:
+        return []
+    nlf = [r for r in table.rows if r.membership is not None
+           and r.membership.verdict == "no leakage found"]
+    on_stuck = [r for r in nlf if stuck(r)]
+    bal = sorted({f"{r.balanced_accuracy:.1%}" for r in runs
+                  if r.balanced_accuracy is not None})
+    line = (f"- Stuck classifiers: {len(runs)} of {len(table.rows)} runs predict one class "
+            f"for every image ({', '.join(run_label(r) for r in runs)}; balanced accuracy "
+            f"{', '.join(bal) or 'not recorded'}, chance {1 / classes(table):.1%}). They have "
+            "learned nothing to protect: a *no leakage found* there is not protection, and "
+            "their accuracy is the majority rate.")
+    if nlf:
+        line += (f" {len(on_stuck)} of the {len(nlf)} membership *no leakage found* "
+                 "verdicts on this page are on these runs"
+                 + (": no membership verdict here shows a defence that learned the task "
+                    "and resisted the attacks." if len(on_stuck) == len(nlf) else "."))
+    return [line]
+
+
+def classes(table: CompareTable) -> int:
+    """The task's number of classes (from the data set's description)."""
+    found = re.search(r"(\d+) classes", table.dataset)
+    return int(found.group(1)) if found else 2
+
+
+def image_verdict_lines(table: CompareTable) -> list[str]:
+    """Every image attack's *no leakage found* with its line-up count and its control's
+    kind of leak, so that a verdict never stands apart from the evidence beside it."""
+    found = [(run_label(r), a, res) for r in table.rows for a, res in r.leakage.items()
+             if res.verdict == "no leakage found"]
+    if not found:
+        return ["- Image attacks' *no leakage found*: none on this page (every image "
+                "verdict is *leaks* or *inconclusive*)."]
+    parts = []
+    for name, attack, res in found:
+        e = res.evidence
+        seen = (f"{e.identified} of {e.images} re-identified" if e is not None
+                and e.identified is not None else "line-up not recorded")
+        ctl = res.control.evidence if res.control is not None else None
+        kind = ("its control leaked images" if ctl is not None and ctl.image_leak else
+                "its control leaked no images (labels or the class only)")
+        parts.append(f"{name} with `{attack}` ({seen}; {kind})")
+    return [f"- Image attacks' *no leakage found*: {len(found)}: " + "; ".join(parts) + "."]
+
+
+def membership_control_lines(table: CompareTable) -> list[str]:
+    """Whether membership's overfitted control leaked, per group of runs that share one
+    control (its AUCs with their intervals), and what that allows the verdicts to say."""
+    reports = [(r, r.membership) for r in table.rows
+               if r.membership is not None and r.membership.control]
+    if not reports:
+        return []
+    runs = [r for r, _ in reports]
+    groups: dict[bool, dict[tuple, list[str]]] = {}
+    for r, m in reports:
+        ctl = m.control or []
+        aucs = tuple((c.attack, round(c.auc, 3), round(c.auc_low, 3), round(c.auc_high, 3))
+                     for c in ctl)
+        leaked = any(c.evidence.leaks for c in ctl)
+        groups.setdefault(leaked, {}).setdefault(aucs, []).append(run_label(r))
+    epochs = sorted({m.control_epochs for _, m in reports if m.control_epochs is not None})
+    what = (f"a copy trained {', '.join(map(str, epochs))} epochs on the members"
+            if epochs else "an overfitted copy")
+    parts = []
+    for leaked in (True, False):
+        if leaked not in groups:
+            continue
+        count = sum(len(names) for names in groups[leaked].values())
+        shared = []
+        for aucs, names in sorted(groups[leaked].items(), key=lambda g: -len(g[1])):
+            who = (", ".join(names) if len(names) <= 4
+                   else f"{len(names)} runs that share one control")
+            shared.append(f"{who}: " + ", ".join(f"{a} AUC {v:.3f} [{lo:.3f}, {hi:.3f}]"
+                                                 for a, v, lo, hi in aucs))
+        parts.append(f"{'leaked' if leaked else 'did not leak'} for {count} of {len(runs)} "
+                     f"runs ({'; '.join(shared)})")
+    line = f"- Membership's positive control ({what}) " + "; it ".join(parts) + "."
+    if False in groups:
+        line += (" Where it did not leak, membership verdicts are *inconclusive*, never "
+                 "*no leakage found*.")
+    if True in groups and any(stuck(r) for r in runs):
+        line += (" Where it leaked, a *no leakage found* still says nothing about a run "
+                 "whose classifier is stuck (above).")
+    return [line]
 
 def added_lines(run: dict) -> list[str]:
     """How the attacks added to an earlier table were run (``--add-attacks``)."""
@@ -199,7 +290,8 @@ def add_attacks(table: CompareTable, net: torch.nn.Module, ds, args) -> CompareT
     table's (equal test accuracy)."""
     start = time.time()
     new = ss.compare(net, data=ds, sweeps=SWEEPS, epochs=table.epochs, seed=table.seed,
-                     attacks=args.add_attacks, budget=table.budget, progress=False)
+                     attacks=args.add_attacks, budget=cast(Budget, table.budget),
+                     progress=False)
     by_key = {(r.defense, r.strength_value): r for r in new.rows}
     mismatched = []
     for row in table.rows:
@@ -233,7 +325,9 @@ def page(table: CompareTable) -> str:
         "runs at matched accuracy, the test split only reports).  ",
         f"Model: PGSLNet (the PGSL paper's 7-conv network at width {run.get('width', '?')}, "
         f"hidden {run.get('hidden', '?')}), cut {table.cut}, {table.epochs} epochs per "
-        "defence, the same initial weights for every defence.  ",
+        "defence, the same initial weights for every defence; the epochs and learning rate "
+        "are fixed for every defence, not selected on the validation split (a defence whose "
+        "classifier is stuck (see below) may have needed others).  ",
         f"Attacks (budget {table.budget}): {stars}. "
         + "; ".join(attack_words(table, a) for a in table.attacks)
         + "; an attack that declares it adapts to a defence (`adaptive-split` for PGSL) runs "
@@ -263,7 +357,7 @@ def page(table: CompareTable) -> str:
         "seeds: this page has one seed, so no pair can be decided on it (the latent "
         "reproduction pages run 3).",
         "",
-        "| attack | baseline (acc) | latent (acc) | MSE baseline -> latent | "
+        "| attack | baseline (accuracy) | latent (accuracy) | MSE baseline -> latent | "
         "balanced attacker acc baseline -> latent | verdicts baseline / latent | claim "
         "| why |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -55,6 +56,10 @@ SIZES: dict[str, dict[str, Any]] = {
     "pneumoniamnist": {"members": 1000, "auxiliary": 400, "epochs": 3,
                        "fprs": (0.01, 0.001)},
 }
+
+
+#: The verdict rule a run was decided under (a record without it predates issue 21's).
+RULE = "issue 21"
 
 
 def config(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,13 +145,18 @@ def page(args: argparse.Namespace, cfg: dict[str, Any], store: dict[str, Any],
     fprs = SIZES[args.data]["fprs"]
     n_non = min(cfg["members"], len(data["nonmembers"][0]))
     resolvable = {f: n_non >= min_nonmembers(f) for f in fprs}
-    m = machine_info()
+    m = store.get("machine") or machine_info()
+    load = store.get("load_average")
     lines = [f"# Membership inference against every defence: {args.data}", "",
              f"Command: `{store['command']}`  ",
-             f"Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} (cells stored "
-             f"as they finished, first {store['started']}); machine: {m.get('cpus', '?')} "
-             f"cores, torch threads 1, GPU: {m.get('gpu', 'none')}, torch "
-             f"{m.get('torch', '?')}.  ",
+             f"Date: {store.get('written') or _now()} (cells stored as they finished, first "
+             f"{store['started']}); machine: {m.get('cpus', '?')} cores, torch threads 1, GPU: "
+             f"{m.get('gpu', 'none')}, torch {m.get('torch', '?')}.  ",
+             "Load: " + (f"load average {load:.1f} when the page was last written"
+                         if load is not None else "not recorded for this run (measured "
+                         "before load was logged)")
+             + "; it ran at `nice -n 5` beside other jobs.  ",
+             f"Seeds: {', '.join(map(str, args.seeds))}.  ",
              f"Data: {args.data}, {cfg['members']} members (a seeded subset of the training "
              f"split; the target trains on them), {n_non} non-members (validation + test "
              f"images, {data['dropped']} dropped as copies of a training image), "
@@ -160,8 +170,15 @@ def page(args: argparse.Namespace, cfg: dict[str, Any], store: dict[str, Any],
              f"models trained with the defence's recipe; positive control trained "
              f"{cfg['control_epochs']} epochs on the members. Seeds: "
              f"{', '.join(map(str, args.seeds))}. Majority-class rate of the non-members: "
-             f"{majority_rate(data['nonmembers'][1]):.1%} (what a constant guess scores).",
-             ""]
+             f"{majority_rate(data['nonmembers'][1]):.1%} (what a constant guess scores)."]
+    if store.get("rule") != RULE:
+        lines.append("Rule: the verdicts below were decided when the run was made, under the "
+                     "rule before issue 21 (2026-12-06: Holm's correction over the attacks' "
+                     "tests, the control's separation and the tolerance). The JSON keeps each "
+                     "attack's AUC and verdict, not the evidence the current rule reads, so "
+                     "they cannot be decided again: re-run `benchmarks/membership_defenses.py` "
+                     "for the current rule.  ")
+    lines.append("")
     if missing:
         lines += [f"**Incomplete**: {len(missing)} of {len(wanted)} cells not run yet "
                   f"({', '.join(missing)}); rerun the command to resume.", ""]
@@ -209,12 +226,7 @@ def page(args: argparse.Namespace, cfg: dict[str, Any], store: dict[str, Any],
             + " | " + (", ".join(f"{b:.1%}" for b in bounds) if bounds else "-") + " |")
     lines += ["", "## What the numbers say (computed from the cells)", ""]
     lines += sentences(summary, args.seeds)
-    majority = majority_rate(data["nonmembers"][1])
-    weak = [_name(d) for d, v in summary.items() if v["accuracy"] <= majority]
-    lines.append(f"- Mean accuracy on the non-members at or below the majority-class rate "
-                 f"({majority:.1%}): {', '.join(weak) or 'no defence'}"
-                 + (" (these models do no better than a constant guess at this size; "
-                    "their membership numbers describe a poor classifier)." if weak else "."))
+    lines.append(majority_sentence(summary, data["nonmembers"][1]))
     lines += ["", "Per attack, per seed (AUC, TPR at each FPR, verdict, the control's AUC): "
               f"`membership_{args.data}.json`. Verdict rule: docs/membership.md (leaks if "
               "the AUC's bootstrap lower bound is above 0.5 or the TPR at 1% FPR beats the "
@@ -222,6 +234,30 @@ def page(args: argparse.Namespace, cfg: dict[str, Any], store: dict[str, Any],
               "the overfitted control; else inconclusive). The interval over seeds is a "
               "t-interval of the seeds' values (3 seeds: wide)."]
     return "\n".join(lines) + "\n"
+
+
+def majority_sentence(summary: dict[str, dict[str, Any]], labels: torch.Tensor) -> str:
+    """The defences whose mean accuracy on the non-members is at or below their
+    majority-class rate, and those within one non-member of it (at the rate within noise).
+    """
+    majority = majority_rate(labels)
+    one = 1 / len(labels)
+    weak = [_name(d) for d, v in summary.items() if v["accuracy"] <= majority]
+    near = [f"{_name(d)} ({v['accuracy']:.1%})" for d, v in summary.items()
+            if majority < v["accuracy"] <= majority + one + 1e-12]
+    text = (f"- Mean accuracy on the non-members at or below the majority-class rate "
+            f"({majority:.1%}): {', '.join(weak) or 'no defence'}"
+            + (" (these models do no better than a constant guess at this size; "
+               "their membership numbers describe a poor classifier)" if weak else ""))
+    if near:
+        text += (f"; within one non-member ({one:.1%}) above it: {', '.join(near)}, at the "
+                 "majority rate within noise: read their membership verdicts as those of a "
+                 "model that barely learned the task")
+    return text + "."
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _name(d: str) -> str:
@@ -293,7 +329,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--control-epochs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: rewrite the page from --out's JSON with the "
+                        "options of the command it records")
     args = parser.parse_args()
+    if args.render:
+        record = json.loads((args.out / f"membership_{args.data}.json").read_text())
+        words = shlex.split(record["command"])
+        words = words[words.index("benchmarks/membership_defenses.py") + 1:]
+        args = parser.parse_args([*words, "--out", str(args.out)])
+        cfg = config(args)
+        wanted = [(d, s) for s in args.seeds for d in args.defenses]
+        atomic_write_text(args.out / f"membership_{args.data}.md",
+                          page(args, cfg, record, split(args, cfg), wanted))
+        return
     torch.set_num_threads(1)
     cfg = config(args)
     data = split(args, cfg)
@@ -316,6 +365,7 @@ def main() -> None:
     store["command"] = ("nice -n 5 env OMP_NUM_THREADS=1 python "
                         + " ".join(shlex.quote(a) for a in argv))
     store["machine"] = machine_info()
+    store["rule"] = RULE
     wanted = [(d, s) for s in args.seeds for d in args.defenses]
     run_now = args.run_seeds if args.run_seeds is not None else args.seeds
     page_path = args.out / f"membership_{args.data}.md"
@@ -326,6 +376,7 @@ def main() -> None:
         t0 = time.perf_counter()
         cell = run_cell(data, cfg, d, s)
         store["cells"].append(cell)
+        store["written"], store["load_average"] = _now(), os.getloadavg()[0]
         atomic_write_text(store_path, json.dumps(store, indent=1))
         atomic_write_text(page_path, page(args, cfg, store, data, wanted))
         print(f"{args.data} {d} seed {s}: {strongest(cell)['attack']} AUC "

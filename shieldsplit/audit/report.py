@@ -62,7 +62,8 @@ class AuditReport(BaseModel):
         majority_rate: the victims' majority-class rate (what a constant guess scores).
         chance: ``1 / classes present`` among the victims (chance balanced accuracy).
         reference_accuracy: the reference classifier's accuracy on the clean victim images
-            (the ceiling of attacker accuracy).
+            (a reference for attacker accuracy, not a ceiling: reconstructions can
+            score above it within their intervals).
         reference_balanced_accuracy: its balanced accuracy on them.
         distance_correlation: between victim inputs and their cut activations.
         control: what the positive control was, in words.

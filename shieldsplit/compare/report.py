@@ -334,8 +334,9 @@ def stuck(r: DefenseRun, classes: int | None = None) -> bool:
     """Whether a defended classifier learned nothing: it predicts one class for every test
     image. A run recorded before the classes it predicts were kept falls back on its
     membership audit (one class on every image it scored) and, given ``classes``, on a
-    balanced accuracy at chance with an accuracy at the test majority rate (what a
-    one-class classifier scores).
+    balanced accuracy at chance with an accuracy at one class's share of the test split
+    (what a one-class classifier scores): the majority rate or, on two classes, the
+    minority's (a model that predicts the rarer class for every image).
 
     Example:
         >>> run = DefenseRun(defense="dpsgd", options={}, strength=None, strength_value=None,
@@ -343,6 +344,8 @@ def stuck(r: DefenseRun, classes: int | None = None) -> bool:
         ...                  f1=0.4, train_seconds=1.0, leakage={})
         >>> stuck(run), stuck(run, 2), stuck(run.model_copy(update={"balanced_accuracy": 0.512}), 2)
         (False, True, False)
+        >>> stuck(run.model_copy(update={"accuracy": 1 - 0.7307}), 2)
+        True
     """
     if r.predicted_classes is not None:
         return r.predicted_classes == 1
@@ -350,8 +353,9 @@ def stuck(r: DefenseRun, classes: int | None = None) -> bool:
         return True
     if classes is None or r.balanced_accuracy is None or r.majority_rate is None:
         return False
+    one_class = [r.majority_rate, *([1 - r.majority_rate] if classes == 2 else [])]
     return (abs(r.balanced_accuracy - 1 / classes) < 1e-9
-            and abs(r.accuracy - r.majority_rate) < 1e-9)
+            and any(abs(r.accuracy - rate) < 1e-9 for rate in one_class))
 
 
 def _matching_accuracy(r: DefenseRun) -> float:

@@ -419,7 +419,31 @@ def header(ctx: RunContext, seconds: float) -> list[str]:
     if versions:
         lines.append(f"Code: the cells were made under {versions}; every verdict below is "
                      "decided again from their stored evidence under the current rule.  ")
+    if o.render and last.get("finished"):
+        lines.append(age_line(str(last["finished"]), datetime.now(timezone.utc),
+                              quick=o.budget == "quick"))
     return [*lines, ""]
+
+
+def age_line(finished: str, now: datetime, *, quick: bool = False) -> str:
+    """How old a rendered page's cells are: their wall time is that run's, under that
+    day's code, not a timing of the code that renders them.
+
+    Example:
+        >>> line = age_line("2026-12-01T13:43:30+00:00",
+        ...                 datetime(2026, 12, 6, 17, 3, tzinfo=timezone.utc))
+        >>> "finished 2026-12-01 13:43 UTC, 5 day(s) before this rendering" in line
+        True
+    """
+    try:
+        days = f"{(now - datetime.fromisoformat(finished)).days} day(s)"
+    except ValueError:
+        days = "an unknown time"
+    return (f"Age: the last computing run finished {_utc(finished)}, {days} before this "
+            "rendering: its wall time above is that run's, under the code of that day, not a "
+            "timing of the code that rendered this page"
+            + ("; `reproduce_quick_timing.md` times fresh `--budget quick` runs with their "
+               "load recorded" if quick else "") + ".  ")
 
 
 __all__ = [
@@ -432,6 +456,7 @@ __all__ = [
     "ReproduceOptions",
     "ReproduceResult",
     "RunContext",
+    "age_line",
     "available_papers",
     "differences_section",
     "fmt",
