@@ -42,6 +42,15 @@ HARDEN_POSITIONS: dict[str, tuple[str, str]] = {
     "membership": ("membership", "honest"),
 }
 
+#: Each position in the words of a report (``the split server``).
+HARDEN_POSITION_WORDS: dict[str, str] = {
+    "split-server": "the split server",
+    "split-server-malicious": "the malicious split server",
+    "federated-server": "the federated server",
+    "federated-server-malicious": "the malicious federated server",
+    "membership": "a membership-inference attacker",
+}
+
 #: Each position's attacks when none are named (the adaptive ones are added per defence).
 HARDEN_POSITION_ATTACKS: dict[str, tuple[str, ...]] = {
     "split-server": ("split-black-box",),
@@ -144,6 +153,6 @@ class FederatedSettings(RunSettings):
 
 
 __all__ = ["HARDEN_CANDIDATES", "HARDEN_CONFIRM_SEEDS", "HARDEN_POSITIONS",
-           "HARDEN_POSITION_ATTACKS", "HARDEN_TARGETS", "HARDEN_UTILITIES", "AuditSettings",
-           "Budget", "DataSettings", "FederatedSettings", "HardenUtility", "RunSettings",
-           "TrainSettings"]
+           "HARDEN_POSITION_ATTACKS", "HARDEN_POSITION_WORDS", "HARDEN_TARGETS",
+           "HARDEN_UTILITIES", "AuditSettings", "Budget", "DataSettings", "FederatedSettings",
+           "HardenUtility", "RunSettings", "TrainSettings"]

@@ -302,8 +302,12 @@ class DPSGD(CutDefense):
     """
 
     name: ClassVar[str] = "dpsgd"
+    # The range reaches down to 1e-4, far below any useful epsilon: a malicious federated
+    # server's imprint attack already fails there or just above (docs/results/imprint.md),
+    # so harden can bracket where the audit stops finding leakage, and compare that
+    # boundary with riskcal's calibrated noise (docs/results/harden_*_federated-*.md).
     knob: ClassVar[Knob | None] = Knob(
-        option="noise_multiplier", low=0.1, high=8.0, scale="log",
+        option="noise_multiplier", low=1e-4, high=8.0, scale="log",
         description="DP-SGD's noise multiplier (Gaussian noise over the clipping norm)")
     Config = DPSGDConfig
     config: DPSGDConfig

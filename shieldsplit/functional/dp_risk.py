@@ -42,6 +42,11 @@ from shieldsplit.errors import ConfigError
 GRID_STEP = 1e-3
 #: the least noise multiplier :func:`noise_for_risk` searches down to
 MIN_NOISE = 1e-3
+#: below this noise multiplier riskcal's privacy loss distribution grows with 1/sigma
+#: (0.01 takes minutes, 1e-3 far longer): :func:`risk_of_noise` first asks riskcal here
+SATURATION_NOISE = 0.1
+#: a TPR bound at least this high is reported as 1 (the bound says nothing)
+SATURATED = 1.0 - 1e-9
 
 
 class RiskcalMissingError(ConfigError):
@@ -126,6 +131,11 @@ def risk_of_noise(noise_multiplier: float, *, at_fpr: float, sample_rate: float,
         steps: the number of optimiser steps.
         grid_step: the PLD discretisation interval (smaller: slower, slightly tighter).
 
+    Less noise never lowers the bound (adding more Gaussian noise is post-processing), so
+    below :data:`SATURATION_NOISE` the bound is first asked there: where it is already 1
+    (to :data:`SATURATED`), the answer is 1 without riskcal's far slower curve for the
+    smaller noise (1 is always a valid upper bound).
+
     Returns:
         The TPR bound, in ``[at_fpr, 1]``.
 
@@ -134,6 +144,8 @@ def risk_of_noise(noise_multiplier: float, *, at_fpr: float, sample_rate: float,
         ConfigError: a value out of range.
 
     Example:
+        >>> risk_of_noise(1e-4, at_fpr=0.002, sample_rate=0.1, steps=100)  # vacuous, fast
+        1.0
         >>> from scipy.stats import norm  # one full-batch step is the Gaussian curve
         >>> exact = norm.cdf(norm.ppf(0.01) + 1 / 0.5)
         >>> bool(abs(risk_of_noise(0.5, at_fpr=0.01, sample_rate=1.0, steps=1) - exact) < 1e-3)
@@ -144,7 +156,10 @@ def risk_of_noise(noise_multiplier: float, *, at_fpr: float, sample_rate: float,
     q = _check("sample_rate", sample_rate, 0.0, 1.0, closed_high=True)
     steps = _check_steps(steps)
     grid = _check("grid_step", grid_step, 0.0, 0.1)
-    return _tpr(sigma, q, steps, fpr, grid)
+    if sigma < SATURATION_NOISE and _tpr(SATURATION_NOISE, q, steps, fpr, grid) >= SATURATED:
+        return 1.0
+    tpr = _tpr(sigma, q, steps, fpr, grid)
+    return 1.0 if tpr >= SATURATED else tpr
 
 
 @functools.lru_cache(maxsize=4096)
@@ -311,5 +326,6 @@ def compare_noise(empirical_noise: float, *, target_tpr: float, at_fpr: float,
                                                grid_step=grid_step))
 
 
-__all__ = ["GRID_STEP", "MIN_NOISE", "RiskComparison", "RiskcalMissingError", "compare_noise",
-           "noise_for_risk", "risk_of_noise", "tpr_of_epsilon"]
+__all__ = ["GRID_STEP", "MIN_NOISE", "SATURATED", "SATURATION_NOISE", "RiskComparison",
+           "RiskcalMissingError", "compare_noise", "noise_for_risk", "risk_of_noise",
+           "tpr_of_epsilon"]

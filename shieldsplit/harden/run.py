@@ -33,7 +33,7 @@ from shieldsplit.audit.auditor import library_versions
 from shieldsplit.compare.cache import DefenseCache, as_cache
 from shieldsplit.compare.frontier import Evaluation, RunSpec, evaluate_defense, with_adaptive
 from shieldsplit.compare.report import DefenseRun, stuck
-from shieldsplit.data import ImageDataset
+from shieldsplit.data import ImageDataset, make_loaders
 from shieldsplit.datacontract import as_dataset
 from shieldsplit.defenses.base import Defense, available_defenses, defense_surfaces, require_knob
 from shieldsplit.errors import ConfigError, ShieldSplitError
@@ -134,6 +134,30 @@ def lineup_chance(confirmation: Confirmation | None, data: ImageDataset) -> floa
     return 1.0 / (len(data.x_train) + 1)
 
 
+def failing_below(search: DefenseSearch) -> float | None:
+    """The strongest probed value weaker than the chosen one that failed the target: with
+    the chosen value, the bracket the boundary lies in (None where nothing weaker failed).
+
+    Example:
+        >>> from shieldsplit.defenses.base import require_knob
+        >>> from shieldsplit.harden.result import Probe
+        >>> run = DefenseRun(defense="dpsgd", options={}, strength=None, strength_value=None,
+        ...                  accuracy=0.9, f1=0.9, train_seconds=1.0, leakage={})
+        >>> probes = [Probe(value=v, meets=m, positions={}, utility=0.8, run=run)
+        ...           for v, m in ((8, True), (1e-4, False), (0.03, True), (0.002, False))]
+        >>> failing_below(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd"),
+        ...                             probes=probes, chosen=0.03))
+        0.002
+    """
+    chosen, knob = search.chosen, search.knob
+    if chosen is None:
+        return None
+    weaker = [p.value for p in search.probes if not p.meets and knob.is_stronger(chosen, p.value)]
+    if not weaker:
+        return None
+    return max(weaker) if knob.stronger == "higher" else min(weaker)
+
+
 def riskcal_check(search: DefenseSearch, confirmation: Confirmation | None,
                   data: ImageDataset, spec: RunSpec,
                   positions: Sequence[str] = ("federated-server",)) -> DpCheck:
@@ -144,56 +168,43 @@ def riskcal_check(search: DefenseSearch, confirmation: Confirmation | None,
     the line-up's chance rate (reconstruction robustness, Hayes et al. 2023; Kulynych et
     al. 2024), and the audit calls re-identification a leak above chance + its tolerance.
     So riskcal's noise is the least that keeps that TPR at or below chance + tolerance
-    (:func:`shieldsplit.functional.dp_risk.compare_noise`). They can differ because
-    riskcal bounds the strongest possible attacker from the theory, while the search only
-    measures the attacks that ran.
+    (:func:`shieldsplit.functional.dp_risk.compare_noise`), for the training's own
+    sampling rate (one over the batches per epoch, as Opacus's accountant) and steps.
+    They can differ because riskcal bounds the strongest possible attacker from the
+    theory, while the search only measures the attacks that ran
+    (:meth:`~shieldsplit.harden.result.DpCheck.words` says which is tighter, by how much
+    and why).
     """
     noise = search.chosen
-    eps = None
-    if confirmation is not None and confirmation.runs:
-        eps = confirmation.runs[0].epsilon
-    n = len(data.x_train)
-    sample_rate = min(1.0, spec.batch_size / n)
-    steps = spec.epochs * math.ceil(n / spec.batch_size)
+    runs = list(confirmation.runs) if confirmation is not None else []
+    chosen = [p.run for p in search.probes if noise is not None and p.value == noise]
+    first = (runs or chosen or [None])[0]
+    batches = len(make_loaders(data, batch_size=spec.batch_size).train)
     chance = lineup_chance(confirmation, data)
     target = min(0.999, chance + Tolerance().reidentification)
-    goal = (f"TPR <= {target:.3g} at FPR {chance:.3g} (the line-up's chance plus the "
-            f"audit's re-identification tolerance), sample rate {sample_rate:.3g}, "
-            f"{steps} steps")
-    scope = ""
-    if any(p.startswith("split-server") for p in positions):
-        scope = (" At the split server the attacker reads each image's activations, which "
-                 "DP-SGD's guarantee does not cover (it bounds what the trained weights and "
-                 "their updates reveal about one example), so there riskcal's bound is not a "
-                 "bound on the audit's attacks; it applies to the federated server and to "
-                 "membership.")
+    rate, steps = 1.0 / batches, spec.epochs * batches
+    check = DpCheck(
+        empirical_noise=noise, epsilon=None if first is None else first.epsilon,
+        delta=None if first is None else first.delta,
+        target_tpr=target, at_fpr=chance, sample_rate=rate, steps=steps,
+        failing_noise=failing_below(search), positions=list(positions),
+        attacks=list(spec.attacks),
+        holds=[] if confirmation is None else list(confirmation.holds))
     try:
         from shieldsplit.functional import dp_risk
 
         if noise is None:
-            calibrated = dp_risk.noise_for_risk(target, chance, sample_rate=sample_rate,
-                                                steps=steps)
-            return DpCheck(empirical_noise=None, epsilon=eps, riskcal_noise=calibrated,
-                           note=f"the search found no DP-SGD noise meeting the target; for "
-                                f"{goal}, riskcal calibrates a noise multiplier of "
-                                f"{calibrated:.3g}.{scope}")
-        c = dp_risk.compare_noise(noise, target_tpr=target, at_fpr=chance,
-                                  sample_rate=sample_rate, steps=steps)
+            check.riskcal_noise = dp_risk.noise_for_risk(target, chance, sample_rate=rate,
+                                                         steps=steps)
+        else:
+            c = dp_risk.compare_noise(noise, target_tpr=target, at_fpr=chance,
+                                      sample_rate=rate, steps=steps)
+            check.riskcal_noise, check.riskcal_risk = c.riskcal_noise, c.riskcal_tpr_at_empirical
+            check.tighter, check.ratio = c.tighter, c.ratio
     except ShieldSplitError as exc:  # riskcal absent, or a setting it cannot take
-        return DpCheck(empirical_noise=noise, epsilon=eps,
-                       note=f"riskcal cross-check not computed: {exc}")
-    tighter = {"empirical": f"the empirical setting needs {c.ratio:.3g} times less noise",
-               "riskcal": f"riskcal's needs {1 / c.ratio:.3g} times less noise",
-               "equal": "they agree"}[c.tighter]
-    return DpCheck(
-        empirical_noise=noise, epsilon=eps, riskcal_noise=c.riskcal_noise,
-        riskcal_risk=c.riskcal_tpr_at_empirical,
-        note=(f"for {goal}: the audit's weakest passing noise multiplier is {noise:.3g}, "
-              f"riskcal's is {c.riskcal_noise:.3g}; {tighter}. At the empirical setting "
-              f"riskcal bounds any attacker's TPR by {c.riskcal_tpr_at_empirical:.3g}. "
-              "riskcal bounds the strongest attacker the theory allows, the audit only the "
-              "attacks that ran, so the audit can pass a setting that the bound does not."
-              + scope))
+        check.reason = f"The riskcal cross-check was not computed: {exc}"
+    check.note = check.words()
+    return check
 
 
 def harden(

@@ -34,6 +34,9 @@ from shieldsplit.settings import (
     HARDEN_POSITION_ATTACKS as POSITION_ATTACKS,
 )
 from shieldsplit.settings import (
+    HARDEN_POSITION_WORDS as POSITION_WORDS,
+)
+from shieldsplit.settings import (
     HARDEN_POSITIONS as POSITIONS,
 )
 from shieldsplit.settings import (
@@ -92,6 +95,19 @@ def check_positions(positions: Sequence[str] | str, defenses: Sequence[str]) -> 
             raise ConfigError.build(what="positions", expected=f"names from {list(POSITIONS)}",
                                     received=repr(p), fix="pick known attacker positions")
     return list(dict.fromkeys(names))
+
+
+def positions_words(positions: Sequence[str]) -> str:
+    """The named positions in a report's words, joined with "and".
+
+    Example:
+        >>> positions_words(["split-server", "federated-server-malicious"])
+        'the split server and the malicious federated server'
+    """
+    words = [POSITION_WORDS.get(p, p) for p in positions]
+    if len(words) < 2:
+        return words[0] if words else "no position"
+    return ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def default_attacks(positions: Sequence[str]) -> list[str]:
@@ -191,7 +207,7 @@ def ranged_knob(name: str, knob: Knob, ranges: Mapping[str, tuple[float, float]]
 
 
 __all__ = [
-    "CANDIDATES", "CONFIRM_SEEDS", "POSITIONS", "POSITION_ATTACKS", "TARGETS", "UTILITIES",
-    "Utility", "check_attacks", "check_budget", "check_positions", "check_target",
-    "check_utility", "default_attacks", "ranged_knob",
+    "CANDIDATES", "CONFIRM_SEEDS", "POSITIONS", "POSITION_ATTACKS", "POSITION_WORDS", "TARGETS",
+    "UTILITIES", "Utility", "check_attacks", "check_budget", "check_positions", "check_target",
+    "check_utility", "default_attacks", "positions_words", "ranged_knob",
 ]
