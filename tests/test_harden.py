@@ -299,16 +299,104 @@ def test_the_dp_row_puts_riskcal_beside_the_empirical_noise(ds: Any) -> None:
     found = riskcal_check(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd"), chosen=0.3),
                           None, ds, spec)
     assert found.empirical_noise == 0.3 and found.riskcal_noise is not None
-    assert found.riskcal_risk is not None
-    assert 0.0 < found.riskcal_risk <= 1.0 and "riskcal's is" in found.note
-    # more noise than riskcal needs: the theory is the tighter one, and says so
+    assert found.riskcal_risk is not None and found.ratio is not None
+    # Opacus's sampling: one over the batches per epoch, epochs times as many steps
+    batches = -(-len(ds.x_train) // 16)
+    assert found.sample_rate == pytest.approx(1 / batches) and found.steps == 2 * batches
+    assert 0.0 < found.riskcal_risk <= 1.0 and found.tighter == "empirical"
+    assert f"it needs {found.ratio:.3g}x less noise than riskcal" in found.note
+    # more noise than riskcal needs: the theory is the tighter one, and says by how much
     lots = riskcal_check(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd"),
                                        chosen=found.riskcal_noise * 4), None, ds, spec)
-    assert "riskcal's needs" in lots.note and lots.riskcal_risk is not None
-    assert lots.riskcal_risk < found.riskcal_risk
+    assert lots.tighter == "riskcal"
+    assert "riskcal needs 4x less noise than the empirical" in lots.note
+    assert lots.riskcal_risk is not None and lots.riskcal_risk < found.riskcal_risk
     none = riskcal_check(DefenseSearch(defense="dpsgd", knob=require_knob("dpsgd")), None, ds,
                          spec)
     assert none.empirical_noise is None and none.riskcal_noise == found.riskcal_noise
+
+
+def dp_check(**kw: Any) -> Any:
+    from shieldsplit.harden.result import DpCheck
+
+    base: dict[str, Any] = dict(
+        empirical_noise=0.01, epsilon=4.9e5, delta=1e-5, riskcal_noise=0.9, riskcal_risk=1.0,
+        target_tpr=0.102, at_fpr=0.00183, sample_rate=1 / 9, steps=90, failing_noise=0.002,
+        tighter="empirical", ratio=90.0, positions=["federated-server-malicious"],
+        attacks=["imprint"], holds=[True, True, True])
+    return DpCheck(**{**base, **kw})
+
+
+def test_the_dp_cross_check_says_which_is_tighter_and_by_how_much_from_its_numbers() -> None:
+    words = dp_check().words()
+    assert ("Target: TPR <= 0.102 at FPR 0.00183 (the line-up's chance plus the audit's "
+            "re-identification tolerance), for DP-SGD at sample rate 0.111 over 90 steps."
+            in words)
+    assert ("from a noise multiplier of 0.01 (epsilon 4.9e+05 at delta 1e-05); riskcal "
+            "calibrates 0.9 for the same target" in words)
+    # the factor at the searched setting, and up to riskcal over the failing probe below it
+    assert ("The empirical setting is tighter: it needs 90x less noise than riskcal (0.01 vs "
+            "0.9), and up to 450x less where the boundary lies (between the failing 0.002 and "
+            "0.01)." in words)
+    assert "held on 3 of 3 confirmation seeds" in words
+    assert "riskcal's bound is vacuous (TPR 1)" in words and "(imprint)" in words
+    assert "riskcal's bound does apply" in words and "split server" not in words
+    # riskcal tighter, at the split server: by 1 / ratio, and why (the activations)
+    split = dp_check(empirical_noise=2.0, riskcal_noise=0.5, ratio=0.25, tighter="riskcal",
+                     failing_noise=1.0, riskcal_risk=0.05, positions=["split-server"]).words()
+    assert ("The theory is tighter: riskcal needs 4x less noise than the empirical setting (0.5 "
+            "vs 2), "
+            "and at least 2x less (the probe at 1 failed)." in split)
+    assert "which DP-SGD's guarantee does not cover" in split
+    # a failing probe below riskcal's noise: the bracket cannot say which is tighter
+    coarse = dp_check(empirical_noise=2.0, riskcal_noise=0.5, ratio=0.25, tighter="riskcal",
+                      failing_noise=0.3).words()
+    assert "between the failing 0.3 and 2, so the two may agree" in coarse
+    # the weakest end met: the empirical factor is a least
+    assert "the factor is a lower bound" in dp_check(failing_noise=None).words()
+    # the attacker's own release: one noised step of a batch holding the victim
+    assert ("even one such step needs a noise multiplier of 0.6 for the same bound (60x the "
+            "empirical one)" in dp_check(riskcal_one_step=0.6).words())
+    assert dp_check(tighter="equal", ratio=1.0, riskcal_noise=0.01).factor().startswith(
+        "They agree")
+
+
+def test_the_benchmark_page_names_only_the_positions_searched() -> None:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from shieldsplit.harden.result import HardenResult
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_harden", bench / "harden.py")
+        assert spec is not None and spec.loader is not None
+        page = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(page)
+    finally:
+        sys.path.remove(str(bench))
+
+    def record(positions: list[str]) -> dict[str, Any]:
+        r = HardenResult(created="now", dataset="breastmnist: 546 images", model="PGSLNet",
+                         cut=2, epochs=1, budget="quick", seed=0, positions=positions,
+                         target="no leakage found", utility="balanced_accuracy",
+                         attacks=["imprint"], candidates_bound=4,
+                         dp=dp_check(positions=positions).model_copy(
+                             update={"note": dp_check(positions=positions).words()}))
+        return {"command": "python benchmarks/harden.py", "date": "now", "seed": 0,
+                "machine": {"cpus": "2"}, "data": "breastmnist", "width": 16, "hidden": 64,
+                "wall_minutes": 1.0, "result": r.model_dump(mode="json")}
+
+    fed = page.markdown(record(["federated-server-malicious"]))
+    assert "split server" not in fed and "points of balanced" not in fed
+    assert fed.startswith("# Hardening to *no leakage found* at the malicious federated server")
+    assert "tighter: empirical, riskcal / empirical = 90" in fed
+    split = page.markdown(record(["split-server"]))
+    assert "No on breastmnist: no defence held *no leakage found* at the split server" in split
+    assert page.stem("breastmnist", ["federated-server-malicious"]) == (
+        "harden_breastmnist_federated-server-malicious")
 
 
 # ---------------------------------------------------------------- the cut as a knob

@@ -238,6 +238,9 @@ class DpCheck(BaseModel):
         delta: its delta.
         riskcal_noise: the noise riskcal calibrates to the target risk, or None.
         riskcal_risk: the TPR riskcal allows at the empirical setting, or None.
+        riskcal_one_step: riskcal's noise for the same target over one noised step of a
+            batch that surely holds the victim (sample rate 1): the least that any release
+            of such an update needs (a federated attacker's observation is one or more).
         target_tpr: the target in attack terms: the TPR allowed ...
         at_fpr: ... at this FPR (the line-up's chance rate).
         sample_rate: DP-SGD's sampling rate (one over the batches per epoch, as Opacus's).
@@ -261,6 +264,7 @@ class DpCheck(BaseModel):
     delta: float | None = None
     riskcal_noise: float | None = None
     riskcal_risk: float | None = None
+    riskcal_one_step: float | None = None
     target_tpr: float | None = None
     at_fpr: float | None = None
     sample_rate: float | None = None
@@ -289,23 +293,24 @@ class DpCheck(BaseModel):
             >>> f = DpCheck(empirical_noise=0.01, riskcal_noise=0.9, failing_noise=0.001,
             ...             tighter="empirical", ratio=90.0).factor()
             >>> f.split(":")[0], "needs 90x less noise" in f, "up to 900x less" in f
-            ('the empirical setting is tighter', True, True)
+            ('The empirical setting is tighter', True, True)
         """
         e, r, f = self.empirical_noise, self.riskcal_noise, self.failing_noise
         if e is None or r is None or self.ratio is None:
             return ""
         if self.tighter == "equal":
-            return f"they agree: both need a noise multiplier of about {r:.3g}"
+            return f"They agree: both need a noise multiplier of about {r:.3g}"
         if self.tighter == "empirical":
-            head = (f"the empirical setting is tighter: it needs {self.ratio:.3g}x less noise "
+            head = (f"The empirical setting is tighter: it needs {self.ratio:.3g}x less noise "
                     f"than riskcal ({e:.3g} vs {r:.3g})")
             if f is None:
                 return head + (", and the weakest end of the searched range met the target, "
-                               "so the boundary may lie lower still (the factor is a least)")
+                               "so the boundary may lie lower still (the factor is a lower "
+                               "bound)")
             return head + (f", and up to {r / f:.3g}x less where the boundary lies (between "
                            f"the failing {f:.3g} and {e:.3g})")
-        head = (f"riskcal is tighter: it needs {1 / self.ratio:.3g}x less noise than the "
-                f"empirical setting ({r:.3g} vs {e:.3g})")
+        head = (f"The theory is tighter: riskcal needs {1 / self.ratio:.3g}x less noise than "
+                f"the empirical setting ({r:.3g} vs {e:.3g})")
         if f is None:
             return head
         if f <= r:
@@ -340,13 +345,22 @@ class DpCheck(BaseModel):
         elif self.riskcal_risk is not None:
             at_empirical = (f"At the empirical setting riskcal bounds any attacker's TPR by "
                             f"{self.riskcal_risk:.3g}, above the target.")
+        one_step = ""
+        if (self.riskcal_one_step is not None and self.empirical_noise
+                and not any(p.startswith("split-server") for p in self.positions)):
+            one_step = ("riskcal's noise is for the training as Opacus accounts it; the "
+                        "attacker here sees noised updates of a batch that surely holds each "
+                        "victim, and even one such step needs a noise multiplier of "
+                        f"{self.riskcal_one_step:.3g} for the same bound "
+                        f"({self.riskcal_one_step / self.empirical_noise:.3g}x the empirical "
+                        "one).")
         attacks = ", ".join(self.attacks) or "the audit's attacks"
         return " ".join(filter(None, [
             "riskcal bounds the strongest attacker the theory allows (the best test against "
             "one example, over any neighbouring data set, with every update seen), while the "
             f"audit measures only the attacks that ran ({attacks}) on this data set: it can "
             "pass a setting the bound does not, which shows no leakage by those attacks, not "
-            "a guarantee.", at_empirical, scope]))
+            "a guarantee.", at_empirical, scope, one_step]))
 
     def words(self) -> str:
         """The cross-check in words, every number from the fields: the target, the
@@ -381,11 +395,10 @@ class DpCheck(BaseModel):
             f"It held on {sum(self.holds)} of {len(self.holds)} confirmation seeds.")
         if self.riskcal_noise is None or not self.factor():
             return " ".join(filter(None, [found + ".", held, self.reason]))
-        factor = self.factor()
         return " ".join(filter(None, [
             f"Target: {goal}.",
             f"{found}; riskcal calibrates {self.riskcal_noise:.3g} for the same target.",
-            factor[0].upper() + factor[1:] + ".", held, "Why they differ: " + self.why()]))
+            self.factor() + ".", held, "Why they differ: " + self.why()]))
 
 
 class HardenResult(BaseModel):

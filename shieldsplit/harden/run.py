@@ -201,6 +201,8 @@ def riskcal_check(search: DefenseSearch, confirmation: Confirmation | None,
                                       sample_rate=rate, steps=steps)
             check.riskcal_noise, check.riskcal_risk = c.riskcal_noise, c.riskcal_tpr_at_empirical
             check.tighter, check.ratio = c.tighter, c.ratio
+            check.riskcal_one_step = dp_risk.noise_for_risk(target, chance, sample_rate=1.0,
+                                                            steps=1)
     except ShieldSplitError as exc:  # riskcal absent, or a setting it cannot take
         check.reason = f"The riskcal cross-check was not computed: {exc}"
     check.note = check.words()
