@@ -178,7 +178,7 @@ def riskcal_check(search: DefenseSearch, confirmation: Confirmation | None,
     noise = search.chosen
     runs = list(confirmation.runs) if confirmation is not None else []
     chosen = [p.run for p in search.probes if noise is not None and p.value == noise]
-    first = (runs or chosen or [None])[0]
+    first = next(iter(runs or chosen), None)
     batches = len(make_loaders(data, batch_size=spec.batch_size).train)
     chance = lineup_chance(confirmation, data)
     target = min(0.999, chance + Tolerance().reidentification)
