@@ -284,6 +284,32 @@ def added_lines(run: dict) -> list[str]:
     return out
 
 
+def retrained_row(row, fresh_rows):
+    """The retrained run of the earlier table's ``row``: the same defence at the same
+    strength value or, for a row recorded before its defence declared a knob (strength
+    None then, a value now), the same options, or else that defence's only run.
+
+    Example:
+        >>> from types import SimpleNamespace as R
+        >>> fresh = [R(defense="pgsl", strength_value=0.5, options={"a": 1}),
+        ...          R(defense="laplace", strength_value=1.0, options={})]
+        >>> retrained_row(R(defense="pgsl", strength_value=None, options={"b": 2}), fresh).options
+        {'a': 1}
+        >>> retrained_row(R(defense="laplace", strength_value=1.0, options={}), fresh).defense
+        'laplace'
+    """
+    same = [r for r in fresh_rows if r.defense == row.defense]
+    for match in (lambda r: r.strength_value == row.strength_value,
+                  lambda r: r.options == row.options):
+        found = [r for r in same if match(r)]
+        if len(found) == 1:
+            return found[0]
+    if len(same) == 1:
+        return same[0]
+    raise KeyError(f"no single retrained run of {row.defense} at {row.strength_value} "
+                   f"among {[(r.defense, r.strength_value) for r in same]}")
+
+
 def add_attacks(table: CompareTable, net: torch.nn.Module, ds, args) -> CompareTable:
     """Run ``--add-attacks`` on every defence of an earlier table (retrained with its seed)
     and merge their results into its rows, recording whether the retrained models are the
@@ -292,10 +318,11 @@ def add_attacks(table: CompareTable, net: torch.nn.Module, ds, args) -> CompareT
     new = ss.compare(net, data=ds, sweeps=SWEEPS, epochs=table.epochs, seed=table.seed,
                      attacks=args.add_attacks, budget=cast(Budget, table.budget),
                      progress=False)
-    by_key = {(r.defense, r.strength_value): r for r in new.rows}
+    # the hour of training is kept before it is merged: a merge that fails loses nothing
+    new.to_json(Path("out") / f"frontier_{args.data}_added.json")
     mismatched = []
     for row in table.rows:
-        fresh = by_key[(row.defense, row.strength_value)]
+        fresh = retrained_row(row, new.rows)
         if fresh.accuracy != row.accuracy:
             mismatched.append(run_label(row))
         row.leakage.update({a: res for a, res in fresh.leakage.items()
