@@ -380,10 +380,16 @@ class HardenResult(BaseModel):
                      "it does not." if s.knob.is_cut else "")
             within = f"{s.knob.option} {s.knob.low:g}..{s.knob.high:g}" + (
                 "" if s.depth is None else f" and the cut {s.depth.low:g}..{s.depth.high:g}")
+            where = (("failing at " + ", ".join(failing)) if failing else
+                     f"it reached '{self.target}' at every searched position, but a model "
+                     "stuck at the majority class is never recommended" if best.stuck else
+                     f"it reached '{self.target}' at every searched position on validation")
+            leaking = any(v == "leaks" for v in best.positions.values())
+            said = "Still leaks: " if leaking else "What the audit found there: "
             out.append(f"{s.defense} did not reach '{self.target}' within {within}; closest "
                        f"at {s.setting(best.value, best.cut if best.cut is not None else self.cut)}"
-                       f"{stuck_words}: failing at " + (", ".join(failing) or "no position")
-                       + (". Still leaks: " + " ".join(best.leaks) if best.leaks else ".")
+                       f"{stuck_words if failing else ''}: {where}"
+                       + (". " + said + " ".join(best.leaks) if best.leaks else ".")
                        + alone)
         return out
 
