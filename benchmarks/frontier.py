@@ -270,9 +270,17 @@ def added_lines(run: dict) -> list[str]:
     out = []
     for added in run.get("added", []):
         load = load_line(added, own=2).removeprefix("Load: ").strip().rstrip(".")
+        wall = added.get("wall_minutes")
+        took = "time not recorded" if wall is None else f"{wall:.1f} min"
+        if wall is None and added.get("load_average") is None:
+            load = ("not recorded (merged with --reuse-added from the retrained table that "
+                    "an earlier run kept when its merge failed)")
         line = (f"Added attacks {', '.join(f'`{a}`' for a in added['attacks'])}: "
-                f"`{added['command']}` on {added['date']}, {added['wall_minutes']:.1f} min; "
+                f"`{added['command']}` on {added['date']}, {took}; "
                 f"load: {load}. Every defence was retrained with the table's seed; ")
+        if added.get("not_applicable"):
+            line += (f"none of them applies to {', '.join(added['not_applicable'])} (no "
+                     "federated form), which has no added column; ")
         if added["same_models"]:
             line += (f"all {added['rows']} retrained runs reproduced the table's test "
                      "accuracy exactly, so the added columns attack the same models.  ")
@@ -287,7 +295,8 @@ def added_lines(run: dict) -> list[str]:
 def retrained_row(row, fresh_rows):
     """The retrained run of the earlier table's ``row``: the same defence at the same
     strength value or, for a row recorded before its defence declared a knob (strength
-    None then, a value now), the same options, or else that defence's only run.
+    None then, a value now), the same options, or else that defence's only run; None when
+    the added attacks ran on no run of that defence (none of them applies to it).
 
     Example:
         >>> from types import SimpleNamespace as R
@@ -297,8 +306,12 @@ def retrained_row(row, fresh_rows):
         {'a': 1}
         >>> retrained_row(R(defense="laplace", strength_value=1.0, options={}), fresh).defense
         'laplace'
+        >>> retrained_row(R(defense="bido", strength_value=0.5, options={}), fresh) is None
+        True
     """
     same = [r for r in fresh_rows if r.defense == row.defense]
+    if not same:
+        return None
     for match in (lambda r: r.strength_value == row.strength_value,
                   lambda r: r.options == row.options):
         found = [r for r in same if match(r)]
@@ -314,25 +327,37 @@ def add_attacks(table: CompareTable, net: torch.nn.Module, ds, args) -> CompareT
     """Run ``--add-attacks`` on every defence of an earlier table (retrained with its seed)
     and merge their results into its rows, recording whether the retrained models are the
     table's (equal test accuracy)."""
-    start = time.time()
-    new = ss.compare(net, data=ds, sweeps=SWEEPS, epochs=table.epochs, seed=table.seed,
-                     attacks=args.add_attacks, budget=cast(Budget, table.budget),
-                     progress=False)
-    # the hour of training is kept before it is merged: a merge that fails loses nothing
-    new.to_json(Path("out") / f"frontier_{args.data}_added.json")
-    mismatched = []
+    kept = Path("out") / f"frontier_{args.data}_added.json"
+    if args.reuse_added:  # the retrained table a failed merge kept
+        new = CompareTable.model_validate_json(kept.read_text())
+    else:
+        start = time.time()
+        new = ss.compare(net, data=ds, sweeps=SWEEPS, epochs=table.epochs, seed=table.seed,
+                         attacks=args.add_attacks, budget=cast(Budget, table.budget),
+                         progress=False)
+        new.run = {"date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+                   "wall_minutes": (time.time() - start) / 60,
+                   "load_average": os.getloadavg()[0]}
+        # the hour of training is kept before it is merged: a merge that fails loses nothing
+        new.to_json(kept)
+    mismatched, untouched = [], []
     for row in table.rows:
         fresh = retrained_row(row, new.rows)
+        if fresh is None:
+            untouched.append(run_label(row))
+            continue
         if fresh.accuracy != row.accuracy:
             mismatched.append(run_label(row))
         row.leakage.update({a: res for a, res in fresh.leakage.items()
                             if a not in table.attacks})
     table.attacks += [a for a in new.attacks if a not in table.attacks]
     table.run.setdefault("added", []).append({
-        "attacks": list(args.add_attacks), "command": command_line("benchmarks/frontier.py", args),
-        "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        "wall_minutes": (time.time() - start) / 60, "load_average": os.getloadavg()[0],
-        "rows": len(table.rows), "same_models": not mismatched, "mismatched": mismatched})
+        "attacks": list(args.add_attacks),
+        "command": command_line("benchmarks/frontier.py", args, skip=("reuse_added",)),
+        "date": new.run.get("date") or f"{str(new.created)[:16].replace('T', ' ')} UTC",
+        "wall_minutes": new.run.get("wall_minutes"), "load_average": new.run.get("load_average"),
+        "rows": len(table.rows) - len(untouched), "same_models": not mismatched,
+        "mismatched": mismatched, "not_applicable": untouched})
     return table
 
 
@@ -412,6 +437,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--attacks", nargs="+", default=list(ATTACKS),
                     help="reconstruction attacks (adaptive ones are added per defence)")
+    ap.add_argument("--reuse-added", action="store_true", default=None,
+                    help="with --add-attacks: merge the retrained table kept under out/ by a "
+                         "run whose merge failed, instead of training again")
     ap.add_argument("--add-attacks", nargs="+", default=None,
                     help="retrain every defence of the existing table with its seed and add "
                          "these attacks' columns to it")

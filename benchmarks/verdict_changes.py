@@ -139,8 +139,21 @@ def section() -> str:
             "stored evidence; the quick-audit pages' own verdict sentences): "
             f"{len(lines)} of {total} verdicts changed. Every one of these pages was re-run "
             "on 2026-12-06 (the frontiers with the adaptive attack), so a change can come "
-            "from the run as well as from the rule.")
+            "from the run as well as from the rule." + _added_words())
     return "\n".join([head, "", *lines]) if lines else head
+
+
+def _added_words() -> str:
+    """Attacks added to a frontier's record after its run (``frontier.py --add-attacks``):
+    a verdict at their position can change from them too."""
+    words = []
+    for page in PAGES:
+        run = json.loads((RESULTS / f"{page}.json").read_text()).get("run") or {}
+        for added in run.get("added", []):
+            words.append(f"`{page}` gained {', '.join(f'`{a}`' for a in added['attacks'])} "
+                         f"on {str(added.get('date', '?'))[:10]}")
+    return (" Since then " + "; ".join(words) + ", so a verdict at their positions can also "
+            "change from those attacks.") if words else ""
 
 
 def render(readme: str) -> str:
