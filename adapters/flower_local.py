@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -164,6 +165,30 @@ class LocalFederation:
         if node_config:
             args += ["--node-config", node_config]
         return self.start(name, *args)
+
+    def submit(self, app: Path, run_config: str, *, timeout: float = 180.0) -> Path:
+        """``flwr run`` a copy of the Flower app ``app`` on this federation.
+
+        Args:
+            app: the app's folder (its ``pyproject.toml`` declares the ``ServerApp``).
+            run_config: ``--run-config`` entries after the report path.
+            timeout: seconds ``flwr run`` may take to submit the run.
+
+        Returns:
+            Where the run's JSON report will be written (``out=`` of the run config).
+
+        Raises:
+            RuntimeError: ``flwr run`` failed; the message holds its output.
+        """
+        copy = self.root / "app"
+        shutil.copytree(app, copy)
+        out = self.root / "result.json"
+        done = subprocess.run(
+            ["flwr", "run", str(copy), "localhost", "--run-config", f"out='{out}' {run_config}"],
+            env=self.env, capture_output=True, text=True, timeout=timeout)
+        if done.returncode:
+            raise RuntimeError(done.stdout + done.stderr)
+        return out
 
     def log(self, name: str) -> str:
         """The log of the process started as ``name`` so far."""

@@ -32,7 +32,6 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -73,15 +72,7 @@ def wait_for(ready: Callable[[], Any], what: str, timeout: float) -> Any:
 # ------------------------------------------------------------------ Flower
 def submit(fed: LocalFederation, run_config: str) -> Path:
     """``flwr run`` the example app on ``fed``; where its JSON report will be."""
-    app = fed.root / "app"
-    shutil.copytree(APP, app)
-    out = fed.root / "result.json"
-    done = subprocess.run(
-        ["flwr", "run", str(app), "localhost", "--run-config", f"out='{out}' {run_config}"],
-        env=fed.env, capture_output=True, text=True, timeout=180)
-    if done.returncode:
-        raise RuntimeError(done.stdout + done.stderr)
-    return out
+    return fed.submit(APP, run_config, timeout=180)
 
 
 def report(out: Path) -> FederatedResult | None:

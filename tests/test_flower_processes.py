@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,14 +42,7 @@ def federation(tmp_path: Path) -> Iterator[LocalFederation]:
 
 def _submit(federation: LocalFederation, run_config: str) -> Path:
     """``flwr run`` the example app on the local federation; where its result will be."""
-    app = federation.root / "app"
-    shutil.copytree(APP, app)
-    out = federation.root / "result.json"
-    done = subprocess.run(
-        ["flwr", "run", str(app), "localhost", "--run-config", f"out='{out}' {run_config}"],
-        env=federation.env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return out
+    return federation.submit(APP, run_config, timeout=120)
 
 
 def _wait_for_result(out: Path, timeout: float = 240) -> Any:
