@@ -51,15 +51,6 @@ HARDEN_POSITION_WORDS: dict[str, str] = {
     "membership": "a membership-inference attacker",
 }
 
-#: Each position's attacks when none are named (the adaptive ones are added per defence).
-HARDEN_POSITION_ATTACKS: dict[str, tuple[str, ...]] = {
-    "split-server": ("split-black-box",),
-    "split-server-malicious": ("fsha",),
-    "federated-server": ("inverting-gradients-fedavg",),
-    "federated-server-malicious": ("imprint",),
-    "membership": (),
-}
-
 #: The targets a search can aim for: a verdict every named position must reach.
 HARDEN_TARGETS: tuple[str, ...] = ("no leakage found",)
 
@@ -153,6 +144,6 @@ class FederatedSettings(RunSettings):
 
 
 __all__ = ["HARDEN_CANDIDATES", "HARDEN_CONFIRM_SEEDS", "HARDEN_POSITIONS",
-           "HARDEN_POSITION_ATTACKS", "HARDEN_POSITION_WORDS", "HARDEN_TARGETS",
+           "HARDEN_POSITION_WORDS", "HARDEN_TARGETS",
            "HARDEN_UTILITIES", "AuditSettings", "Budget", "DataSettings", "FederatedSettings",
            "HardenUtility", "RunSettings", "TrainSettings"]

@@ -244,7 +244,8 @@ def harden(
         utility: what to keep: ``balanced_accuracy``, ``f1`` (macro) or ``accuracy``.
         budget: ``quick`` / ``standard`` / ``thorough``: the audit's budget and the
             candidates per defence (4 / 6 / 8: both ends, then bisection).
-        attacks: the attacks (default: each position's; the adaptive ones are added).
+        attacks: the attacks (default: at each named position, the audit's own default set
+            at ``budget`` for these images; the adaptive ones are added).
         ranges: ``name -> (low, high)`` narrowing a defence's declared range (its ends
             must then give different verdicts).
         compose: also search pairs of cut defences through a registered ``compose``.
@@ -305,12 +306,15 @@ def harden(
         "candidates_per_defense", candidates_per_defense, low=2,
         fix="pass 2 or more (both ends of the range), or None for the budget's")
     n_seeds = check_int("confirm_seeds", confirm_seeds, low=1, fix="pass 3")
-    asked = check_attacks(attacks, pos) if attacks is not None else default_attacks(pos)
-    if not asked:
+    if attacks is not None:
+        check_attacks(attacks, pos)
+    if not [p for p in pos if p != "membership"] or (attacks is not None and not attacks):
         raise ConfigError.build(
             what="positions", expected="a reconstruction position beside 'membership'",
             received=repr(pos), fix="add 'split-server' (membership is audited beside it)")
     data = as_dataset(data, model=model, seed=seed)
+    asked = list(attacks) if attacks is not None else default_attacks(
+        pos, budget, image_shape=tuple(data.x_train.shape[1:]))
     check_utility(utility, data)
     require_optuna()  # a study searches two knobs, or a knob that is not monotone
     deeper = cut_depth and any(POSITIONS[p][0] == "split" for p in pos)

@@ -31,9 +31,6 @@ from shieldsplit.settings import (
     HARDEN_CONFIRM_SEEDS as CONFIRM_SEEDS,
 )
 from shieldsplit.settings import (
-    HARDEN_POSITION_ATTACKS as POSITION_ATTACKS,
-)
-from shieldsplit.settings import (
     HARDEN_POSITION_WORDS as POSITION_WORDS,
 )
 from shieldsplit.settings import (
@@ -45,6 +42,7 @@ from shieldsplit.settings import (
 from shieldsplit.settings import (
     HARDEN_UTILITIES as UTILITIES,
 )
+from shieldsplit.settings import Budget
 from shieldsplit.settings import (
     HardenUtility as Utility,
 )
@@ -110,14 +108,48 @@ def positions_words(positions: Sequence[str]) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def default_attacks(positions: Sequence[str]) -> list[str]:
-    """The attacks that audit the named positions (before the adaptive ones).
+def default_attacks(positions: Sequence[str], budget: Budget = "quick", *,
+                    image_shape: tuple[int, ...] | None = None) -> list[str]:
+    """The attacks that audit the named positions when none are named (before the
+    adaptive ones): at each position, the audit's own default set at ``budget`` for that
+    image size (:func:`shieldsplit.audit.auditor.default_attacks`, read from the attacks'
+    declarations); a position whose attacks all stay off that budget (the malicious split
+    server's FSHA is slow) gets every attack that declares it, since a named position must
+    be attacked.
+
+    Args:
+        positions: attacker positions (see :data:`POSITIONS`).
+        budget: the audit budget.
+        image_shape: ``(C, H, W)`` of the images (None: any size fits).
+
+    Returns:
+        Attack names, position by position.
 
     Example:
         >>> default_attacks(["split-server", "federated-server"])
-        ['split-black-box', 'inverting-gradients-fedavg']
+        ['split-black-box', 'split-white-box', 'gan-prior', 'inverting-gradients', \
+'inverting-gradients-fedavg']
+        >>> default_attacks(["split-server-malicious"])
+        ['fsha']
     """
-    return [a for p in positions for a in POSITION_ATTACKS[p]]
+    from torch import nn
+
+    from shieldsplit.attacks import available_attacks
+    from shieldsplit.audit.auditor import default_attacks as audit_defaults
+
+    def at(name: str) -> tuple[str, str]:
+        cls = attack_class(name, "reconstruction")
+        return cls.position(), getattr(cls, "server", "honest")
+
+    plain = nn.Identity()  # a plain model: every surface, no defence to adapt to
+    chosen = audit_defaults(plain, budget, image_shape=image_shape)
+    out: list[str] = []
+    for p in positions:
+        mine = [a for a in chosen if at(a) == POSITIONS[p]] or [
+            a for a in available_attacks("reconstruction")
+            if at(a) == POSITIONS[p] and not attack_class(a, "reconstruction").adapts_to]
+        out += [a for a in mine if a not in out]
+    return out
 
 
 def check_attacks(attacks: Sequence[str], positions: Sequence[str]) -> list[str]:
@@ -207,7 +239,7 @@ def ranged_knob(name: str, knob: Knob, ranges: Mapping[str, tuple[float, float]]
 
 
 __all__ = [
-    "CANDIDATES", "CONFIRM_SEEDS", "POSITIONS", "POSITION_ATTACKS", "POSITION_WORDS", "TARGETS",
+    "CANDIDATES", "CONFIRM_SEEDS", "POSITIONS", "POSITION_WORDS", "TARGETS",
     "UTILITIES", "Utility", "check_attacks", "check_budget", "check_positions", "check_target",
     "check_utility", "default_attacks", "positions_words", "ranged_knob",
 ]
