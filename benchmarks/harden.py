@@ -1,8 +1,8 @@
 """Harden to *no leakage found* at the named attacker positions (issue 24's evidence).
 
 For each defence, ``ss.harden`` bisects its declared strength on the validation split for
-the weakest setting whose audit (at each position the audit's default attacks and every adaptive attack,
-against the undefended control at the same cut) gives *no leakage found* at every
+the weakest setting whose audit (at each position the audit's default attacks and every
+adaptive attack, against the undefended control at the same cut) gives *no leakage found* at every
 position named by ``--positions`` (default: the split server); where a split position is
 named it also searches the cut depth (a deeper cut alone, and each defence with the cut by
 a seeded Optuna study; ``--no-cut-depth`` skips them). It then retrains each chosen
