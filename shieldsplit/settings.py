@@ -119,6 +119,15 @@ class AuditSettings(RunSettings):
     victims: int | None = Field(default=None, ge=1)
 
 
+#: Federated training's learning rate for each defence that takes one (``federate --lr``'s
+#: default, and a deployment's unless its run config's ``options`` names one), chosen on
+#: the validation splits of digits and BreastMNIST (its own default, 0.001, left DP-SGD at
+#: the majority class on BreastMNIST; ``benchmarks/federate_defaults.py --dpsgd-search``
+#: found no better learning rate, batch size or local epochs for DP-SGD at no more
+#: epsilon, tests/test_federate_defaults.py); the other defences train with Adam at 0.001.
+FEDERATED_LR: dict[str, float] = {"dpsgd": 0.03}
+
+
 class FederatedSettings(RunSettings):
     """How a federated run trains (``shieldsplit federate``, the Flower adapter).
 
@@ -143,7 +152,7 @@ class FederatedSettings(RunSettings):
     partition: str = "iid"
 
 
-__all__ = ["HARDEN_CANDIDATES", "HARDEN_CONFIRM_SEEDS", "HARDEN_POSITIONS",
+__all__ = ["FEDERATED_LR", "HARDEN_CANDIDATES", "HARDEN_CONFIRM_SEEDS", "HARDEN_POSITIONS",
            "HARDEN_POSITION_WORDS", "HARDEN_TARGETS",
            "HARDEN_UTILITIES", "AuditSettings", "Budget", "DataSettings", "FederatedSettings",
            "HardenUtility", "RunSettings", "TrainSettings"]

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from shieldsplit.errors import ConfigError, EmptyDataError, UnsupportedModelError
 from shieldsplit.functional.partition import parse_partition, partition_indices
+from shieldsplit.settings import FEDERATED_LR
 
 flower = pytest.importorskip("shieldsplit.adapters.flower", reason="needs shieldsplit[flower]")
 
@@ -309,6 +310,11 @@ def test_flower_and_ray_logs_go_through_the_projects_logging_once() -> None:
 
 
 # ------------------------------------------------------------------ one simulation
+#: the noise multiplier the command line's run passes through ``--option`` (not the default
+#: 1.0, so the accountant test below shows it reached every client)
+NOISE = 1.3
+
+
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """``shieldsplit federate`` on digits: DP-SGD, 2 clients, 2 rounds, live audit."""
@@ -318,6 +324,7 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     args = ["federate", "--defense", "dpsgd", "--clients", "2", "--rounds", "2",
             "--local-epochs", "1", "--data", "digits", "--limit", "150", "--partition", "iid",
             "--batch-size", "16", "--cut", "1", "--audit", "quick", "--seed", "0",
+            "--option", f"dpsgd.noise_multiplier={NOISE}",
             "--json", str(out / "fl.json"), "--out", str(out / "fl.html")]
     done = CliRunner().invoke(app, args)
     return {"done": done, "json": out / "fl.json", "html": out / "fl.html"}
@@ -373,7 +380,7 @@ def test_each_clients_epsilon_equals_opacus_accountant_over_its_steps(cli_run: d
         expected = []
         for _ in range(result.rounds):  # one local epoch a round, Poisson rate 1/batches
             for _ in range(batches * result.local_epochs):
-                accountant.step(noise_multiplier=1.0, sample_rate=1.0 / batches)
+                accountant.step(noise_multiplier=NOISE, sample_rate=1.0 / batches)
             expected.append(accountant.get_epsilon(delta=result.delta))
         assert eps[client] == pytest.approx(expected, rel=1e-9)
         assert eps[client][1] > eps[client][0]  # the state persisted across rounds
@@ -404,9 +411,27 @@ def test_a_bad_option_fails_before_any_work() -> None:
                  ["--defense", "none", "--epsilon-budget", "8", "--limit", "40"],
                  ["--defense", "dpsgd", "--lr", "0"],
                  ["--defense", "none", "--lr", "0.1", "--limit", "40"],
-                 ["--out", "/dev/null/sub/r.html"], ["--privacy-dir", "/dev/null/x"]):
+                 ["--out", "/dev/null/sub/r.html"], ["--privacy-dir", "/dev/null/x"],
+                 ["--defense", "dpsgd", "--option", "dpsgd.noise=1", "--limit", "40"],
+                 ["--defense", "dpsgd", "--option", "dpsgd.noise_multiplier=-1",
+                  "--limit", "40"],
+                 ["--defense", "dpsgd", "--option", "laplace.scale=1"],
+                 ["--defense", "dpsgd", "--option", "dpsgd.lr=0.1", "--lr", "0.1"]):
         done = CliRunner().invoke(app, ["federate", *args])
         assert done.exit_code == 2 and done.stderr.startswith("error: "), done.output
+
+
+def test_a_deployments_run_config_carries_the_defences_own_options() -> None:
+    from shieldsplit.adapters.flower.deployment import spec_from_config
+
+    spec = spec_from_config({"defense": "dpsgd", "limit": 40,
+                             "options": '{"noise_multiplier": 0.5, "lr": 0.01}'})
+    assert (spec.options["noise_multiplier"], spec.options["lr"]) == (0.5, 0.01)
+    plain = spec_from_config({"defense": "dpsgd"}).options  # federate's learning rate
+    assert "noise_multiplier" not in plain and plain["lr"] == FEDERATED_LR["dpsgd"] == 0.03
+    for bad in ("[0.5]", "{noise}", '{"noise": 0.5}', '{"noise_multiplier": -1}'):
+        with pytest.raises(ConfigError, match=r"options|noise"):
+            spec_from_config({"defense": "dpsgd", "options": bad})
 
 
 def test_a_restarted_accountant_is_flagged_in_the_table_and_the_html() -> None:

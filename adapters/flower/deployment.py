@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,13 +36,14 @@ from shieldsplit.adapters.flower.messages import to_record
 from shieldsplit.adapters.flower.report import FederatedResult
 from shieldsplit.adapters.flower.strategy import RecordingStrategy
 from shieldsplit.errors import ConfigError
+from shieldsplit.settings import FEDERATED_LR
 
 #: the run-config keys of a deployed app (``[tool.flwr.app.config]``) and their defaults
 RUN_CONFIG_DEFAULTS: dict[str, Any] = {
     "defense": "none", "model": "small-convnet", "data": "digits", "limit": 0,
     "partition": "iid", "seed": 0, "local-epochs": 1, "batch-size": 32, "cut": 2,
     "num-clients": 2, "num-server-rounds": 2, "out": "", "min-clients": 0,
-    "round-timeout": 3600, "privacy-dir": "", "epsilon-budget": 0.0,
+    "round-timeout": 3600, "privacy-dir": "", "epsilon-budget": 0.0, "options": "",
 }
 
 
@@ -54,6 +56,34 @@ def _config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     return {**RUN_CONFIG_DEFAULTS, **dict(run_config)}
 
 
+def own_options(defense: str, text: str) -> dict[str, Any]:
+    """The ``options`` key of a run config: the defence's own options, a JSON object
+    checked by its ``Config`` (:func:`~shieldsplit.defenses.base.defense_options`).
+
+    Raises:
+        ConfigError: text that is not a JSON object, or a field the ``Config`` rejects.
+
+    Example:
+        >>> own_options("dpsgd", '{"noise_multiplier": 0.5}')
+        {'noise_multiplier': 0.5}
+        >>> own_options("dpsgd", "")
+        {}
+    """
+    from shieldsplit.defenses.base import defense_options
+
+    if not text.strip():
+        return {}
+    try:
+        fields = json.loads(text)
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict):
+        raise ConfigError.build(
+            what="options", expected="a JSON object of the defence's options",
+            received=repr(text), fix='e.g. options = \'{"noise_multiplier": 0.5}\'')
+    return defense_options(defense, fields)
+
+
 def spec_from_config(run_config: Mapping[str, Any]) -> ClientSpec:
     """The :class:`ClientSpec` of a deployed app, from its run config.
 
@@ -62,7 +92,9 @@ def spec_from_config(run_config: Mapping[str, Any]) -> ClientSpec:
     site's own data. Keys: see :data:`RUN_CONFIG_DEFAULTS` (``limit`` 0: no cap;
     ``privacy-dir`` "": the node config's, else the default folder of
     :func:`~shieldsplit.adapters.flower.ledger.default_privacy_dir`; ``epsilon-budget``
-    0: none).
+    0: none; ``options``: the defence's own options as a JSON object, e.g.
+    ``'{"noise_multiplier": 0.5}'``, checked by its ``Config``; "": its defaults, but
+    the learning rate ``federate`` uses, :data:`~shieldsplit.settings.FEDERATED_LR`).
 
     Args:
         run_config: the run config (``context.run_config``).
@@ -84,7 +116,10 @@ def spec_from_config(run_config: Mapping[str, Any]) -> ClientSpec:
     model = create_model(str(cfg["model"]), in_channels=ds.in_channels,
                          num_classes=ds.num_classes, image_size=ds.image_size[0])
     cut = int(cfg["cut"]) if str(cfg["cut"]).isdigit() else str(cfg["cut"])
-    options: dict[str, Any] = {"cut": cut, "seed": seed}
+    defense = str(cfg["defense"])
+    chosen = {"lr": FEDERATED_LR[defense]} if defense in FEDERATED_LR else {}
+    options: dict[str, Any] = {"cut": cut, "seed": seed, **chosen,
+                               **own_options(defense, str(cfg["options"]))}
     if str(cfg["defense"]).startswith("latent"):
         options["input_shape"] = tuple(int(v) for v in ds.x_train.shape[1:])
 

@@ -29,8 +29,10 @@ from shieldsplit.cli.common import (
     write_outputs,
 )
 from shieldsplit.cli.loading import check_cut, check_model, check_split, model_for
+from shieldsplit.cli.parsing import parse_dotted, parse_options
 from shieldsplit.errors import ConfigError, ShieldSplitError
 from shieldsplit.experiments.smoke import cap
+from shieldsplit.settings import FEDERATED_LR as DEFAULT_LR
 
 
 def federated_defenses() -> list[str]:
@@ -48,12 +50,6 @@ def federated_defenses() -> list[str]:
 #: BreastMNIST (``benchmarks/federate_defaults.py``, docs/results/federate_defaults.json):
 #: with Sigmoid, or fewer local epochs, the federated model stayed at the majority class.
 DEFAULT_MODEL, DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS = "small-convnet-tanh", 3, 10
-#: ``--lr``'s default for each defence that takes a learning rate, chosen on the same
-#: validation splits (its own default, 0.001, left DP-SGD at the majority class on
-#: BreastMNIST; ``--dpsgd-search`` found no better learning rate, batch size or local
-#: epochs for DP-SGD at no more epsilon, tests/test_federate_defaults.py); the other
-#: defences train with Adam at 0.001.
-DEFAULT_LR: dict[str, float] = {"dpsgd": 0.03}
 
 
 def local_options(defense: str, lr: float | None) -> dict[str, float] | None:
@@ -115,6 +111,10 @@ def federate(
         "cumulative epsilon past this")] = None,
     privacy_dir: Annotated[Path | None, typer.Option(
         help="keep the clients' privacy ledgers here (default: a temporary folder)")] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        help="the defence's own options, repeatable: NAME.FIELD=VALUE, e.g. "
+        "dpsgd.noise_multiplier=0.5 or laplace.scale=0.2 (see `shieldsplit options`)")]
+    = None,
 ) -> None:
     """Train a defence with federated averaging on Flower's simulation engine (Ray), with
     per-round accuracy, each client's epsilon (DP-SGD) and, with --audit, the leakage of
@@ -145,6 +145,13 @@ def federate(
         from shieldsplit.functional.partition import parse_partition
 
         parse_partition(partition)
+        given = parse_dotted(option or [], [defense], option="--option",
+                             example=f"{defense}.FIELD=VALUE").get(defense, {})
+        if lr is not None and "lr" in given:
+            raise ConfigError.build(
+                what="--lr", expected="the learning rate given once",
+                received=f"--lr {lr:g} and --option {defense}.lr={given['lr']}",
+                fix="drop one of them")
         try:
             from shieldsplit.adapters import flower as ssfl
         except ImportError as exc:
@@ -152,7 +159,10 @@ def federate(
                 what="flwr", expected="Flower installed (pip install 'shieldsplit[flower]')",
                 received=f"{type(exc).__name__}: {exc}",
                 fix="pip install 'shieldsplit[flower]'") from exc
-        options = local_options(defense, lr)
+        from shieldsplit.defenses.base import merge_options
+
+        options = merge_options(local_options(defense, lr) or {},
+                                parse_options(option or [], [defense]).get(defense, {})) or None
         small = smoke()
         if small is not None:
             limit = cap(limit, small.limit)
