@@ -32,6 +32,7 @@ from shieldsplit.compare.frontier import (
     DefenseRun,
     match_by_accuracy,
     matched_on,
+    not_applicable,
     redecide,
     run_label,
     stuck,
@@ -343,7 +344,7 @@ def add_attacks(table: CompareTable, net: torch.nn.Module, ds, args) -> CompareT
     mismatched, untouched = [], []
     for row in table.rows:
         fresh = retrained_row(row, new.rows)
-        if fresh is None:
+        if fresh is None:  # not deployed where the added attacks sit: not retrained
             untouched.append(run_label(row))
             continue
         if fresh.accuracy != row.accuracy:
@@ -358,6 +359,18 @@ def add_attacks(table: CompareTable, net: torch.nn.Module, ds, args) -> CompareT
         "wall_minutes": new.run.get("wall_minutes"), "load_average": new.run.get("load_average"),
         "rows": len(table.rows) - len(untouched), "same_models": not mismatched,
         "mismatched": mismatched, "not_applicable": untouched})
+    return mark_not_applicable(table)
+
+
+def mark_not_applicable(table: CompareTable) -> CompareTable:
+    """Each added attack's cell on the rows it was not run on (their defence is not
+    deployed where it sits: ``not_applicable`` in the record) reads n/a, as ``compare``'s
+    own cells do, not "missing"."""
+    for added in table.run.get("added", []):
+        for row in table.rows:
+            if run_label(row) in added.get("not_applicable", []):
+                row.leakage.update({a: not_applicable(a, row.defense)
+                                    for a in added["attacks"] if a not in row.leakage})
     return table
 
 
@@ -448,7 +461,7 @@ def main() -> None:
     stem = args.out / f"frontier_{args.data}"
     if args.render:
         table = CompareTable.model_validate_json(stem.with_suffix(".json").read_text())
-        redecide(table)
+        redecide(mark_not_applicable(table))  # records merged before cells said n/a
     elif args.add_attacks:
         table = CompareTable.model_validate_json(stem.with_suffix(".json").read_text())
         torch.set_num_threads(args.threads)

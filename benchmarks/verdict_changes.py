@@ -99,7 +99,10 @@ def current() -> dict[str, dict[str, dict[str, tuple[str, str]]]]:
     for page in PAGES:
         table = redecide(CompareTable.model_validate_json(
             (RESULTS / f"{page}.json").read_text()))
-        out[page] = {run_label(r): {v.position: (v.verdict, v.sentence) for v in r.verdicts}
+        # a malicious server's verdict is its own position (the records before had none)
+        out[page] = {run_label(r): {(v.position if getattr(v, "server", "honest") == "honest"
+                                     else f"{v.position}, {v.server}"): (v.verdict, v.sentence)
+                                    for v in r.verdicts}
                      for r in table.rows}
     return out
 
@@ -132,12 +135,14 @@ def section() -> str:
     now = current()
     lines = changes(before, now)
     total = sum(len(p) for runs in now.values() for p in runs.values())
+    new = sum(": new, is *" in line for line in lines)
     dates = ", ".join(f"`{page}.json` of {_created(page)}" for page in PAGES)
     head = (f"Computed by `python benchmarks/verdict_changes.py --write` from "
             f"`{SNAPSHOT.name}` (the verdicts the pages printed before the rule changed) and "
             f"the records now published ({dates}; `{STRENGTH}.json`, decided again from its "
             "stored evidence; the quick-audit pages' own verdict sentences): "
-            f"{len(lines)} of {total} verdicts changed. Every one of these pages was re-run "
+            f"{len(lines) - new} of {total - new} verdicts changed, and {new} are new (a "
+            "position or run the earlier pages did not have). Every one of these pages was re-run "
             "on 2026-12-06 (the frontiers with the adaptive attack), so a change can come "
             "from the run as well as from the rule." + _added_words())
     return "\n".join([head, "", *lines]) if lines else head

@@ -144,6 +144,19 @@ def fitting_defenses(attacks: Sequence[str] = DEFAULT_ATTACKS) -> list[str]:
                    for d in available_defenses(surface=p)})
 
 
+def not_applicable(attack: str, defense: str) -> AttackResult:
+    """A comparison's cell for an attack at a position where ``defense`` is not deployed
+    (``status="n/a"``: nothing to attack, not a missing measurement).
+
+    Example:
+        >>> cell = not_applicable("imprint", "pgsl")
+        >>> cell.status, cell.error
+        ('n/a', 'pgsl is not deployed under this threat model')
+    """
+    return AttackResult(attack=attack, threat_model="-", observes="-", images=0, seconds=0.0,
+                        status="n/a", error=f"{defense} is not deployed under this threat model")
+
+
 def with_adaptive(attacks: Sequence[str], defenses: Sequence[str]) -> tuple[str, ...]:
     """``attacks`` plus every registered attack that declares it adapts to one of
     ``defenses`` (a defence's *no leakage found* needs them; read from the declarations).
@@ -515,9 +528,7 @@ def _train_and_audit(
             raise KeyboardInterrupt
     for a in attacks:
         if a not in applicable:
-            leakage[a] = AttackResult(attack=a, threat_model="-", observes="-", images=0,
-                                      seconds=0.0, status="n/a",
-                                      error=f"{name} is not deployed under this threat model")
+            leakage[a] = not_applicable(a, name)
     privacy = defense.privacy()
     eps = privacy.get("epsilon")
     run = DefenseRun(
