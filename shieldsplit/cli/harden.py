@@ -69,7 +69,8 @@ def harden(
     budget: Annotated[str, typer.Option(help="quick | standard | thorough (the audit's budget "
                                         "and the candidates per defence)")] = "quick",
     attacks: Annotated[str | None, typer.Option(
-        help="comma-separated attacks", show_default="each position's (adaptive ones added)")]
+        help="comma-separated attacks",
+        show_default="the audit's default set at each position (adaptive ones added)")]
     = None,
     range_: Annotated[list[str] | None, typer.Option(
         "--range", help="NAME=LOW,HIGH: narrow a defence's declared range (repeat)")] = None,
