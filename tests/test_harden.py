@@ -160,12 +160,46 @@ def test_a_setting_that_fails_a_confirmation_seed_is_not_recommended(
     ({"utility": "auc"}, "utility"),
     ({"ranges": {"laplace": (5.0, 50.0)}}, "declared range"),
     ({"positions": ["the-moon"]}, "positions"),
+    ({"attacks": []}, "attacks"),  # nothing to audit the named position with
+    ({"attacks": ["imprint"]}, "attacks"),  # not at the named position
 ])
 def test_bad_input_gets_a_typed_error(net: Any, ds: Any, kwargs: dict[str, Any],
                                       what: str) -> None:
     args: dict[str, Any] = {"defenses": ["laplace"], "positions": ["split-server"], **kwargs}
     with pytest.raises(ConfigError, match=what):
         ss.harden(net, data=ds, epochs=1, progress=False, **args)
+
+
+def test_the_default_attacks_are_the_audits_own_at_each_position() -> None:
+    from torch import nn
+
+    from shieldsplit.attacks.base import attack_class
+    from shieldsplit.audit.auditor import applicable_attacks
+    from shieldsplit.audit.auditor import default_attacks as audit_defaults
+    from shieldsplit.harden.spec import POSITIONS, default_attacks
+
+    def at(name: str) -> tuple[str, str]:
+        cls = attack_class(name, "reconstruction")
+        return cls.position(), getattr(cls, "server", "honest")
+
+    plain = nn.Identity()
+    for budget in ("quick", "standard"):
+        for shape in ((1, 28, 28), (3, 224, 224)):
+            audit = audit_defaults(plain, budget, image_shape=shape)
+            for position in ("split-server", "federated-server", "federated-server-malicious"):
+                mine = default_attacks([position], budget, image_shape=shape)
+                theirs = [a for a in audit if at(a) == POSITIONS[position]]
+                assert mine == theirs or not theirs, (position, budget, shape)
+    # large images at the quick budget: only what fits, as the audit runs it, and a
+    # position the audit leaves empty there keeps its quick attacks (never none)
+    big = (3, 224, 224)
+    assert default_attacks(["split-server"], "quick", image_shape=big) == ["split-black-box"]
+    assert default_attacks(["federated-server"], "quick", image_shape=big) == [
+        "inverting-gradients", "inverting-gradients-fedavg"]
+    # a named position the quick audit leaves empty still gets its attacks (FSHA)
+    assert default_attacks(["split-server-malicious"], "quick") == [
+        a for a in applicable_attacks(plain) if at(a) == ("split", "malicious")] == ["fsha"]
+    assert default_attacks(["membership"]) == []
 
 
 def test_a_utility_the_data_cannot_give(net: Any) -> None:

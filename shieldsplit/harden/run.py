@@ -308,7 +308,12 @@ def harden(
     n_seeds = check_int("confirm_seeds", confirm_seeds, low=1, fix="pass 3")
     if attacks is not None:
         check_attacks(attacks, pos)
-    if not [p for p in pos if p != "membership"] or (attacks is not None and not attacks):
+    if attacks is not None and not attacks:
+        raise ConfigError.build(
+            what="attacks", expected="at least one attack at the named positions",
+            received="attacks=[]",
+            fix="pass attacks=None for the audit's default set at each position")
+    if not [p for p in pos if p != "membership"]:
         raise ConfigError.build(
             what="positions", expected="a reconstruction position beside 'membership'",
             received=repr(pos), fix="add 'split-server' (membership is audited beside it)")

@@ -113,9 +113,10 @@ def default_attacks(positions: Sequence[str], budget: Budget = "quick", *,
     """The attacks that audit the named positions when none are named (before the
     adaptive ones): at each position, the audit's own default set at ``budget`` for that
     image size (:func:`shieldsplit.audit.auditor.default_attacks`, read from the attacks'
-    declarations); a position whose attacks all stay off that budget (the malicious split
-    server's FSHA is slow) gets every attack that declares it, since a named position must
-    be attacked.
+    declarations). A named position must be attacked, so where that set has none there
+    (images larger than the quick attacks declare they fit, or the malicious split
+    server, whose FSHA is off the quick budget) it gets the position's quick-budget
+    attacks whatever the image size, else every attack that declares the position.
 
     Args:
         positions: attacker positions (see :data:`POSITIONS`).
@@ -129,12 +130,14 @@ def default_attacks(positions: Sequence[str], budget: Budget = "quick", *,
         >>> default_attacks(["split-server", "federated-server"])
         ['split-black-box', 'split-white-box', 'gan-prior', 'inverting-gradients', \
 'inverting-gradients-fedavg']
+        >>> default_attacks(["federated-server"], image_shape=(3, 224, 224))
+        ['inverting-gradients', 'inverting-gradients-fedavg']
         >>> default_attacks(["split-server-malicious"])
         ['fsha']
     """
     from torch import nn
 
-    from shieldsplit.attacks import available_attacks
+    from shieldsplit.audit.auditor import applicable_attacks
     from shieldsplit.audit.auditor import default_attacks as audit_defaults
 
     def at(name: str) -> tuple[str, str]:
@@ -143,11 +146,13 @@ def default_attacks(positions: Sequence[str], budget: Budget = "quick", *,
 
     plain = nn.Identity()  # a plain model: every surface, no defence to adapt to
     chosen = audit_defaults(plain, budget, image_shape=image_shape)
+    every = applicable_attacks(plain)
     out: list[str] = []
     for p in positions:
-        mine = [a for a in chosen if at(a) == POSITIONS[p]] or [
-            a for a in available_attacks("reconstruction")
-            if at(a) == POSITIONS[p] and not attack_class(a, "reconstruction").adapts_to]
+        there = [a for a in every if at(a) == POSITIONS[p]]
+        mine = ([a for a in chosen if a in there]
+                or [a for a in there if attack_class(a, "reconstruction").quick_default]
+                or there)
         out += [a for a in mine if a not in out]
     return out
 
