@@ -281,7 +281,7 @@ def added_lines(run: dict) -> list[str]:
                 f"load: {load}. Every defence was retrained with the table's seed; ")
         if added.get("not_applicable"):
             line += (f"none of them applies to {', '.join(added['not_applicable'])} (no "
-                     "federated form), which has no added column; ")
+                     "federated form), whose added cells read n/a; ")
         if added["same_models"]:
             line += (f"all {added['rows']} retrained runs reproduced the table's test "
                      "accuracy exactly, so the added columns attack the same models.  ")

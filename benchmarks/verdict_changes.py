@@ -135,7 +135,9 @@ def section() -> str:
     now = current()
     lines = changes(before, now)
     total = sum(len(p) for runs in now.values() for p in runs.values())
-    new = sum(": new, is *" in line for line in lines)
+    new = sum(before.get(page, {}).get(label, {}).get(position) is None
+              for page, runs in now.items() for label, positions in runs.items()
+              for position in positions)
     dates = ", ".join(f"`{page}.json` of {_created(page)}" for page in PAGES)
     head = (f"Computed by `python benchmarks/verdict_changes.py --write` from "
             f"`{SNAPSHOT.name}` (the verdicts the pages printed before the rule changed) and "
