@@ -73,7 +73,7 @@ from shieldsplit.functional.stats import (
 
 #: DenseNet-121 trains on at most this many PneumoniaMNIST training images (of 4708): at
 #: 28 px without its stem's max-pool it costs about 20 times a ResNet-18 step on CPU
-DENSENET_TRAIN_LIMIT = 1000
+DENSENET_TRAIN_LIMIT = attack_strength.VICTIMS["densenet_pneumoniamnist"][3]
 #: architecture -> its page, its name, its two cuts (DenseNet's equivalents of ResNet's
 #: layer1 and layer2: after dense block 1 and its transition, after block 2 and its
 #: transition) and, per data set, its victim in attack_strength.py's table (the ones
@@ -87,11 +87,6 @@ ARCHS: dict[str, dict[str, Any]] = {
                     "victims": {"breastmnist": "densenet",
                                 "pneumoniamnist": "densenet_pneumoniamnist"}},
 }
-attack_strength.VICTIMS.setdefault("resnet_pneumoniamnist",
-                                   ("pneumoniamnist", "resnet18", 20, None, True))
-attack_strength.VICTIMS.setdefault("densenet", ("breastmnist", "densenet121", 20, None, True))
-attack_strength.VICTIMS.setdefault("densenet_pneumoniamnist", (
-    "pneumoniamnist", "densenet121", 20, DENSENET_TRAIN_LIMIT, True))
 NAMES = {"breastmnist": "BreastMNIST", "pneumoniamnist": "PneumoniaMNIST"}
 #: (attack, options beyond the budget's): SDAR also without its adversarial term
 RUNS: tuple[tuple[str, dict[str, Any]], ...] = (

@@ -11,9 +11,11 @@ exchange weights, gradients, labels and reconstructions as plain tensors through
 ``torch.save`` / ``torch.load(weights_only=True)`` files.
 
 Victims (trained and cached by ``benchmarks/attack_strength.py``'s ``load``, under
-``--cache``): the paper network (``PGSLNet``, BreastMNIST, ``breastmnist``) and
-torchvision's ResNet-18 on BreastMNIST (grey channel replicated, ``resnet``), both in
-eval mode as the auditor sees them. Images: the test split drawn with the seed (as
+``--cache``): the paper network (``PGSLNet``, BreastMNIST, ``breastmnist``),
+torchvision's ResNet-18 on BreastMNIST (grey channel replicated, ``resnet``) and
+torchvision's DenseNet-121 on BreastMNIST without its stem's max-pool
+(``attack_strength.densenet121_28``, ``densenet``; the victim ``attack_strength_resnet.py``
+attacks), all in eval mode as the auditor sees them. Images: the test split drawn with the seed (as
 ``attack_strength.py``); the auxiliary images (initialisation, line-up) are a seeded
 ``--aux-limit`` of the training split. Settings, each observed ONCE and given to both tools:
 
@@ -41,8 +43,9 @@ seconds per image (the attack alone, on ``--threads`` torch threads in each proc
 
 Usage:
     python benchmarks/breaching_side_by_side.py --breaching-src PATH
-        [--cache out/attack_strength] [--victims breastmnist resnet] [--budgets quick standard]
-        [--batch1-images 2] [--aux-limit 1000] [--threads 1] [--seed 0] [--render]
+        [--cache out/attack_strength] [--victims breastmnist resnet densenet]
+        [--budgets quick standard] [--jobs 1] [--batch1-images 2] [--aux-limit 1000]
+        [--threads 1] [--seed 0] [--render]
 
 Writes ``breaching_side_by_side.json`` and ``.md`` under ``--out``; every sentence that
 interprets a number is computed from the JSON (``--render`` rewrites the page from it).
@@ -57,7 +60,10 @@ import sys
 import sysconfig
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
+from itertools import repeat
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +84,13 @@ from shieldsplit.functional.stats import lineup_identified, match_order
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "breaching_worker.py"
-NAMES = {"breastmnist": "paper network (PGSLNet)", "resnet": "ResNet-18"}
+NAMES = {"breastmnist": "paper network (PGSLNet)", "resnet": "ResNet-18",
+         "densenet": "DenseNet-121"}
 #: the architecture the worker rebuilds before loading the weights
-FACTORIES = {"pgsl": "shieldsplit.models:PGSLNet", "resnet18": "torchvision.models:resnet18"}
+FACTORIES = {"pgsl": "shieldsplit.models:PGSLNet", "resnet18": "torchvision.models:resnet18",
+             "densenet121": "torchvision.models:densenet121"}
+#: modules the worker replaces by ``nn.Identity`` after building the architecture
+IDENTITY = {"densenet121": list(attack_strength.DENSENET_28_IDENTITY)}
 SETTINGS = ("batch1", "batch8", "fedavg")
 #: breaching's dependencies besides torch, torchvision and scipy (its setup.cfg)
 BREACHING_DEPS = ("hydra-core>=1.1", "lpips")
@@ -161,6 +171,7 @@ def model_spec(victim: dict[str, Any]) -> dict[str, Any]:
     if victim["arch"] == "pgsl":
         kwargs["image_size"] = 28
     return {"factory": FACTORIES[victim["arch"]], "kwargs": kwargs,
+            "identity": IDENTITY.get(victim["arch"], []),
             "state": {k: v.detach().clone() for k, v in victim["net"].state_dict().items()}}
 
 
@@ -204,7 +215,7 @@ def federated(victim: dict[str, Any], x: Tensor, y: Tensor, aux: Tensor, aux_y: 
     ours.update(attack=name, iterations=int(meta["iterations"]),
                 restarts=int(meta["restarts"]),
                 matched=sorted({str(r.meta.get("matched", "gradients")) for r in recs}))
-    print(f"  shieldsplit {setting} {budget}: {ours['psnr']:.2f} dB, "
+    print(f"  {victim['arch']} shieldsplit {setting} {budget}: {ours['psnr']:.2f} dB, "
           f"{ours['seconds_per_image']:.1f} s/image ({ours['matched']})", flush=True)
     images, seconds, labels_right = [], 0.0, 0
     norm = normalisation(aux)
@@ -225,10 +236,10 @@ def federated(victim: dict[str, Any], x: Tensor, y: Tensor, aux: Tensor, aux_y: 
     theirs = score(torch.cat(images), x, aux, batch, seconds)
     theirs.update(iterations=ours["iterations"], restarts=1, label_sets_right=labels_right,
                   label_sets=len(chunks), breaching_version=out["breaching_version"])
-    print(f"  breaching   {setting} {budget}: {theirs['psnr']:.2f} dB, "
+    print(f"  {victim['arch']} breaching   {setting} {budget}: {theirs['psnr']:.2f} dB, "
           f"{theirs['seconds_per_image']:.1f} s/image", flush=True)
     return {"setting": setting, "budget": budget, "batch": batch, "ours": ours,
-            "breaching": theirs}
+            "breaching": theirs, "load_average": os.getloadavg()[0]}
 
 
 def malicious(victim: dict[str, Any], x: Tensor, y: Tensor, aux: Tensor,
@@ -255,37 +266,38 @@ def malicious(victim: dict[str, Any], x: Tensor, y: Tensor, aux: Tensor,
                               "images": x.clone(), "labels": y.clone()}, workdir)
     theirs = score(out["images"], x, aux, 8, float(out["seconds"]))
     theirs.update(bins=64)
-    print(f"  imprint: shieldsplit {ours['psnr']:.2f} dB, breaching {theirs['psnr']:.2f} dB",
-          flush=True)
+    print(f"  {victim['arch']} imprint: shieldsplit {ours['psnr']:.2f} dB, "
+          f"breaching {theirs['psnr']:.2f} dB", flush=True)
     return {"setting": "imprint", "budget": "any", "batch": 8, "ours": ours,
-            "breaching": theirs}
+            "breaching": theirs, "load_average": os.getloadavg()[0]}
 
 
-#: breaching's seconds per iteration per observation (full gradient matching, one torch
-#: thread, 3-iteration probes on this machine at load ~8, start-up included): what
-#: ``estimate`` plans with
-PACE: dict[str, dict[str, float]] = {
-    "resnet18": {"batch1": 1.4, "batch8": 2.2, "fedavg": 4.4},
-    "pgsl": {"batch1": 1.0, "batch8": 1.9, "fedavg": 12.0},
+#: seconds per iteration per observation, ``(breaching, shieldsplit)``, what ``estimate``
+#: plans with: 20-iteration probes of both sides (``--iterations 20`` at the quick budget,
+#: both on their feature or gradient path as in a real run; one torch thread each) on this
+#: 2-core machine on 2026-12-07 at a 1-minute load of 0.6 to 1.8. shieldsplit's default
+#: attack reads the classifier's input from the gradient and inverts those features, one
+#: backward pass per iteration; breaching matches the whole gradient, a double backward
+PACE: dict[str, dict[str, tuple[float, float]]] = {
+    "resnet18": {"batch1": (0.16, 0.019), "batch8": (0.22, 0.028), "fedavg": (1.29, 0.033)},
+    "densenet121": {"batch1": (0.27, 0.060), "batch8": (0.75, 0.12), "fedavg": (4.82, 0.086)},
+    "pgsl": {"batch1": (0.12, 0.018), "batch8": (0.39, 0.12), "fedavg": (1.94, 0.20)},
 }
 
 
 def estimate(victim: dict[str, Any], setting: str, budget: Budget,
              args: argparse.Namespace) -> float:
-    """Seconds breaching's side of a (setting, budget) would take at :data:`PACE` and the
-    budget's iterations (shieldsplit's side at the standard budget matches the full
-    gradient too, with its restarts: about that many times as long again)."""
+    """Seconds a (setting, budget) would take at :data:`PACE`: breaching's side at the
+    budget's iterations, shieldsplit's at those iterations times its restarts (its feature
+    path's budgets, the path it took on every victim)."""
     name = "inverting-gradients-fedavg" if setting == "fedavg" else "inverting-gradients"
     attack = create_attack(name, seed=0, progress=False)
-    table = attack.budgets
-    if victim["arch"] == "pgsl" and getattr(attack, "feature_budgets", None):
-        table = attack.feature_budgets
-    iterations, restarts = table[budget]
+    iterations, restarts = (getattr(attack, "feature_budgets", None) or attack.budgets)[budget]
     if args.iterations is not None:
         iterations = args.iterations
     observations = args.batch1_images if setting == "batch1" else 1
-    mine = 0 if budget == "quick" else restarts
-    return PACE[victim["arch"]][setting] * observations * iterations * (1 + mine)
+    theirs, ours = PACE[victim["arch"]][setting]
+    return observations * iterations * (theirs + ours * restarts)
 
 
 def attack_victim(key: str, args: argparse.Namespace, python: Path,
@@ -304,7 +316,8 @@ def attack_victim(key: str, args: argparse.Namespace, python: Path,
             cost = estimate(victim, setting, budget, args)
             if cost > args.max_seconds:
                 skipped.append({"setting": setting, "budget": budget, "estimate_seconds": cost})
-                print(f"  {setting} {budget}: not run (about {cost / 60:.0f} min)", flush=True)
+                print(f"  {key} {setting} {budget}: not run (about {cost / 60:.0f} min)",
+                      flush=True)
                 continue
             rows.append(federated(victim, x, y, aux, aux_y, setting, budget, args, python,
                                   workdir))
@@ -316,6 +329,12 @@ def attack_victim(key: str, args: argparse.Namespace, python: Path,
                                           x[:8]).mean())}
 
 
+def _child(args: argparse.Namespace) -> None:
+    """A victim's process (``--jobs``): the same threads and cache as the parent's."""
+    torch.set_num_threads(args.threads)
+    attack_strength.CACHE = args.cache
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     attack_strength.CACHE = args.cache
@@ -325,7 +344,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     python = breaching_env(args.breaching_src, env)
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        victims = [attack_victim(k, args, python, Path(tmp)) for k in args.victims]
+        if args.jobs == 1:
+            victims = [attack_victim(k, args, python, Path(tmp)) for k in args.victims]
+        else:  # one process per victim, at most --jobs at once, each on --threads threads
+            folders = [Path(tmp) / k for k in args.victims]
+            for folder in folders:
+                folder.mkdir()
+            with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
+                                     initializer=_child, initargs=(args,)) as pool:
+                victims = list(pool.map(attack_victim, args.victims, repeat(args),
+                                        repeat(python), folders))
     return {
         "command": command_line("benchmarks/breaching_side_by_side.py", args,
                                 skip=("breaching_env",)),
@@ -333,7 +361,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_info(), "load_average": list(os.getloadavg()), "seed": args.seed,
         "threads": args.threads, "breaching_commit": source_commit(args.breaching_src),
         "fedavg": FEDAVG, "budgets": args.budgets, "max_seconds": args.max_seconds,
-        "pace": PACE, "victims": victims, "wall_seconds": time.time() - start,
+        "pace": PACE, "jobs": args.jobs, "victims": victims, "wall_seconds": time.time() - start,
     }
 
 
@@ -456,12 +484,23 @@ def markdown(record: dict[str, Any]) -> str:
             f"{NAMES[v['victim']]} {s['setting']} at the {s['budget']} budget"
             for v, s in not_run) + f" (each estimated above the run's "
             f"{record['max_seconds'] / 60:.0f} min cap per setting; see the notes above).")
-    lines += ["", f"Times: both tools ran one after the other in the same run, so they shared "
-              f"the same load (1-minute load average {record['load_average'][0]:.1f} at the end"
-              f"); the run took {record['wall_seconds'] / 60:.1f} min."]
-    lines += ["", "DenseNet-121 is not in this run (no 28 px DenseNet-121 victim is cached by "
-              "`attack_strength_resnet.py` yet).", ""]
-    return "\n".join(lines)
+    loads = [r["load_average"] for v in record["victims"] for r in v["rows"]
+             if "load_average" in r]
+    jobs = record.get("jobs", 1)
+    lines += ["", "Times: " + (
+        "both tools ran one after the other in the same run, so they shared the same load"
+        if jobs == 1 else
+        f"{jobs} victims were attacked at once, each in a process of its own on "
+        f"{record['threads']} torch thread(s); on each victim both tools ran one after the "
+        f"other, so a row's two times shared its load") + (
+        f" (1-minute load average at the end of each row between {min(loads):.1f} and "
+        f"{max(loads):.1f}, at the end of the run {record['load_average'][0]:.1f})"
+        if loads else
+        f" (1-minute load average {record['load_average'][0]:.1f} at the end)")
+        + f"; the run took {record['wall_seconds'] / 60:.1f} min."]
+    if "densenet" not in {v["victim"] for v in record["victims"]}:
+        lines += ["", "DenseNet-121 is not in this run (`--victims` left it out)."]
+    return "\n".join([*lines, ""])
 
 
 def main() -> None:
@@ -471,7 +510,7 @@ def main() -> None:
     parser.add_argument("--breaching-env", type=Path, default=None)
     parser.add_argument("--cache", type=Path, default=attack_strength.CACHE)
     parser.add_argument("--victims", nargs="+", choices=sorted(NAMES),
-                        default=["breastmnist", "resnet"])
+                        default=["breastmnist", "resnet", "densenet"])
     parser.add_argument("--budgets", nargs="+", choices=["quick", "standard", "thorough"],
                         default=["quick", "standard"])
     parser.add_argument("--batch1-images", type=int, default=2)
@@ -481,6 +520,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None,
                         help="override every budget's iterations (a smoke test)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="victims attacked at once, each in a process of its own (both "
+                        "tools of a victim still run one after the other)")
     parser.add_argument("--seed", type=int, default=0)
     add_page_options(parser)
     args = parser.parse_args()

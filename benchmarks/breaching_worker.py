@@ -8,8 +8,10 @@ through files written with ``torch.save`` and read with ``torch.load(weights_onl
 The job file holds:
 
 - ``attack``: ``"invertinggradients"`` or ``"imprint"`` (breaching's attack configs);
-- ``model``: ``{"factory": "module:name", "kwargs": {...}, "state": state_dict}``, the
-  victim network (its class is imported by name; the weights are loaded);
+- ``model``: ``{"factory": "module:name", "kwargs": {...}, "identity": [...],
+  "state": state_dict}``, the victim network (its class is imported by name, the modules
+  named in ``identity`` are replaced by ``nn.Identity``, as the 28 px DenseNet-121's stem
+  max-pool, and the weights are loaded);
 - ``shape`` (C, H, W), ``num_images``, ``seed``, ``threads``;
 - ``mean`` and ``std``: the data normalisation breaching works in (its random start,
   box constraint, TV prior and imprint block are made for normalised data);
@@ -50,6 +52,9 @@ def _network(spec: dict[str, Any], channels: int) -> tuple[torch.nn.Module, int]
     """The victim (weights loaded, eval mode) and the channels breaching works in."""
     module, name = spec["factory"].split(":")
     net = getattr(importlib.import_module(module), name)(**spec["kwargs"])
+    for path in spec.get("identity", []):
+        parent, _, child = path.rpartition(".")
+        setattr(net.get_submodule(parent), child, torch.nn.Identity())
     net.load_state_dict(spec["state"])
     if channels == 1:
         return torch.nn.Sequential(_GreyMean(), net).eval(), 3

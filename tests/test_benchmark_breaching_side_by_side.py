@@ -6,6 +6,7 @@ import ast
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -76,3 +77,24 @@ def test_the_worker_never_imports_shieldsplit_attacks() -> None:
                  if isinstance(node, ast.ImportFrom)}
     assert not any(name.startswith("shieldsplit") for name in imported)
     assert "breaching" in imported
+
+
+def test_the_worker_rebuilds_the_28px_densenet_the_benchmark_attacks() -> None:
+    """The worker's DenseNet-121 (torchvision's, with the modules the benchmark names
+    replaced by ``nn.Identity``) is ``attack_strength.densenet121_28``: same weights, same
+    outputs on a 28 px image. Without the replacement torchvision's own stem max-pool
+    leaves the third transition a 1x1 map to pool, and the forward pass fails."""
+    from attack_strength import densenet121_28
+    from breaching_side_by_side import model_spec
+    from breaching_worker import _network
+
+    torch.manual_seed(0)
+    net = densenet121_28(2).eval()
+    spec = model_spec({"arch": "densenet121", "num_classes": 2, "net": net})
+    rebuilt, channels = _network(spec, 3)
+    x = torch.rand(2, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert channels == 3 and torch.equal(rebuilt(x), net(x))
+        spec["identity"] = []
+        with pytest.raises(RuntimeError, match="too small"):
+            _network(spec, 3)[0](x)
