@@ -127,6 +127,14 @@ class AuditSettings(RunSettings):
 #: epsilon, tests/test_federate_defaults.py); the other defences train with Adam at 0.001.
 FEDERATED_LR: dict[str, float] = {"dpsgd": 0.03}
 
+#: Federated training's model for each defence that needs its own (``federate --model``'s
+#: default for it; the others train ``small-convnet-tanh``), chosen on the same validation
+#: splits at the same epsilon: DP-SGD's noise grows with the square root of the parameter
+#: count, and at 12 channels the README's DP-SGD run on BreastMNIST ended below the
+#: majority rate on its held-out shards (``benchmarks/federate_defaults.py
+#: --dpsgd-search``, tests/test_federate_defaults.py).
+FEDERATED_MODEL: dict[str, str] = {"dpsgd": "narrow-convnet-tanh"}
+
 
 class FederatedSettings(RunSettings):
     """How a federated run trains (``shieldsplit federate``, the Flower adapter).
@@ -152,7 +160,8 @@ class FederatedSettings(RunSettings):
     partition: str = "iid"
 
 
-__all__ = ["FEDERATED_LR", "HARDEN_CANDIDATES", "HARDEN_CONFIRM_SEEDS", "HARDEN_POSITIONS",
+__all__ = ["FEDERATED_LR", "FEDERATED_MODEL", "HARDEN_CANDIDATES", "HARDEN_CONFIRM_SEEDS",
+           "HARDEN_POSITIONS",
            "HARDEN_POSITION_WORDS", "HARDEN_TARGETS",
            "HARDEN_UTILITIES", "AuditSettings", "Budget", "DataSettings", "FederatedSettings",
            "HardenUtility", "RunSettings", "TrainSettings"]

@@ -130,8 +130,8 @@ PAPERS = Choices(("latent", "pgsl"), "shieldsplit.experiments.reproduce.core", _
 REPRO_BUDGETS = Choices(("quick", "full"), "shieldsplit.experiments.reproduce.core",
                         _repro_budgets)
 #: ``--model``'s built-in names.
-MODELS = Choices(("pgsl-net", "small-convnet", "small-convnet-tanh"), "shieldsplit.models",
-                 _models)
+MODELS = Choices(("pgsl-net", "small-convnet", "small-convnet-tanh", "narrow-convnet-tanh"),
+                 "shieldsplit.models", _models)
 #: The fields of ``--tolerance FIELD=VALUE``.
 TOLERANCE_FIELDS = Choices(
     ("reidentification", "psnr_gain_db", "balanced_accuracy", "label_recovery",
@@ -146,6 +146,7 @@ MODEL_CUTS: dict[str, tuple[int, ...]] = {
     "pgsl-net": tuple(range(1, 9)),
     "small-convnet": (1, 2, 3),
     "small-convnet-tanh": (1, 2, 3),
+    "narrow-convnet-tanh": (1, 2, 3),
 }
 
 

@@ -33,6 +33,7 @@ from shieldsplit.cli.parsing import parse_dotted, parse_options
 from shieldsplit.errors import ConfigError, ShieldSplitError
 from shieldsplit.experiments.smoke import cap
 from shieldsplit.settings import FEDERATED_LR as DEFAULT_LR
+from shieldsplit.settings import FEDERATED_MODEL
 
 
 def federated_defenses() -> list[str]:
@@ -49,7 +50,20 @@ def federated_defenses() -> list[str]:
 #: ``federate``'s training defaults, chosen on the validation split of digits and
 #: BreastMNIST (``benchmarks/federate_defaults.py``, docs/results/federate_defaults.json):
 #: with Sigmoid, or fewer local epochs, the federated model stayed at the majority class.
+#: DP-SGD's model is its own (:data:`~shieldsplit.settings.FEDERATED_MODEL`,
+#: :func:`default_model`).
 DEFAULT_MODEL, DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS = "small-convnet-tanh", 3, 10
+
+
+def default_model(defense: str) -> str:
+    """``--model``'s default for ``defense``: its own where it has one
+    (:data:`~shieldsplit.settings.FEDERATED_MODEL`), else :data:`DEFAULT_MODEL`.
+
+    Example:
+        >>> default_model("dpsgd"), default_model("laplace")
+        ('narrow-convnet-tanh', 'small-convnet-tanh')
+    """
+    return FEDERATED_MODEL.get(defense, DEFAULT_MODEL)
 
 
 def local_options(defense: str, lr: float | None) -> dict[str, float] | None:
@@ -82,8 +96,10 @@ def federate(
         + " (or a plugin's)")] = "none",
     clients: Annotated[int, typer.Option(min=1, help="clients (virtual SuperNodes)")] = 4,
     rounds: Annotated[int, typer.Option(min=1, help="server rounds")] = DEFAULT_ROUNDS,
-    model: Annotated[str, typer.Option(help="'package.module:factory' or a built-in name")]
-    = DEFAULT_MODEL,
+    model: Annotated[str | None, typer.Option(
+        help="'package.module:factory' or a built-in name (default " + DEFAULT_MODEL + "; "
+        + ", ".join(f"{k}: {v}" for k, v in FEDERATED_MODEL.items())
+        + ", chosen on the validation split)")] = None,
     data: Annotated[str, typer.Option(help="digits | breastmnist | pneumoniamnist | mnist")]
     = "digits",
     data_root: Annotated[Path | None, typer.Option(help="folder holding the data files")] = None,
@@ -125,6 +141,7 @@ def federate(
         if privacy_dir is not None:  # a folder the ledgers can be written in
             check_outputs(privacy_dir=privacy_dir / "ledger.json")
         check_choice("--defense", defense, federated_defenses())
+        model = model or default_model(defense)
         check_model(model)
         check_data(data, data_root)
         where = parse_cut(cut)
@@ -209,5 +226,5 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-__all__ = ["DEFAULT_LOCAL_EPOCHS", "DEFAULT_LR", "DEFAULT_MODEL", "DEFAULT_ROUNDS", "federate",
-           "federated_defenses", "local_options"]
+__all__ = ["DEFAULT_LOCAL_EPOCHS", "DEFAULT_LR", "DEFAULT_MODEL", "DEFAULT_ROUNDS", "default_model",
+           "federate", "federated_defenses", "local_options"]
