@@ -272,12 +272,16 @@ def malicious(victim: dict[str, Any], x: Tensor, y: Tensor, aux: Tensor,
             "breaching": theirs, "load_average": os.getloadavg()[0]}
 
 
-#: seconds per iteration per observation, ``(breaching, shieldsplit)``, what ``estimate``
-#: plans with: 20-iteration probes of both sides (``--iterations 20`` at the quick budget,
-#: both on their feature or gradient path as in a real run; one torch thread each) on this
-#: 2-core machine on 2026-12-07 at a 1-minute load of 0.6 to 1.8. shieldsplit's default
-#: attack reads the classifier's input from the gradient and inverts those features, one
-#: backward pass per iteration; breaching matches the whole gradient, a double backward
+#: seconds per iteration per observation, ``(breaching, shieldsplit's feature path)``, what
+#: ``estimate`` plans with: 20-iteration probes of both sides (``--iterations 20`` at the
+#: quick budget, where shieldsplit took its feature path on every victim; one torch thread
+#: each) on this 2-core machine on 2026-12-07 at a 1-minute load of 0.6 to 1.8. The feature
+#: path reads the classifier's input from the gradient and inverts those features, one
+#: backward pass per iteration; off it (ResNet-18's and DenseNet-121's classifiers are
+#: narrower than an image, so above the quick budget) shieldsplit matches the whole
+#: gradient as breaching does, a double backward through every layer, and is planned at
+#: breaching's pace (the same probe of a bare double backward measured 0.15 / 0.20 s for
+#: ResNet-18 at batch 1 / 8 and 0.23 / 0.76 s for DenseNet-121, within 25% of breaching's)
 PACE: dict[str, dict[str, tuple[float, float]]] = {
     "resnet18": {"batch1": (0.16, 0.019), "batch8": (0.22, 0.028), "fedavg": (1.29, 0.033)},
     "densenet121": {"batch1": (0.27, 0.060), "batch8": (0.75, 0.12), "fedavg": (4.82, 0.086)},
@@ -285,19 +289,37 @@ PACE: dict[str, dict[str, tuple[float, float]]] = {
 }
 
 
+def feature_path(net: nn.Module, budget: Budget, attack: Any) -> bool:
+    """Whether shieldsplit's attack takes its feature path on ``net`` at ``budget``: the
+    first ``nn.Linear`` with a bias has at least as many inputs as a 28 px image (of the
+    network's channels) has values, or the quick budget's size rule applies (more
+    trainable parameters than the attack's ``quick_parameters``)."""
+    first = next((m for m in net.modules() if isinstance(m, nn.Linear) and m.bias is not None),
+                 None)
+    if first is None:
+        return False
+    channels = next(m for m in net.modules() if isinstance(m, nn.Conv2d)).in_channels
+    params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return (first.in_features >= channels * 28 * 28
+            or (budget == "quick" and params > attack.quick_parameters))
+
+
 def estimate(victim: dict[str, Any], setting: str, budget: Budget,
              args: argparse.Namespace) -> float:
     """Seconds a (setting, budget) would take at :data:`PACE`: breaching's side at the
-    budget's iterations, shieldsplit's at those iterations times its restarts (its feature
-    path's budgets, the path it took on every victim)."""
+    iterations shieldsplit's path runs, shieldsplit's at those iterations times its
+    restarts (at its feature pace on its feature path, at breaching's off it)."""
     name = "inverting-gradients-fedavg" if setting == "fedavg" else "inverting-gradients"
     attack = create_attack(name, seed=0, progress=False)
-    iterations, restarts = (getattr(attack, "feature_budgets", None) or attack.budgets)[budget]
+    features = feature_path(victim["net"], budget, attack)
+    table = (getattr(attack, "feature_budgets", None) or attack.budgets) if features \
+        else attack.budgets
+    iterations, restarts = table[budget]
     if args.iterations is not None:
         iterations = args.iterations
     observations = args.batch1_images if setting == "batch1" else 1
     theirs, ours = PACE[victim["arch"]][setting]
-    return observations * iterations * (theirs + ours * restarts)
+    return observations * iterations * (theirs + (ours if features else theirs) * restarts)
 
 
 def attack_victim(key: str, args: argparse.Namespace, python: Path,
