@@ -43,7 +43,7 @@ from shieldsplit.adapters import flower as ssfl
 from shieldsplit.cli.federate import DEFAULT_LR, local_options
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.experiments.demo import machine_info
-from shieldsplit.models import SmallConvNet
+from shieldsplit.models import NARROW_WIDTH, SmallConvNet
 
 DEFENSES = "none,dpsgd,latent-fixed,latent-learned,nopeek,laplace,bido"
 #: the settings --select-on-val tries: (activation, batch size, local epochs)
@@ -75,11 +75,11 @@ def simulate_retrying(net: torch.nn.Module, attempts: int = 3, **kwargs: Any
     return result
 
 
-def make_net(ds: Any, activation: str, seed: int) -> torch.nn.Module:
-    """The benchmark's SmallConvNet, seeded."""
+def make_net(ds: Any, activation: str, seed: int, width: int = 12) -> torch.nn.Module:
+    """The benchmark's SmallConvNet, seeded (``width`` channels per convolution)."""
     torch.manual_seed(seed)
     return SmallConvNet(in_channels=ds.in_channels, num_classes=ds.num_classes,
-                        image_size=ds.image_size[0], activation=activation)
+                        image_size=ds.image_size[0], activation=activation, width=width)
 
 
 def select_on_val(ds: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -218,6 +218,10 @@ def main() -> None:
     parser.add_argument("--dpsgd-lr", type=float, default=DEFAULT_LR["dpsgd"],
                         help="DP-SGD's local learning rate (default: federate's, chosen on "
                         "the validation split by benchmarks/federate_defaults.py)")
+    parser.add_argument("--dpsgd-width", type=int, default=NARROW_WIDTH,
+                        help="DP-SGD's channels per convolution (default: those of "
+                        "federate's DP-SGD model, narrow-convnet-tanh, chosen on the "
+                        "validation split by benchmarks/federate_defaults.py)")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--page-only", action="store_true",
                         help="with --resume: rewrite the page from the JSON, run nothing")
@@ -269,14 +273,14 @@ def main() -> None:
     for name in args.defenses.split(","):
         if any(r["defense"] == name for r in rows) or args.page_only:
             continue
-        net = make_net(ds, args.activation, args.seed)
+        net = make_net(ds, args.activation, args.seed,
+                       width=args.dpsgd_width if name == "dpsgd" else 12)
         # Inverting Gradients runs on the undefended clients' updates first; where it never
         # leaked there (its own control), on a defence it could only say inconclusive, so
         # it is not run for the defences (audit_max_images=0 turns it off)
         max_images = args.audit_max_images if ig_control_leaked(rows) else 0
         if name != "none" and not args.defense_ig:
             max_images = 0
-        lr = args.dpsgd_lr if name == "dpsgd" else None
         lr = args.dpsgd_lr if name == "dpsgd" else None
         t0 = time.perf_counter()
         result = simulate_retrying(net, data=ds, defense=name, clients=args.clients,
@@ -347,7 +351,9 @@ def add_central_f1(ds: Any, args: argparse.Namespace, selection: dict[str, Any] 
     shards = ssfl.make_shards(*client_data(ds, args.seed), clients=args.clients,
                               partition=args.partition, seed=args.seed)
     for r in record["rows"]:
-        acc, f1 = central(make_net(ds, args.activation, args.seed), r["defense"],
+        acc, f1 = central(make_net(ds, args.activation, args.seed,
+                                   width=args.dpsgd_width if r["defense"] == "dpsgd" else 12),
+                          r["defense"],
                           central_options(ds, r["defense"], args.seed), shards,
                           epochs=args.rounds * args.local_epochs,
                           batch_size=args.batch_size, seed=args.seed)
@@ -436,7 +442,8 @@ def write_page(rows: list[dict[str, Any]], args: argparse.Namespace, *, ds: Any,
         f"{record['seconds'] / 60:.1f} min.  ",
         f"Data: {ds.source}. {args.clients} clients, partition {args.partition}, "
         f"{args.rounds} rounds of {args.local_epochs} local epoch(s) (batch "
-        f"{args.batch_size}), SmallConvNet ({args.activation}) cut at block 1, seed "
+        f"{args.batch_size}), SmallConvNet ({args.activation}; 12 channels, DP-SGD "
+        f"{args.dpsgd_width}, as `federate`'s own) cut at block 1, seed "
         f"{args.seed}; 10% of the training split is the server's auxiliary data for the live "
         "audit; accuracy is measured on the clients' held-out 20% (never used to choose "
         "the setting).", "",

@@ -174,8 +174,12 @@ def small_convnet_tanh(*, in_channels: int = 1, num_classes: int = 2, image_size
                         image_size=image_size, width=width, activation="tanh")
 
 
+#: the channels of :func:`narrow_convnet_tanh`'s convolutions
+NARROW_WIDTH = 4
+
+
 def narrow_convnet_tanh(*, in_channels: int = 1, num_classes: int = 2, image_size: int = 28,
-                       width: int = 4) -> SmallConvNet:
+                        width: int = NARROW_WIDTH) -> SmallConvNet:
     """:func:`small_convnet_tanh` with 4 channels per convolution instead of 12
     (``"narrow-convnet-tanh"``; 1,306 parameters on BreastMNIST instead of 8,714):
     ``shieldsplit federate``'s model for DP-SGD. DP-SGD adds noise of the same scale to
@@ -280,5 +284,5 @@ def output_layer_name(model: nn.Module) -> str:
     return found
 
 
-__all__ = ["MODELS", "PGSLNet", "SmallConvNet", "create_model", "last_linear_name",
+__all__ = ["MODELS", "NARROW_WIDTH", "PGSLNet", "SmallConvNet", "create_model", "last_linear_name",
            "narrow_convnet_tanh", "output_layer_name", "small_convnet_tanh"]

@@ -21,6 +21,7 @@ from shieldsplit.cli.federate import (
     DEFAULT_LR,
     DEFAULT_MODEL,
     DEFAULT_ROUNDS,
+    default_model,
     federate,
 )
 
@@ -34,7 +35,7 @@ def record() -> dict[str, Any]:
 
 
 def row(**changes: Any) -> dict[str, Any]:
-    base = {"data": "breastmnist", "lr": 0.03, "batch_size": 32, "local_epochs": 3,
+    base = {"data": "breastmnist", "model": "small-convnet-tanh", "lr": 0.03, "batch_size": 32, "local_epochs": 3,
             "rounds": 10, "val_accuracy": 0.76, "val_majority": 0.73, "val_macro_f1": 0.66,
             "val_majority_macro_f1": 0.42, "val_balanced_accuracy": 0.65,
             "planned_epsilon": 20.0, "seconds": 10.0}
@@ -46,7 +47,8 @@ def test_a_setting_below_the_majority_rate_or_over_the_epsilon_cap_is_never_chos
     below = row(lr=0.05, val_accuracy=0.70, val_balanced_accuracy=0.80)  # F1 beats, acc not
     costly = row(lr=0.02, planned_epsilon=23.0, val_balanced_accuracy=0.90)
     chosen, passing = choose_dpsgd([row(), below, costly], cap)
-    assert chosen == {"lr": 0.03, "batch_size": 32, "local_epochs": 3, "rounds": 10}
+    assert chosen == {"model": "small-convnet-tanh", "lr": 0.03, "batch_size": 32,
+                      "local_epochs": 3, "rounds": 10}
     assert passing == [chosen]
     # a setting tried on one data set only is no candidate
     assert choose_dpsgd([row()], {"breastmnist": 22.0, "digits": 15.0}) == (None, [])
@@ -63,12 +65,13 @@ def test_the_record_s_choice_is_the_rule_s_and_federate_s_default(record: dict[s
     assert chosen == stage["chosen"] and passing == stage["passing"]
     assert chosen is not None
     batch = inspect.signature(federate).parameters["batch_size"].default
-    assert (DEFAULT_LR["dpsgd"], batch, DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS) == tuple(
-        chosen[k] for k in SETTING)
-    assert record["chosen"]["model"] == DEFAULT_MODEL
+    assert (default_model("dpsgd"), DEFAULT_LR["dpsgd"], batch, DEFAULT_LOCAL_EPOCHS,
+            DEFAULT_ROUNDS) == tuple(chosen[k] for k in SETTING)
+    # the other defences keep the first stage's model
+    assert record["chosen"]["model"] == DEFAULT_MODEL == default_model("none")
     assert stage["defaults_stay"] == (chosen == dict(zip(
-        SETTING, (record["dpsgd_lr"]["chosen"], 32, record["chosen"]["local_epochs"],
-                  record["chosen"]["rounds"]), strict=True)))
+        SETTING, (record["chosen"]["model"], record["dpsgd_lr"]["chosen"], 32,
+                  record["chosen"]["local_epochs"], record["chosen"]["rounds"]), strict=True)))
 
 
 def test_the_search_spent_no_more_privacy_than_the_defaults(record: dict[str, Any]) -> None:
