@@ -14,7 +14,8 @@ Path: keys joined by dots; ``[3]`` picks a list item, ``[defense=pgsl]`` the fir
 item whose ``defense`` field is ``pgsl`` (compared as text; ``[a=1,b=x]`` asks for
 both), ``["a key"]`` a key with
 spaces or dots. A path may end in ``/60`` or ``*100`` (seconds to minutes, ...); two
-paths joined by `` - `` (quoted, as one word) quote their difference.
+paths joined by `` - `` or `` + `` (quoted, as one word) quote their difference or sum
+(``'a/2 + b/2'``: their mean).
 
 Usage::
 
@@ -91,10 +92,11 @@ def quote(spec: str, root: Path = RESULTS) -> str:
         raise ValueError(f"a quote needs FILE PATH [FORMAT], got {spec!r}")
     fmt = words[2] if len(words) == 3 else "{}"
     record = _record((root / words[0]).resolve())
-    first, _, second = words[1].partition(" - ")
-    value = lookup(record, first)
-    if second:
-        value = value - lookup(record, second)
+    parts = re.split(r" ([-+]) ", words[1], maxsplit=1)
+    value = lookup(record, parts[0])
+    if len(parts) == 3:
+        other = lookup(record, parts[2])
+        value = value - other if parts[1] == "-" else value + other
     return fmt.format(value)
 
 

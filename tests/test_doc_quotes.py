@@ -106,9 +106,11 @@ def test_paths() -> None:
         lookup(record, "rows[k=2].v")
 
 
-def test_difference(tmp_path: Path) -> None:
+def test_difference_sum_and_mean(tmp_path: Path) -> None:
     (tmp_path / "r.json").write_text(json.dumps({"x": 3.5, "y": 1.25}))
     assert quote("r.json 'x - y' {:+.2f}", tmp_path) == "+2.25"
+    assert quote("r.json 'x + y' {:.2f}", tmp_path) == "4.75"
+    assert quote("r.json 'x/2 + y/2' {:.3f}", tmp_path) == "2.375"
 
 
 def test_results_readme_lists_the_verdicts_the_current_rule_changed() -> None:
