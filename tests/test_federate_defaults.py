@@ -35,8 +35,9 @@ def record() -> dict[str, Any]:
 
 
 def row(**changes: Any) -> dict[str, Any]:
-    base = {"data": "breastmnist", "model": "small-convnet-tanh", "lr": 0.03, "batch_size": 32, "local_epochs": 3,
-            "rounds": 10, "val_accuracy": 0.76, "val_majority": 0.73, "val_macro_f1": 0.66,
+    base = {"data": "breastmnist", "model": "small-convnet-tanh", "lr": 0.03,
+            "batch_size": 32, "local_epochs": 3, "rounds": 10, "val_accuracy": 0.76,
+            "val_majority": 0.73, "val_macro_f1": 0.66,
             "val_majority_macro_f1": 0.42, "val_balanced_accuracy": 0.65,
             "planned_epsilon": 20.0, "seconds": 10.0}
     return {**base, **changes}
