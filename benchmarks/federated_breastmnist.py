@@ -75,6 +75,34 @@ def simulate_retrying(net: torch.nn.Module, attempts: int = 3, **kwargs: Any
     return result
 
 
+def previous_line(row: dict[str, Any]) -> str:
+    """A row re-run at other settings, beside the run it replaced (``row["previous"]``:
+    its ``label`` and final-round ``federated_accuracy``, ``majority_rate``,
+    ``balanced_accuracy`` and ``macro_f1``), each worded from the numbers.
+
+    Example:
+        >>> row = {"defense": "dpsgd", "federated_accuracy": 0.7, "majority_rate": 0.7,
+        ...        "balanced_accuracy": 0.5, "macro_f1": 0.4, "previous": {
+        ...            "label": "12 channels", "federated_accuracy": 0.6, "majority_rate": 0.7,
+        ...            "balanced_accuracy": 0.55, "macro_f1": 0.5}}
+        >>> print(previous_line(row))  # doctest: +NORMALIZE_WHITESPACE
+        dpsgd: this run's federated accuracy 0.700 is not above the majority rate 0.700
+        (balanced accuracy 0.500, macro F1 0.400); the run it replaced (12 channels) ended at
+        0.600, below 0.700 (balanced accuracy 0.550, macro F1 0.500).
+    """
+    def where(acc: float, share: float) -> str:
+        return "above" if acc > share + 1e-9 else ("below" if acc < share - 1e-9 else "at")
+
+    p, acc, share = row["previous"], row["federated_accuracy"], row["majority_rate"]
+    now = "above" if acc > share + 1e-9 else "not above"
+    return (f"{row['defense']}: this run's federated accuracy {acc:.3f} is {now} the majority "
+            f"rate {share:.3f} (balanced accuracy {row['balanced_accuracy']:.3f}, macro F1 "
+            f"{row['macro_f1']:.3f}); the run it replaced ({p['label']}) ended at "
+            f"{p['federated_accuracy']:.3f}, {where(p['federated_accuracy'], p['majority_rate'])}"
+            f" {p['majority_rate']:.3f} (balanced accuracy {p['balanced_accuracy']:.3f}, macro "
+            f"F1 {p['macro_f1']:.3f}).")
+
+
 def make_net(ds: Any, activation: str, seed: int, width: int = 12) -> torch.nn.Module:
     """The benchmark's SmallConvNet, seeded (``width`` channels per convolution)."""
     torch.manual_seed(seed)
@@ -454,6 +482,8 @@ def write_page(rows: list[dict[str, Any]], args: argparse.Namespace, *, ds: Any,
                   "both parts'.", ""]
     lines += [f"{r['defense']}: {r['note']}" for r in rows if r.get("note")]
     lines += [""] if any(r.get("note") for r in rows) else []
+    lines += [previous_line(r) for r in rows if r.get("previous")]
+    lines += [""] if any(r.get("previous") for r in rows) else []
     lines += selection_lines(selection, args)
     if len(rows) < len(asked):
         lines += [f"Partial: {len(rows)} of the {len(asked)} defences asked for have finished "

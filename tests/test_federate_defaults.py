@@ -115,3 +115,15 @@ def test_the_readme_command_beats_the_majority_class(data: str) -> None:
             (RECORD.parent / "federate_readme_breastmnist_2026-12-06.json").read_text()))
         assert before.learning_warnings() and before.history[-1].accuracy is not None
         assert before.history[-1].accuracy < (before.history[-1].majority_rate or 0.0)
+
+
+def test_under_label_skew_neither_width_beats_the_majority_rate() -> None:
+    """docs/federated.md: on federated_breastmnist.md's Dirichlet 0.5 shards DP-SGD stays
+    at the majority class at 4 channels and ended below it at 12 (the row it replaced)."""
+    page = json.loads((RECORD.parent / "federated_breastmnist.json").read_text())
+    row = next(r for r in page["rows"] if r["defense"] == "dpsgd")
+    assert row["federated_accuracy"] <= row["majority_rate"] + 1e-9
+    assert row["balanced_accuracy"] == pytest.approx(0.5)
+    before = row["previous"]
+    assert before["federated_accuracy"] < before["majority_rate"]
+    assert "12 channels" in before["label"] and "--dpsgd-width 4" in page["command"]
