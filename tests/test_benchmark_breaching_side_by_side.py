@@ -98,3 +98,16 @@ def test_the_worker_rebuilds_the_28px_densenet_the_benchmark_attacks() -> None:
         spec["identity"] = []
         with pytest.raises(RuntimeError, match="too small"):
             _network(spec, 3)[0](x)
+
+
+def test_a_failed_breaching_imprint_is_named_not_compared() -> None:
+    """breaching's malicious server cannot modify DenseNet-121 (its hook reads a list input):
+    the page names the failure, keeps shieldsplit's own imprint result and leaves the row
+    out of the target."""
+    record = _record()
+    ours = _side(99.0, 0.1, bins=128)
+    record["victims"][0]["rows"][1] = {"setting": "imprint", "budget": "any", "batch": 8,
+                                       "ours": ours, "breaching_error": "AttributeError: x"}
+    page = markdown(record)
+    assert "breaching's imprint attack failed on this network" in page
+    assert "Met in 0 of 1 rows" in page and "Not compared: ResNet-18 imprint" in page
