@@ -24,6 +24,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -44,6 +45,9 @@ from shieldsplit.cli.federate import DEFAULT_LR, local_options
 from shieldsplit.data import default_data_root, load_dataset
 from shieldsplit.experiments.demo import machine_info
 from shieldsplit.models import NARROW_WIDTH, SmallConvNet
+
+#: SmallConvNet's default channels per convolution (the other defences' model)
+SMALL_WIDTH: int = inspect.signature(SmallConvNet).parameters["width"].default
 
 DEFENSES = "none,dpsgd,latent-fixed,latent-learned,nopeek,laplace,bido"
 #: the settings --select-on-val tries: (activation, batch size, local epochs)
@@ -103,8 +107,11 @@ def previous_line(row: dict[str, Any]) -> str:
             f"F1 {p['macro_f1']:.3f}).")
 
 
-def make_net(ds: Any, activation: str, seed: int, width: int = 12) -> torch.nn.Module:
-    """The benchmark's SmallConvNet, seeded (``width`` channels per convolution)."""
+def make_net(ds: Any, activation: str, seed: int, *, defense: str = "none",
+             dpsgd_width: int = NARROW_WIDTH) -> torch.nn.Module:
+    """The benchmark's SmallConvNet, seeded: SmallConvNet's own width, and
+    ``dpsgd_width`` channels per convolution for DP-SGD (``federate``'s own model)."""
+    width = dpsgd_width if defense == "dpsgd" else SMALL_WIDTH
     torch.manual_seed(seed)
     return SmallConvNet(in_channels=ds.in_channels, num_classes=ds.num_classes,
                         image_size=ds.image_size[0], activation=activation, width=width)
@@ -302,7 +309,7 @@ def main() -> None:
         if any(r["defense"] == name for r in rows) or args.page_only:
             continue
         net = make_net(ds, args.activation, args.seed,
-                       width=args.dpsgd_width if name == "dpsgd" else 12)
+                       defense=name, dpsgd_width=args.dpsgd_width)
         # Inverting Gradients runs on the undefended clients' updates first; where it never
         # leaked there (its own control), on a defence it could only say inconclusive, so
         # it is not run for the defences (audit_max_images=0 turns it off)
@@ -380,7 +387,7 @@ def add_central_f1(ds: Any, args: argparse.Namespace, selection: dict[str, Any] 
                               partition=args.partition, seed=args.seed)
     for r in record["rows"]:
         acc, f1 = central(make_net(ds, args.activation, args.seed,
-                                   width=args.dpsgd_width if r["defense"] == "dpsgd" else 12),
+                                   defense=r["defense"], dpsgd_width=args.dpsgd_width),
                           r["defense"],
                           central_options(ds, r["defense"], args.seed), shards,
                           epochs=args.rounds * args.local_epochs,
@@ -470,7 +477,7 @@ def write_page(rows: list[dict[str, Any]], args: argparse.Namespace, *, ds: Any,
         f"{record['seconds'] / 60:.1f} min.  ",
         f"Data: {ds.source}. {args.clients} clients, partition {args.partition}, "
         f"{args.rounds} rounds of {args.local_epochs} local epoch(s) (batch "
-        f"{args.batch_size}), SmallConvNet ({args.activation}; 12 channels, DP-SGD "
+        f"{args.batch_size}), SmallConvNet ({args.activation}; {SMALL_WIDTH} channels, DP-SGD "
         f"{args.dpsgd_width}, as `federate`'s own) cut at block 1, seed "
         f"{args.seed}; 10% of the training split is the server's auxiliary data for the live "
         "audit; accuracy is measured on the clients' held-out 20% (never used to choose "
