@@ -197,6 +197,7 @@ def federated(victim: dict[str, Any], x: Tensor, y: Tensor, aux: Tensor, aux_y: 
     name = "inverting-gradients-fedavg" if setting == "fedavg" else "inverting-gradients"
     if name not in default_attacks(net, budget):
         raise RuntimeError(f"{name} is no longer the auditor's default at {budget}")
+    plan, path = planned_path(victim, x, setting, budget)
     chunks = [(x[i:i + batch], y[i:i + batch]) for i in range(0, n, batch)]
     obs = [observe_update(net, xb, yb, **FEDAVG) if setting == "fedavg"
            else observe_gradient(net, xb, yb) for xb, yb in chunks]
@@ -211,10 +212,20 @@ def federated(victim: dict[str, Any], x: Tensor, y: Tensor, aux: Tensor, aux_y: 
     recs = attack.reconstruct_many(obs)
     ours = score(torch.cat([r.images for r in recs]), x, aux, batch,
                  time.perf_counter() - start)
-    meta = recs[0].meta
-    ours.update(attack=name, iterations=int(meta["iterations"]),
-                restarts=int(meta["restarts"]),
+    # breaching runs the budget's iterations: those of shieldsplit's feature path, or of
+    # its gradient matching where that is all it runs
+    f_its, f_restarts = plan.feature_schedule()
+    g_its, g_restarts = plan.schedule()
+    if args.iterations is not None:
+        f_its = g_its = args.iterations
+    gradients_only = path == "gradients"
+    ours.update(attack=name, path=path,
+                iterations=g_its if gradients_only else f_its,
+                restarts=g_restarts if gradients_only else f_restarts,
                 matched=sorted({str(r.meta.get("matched", "gradients")) for r in recs}))
+    if path == "features, then gradients":
+        refine = (plan.refine_budgets or {}).get(budget, g_its)
+        ours["refine_iterations"] = args.iterations or refine
     print(f"  {victim['arch']} shieldsplit {setting} {budget}: {ours['psnr']:.2f} dB, "
           f"{ours['seconds_per_image']:.1f} s/image ({ours['matched']})", flush=True)
     images, seconds, labels_right = [], 0.0, 0
@@ -283,9 +294,10 @@ def malicious(victim: dict[str, Any], x: Tensor, y: Tensor, aux: Tensor,
 #: quick budget, where shieldsplit took its feature path on every victim; one torch thread
 #: each) on this 2-core machine on 2026-12-07 at a 1-minute load of 0.6 to 1.8. The feature
 #: path reads the classifier's input from the gradient and inverts those features, one
-#: backward pass per iteration; off it (ResNet-18's and DenseNet-121's classifiers are
-#: narrower than an image, so above the quick budget) shieldsplit matches the whole
-#: gradient as breaching does, a double backward through every layer, planned at
+#: backward pass per iteration. Where that classifier is narrower than an image (ResNet-18,
+#: DenseNet-121) and the budget is above quick, the feature path's images then seed one
+#: restart of whole-gradient matching (``InvertingGradients.path()``: "features, then
+#: gradients"), a double backward through every layer as breaching's, planned at
 #: breaching's pace times :data:`GRADIENT_SLOWDOWN`
 PACE: dict[str, dict[str, tuple[float, float]]] = {
     "resnet18": {"batch1": (0.16, 0.019), "batch8": (0.22, 0.028), "fedavg": (1.29, 0.033)},
@@ -294,48 +306,49 @@ PACE: dict[str, dict[str, tuple[float, float]]] = {
 }
 
 
-#: shieldsplit's whole-gradient matching per restart against breaching's pace: 5-iteration
-#: probes of the standard budget on the ResNet-18 victim, 2026-12-07, one thread, one other
-#: busy core (batch 8: 2.84 s per iteration for its 4 restarts, breaching 0.22; FedAvg
-#: update: 3.10 s for its 2 restarts, breaching 1.29); batch 1 is planned as batch 8. The
-#: first standard-budget run planned it at 1x and its rows ran about three times as long
-GRADIENT_SLOWDOWN: dict[str, float] = {"batch1": 3.2, "batch8": 3.2, "fedavg": 1.2}
+#: shieldsplit's whole-gradient matching per restart against breaching's pace. Its
+#: problems are looped, not vmapped, on models this large (``vmap_parameters``): 300
+#: iterations of the ResNet-18 refinement on validation images, 2026-12-07, one thread,
+#: one other busy core: batch 1 0.21 s per iteration, batch 8 0.29 s (breaching's idle
+#: pace 0.16 and 0.22). Only batch-1 gradients are refined today; the others are planned
+#: alike should the budget's path match gradients. (Vmapped, before: 3.2x at batch 8.)
+GRADIENT_SLOWDOWN: dict[str, float] = {"batch1": 1.3, "batch8": 1.3, "fedavg": 1.3}
 
 
-def feature_path(net: nn.Module, budget: Budget, attack: Any) -> bool:
-    """Whether shieldsplit's attack takes its feature path on ``net`` at ``budget``: the
-    first ``nn.Linear`` with a bias has at least as many inputs as a 28 px image (of the
-    network's channels) has values, or the quick budget's size rule applies (more
-    trainable parameters than the attack's ``quick_parameters``)."""
-    first = next((m for m in net.modules() if isinstance(m, nn.Linear) and m.bias is not None),
-                 None)
-    if first is None:
-        return False
-    channels = next(m for m in net.modules() if isinstance(m, nn.Conv2d)).in_channels
-    params = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    return (first.in_features >= channels * 28 * 28
-            or (budget == "quick" and params > attack.quick_parameters))
-
-
-def estimate(victim: dict[str, Any], setting: str, budget: Budget,
-             args: argparse.Namespace) -> float:
-    """Seconds a (setting, budget) would take at :data:`PACE`: breaching's side at the
-    iterations shieldsplit's path runs, shieldsplit's at those iterations times its
-    restarts (at its feature pace on its feature path, at breaching's times
-    :data:`GRADIENT_SLOWDOWN` off it)."""
+def planned_path(victim: dict[str, Any], x: Tensor, setting: str,
+                 budget: Budget) -> tuple[Any, str]:
+    """shieldsplit's default attack for ``setting``, prepared on the victim at ``budget``
+    (its schedules say how long it runs), and the path it plans for the setting."""
     name = "inverting-gradients-fedavg" if setting == "fedavg" else "inverting-gradients"
     attack = create_attack(name, seed=0, progress=False)
-    features = feature_path(victim["net"], budget, attack)
-    table = (getattr(attack, "feature_budgets", None) or attack.budgets) if features \
-        else attack.budgets
-    iterations, restarts = table[budget]
-    if args.iterations is not None:
-        iterations = args.iterations
-    observations = args.batch1_images if setting == "batch1" else 1
+    attack.prepare(AttackContext(image_shape=image_shape(x), num_classes=victim["num_classes"],
+                                 model=victim["net"], budget=budget))
+    path = attack.path(kind="update" if setting == "fedavg" else "gradient",
+                       batch_size=1 if setting == "batch1" else 8)
+    return attack, path
+
+
+def estimate(victim: dict[str, Any], x: Tensor, setting: str, budget: Budget,
+             args: argparse.Namespace) -> float:
+    """Seconds a (setting, budget) would take at :data:`PACE`: breaching's side at the
+    budget's iterations; shieldsplit's feature path at its iterations times its restarts
+    at its feature pace, and its whole-gradient matching (the budget's restarts alone, or
+    one restart of ``refine_budgets``' iterations after the feature path) at breaching's
+    pace times :data:`GRADIENT_SLOWDOWN`."""
+    attack, path = planned_path(victim, x, setting, budget)
     theirs, ours = PACE[victim["arch"]][setting]
-    if not features:
-        ours = theirs * GRADIENT_SLOWDOWN[setting]
-    return observations * iterations * (theirs + ours * restarts)
+    f_its, f_restarts = attack.feature_schedule()
+    g_its, g_restarts = attack.schedule()
+    refine = (attack.refine_budgets or {}).get(budget, g_its)
+    if args.iterations is not None:
+        f_its = g_its = refine = args.iterations
+    observations = args.batch1_images if setting == "batch1" else 1
+    slow = theirs * GRADIENT_SLOWDOWN[setting]
+    if path == "features":
+        return observations * f_its * (theirs + ours * f_restarts)
+    if path == "gradients":
+        return observations * g_its * (theirs + slow * g_restarts)
+    return observations * (f_its * (theirs + ours * f_restarts) + refine * slow)
 
 
 def attack_victim(key: str, args: argparse.Namespace, python: Path,
@@ -351,7 +364,7 @@ def attack_victim(key: str, args: argparse.Namespace, python: Path,
     print(f"{key}:", flush=True)
     for budget in args.budgets:
         for setting in SETTINGS:
-            cost = estimate(victim, setting, budget, args)
+            cost = estimate(victim, x, setting, budget, args)
             if cost > args.max_seconds:
                 skipped.append({"setting": setting, "budget": budget, "estimate_seconds": cost})
                 print(f"  {key} {setting} {budget}: not run (about {cost / 60:.0f} min)",
@@ -405,7 +418,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the page
 def gradient_pace(record: dict[str, Any]) -> list[tuple[float, str]]:
-    """For each row where shieldsplit matched the whole gradient (not its feature path):
+    """For each row where shieldsplit matched the whole gradient (alone, or seeded by its
+    feature path):
     its seconds per image per restart over breaching's seconds per image, and the row's
     name.
 
@@ -420,7 +434,9 @@ def gradient_pace(record: dict[str, Any]) -> list[tuple[float, str]]:
     for v in record["victims"]:
         for r in v["rows"]:
             ours = r["ours"]
-            if ours.get("matched") == ["gradients"] and r["breaching"]["seconds_per_image"]:
+            matching = ours.get("path", "gradients" if ours.get("matched") == ["gradients"]
+                                else "features") != "features"
+            if "matched" in ours and matching and r["breaching"]["seconds_per_image"]:
                 out.append((ours["seconds_per_image"] / ours["restarts"]
                             / r["breaching"]["seconds_per_image"],
                             f"{NAMES[v['victim']]} {r['setting']} at the {r['budget']} budget"))
@@ -461,7 +477,12 @@ def markdown(record: dict[str, Any]) -> str:
         "signed Adam, one trial, labels inferred by its `bias-corrected` rule; on the FedAvg "
         "update it is given the local protocol and each step's labels, as breaching's "
         "`local_updates` user shares them) with `max_iterations` set to the **same "
-        "iteration count** as shieldsplit's budget (the `iterations` column). Imprint: each "
+        "iteration count** as shieldsplit's budget (the `iterations` column). Where "
+        "shieldsplit's path is *features, then gradients* (a batch-1 gradient through a "
+        "classifier narrower than the image, above the quick budget), its feature path runs "
+        "those iterations and restarts and its image then seeds one restart of gradient "
+        "matching for the further iterations the column names; the refined image is kept "
+        "only if it matches the gradient better. Imprint: each "
         "tool's malicious server builds its own imprint block in front of the same network "
         "(breaching's `malicious-model-rtf`, 64 bins, on data normalised by the auxiliary "
         "images' mean and deviation; shieldsplit's `imprint` at its default bins) and reads "
@@ -491,6 +512,8 @@ def markdown(record: dict[str, Any]) -> str:
             o, b = r["ours"], r["breaching"]
             its = (f"{o['iterations']} ({o['restarts']} / {b['restarts']})"
                    if "iterations" in o else f"analytic ({o['bins']} / {b['bins']} bins)")
+            if "refine_iterations" in o:
+                its += f"; shieldsplit then {o['refine_iterations']} matching the gradient"
             lines.append(
                 f"| {r['setting']} | {r['budget']} | {its} | {o['images']} | "
                 f"{o['psnr']:.2f} | {b['psnr']:.2f} | {o['identified']}/{o['images']} | "

@@ -547,8 +547,93 @@ def test_quick_budget_inverts_narrow_features_of_a_large_model(net, images, monk
         assert attack.oversized() == (limit < size and budget == "quick")
         matched[(limit, budget)] = attack.reconstruct(obs).meta["matched"]
     layer = next(n for n, m in net.named_modules() if isinstance(m, torch.nn.Linear))
-    assert matched == {(size - 1, "quick"): f"features of {layer!r}",
-                       (size, "quick"): "gradients", (size - 1, "standard"): "gradients"}
+    assert matched[(size - 1, "quick")] == f"features of {layer!r}"
+    assert matched[(size, "quick")] == "gradients"
+    # above quick the feature path seeds gradient matching (see the next test)
+    assert matched[(size - 1, "standard")].startswith(f"features of {layer!r}")
+
+
+def _psnr_best(rec: torch.Tensor, x: torch.Tensor) -> float:
+    """Mean PSNR of each victim against its nearest reconstruction (batch order is free)."""
+    mse = ((rec.flatten(1)[:, None] - x.flatten(1)[None]) ** 2).mean(2).min(0).values
+    return float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
+
+
+def test_above_quick_feature_images_seed_gradient_matching(net, images, monkeypatch) -> None:
+    """Through a narrow layer of a model above ``quick_parameters``, a budget above quick
+    starts gradient matching from the feature path's image of a batch-1 gradient and
+    keeps whichever matches the observation better: it rebuilds far more than the
+    features alone (switching the refinement off must fail this test) and never ends on
+    a worse matching loss. Batches and updates keep their separated features."""
+    monkeypatch.setattr(InvertingGradients, "quick_parameters",
+                        sum(p.numel() for p in net.parameters()) - 1)
+    x, y = images[:1], torch.tensor([1])
+    scores, metas = {}, {}
+    for refine in (True, False):
+        # the tiny net's own step (the defaults were chosen on a trained ResNet-18)
+        attack = InvertingGradients(seed=0, budget="standard", iterations=200, refine_lr=0.1,
+                                    refine_tv_weight=0.0, progress=False)
+        if not refine:
+            monkeypatch.setattr(attack, "_refines", lambda *args: False)
+        attack.prepare(_context(net))
+        assert attack.path() == ("features, then gradients" if refine else "features")
+        rec = attack.reconstruct(observe_gradient(net, x, y))
+        scores[refine], metas[refine] = _psnr_best(rec.images, x), rec.meta
+    assert metas[True]["matched"].endswith(", then gradients")
+    assert metas[True]["loss"] == metas[True]["refined_loss"] < metas[True]["seed_loss"]
+    assert "seed_loss" not in metas[False]
+    assert scores[True] > scores[False] + 10.0, scores
+    attack = InvertingGradients(seed=0, budget="standard", iterations=5, progress=False)
+    attack.prepare(_context(net))
+    y4 = torch.arange(K)
+    for obs in (observe_gradient(net, images, y4),
+                observe_update(net, images, y4, local_epochs=1, local_batch_size=2, lr=0.01)):
+        assert attack.path(kind=obs.kind, batch_size=4) == "features"
+        assert attack.reconstruct(obs).meta["matched"].startswith("separated features")
+
+
+def test_refinement_that_does_not_match_better_keeps_the_feature_images(
+    net, images, monkeypatch
+) -> None:
+    """A refinement whose images match the gradient worse than its seed (here its final
+    loss is made worse) is discarded: the feature path's images are returned, and said so."""
+    monkeypatch.setattr(InvertingGradients, "quick_parameters",
+                        sum(p.numel() for p in net.parameters()) - 1)
+    optimise = InvertingGradients._optimise
+
+    def worse(self, *args, **kwargs):
+        images, losses, extra = optimise(self, *args, **kwargs)
+        return torch.zeros_like(images), losses + 1.0, extra
+
+    monkeypatch.setattr(InvertingGradients, "_optimise", worse)
+    obs = observe_gradient(net, images[:1], torch.tensor([1]))
+    recs = {}
+    for refine in (True, False):
+        attack = InvertingGradients(seed=0, budget="standard", iterations=20, progress=False)
+        if not refine:
+            monkeypatch.setattr(attack, "_refines", lambda *args: False)
+        attack.prepare(_context(net))
+        recs[refine] = attack.reconstruct(obs)
+    meta = recs[True].meta
+    assert meta["matched"].endswith("(gradient matching did not improve it)")
+    assert meta["refined_loss"] >= meta["seed_loss"]
+    assert torch.equal(recs[True].images, recs[False].images)  # the feature path's own
+
+
+def test_looped_map_equals_vmap(net, images, monkeypatch) -> None:
+    """Above ``vmap_parameters`` the problems are mapped by a loop; it computes what the
+    nested vmaps compute (unsigned steps: equal up to rounding)."""
+    obs = [observe_gradient(net, images[i : i + 1], torch.tensor([i])) for i in range(2)]
+    out = {}
+    for looped in (False, True):
+        monkeypatch.setattr(InvertingGradients, "vmap_parameters", 0 if looped else 10**9)
+        attack = InvertingGradients(seed=0, features=False, signed=False, lr=0.01,
+                                    iterations=5, restarts=2, progress=False)
+        attack.prepare(_context(net))
+        out[looped] = attack.reconstruct_many(obs)
+    for a, b in zip(out[False], out[True], strict=True):
+        assert torch.allclose(a.images, b.images, atol=1e-5)
+        assert a.meta["restart_losses"] == pytest.approx(b.meta["restart_losses"], abs=1e-6)
 
 
 def test_idlg_feature_path_reads_a_wide_layer_and_beats_the_paper_form() -> None:

@@ -63,6 +63,8 @@ class InvertingGradientsConfig(GradientAttackConfig):
         default=None, min_length=1, strict=False)
     features: bool = True
     feature_lr: float = Field(default=0.03, gt=0.0, allow_inf_nan=False)
+    refine_lr: float = Field(default=0.01, gt=0.0, allow_inf_nan=False)
+    refine_tv_weight: float = Field(default=0.2, ge=0.0, allow_inf_nan=False)
 
 
 
@@ -102,6 +104,16 @@ class InvertingGradients(FeatureAttack):
             gradient is not one clean image's (a defence's noise) fall back to
             gradient matching.
         feature_lr: Adam's step size on the feature path (same decay).
+        refine_lr: ``lr`` of the gradient matching that refines the feature path's
+            image of a batch-1 gradient through a narrow layer above the quick budget
+            (see ``FeatureAttack._refine``): it starts from a fitted image, so it
+            steps smaller than matching from the prior does.
+        refine_tv_weight: ``tv_weight`` of that refinement. Both were chosen on
+            BreastMNIST *validation* images (2 images, batch 1) against a trained
+            ResNet-18 at 300 iterations: step 0.01 with TV 0.2 26.0 dB (both images
+            picked out of the line-up), TV 0.5 24.2 dB, TV 2 23.4 dB, the feature path
+            alone 19.8 dB; step 0.1 without TV 20.7 dB (from an earlier feature path
+            without its prior, which alone scored 12.6 dB).
         layers: match only the parameters whose name starts with one of these
             prefixes (e.g. the classifier head); None matches all. On a
             gradient the others are not even differentiated, which makes each
@@ -124,6 +136,10 @@ class InvertingGradients(FeatureAttack):
     budgets: ClassVar[dict[str, tuple[int, int]]] = {
         "quick": (100, 1), "standard": (1000, 4), "thorough": (3000, 8),
     }
+    #: the refinement starts from a fitted image: 300 iterations reached 26.0 dB on the
+    #: validation images of ``refine_tv_weight`` (the standard budget's value; the
+    #: thorough budget's 1000 is not measured)
+    refine_budgets: ClassVar[dict[str, int] | None] = {"standard": 300, "thorough": 1000}
     Config = InvertingGradientsConfig
     config: InvertingGradientsConfig
     lr: float
@@ -134,6 +150,8 @@ class InvertingGradients(FeatureAttack):
     layers: tuple[str, ...] | None
     features: bool
     feature_lr: float
+    refine_lr: float
+    refine_tv_weight: float
 
     def _label_source(self) -> str:
         return "given" if self.use_labels else "infer"
@@ -187,7 +205,9 @@ class InvertingGradients(FeatureAttack):
             # differentiate only the matched parameters: the rest act as constants
             frozen = {**frozen, **{k: v for k, v in params.items() if k not in names}}
             params = {k: params[k] for k in names}
-        objective = self._objective(model, frozen, obs, cosine_distance, self.tv_weight, names)
+        lr, tv_weight = ((self.refine_lr, self.refine_tv_weight) if self.refining()
+                         else (self.lr, self.tv_weight))
+        objective = self._objective(model, frozen, obs, cosine_distance, tv_weight, names)
         flags = (True, True, False, False)
         value = self._map(objective, flags)
         pp = {k: v.expand(n, restarts, *v.shape) for k, v in params.items()}
@@ -196,7 +216,7 @@ class InvertingGradients(FeatureAttack):
         with torch.no_grad():
             initial = value(pp, x.detach(), labels, targets)[1].detach()
         step = self._map(grad_and_value(objective, argnums=1, has_aux=True), flags)
-        opt = torch.optim.Adam([x], lr=self.lr)
+        opt = torch.optim.Adam([x], lr=lr)
         milestones = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
 
