@@ -111,3 +111,62 @@ def test_a_failed_breaching_imprint_is_named_not_compared() -> None:
     page = markdown(record)
     assert "breaching's imprint attack failed on this network" in page
     assert "Met in 0 of 1 rows" in page and "Not compared: ResNet-18 imprint" in page
+
+
+def test_a_refined_row_names_both_stages_and_its_pace_counts_as_matching() -> None:
+    """A batch-1 row whose path is "features, then gradients" says how many iterations
+    the refinement ran after the budget's; its time is not a gradient-matching pace (it
+    includes the feature path), unlike a row that only matched gradients."""
+    from breaching_side_by_side import gradient_pace
+
+    record = _record()
+    record["victims"][0]["rows"].insert(0, {
+        "setting": "batch1", "budget": "standard", "batch": 1,
+        "ours": _side(25.0, 90.0, iterations=1000, restarts=4, refine_iterations=300,
+                      path="features, then gradients",
+                      matched=["features of 'fc', then gradients"]),
+        "breaching": _side(21.0, 100.0, iterations=1000, restarts=1, label_sets_right=2,
+                           label_sets=2)})
+    page = markdown(record)
+    assert "| 1000 (4 / 1); shieldsplit then 300 matching the gradient |" in page
+    assert gradient_pace(record) == []
+    record["victims"][0]["rows"][0]["ours"].update(path="gradients", matched=["gradients"])
+    assert gradient_pace(record) == [(90.0 / 4 / 100.0, "ResNet-18 batch1 at the standard budget")]
+
+
+def test_the_planner_asks_the_attack_which_path_it_takes() -> None:
+    """The estimate follows the attack's own ``path()``: a narrow classifier above 2M
+    parameters is refined at batch 1 above quick, a batch of 8 keeps its features."""
+    import argparse
+
+    from breaching_side_by_side import estimate, planned_path
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    victim = {"net": resnet18(num_classes=2).eval(), "num_classes": 2, "arch": "resnet18"}
+    x = torch.rand(1, 3, 28, 28)
+    assert planned_path(victim, x, "batch1", "quick")[1] == "features"
+    assert planned_path(victim, x, "batch1", "standard")[1] == "features, then gradients"
+    assert planned_path(victim, x, "batch8", "standard")[1] == "features"
+    args = argparse.Namespace(iterations=None, batch1_images=2)
+    # batch 1, standard: 2 images x (1000 x (0.16 + 0.019 x 4) + 300 x 0.16 x 1.3)
+    assert estimate(victim, x, "batch1", "standard", args) == pytest.approx(
+        2 * (1000 * (0.16 + 0.019 * 4) + 300 * 0.16 * 1.3))
+
+
+def test_batch1_rows_are_held_against_the_mean_image_on_their_own_victims() -> None:
+    """A batch-1 row scores the first victims only, so it is compared with the mean image's
+    PSNR on those (here 16.5 dB, below the 8-victim mean of 17.0 dB)."""
+    record = _record()
+    victim = record["victims"][0]
+    victim["mean_image_psnr_per_image"] = [16.0, 17.0, 17.0, 17.0, 17.0, 17.5, 17.5, 17.0]
+    victim["rows"].insert(0, {
+        "setting": "batch1", "budget": "quick", "batch": 1,
+        "ours": {**_side(16.8, 1.0, iterations=100, restarts=1, matched=["features"]),
+                 "images": 2},
+        "breaching": {**_side(16.4, 2.0, iterations=100, restarts=1, label_sets_right=2,
+                              label_sets=2), "images": 2}})
+    page = markdown(record)
+    assert "batch 1 scores the first 2 of them, on which it scores 16.50 dB" in page
+    assert "shieldsplit's optimisation rows above it: batch1 (quick), batch8 (quick);" in page
+    assert "breaching's: batch8 (quick)." in page
