@@ -39,6 +39,7 @@ rewrites the page from the published JSON alone (the cache may be gone).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -154,7 +155,20 @@ def load(data: str, seed: int) -> dict[str, Any]:
             "majority_rate": float(torch.bincount(y_te).max()) / len(y_te),
             "selected_on_val": select, "best_epoch": best_epoch,
             "epochs": epochs, "train_images": len(x_tr), "train_seconds": seconds,
-            "params": sum(p.numel() for p in net.parameters())}
+            "params": sum(p.numel() for p in net.parameters()),
+            "weights_sha256": weights_sha256(net)}
+
+
+def weights_sha256(net: nn.Module) -> str:
+    """SHA-256 of the network's state (names, shapes and values in order): two runs attack
+    the same victim exactly when it agrees (retraining with the same seed and one torch
+    thread on this machine reproduced the cached weights bit for bit, 2026-12-07)."""
+    digest = hashlib.sha256()
+    for name, tensor in net.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def baselines(x: Tensor, aux: Tensor) -> dict[str, float]:

@@ -34,8 +34,14 @@ shieldsplit's side is the attack ``shieldsplit.audit`` runs by default at each b
 update; ``default_attacks``), at that budget's iterations and restarts. breaching runs its
 ``invertinggradients`` config (cosine matching, TV 0.2, signed Adam, one trial, labels
 inferred by its default ``bias-corrected`` strategy) with ``max_iterations`` set to the
-SAME iteration count. A (victim, setting, budget) whose estimated cost exceeds
-``--max-seconds`` is not run; the page says so and why.
+SAME iteration count (on a batch-1 gradient through a classifier narrower than the image,
+above the quick budget, shieldsplit then refines its feature path's image by gradient
+matching: ``InvertingGradients.path()`` says "features, then gradients", and the page
+names the refinement's iterations). A (victim, setting, budget) whose estimated cost
+exceeds ``--max-seconds`` is not run; the page says so and why. ``--resume`` adds the
+settings an earlier run did not measure to ``--out``'s record: it keeps that record's rows
+of every victim whose weights have the same SHA-256 (the cached victims; retraining with
+the seed on one thread reproduced them bit for bit) and stops if they differ.
 
 Scored with the auditor's functions: PSNR (capped at 100 dB; batches paired by
 ``match_order``), the line-up (``lineup_identified`` against the auxiliary images) and
@@ -45,7 +51,7 @@ Usage:
     python benchmarks/breaching_side_by_side.py --breaching-src PATH
         [--cache out/attack_strength] [--victims breastmnist resnet densenet]
         [--budgets quick standard] [--jobs 1] [--batch1-images 2] [--aux-limit 1000]
-        [--threads 1] [--seed 0] [--render]
+        [--threads 1] [--seed 0] [--max-seconds 300] [--resume] [--render]
 
 Writes ``breaching_side_by_side.json`` and ``.md`` under ``--out``; every sentence that
 interprets a number is computed from the JSON (``--render`` rewrites the page from it).
@@ -54,6 +60,7 @@ interprets a number is computed from the JSON (``--render`` rewrites the page fr
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -351,9 +358,21 @@ def estimate(victim: dict[str, Any], x: Tensor, setting: str, budget: Budget,
     return observations * (f_its * (theirs + ours * f_restarts) + refine * slow)
 
 
-def attack_victim(key: str, args: argparse.Namespace, python: Path,
-                  workdir: Path) -> dict[str, Any]:
+def attack_victim(key: str, args: argparse.Namespace, python: Path, workdir: Path,
+                  previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One victim's rows. ``previous`` (``--resume``): that victim's record from an
+    earlier run; its rows are kept (tagged with their run) and only the settings it lacks
+    are run, provided the victim's weights are the same (else the run stops)."""
     victim = attack_strength.load(key, args.seed)
+    kept: dict[tuple[str, str], dict[str, Any]] = {}
+    if previous is not None:
+        had = previous["network"].get("weights_sha256")
+        if had != victim["weights_sha256"]:
+            raise SystemExit(
+                f"--resume: {key}'s weights differ from the record's ({had or 'not recorded'} "
+                f"against {victim['weights_sha256']}); run without --resume")
+        kept = {(r["setting"], r["budget"]): {**r, "run": r.get("run", 0)}
+                for r in previous["rows"]}
     order = torch.randperm(len(victim["x_test"]),
                            generator=torch.Generator().manual_seed(args.seed))
     x, y = victim["x_test"][order], victim["y_test"][order]
@@ -362,18 +381,25 @@ def attack_victim(key: str, args: argparse.Namespace, python: Path,
     aux, aux_y = victim["x_train"][pick], victim["y_train"][pick]
     rows, skipped = [], []
     print(f"{key}:", flush=True)
+    run = args.run_index
     for budget in args.budgets:
         for setting in SETTINGS:
+            if (setting, budget) in kept:
+                rows.append(kept[(setting, budget)])
+                continue
             cost = estimate(victim, x, setting, budget, args)
             if cost > args.max_seconds:
-                skipped.append({"setting": setting, "budget": budget, "estimate_seconds": cost})
+                skipped.append({"setting": setting, "budget": budget, "estimate_seconds": cost,
+                                "max_seconds": args.max_seconds})
                 print(f"  {key} {setting} {budget}: not run (about {cost / 60:.0f} min)",
                       flush=True)
                 continue
-            rows.append(federated(victim, x, y, aux, aux_y, setting, budget, args, python,
-                                  workdir))
-    rows.append(malicious(victim, x, y, aux, args, python, workdir))
-    keep = ("arch", "accuracy", "majority_rate", "params", "train_images", "best_epoch")
+            rows.append({**federated(victim, x, y, aux, aux_y, setting, budget, args, python,
+                                     workdir), "run": run})
+    rows.append(kept.get(("imprint", "any"))
+                or {**malicious(victim, x, y, aux, args, python, workdir), "run": run})
+    keep = ("arch", "accuracy", "majority_rate", "params", "train_images", "best_epoch",
+            "weights_sha256")
     return {"victim": key, "network": {k: victim[k] for k in keep}, "auxiliary": len(aux),
             "rows": rows, "not_run": skipped, **mean_image_scores(x, aux)}
 
@@ -400,9 +426,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     env = args.breaching_env or args.cache / "breaching-venv"
     python = breaching_env(args.breaching_src, env)
     start = time.time()
+    earlier: dict[str, Any] = {}
+    runs: list[dict[str, Any]] = []
+    if args.resume:
+        old = json.loads((args.out / "breaching_side_by_side.json").read_text())
+        earlier = {v["victim"]: v for v in old["victims"]}
+        for v in old["victims"]:  # the cap each setting was not run under
+            for skipped in v["not_run"]:
+                skipped.setdefault("max_seconds", old["max_seconds"])
+        runs = old.get("runs") or [{k: old[k] for k in RUN_FIELDS if k in old}]
+    args.run_index = len(runs)
+    before = [earlier.get(k) for k in args.victims]
     with tempfile.TemporaryDirectory() as tmp:
         if args.jobs == 1:
-            victims = [attack_victim(k, args, python, Path(tmp)) for k in args.victims]
+            victims = [attack_victim(k, args, python, Path(tmp), p)
+                       for k, p in zip(args.victims, before, strict=True)]
         else:  # one process per victim, at most --jobs at once, each on --threads threads
             folders = [Path(tmp) / k for k in args.victims]
             for folder in folders:
@@ -410,16 +448,28 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
                                      initializer=_child, initargs=(args,)) as pool:
                 victims = list(pool.map(attack_victim, args.victims, repeat(args),
-                                        repeat(python), folders))
-    return {
+                                        repeat(python), folders, before))
+    # victims of the earlier run that this one did not attack stay as they were, in order
+    victims += [v for k, v in earlier.items() if k not in args.victims]
+    order = [*earlier, *(k for k in args.victims if k not in earlier)]
+    victims.sort(key=lambda v: order.index(v["victim"]))
+    record = {
         "command": command_line("benchmarks/breaching_side_by_side.py", args,
-                                skip=("breaching_env",)),
+                                skip=("breaching_env", "run_index", "resume"))
+        + (" --resume" if args.resume else ""),
         "date": f"{datetime.fromtimestamp(start, timezone.utc):%Y-%m-%d %H:%M} UTC",
         "machine": machine_info(), "load_average": list(os.getloadavg()), "seed": args.seed,
         "threads": args.threads, "breaching_commit": source_commit(args.breaching_src),
         "fedavg": FEDAVG, "budgets": args.budgets, "max_seconds": args.max_seconds,
         "pace": PACE, "jobs": args.jobs, "victims": victims, "wall_seconds": time.time() - start,
     }
+    record["runs"] = [*runs, {k: record[k] for k in RUN_FIELDS}]
+    return record
+
+
+#: what one run of the benchmark records about itself (``runs``, one per ``--resume``)
+RUN_FIELDS = ("command", "date", "load_average", "jobs", "wall_seconds", "breaching_commit",
+              "max_seconds")
 
 
 # --------------------------------------------------------------------------- the page
@@ -447,6 +497,19 @@ def gradient_pace(record: dict[str, Any]) -> list[tuple[float, str]]:
                             / r["breaching"]["seconds_per_image"],
                             f"{NAMES[v['victim']]} {r['setting']} at the {r['budget']} budget"))
     return out
+
+
+def runs_lines(record: dict[str, Any]) -> list[str]:
+    """Where ``--resume`` added rows to an earlier run's: each run's command, date, wall
+    time and load (the header above gives the latest run's); nothing for one run."""
+    runs = record.get("runs", [])
+    if len(runs) < 2:
+        return []
+    return [f"The rows come from {len(runs)} runs on the same victims (their weights' SHA-256 "
+            "checked before a row is added); each row's note names its run:", "",
+            *(f"- run {i}: `{r['command']}`, {r['date']}, {r['wall_seconds'] / 60:.1f} min, "
+              f"load average at the end {r['load_average'][0]:.1f}" for i, r in enumerate(runs)),
+            ""]
 
 
 def meets(row: dict[str, Any]) -> tuple[bool, bool]:
@@ -493,6 +556,7 @@ def markdown(record: dict[str, Any]) -> str:
         "(breaching's `malicious-model-rtf`, 64 bins, on data normalised by the auxiliary "
         "images' mean and deviation; shieldsplit's `imprint` at its default bins) and reads "
         "the same 8 images from the client's gradient.", "",
+        *runs_lines(record),
         "Scores: PSNR against the victims (capped at 100 dB; batch reconstructions paired "
         "with the victims by minimum MSE), the line-up (reconstructions nearer to their "
         "victim than to every auxiliary image) and seconds per image of the attack alone.",
@@ -529,8 +593,9 @@ def markdown(record: dict[str, Any]) -> str:
         lines.append("")
         for s in v["not_run"]:
             lines.append(f"- Not run: {s['setting']} at the {s['budget']} budget (estimated "
-                         f"{s['estimate_seconds'] / 60:.0f} min for both tools, over this "
-                         f"run's {record['max_seconds'] / 60:.0f} min cap per setting).")
+                         f"{s['estimate_seconds'] / 60:.0f} min for both tools, over the "
+                         f"run's {s.get('max_seconds', record['max_seconds']) / 60:.0f} min "
+                         "cap per setting).")
         for r in v["rows"]:
             if "breaching_error" in r:
                 o = r["ours"]
@@ -554,7 +619,9 @@ def markdown(record: dict[str, Any]) -> str:
                 labels = ("breaching was given each local step's labels" if r["setting"] ==
                           "fedavg" else f"breaching's inferred labels right in "
                           f"{b['label_sets_right']} of {b['label_sets']} observation(s)")
-                lines.append(f"- {r['setting']} at {r['budget']}: shieldsplit's path: "
+                run = (f" (run {r.get('run', 0)})"
+                       if len(record.get("runs", [])) > 1 else "")
+                lines.append(f"- {r['setting']} at {r['budget']}{run}: shieldsplit's path: "
                              f"{', '.join(r['ours']['matched'])}; {labels}.")
         optimised = [r for r in v["rows"] if "matched" in r["ours"]]
 
@@ -596,8 +663,9 @@ def markdown(record: dict[str, Any]) -> str:
         lines.append("")
         lines.append("Not measured, so not shown to meet the target: " + "; ".join(
             f"{NAMES[v['victim']]} {s['setting']} at the {s['budget']} budget"
-            for v, s in not_run) + f" (each estimated above the run's "
-            f"{record['max_seconds'] / 60:.0f} min cap per setting; see the notes above).")
+            f" (cap {s.get('max_seconds', record['max_seconds']) / 60:.0f} min)"
+            for v, s in not_run) + ". Each was estimated above its run's cap per setting "
+            "(see the notes above).")
         slow = gradient_pace(record)
         if slow:
             ratio, where = max(slow)
@@ -621,7 +689,8 @@ def markdown(record: dict[str, Any]) -> str:
         f"{max(loads):.1f}, at the end of the run {record['load_average'][0]:.1f})"
         if loads else
         f" (1-minute load average {record['load_average'][0]:.1f} at the end)")
-        + f"; the run took {record['wall_seconds'] / 60:.1f} min."]
+        + f"; the {'latest ' if len(record.get('runs', [])) > 1 else ''}run took "
+        f"{record['wall_seconds'] / 60:.1f} min."]
     if "densenet" not in {v["victim"] for v in record["victims"]}:
         lines += ["", "DenseNet-121 is not in this run (`--victims` left it out)."]
     return "\n".join([*lines, ""])
@@ -648,6 +717,9 @@ def main() -> None:
                         help="victims attacked at once, each in a process of its own (both "
                         "tools of a victim still run one after the other)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep --out's rows of victims whose weights are unchanged and run "
+                        "only the settings they lack (e.g. with a larger --max-seconds)")
     add_page_options(parser)
     args = parser.parse_args()
     publish(args, "breaching_side_by_side", measure=lambda: measure(args), markdown=markdown)

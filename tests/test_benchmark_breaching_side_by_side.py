@@ -170,3 +170,36 @@ def test_batch1_rows_are_held_against_the_mean_image_on_their_own_victims() -> N
     assert "batch 1 scores the first 2 of them, on which it scores 16.50 dB" in page
     assert "shieldsplit's optimisation rows above it: batch1 (quick), batch8 (quick);" in page
     assert "breaching's: batch8 (quick)." in page
+
+
+def test_a_resumed_record_lists_its_runs_and_tags_each_row() -> None:
+    """With rows from two runs (``--resume``) the page lists both runs and names each row's
+    run; a setting not run says the cap of the run that skipped it."""
+    record = _record()
+    victim = record["victims"][0]
+    victim["rows"][0]["run"] = 0
+    victim["not_run"][0]["max_seconds"] = 1500.0
+    first = {k: record[k] for k in ("command", "date", "load_average", "wall_seconds")}
+    record["runs"] = [first, {**first, "command": "python b.py --resume", "wall_seconds": 60.0}]
+    victim["rows"].insert(1, {**victim["rows"][0], "budget": "standard", "run": 1})
+    page = markdown(record)
+    assert "The rows come from 2 runs on the same victims" in page
+    assert "- run 1: `python b.py --resume`, 2026-12-06 22:00 UTC, 1.0 min" in page
+    assert "- batch8 at quick (run 0):" in page and "- batch8 at standard (run 1):" in page
+    assert "over the run's 25 min cap per setting" in page
+    assert "the latest run took" in page
+
+
+def test_weights_fingerprint_tells_victims_apart() -> None:
+    """``--resume`` keeps rows only for the same weights: the fingerprint is stable for the
+    same state and changes with any value."""
+    from attack_strength import weights_sha256
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    same = torch.nn.Linear(3, 2)
+    same.load_state_dict(net.state_dict())
+    assert weights_sha256(net) == weights_sha256(same)
+    with torch.no_grad():
+        same.bias[0] += 1e-6
+    assert weights_sha256(net) != weights_sha256(same)
