@@ -207,10 +207,12 @@ class GradientAttack(Attack):
     accepts: ClassVar[tuple[ObservationKind, ...]] = ("gradient",)
     #: ``budget -> (iterations, restarts)``
     budgets: ClassVar[dict[str, tuple[int, int]]] = {}
-    #: at the ``quick`` budget, a model with more trainable parameters than this whose
-    #: first ``nn.Linear`` is narrower than the image is attacked through that layer's
-    #: features (see ``InvertingGradients``' ``features``) instead of by matching every
-    #: parameter's gradient: a matching iteration differentiates every parameter twice
+    #: a model with more trainable parameters than this whose first ``nn.Linear`` is
+    #: narrower than the image is attacked through that layer's features (see
+    #: ``InvertingGradients``' ``features``; above the quick budget a batch-1 gradient's
+    #: feature image then seeds gradient matching, ``FeatureAttack._refine``) instead of
+    #: by matching every parameter's gradient: a matching iteration differentiates every
+    #: parameter twice
     #: (torchvision's ResNet-18, 11M parameters: 0.3 s per image per iteration on one CPU
     #: thread, so 16 minutes for 32 victims at 100 iterations), a feature iteration is
     #: one forward and backward pass (0.005 s per image in a batch of 32)

@@ -408,7 +408,7 @@ class FeatureAttack(GradientAttack):
         return [out[i] for i in range(len(observations))]
 
     def _refine(self, obs: Observation, rec: Reconstruction) -> Reconstruction:
-        """Gradient matching (one restart, the budget's iterations) of a batch-1 gradient
+        """Gradient matching (one restart, :attr:`refine_budgets`' iterations) of a batch-1 gradient
         started from the feature path's image ``rec``; the refined image replaces it only
         when it matches the observed gradient better than ``rec``'s image does, so a
         budget above quick never ends further from the observation than the feature
