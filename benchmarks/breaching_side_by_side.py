@@ -679,7 +679,13 @@ def markdown(record: dict[str, Any]) -> str:
     loads = [r["load_average"] for v in record["victims"] for r in v["rows"]
              if "load_average" in r]
     jobs = record.get("jobs", 1)
+    runs = record.get("runs", [])
     lines += ["", "Times: " + (
+        "in each run, on each victim, both tools ran one after the other, so a row's two "
+        "times shared its load; victims attacked at once, each in a process of its own on "
+        f"{record['threads']} torch thread(s): " + ", ".join(
+            f"run {i} {r.get('jobs', 1)}" for i, r in enumerate(runs))
+        if len(runs) > 1 else
         "both tools ran one after the other in the same run, so they shared the same load"
         if jobs == 1 else
         f"{jobs} victims were attacked at once, each in a process of its own on "

@@ -187,7 +187,7 @@ def test_a_resumed_record_lists_its_runs_and_tags_each_row() -> None:
     assert "- run 1: `python b.py --resume`, 2026-12-06 22:00 UTC, 1.0 min" in page
     assert "- batch8 at quick (run 0):" in page and "- batch8 at standard (run 1):" in page
     assert "over the run's 25 min cap per setting" in page
-    assert "the latest run took" in page
+    assert "the latest run took" in page and ": run 0 1, run 1 1 (" in page
 
 
 def test_weights_fingerprint_tells_victims_apart() -> None:
