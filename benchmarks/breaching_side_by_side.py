@@ -382,10 +382,15 @@ def attack_victim(key: str, args: argparse.Namespace, python: Path, workdir: Pat
     rows, skipped = [], []
     print(f"{key}:", flush=True)
     run = args.run_index
-    for budget in args.budgets:
+    # an earlier run's budgets stay on the page even when this run does not name them
+    every: tuple[Budget, ...] = ("quick", "standard", "thorough")
+    budgets = [b for b in every if b in args.budgets or any(k[1] == b for k in kept)]
+    for budget in budgets:
         for setting in SETTINGS:
             if (setting, budget) in kept:
                 rows.append(kept[(setting, budget)])
+                continue
+            if budget not in args.budgets:
                 continue
             cost = estimate(victim, x, setting, budget, args)
             if cost > args.max_seconds:
