@@ -77,6 +77,7 @@ from typing import Any
 import attack_strength
 import torch
 from pages import add_page_options, command_line, header, publish
+from scipy.stats import t as student_t
 from torch import Tensor, nn
 
 from shieldsplit._core.provenance import machine_info
@@ -523,6 +524,28 @@ def meets(row: dict[str, Any]) -> tuple[bool, bool]:
     return o["psnr"] >= b["psnr"], o["seconds_per_image"] <= b["seconds_per_image"]
 
 
+def separated(row: dict[str, Any]) -> tuple[float, float] | None:
+    """The 95% t-interval of the tools' mean per-image PSNR difference (ours minus
+    breaching's; batch rows are paired with the victims first, so the lists align image
+    by image), or None when it contains 0 (the images do not separate the tools).
+
+    Example:
+        >>> separated({"ours": {"psnr_per_image": [20.0, 21.0]},
+        ...            "breaching": {"psnr_per_image": [19.0, 22.0]}}) is None
+        True
+    """
+    diffs = [a - b for a, b in zip(row["ours"]["psnr_per_image"],
+                                   row["breaching"]["psnr_per_image"], strict=True)]
+    n = len(diffs)
+    if n < 2:
+        return None
+    mean = sum(diffs) / n
+    sd = (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5
+    half = float(student_t.ppf(0.975, n - 1)) * sd / n ** 0.5
+    low, high = mean - half, mean + half
+    return (low, high) if low > 0 or high < 0 else None
+
+
 def verdict(row: dict[str, Any]) -> str:
     o, b = row["ours"], row["breaching"]
     quality, speed = meets(row)
@@ -659,6 +682,15 @@ def markdown(record: dict[str, Any]) -> str:
         "." if not short else "; where not: " + "; ".join(
             f"{NAMES[v['victim']]} {r['setting']} ({r['budget']}): {verdict(r)}"
             for v, r in short) + "."))
+    mixed = [(v, r) for v, r in all_rows if separated(r) is None]
+    if mixed:
+        lines += ["", "PSNR not separated on these images (the 95% t-interval of the mean "
+                  "per-image difference, shieldsplit minus breaching, contains 0, so the row's "
+                  "PSNR verdict could turn with other images or seeds): " + "; ".join(
+                      f"{NAMES[v['victim']]} {r['setting']} ({r['budget']}, "
+                      f"{r['ours']['images']} images): "
+                      f"{r['ours']['psnr'] - r['breaching']['psnr']:+.2f} dB"
+                      for v, r in mixed) + "."]
     failed = [f"{NAMES[v['victim']]} imprint (breaching's attack failed)"
               for v in record["victims"] for r in v["rows"] if "breaching_error" in r]
     if failed:

@@ -203,3 +203,17 @@ def test_weights_fingerprint_tells_victims_apart() -> None:
     with torch.no_grad():
         same.bias[0] += 1e-6
     assert weights_sha256(net) != weights_sha256(same)
+
+
+def test_rows_the_images_cannot_separate_are_named() -> None:
+    """A row whose per-image PSNR differences give a 95% t-interval around 0 is named as
+    not separated; a row with a steady difference is not."""
+    record = _record()
+    page = markdown(record)
+    assert "PSNR not separated" not in page  # every image 1.5 dB apart
+    row = record["victims"][0]["rows"][0]
+    row["ours"]["psnr_per_image"] = [23.0, 19.0, 23.0, 19.0, 23.0, 19.0, 23.0, 19.0]
+    row["ours"]["psnr"] = 21.0
+    page = markdown(record)
+    assert "PSNR not separated on these images" in page
+    assert "ResNet-18 batch8 (quick, 8 images): -0.50 dB" in page
