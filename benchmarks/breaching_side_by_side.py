@@ -222,18 +222,14 @@ def federated(victim: dict[str, Any], x: Tensor, y: Tensor, aux: Tensor, aux_y: 
                  time.perf_counter() - start)
     # breaching runs the budget's iterations: those of shieldsplit's feature path, or of
     # its gradient matching where that is all it runs
-    f_its, f_restarts = plan.feature_schedule()
-    g_its, g_restarts = plan.schedule()
-    if args.iterations is not None:
-        f_its = g_its = args.iterations
+    f_its, f_restarts, g_its, g_restarts, refine = schedules(plan, budget, args)
     gradients_only = path == "gradients"
     ours.update(attack=name, path=path,
                 iterations=g_its if gradients_only else f_its,
                 restarts=g_restarts if gradients_only else f_restarts,
                 matched=sorted({str(r.meta.get("matched", "gradients")) for r in recs}))
     if path == "features, then gradients":
-        refine = (plan.refine_budgets or {}).get(budget, g_its)
-        ours["refine_iterations"] = args.iterations or refine
+        ours["refine_iterations"] = refine
     print(f"  {victim['arch']} shieldsplit {setting} {budget}: {ours['psnr']:.2f} dB, "
           f"{ours['seconds_per_image']:.1f} s/image ({ours['matched']})", flush=True)
     images, seconds, labels_right = [], 0.0, 0
@@ -336,6 +332,19 @@ def planned_path(victim: dict[str, Any], x: Tensor, setting: str,
     return attack, path
 
 
+def schedules(attack: Any, budget: Budget,
+              args: argparse.Namespace) -> tuple[int, int, int, int, int]:
+    """``(feature iterations, feature restarts, matching iterations, matching restarts,
+    refinement iterations)`` of a planned attack; ``--iterations`` overrides every count of
+    iterations."""
+    f_its, f_restarts = attack.feature_schedule()
+    g_its, g_restarts = attack.schedule()
+    refine = (attack.refine_budgets or {}).get(budget, g_its)
+    if args.iterations is not None:
+        f_its = g_its = refine = args.iterations
+    return f_its, f_restarts, g_its, g_restarts, refine
+
+
 def estimate(victim: dict[str, Any], x: Tensor, setting: str, budget: Budget,
              args: argparse.Namespace) -> float:
     """Seconds a (setting, budget) would take at :data:`PACE`: breaching's side at the
@@ -345,11 +354,7 @@ def estimate(victim: dict[str, Any], x: Tensor, setting: str, budget: Budget,
     pace times :data:`GRADIENT_SLOWDOWN`."""
     attack, path = planned_path(victim, x, setting, budget)
     theirs, ours = PACE[victim["arch"]][setting]
-    f_its, f_restarts = attack.feature_schedule()
-    g_its, g_restarts = attack.schedule()
-    refine = (attack.refine_budgets or {}).get(budget, g_its)
-    if args.iterations is not None:
-        f_its = g_its = refine = args.iterations
+    f_its, f_restarts, g_its, g_restarts, refine = schedules(attack, budget, args)
     observations = args.batch1_images if setting == "batch1" else 1
     slow = theirs * GRADIENT_SLOWDOWN[setting]
     if path == "features":
