@@ -38,10 +38,15 @@ SAME iteration count (on a batch-1 gradient through a classifier narrower than t
 above the quick budget, shieldsplit then refines its feature path's image by gradient
 matching: ``InvertingGradients.path()`` says "features, then gradients", and the page
 names the refinement's iterations). A (victim, setting, budget) whose estimated cost
-exceeds ``--max-seconds`` is not run; the page says so and why. ``--resume`` adds the
-settings an earlier run did not measure to ``--out``'s record: it keeps that record's rows
-of every victim whose weights have the same SHA-256 (the cached victims; retraining with
-the seed on one thread reproduced them bit for bit) and stops if they differ.
+exceeds ``--max-seconds`` is not run; the page says so and why. ``--jobs`` runs that many
+settings at once, each (victim, setting, budget) in a process of its own, the longest
+estimate first; a setting's two tools still run one after the other. ``--resume`` adds
+the settings an earlier run did not measure to ``--out``'s record, and measures again the
+rows this run attacks on another number of images (the batch-1 rows under another
+``--batch1-images``): it keeps that record's other rows of every victim whose weights have
+the same SHA-256 (the cached victims; retraining with the seed on one thread reproduced
+the paper network bit for bit on the same machine, not ResNet-18 or DenseNet-121 on
+another) and stops if they differ; ``--fresh`` names victims to measure anew instead.
 
 Scored with the auditor's functions: PSNR (capped at 100 dB; batches paired by
 ``match_order``), the line-up (``lineup_identified`` against the auxiliary images) and
@@ -364,13 +369,35 @@ def estimate(victim: dict[str, Any], x: Tensor, setting: str, budget: Budget,
     return observations * (f_its * (theirs + ours * f_restarts) + refine * slow)
 
 
-def attack_victim(key: str, args: argparse.Namespace, python: Path, workdir: Path,
-                  previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One victim's rows. ``previous`` (``--resume``): that victim's record from an
-    earlier run; its rows are kept (tagged with their run) and only the settings it lacks
-    are run, provided the victim's weights are the same (else the run stops)."""
+def images_for(setting: str, args: argparse.Namespace) -> int:
+    """How many test images a setting of this run attacks."""
+    return args.batch1_images if setting == "batch1" else 8
+
+
+def victim_inputs(key: str, args: argparse.Namespace
+                  ) -> tuple[dict[str, Any], Tensor, Tensor, Tensor, Tensor]:
+    """A victim (trained and cached by ``attack_strength.load``), its test images and
+    labels in the seed's order, and the seeded auxiliary images and labels."""
     victim = attack_strength.load(key, args.seed)
+    order = torch.randperm(len(victim["x_test"]),
+                           generator=torch.Generator().manual_seed(args.seed))
+    pick = torch.randperm(len(victim["x_train"]),
+                          generator=torch.Generator().manual_seed(args.seed))[:args.aux_limit]
+    return (victim, victim["x_test"][order], victim["y_test"][order],
+            victim["x_train"][pick], victim["y_train"][pick])
+
+
+def plan_victim(key: str, args: argparse.Namespace,
+                previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One victim's plan: its rows in page order, each either kept from ``previous``
+    (``--resume``: that victim's record from an earlier run, used only if the victim's
+    weights are the same, else the run stops) or a task to run (a ``(setting, budget)``
+    with its estimated seconds), and the settings over ``--max-seconds``. A kept row is
+    measured again when this run names its budget and attacks another number of images
+    (a batch-1 row and a different ``--batch1-images``)."""
+    victim, x, _, aux, _ = victim_inputs(key, args)
     kept: dict[tuple[str, str], dict[str, Any]] = {}
+    earlier_skips: dict[tuple[str, str], dict[str, Any]] = {}
     if previous is not None:
         had = previous["network"].get("weights_sha256")
         if had != victim["weights_sha256"]:
@@ -378,25 +405,24 @@ def attack_victim(key: str, args: argparse.Namespace, python: Path, workdir: Pat
                 f"--resume: {key}'s weights differ from the record's ({had or 'not recorded'} "
                 f"against {victim['weights_sha256']}); run without --resume")
         kept = {(r["setting"], r["budget"]): {**r, "run": r.get("run", 0)}
-                for r in previous["rows"]}
-    order = torch.randperm(len(victim["x_test"]),
-                           generator=torch.Generator().manual_seed(args.seed))
-    x, y = victim["x_test"][order], victim["y_test"][order]
-    pick = torch.randperm(len(victim["x_train"]),
-                          generator=torch.Generator().manual_seed(args.seed))[:args.aux_limit]
-    aux, aux_y = victim["x_train"][pick], victim["y_train"][pick]
-    rows, skipped = [], []
-    print(f"{key}:", flush=True)
-    run = args.run_index
+                for r in previous["rows"]
+                if r["budget"] not in args.budgets
+                or r["ours"]["images"] == images_for(r["setting"], args)}
+        earlier_skips = {(s["setting"], s["budget"]): s for s in previous["not_run"]}
+    slots: list[dict[str, Any] | tuple[str, str]] = []
+    tasks, skipped = [], []
     # an earlier run's budgets stay on the page even when this run does not name them
     every: tuple[Budget, ...] = ("quick", "standard", "thorough")
-    budgets = [b for b in every if b in args.budgets or any(k[1] == b for k in kept)]
+    budgets = [b for b in every if b in args.budgets or any(k[1] == b for k in kept)
+               or any(k[1] == b for k in earlier_skips)]
     for budget in budgets:
         for setting in SETTINGS:
             if (setting, budget) in kept:
-                rows.append(kept[(setting, budget)])
+                slots.append(kept[(setting, budget)])
                 continue
             if budget not in args.budgets:
+                if (setting, budget) in earlier_skips:
+                    skipped.append(earlier_skips[(setting, budget)])
                 continue
             cost = estimate(victim, x, setting, budget, args)
             if cost > args.max_seconds:
@@ -405,14 +431,45 @@ def attack_victim(key: str, args: argparse.Namespace, python: Path, workdir: Pat
                 print(f"  {key} {setting} {budget}: not run (about {cost / 60:.0f} min)",
                       flush=True)
                 continue
-            rows.append({**federated(victim, x, y, aux, aux_y, setting, budget, args, python,
-                                     workdir), "run": run})
-    rows.append(kept.get(("imprint", "any"))
-                or {**malicious(victim, x, y, aux, args, python, workdir), "run": run})
+            slots.append((setting, budget))
+            tasks.append({"victim": key, "setting": setting, "budget": budget,
+                          "estimate_seconds": cost})
+    if ("imprint", "any") in kept:
+        slots.append(kept[("imprint", "any")])
+    else:
+        slots.append(("imprint", "any"))
+        tasks.append({"victim": key, "setting": "imprint", "budget": "any",
+                      "estimate_seconds": IMPRINT_SECONDS})
     keep = ("arch", "accuracy", "majority_rate", "params", "train_images", "best_epoch",
             "weights_sha256")
     return {"victim": key, "network": {k: victim[k] for k in keep}, "auxiliary": len(aux),
-            "rows": rows, "not_run": skipped, **mean_image_scores(x, aux)}
+            "slots": slots, "tasks": tasks, "not_run": skipped, **mean_image_scores(x, aux)}
+
+
+#: seconds the planner gives an imprint task (both tools read 8 images analytically, in
+#: seconds; only the order of the tasks uses it)
+IMPRINT_SECONDS = 60.0
+
+
+def run_task(task: dict[str, Any], args: argparse.Namespace, python: Path,
+             workdir: Path) -> dict[str, Any]:
+    """One planned row: both tools on one (victim, setting, budget), tagged with the run."""
+    victim, x, y, aux, aux_y = victim_inputs(task["victim"], args)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if task["setting"] == "imprint":
+        row = malicious(victim, x, y, aux, args, python, workdir)
+    else:
+        row = federated(victim, x, y, aux, aux_y, task["setting"], task["budget"], args,
+                        python, workdir)
+    return {**row, "run": args.run_index}
+
+
+def assemble(plan: dict[str, Any], done: dict[tuple[str, str, str], dict[str, Any]]
+             ) -> dict[str, Any]:
+    """A victim's record from its plan and the rows its tasks measured, in page order."""
+    rows = [slot if isinstance(slot, dict) else done[(plan["victim"], *slot)]
+            for slot in plan["slots"]]
+    return {k: v for k, v in plan.items() if k not in ("slots", "tasks")} | {"rows": rows}
 
 
 def mean_image_scores(x: Tensor, aux: Tensor) -> dict[str, Any]:
@@ -447,40 +504,52 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 skipped.setdefault("max_seconds", old["max_seconds"])
         runs = old.get("runs") or [{k: old[k] for k in RUN_FIELDS if k in old}]
     args.run_index = len(runs)
-    before = [earlier.get(k) for k in args.victims]
+    unknown = sorted(set(args.fresh) - set(args.victims))
+    if unknown:
+        raise SystemExit(f"--fresh names {unknown}, which --victims does not attack; "
+                         "name them in --victims too")
+    plans = [plan_victim(k, args, None if k in args.fresh else earlier.get(k))
+             for k in args.victims]
+    tasks = [t for p in plans for t in p["tasks"]]
+    if args.jobs > 1:  # the longest first, so that the processes finish near together
+        tasks.sort(key=lambda t: -t["estimate_seconds"])
+    print(f"{len(tasks)} settings to run: " + ", ".join(
+        f"{t['victim']} {t['setting']} {t['budget']} (~{t['estimate_seconds'] / 60:.0f} min)"
+        for t in tasks), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
+        folders = [Path(tmp) / f"{t['victim']}-{t['setting']}-{t['budget']}" for t in tasks]
         if args.jobs == 1:
-            victims = [attack_victim(k, args, python, Path(tmp), p)
-                       for k, p in zip(args.victims, before, strict=True)]
-        else:  # one process per victim, at most --jobs at once, each on --threads threads
-            folders = [Path(tmp) / k for k in args.victims]
-            for folder in folders:
-                folder.mkdir()
+            rows = [run_task(t, args, python, f) for t, f in zip(tasks, folders, strict=True)]
+        else:  # one process per setting, at most --jobs at once, each on --threads threads
             with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
                                      initializer=_child, initargs=(args,)) as pool:
-                victims = list(pool.map(attack_victim, args.victims, repeat(args),
-                                        repeat(python), folders, before))
+                rows = list(pool.map(run_task, tasks, repeat(args), repeat(python), folders))
+    done = {(t["victim"], t["setting"], t["budget"]): r for t, r in zip(tasks, rows,
+                                                                         strict=True)}
+    victims = [assemble(p, done) for p in plans]
     # victims of the earlier run that this one did not attack stay as they were, in order
     victims += [v for k, v in earlier.items() if k not in args.victims]
     order = [*earlier, *(k for k in args.victims if k not in earlier)]
     victims.sort(key=lambda v: order.index(v["victim"]))
     record = {
         "command": command_line("benchmarks/breaching_side_by_side.py", args,
-                                skip=("breaching_env", "run_index", "resume"))
-        + (" --resume" if args.resume else ""),
+                                skip=("breaching_env", "run_index", "resume", "fresh"))
+        + (" --resume" if args.resume else "")
+        + (f" --fresh {' '.join(args.fresh)}" if args.fresh else ""),
         "date": f"{datetime.fromtimestamp(start, timezone.utc):%Y-%m-%d %H:%M} UTC",
         "machine": machine_info(), "load_average": list(os.getloadavg()), "seed": args.seed,
         "threads": args.threads, "breaching_commit": source_commit(args.breaching_src),
         "fedavg": FEDAVG, "budgets": args.budgets, "max_seconds": args.max_seconds,
-        "pace": PACE, "jobs": args.jobs, "victims": victims, "wall_seconds": time.time() - start,
+        "pace": PACE, "jobs": args.jobs, "parallel": "settings", "victims": victims,
+        "wall_seconds": time.time() - start,
     }
     record["runs"] = [*runs, {k: record[k] for k in RUN_FIELDS}]
     return record
 
 
 #: what one run of the benchmark records about itself (``runs``, one per ``--resume``)
-RUN_FIELDS = ("command", "date", "load_average", "jobs", "wall_seconds", "breaching_commit",
-              "max_seconds")
+RUN_FIELDS = ("command", "date", "load_average", "jobs", "parallel", "wall_seconds",
+              "breaching_commit", "max_seconds")
 
 
 # --------------------------------------------------------------------------- the page
@@ -516,11 +585,19 @@ def runs_lines(record: dict[str, Any]) -> list[str]:
     runs = record.get("runs", [])
     if len(runs) < 2:
         return []
-    return [f"The rows come from {len(runs)} runs on the same victims (their weights' SHA-256 "
-            "checked before a row is added); each row's note names its run:", "",
+    return [f"The rows come from {len(runs)} runs; each victim's rows were measured on the "
+            "same weights (their SHA-256 is checked before a run adds rows to a victim's, and "
+            "a victim measured anew loses its earlier rows); each row's note names its run:",
+            "",
             *(f"- run {i}: `{r['command']}`, {r['date']}, {r['wall_seconds'] / 60:.1f} min, "
               f"load average at the end {r['load_average'][0]:.1f}" for i, r in enumerate(runs)),
             ""]
+
+
+def unit(run: dict[str, Any]) -> str:
+    """What a run's processes each attacked: a setting (since 2026-12-07) or, in earlier
+    runs, which did not record it, a whole victim."""
+    return "setting" if run.get("parallel") == "settings" else "victim"
 
 
 def meets(row: dict[str, Any]) -> tuple[bool, bool]:
@@ -723,15 +800,16 @@ def markdown(record: dict[str, Any]) -> str:
     jobs = record.get("jobs", 1)
     runs = record.get("runs", [])
     lines += ["", "Times: " + (
-        "in each run, on each victim, both tools ran one after the other, so a row's two "
-        "times shared its load; victims attacked at once, each in a process of its own on "
+        "in each run, on each row, both tools ran one after the other, so a row's two "
+        "times shared its load; processes at once, each on "
         f"{record['threads']} torch thread(s): " + ", ".join(
-            f"run {i} {r.get('jobs', 1)}" for i, r in enumerate(runs))
+            f"run {i} {r.get('jobs', 1)}" + (f" (one per {unit(r)})" if r.get("jobs", 1) > 1
+                                             else "") for i, r in enumerate(runs))
         if len(runs) > 1 else
         "both tools ran one after the other in the same run, so they shared the same load"
         if jobs == 1 else
-        f"{jobs} victims were attacked at once, each in a process of its own on "
-        f"{record['threads']} torch thread(s); on each victim both tools ran one after the "
+        f"{jobs} {unit(record)}s were attacked at once, each in a process of its own on "
+        f"{record['threads']} torch thread(s); on each row both tools ran one after the "
         f"other, so a row's two times shared its load") + (
         f" (1-minute load average at the end of each row between {min(loads):.1f} and "
         f"{max(loads):.1f}, at the end of the run {record['load_average'][0]:.1f})"
@@ -762,12 +840,18 @@ def main() -> None:
                         help="override every budget's iterations (a smoke test)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1,
-                        help="victims attacked at once, each in a process of its own (both "
-                        "tools of a victim still run one after the other)")
+                        help="settings (victim, setting, budget) attacked at once, each in a "
+                        "process of its own, the longest estimate first (both tools of a "
+                        "setting still run one after the other)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true",
                         help="keep --out's rows of victims whose weights are unchanged and run "
-                        "only the settings they lack (e.g. with a larger --max-seconds)")
+                        "only the settings they lack (e.g. with a larger --max-seconds) or "
+                        "that this run attacks on another number of images (--batch1-images)")
+    parser.add_argument("--fresh", nargs="+", choices=sorted(NAMES), default=[],
+                        help="with --resume: measure these victims anew, every row (their "
+                        "earlier rows are dropped), e.g. after retraining them on a machine "
+                        "whose kernels gave other weights; the other victims resume")
     add_page_options(parser)
     args = parser.parse_args()
     publish(args, "breaching_side_by_side", measure=lambda: measure(args), markdown=markdown)

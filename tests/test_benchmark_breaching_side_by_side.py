@@ -183,7 +183,7 @@ def test_a_resumed_record_lists_its_runs_and_tags_each_row() -> None:
     record["runs"] = [first, {**first, "command": "python b.py --resume", "wall_seconds": 60.0}]
     victim["rows"].insert(1, {**victim["rows"][0], "budget": "standard", "run": 1})
     page = markdown(record)
-    assert "The rows come from 2 runs on the same victims" in page
+    assert "The rows come from 2 runs; each victim's rows were measured on the same" in page
     assert "- run 1: `python b.py --resume`, 2026-12-06 22:00 UTC, 1.0 min" in page
     assert "- batch8 at quick (run 0):" in page and "- batch8 at standard (run 1):" in page
     assert "over the run's 25 min cap per setting" in page
@@ -217,3 +217,87 @@ def test_rows_the_images_cannot_separate_are_named() -> None:
     page = markdown(record)
     assert "PSNR not separated on these images" in page
     assert "ResNet-18 batch8 (quick, 8 images): -0.50 dB" in page
+
+
+def _planning(monkeypatch: pytest.MonkeyPatch, sha: str = "abc") -> tuple[object, dict]:
+    """The benchmark module with a victim that needs no data: an untrained ResNet-18 (the
+    planner asks its attack which path it takes) and an earlier run's record of it."""
+    import breaching_side_by_side as bench
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    victim = {"net": resnet18(num_classes=2).eval(), "num_classes": 2, "arch": "resnet18",
+              "accuracy": 0.8, "majority_rate": 0.7, "params": 11, "train_images": 546,
+              "best_epoch": 3, "weights_sha256": sha}
+    x, aux = torch.rand(8, 3, 28, 28), torch.rand(10, 3, 28, 28)
+    monkeypatch.setattr(bench, "victim_inputs",
+                        lambda key, args: (victim, x, torch.zeros(8), aux, torch.zeros(10)))
+
+    def row(setting: str, budget: str, images: int) -> dict:
+        return {"setting": setting, "budget": budget, "ours": {"images": images}, "run": 0}
+
+    previous = {"network": {"weights_sha256": "abc"},
+                "rows": [row("batch1", "quick", 2), row("batch8", "quick", 8),
+                         row("fedavg", "quick", 8), row("batch1", "standard", 2),
+                         row("batch8", "standard", 8), row("imprint", "any", 8)],
+                "not_run": [{"setting": "fedavg", "budget": "standard",
+                             "estimate_seconds": 5000.0, "max_seconds": 1500.0}]}
+    return bench, previous
+
+
+def test_resume_runs_what_the_record_lacks_and_what_this_run_counts_otherwise(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--resume --batch1-images 8``: the batch-1 rows of 2 images are measured again, the
+    setting an earlier cap skipped is run, every other row is kept, and the victim's rows
+    keep the page's order whichever process measured them."""
+    import argparse
+
+    bench, previous = _planning(monkeypatch)
+    args = argparse.Namespace(batch1_images=8, budgets=["quick", "standard"],
+                              max_seconds=1e9, iterations=None, seed=0, aux_limit=10)
+    plan = bench.plan_victim("resnet", args, previous)
+    assert [(t["setting"], t["budget"]) for t in plan["tasks"]] == [
+        ("batch1", "quick"), ("batch1", "standard"), ("fedavg", "standard")]
+    assert plan["not_run"] == []
+    done = {("resnet", t["setting"], t["budget"]): {"setting": t["setting"],
+                                                     "budget": t["budget"], "run": 1}
+            for t in plan["tasks"]}
+    rows = bench.assemble(plan, done)["rows"]
+    assert [(r["setting"], r["budget"], r["run"]) for r in rows] == [
+        ("batch1", "quick", 1), ("batch8", "quick", 0), ("fedavg", "quick", 0),
+        ("batch1", "standard", 1), ("batch8", "standard", 0), ("fedavg", "standard", 1),
+        ("imprint", "any", 0)]
+    # a budget this run does not name keeps its rows, whatever their images, and its skips
+    args.budgets = ["quick"]
+    plan = bench.plan_victim("resnet", args, previous)
+    assert [(t["setting"], t["budget"]) for t in plan["tasks"]] == [("batch1", "quick")]
+    assert plan["not_run"] == previous["not_run"]
+    assert ("batch1", "standard") in {(r["setting"], r["budget"])
+                                      for r in plan["slots"] if isinstance(r, dict)}
+    # the same options and a cap: nothing to run again, the cap is named
+    args.budgets, args.batch1_images, args.max_seconds = ["quick", "standard"], 2, 60.0
+    plan = bench.plan_victim("resnet", args, previous)
+    assert plan["tasks"] == []
+    assert [(s["setting"], s["max_seconds"]) for s in plan["not_run"]] == [("fedavg", 60.0)]
+
+
+def test_resume_stops_on_other_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    bench, previous = _planning(monkeypatch, sha="retrained")
+    args = argparse.Namespace(batch1_images=2, budgets=["quick"], max_seconds=1e9,
+                              iterations=None, seed=0, aux_limit=10)
+    with pytest.raises(SystemExit, match="resnet's weights differ from the record's"):
+        bench.plan_victim("resnet", args, previous)
+
+
+def test_the_page_says_what_each_process_attacked() -> None:
+    """Earlier runs gave each process a victim; runs since give each a setting."""
+    record = _record()
+    first = {k: record[k] for k in ("command", "date", "load_average", "wall_seconds")}
+    record["runs"] = [{**first, "jobs": 2}, {**first, "jobs": 2, "parallel": "settings"}]
+    page = markdown(record)
+    assert ": run 0 2 (one per victim), run 1 2 (one per setting) (" in page
+    record.pop("runs")
+    record.update(jobs=2, parallel="settings")
+    assert "2 settings were attacked at once" in markdown(record)
