@@ -642,7 +642,8 @@ def verdict(row: dict[str, Any]) -> str:
 def markdown(record: dict[str, Any]) -> str:
     lines = [
         "# breaching and shieldsplit side by side (one run)", "",
-        *header(record, seed=record["seed"], own=record["threads"]),
+        # the latest run's processes: --jobs of them, each on --threads threads
+        *header(record, seed=record["seed"], own=record["threads"] * record.get("jobs", 1)),
         f"breaching: commit `{record['breaching_commit']}`, run in its own venv by "
         "`benchmarks/breaching_worker.py` (never a dependency of shieldsplit).  ",
         f"Wall time {record['wall_seconds'] / 60:.1f} min; {record['threads']} torch thread(s) "

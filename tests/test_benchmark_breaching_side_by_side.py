@@ -301,3 +301,13 @@ def test_the_page_says_what_each_process_attacked() -> None:
     record.pop("runs")
     record.update(jobs=2, parallel="settings")
     assert "2 settings were attacked at once" in markdown(record)
+
+
+def test_the_load_line_counts_every_process_of_the_run() -> None:
+    """Two processes of one thread each keep a load of 2 busy themselves: that is no
+    other work."""
+    record = _record()
+    record.update(jobs=2, load_average=[2.0, 2.0, 2.0])
+    assert "no other work (the benchmark's own 2 processes or threads)" in markdown(record)
+    record.update(jobs=1)
+    assert "above the benchmark's own 1: other work shared the cores" in markdown(record)
