@@ -311,3 +311,18 @@ def test_the_load_line_counts_every_process_of_the_run() -> None:
     assert "no other work (the benchmark's own 2 processes or threads)" in markdown(record)
     record.update(jobs=1)
     assert "above the benchmark's own 1: other work shared the cores" in markdown(record)
+
+
+def test_met_rows_where_neither_tool_beats_the_mean_image_are_named() -> None:
+    """A row that meets the target while both tools stay at or below the mean auxiliary
+    image compares two failures, and the page says so with shieldsplit's path."""
+    record = _record()
+    row = record["victims"][0]["rows"][0]
+    row["ours"].update(psnr=16.9, psnr_per_image=[16.9] * 8, matched=["separated (1 of 8)"],
+                       seconds_per_image=1.0)
+    row["breaching"].update(psnr=15.0, psnr_per_image=[15.0] * 8)
+    page = markdown(record)
+    assert "Of the met rows, 1 compares two failures" in page
+    assert "ResNet-18 batch8 (quick): 16.90 and 15.00 dB against 17.00 (separated (1 of 8))" in page
+    row["ours"].update(psnr=17.5, psnr_per_image=[17.5] * 8)
+    assert "compare two failures" not in markdown(record)
