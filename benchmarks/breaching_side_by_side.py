@@ -403,7 +403,8 @@ def plan_victim(key: str, args: argparse.Namespace,
         if had != victim["weights_sha256"]:
             raise SystemExit(
                 f"--resume: {key}'s weights differ from the record's ({had or 'not recorded'} "
-                f"against {victim['weights_sha256']}); run without --resume")
+                f"against {victim['weights_sha256']}); name it in --fresh to measure it "
+                "anew, or run without --resume")
         kept = {(r["setting"], r["budget"]): {**r, "run": r.get("run", 0)}
                 for r in previous["rows"]
                 if r["budget"] not in args.budgets
