@@ -622,18 +622,23 @@ def test_refinement_that_does_not_match_better_keeps_the_feature_images(
 
 def test_looped_map_equals_vmap(net, images, monkeypatch) -> None:
     """Above ``vmap_parameters`` the problems are mapped by a loop; it computes what the
-    nested vmaps compute (unsigned steps: equal up to rounding)."""
+    nested vmaps compute (unsigned steps: equal up to rounding). Every restart's loss is
+    compared; the images only at one restart, since on this untrained net the restarts'
+    losses nearly tie (about 2e-6 apart by 1e-7) and rounding may pick the other one."""
     obs = [observe_gradient(net, images[i : i + 1], torch.tensor([i])) for i in range(2)]
-    out = {}
-    for looped in (False, True):
-        monkeypatch.setattr(InvertingGradients, "vmap_parameters", 0 if looped else 10**9)
-        attack = InvertingGradients(seed=0, features=False, signed=False, lr=0.01,
-                                    iterations=5, restarts=2, progress=False)
-        attack.prepare(_context(net))
-        out[looped] = attack.reconstruct_many(obs)
-    for a, b in zip(out[False], out[True], strict=True):
-        assert torch.allclose(a.images, b.images, atol=1e-5)
-        assert a.meta["restart_losses"] == pytest.approx(b.meta["restart_losses"], abs=1e-6)
+    for restarts in (1, 2):
+        out = {}
+        for looped in (False, True):
+            monkeypatch.setattr(InvertingGradients, "vmap_parameters", 0 if looped else 10**9)
+            attack = InvertingGradients(seed=0, features=False, signed=False, lr=0.01,
+                                        iterations=5, restarts=restarts, progress=False)
+            attack.prepare(_context(net))
+            out[looped] = attack.reconstruct_many(obs)
+        for a, b in zip(out[False], out[True], strict=True):
+            assert a.meta["restart_losses"] == pytest.approx(b.meta["restart_losses"],
+                                                             abs=1e-6)
+            if restarts == 1:
+                assert torch.allclose(a.images, b.images, atol=1e-5)
 
 
 def test_idlg_feature_path_reads_a_wide_layer_and_beats_the_paper_form() -> None:
