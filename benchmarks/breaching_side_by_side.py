@@ -650,8 +650,8 @@ def verdict(row: dict[str, Any]) -> str:
     o, b = row["ours"], row["breaching"]
     quality, speed = meets(row)
     words = []
-    words.append("PSNR met" if quality else
-                 f"PSNR short by {b['psnr'] - o['psnr']:.2f} dB")
+    words.append(("PSNR met" if quality else f"PSNR short by {b['psnr'] - o['psnr']:.2f} dB")
+                 + (" (not separated: inconclusive)" if separated(row) is None else ""))
     words.append("time met" if speed else
                  f"time over by {o['seconds_per_image'] / b['seconds_per_image']:.1f}x")
     return ", ".join(words)
@@ -659,7 +659,9 @@ def verdict(row: dict[str, Any]) -> str:
 
 def markdown(record: dict[str, Any]) -> str:
     lines = [
-        "# breaching and shieldsplit side by side (one run)", "",
+        "# breaching and shieldsplit side by side ("
+        + ("one run" if len(record.get("runs", [])) < 2 else
+           f"{len(record['runs'])} runs; both tools of each row in the same run") + ")", "",
         # the latest run's processes: --jobs of them, each on --threads threads
         *header(record, seed=record["seed"], own=record["threads"] * record.get("jobs", 1)),
         f"breaching: commit `{record['breaching_commit']}`, run in its own venv by "
@@ -768,19 +770,23 @@ def markdown(record: dict[str, Any]) -> str:
                "image on this network; the comparison is between two failures"
                if not above["ours"] and not above["breaching"] else "") + ".")
         lines.append("")
-    met = [(v, r) for v, r in all_rows if all(meets(r))]
+    reached = [(v, r) for v, r in all_rows if all(meets(r))]
+    met = [(v, r) for v, r in reached if separated(r) is not None]
+    open_ = [(v, r) for v, r in reached if separated(r) is None]
     short = [(v, r) for v, r in all_rows if not all(meets(r))]
     lines += ["## The target", "",
               "Target (issue 22): the auditor's default attack at each budget reaches at least "
               "breaching's PSNR on every victim at no more than breaching's time per image.", ""]
     lines.append(f"Met in {len(met)} of {len(all_rows)} rows" + (
+        f"; inconclusive in {len(open_)} (at least breaching's PSNR on average and no slower, "
+        "but the images do not separate the tools; listed below)" if open_ else "") + (
         "." if not short else "; where not: " + "; ".join(
             f"{NAMES[v['victim']]} {r['setting']} ({r['budget']}): {verdict(r)}"
             for v, r in short) + "."))
-    failures = [(v, r) for v, r in met if "matched" in r["ours"]
+    failures = [(v, r) for v, r in reached if "matched" in r["ours"]
                 and max(r["ours"]["psnr"], r["breaching"]["psnr"]) <= mean_image_bar(v, r)]
     if failures:
-        lines += ["", f"Of the met rows, {len(failures)} "
+        lines += ["", f"Of the met and inconclusive rows, {len(failures)} "
                   f"compare{'s' if len(failures) == 1 else ''} two failures: neither tool "
                   "rebuilds those images better than the mean auxiliary image does "
                   "(shieldsplit and breaching against the mean image; shieldsplit's path): "

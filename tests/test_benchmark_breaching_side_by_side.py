@@ -217,6 +217,11 @@ def test_rows_the_images_cannot_separate_are_named() -> None:
     page = markdown(record)
     assert "PSNR not separated on these images" in page
     assert "ResNet-18 batch8 (quick, 8 images): -0.50 dB" in page
+    assert "PSNR short by 0.50 dB (not separated: inconclusive)" in page
+    row["ours"].update(psnr=22.0, psnr_per_image=[24.0, 20.0] * 4, seconds_per_image=1.0)
+    page = markdown(record)  # above breaching's mean, not separated: not counted as met
+    assert "Met in 1 of 2 rows; inconclusive in 1 (" in page
+    assert "| PSNR met (not separated: inconclusive), time met |" in page
 
 
 def _planning(monkeypatch: pytest.MonkeyPatch, sha: str = "abc") -> tuple[object, dict]:
@@ -322,7 +327,7 @@ def test_met_rows_where_neither_tool_beats_the_mean_image_are_named() -> None:
                        seconds_per_image=1.0)
     row["breaching"].update(psnr=15.0, psnr_per_image=[15.0] * 8)
     page = markdown(record)
-    assert "Of the met rows, 1 compares two failures" in page
+    assert "Of the met and inconclusive rows, 1 compares two failures" in page
     assert "ResNet-18 batch8 (quick): 16.90 and 15.00 dB against 17.00 (separated (1 of 8))" in page
     row["ours"].update(psnr=17.5, psnr_per_image=[17.5] * 8)
     assert "compare two failures" not in markdown(record)
